@@ -1,0 +1,1 @@
+//! ACPI discovery over untrusted table bytes (ACPI 6.5 §5.2). Work in progress.

@@ -1,0 +1,15 @@
+//! numavisor's policy core.
+//!
+//! Everything here is pure logic over plain data: it never touches hardware, so the same code
+//! runs inside the firmware image and under `cargo test` on the host. The firmware's platform
+//! layer feeds it bytes (ACPI tables, the boot memory map) and acts on what it decides.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod acpi;
+pub mod bootinfo;
+pub mod memory;
+pub mod report;
+pub mod topology;

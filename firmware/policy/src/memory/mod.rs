@@ -1,0 +1,1 @@
+//! Physical memory per proximity domain. Work in progress.

@@ -1,0 +1,1 @@
+//! The `@nv` boot report. Work in progress.

@@ -1,0 +1,1 @@
+//! The machine's NUMA proximity domains. Work in progress.
