@@ -1,0 +1,153 @@
+//! DSDT, the Differentiated System Description Table (ACPI 6.5 §5.2.11.1): the AML
+//! namespace of the guest's devices, built with rust-vmm's `acpi_tables::aml`.
+//!
+//! ```text
+//! \_SB.C000 .. Cnnn   processors: _HID "ACPI0007", _UID = MADT UID, _PXM = vNUMA node
+//! \_SB.COM1           16550 UART: _HID PNP0501, _UID 1, _CRS { IO, IRQNoFlags }, [_PXM]
+//! \_SB.RTC            CMOS RTC, when present: _HID PNP0B00, _CRS { IO 0x70, IRQNoFlags 8 }
+//! \_S5                soft-off: SLP_TYP = S5_SLP_TYP (§7.4.2)
+//! ```
+//! rust-vmm has no IRQ descriptor (§6.4.2.1), only the extended one; ISA devices on a
+//! PC use the short form, written here as [`IrqNoFlags`].
+
+use acpi_tables::aml::{Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
+use acpi_tables::{Aml, AmlSink};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::sdt::{new_table, HEADER_LEN};
+use crate::GuestPlatform;
+
+/// DSDT revision 2: AML integers are 64 bits wide.
+pub const REVISION: u8 = 2;
+/// The SLP_TYP value the DSDT's `\_S5` gives for soft-off: a guest powering off writes
+/// `SLP_EN | S5_SLP_TYP << 10` to PM1a_CNT.
+pub const S5_SLP_TYP: u8 = 5;
+
+/// IRQ descriptor without the optional flags byte (§6.4.2.1): one ISA IRQ, edge
+/// triggered, active high.
+pub struct IrqNoFlags(pub u8);
+
+impl Aml for IrqNoFlags {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.byte(0x22); // small item, type IRQ, 2 bytes follow
+        sink.word(1u16.checked_shl(u32::from(self.0)).unwrap_or(0));
+    }
+}
+
+/// Builds the DSDT for a checked platform.
+pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
+    let mut devices: Vec<Box<dyn Aml>> = Vec::new();
+    for (uid, vcpu) in platform.vcpus.iter().enumerate() {
+        // uid < MAX_VCPUS = 4096: three hex digits.
+        let path = format!("C{uid:03X}");
+        let children: Vec<Box<dyn Aml>> = alloc::vec![
+            Box::new(Name::new("_HID".into(), &"ACPI0007")),
+            Box::new(Name::new("_UID".into(), &(uid as u32))),
+            Box::new(Name::new("_PXM".into(), &vcpu.node)),
+        ];
+        devices.push(Box::new(OwnedDevice(path, children)));
+    }
+    if let Some(uart) = platform.devices.uart {
+        let mut children: Vec<Box<dyn Aml>> = alloc::vec![
+            Box::new(Name::new("_HID".into(), &EISAName::new("PNP0501"))),
+            Box::new(Name::new("_UID".into(), &1u8)),
+            Box::new(crs(IO::new(uart.port, uart.port, 8, 8), uart.irq)),
+        ];
+        if let Some(node) = uart.node {
+            children.push(Box::new(Name::new("_PXM".into(), &node)));
+        }
+        devices.push(Box::new(OwnedDevice("COM1".into(), children)));
+    }
+    if platform.devices.cmos_rtc {
+        let children: Vec<Box<dyn Aml>> = alloc::vec![
+            Box::new(Name::new("_HID".into(), &EISAName::new("PNP0B00"))),
+            Box::new(crs(IO::new(0x70, 0x70, 1, 2), 8)),
+        ];
+        devices.push(Box::new(OwnedDevice("RTC_".into(), children)));
+    }
+
+    let device_refs: Vec<&dyn Aml> = devices.iter().map(|d| d.as_ref()).collect();
+    let system_bus = Scope::new("\\_SB_".into(), device_refs);
+    let (slp_typ, zero) = (S5_SLP_TYP, 0u8);
+    let s5 = Name::new(
+        "\\_S5_".into(),
+        &Package::new(alloc::vec![&slp_typ, &slp_typ, &zero, &zero]),
+    );
+
+    let mut table = new_table(*b"DSDT", HEADER_LEN as u32, REVISION);
+    let mut aml = Vec::new();
+    system_bus.to_aml_bytes(&mut aml);
+    s5.to_aml_bytes(&mut aml);
+    table.append_slice(&aml);
+    table.as_slice().to_vec()
+}
+
+/// `Name(_CRS, ResourceTemplate() { IO(...), IRQNoFlags() { irq } })` for an ISA device.
+fn crs(ports: IO, irq: u8) -> Name {
+    let irq = IrqNoFlags(irq);
+    Name::new(
+        "_CRS".into(),
+        &ResourceTemplate::new(alloc::vec![&ports as &dyn Aml, &irq]),
+    )
+}
+
+/// A `Device` that owns its name and children (rust-vmm's borrows its children, which a
+/// loop building many devices cannot lend).
+struct OwnedDevice(String, Vec<Box<dyn Aml>>);
+
+impl Aml for OwnedDevice {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let children: Vec<&dyn Aml> = self.1.iter().map(|c| c.as_ref()).collect();
+        Device::new(Path::new(&self.0), children).to_aml_bytes(sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdt::{read_u32, sums_to_zero};
+    use crate::test_platforms::two_nodes_four_vcpus;
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn uart_processors_and_s5() {
+        let mut platform = two_nodes_four_vcpus();
+        platform.devices.uart = platform
+            .devices
+            .uart
+            .map(|u| crate::Uart16550 { node: Some(1), ..u });
+        let dsdt = build(&platform);
+        assert_eq!(&dsdt[0..4], b"DSDT");
+        assert_eq!(dsdt[8], REVISION);
+        assert_eq!(read_u32(&dsdt, 4), Some(dsdt.len() as u32));
+        assert!(sums_to_zero(&dsdt));
+        // COM1's _CRS: IO(Decode16, 0x3F8, 0x3F8, 8, 8), IRQNoFlags(){4}, EndTag.
+        assert!(contains(
+            &dsdt,
+            &[0x47, 1, 0xF8, 3, 0xF8, 3, 8, 8, 0x22, 0x10, 0, 0x79, 0]
+        ));
+        // PNP0501 as an EISA ID (0x0105D041).
+        assert!(contains(&dsdt, b"_HID\x0c\x41\xd0\x05\x01"));
+        for name in [b"C000", b"C003", b"COM1", b"RTC_", b"_S5_"] {
+            assert!(
+                contains(&dsdt, name),
+                "{}",
+                core::str::from_utf8(name).unwrap()
+            );
+        }
+        assert!(contains(&dsdt, b"ACPI0007\0"));
+    }
+
+    #[test]
+    fn irq_descriptor_mask() {
+        let mut bytes = Vec::new();
+        IrqNoFlags(9).to_aml_bytes(&mut bytes);
+        assert_eq!(bytes, [0x22, 0x00, 0x02]);
+    }
+}

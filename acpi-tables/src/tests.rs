@@ -1,0 +1,230 @@
+//! Tests of [`crate::generate`] as a whole: how the tables point at each other
+//! (ACPI 6.5 §5.2.5 – §5.2.9), and which descriptions it refuses.
+
+use alloc::vec;
+
+use crate::sdt::{read_u32, read_u64, sums_to_zero};
+use crate::test_platforms::{one_node_one_vcpu, two_nodes_four_vcpus, with_x2apic_vcpu};
+use crate::*;
+
+#[test]
+fn tables_point_at_each_other() {
+    let tables = generate(&two_nodes_four_vcpus()).unwrap();
+    let signatures: Vec<[u8; 4]> = tables.tables().iter().map(|t| t.signature).collect();
+    assert_eq!(
+        signatures,
+        [
+            *b"RSDP", *b"XSDT", *b"RSDT", *b"FACP", *b"FACS", *b"DSDT", *b"APIC", *b"SRAT",
+            *b"SLIT"
+        ]
+    );
+    let address = |sig: &[u8; 4]| tables.table(sig).unwrap().address;
+    assert_eq!(tables.rsdp_address(), 0xE_0000);
+    let rsdp = &tables.table(b"RSDP").unwrap().bytes;
+    assert_eq!(read_u32(rsdp, 16), Some(address(b"RSDT") as u32));
+    assert_eq!(read_u64(rsdp, 24), Some(address(b"XSDT")));
+    let xsdt = &tables.table(b"XSDT").unwrap().bytes;
+    let rsdt = &tables.table(b"RSDT").unwrap().bytes;
+    for (i, sig) in [b"FACP", b"APIC", b"SRAT", b"SLIT"].into_iter().enumerate() {
+        assert_eq!(read_u64(xsdt, 36 + 8 * i), Some(address(sig)));
+        assert_eq!(read_u32(rsdt, 36 + 4 * i), Some(address(sig) as u32));
+    }
+    let fadt = &tables.table(b"FACP").unwrap().bytes;
+    assert_eq!(read_u32(fadt, 36), Some(address(b"FACS") as u32));
+    assert_eq!(read_u64(fadt, 140), Some(address(b"DSDT")));
+    assert_eq!(address(b"FACS") % 64, 0);
+}
+
+#[test]
+fn every_table_is_checksummed_and_the_image_holds_them() {
+    let tables = generate(&with_x2apic_vcpu()).unwrap();
+    let image = tables.image();
+    assert_eq!(image.len() as u64, tables.len());
+    for table in tables.tables() {
+        let start = (table.address - tables.rsdp_address()) as usize;
+        assert_eq!(&image[start..start + table.bytes.len()], &table.bytes[..]);
+        if table.signature == RSDP_SIGNATURE {
+            assert!(sums_to_zero(&table.bytes[..20]));
+        } else if table.signature != *b"FACS" {
+            assert_eq!(read_u32(&table.bytes, 4), Some(table.bytes.len() as u32));
+        }
+        // The FACS has no checksum.
+        if table.signature != *b"FACS" {
+            assert!(sums_to_zero(&table.bytes), "{:?}", table.signature);
+        }
+    }
+}
+
+#[test]
+fn hmat_only_when_figures_are_given() {
+    assert!(generate(&one_node_one_vcpu())
+        .unwrap()
+        .table(b"HMAT")
+        .is_none());
+    assert!(generate(&one_node_one_vcpu())
+        .unwrap()
+        .table(b"SLIT")
+        .is_none());
+    let mut platform = one_node_one_vcpu();
+    platform.hmat = Some(HmatFigures {
+        latency_ns: vec![vec![90]],
+        bandwidth_mb_s: vec![vec![9000]],
+    });
+    assert!(generate(&platform).unwrap().table(b"HMAT").is_some());
+}
+
+fn refused(change: impl FnOnce(&mut GuestPlatform)) -> AcpiError {
+    let mut platform = two_nodes_four_vcpus();
+    change(&mut platform);
+    generate(&platform).unwrap_err()
+}
+
+#[test]
+fn bad_descriptions_are_refused_with_what_is_wrong() {
+    assert_eq!(refused(|p| p.vcpus.clear()), AcpiError::NoVcpus);
+    assert_eq!(
+        refused(|p| p.vcpus[3].node = 2),
+        AcpiError::VcpuOnMissingNode {
+            vcpu: 3,
+            node: 2,
+            nodes: 2
+        }
+    );
+    assert_eq!(
+        refused(|p| p.vcpus[3].apic_id = 1),
+        AcpiError::DuplicateApicId {
+            first: 1,
+            second: 3,
+            apic_id: 1
+        }
+    );
+    assert_eq!(
+        refused(|p| p.nodes[1].memory[0].base -= 0x1000),
+        AcpiError::OverlappingRanges {
+            node_a: 0,
+            range_a: 0,
+            node_b: 1,
+            range_b: 0
+        }
+    );
+    assert_eq!(
+        refused(|p| p.nodes[0].memory[0].length = 0),
+        AcpiError::EmptyRange { node: 0, range: 0 }
+    );
+    assert_eq!(
+        refused(|p| p.nodes[1].memory[0].base = u64::MAX),
+        AcpiError::RangeOverflows { node: 1, range: 0 }
+    );
+    assert_eq!(
+        refused(|p| p.distances = Some(DistanceMatrix::from_rows(&[[10u8]]).unwrap())),
+        AcpiError::DistanceMatrixSize {
+            expected: 2,
+            found: 1
+        }
+    );
+    assert_eq!(
+        refused(|p| p.placement.size = 512),
+        AcpiError::TablesDoNotFit {
+            needed: 1160,
+            available: 512
+        }
+    );
+    assert_eq!(
+        refused(|p| p.placement.base = 0xFFFF_FC00),
+        AcpiError::TablesAbove4GiB { end: 0x1_0000_0088 }
+    );
+    assert_eq!(
+        refused(|p| p.placement.base = 0xE_0008),
+        AcpiError::MisalignedBase { base: 0xE_0008 }
+    );
+    assert_eq!(
+        refused(|p| p.hmat = Some(HmatFigures {
+            latency_ns: vec![],
+            bandwidth_mb_s: vec![]
+        })),
+        AcpiError::HmatMatrixSize {
+            which: "latency_ns",
+            row: None,
+            expected: 2,
+            found: 0
+        }
+    );
+    assert_eq!(
+        refused(|p| p.devices.uart = Some(Uart16550 {
+            port: 0x3F8,
+            irq: 16,
+            node: None
+        })),
+        AcpiError::BadUart {
+            port: 0x3F8,
+            irq: 16
+        }
+    );
+    assert_eq!(
+        refused(|p| p.devices.uart = Some(Uart16550 {
+            port: 0x3F8,
+            irq: 4,
+            node: Some(5)
+        })),
+        AcpiError::DeviceOnMissingNode {
+            device: "UART",
+            node: 5,
+            nodes: 2
+        }
+    );
+    assert_eq!(
+        refused(|p| p.devices.pm.sci_irq = 2),
+        AcpiError::BadPmBlock {
+            port: 0x600,
+            sci_irq: 2
+        }
+    );
+    assert_eq!(
+        refused(|p| p.vcpus[0].apic_id = u32::MAX),
+        AcpiError::ReservedApicId { vcpu: 0 }
+    );
+    let too_many = refused(|p| {
+        p.vcpus = (0..=MAX_VCPUS as u32)
+            .map(|apic_id| Vcpu { apic_id, node: 0 })
+            .collect()
+    });
+    assert_eq!(
+        too_many,
+        AcpiError::TooMany {
+            what: "vCPUs",
+            count: MAX_VCPUS + 1,
+            max: MAX_VCPUS
+        }
+    );
+}
+
+#[test]
+fn errors_explain_themselves() {
+    let text = alloc::format!(
+        "{}",
+        AcpiError::VcpuOnMissingNode {
+            vcpu: 3,
+            node: 2,
+            nodes: 2
+        }
+    );
+    assert_eq!(text, "vCPU 3 is on node 2, but there are only 2 nodes");
+}
+
+#[test]
+fn many_vcpus_fit_and_stay_consistent() {
+    let mut platform = two_nodes_four_vcpus();
+    platform.vcpus = (0..MAX_VCPUS as u32)
+        .map(|i| Vcpu {
+            apic_id: i * 2,
+            node: i % 2,
+        })
+        .collect();
+    platform.placement.size = 1 << 20;
+    let tables = generate(&platform).unwrap();
+    assert!(tables
+        .tables()
+        .iter()
+        .filter(|t| t.signature != *b"FACS")
+        .all(|t| sums_to_zero(&t.bytes)));
+}

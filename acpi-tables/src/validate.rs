@@ -1,0 +1,177 @@
+//! Checks a [`GuestPlatform`] before any table is built, so the builders can rely on it.
+//!
+//! The rules come from ACPI 6.5 §5.2.12 (MADT: unique APIC IDs), §5.2.16 (SRAT: every
+//! processor and memory range in a proximity domain) and §5.2.17 (SLIT: one row and one
+//! column per locality), plus the limits of the structures we emit (ISA IRQs 0..15 for
+//! interrupt source overrides, 32-bit table pointers in the RSDT and FADT).
+
+use alloc::vec::Vec;
+
+use crate::{AcpiError, GuestPlatform};
+
+/// Most vCPUs per partition: the DSDT names processors `C000`..`CFFF`.
+pub const MAX_VCPUS: usize = 4096;
+/// Most vNUMA nodes per partition.
+pub const MAX_NODES: usize = 256;
+/// Most memory ranges per partition, all nodes together.
+pub const MAX_RANGES: usize = 1024;
+
+/// Checks everything but the final size, which is known only once the tables are built.
+pub(crate) fn check(platform: &GuestPlatform) -> Result<(), AcpiError> {
+    check_vcpus(platform)?;
+    check_memory(platform)?;
+    check_matrices(platform)?;
+    check_devices(platform)?;
+    let base = platform.placement.base;
+    if !base.is_multiple_of(16) {
+        return Err(AcpiError::MisalignedBase { base });
+    }
+    Ok(())
+}
+
+fn check_vcpus(platform: &GuestPlatform) -> Result<(), AcpiError> {
+    let (vcpus, nodes) = (&platform.vcpus, platform.nodes.len());
+    if vcpus.is_empty() {
+        return Err(AcpiError::NoVcpus);
+    }
+    too_many("vCPUs", vcpus.len(), MAX_VCPUS)?;
+    too_many("vNUMA nodes", nodes, MAX_NODES)?;
+    let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(vcpus.len());
+    for (index, vcpu) in vcpus.iter().enumerate() {
+        if usize::try_from(vcpu.node).map_or(true, |node| node >= nodes) {
+            return Err(AcpiError::VcpuOnMissingNode {
+                vcpu: index,
+                node: vcpu.node,
+                nodes,
+            });
+        }
+        if vcpu.apic_id == u32::MAX {
+            return Err(AcpiError::ReservedApicId { vcpu: index });
+        }
+        by_id.push((vcpu.apic_id, index));
+    }
+    by_id.sort_unstable();
+    for pair in by_id.windows(2) {
+        if let [(id_a, first), (id_b, second)] = *pair {
+            if id_a == id_b {
+                let (first, second) = (first.min(second), first.max(second));
+                return Err(AcpiError::DuplicateApicId {
+                    first,
+                    second,
+                    apic_id: id_a,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_memory(platform: &GuestPlatform) -> Result<(), AcpiError> {
+    // (base, end exclusive, node, range)
+    let mut ranges: Vec<(u64, u64, usize, usize)> = Vec::new();
+    for (node, vnode) in platform.nodes.iter().enumerate() {
+        for (index, range) in vnode.memory.iter().enumerate() {
+            if range.length == 0 {
+                return Err(AcpiError::EmptyRange { node, range: index });
+            }
+            let end = range
+                .base
+                .checked_add(range.length)
+                .ok_or(AcpiError::RangeOverflows { node, range: index })?;
+            ranges.push((range.base, end, node, index));
+        }
+    }
+    too_many("memory ranges", ranges.len(), MAX_RANGES)?;
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        if let [(_, end_a, node_a, range_a), (base_b, _, node_b, range_b)] = *pair {
+            if base_b < end_a {
+                return Err(AcpiError::OverlappingRanges {
+                    node_a,
+                    range_a,
+                    node_b,
+                    range_b,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_matrices(platform: &GuestPlatform) -> Result<(), AcpiError> {
+    let nodes = platform.nodes.len();
+    if let Some(distances) = &platform.distances {
+        if distances.order() != nodes {
+            return Err(AcpiError::DistanceMatrixSize {
+                expected: nodes,
+                found: distances.order(),
+            });
+        }
+    }
+    if let Some(hmat) = &platform.hmat {
+        square("latency_ns", &hmat.latency_ns, nodes)?;
+        square("bandwidth_mb_s", &hmat.bandwidth_mb_s, nodes)?;
+    }
+    Ok(())
+}
+
+fn square(which: &'static str, rows: &[Vec<u32>], order: usize) -> Result<(), AcpiError> {
+    if rows.len() != order {
+        return Err(AcpiError::HmatMatrixSize {
+            which,
+            row: None,
+            expected: order,
+            found: rows.len(),
+        });
+    }
+    for (row, entries) in rows.iter().enumerate() {
+        if entries.len() != order {
+            let found = entries.len();
+            return Err(AcpiError::HmatMatrixSize {
+                which,
+                row: Some(row),
+                expected: order,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_devices(platform: &GuestPlatform) -> Result<(), AcpiError> {
+    let devices = &platform.devices;
+    let nodes = platform.nodes.len();
+    if let Some(uart) = devices.uart {
+        if uart.port > 0xFFF8 || uart.irq > 15 {
+            return Err(AcpiError::BadUart {
+                port: uart.port,
+                irq: uart.irq,
+            });
+        }
+        if let Some(node) = uart.node {
+            if usize::try_from(node).map_or(true, |n| n >= nodes) {
+                return Err(AcpiError::DeviceOnMissingNode {
+                    device: "UART",
+                    node,
+                    nodes,
+                });
+            }
+        }
+    }
+    let pm = devices.pm;
+    // IRQ 0 is the timer and IRQ 2 the cascade: neither can carry the SCI.
+    if pm.port > 0xFFF4 || pm.sci_irq == 0 || pm.sci_irq == 2 || pm.sci_irq > 15 {
+        return Err(AcpiError::BadPmBlock {
+            port: pm.port,
+            sci_irq: pm.sci_irq,
+        });
+    }
+    Ok(())
+}
+
+fn too_many(what: &'static str, count: usize, max: usize) -> Result<(), AcpiError> {
+    if count > max {
+        return Err(AcpiError::TooMany { what, count, max });
+    }
+    Ok(())
+}

@@ -1,1 +1,0 @@
-//! The `@nv` boot report. Work in progress.
