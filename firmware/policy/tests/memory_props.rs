@@ -367,7 +367,7 @@ fn step(fa: &mut FrameAllocator, model: &mut Model, op: Op) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn allocator_matches_the_model(layout in layout(), ops in prop::collection::vec(op(), 1..80)) {
