@@ -1,1 +1,155 @@
-fn main() {}
+//! `cargo xtask …` (alias for `cargo run -p tools -- …`): build, run, test and benchmark
+//! numavisor.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use tools::{expect, image, packages, qemu, report::Report, topology, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "tools", about = "Build, run, test and benchmark numavisor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Build the image and print its path and size.
+    Build,
+    /// Boot the image in QEMU on a named topology (tests/topologies/NAME.toml).
+    Run {
+        #[arg(long, default_value = "two-nodes")]
+        topology: String,
+        /// Keep the machine up after `ready` instead of exiting QEMU.
+        #[arg(long)]
+        stay: bool,
+        /// Extra words for the image's command line (e.g. "log=debug").
+        #[arg(long, default_value = "")]
+        append: String,
+    },
+    /// Run every gate: fmt, clippy, host tests, the QEMU topology matrix.
+    Test,
+    /// Count instructions from entry to `ready` under `-icount shift=0`.
+    Bench {
+        #[arg(long, value_delimiter = ',', default_value = "two-nodes,eight-nodes")]
+        topologies: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Commands::Build => {
+            let path = image::build()?;
+            let size = std::fs::metadata(&path)?.len();
+            println!("{} ({size} bytes)", path.display());
+            Ok(())
+        }
+        Commands::Run { topology, stay, append } => run(&topology, stay, &append),
+        Commands::Test => test(),
+        Commands::Bench { topologies } => bench(&topologies),
+    }
+}
+
+fn run(name: &str, stay: bool, append: &str) -> Result<()> {
+    packages::ensure(&[packages::QEMU])?;
+    let image = image::build()?;
+    let topology = topology::load(name)?;
+    let options = qemu::RunOptions {
+        exit_after_ready: !stay,
+        extra_qemu_args: vec![],
+        extra_append: append.to_string(),
+    };
+    let args = qemu::command(&image, &topology, &options);
+    println!("$ {}", qemu::shell_line(&args));
+    let timeout = if stay { Duration::from_secs(u64::MAX / 4) } else { Duration::from_secs(topology.timeout_seconds) };
+    let result = qemu::run(&args, timeout, true)?;
+    if stay {
+        return Ok(());
+    }
+    let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
+    let problems = expect::check(&report, &topology.expect);
+    match result.status {
+        Some(qemu::EXIT_READY) if problems.is_empty() => {
+            println!("\nnumavisor reached ready on topology {name}; the report matches {name}.toml");
+            Ok(())
+        }
+        status => bail!(
+            "run on {name} ended with status {status:?}{}; report problems: {problems:#?}",
+            if result.timed_out { " (timed out)" } else { "" }
+        ),
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    packages::ensure(&[packages::QEMU, packages::IASL])?;
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "-q", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy", "-q", "-p", "numavisor-firmware", "--release", "--target", image::TARGET, "--", "-D", "warnings",
+    ])?;
+    let image = image::build()?;
+    println!("image: {} ({} bytes)", image.display(), std::fs::metadata(&image)?.len());
+    // The QEMU tests boot the image just built rather than building it again.
+    cargo_with_env(&["test", "-q", "--workspace"], &[("NUMAVISOR_IMAGE", &image)])?;
+    println!("all gates passed");
+    Ok(())
+}
+
+fn bench(names: &[String]) -> Result<()> {
+    packages::ensure(&[packages::QEMU])?;
+    let image = image::build()?;
+    println!("image {} bytes", std::fs::metadata(&image)?.len());
+    println!(
+        "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "topology", "entry→ready", "acpi+topology", "memory setup", "cpu start-up", "of which waits"
+    );
+    for name in names {
+        let topology = topology::load(name)?;
+        let options = qemu::RunOptions {
+            exit_after_ready: true,
+            extra_qemu_args: vec!["-icount".into(), "shift=0".into()],
+            extra_append: String::new(),
+        };
+        let args = qemu::command(&image, &topology, &options);
+        let result = qemu::run(&args, Duration::from_secs(topology.timeout_seconds * 4), false)?;
+        let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
+        let Some(timing) = report.event("timing") else {
+            bail!("no timing event on {name}; log tail:\n{}", result.tail(30));
+        };
+        let field = |k: &str| timing[k].as_u64().unwrap_or(0);
+        println!(
+            "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            name,
+            field("entry_to_ready"),
+            field("acpi_and_topology"),
+            field("memory_setup"),
+            field("cpu_startup"),
+            field("waiting")
+        );
+    }
+    println!("(instructions: under -icount shift=0 one TSC tick is one guest instruction, summed over CPUs)");
+    Ok(())
+}

@@ -4,6 +4,8 @@
 //! format into a [`BootInfo`]: a memory map, where the RSDP is, and the command line. Nothing
 //! after the translator knows which protocol booted the image.
 
+pub mod pvh;
+
 use alloc::string::String;
 use alloc::vec::Vec;
 

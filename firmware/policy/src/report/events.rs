@@ -1,0 +1,259 @@
+//! Builders for each `@nv` event; docs/boot-report.md describes every field.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::json::{object, ArrayWriter, ObjectWriter};
+use super::REPORT_VERSION;
+use crate::acpi::{AcpiFindings, Hmat, HmatDataType, TableRef};
+use crate::memory::NodeLedger;
+use crate::topology::{Topology, TopologySource};
+
+fn event(name: &str, fill: impl FnOnce(&mut ObjectWriter)) -> String {
+    object(|o| {
+        o.u64("v", REPORT_VERSION as u64).str("event", name);
+        fill(o);
+    })
+}
+
+fn signature(raw: &[u8; 4]) -> String {
+    raw.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+}
+
+/// `acpi`: where the tables came from, which tables exist, and what was wrong with them.
+pub fn acpi(rsdp: u64, findings: &AcpiFindings) -> String {
+    event("acpi", |o| {
+        o.u64("rsdp", rsdp)
+            .u64("revision", findings.rsdp_revision as u64)
+            .str("root", if findings.root == crate::acpi::RootTableKind::Xsdt { "xsdt" } else { "rsdt" })
+            .array("tables", |a| {
+                for table in &findings.tables {
+                    a.object(|t| {
+                        t.str("signature", &signature(&table.signature))
+                            .u64("address", table.address)
+                            .u64("length", table.length as u64)
+                            .bool("valid", table.valid);
+                    });
+                }
+            })
+            .array("problems", |a| {
+                for problem in &findings.problems {
+                    a.str(&alloc::format!("{problem}"));
+                }
+            });
+    })
+}
+
+/// `acpi_table`: one table's bytes in hex (only with `acpi-dump` on the command line).
+pub fn acpi_table(table: &TableRef, bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = core::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+    }
+    event("acpi_table", |o| {
+        o.str("signature", &signature(&table.signature))
+            .u64("address", table.address)
+            .str("hex", &hex);
+    })
+}
+
+/// `topology`: proximity domains, their CPUs, SRAT ranges and usable RAM, and distances.
+pub fn topology(topology: &Topology) -> String {
+    event("topology", |o| {
+        o.str(
+            "source",
+            match topology.source {
+                TopologySource::Srat => "srat",
+                TopologySource::None => "none",
+            },
+        )
+        .array("nodes", |a| {
+            for domain in &topology.domains {
+                a.object(|n| {
+                    n.u64("node", domain.node as u64).u64("pxm", domain.pxm as u64);
+                    n.array("apic_ids", |ids| {
+                        for &id in &domain.apic_ids {
+                            ids.u64(id as u64);
+                        }
+                    });
+                    n.array("memory", |ranges| {
+                        for range in &domain.memory {
+                            ranges.object(|r| {
+                                r.u64("base", range.base).u64("size", range.size);
+                                if range.hot_pluggable {
+                                    r.bool("hot_pluggable", true);
+                                }
+                                if range.non_volatile {
+                                    r.bool("non_volatile", true);
+                                }
+                            });
+                        }
+                    });
+                    n.u64("usable_bytes", domain.usable.iter().map(|(s, e)| e - s).sum());
+                });
+            }
+        })
+        .array("distances", |rows| {
+            let n = topology.domains.len();
+            for from in 0..n {
+                rows.array(|row| {
+                    for to in 0..n {
+                        row.u64(topology.distance(from, to) as u64);
+                    }
+                });
+            }
+        });
+    })
+}
+
+/// One CPU's line in the `cpus` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuReport {
+    pub apic_id: u32,
+    /// The proximity domain (dense index) the topology gives it.
+    pub node: Option<usize>,
+    pub bsp: bool,
+    /// The domain its stack came from (APs only).
+    pub stack_node: Option<usize>,
+    /// Why it is not online; `None` when it is.
+    pub failure: Option<&'static str>,
+}
+
+impl CpuReport {
+    /// A CPU that reported in.
+    pub fn online(apic_id: u32, node: Option<usize>, bsp: bool, stack_node: Option<usize>) -> CpuReport {
+        CpuReport { apic_id, node, bsp, stack_node, failure: None }
+    }
+
+    /// A CPU that was left out, and why.
+    pub fn failed(apic_id: u32, node: Option<usize>, reason: &'static str) -> CpuReport {
+        CpuReport { apic_id, node, bsp: false, stack_node: None, failure: Some(reason) }
+    }
+}
+
+/// `cpus`: the CPUs that came online and those that did not.
+pub fn cpus(cpus: &[CpuReport]) -> String {
+    let write = |a: &mut ArrayWriter, online: bool| {
+        let mut sorted: Vec<&CpuReport> = cpus.iter().filter(|c| c.failure.is_none() == online).collect();
+        sorted.sort_by_key(|c| c.apic_id);
+        for cpu in sorted {
+            a.object(|c| {
+                c.u64("apic_id", cpu.apic_id as u64).opt_u64("node", cpu.node.map(|n| n as u64));
+                if online {
+                    c.bool("bsp", cpu.bsp);
+                    if !cpu.bsp {
+                        c.opt_u64("stack_node", cpu.stack_node.map(|n| n as u64));
+                    }
+                } else if let Some(reason) = cpu.failure {
+                    c.str("reason", reason);
+                }
+            });
+        }
+    };
+    event("cpus", |o| {
+        o.array("online", |a| write(a, true)).array("failed", |a| write(a, false));
+    })
+}
+
+/// `memory`: the ledger per node (usable = free + hypervisor + guest + pools).
+pub fn memory(ledger: &[NodeLedger]) -> String {
+    event("memory", |o| {
+        o.array("nodes", |a| {
+            for row in ledger {
+                a.object(|n| {
+                    n.u64("node", row.node as u64)
+                        .u64("usable", row.usable)
+                        .u64("free", row.free)
+                        .u64("hypervisor", row.hypervisor)
+                        .u64("guest", row.guest)
+                        .u64("pools", row.pools);
+                });
+            }
+        });
+    })
+}
+
+fn data_type_name(data_type: HmatDataType) -> String {
+    match data_type {
+        HmatDataType::AccessLatency => "access_latency".into(),
+        HmatDataType::ReadLatency => "read_latency".into(),
+        HmatDataType::WriteLatency => "write_latency".into(),
+        HmatDataType::AccessBandwidth => "access_bandwidth".into(),
+        HmatDataType::ReadBandwidth => "read_bandwidth".into(),
+        HmatDataType::WriteBandwidth => "write_bandwidth".into(),
+        HmatDataType::Other(raw) => alloc::format!("type_{raw}"),
+    }
+}
+
+/// `hmat`: the HMAT's latency and bandwidth matrices (initiator-major rows).
+pub fn hmat(hmat: &Hmat) -> String {
+    event("hmat", |o| {
+        o.u64("revision", hmat.revision as u64)
+            .array("memory_proximity", |a| {
+                for p in &hmat.memory_proximity {
+                    a.object(|m| {
+                        m.opt_u64("initiator", p.initiator.map(u64::from))
+                            .opt_u64("memory", p.memory.map(u64::from));
+                    });
+                }
+            })
+            .array("localities", |a| {
+                for l in &hmat.localities {
+                    a.object(|m| {
+                        m.str("data_type", &data_type_name(l.data_type))
+                            .u64("hierarchy", l.hierarchy as u64)
+                            .u64("base_unit", l.entry_base_unit)
+                            .array("initiators", |x| {
+                                l.initiators.iter().for_each(|&i| {
+                                    x.u64(i as u64);
+                                })
+                            })
+                            .array("targets", |x| {
+                                l.targets.iter().for_each(|&t| {
+                                    x.u64(t as u64);
+                                })
+                            })
+                            .array("entries", |rows| {
+                                for row in l.entries.chunks(l.targets.len().max(1)) {
+                                    rows.array(|r| {
+                                        row.iter().for_each(|&e| {
+                                            r.u64(e as u64);
+                                        })
+                                    });
+                                }
+                            });
+                    });
+                }
+            })
+            .u64("caches", hmat.caches.len() as u64);
+    })
+}
+
+/// Phase durations in TSC ticks (instructions under `qemu -icount shift=0`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub tsc_hz: u64,
+    pub entry_to_ready: u64,
+    pub acpi_and_topology: u64,
+    pub memory_setup: u64,
+    pub cpu_startup: u64,
+    /// Ticks spent in protocol-mandated waits (INIT/SIPI delays, report-in polling).
+    pub waiting: u64,
+}
+
+/// `timing`: how long each boot phase took.
+pub fn timing(t: &Timing) -> String {
+    event("timing", |o| {
+        o.u64("tsc_hz", t.tsc_hz)
+            .u64("entry_to_ready", t.entry_to_ready)
+            .u64("acpi_and_topology", t.acpi_and_topology)
+            .u64("memory_setup", t.memory_setup)
+            .u64("cpu_startup", t.cpu_startup)
+            .u64("waiting", t.waiting);
+    })
+}
+
+/// `ready`: start-up is complete.
+pub fn ready() -> String {
+    event("ready", |_| {})
+}

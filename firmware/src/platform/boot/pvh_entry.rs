@@ -1,0 +1,152 @@
+//! The PVH entry point: from 32-bit protected mode to Rust in long mode.
+//!
+//! Xen's PVH boot ABI (xen/include/public/arch-x86/hvm/start_info.h, and QEMU's `-kernel`
+//! loader): the loader finds `XEN_ELFNOTE_PHYS32_ENTRY` (note type 18) and jumps there in
+//! 32-bit protected mode with paging off, flat segments and EBX = physical address of
+//! `hvm_start_info`. We read the TSC first (benchmarks count from here), zero `.bss`, build an
+//! identity map of the first 4 GiB with 2 MiB pages, enter long mode and call
+//! [`crate::start::bsp_main`] with the start_info address.
+
+use core::arch::global_asm;
+
+/// Size of the boot CPU's stack.
+pub const BSP_STACK_BYTES: usize = 64 * 1024;
+
+/// Early page tables: PML4, one PDPT and four page directories mapping 0..4 GiB.
+#[repr(C, align(4096))]
+pub struct BootPageTables {
+    pub pml4: [u64; 512],
+    pub pdpt: [u64; 512],
+    pub pd: [[u64; 512]; 4],
+}
+
+/// Written by the entry code before `.bss` is known to be zero, so it lives in `.data`.
+#[unsafe(no_mangle)]
+#[used]
+pub static mut ENTRY_TSC: u64 = 1;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.page_tables")]
+static mut BOOT_PAGE_TABLES: BootPageTables = BootPageTables {
+    pml4: [0; 512],
+    pdpt: [0; 512],
+    pd: [[0; 512]; 4],
+};
+
+#[repr(C, align(16))]
+struct Stack([u8; BSP_STACK_BYTES]);
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".noinit.bsp_stack")]
+static mut BSP_STACK: Stack = Stack([0; BSP_STACK_BYTES]);
+
+/// Physical address of the boot page tables' PML4 (identity mapped, below 4 GiB).
+pub fn boot_pml4_address() -> u64 {
+    core::ptr::addr_of!(BOOT_PAGE_TABLES) as u64
+}
+
+global_asm!(
+    r#"
+    .pushsection .note.Xen, "a", @note
+    .p2align 2
+    .long 4                 /* namesz: "Xen\0" */
+    .long 8                 /* descsz: QEMU reads a quad for ELF64 */
+    .long 18                /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .p2align 2
+    .quad pvh_start32
+    .p2align 2
+    .popsection
+
+    .pushsection .text.boot, "ax"
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cli
+    cld
+    mov esi, ebx                        /* keep hvm_start_info */
+    rdtsc
+    mov dword ptr [ENTRY_TSC], eax
+    mov dword ptr [ENTRY_TSC + 4], edx
+
+    /* zero .bss (page tables and statics; heap and stacks are .noinit) */
+    mov edi, offset __bss_start
+    mov ecx, offset __bss_end
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
+
+    /* PML4[0] -> PDPT, PDPT[0..4] -> PD[0..4], PD entries: 2 MiB, present, writable */
+    mov edi, offset BOOT_PAGE_TABLES
+    lea eax, [edi + 4096 + 3]
+    mov dword ptr [edi], eax
+    lea eax, [edi + 8192 + 3]
+    mov dword ptr [edi + 4096], eax
+    add eax, 4096
+    mov dword ptr [edi + 4096 + 8], eax
+    add eax, 4096
+    mov dword ptr [edi + 4096 + 16], eax
+    add eax, 4096
+    mov dword ptr [edi + 4096 + 24], eax
+    lea edi, [edi + 8192]
+    mov eax, 0x83                       /* present | writable | page size */
+    mov ecx, 2048
+2:
+    mov dword ptr [edi], eax
+    add eax, 0x200000
+    add edi, 8
+    dec ecx
+    jnz 2b
+
+    /* long mode: PAE, CR3, EFER.LME (+NXE), paging */
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, offset BOOT_PAGE_TABLES
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+
+    lgdt [BOOT_GDT_POINTER]
+    push 0x08
+    push offset pvh_start64
+    retf
+
+    .code64
+pvh_start64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov rsp, offset BSP_STACK + {stack_bytes}
+    xor ebp, ebp
+    mov edi, esi                        /* first argument: hvm_start_info */
+    call {bsp_main}
+3:
+    cli
+    hlt
+    jmp 3b
+    .popsection
+"#,
+    stack_bytes = const BSP_STACK_BYTES,
+    bsp_main = sym crate::start::bsp_main,
+);
+
+/// The entry code's page tables, for finishing the identity map.
+///
+/// # Safety
+/// Only the boot CPU may call this, once, before any other CPU runs: the result aliases the
+/// live page tables.
+pub unsafe fn boot_page_tables() -> &'static mut BootPageTables {
+    // SAFETY: per this function's contract there is no other reference.
+    unsafe { &mut *core::ptr::addr_of_mut!(BOOT_PAGE_TABLES) }
+}

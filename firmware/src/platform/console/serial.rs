@@ -1,0 +1,54 @@
+//! The hypervisor console: a 16550 UART on COM1 (0x3F8), shared by every CPU.
+//!
+//! Lines are written whole under one lock so the output of CPUs never interleaves inside a
+//! line. The fatal path uses [`force_write`] instead, which does not wait forever for a lock a
+//! crashed CPU may hold.
+
+use core::fmt::{self, Write};
+
+use spin::Mutex;
+use uart_16550::SerialPort;
+
+const COM1: u16 = 0x3F8;
+
+static CONSOLE: Mutex<Option<SerialPort>> = Mutex::new(None);
+
+/// Programs COM1 (115200 8N1, FIFO on).
+pub fn init() {
+    // SAFETY: COM1 at 0x3F8 is the PC's first UART; only this module drives it.
+    let mut port = unsafe { SerialPort::new(COM1) };
+    port.init();
+    *CONSOLE.lock() = Some(port);
+}
+
+/// Writes pre-formatted arguments as one unit.
+pub fn write_fmt(args: fmt::Arguments) {
+    if let Some(port) = CONSOLE.lock().as_mut() {
+        let _ = port.write_fmt(args);
+    }
+}
+
+/// Writes even if another CPU holds the console lock (after a bounded wait).
+pub fn force_write(args: fmt::Arguments) {
+    for _ in 0..1_000_000 {
+        if let Some(mut guard) = CONSOLE.try_lock() {
+            if let Some(port) = guard.as_mut() {
+                let _ = port.write_fmt(args);
+            }
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // The holder is wedged: write on a fresh handle to the same UART.
+    // SAFETY: the machine is stopping; interleaving with a stuck writer is acceptable.
+    let mut port = unsafe { SerialPort::new(COM1) };
+    let _ = port.write_fmt(args);
+}
+
+/// `println!` onto the console.
+#[macro_export]
+macro_rules! console_println {
+    ($($arg:tt)*) => {
+        $crate::platform::console::serial::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}

@@ -1,0 +1,91 @@
+//! The local APIC, in xAPIC (MMIO) or x2APIC (MSR) mode — just what AP start-up needs.
+//!
+//! Intel SDM vol. 3A §11.4 (xAPIC registers), §11.6.1 (ICR), §11.12 (x2APIC MSRs).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use raw_cpuid::CpuId;
+use x86_64::registers::model_specific::Msr;
+
+const IA32_APIC_BASE: u32 = 0x1B;
+const APIC_BASE_X2APIC_ENABLE: u64 = 1 << 10;
+const APIC_BASE_GLOBAL_ENABLE: u64 = 1 << 11;
+const X2APIC_ICR: u32 = 0x830;
+const XAPIC_ICR_LOW: u64 = 0x300;
+const XAPIC_ICR_HIGH: u64 = 0x310;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+
+/// ICR command: INIT, level assert.
+pub const ICR_INIT_ASSERT: u32 = 0x0000_4500;
+/// ICR command: INIT, level de-assert (needed only by pre-Pentium 4 parts; harmless after).
+pub const ICR_INIT_DEASSERT: u32 = 0x0000_8500;
+/// ICR command: start-up IPI; the low byte is the page number of the trampoline.
+pub const ICR_STARTUP: u32 = 0x0000_4600;
+
+static X2APIC: AtomicBool = AtomicBool::new(false);
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0xFEE0_0000);
+
+/// Whether the CPU supports x2APIC mode.
+pub fn x2apic_supported() -> bool {
+    CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic())
+}
+
+/// Brings this CPU's local APIC up in the mode chosen for the machine (all CPUs call it).
+pub fn enable(x2apic: bool) {
+    let mut msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the enable bits (x2APIC only
+    // when supported, checked by the caller) is the architected way to turn the APIC on.
+    unsafe {
+        let mut value = msr.read() | APIC_BASE_GLOBAL_ENABLE;
+        if x2apic {
+            value |= APIC_BASE_X2APIC_ENABLE;
+        }
+        msr.write(value);
+        XAPIC_BASE.store(value & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
+    }
+    X2APIC.store(x2apic, Ordering::Relaxed);
+}
+
+/// Whether x2APIC mode is already on (a firmware may leave it so).
+pub fn x2apic_enabled() -> bool {
+    // SAFETY: reading IA32_APIC_BASE has no side effects.
+    unsafe { Msr::new(IA32_APIC_BASE).read() & APIC_BASE_X2APIC_ENABLE != 0 }
+}
+
+/// This CPU's APIC ID, from CPUID (leaf 0xB's 32-bit x2APIC ID where present).
+pub fn current_apic_id() -> u32 {
+    let cpuid = CpuId::new();
+    if let Some(mut levels) = cpuid.get_extended_topology_info() {
+        if let Some(level) = levels.next() {
+            return level.x2apic_id();
+        }
+    }
+    cpuid
+        .get_feature_info()
+        .map(|f| f.initial_local_apic_id() as u32)
+        .unwrap_or(0)
+}
+
+/// Sends an inter-processor interrupt `command` to the CPU with `apic_id`.
+pub fn send_ipi(apic_id: u32, command: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is enabled on this CPU; the ICR MSR takes destination << 32.
+        unsafe { Msr::new(X2APIC_ICR).write(((apic_id as u64) << 32) | command as u64) };
+        return;
+    }
+    let base = XAPIC_BASE.load(Ordering::Relaxed);
+    // SAFETY: the xAPIC page is identity mapped (below 4 GiB, uncached in our map) and these
+    // are its architected ICR registers; xAPIC destinations are 8 bits.
+    unsafe {
+        let high = (base + XAPIC_ICR_HIGH) as *mut u32;
+        let low = (base + XAPIC_ICR_LOW) as *mut u32;
+        high.write_volatile((apic_id & 0xFF) << 24);
+        low.write_volatile(command);
+        for _ in 0..1_000_000 {
+            if low.read_volatile() & ICR_DELIVERY_PENDING == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Exception handling: an IDT whose 32 exception vectors all report and stop.
+//!
+//! Intel SDM vol. 3A §6.14 (64-bit IDT gates), §6.15 (which vectors push an error code).
+//! A fault in the hypervisor is a bug: the handler prints the vector, its name, the error code,
+//! CR2 and every general register, emits a `fatal` report line, and ends the run with the
+//! failure status ([`crate::platform::debug_exit`]) — never a silent triple-fault reboot.
+
+use core::arch::{asm, global_asm};
+
+use super::gdt::KERNEL_CODE64;
+
+/// Registers saved by the common stub, in stack order (lowest address first).
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+global_asm!(
+    r#"
+    .pushsection .text.exceptions, "ax"
+    .code64
+    .altmacro
+    .macro exception_stub vec
+    .p2align 4
+exception_stub_\vec:
+    .if (\vec == 8) || (\vec == 10) || (\vec == 11) || (\vec == 12) || (\vec == 13) || (\vec == 14) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
+    .else
+    push 0
+    .endif
+    push \vec
+    jmp exception_common
+    .endm
+
+    .set i, 0
+    .rept 32
+    exception_stub %i
+    .set i, i + 1
+    .endr
+
+exception_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    and rsp, -16
+    call {handler}
+4:
+    cli
+    hlt
+    jmp 4b
+
+    .macro stub_address vec
+    .quad exception_stub_\vec
+    .endm
+    .pushsection .rodata.exception_stubs, "a"
+    .p2align 3
+    .global EXCEPTION_STUBS
+EXCEPTION_STUBS:
+    .set i, 0
+    .rept 32
+    stub_address %i
+    .set i, i + 1
+    .endr
+    .popsection
+    .noaltmacro
+    .popsection
+"#,
+    handler = sym crate::platform::fatal::exception,
+);
+
+unsafe extern "C" {
+    static EXCEPTION_STUBS: [u64; 32];
+}
+
+/// One 16-byte interrupt gate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    const ABSENT: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn interrupt(handler: u64) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: KERNEL_CODE64,
+            ist: 0,
+            attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static IDT: spin::Once<Idt> = spin::Once::new();
+
+#[repr(C, packed)]
+struct IdtPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Builds the IDT once and loads it on the calling CPU (every CPU calls this).
+pub fn load() {
+    let idt = IDT.call_once(|| {
+        let mut gates = [Gate::ABSENT; 256];
+        // SAFETY: EXCEPTION_STUBS is a read-only table of 32 addresses emitted above.
+        let stubs = unsafe { &*core::ptr::addr_of!(EXCEPTION_STUBS) };
+        for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
+            *gate = Gate::interrupt(stub);
+        }
+        Idt(gates)
+    });
+    let pointer = IdtPointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: idt as *const Idt as u64,
+    };
+    // SAFETY: the IDT is a 'static table of valid gates pointing at the stubs above.
+    unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
+}
+
+/// The architectural name of an exception vector.
+pub fn vector_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved 15",
+        "#MF x87 floating point",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD floating point",
+        "#VE virtualization",
+        "#CP control protection",
+        "reserved 22",
+        "reserved 23",
+        "reserved 24",
+        "reserved 25",
+        "reserved 26",
+        "reserved 27",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security",
+        "reserved 31",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("unknown vector")
+}

@@ -1,0 +1,9 @@
+//! The CPU layer: descriptor tables, paging, the local APIC, AP start-up and time.
+
+pub mod apic;
+pub mod gdt;
+pub mod idt;
+pub mod paging;
+pub mod smp;
+pub mod trampoline;
+pub mod tsc;

@@ -1,0 +1,106 @@
+//! Starting the application processors: INIT, start-up IPI, start-up IPI (Intel SDM vol. 3A
+//! §9.4.4.1; MP spec B.4), one CPU at a time, each on its own stack.
+//!
+//! Every wait is bounded: a CPU that does not report in before its deadline is sent INIT again
+//! (so it cannot wake later on a stack we gave to the next CPU) and reported as failed.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::{apic, gdt, idt, trampoline, tsc};
+
+/// The INIT-to-SIPI delay the MP protocol asks for.
+const INIT_DELAY_MICROS: u64 = 10_000;
+/// How long the first SIPI gets before the second is sent.
+const FIRST_SIPI_MICROS: u64 = 200;
+/// How long a CPU gets to report in after the second SIPI.
+const REPORT_IN_MICROS: u64 = 100_000;
+
+/// Nobody has reported in yet.
+const NOBODY: u64 = u64::MAX;
+
+static ARRIVED_INDEX: AtomicU64 = AtomicU64::new(NOBODY);
+static ARRIVED_APIC_ID: AtomicU32 = AtomicU32::new(0);
+static X2APIC_MODE: AtomicU32 = AtomicU32::new(0);
+
+/// One AP to start: its MADT APIC ID and the top of the stack allocated for it.
+#[derive(Clone, Copy, Debug)]
+pub struct ApLaunch {
+    pub apic_id: u32,
+    pub stack_top: u64,
+}
+
+/// What happened to one AP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApOutcome {
+    /// Reported in, with the APIC ID it read from CPUID.
+    Online { reported_apic_id: u32 },
+    /// Did not report in within the deadline.
+    NoResponse,
+}
+
+/// Prepares the trampoline at `page` (a free 4 KiB page below 1 MiB) for this boot.
+pub fn install_trampoline(page: u64, cr3: u64, x2apic: bool) {
+    let (blob, layout) = trampoline::blob();
+    X2APIC_MODE.store(x2apic as u32, Ordering::SeqCst);
+    // SAFETY: the caller reserved `page` (identity mapped, below 1 MiB, 4 KiB) for the
+    // trampoline and nothing else uses it; the blob is shorter than a page (checked).
+    unsafe {
+        assert!(blob.len() <= 4096 - 64, "AP trampoline larger than its page");
+        let base = page as *mut u8;
+        core::ptr::copy_nonoverlapping(blob.as_ptr(), base, blob.len());
+        let put32 = |offset: usize, value: u32| (base.add(offset) as *mut u32).write_unaligned(value);
+        let put64 = |offset: usize, value: u64| (base.add(offset) as *mut u64).write_unaligned(value);
+        put32(layout.pm32_target, (page + layout.pm32_code as u64) as u32);
+        let gdt_pointer = gdt::gdt_pointer_address() as *const u8;
+        core::ptr::copy_nonoverlapping(gdt_pointer, base.add(layout.gdt_pointer), 6);
+        put64(layout.cr3, cr3);
+        put64(layout.entry, ap_main as usize as u64);
+    }
+}
+
+/// Starts `aps` one by one through the trampoline at `page`; one outcome per AP.
+pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApOutcome)) {
+    let (_, layout) = trampoline::blob();
+    let vector = (page >> 12) as u32;
+    for (index, ap) in aps.iter().enumerate() {
+        ARRIVED_INDEX.store(NOBODY, Ordering::SeqCst);
+        // SAFETY: the trampoline page is ours (see install_trampoline); no AP runs it now
+        // because the previous one has reported in or was sent back to INIT.
+        unsafe {
+            let base = page as *mut u8;
+            (base.add(layout.stack) as *mut u64).write_volatile(ap.stack_top);
+            (base.add(layout.cpu_index) as *mut u64).write_volatile(index as u64);
+        }
+        let arrived = || ARRIVED_INDEX.load(Ordering::SeqCst) == index as u64;
+        apic::send_ipi(ap.apic_id, apic::ICR_INIT_ASSERT);
+        apic::send_ipi(ap.apic_id, apic::ICR_INIT_DEASSERT);
+        tsc::delay_micros(INIT_DELAY_MICROS);
+        apic::send_ipi(ap.apic_id, apic::ICR_STARTUP | vector);
+        let mut online = tsc::wait_until(tsc::deadline_after_micros(FIRST_SIPI_MICROS), arrived);
+        if !online {
+            apic::send_ipi(ap.apic_id, apic::ICR_STARTUP | vector);
+            online = tsc::wait_until(tsc::deadline_after_micros(REPORT_IN_MICROS), arrived);
+        }
+        if online {
+            let reported_apic_id = ARRIVED_APIC_ID.load(Ordering::SeqCst);
+            outcome(index, ApOutcome::Online { reported_apic_id });
+        } else {
+            // Park it for good so a late start cannot run on the next CPU's stack.
+            apic::send_ipi(ap.apic_id, apic::ICR_INIT_ASSERT);
+            outcome(index, ApOutcome::NoResponse);
+        }
+    }
+}
+
+/// Where every AP lands in long mode, on its own stack.
+extern "C" fn ap_main(index: u64) -> ! {
+    idt::load();
+    apic::enable(X2APIC_MODE.load(Ordering::SeqCst) != 0);
+    ARRIVED_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
+    ARRIVED_INDEX.store(index, Ordering::SeqCst);
+    // Parked until a later issue gives it a vCPU to run; interrupts stay off.
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

@@ -1,0 +1,21 @@
+//! The hypervisor heap: a fixed arena inside the image (`.noinit`), managed by `talc`.
+//!
+//! The heap holds the policy core's data (topology, allocator metadata, page tables above
+//! 4 GiB); it is part of the image range and so accounted as hypervisor-reserved.
+
+use talc::{ClaimOnOom, Span, Talc, Talck};
+
+/// Heap size: generous for topology and allocator metadata on large machines.
+pub const HEAP_BYTES: usize = 2 * 1024 * 1024;
+
+#[repr(C, align(4096))]
+struct Arena([u8; HEAP_BYTES]);
+
+#[unsafe(link_section = ".noinit.heap")]
+static mut ARENA: Arena = Arena([0; HEAP_BYTES]);
+
+#[global_allocator]
+// SAFETY: the arena is a static used by nothing but this allocator.
+static ALLOCATOR: Talck<spin::Mutex<()>, ClaimOnOom> =
+    Talc::new(unsafe { ClaimOnOom::new(Span::from_array(core::ptr::addr_of_mut!(ARENA).cast())) })
+        .lock();

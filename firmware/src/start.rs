@@ -1,0 +1,259 @@
+//! The boot CPU's path from entry to `ready`: boot info, console, ACPI, topology, memory,
+//! the other CPUs, and the boot report.
+
+use alloc::vec::Vec;
+
+use log::{error, info, warn};
+use numavisor_policy::acpi::{self, AcpiFindings};
+use numavisor_policy::bootinfo::BootInfo;
+use numavisor_policy::memory::{BlockSize, FrameAllocator, Usage};
+use numavisor_policy::report::events::{self, CpuReport, Timing};
+use numavisor_policy::topology::Topology;
+
+use crate::platform::boot::{pvh, pvh_entry};
+use crate::platform::console::{log as console_log, report, serial};
+use crate::platform::cpu::{apic, idt, paging, smp, tsc};
+use crate::platform::debug_exit;
+use crate::platform::phys_memory::IdentityMapped;
+
+/// Bytes of stack each application processor gets, from its own domain.
+const AP_STACK_BYTES: u64 = 16 * 1024;
+/// Port of QEMU's isa-debug-exit device unless `debug-exit-port=` says otherwise.
+const DEFAULT_DEBUG_EXIT_PORT: u16 = 0xF4;
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// The physical range the image occupies, heap and boot stack included.
+fn image_range() -> (u64, u64) {
+    // SAFETY: only the addresses of the linker-script symbols are taken.
+    unsafe {
+        (
+            core::ptr::addr_of!(__image_start) as u64,
+            core::ptr::addr_of!(__image_end) as u64,
+        )
+    }
+}
+
+/// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address.
+pub extern "C" fn bsp_main(start_info: u32) -> ! {
+    serial::init();
+    idt::load();
+    let boot = match pvh::read_boot_info(start_info as u64) {
+        Ok(boot) => boot,
+        Err(problem) => panic!("cannot start: {problem}"),
+    };
+    configure_from_command_line(&boot);
+    let calibrated = tsc::calibrate();
+    info!(
+        "numavisor {} booted by {:?}; command line \"{}\"",
+        env!("CARGO_PKG_VERSION"),
+        boot.protocol,
+        boot.command_line
+    );
+    if !calibrated {
+        warn!("the PIT did not count: assuming a 1 GHz TSC for timeouts");
+    }
+
+    // SAFETY: called once, by the boot CPU, before any other CPU runs.
+    let tables = unsafe { pvh_entry::boot_page_tables() };
+    let identity = paging::finish_identity_map(tables, &boot.memory_map);
+    info!(
+        "identity map up to {:#x} ({} pages above 4 GiB)",
+        identity.top,
+        if identity.used_1g_pages { "1 GiB" } else { "2 MiB" }
+    );
+
+    let t_acpi = tsc::now();
+    let memory = IdentityMapped { top: identity.top };
+    let findings = discover_acpi(&boot, &memory);
+    let usable_ram = boot.usable_ram();
+    let topology = build_topology(findings.as_ref(), &usable_ram);
+    let t_pmm = tsc::now();
+    let mut frames = build_frame_allocator(&topology);
+    let t_smp = tsc::now();
+
+    let x2apic = choose_apic_mode(&topology);
+    let present = findings
+        .as_ref()
+        .and_then(|f| f.madt.as_ref())
+        .map(|madt| madt.present_apic_ids())
+        .unwrap_or_default();
+    let cpus = start_cpus(&boot, &topology, &mut frames, &present, x2apic);
+    let t_done = tsc::now();
+
+    report::emit(&events::cpus(&cpus));
+    report::emit(&events::memory(&frames.ledger()));
+    if let Some(hmat) = findings.as_ref().and_then(|f| f.hmat.as_ref()) {
+        report::emit(&events::hmat(hmat));
+    }
+    report::emit(&events::timing(&Timing {
+        tsc_hz: tsc::hz(),
+        entry_to_ready: t_done.wrapping_sub(tsc::entry()),
+        acpi_and_topology: t_pmm - t_acpi,
+        memory_setup: t_smp - t_pmm,
+        cpu_startup: t_done - t_smp,
+        waiting: tsc::wait_ticks(),
+    }));
+    report::emit(&events::ready());
+    info!("ready");
+    if boot.option("exit") == Some("ready") {
+        debug_exit::exit(debug_exit::READY);
+        error!("exit=ready given but no isa-debug-exit device answered at the port");
+    }
+    park()
+}
+
+fn park() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+fn configure_from_command_line(boot: &BootInfo) {
+    let level = boot.option("log").and_then(console_log::parse_level);
+    console_log::init(level.unwrap_or(log::LevelFilter::Info));
+    if boot.option("log").is_some() && level.is_none() {
+        warn!("log={} is not a level (error, warn, info, debug, trace, off)", boot.option("log").unwrap_or(""));
+    }
+    if boot.option("exit").is_some() {
+        let port = boot
+            .option("debug-exit-port")
+            .and_then(|p| u16::from_str_radix(p.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(DEFAULT_DEBUG_EXIT_PORT);
+        debug_exit::enable(port);
+    }
+}
+
+/// Finds and parses the ACPI tables; `None` when the machine has no RSDP at all.
+fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFindings> {
+    let rsdp = boot.rsdp.or_else(|| acpi::find_rsdp_in_bios_areas(memory));
+    let Some(rsdp) = rsdp else {
+        warn!("ACPI: no RSDP from the loader nor in the BIOS areas; assuming one domain and only this CPU");
+        return None;
+    };
+    let findings = acpi::discover(memory, rsdp);
+    for problem in &findings.problems {
+        warn!("ACPI: {problem}");
+    }
+    report::emit(&events::acpi(rsdp, &findings));
+    if boot.flag("acpi-dump") {
+        for table in &findings.tables {
+            if let Some(bytes) = acpi::PhysicalMemory::read(memory, table.address, table.length as usize) {
+                report::emit(&events::acpi_table(table, bytes));
+            }
+        }
+    }
+    Some(findings)
+}
+
+fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) -> Topology {
+    let topology = match findings {
+        Some(findings) => {
+            let (topology, problems) = Topology::build(findings, usable_ram);
+            for problem in &problems {
+                warn!("topology: {problem}");
+            }
+            topology
+        }
+        None => Topology::single_domain(&[apic::current_apic_id()], usable_ram),
+    };
+    report::emit(&events::topology(&topology));
+    topology
+}
+
+fn build_frame_allocator(topology: &Topology) -> FrameAllocator {
+    let per_node: Vec<Vec<(u64, u64)>> = topology.domains.iter().map(|d| d.usable.clone()).collect();
+    let mut frames = FrameAllocator::new(&per_node);
+    let (start, end) = image_range();
+    if let Err(problem) = frames.reserve(start, end, Usage::Hypervisor) {
+        warn!("memory: cannot reserve the image [{start:#x}, {end:#x}): {problem}");
+    }
+    frames
+}
+
+fn choose_apic_mode(topology: &Topology) -> bool {
+    let needs_x2apic = topology.domains.iter().flat_map(|d| d.apic_ids.iter()).any(|&id| id > 254);
+    let x2apic = apic::x2apic_enabled() || (needs_x2apic && apic::x2apic_supported());
+    if needs_x2apic && !x2apic {
+        warn!("CPUs with APIC IDs above 254 exist but this CPU has no x2APIC: they stay offline");
+    }
+    apic::enable(x2apic);
+    x2apic
+}
+
+/// Starts every enabled CPU the topology lists; returns one report entry per CPU.
+fn start_cpus(
+    boot: &BootInfo,
+    topology: &Topology,
+    frames: &mut FrameAllocator,
+    present: &[u32],
+    x2apic: bool,
+) -> Vec<CpuReport> {
+    let bsp = apic::current_apic_id();
+    let mut cpus = Vec::new();
+    cpus.push(CpuReport::online(bsp, topology.domain_of_apic_id(bsp), true, None));
+    let candidates: Vec<u32> = present
+        .iter()
+        .copied()
+        .filter(|&id| id != bsp && (x2apic || id <= 254))
+        .collect();
+    if candidates.is_empty() {
+        return cpus;
+    }
+    let Some(page) = trampoline_page(boot, frames) else {
+        error!("SMP: no free page below 1 MiB for the start-up code; only the boot CPU runs");
+        cpus.extend(candidates.iter().map(|&id| CpuReport::failed(id, topology.domain_of_apic_id(id), "no trampoline page")));
+        return cpus;
+    };
+    smp::install_trampoline(page, pvh_entry::boot_pml4_address(), x2apic);
+    let mut launches = Vec::new();
+    for &apic_id in &candidates {
+        let node = topology.domain_of_apic_id(apic_id);
+        match allocate_stack(topology, frames, node) {
+            Ok((stack_base, stack_node)) => launches.push((smp::ApLaunch { apic_id, stack_top: stack_base + AP_STACK_BYTES }, stack_node)),
+            Err(problem) => {
+                error!("SMP: no stack for APIC ID {apic_id}: {problem}");
+                cpus.push(CpuReport::failed(apic_id, node, "no memory for its stack"));
+            }
+        }
+    }
+    let aps: Vec<smp::ApLaunch> = launches.iter().map(|(launch, _)| *launch).collect();
+    smp::start_all(page, &aps, |index, outcome| {
+        let (launch, stack_node) = launches[index];
+        let node = topology.domain_of_apic_id(launch.apic_id);
+        match outcome {
+            smp::ApOutcome::Online { reported_apic_id } => {
+                if reported_apic_id != launch.apic_id {
+                    warn!("SMP: CPU started as APIC ID {} reports APIC ID {reported_apic_id}", launch.apic_id);
+                }
+                log::debug!("SMP: APIC ID {} online on node {node:?}", launch.apic_id);
+                cpus.push(CpuReport::online(launch.apic_id, node, false, Some(stack_node)));
+            }
+            smp::ApOutcome::NoResponse => {
+                error!("SMP: APIC ID {} did not answer INIT-SIPI-SIPI in time; left out", launch.apic_id);
+                cpus.push(CpuReport::failed(launch.apic_id, node, "no response to INIT-SIPI-SIPI"));
+            }
+        }
+    });
+    cpus
+}
+
+/// A contiguous stack for an AP on its own domain, or the nearest one that has memory.
+fn allocate_stack(
+    topology: &Topology,
+    frames: &mut FrameAllocator,
+    node: Option<usize>,
+) -> Result<(u64, usize), numavisor_policy::memory::AllocError> {
+    let order = topology.nearest_first(node.unwrap_or(0));
+    frames.allocate_run_near(&order, AP_STACK_BYTES / BlockSize::Size4K.bytes(), Usage::Hypervisor)
+}
+
+/// Reserves a free 4 KiB page below 1 MiB (not page 0) for the AP start-up code.
+fn trampoline_page(boot: &BootInfo, frames: &mut FrameAllocator) -> Option<u64> {
+    let _ = boot;
+    frames.allocate_below(0x1000, 0x10_0000, Usage::Hypervisor)
+}

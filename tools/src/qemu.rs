@@ -1,0 +1,150 @@
+//! Running the image under QEMU: the exact command, a bounded wait for report lines, and the
+//! tail of the serial log when something goes wrong.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::topology::TopologyFile;
+
+/// QEMU's isa-debug-exit status after the image writes READY (0x10): `(0x10 << 1) | 1`.
+pub const EXIT_READY: i32 = 33;
+/// QEMU's isa-debug-exit status after a panic or CPU exception (0x11).
+pub const EXIT_FAILURE: i32 = 35;
+
+/// How a run is driven.
+pub struct RunOptions {
+    /// Add the isa-debug-exit device and `exit=ready`, so QEMU ends after `ready`.
+    pub exit_after_ready: bool,
+    /// Extra QEMU arguments (e.g. `-icount shift=0`).
+    pub extra_qemu_args: Vec<String>,
+    /// Extra command-line words for the image.
+    pub extra_append: String,
+}
+
+/// The QEMU command line for `image` on `topology`.
+pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "qemu-system-x86_64".into(),
+        "-machine".into(),
+        topology.machine.clone(),
+        "-accel".into(),
+        "tcg".into(),
+        "-cpu".into(),
+        topology.cpu.clone(),
+        "-m".into(),
+        topology.memory.clone(),
+        "-smp".into(),
+        topology.smp.clone(),
+    ];
+    args.extend(topology.qemu_args.iter().cloned());
+    args.extend(options.extra_qemu_args.iter().cloned());
+    let mut append = topology.append.clone();
+    if !options.extra_append.is_empty() {
+        append = format!("{append} {}", options.extra_append);
+    }
+    if options.exit_after_ready {
+        args.extend(["-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
+        append = format!("{append} exit=ready");
+    }
+    args.extend([
+        "-kernel".into(),
+        image.display().to_string(),
+        "-append".into(),
+        append.trim().to_string(),
+        "-nodefaults".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-no-reboot".into(),
+    ]);
+    args
+}
+
+/// Quotes a command for copying into a shell.
+pub fn shell_line(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=.,/:+".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A finished (or stopped) run: every console line and how QEMU ended.
+pub struct RunResult {
+    pub lines: Vec<String>,
+    /// QEMU's exit status, or `None` if we stopped it at the deadline.
+    pub status: Option<i32>,
+    pub timed_out: bool,
+}
+
+impl RunResult {
+    /// The last `n` console lines, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let start = self.lines.len().saturating_sub(n);
+        self.lines[start..].join("\n")
+    }
+}
+
+/// Runs `args` until QEMU exits or `timeout` passes; `echo` copies each line to stdout.
+pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> {
+    let mut child: Child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", args[0]))?;
+    let (sender, receiver) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let err_sender = sender.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_sender.send(format!("qemu: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            lines.extend(receiver.try_iter());
+            return Ok(RunResult { lines, status: None, timed_out: true });
+        }
+        match receiver.recv_timeout(deadline - now) {
+            Ok(line) => {
+                if echo {
+                    println!("{line}");
+                }
+                lines.push(line.trim_end_matches('\r').to_string());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().context("waiting for QEMU")?;
+                return Ok(RunResult { lines, status: status.code(), timed_out: false });
+            }
+        }
+    }
+}
