@@ -1,0 +1,311 @@
+//! What can be wrong with the firmware's ACPI tables (ACPI 6.5 §5.2), and what we did about it.
+//!
+//! Discovery never fails: it records an [`AcpiProblem`] and takes a safe fallback. Each
+//! problem's `Display` names the table, where in it, and the fallback, in one line for the
+//! console: `SRAT: entry 3 (type 1) at offset 0x60 runs past the table end (0x58); entry
+//! ignored`.
+
+use core::fmt;
+
+use super::bytes::Ascii;
+use super::RootTableKind;
+
+/// One thing wrong with the tables, with the fallback taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcpiProblem {
+    /// The RSDP cannot be used, so no table is: one domain, only the boot CPU.
+    Rsdp { address: u64, fault: RsdpFault },
+    /// A revision ≥ 2 RSDP whose extended part is bad: the XSDT is not trusted, the RSDT is.
+    RsdpExtendedUnusable { address: u64, fault: RsdpFault },
+    /// The root table (RSDT or XSDT) cannot be used.
+    RootUnusable {
+        kind: RootTableKind,
+        fallback: RootFallback,
+    },
+    /// Root entry `index` holds address 0.
+    RootEntryNull { kind: RootTableKind, index: usize },
+    /// The root table's entry area is not a whole number of entries; the tail is ignored.
+    RootTrailingBytes { kind: RootTableKind, count: usize },
+    /// A table cannot be used at all.
+    TableUnusable {
+        signature: [u8; 4],
+        address: u64,
+        fault: TableFault,
+    },
+    /// A second table with a signature we parse; the first usable one is kept.
+    DuplicateTable {
+        signature: [u8; 4],
+        address: u64,
+        kept: u64,
+    },
+    /// A structure inside MADT, SRAT or HMAT is malformed.
+    Entry {
+        table: [u8; 4],
+        index: usize,
+        entry_type: u16,
+        offset: usize,
+        fault: EntryFault,
+    },
+    /// Bytes after the last whole structure, too few to hold a structure header.
+    TrailingBytes {
+        table: [u8; 4],
+        offset: usize,
+        count: usize,
+    },
+    /// An SRAT memory range whose end does not fit in 64 bits.
+    MemoryRangeWraps {
+        index: usize,
+        base: u64,
+        length: u64,
+    },
+    /// The SLIT is unusable: distances fall back to 10 local / 20 remote.
+    Slit(SlitFault),
+}
+
+/// Why an RSDP was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsdpFault {
+    Unreadable,
+    BadSignature,
+    BadChecksum,
+    /// The revision ≥ 2 length field is below 36 or absurd.
+    BadLength(u32),
+}
+
+/// What discovery does when a root table is unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootFallback {
+    /// The XSDT was bad; the RSDT is used instead.
+    UseRsdt,
+    /// Nothing else to use: no tables.
+    NoTables,
+}
+
+/// Why a whole table was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFault {
+    /// The header (36 bytes) cannot be read.
+    HeaderUnreadable,
+    /// `length` bytes from the table's address cannot be read.
+    Unreadable { length: u32 },
+    /// The length field is below the table's fixed header.
+    TooShort { length: u32, minimum: usize },
+    /// The length field is beyond any sane table (see [`super::MAX_TABLE_LENGTH`]).
+    TooLong { length: u32 },
+    /// The bytes do not sum to zero.
+    BadChecksum,
+    /// A root pointer led to a table with another signature.
+    WrongSignature { found: [u8; 4] },
+}
+
+/// Why a structure inside a table was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryFault {
+    /// Its length would take it past the table's end: the walk stops.
+    PastEnd { length: u64, table_end: usize },
+    /// Its length is smaller than a structure header (0 or 1 for MADT/SRAT): the walk stops.
+    BadLength { length: u64 },
+    /// Its length is shorter than its type's fixed layout: the walk stops.
+    ShorterThanType { length: u64, minimum: usize },
+    /// Its counts describe more data than its length holds (HMAT): the structure is ignored.
+    ListsOverrun { needed: Option<u64>, length: u64 },
+}
+
+/// Why the SLIT was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlitFault {
+    /// The table is too short for its 8-byte count.
+    NoCount,
+    /// Zero localities.
+    NoLocalities,
+    /// `localities²` bytes (`needed`, `None` when it overflows) do not fit in `available`.
+    TooShort {
+        localities: u64,
+        needed: Option<u64>,
+        available: usize,
+    },
+    /// A diagonal entry other than 10.
+    BadDiagonal { locality: usize, value: u8 },
+    /// An off-diagonal entry of 10 or less.
+    BadDistance { from: usize, to: usize, value: u8 },
+}
+
+impl fmt::Display for AcpiProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AcpiProblem::Rsdp { address, fault } => {
+                write!(f, "RSDP at {address:#x}: {fault}; no ACPI tables used")
+            }
+            AcpiProblem::RsdpExtendedUnusable { address, fault } => write!(
+                f,
+                "RSDP at {address:#x}: extended part: {fault}; XSDT ignored, RSDT used"
+            ),
+            AcpiProblem::RootUnusable { kind, fallback } => match fallback {
+                RootFallback::UseRsdt => write!(f, "{kind} unusable; falling back to the RSDT"),
+                RootFallback::NoTables => write!(f, "{kind} unusable; no ACPI tables used"),
+            },
+            AcpiProblem::RootEntryNull { kind, index } => {
+                write!(f, "{kind}: entry {index} is a null address; skipped")
+            }
+            AcpiProblem::RootTrailingBytes { kind, count } => {
+                write!(
+                    f,
+                    "{kind}: {count} bytes after the last whole entry; ignored"
+                )
+            }
+            AcpiProblem::TableUnusable {
+                signature,
+                address,
+                fault,
+            } => {
+                write!(
+                    f,
+                    "{} at {address:#x}: {fault}; table not used",
+                    Ascii(&signature)
+                )
+            }
+            AcpiProblem::DuplicateTable {
+                signature,
+                address,
+                kept,
+            } => write!(
+                f,
+                "another {} at {address:#x}; ignored, the one at {kept:#x} is used",
+                Ascii(&signature)
+            ),
+            AcpiProblem::Entry {
+                table,
+                index,
+                entry_type,
+                offset,
+                fault,
+            } => write!(
+                f,
+                "{}: entry {index} (type {entry_type}) at offset {offset:#x} {fault}",
+                Ascii(&table)
+            ),
+            AcpiProblem::TrailingBytes {
+                table,
+                offset,
+                count,
+            } => write!(
+                f,
+                "{}: {count} stray bytes at offset {offset:#x} after the last entry; ignored",
+                Ascii(&table)
+            ),
+            AcpiProblem::MemoryRangeWraps {
+                index,
+                base,
+                length,
+            } => write!(
+                f,
+                "SRAT: entry {index} memory range at {base:#x} of length {length:#x} \
+                 wraps past 2^64; entry ignored"
+            ),
+            AcpiProblem::Slit(fault) => {
+                write!(
+                    f,
+                    "SLIT: {fault}; distances fall back to 10 local / 20 remote"
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for RsdpFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RsdpFault::Unreadable => f.write_str("not readable"),
+            RsdpFault::BadSignature => f.write_str("no \"RSD PTR \" signature"),
+            RsdpFault::BadChecksum => f.write_str("checksum does not add up to zero"),
+            RsdpFault::BadLength(len) => write!(f, "length {len} is not a valid RSDP length"),
+        }
+    }
+}
+
+impl fmt::Display for TableFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TableFault::HeaderUnreadable => f.write_str("header not readable"),
+            TableFault::Unreadable { length } => write!(f, "{length} bytes not readable"),
+            TableFault::TooShort { length, minimum } => {
+                write!(
+                    f,
+                    "length {length} is shorter than its {minimum}-byte header"
+                )
+            }
+            TableFault::TooLong { length } => write!(
+                f,
+                "length {length:#x} exceeds the {:#x}-byte cap",
+                super::MAX_TABLE_LENGTH
+            ),
+            TableFault::BadChecksum => f.write_str("checksum does not add up to zero"),
+            TableFault::WrongSignature { found } => {
+                write!(f, "signature is \"{}\"", Ascii(&found))
+            }
+        }
+    }
+}
+
+impl fmt::Display for EntryFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EntryFault::PastEnd { length, table_end } => write!(
+                f,
+                "of length {length} runs past the table end ({table_end:#x}); entry ignored"
+            ),
+            EntryFault::BadLength { length } => {
+                write!(f, "has length {length}; rest of the table ignored")
+            }
+            EntryFault::ShorterThanType { length, minimum } => write!(
+                f,
+                "has length {length}, shorter than the {minimum} its type needs; \
+                 rest of the table ignored"
+            ),
+            EntryFault::ListsOverrun {
+                needed: Some(needed),
+                length,
+            } => write!(
+                f,
+                "needs {needed} bytes for its lists but has length {length}; entry ignored"
+            ),
+            EntryFault::ListsOverrun {
+                needed: None,
+                length,
+            } => write!(
+                f,
+                "has list counts that overflow (length {length}); entry ignored"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for SlitFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SlitFault::NoCount => f.write_str("too short to hold its locality count"),
+            SlitFault::NoLocalities => f.write_str("zero localities"),
+            SlitFault::TooShort {
+                localities,
+                needed: Some(needed),
+                available,
+            } => write!(
+                f,
+                "{localities} localities need {needed} matrix bytes, the table has {available}"
+            ),
+            SlitFault::TooShort {
+                localities,
+                needed: None,
+                ..
+            } => {
+                write!(f, "{localities} localities is absurd")
+            }
+            SlitFault::BadDiagonal { locality, value } => {
+                write!(f, "distance {locality}->{locality} is {value}, not 10")
+            }
+            SlitFault::BadDistance { from, to, value } => {
+                write!(f, "distance {from}->{to} is {value}, not above 10")
+            }
+        }
+    }
+}
