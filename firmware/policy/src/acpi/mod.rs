@@ -36,6 +36,7 @@ pub use hmat::{Hmat, HmatDataType, HmatLocality, MemoryProximity, MemorySideCach
 pub use image::MemoryImage;
 pub use madt::{InterruptOverride, Madt, MadtIoApic, MadtProcessor};
 pub use problem::{AcpiProblem, EntryFault, RootFallback, RsdpFault, SlitFault, TableFault};
+pub use rsdp::find_rsdp_in_bios_areas;
 pub use sdt::SdtHeader;
 pub use slit::{Slit, LOCAL_DISTANCE, REMOTE_DISTANCE, UNREACHABLE};
 pub use srat::{CpuAffinity, MemoryAffinity, Srat};

@@ -3,8 +3,12 @@
 //! Revision 0 (ACPI 1.0, what SeaBIOS gives) is 20 bytes and names only a 32-bit RSDT.
 //! Revision 2 and later add a length, a 64-bit XSDT address and an extended checksum over
 //! `length` bytes. Revision 1 was never defined; it is read like revision 0.
+//!
+//! Without a loader-provided address, [`find_rsdp_in_bios_areas`] searches where §5.2.5.1
+//! says a BIOS puts it: the first KiB of the EBDA and 0xE0000..0xFFFFF, on 16-byte
+//! boundaries.
 
-use super::bytes::{checksum_ok, u32_at, u64_at, u8_at};
+use super::bytes::{checksum_ok, u16_at, u32_at, u64_at, u8_at};
 use super::problem::{AcpiProblem, RsdpFault};
 use super::PhysicalMemory;
 
@@ -79,4 +83,31 @@ fn extended(mem: &dyn PhysicalMemory, address: u64) -> Result<u64, RsdpFault> {
         return Err(RsdpFault::BadChecksum);
     }
     Ok(u64_at(v2, 24).unwrap_or(0))
+}
+
+/// The BIOS read-only area searched for the RSDP.
+const BIOS_AREA: (u64, usize) = (0xE_0000, 0x2_0000);
+
+/// Find a revision-agnostic RSDP (signature and 20-byte checksum) in the BIOS search areas
+/// (ACPI 6.5 §5.2.5.1): the first 1 KiB of the EBDA, whose segment is at 0x40E, then
+/// 0xE0000..0xFFFFF. Unreadable areas are skipped.
+pub fn find_rsdp_in_bios_areas(mem: &dyn PhysicalMemory) -> Option<u64> {
+    let ebda = mem
+        .read(0x40E, 2)
+        .and_then(|b| u16_at(b, 0))
+        .map(|segment| u64::from(segment) << 4)
+        .filter(|&a| (0x400..0xA_0000).contains(&a));
+    ebda.map(|a| (a, 1024))
+        .into_iter()
+        .chain([BIOS_AREA])
+        .find_map(|(base, len)| {
+            let area = mem.read(base, len)?;
+            (0..area.len())
+                .step_by(16)
+                .find(|&off| {
+                    area.get(off..off.saturating_add(V1_LENGTH))
+                        .is_some_and(|v1| v1.starts_with(b"RSD PTR ") && checksum_ok(v1))
+                })
+                .map(|off| base + off as u64)
+        })
 }

@@ -467,3 +467,18 @@ fn null_and_unreadable_root_entries() {
         ]
     );
 }
+
+#[test]
+fn rsdp_search_in_bios_areas() {
+    let mut bios = vec![0u8; 0x2_0000];
+    bios[0x1_5A00..0x1_5A00 + 20].copy_from_slice(&rsdp_v0(0x1000));
+    let image = MemoryImage::new().with(0xE_0000, bios.clone());
+    assert_eq!(find_rsdp_in_bios_areas(&image), Some(0xF_5A00));
+    // The EBDA (segment 0x9FC0 at 0x40E) is searched first.
+    let mut low = vec![0u8; 0xA_0000];
+    low[0x40E..0x410].copy_from_slice(&0x9FC0u16.to_le_bytes());
+    low[0x9_FC10..0x9_FC10 + 20].copy_from_slice(&rsdp_v0(0x2000));
+    let image = MemoryImage::new().with(0, low).with(0xE_0000, bios);
+    assert_eq!(find_rsdp_in_bios_areas(&image), Some(0x9_FC10));
+    assert_eq!(find_rsdp_in_bios_areas(&MemoryImage::new()), None);
+}
