@@ -13,6 +13,8 @@
 
 mod bytes;
 mod discovery;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod hmat;
 mod image;
 pub mod madt;

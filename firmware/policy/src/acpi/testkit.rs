@@ -224,12 +224,23 @@ impl Machine {
     }
 }
 
-/// A machine captured by `tests/data/capture.py`: every table back at its QEMU address.
-pub fn qemu(name: &str) -> (MemoryImage, u64) {
+/// The names `tests/data/capture.py` captured.
+pub const QEMU_CAPTURES: [&str; 7] = [
+    "q35-nonuma",
+    "q35-2node",
+    "q35-4node-asym",
+    "q35-memoryless",
+    "q35-6g-cpuless",
+    "q35-hmat",
+    "ovmf-q35-2node",
+];
+
+/// A captured machine's pieces: the RSDP address and every (address, bytes) it holds.
+pub fn qemu_chunks(name: &str) -> (u64, Vec<(u64, Vec<u8>)>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     let listing = std::fs::read_to_string(alloc::format!("{dir}/qemu72-{name}.addr"))
         .expect("captured table listing");
-    let mut image = MemoryImage::new();
+    let mut chunks = Vec::new();
     let mut rsdp = 0;
     for line in listing.lines() {
         let mut words = line.split_whitespace();
@@ -241,7 +252,17 @@ pub fn qemu(name: &str) -> (MemoryImage, u64) {
         if sig == "RSDP" {
             rsdp = addr;
         }
-        image.insert(addr, bytes);
+        chunks.push((addr, bytes));
+    }
+    (rsdp, chunks)
+}
+
+/// A machine captured by `tests/data/capture.py`: every table back at its QEMU address.
+pub fn qemu(name: &str) -> (MemoryImage, u64) {
+    let (rsdp, chunks) = qemu_chunks(name);
+    let mut image = MemoryImage::new();
+    for (address, bytes) in chunks {
+        image.insert(address, bytes);
     }
     (image, rsdp)
 }
