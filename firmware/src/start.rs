@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use log::{error, info, warn};
 use numavisor_policy::acpi::{self, AcpiFindings};
 use numavisor_policy::bootinfo::BootInfo;
-use numavisor_policy::memory::{BlockSize, FrameAllocator, Usage};
+use numavisor_policy::memory::{FrameAllocator, Usage, PAGE_SIZE};
 use numavisor_policy::report::events::{self, CpuReport, Timing};
 use numavisor_policy::topology::Topology;
 
@@ -28,13 +28,7 @@ unsafe extern "C" {
 
 /// The physical range the image occupies, heap and boot stack included.
 fn image_range() -> (u64, u64) {
-    // SAFETY: only the addresses of the linker-script symbols are taken.
-    unsafe {
-        (
-            core::ptr::addr_of!(__image_start) as u64,
-            core::ptr::addr_of!(__image_end) as u64,
-        )
-    }
+    (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
 }
 
 /// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address.
@@ -81,7 +75,7 @@ pub extern "C" fn bsp_main(start_info: u32) -> ! {
         .and_then(|f| f.madt.as_ref())
         .map(|madt| madt.present_apic_ids())
         .unwrap_or_default();
-    let cpus = start_cpus(&boot, &topology, &mut frames, &present, x2apic);
+    let cpus = start_cpus(&topology, &mut frames, &present, x2apic);
     let t_done = tsc::now();
 
     report::emit(&events::cpus(&cpus));
@@ -187,7 +181,6 @@ fn choose_apic_mode(topology: &Topology) -> bool {
 
 /// Starts every enabled CPU the topology lists; returns one report entry per CPU.
 fn start_cpus(
-    boot: &BootInfo,
     topology: &Topology,
     frames: &mut FrameAllocator,
     present: &[u32],
@@ -204,7 +197,7 @@ fn start_cpus(
     if candidates.is_empty() {
         return cpus;
     }
-    let Some(page) = trampoline_page(boot, frames) else {
+    let Some(page) = trampoline_page(frames) else {
         error!("SMP: no free page below 1 MiB for the start-up code; only the boot CPU runs");
         cpus.extend(candidates.iter().map(|&id| CpuReport::failed(id, topology.domain_of_apic_id(id), "no trampoline page")));
         return cpus;
@@ -249,11 +242,10 @@ fn allocate_stack(
     node: Option<usize>,
 ) -> Result<(u64, usize), numavisor_policy::memory::AllocError> {
     let order = topology.nearest_first(node.unwrap_or(0));
-    frames.allocate_run_near(&order, AP_STACK_BYTES / BlockSize::Size4K.bytes(), Usage::Hypervisor)
+    frames.reserve_run_near(&order, AP_STACK_BYTES / PAGE_SIZE, Usage::Hypervisor)
 }
 
 /// Reserves a free 4 KiB page below 1 MiB (not page 0) for the AP start-up code.
-fn trampoline_page(boot: &BootInfo, frames: &mut FrameAllocator) -> Option<u64> {
-    let _ = boot;
-    frames.allocate_below(0x1000, 0x10_0000, Usage::Hypervisor)
+fn trampoline_page(frames: &mut FrameAllocator) -> Option<u64> {
+    frames.reserve_page_within(0x1000, 0x10_0000, Usage::Hypervisor)
 }

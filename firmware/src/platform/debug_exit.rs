@@ -22,11 +22,6 @@ pub fn enable(port: u16) {
     PORT.store(port, Ordering::SeqCst);
 }
 
-/// Whether the command line enabled the exit device.
-pub fn enabled() -> bool {
-    PORT.load(Ordering::SeqCst) != 0
-}
-
 /// Writes `value` to the exit device if enabled; returns only if QEMU did not exit.
 pub fn exit(value: u32) {
     let port = PORT.load(Ordering::SeqCst);

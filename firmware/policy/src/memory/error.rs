@@ -28,6 +28,8 @@ pub enum AllocError {
     },
     /// `allocate_near` was given no node to try.
     EmptyOrder { size: BlockSize },
+    /// No node in the order had `pages` contiguous free 4 KiB pages.
+    NoContiguousRun { home: usize, pages: u64 },
 }
 
 impl fmt::Display for AllocError {
@@ -66,6 +68,10 @@ impl fmt::Display for AllocError {
             AllocError::EmptyOrder { size } => {
                 write!(f, "asked for a {size} block with no node to take it from")
             }
+            AllocError::NoContiguousRun { home, pages } => write!(
+                f,
+                "no node from node {home} outward has {pages} contiguous free 4 KiB pages"
+            ),
         }
     }
 }

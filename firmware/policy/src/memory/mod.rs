@@ -30,6 +30,7 @@ mod frame_allocator;
 mod free_ranges;
 mod ledger;
 mod reservation;
+mod runs;
 #[cfg(test)]
 mod tests;
 

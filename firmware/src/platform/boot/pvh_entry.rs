@@ -114,8 +114,11 @@ pvh_start32:
     mov cr0, eax
 
     lgdt [BOOT_GDT_POINTER]
-    push 0x08
-    push offset pvh_start64
+    /* far return to 0x08:pvh_start64 (spelled out: LLVM's assembler would encode the
+       immediate pushes with 16-bit relocations in this .code32 block) */
+    .byte 0x6A, 0x08                    /* push imm8 0x08 */
+    .byte 0x68                          /* push imm32 */
+    .long pvh_start64
     retf
 
     .code64

@@ -1,5 +1,6 @@
 //! The one GDT every CPU uses (Intel SDM vol. 3A §3.4.5, AMD APM vol. 2 §4.8).
 //!
+//! Selectors: 0x08 64-bit code, 0x10 flat data, 0x18 32-bit code (AP start-up only).
 //! Flat segments only: long mode ignores bases and limits, and the AP trampoline needs a 32-bit
 //! code segment on its way to long mode. The table and its pointer live in `.data` as
 //! assembler directives so the 32-bit entry code can `lgdt` them before Rust runs.
@@ -8,10 +9,6 @@ use core::arch::global_asm;
 
 /// Selector of the 64-bit code segment.
 pub const KERNEL_CODE64: u16 = 0x08;
-/// Selector of the flat data segment.
-pub const KERNEL_DATA: u16 = 0x10;
-/// Selector of the 32-bit code segment (AP start-up only).
-pub const KERNEL_CODE32: u16 = 0x18;
 
 global_asm!(
     r#"
@@ -38,6 +35,5 @@ unsafe extern "C" {
 
 /// Physical address of the 10-byte GDT pointer (limit, base), for the AP trampoline.
 pub fn gdt_pointer_address() -> u64 {
-    // SAFETY: taking the address of an extern static defined above never reads it.
-    unsafe { core::ptr::addr_of!(BOOT_GDT_POINTER) as u64 }
+    core::ptr::addr_of!(BOOT_GDT_POINTER) as u64
 }

@@ -52,15 +52,15 @@ pub fn install_trampoline(page: u64, cr3: u64, x2apic: bool) {
         let put64 = |offset: usize, value: u64| (base.add(offset) as *mut u64).write_unaligned(value);
         put32(layout.pm32_target, (page + layout.pm32_code as u64) as u32);
         let gdt_pointer = gdt::gdt_pointer_address() as *const u8;
-        core::ptr::copy_nonoverlapping(gdt_pointer, base.add(layout.gdt_pointer), 6);
-        put64(layout.cr3, cr3);
-        put64(layout.entry, ap_main as usize as u64);
+        core::ptr::copy_nonoverlapping(gdt_pointer, base.add(trampoline::MAILBOX_GDT_POINTER), 6);
+        put64(trampoline::MAILBOX_CR3, cr3);
+        put64(trampoline::MAILBOX_ENTRY, ap_main as *const () as u64);
+        put64(trampoline::MAILBOX_LONG_TARGET, page + layout.long_code as u64);
     }
 }
 
 /// Starts `aps` one by one through the trampoline at `page`; one outcome per AP.
 pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApOutcome)) {
-    let (_, layout) = trampoline::blob();
     let vector = (page >> 12) as u32;
     for (index, ap) in aps.iter().enumerate() {
         ARRIVED_INDEX.store(NOBODY, Ordering::SeqCst);
@@ -68,8 +68,8 @@ pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApO
         // because the previous one has reported in or was sent back to INIT.
         unsafe {
             let base = page as *mut u8;
-            (base.add(layout.stack) as *mut u64).write_volatile(ap.stack_top);
-            (base.add(layout.cpu_index) as *mut u64).write_volatile(index as u64);
+            (base.add(trampoline::MAILBOX_STACK) as *mut u64).write_volatile(ap.stack_top);
+            (base.add(trampoline::MAILBOX_CPU_INDEX) as *mut u64).write_volatile(index as u64);
         }
         let arrived = || ARRIVED_INDEX.load(Ordering::SeqCst) == index as u64;
         apic::send_ipi(ap.apic_id, apic::ICR_INIT_ASSERT);

@@ -14,13 +14,21 @@ global_asm!(
     .global AP_TRAMPOLINE_START
     .global AP_TRAMPOLINE_END
     .global AP_TRAMPOLINE_PM32_TARGET
-    .global AP_TRAMPOLINE_GDT_POINTER
-    .global AP_TRAMPOLINE_CR3
-    .global AP_TRAMPOLINE_STACK
-    .global AP_TRAMPOLINE_ENTRY
-    .global AP_TRAMPOLINE_CPU_INDEX
+    .global AP_TRAMPOLINE_PM32
+    .global AP_TRAMPOLINE_LONG
     .code16
 AP_TRAMPOLINE_START:
+    jmp 1f
+    .p2align 3
+    /* mailbox at fixed offsets (see MAILBOX_* below): LLVM's assembler cannot subtract
+       labels inside memory operands, so the code addresses these by number */
+    .word 0, 0, 0, 0                    /*  8: GDT pointer (limit, 32-bit base), pad */
+    .quad 0                             /* 16: CR3 */
+    .quad 0                             /* 24: stack top */
+    .quad 0                             /* 32: Rust entry */
+    .quad 0                             /* 40: CPU index */
+    .quad 0                             /* 48: linear address of the 64-bit code */
+1:
     cli
     cld
     xor ebx, ebx
@@ -29,7 +37,7 @@ AP_TRAMPOLINE_START:
     mov ax, cs
     mov ds, ax
     .byte 0x66                          /* operand size 32: load a 32-bit GDT base */
-    lgdt [AP_TRAMPOLINE_GDT_POINTER - AP_TRAMPOLINE_START]
+    lgdt [8]
     mov eax, cr0
     or eax, 1
     mov cr0, eax
@@ -39,7 +47,7 @@ AP_TRAMPOLINE_PM32_TARGET:
     .word 0x18
 
     .code32
-ap_trampoline_pm32:
+AP_TRAMPOLINE_PM32:
     mov ax, 0x10
     mov ds, ax
     mov es, ax
@@ -50,7 +58,7 @@ ap_trampoline_pm32:
     mov eax, cr4
     or eax, 0x20                        /* PAE */
     mov cr4, eax
-    mov eax, [ebx + (AP_TRAMPOLINE_CR3 - AP_TRAMPOLINE_START)]
+    mov eax, [ebx + 16]
     mov cr3, eax
     mov ecx, 0xC0000080
     rdmsr
@@ -59,87 +67,70 @@ ap_trampoline_pm32:
     mov eax, cr0
     or eax, 0x80000001                  /* PG | PE */
     mov cr0, eax
-    lea eax, [ebx + (ap_trampoline_long - AP_TRAMPOLINE_START)]
+    mov eax, [ebx + 48]
     push 0x08
     push eax
     retf
 
     .code64
-ap_trampoline_long:
+AP_TRAMPOLINE_LONG:
     mov ebx, ebx                        /* upper halves are undefined after the switch */
-    mov rsp, [rbx + (AP_TRAMPOLINE_STACK - AP_TRAMPOLINE_START)]
-    mov rdi, [rbx + (AP_TRAMPOLINE_CPU_INDEX - AP_TRAMPOLINE_START)]
-    mov rax, [rbx + (AP_TRAMPOLINE_ENTRY - AP_TRAMPOLINE_START)]
+    mov rsp, [rbx + 24]
+    mov rdi, [rbx + 40]
+    mov rax, [rbx + 32]
     xor ebp, ebp
     call rax
-5:
+2:
     cli
     hlt
-    jmp 5b
-
-    .p2align 3
-AP_TRAMPOLINE_GDT_POINTER:
-    .word 0
-    .long 0
-    .word 0
-AP_TRAMPOLINE_CR3:
-    .quad 0
-AP_TRAMPOLINE_STACK:
-    .quad 0
-AP_TRAMPOLINE_ENTRY:
-    .quad 0
-AP_TRAMPOLINE_CPU_INDEX:
-    .quad 0
+    jmp 2b
 AP_TRAMPOLINE_END:
-    .code64
     .popsection
 "#
 );
+
+/// Mailbox offsets inside the blob (fixed by the `.word`/`.quad` lines above).
+pub const MAILBOX_GDT_POINTER: usize = 8;
+/// CR3 to load (the boot CPU's page tables, below 4 GiB).
+pub const MAILBOX_CR3: usize = 16;
+/// Top of the AP's stack.
+pub const MAILBOX_STACK: usize = 24;
+/// Address of the Rust entry, `extern "C" fn(u64) -> !`.
+pub const MAILBOX_ENTRY: usize = 32;
+/// The AP's index, passed to the entry.
+pub const MAILBOX_CPU_INDEX: usize = 40;
+/// Linear address of the 64-bit code in the copied page.
+pub const MAILBOX_LONG_TARGET: usize = 48;
 
 unsafe extern "C" {
     static AP_TRAMPOLINE_START: u8;
     static AP_TRAMPOLINE_END: u8;
     static AP_TRAMPOLINE_PM32_TARGET: u8;
-    static AP_TRAMPOLINE_GDT_POINTER: u8;
-    static AP_TRAMPOLINE_CR3: u8;
-    static AP_TRAMPOLINE_STACK: u8;
-    static AP_TRAMPOLINE_ENTRY: u8;
-    static AP_TRAMPOLINE_CPU_INDEX: u8;
+    static AP_TRAMPOLINE_PM32: u8;
+    static AP_TRAMPOLINE_LONG: u8;
 }
 
-/// Offsets of the patched fields inside the copied blob.
+/// Where the code pieces sit inside the copied blob.
 #[derive(Clone, Copy, Debug)]
 pub struct TrampolineLayout {
-    pub length: usize,
+    /// The 32-bit far jump's offset field.
     pub pm32_target: usize,
+    /// The 32-bit code.
     pub pm32_code: usize,
-    pub gdt_pointer: usize,
-    pub cr3: usize,
-    pub stack: usize,
-    pub entry: usize,
-    pub cpu_index: usize,
+    /// The 64-bit code.
+    pub long_code: usize,
 }
 
-/// The blob's bytes and where its fields are.
+/// The blob's bytes and where its code pieces are.
 pub fn blob() -> (&'static [u8], TrampolineLayout) {
-    // SAFETY: the symbols delimit one contiguous read-only blob emitted above; only their
-    // addresses are taken and the bytes between them read.
-    unsafe {
-        let start = core::ptr::addr_of!(AP_TRAMPOLINE_START) as usize;
-        let offset = |p: *const u8| p as usize - start;
-        let length = offset(core::ptr::addr_of!(AP_TRAMPOLINE_END));
-        let pm32_target = offset(core::ptr::addr_of!(AP_TRAMPOLINE_PM32_TARGET));
-        let layout = TrampolineLayout {
-            length,
-            pm32_target,
-            // The 32-bit code follows the far jump's 4-byte offset and 2-byte selector.
-            pm32_code: pm32_target + 6,
-            gdt_pointer: offset(core::ptr::addr_of!(AP_TRAMPOLINE_GDT_POINTER)),
-            cr3: offset(core::ptr::addr_of!(AP_TRAMPOLINE_CR3)),
-            stack: offset(core::ptr::addr_of!(AP_TRAMPOLINE_STACK)),
-            entry: offset(core::ptr::addr_of!(AP_TRAMPOLINE_ENTRY)),
-            cpu_index: offset(core::ptr::addr_of!(AP_TRAMPOLINE_CPU_INDEX)),
-        };
-        (core::slice::from_raw_parts(start as *const u8, length), layout)
-    }
+    let start = core::ptr::addr_of!(AP_TRAMPOLINE_START) as usize;
+    let offset = |p: *const u8| p as usize - start;
+    let layout = TrampolineLayout {
+        pm32_target: offset(core::ptr::addr_of!(AP_TRAMPOLINE_PM32_TARGET)),
+        pm32_code: offset(core::ptr::addr_of!(AP_TRAMPOLINE_PM32)),
+        long_code: offset(core::ptr::addr_of!(AP_TRAMPOLINE_LONG)),
+    };
+    let length = offset(core::ptr::addr_of!(AP_TRAMPOLINE_END));
+    // SAFETY: the symbols delimit one contiguous read-only blob emitted above.
+    (unsafe { core::slice::from_raw_parts(start as *const u8, length) }, layout)
 }
