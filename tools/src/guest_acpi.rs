@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use numavisor_acpi_tables::{
-    generate, Devices, DistanceMatrix, GuestPlatform, HmatFigures, IoApic, MemoryRange,
-    PmBlock, TablePlacement, Uart16550, Vcpu, VnumaNode, RSDP_SIGNATURE,
+    generate, Devices, DistanceMatrix, GuestPlatform, HmatFigures, IoApic, MemoryRange, PmBlock,
+    TablePlacement, Uart16550, Vcpu, VnumaNode, RSDP_SIGNATURE,
 };
 use serde::Deserialize;
 
@@ -46,11 +46,12 @@ pub struct GuestAcpiArgs {
 }
 
 /// Reads the description, generates the tables and writes them to the output directory:
-/// `<signature>.dat` per table (`rsdp.dat`, `facp.dat`, `apic.dat`, ...) and `tables.bin`,
-/// the image to copy to the RSDP address.
+/// `<signature>.dat` per table (`facp.dat`, `apic.dat`, ...; the RSDP as `rsdp.bin`) and
+/// `tables.bin`, the image to copy to the RSDP address.
 pub fn run(args: GuestAcpiArgs) -> Result<()> {
     let path = &args.description;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let raw: RawDescription =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let out = match (args.out, &raw.output_dir) {
@@ -58,15 +59,27 @@ pub fn run(args: GuestAcpiArgs) -> Result<()> {
         (None, Some(dir)) => dir.clone(),
         (None, None) => bail!("{}: no output_dir, and no --out given", path.display()),
     };
-    let platform = raw.into_platform().with_context(|| format!("in {}", path.display()))?;
+    let platform = raw
+        .into_platform()
+        .with_context(|| format!("in {}", path.display()))?;
     let tables = generate(&platform).with_context(|| format!("in {}", path.display()))?;
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for table in tables.tables() {
         let name = String::from_utf8_lossy(&table.signature).to_lowercase();
-        write(&out.join(format!("{name}.dat")), &table.bytes)?;
-        let shown = if table.signature == RSDP_SIGNATURE { "RSD PTR" } else { &name };
-        println!("{:<8} at {:#010x}, {:>5} bytes", shown.to_uppercase(), table.address, table.bytes.len());
+        // iasl 20200925 cannot read a binary RSDP; `.bin` keeps it out of `*.dat`.
+        let file = if table.signature == RSDP_SIGNATURE {
+            "rsdp.bin".to_string()
+        } else {
+            format!("{name}.dat")
+        };
+        write(&out.join(&file), &table.bytes)?;
+        println!(
+            "{:<4} at {:#010x}, {:>5} bytes: {file}",
+            name.to_uppercase(),
+            table.address,
+            table.bytes.len()
+        );
     }
     write(&out.join("tables.bin"), &tables.image())?;
     println!(
@@ -176,7 +189,9 @@ impl RawDescription {
                 for (index, node) in self.nodes.iter().enumerate() {
                     match node.host_domain {
                         Some(domain) => backing.push(domain),
-                        None => bail!("node {index}: host_distances needs host_domain on every node"),
+                        None => {
+                            bail!("node {index}: host_distances needs host_domain on every node")
+                        }
                     }
                 }
                 Some(DistanceMatrix::guest_from_host(&host, &backing).context("host_distances")?)
@@ -186,15 +201,36 @@ impl RawDescription {
         let pc = Devices::pc();
         let raw = self.devices;
         let devices = Devices {
-            uart: raw.uart.map(|u| Uart16550 { port: u.port, irq: u.irq, node: u.node }).or(pc.uart),
-            io_apic: raw.io_apic.map_or(pc.io_apic, |a| IoApic { id: a.id, address: a.address }),
+            uart: raw
+                .uart
+                .map(|u| Uart16550 {
+                    port: u.port,
+                    irq: u.irq,
+                    node: u.node,
+                })
+                .or(pc.uart),
+            io_apic: raw.io_apic.map_or(pc.io_apic, |a| IoApic {
+                id: a.id,
+                address: a.address,
+            }),
             local_apic_base: raw.local_apic_base.unwrap_or(pc.local_apic_base),
-            pm: raw.pm.map_or(pc.pm, |p| PmBlock { port: p.port, sci_irq: p.sci_irq, pm_timer: p.pm_timer }),
+            pm: raw.pm.map_or(pc.pm, |p| PmBlock {
+                port: p.port,
+                sci_irq: p.sci_irq,
+                pm_timer: p.pm_timer,
+            }),
             legacy_pic: raw.legacy_pic.unwrap_or(pc.legacy_pic),
             cmos_rtc: raw.cmos_rtc.unwrap_or(pc.cmos_rtc),
         };
         Ok(GuestPlatform {
-            vcpus: self.vcpus.iter().map(|v| Vcpu { apic_id: v.apic_id, node: v.node }).collect(),
+            vcpus: self
+                .vcpus
+                .iter()
+                .map(|v| Vcpu {
+                    apic_id: v.apic_id,
+                    node: v.node,
+                })
+                .collect(),
             nodes: self
                 .nodes
                 .into_iter()
@@ -202,12 +238,19 @@ impl RawDescription {
                     memory: n
                         .memory
                         .into_iter()
-                        .map(|r| MemoryRange { base: r.base, length: r.size, hot_pluggable: r.hot_pluggable })
+                        .map(|r| MemoryRange {
+                            base: r.base,
+                            length: r.size,
+                            hot_pluggable: r.hot_pluggable,
+                        })
                         .collect(),
                 })
                 .collect(),
             distances,
-            hmat: self.hmat.map(|h| HmatFigures { latency_ns: h.latency_ns, bandwidth_mb_s: h.bandwidth_mb_s }),
+            hmat: self.hmat.map(|h| HmatFigures {
+                latency_ns: h.latency_ns,
+                bandwidth_mb_s: h.bandwidth_mb_s,
+            }),
             devices,
             placement: TablePlacement {
                 base: self.table_base.unwrap_or(0xE_0000),
@@ -221,13 +264,17 @@ impl RawDescription {
 mod tests {
     use super::*;
 
-    const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../acpi-tables/examples/guest-acpi");
+    const EXAMPLES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../acpi-tables/examples/guest-acpi"
+    );
 
     #[test]
     fn every_example_generates() {
         for entry in std::fs::read_dir(EXAMPLES).unwrap() {
             let path = entry.unwrap().path();
-            let raw: RawDescription = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let raw: RawDescription =
+                toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let platform = raw.into_platform().unwrap();
             generate(&platform).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
@@ -252,6 +299,9 @@ mod tests {
         let raw: RawDescription =
             toml::from_str("vcpus = [{ apic_id = 0, node = 1 }]\n[[node]]\n").unwrap();
         let error = generate(&raw.into_platform().unwrap()).unwrap_err();
-        assert_eq!(error.to_string(), "vCPU 0 is on node 1, but there are only 1 nodes");
+        assert_eq!(
+            error.to_string(),
+            "vCPU 0 is on node 1, but there are only 1 nodes"
+        );
     }
 }
