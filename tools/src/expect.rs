@@ -52,17 +52,38 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
         if memory != want.memory {
             problems.push(format!("node {index}: memory {memory:x?} != expected {:x?}", want.memory));
         }
-        let srat_bytes: u64 = want.memory.iter().map(|r| r[1]).sum();
+        let hot: Vec<[u64; 2]> = node["memory"]
+            .as_array()
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .filter(|r| r["hot_pluggable"] == true)
+                    .map(|r| [r["base"].as_u64().unwrap_or(u64::MAX), r["size"].as_u64().unwrap_or(u64::MAX)])
+                    .collect()
+            })
+            .unwrap_or_default();
+        if hot != want.hot_pluggable {
+            problems.push(format!("node {index}: hot-pluggable ranges {hot:x?} != expected {:x?}", want.hot_pluggable));
+        }
+        // Hot-pluggable ranges hold no RAM at boot; the rest should be almost all usable.
+        let boot_ram: u64 = node["memory"]
+            .as_array()
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .filter(|r| r["hot_pluggable"] != true)
+                    .filter_map(|r| r["size"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
         let usable = node["usable_bytes"].as_u64().unwrap_or(u64::MAX);
-        if usable > srat_bytes {
-            problems.push(format!("node {index}: usable_bytes {usable} exceeds its SRAT ranges ({srat_bytes})"));
+        if expect.source == "srat" {
+            problems.extend(check_usable(&format!("node {index}"), usable, boot_ram));
         }
-        // Firmware keeps a little of node 0 (BIOS areas, ACPI tables); anything else is a bug.
-        if srat_bytes > 0 && srat_bytes - usable.min(srat_bytes) > 8 << 20 {
-            problems.push(format!(
-                "node {index}: usable_bytes {usable} is more than 8 MiB below its SRAT ranges ({srat_bytes})"
-            ));
-        }
+    }
+    if let Some(total) = expect.total_ram {
+        let usable: u64 = nodes.iter().filter_map(|n| n["usable_bytes"].as_u64()).sum();
+        problems.extend(check_usable("all nodes", usable, total));
     }
     let distances: Vec<Vec<u64>> =
         topology["distances"].as_array().map(|rows| rows.iter().map(u64s).collect()).unwrap_or_default();
@@ -76,6 +97,18 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
         problems.push("no ready event".into());
     }
     problems
+}
+
+/// Usable RAM must not exceed the RAM described, and may fall short of it only by what
+/// firmware keeps (BIOS areas, ACPI tables: well under 8 MiB).
+fn check_usable(what: &str, usable: u64, described: u64) -> Vec<String> {
+    if usable > described {
+        vec![format!("{what}: usable_bytes {usable} exceeds the RAM described ({described})")]
+    } else if described - usable > 8 << 20 {
+        vec![format!("{what}: usable_bytes {usable} is more than 8 MiB below the RAM described ({described})")]
+    } else {
+        vec![]
+    }
 }
 
 fn check_cpus(report: &Report, expect: &Expectation, nodes: &[Value]) -> Vec<String> {

@@ -54,6 +54,9 @@ pub struct Expectation {
     /// Whether an `hmat` event must appear (and, when true, its localities).
     #[serde(default)]
     pub hmat: Option<ExpectedHmat>,
+    /// Bytes of RAM the machine has (`-m`): the nodes' usable bytes must add up to nearly this.
+    #[serde(default)]
+    pub total_ram: Option<u64>,
     /// ACPI problems the log must report (substrings of the `acpi` event's `problems`).
     #[serde(default)]
     pub acpi_problems: Vec<String>,
@@ -67,6 +70,9 @@ pub struct ExpectedNode {
     pub apic_ids: Vec<u64>,
     /// Enabled SRAT ranges as `[base, size]`.
     pub memory: Vec<[u64; 2]>,
+    /// The subset of `memory` the SRAT marks hot-pluggable.
+    #[serde(default)]
+    pub hot_pluggable: Vec<[u64; 2]>,
 }
 
 /// The HMAT the report must show.
