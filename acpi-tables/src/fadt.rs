@@ -3,9 +3,11 @@
 //!
 //! **A full, not hardware-reduced, FADT.** An unmodified x86 Linux guest boots on either,
 //! but on hardware-reduced ACPI (`HW_REDUCED_ACPI`) it assumes the machine has no legacy
-//! PC parts: `acpi_reduced_hw_init` (arch/x86/kernel/acpi/boot.c) turns off the PIT and
-//! the 8259 and leaves timer calibration to CPUID leaves TCG does not fill, and power-off
-//! needs sleep control/status registers or a Generic Event Device. Our partitions are
+//! PC parts: `acpi_reduced_hw_init` (arch/x86/kernel/acpi/boot.c) skips the PIT/HPET
+//! timer set-up and swaps the 8259 for a null PIC, so the local APIC timer must be
+//! calibrated from frequencies in CPUID (leaves 0x15/0x16 or a hypervisor leaf), which
+//! our vCPUs do not report; and power-off then needs the FADT's sleep control/status
+//! registers, events a Generic Event Device. Our partitions are
 //! PCs (PIT, 8259, ISA UART), so the guest gets the PC path: a PM1a event block, a PM1a
 //! control block (power-off through SLP_TYP/SLP_EN), an optional PM timer, the SCI on
 //! an ISA IRQ. There is no SMI command port, which tells the guest it is in ACPI mode

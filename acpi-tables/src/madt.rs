@@ -80,7 +80,10 @@ pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
 }
 
 /// Whether vCPU `uid` with `apic_id` needs a Processor Local x2APIC entry (its APIC ID or
-/// its UID does not fit a Processor Local APIC entry).
+/// its UID does not fit a Processor Local APIC entry). Note: Linux ignores x2APIC entries
+/// with IDs below 255 when the MADT also has local APIC entries, so a vCPU with UID > 255
+/// and an APIC ID below 255 is lost to it; number vCPUs so that cannot happen (APIC IDs
+/// ascending with the UID, as on real machines).
 pub(crate) fn needs_x2apic_entry(uid: usize, apic_id: u32) -> bool {
     apic_id > MAX_XAPIC_ID || uid > usize::from(u8::MAX)
 }
