@@ -57,7 +57,7 @@ impl DistanceMatrix {
     }
 
     /// The guest's distances for vNUMA nodes backed by host proximity domains
-    /// `backing[node]`: guest distance (a, b) = host distance (backing[a], backing[b]),
+    /// `backing[node]`: guest distance (a, b) = host distance (`backing[a]`, `backing[b]`),
     /// except that two distinct nodes on one host domain get [`Self::SAME_HOST_DOMAIN`].
     pub fn guest_from_host(host: &DistanceMatrix, backing: &[u32]) -> Result<Self, AcpiError> {
         if backing.is_empty() {

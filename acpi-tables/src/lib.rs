@@ -10,7 +10,7 @@
 //! | RSDP (revision 2) | §5.2.5 | here |
 //! | XSDT | §5.2.8 | rust-vmm `acpi_tables` |
 //! | RSDT (for ACPI 1.0 guests) | §5.2.7 | here, in rust-vmm's `Sdt` |
-//! | FADT (full, not hardware-reduced: see [`fadt`](crate::fadt)) | §5.2.9 | rust-vmm |
+//! | FADT (full, not hardware-reduced: see [`fadt`]) | §5.2.9 | rust-vmm |
 //! | FACS | §5.2.10 | rust-vmm |
 //! | DSDT (processors, UART, RTC, `\_S5`) | §5.2.11.1 | rust-vmm AML |
 //! | MADT | §5.2.12 | rust-vmm entries + x2APIC, overrides, NMI here |
