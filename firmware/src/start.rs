@@ -28,7 +28,10 @@ unsafe extern "C" {
 
 /// The physical range the image occupies, heap and boot stack included.
 fn image_range() -> (u64, u64) {
-    (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
 }
 
 /// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address.
@@ -57,7 +60,11 @@ pub extern "C" fn bsp_main(start_info: u32) -> ! {
     info!(
         "identity map up to {:#x} ({} pages above 4 GiB)",
         identity.top,
-        if identity.used_1g_pages { "1 GiB" } else { "2 MiB" }
+        if identity.used_1g_pages {
+            "1 GiB"
+        } else {
+            "2 MiB"
+        }
     );
 
     let t_acpi = tsc::now();
@@ -111,7 +118,10 @@ fn configure_from_command_line(boot: &BootInfo) {
     let level = boot.option("log").and_then(console_log::parse_level);
     console_log::init(level.unwrap_or(log::LevelFilter::Info));
     if boot.option("log").is_some() && level.is_none() {
-        warn!("log={} is not a level (error, warn, info, debug, trace, off)", boot.option("log").unwrap_or(""));
+        warn!(
+            "log={} is not a level (error, warn, info, debug, trace, off)",
+            boot.option("log").unwrap_or("")
+        );
     }
     if boot.option("exit").is_some() {
         let port = boot
@@ -136,7 +146,9 @@ fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFinding
     report::emit(&events::acpi(rsdp, &findings));
     if boot.flag("acpi-dump") {
         for table in &findings.tables {
-            if let Some(bytes) = acpi::PhysicalMemory::read(memory, table.address, table.length as usize) {
+            if let Some(bytes) =
+                acpi::PhysicalMemory::read(memory, table.address, table.length as usize)
+            {
                 report::emit(&events::acpi_table(table, bytes));
             }
         }
@@ -160,7 +172,8 @@ fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) ->
 }
 
 fn build_frame_allocator(topology: &Topology) -> FrameAllocator {
-    let per_node: Vec<Vec<(u64, u64)>> = topology.domains.iter().map(|d| d.usable.clone()).collect();
+    let per_node: Vec<Vec<(u64, u64)>> =
+        topology.domains.iter().map(|d| d.usable.clone()).collect();
     let mut frames = FrameAllocator::new(&per_node);
     let (start, end) = image_range();
     if let Err(problem) = frames.reserve(start, end, Usage::Hypervisor) {
@@ -170,7 +183,11 @@ fn build_frame_allocator(topology: &Topology) -> FrameAllocator {
 }
 
 fn choose_apic_mode(topology: &Topology) -> bool {
-    let needs_x2apic = topology.domains.iter().flat_map(|d| d.apic_ids.iter()).any(|&id| id > 254);
+    let needs_x2apic = topology
+        .domains
+        .iter()
+        .flat_map(|d| d.apic_ids.iter())
+        .any(|&id| id > 254);
     let x2apic = apic::x2apic_enabled() || (needs_x2apic && apic::x2apic_supported());
     if needs_x2apic && !x2apic {
         warn!("CPUs with APIC IDs above 254 exist but this CPU has no x2APIC: they stay offline");
@@ -188,7 +205,12 @@ fn start_cpus(
 ) -> Vec<CpuReport> {
     let bsp = apic::current_apic_id();
     let mut cpus = Vec::new();
-    cpus.push(CpuReport::online(bsp, topology.domain_of_apic_id(bsp), true, None));
+    cpus.push(CpuReport::online(
+        bsp,
+        topology.domain_of_apic_id(bsp),
+        true,
+        None,
+    ));
     let candidates: Vec<u32> = present
         .iter()
         .copied()
@@ -199,7 +221,9 @@ fn start_cpus(
     }
     let Some(page) = trampoline_page(frames) else {
         error!("SMP: no free page below 1 MiB for the start-up code; only the boot CPU runs");
-        cpus.extend(candidates.iter().map(|&id| CpuReport::failed(id, topology.domain_of_apic_id(id), "no trampoline page")));
+        cpus.extend(candidates.iter().map(|&id| {
+            CpuReport::failed(id, topology.domain_of_apic_id(id), "no trampoline page")
+        }));
         return cpus;
     };
     smp::install_trampoline(page, pvh_entry::boot_pml4_address(), x2apic);
@@ -207,7 +231,13 @@ fn start_cpus(
     for &apic_id in &candidates {
         let node = topology.domain_of_apic_id(apic_id);
         match allocate_stack(topology, frames, node) {
-            Ok((stack_base, stack_node)) => launches.push((smp::ApLaunch { apic_id, stack_top: stack_base + AP_STACK_BYTES }, stack_node)),
+            Ok((stack_base, stack_node)) => launches.push((
+                smp::ApLaunch {
+                    apic_id,
+                    stack_top: stack_base + AP_STACK_BYTES,
+                },
+                stack_node,
+            )),
             Err(problem) => {
                 error!("SMP: no stack for APIC ID {apic_id}: {problem}");
                 cpus.push(CpuReport::failed(apic_id, node, "no memory for its stack"));
@@ -221,14 +251,29 @@ fn start_cpus(
         match outcome {
             smp::ApOutcome::Online { reported_apic_id } => {
                 if reported_apic_id != launch.apic_id {
-                    warn!("SMP: CPU started as APIC ID {} reports APIC ID {reported_apic_id}", launch.apic_id);
+                    warn!(
+                        "SMP: CPU started as APIC ID {} reports APIC ID {reported_apic_id}",
+                        launch.apic_id
+                    );
                 }
                 log::debug!("SMP: APIC ID {} online on node {node:?}", launch.apic_id);
-                cpus.push(CpuReport::online(launch.apic_id, node, false, Some(stack_node)));
+                cpus.push(CpuReport::online(
+                    launch.apic_id,
+                    node,
+                    false,
+                    Some(stack_node),
+                ));
             }
             smp::ApOutcome::NoResponse => {
-                error!("SMP: APIC ID {} did not answer INIT-SIPI-SIPI in time; left out", launch.apic_id);
-                cpus.push(CpuReport::failed(launch.apic_id, node, "no response to INIT-SIPI-SIPI"));
+                error!(
+                    "SMP: APIC ID {} did not answer INIT-SIPI-SIPI in time; left out",
+                    launch.apic_id
+                );
+                cpus.push(CpuReport::failed(
+                    launch.apic_id,
+                    node,
+                    "no response to INIT-SIPI-SIPI",
+                ));
             }
         }
     });

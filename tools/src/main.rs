@@ -48,7 +48,11 @@ fn main() -> Result<()> {
             println!("{} ({size} bytes)", path.display());
             Ok(())
         }
-        Commands::Run { topology, stay, append } => run(&topology, stay, &append),
+        Commands::Run {
+            topology,
+            stay,
+            append,
+        } => run(&topology, stay, &append),
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
     }
@@ -65,7 +69,11 @@ fn run(name: &str, stay: bool, append: &str) -> Result<()> {
     };
     let args = qemu::command(&image, &topology, &options);
     println!("$ {}", qemu::shell_line(&args));
-    let timeout = if stay { Duration::from_secs(u64::MAX / 4) } else { Duration::from_secs(topology.timeout_seconds) };
+    let timeout = if stay {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        Duration::from_secs(topology.timeout_seconds)
+    };
     let result = qemu::run(&args, timeout, true)?;
     if stay {
         return Ok(());
@@ -74,7 +82,9 @@ fn run(name: &str, stay: bool, append: &str) -> Result<()> {
     let problems = expect::check(&report, &topology.expect);
     match result.status {
         Some(qemu::EXIT_READY) if problems.is_empty() => {
-            println!("\nnumavisor reached ready on topology {name}; the report matches {name}.toml");
+            println!(
+                "\nnumavisor reached ready on topology {name}; the report matches {name}.toml"
+            );
             Ok(())
         }
         status => bail!(
@@ -106,14 +116,38 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Result<()>
 fn test() -> Result<()> {
     packages::ensure(&[packages::QEMU, packages::IASL])?;
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "-q", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&[
-        "clippy", "-q", "-p", "numavisor-firmware", "--release", "--target", image::TARGET, "--", "-D", "warnings",
+        "clippy",
+        "-q",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-q",
+        "-p",
+        "numavisor-firmware",
+        "--release",
+        "--target",
+        image::TARGET,
+        "--",
+        "-D",
+        "warnings",
     ])?;
     let image = image::build()?;
-    println!("image: {} ({} bytes)", image.display(), std::fs::metadata(&image)?.len());
+    println!(
+        "image: {} ({} bytes)",
+        image.display(),
+        std::fs::metadata(&image)?.len()
+    );
     // The QEMU tests boot the image just built rather than building it again.
-    cargo_with_env(&["test", "-q", "--workspace"], &[("NUMAVISOR_IMAGE", &image)])?;
+    cargo_with_env(
+        &["test", "-q", "--workspace"],
+        &[("NUMAVISOR_IMAGE", &image)],
+    )?;
     println!("all gates passed");
     Ok(())
 }
@@ -124,7 +158,12 @@ fn bench(names: &[String]) -> Result<()> {
     println!("image {} bytes", std::fs::metadata(&image)?.len());
     println!(
         "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
-        "topology", "entry→ready", "acpi+topology", "memory setup", "cpu start-up", "of which waits"
+        "topology",
+        "entry→ready",
+        "acpi+topology",
+        "memory setup",
+        "cpu start-up",
+        "of which waits"
     );
     for name in names {
         let topology = topology::load(name)?;
@@ -134,7 +173,11 @@ fn bench(names: &[String]) -> Result<()> {
             extra_append: String::new(),
         };
         let args = qemu::command(&image, &topology, &options);
-        let result = qemu::run(&args, Duration::from_secs(topology.timeout_seconds * 4), false)?;
+        let result = qemu::run(
+            &args,
+            Duration::from_secs(topology.timeout_seconds * 4),
+            false,
+        )?;
         let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
         let Some(timing) = report.event("timing") else {
             bail!("no timing event on {name}; log tail:\n{}", result.tail(30));

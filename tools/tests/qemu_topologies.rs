@@ -42,7 +42,11 @@ fn boot_and_check(name: &str) {
         )
     };
     if result.timed_out {
-        panic!("no exit within {} s\n{}", topology.timeout_seconds, context());
+        panic!(
+            "no exit within {} s\n{}",
+            topology.timeout_seconds,
+            context()
+        );
     }
     assert_eq!(
         result.status,
@@ -50,9 +54,15 @@ fn boot_and_check(name: &str) {
         "QEMU exit status (33 = ready, 35 = fatal)\n{}",
         context()
     );
-    let report = Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{}", context()));
+    let report = Report::from_lines(&result.lines)
+        .unwrap_or_else(|e| panic!("bad report: {e}\n{}", context()));
     let problems = expect::check(&report, &topology.expect);
-    assert!(problems.is_empty(), "report does not match {name}.toml:\n  {}\n{}", problems.join("\n  "), context());
+    assert!(
+        problems.is_empty(),
+        "report does not match {name}.toml:\n  {}\n{}",
+        problems.join("\n  "),
+        context()
+    );
 }
 
 macro_rules! topology_tests {

@@ -16,6 +16,9 @@ static mut ARENA: Arena = Arena([0; HEAP_BYTES]);
 
 #[global_allocator]
 // SAFETY: the arena is a static used by nothing but this allocator.
-static ALLOCATOR: Talck<spin::Mutex<()>, ClaimOnOom> =
-    Talc::new(unsafe { ClaimOnOom::new(Span::from_array(core::ptr::addr_of_mut!(ARENA).cast::<[u8; HEAP_BYTES]>())) })
-        .lock();
+static ALLOCATOR: Talck<spin::Mutex<()>, ClaimOnOom> = Talc::new(unsafe {
+    ClaimOnOom::new(Span::from_array(
+        core::ptr::addr_of_mut!(ARENA).cast::<[u8; HEAP_BYTES]>(),
+    ))
+})
+.lock();

@@ -79,7 +79,11 @@ impl BootInfo {
         let mut result = Vec::with_capacity(merged.len());
         for (start, end) in merged {
             let mut pieces = alloc::vec![(start, end)];
-            for r in self.memory_map.iter().filter(|r| r.kind != MemoryKind::Usable) {
+            for r in self
+                .memory_map
+                .iter()
+                .filter(|r| r.kind != MemoryKind::Usable)
+            {
                 pieces = pieces
                     .into_iter()
                     .flat_map(|(s, e)| subtract((s, e), (r.base, r.end())))
@@ -97,7 +101,7 @@ impl BootInfo {
             .filter_map(|word| word.split_once('='))
             .filter(|(k, _)| *k == key)
             .map(|(_, v)| v)
-            .last()
+            .next_back()
     }
 
     /// Whether a bare `flag` word, or `flag=1`/`flag=on`, appears on the command line.
@@ -154,7 +158,11 @@ mod tests {
         );
         assert_eq!(
             b.usable_ram(),
-            alloc::vec![(0, 0x9_f000), (0x10_0000, 0x1c_0000), (0x1c_1000, 0x28_0000)]
+            alloc::vec![
+                (0, 0x9_f000),
+                (0x10_0000, 0x1c_0000),
+                (0x1c_1000, 0x28_0000)
+            ]
         );
     }
 

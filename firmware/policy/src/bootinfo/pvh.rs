@@ -93,7 +93,9 @@ impl StartInfo {
             return Err(PvhError::NoMemoryMap { version });
         }
         if info.memmap_entries > MAX_MEMMAP_ENTRIES {
-            return Err(PvhError::TooManyEntries { entries: info.memmap_entries });
+            return Err(PvhError::TooManyEntries {
+                entries: info.memmap_entries,
+            });
         }
         Ok(info)
     }
@@ -154,7 +156,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_start_infos() {
-        assert_eq!(StartInfo::parse(&[0; 10]), Err(PvhError::Truncated { have: 10 }));
+        assert_eq!(
+            StartInfo::parse(&[0; 10]),
+            Err(PvhError::Truncated { have: 10 })
+        );
         assert!(matches!(
             StartInfo::parse(&start_info(0x1234, 1, 0x6000, 5)),
             Err(PvhError::BadMagic { found: 0x1234 })
@@ -172,7 +177,13 @@ mod tests {
     #[test]
     fn decodes_memory_map_types_and_command_line() {
         let mut bytes = Vec::new();
-        for (base, size, kind) in [(0u64, 0x9fc00u64, 1u32), (0xf0000, 0x10000, 2), (0x100000, 0x7ee0000, 1), (0x7fe0000, 0x20000, 3), (0, 0, 9)] {
+        for (base, size, kind) in [
+            (0u64, 0x9fc00u64, 1u32),
+            (0xf0000, 0x10000, 2),
+            (0x100000, 0x7ee0000, 1),
+            (0x7fe0000, 0x20000, 3),
+            (0, 0, 9),
+        ] {
             bytes.extend_from_slice(&base.to_le_bytes());
             bytes.extend_from_slice(&size.to_le_bytes());
             bytes.extend_from_slice(&kind.to_le_bytes());
@@ -183,6 +194,9 @@ mod tests {
         assert_eq!(map[2].kind, MemoryKind::Usable);
         assert_eq!(map[3].kind, MemoryKind::AcpiReclaimable);
         assert_eq!(map[4].kind, MemoryKind::Reserved);
-        assert_eq!(parse_command_line(b"log=debug exit=ready\0junk"), "log=debug exit=ready");
+        assert_eq!(
+            parse_command_line(b"log=debug exit=ready\0junk"),
+            "log=debug exit=ready"
+        );
     }
 }

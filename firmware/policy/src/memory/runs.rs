@@ -61,10 +61,15 @@ mod tests {
 
     #[test]
     fn runs_come_from_the_first_node_that_has_one() {
-        let mut frames = FrameAllocator::new(&[vec![(0x1000, 0x3000)], vec![(0x10_0000, 0x20_0000)]]);
-        let (start, node) = frames.reserve_run_near(&[0, 1], 4, Usage::Hypervisor).unwrap();
+        let mut frames =
+            FrameAllocator::new(&[vec![(0x1000, 0x3000)], vec![(0x10_0000, 0x20_0000)]]);
+        let (start, node) = frames
+            .reserve_run_near(&[0, 1], 4, Usage::Hypervisor)
+            .unwrap();
         assert_eq!((start, node), (0x10_0000, 1));
-        let (start, node) = frames.reserve_run_near(&[0, 1], 2, Usage::Hypervisor).unwrap();
+        let (start, node) = frames
+            .reserve_run_near(&[0, 1], 2, Usage::Hypervisor)
+            .unwrap();
         assert_eq!((start, node), (0x1000, 0));
         assert_eq!(
             frames.reserve_run_near(&[0], 1, Usage::Hypervisor),
@@ -79,9 +84,18 @@ mod tests {
     #[test]
     fn page_within_a_window() {
         let mut frames = FrameAllocator::new(&[vec![(0, 0x9_f000), (0x10_0000, 0x800_0000)]]);
-        assert_eq!(frames.reserve_page_within(0x1000, 0x10_0000, Usage::Hypervisor), Some(0x9_e000));
-        assert_eq!(frames.reserve_page_within(0x1000, 0x10_0000, Usage::Hypervisor), Some(0x9_d000));
-        assert_eq!(frames.reserve_page_within(0x20_0000, 0x20_0800, Usage::Hypervisor), None);
+        assert_eq!(
+            frames.reserve_page_within(0x1000, 0x10_0000, Usage::Hypervisor),
+            Some(0x9_e000)
+        );
+        assert_eq!(
+            frames.reserve_page_within(0x1000, 0x10_0000, Usage::Hypervisor),
+            Some(0x9_d000)
+        );
+        assert_eq!(
+            frames.reserve_page_within(0x20_0000, 0x20_0800, Usage::Hypervisor),
+            None
+        );
         assert_eq!(frames.ledger()[0].hypervisor, 2 * PAGE_SIZE);
     }
 }

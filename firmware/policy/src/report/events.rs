@@ -17,7 +17,9 @@ fn event(name: &str, fill: impl FnOnce(&mut ObjectWriter)) -> String {
 }
 
 fn signature(raw: &[u8; 4]) -> String {
-    raw.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+    raw.iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect()
 }
 
 /// `acpi`: where the tables came from, which tables exist, and what was wrong with them.
@@ -25,7 +27,14 @@ pub fn acpi(rsdp: u64, findings: &AcpiFindings) -> String {
     event("acpi", |o| {
         o.u64("rsdp", rsdp)
             .u64("revision", findings.rsdp_revision as u64)
-            .str("root", if findings.root == crate::acpi::RootTableKind::Xsdt { "xsdt" } else { "rsdt" })
+            .str(
+                "root",
+                if findings.root == crate::acpi::RootTableKind::Xsdt {
+                    "xsdt"
+                } else {
+                    "rsdt"
+                },
+            )
             .array("tables", |a| {
                 for table in &findings.tables {
                     a.object(|t| {
@@ -70,7 +79,8 @@ pub fn topology(topology: &Topology) -> String {
         .array("nodes", |a| {
             for domain in &topology.domains {
                 a.object(|n| {
-                    n.u64("node", domain.node as u64).u64("pxm", domain.pxm as u64);
+                    n.u64("node", domain.node as u64)
+                        .u64("pxm", domain.pxm as u64);
                     n.array("apic_ids", |ids| {
                         for &id in &domain.apic_ids {
                             ids.u64(id as u64);
@@ -89,7 +99,10 @@ pub fn topology(topology: &Topology) -> String {
                             });
                         }
                     });
-                    n.u64("usable_bytes", domain.usable.iter().map(|(s, e)| e - s).sum());
+                    n.u64(
+                        "usable_bytes",
+                        domain.usable.iter().map(|(s, e)| e - s).sum(),
+                    );
                 });
             }
         })
@@ -121,24 +134,45 @@ pub struct CpuReport {
 
 impl CpuReport {
     /// A CPU that reported in.
-    pub fn online(apic_id: u32, node: Option<usize>, bsp: bool, stack_node: Option<usize>) -> CpuReport {
-        CpuReport { apic_id, node, bsp, stack_node, failure: None }
+    pub fn online(
+        apic_id: u32,
+        node: Option<usize>,
+        bsp: bool,
+        stack_node: Option<usize>,
+    ) -> CpuReport {
+        CpuReport {
+            apic_id,
+            node,
+            bsp,
+            stack_node,
+            failure: None,
+        }
     }
 
     /// A CPU that was left out, and why.
     pub fn failed(apic_id: u32, node: Option<usize>, reason: &'static str) -> CpuReport {
-        CpuReport { apic_id, node, bsp: false, stack_node: None, failure: Some(reason) }
+        CpuReport {
+            apic_id,
+            node,
+            bsp: false,
+            stack_node: None,
+            failure: Some(reason),
+        }
     }
 }
 
 /// `cpus`: the CPUs that came online and those that did not.
 pub fn cpus(cpus: &[CpuReport]) -> String {
     let write = |a: &mut ArrayWriter, online: bool| {
-        let mut sorted: Vec<&CpuReport> = cpus.iter().filter(|c| c.failure.is_none() == online).collect();
+        let mut sorted: Vec<&CpuReport> = cpus
+            .iter()
+            .filter(|c| c.failure.is_none() == online)
+            .collect();
         sorted.sort_by_key(|c| c.apic_id);
         for cpu in sorted {
             a.object(|c| {
-                c.u64("apic_id", cpu.apic_id as u64).opt_u64("node", cpu.node.map(|n| n as u64));
+                c.u64("apic_id", cpu.apic_id as u64)
+                    .opt_u64("node", cpu.node.map(|n| n as u64));
                 if online {
                     c.bool("bsp", cpu.bsp);
                     if !cpu.bsp {
@@ -151,7 +185,8 @@ pub fn cpus(cpus: &[CpuReport]) -> String {
         }
     };
     event("cpus", |o| {
-        o.array("online", |a| write(a, true)).array("failed", |a| write(a, false));
+        o.array("online", |a| write(a, true))
+            .array("failed", |a| write(a, false));
     })
 }
 

@@ -159,7 +159,9 @@ mod tests {
     #[test]
     fn nests_and_escapes() {
         let s = object(|o| {
-            o.u64("v", 1).str("event", "a\"b\\c\n\u{1}").bool("ok", true);
+            o.u64("v", 1)
+                .str("event", "a\"b\\c\n\u{1}")
+                .bool("ok", true);
             o.array("rows", |a| {
                 a.array(|r| {
                     r.u64(10).u64(20);

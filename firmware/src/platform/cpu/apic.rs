@@ -27,7 +27,9 @@ static XAPIC_BASE: AtomicU64 = AtomicU64::new(0xFEE0_0000);
 
 /// Whether the CPU supports x2APIC mode.
 pub fn x2apic_supported() -> bool {
-    CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic())
+    CpuId::new()
+        .get_feature_info()
+        .is_some_and(|f| f.has_x2apic())
 }
 
 /// Brings this CPU's local APIC up in the mode chosen for the machine (all CPUs call it).

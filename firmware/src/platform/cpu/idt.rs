@@ -209,5 +209,8 @@ pub fn vector_name(vector: u64) -> &'static str {
         "#SX security",
         "reserved 31",
     ];
-    NAMES.get(vector as usize).copied().unwrap_or("unknown vector")
+    NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("unknown vector")
 }

@@ -52,7 +52,10 @@ pub fn finish_identity_map(tables: &mut BootPageTables, map: &[MemoryRegion]) ->
         .get_processor_capacity_feature_info()
         .map(|c| 1u64 << c.physical_address_bits())
         .unwrap_or(1 << 36);
-    let top = ram_top.min(max_physical).max(FOUR_GIB).next_multiple_of(ONE_GIB);
+    let top = ram_top
+        .min(max_physical)
+        .max(FOUR_GIB)
+        .next_multiple_of(ONE_GIB);
     let gib_pages = CpuId::new()
         .get_extended_processor_and_feature_identifiers()
         .is_some_and(|f| f.has_1gib_pages());
@@ -81,7 +84,11 @@ pub fn finish_identity_map(tables: &mut BootPageTables, map: &[MemoryRegion]) ->
             // heap, which is identity mapped; nothing else references it.
             unsafe { &mut (*(pdpt_address as *mut Table)).0 }
         };
-        let cache = if holds_ram(map, address, address + ONE_GIB) { 0 } else { UNCACHEABLE };
+        let cache = if holds_ram(map, address, address + ONE_GIB) {
+            0
+        } else {
+            UNCACHEABLE
+        };
         let pdpt_index = (address >> 30) as usize & 511;
         if gib_pages {
             pdpt[pdpt_index] = address | PRESENT_WRITABLE | PAGE_SIZE | cache;
@@ -100,5 +107,8 @@ pub fn finish_identity_map(tables: &mut BootPageTables, map: &[MemoryRegion]) ->
         let (frame, flags) = x86_64::registers::control::Cr3::read();
         x86_64::registers::control::Cr3::write(frame, flags);
     }
-    IdentityMap { top, used_1g_pages: gib_pages }
+    IdentityMap {
+        top,
+        used_1g_pages: gib_pages,
+    }
 }

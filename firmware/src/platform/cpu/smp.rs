@@ -45,17 +45,25 @@ pub fn install_trampoline(page: u64, cr3: u64, x2apic: bool) {
     // SAFETY: the caller reserved `page` (identity mapped, below 1 MiB, 4 KiB) for the
     // trampoline and nothing else uses it; the blob is shorter than a page (checked).
     unsafe {
-        assert!(blob.len() <= 4096 - 64, "AP trampoline larger than its page");
+        assert!(
+            blob.len() <= 4096 - 64,
+            "AP trampoline larger than its page"
+        );
         let base = page as *mut u8;
         core::ptr::copy_nonoverlapping(blob.as_ptr(), base, blob.len());
-        let put32 = |offset: usize, value: u32| (base.add(offset) as *mut u32).write_unaligned(value);
-        let put64 = |offset: usize, value: u64| (base.add(offset) as *mut u64).write_unaligned(value);
+        let put32 =
+            |offset: usize, value: u32| (base.add(offset) as *mut u32).write_unaligned(value);
+        let put64 =
+            |offset: usize, value: u64| (base.add(offset) as *mut u64).write_unaligned(value);
         put32(layout.pm32_target, (page + layout.pm32_code as u64) as u32);
         let gdt_pointer = gdt::gdt_pointer_address() as *const u8;
         core::ptr::copy_nonoverlapping(gdt_pointer, base.add(trampoline::MAILBOX_GDT_POINTER), 6);
         put64(trampoline::MAILBOX_CR3, cr3);
         put64(trampoline::MAILBOX_ENTRY, ap_main as *const () as u64);
-        put64(trampoline::MAILBOX_LONG_TARGET, page + layout.long_code as u64);
+        put64(
+            trampoline::MAILBOX_LONG_TARGET,
+            page + layout.long_code as u64,
+        );
     }
 }
 

@@ -132,5 +132,8 @@ pub fn blob() -> (&'static [u8], TrampolineLayout) {
     };
     let length = offset(core::ptr::addr_of!(AP_TRAMPOLINE_END));
     // SAFETY: the symbols delimit one contiguous read-only blob emitted above.
-    (unsafe { core::slice::from_raw_parts(start as *const u8, length) }, layout)
+    (
+        unsafe { core::slice::from_raw_parts(start as *const u8, length) },
+        layout,
+    )
 }
