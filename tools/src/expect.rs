@@ -10,7 +10,10 @@ use crate::report::Report;
 use crate::topology::Expectation;
 
 fn u64s(value: &Value) -> Vec<u64> {
-    value.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
 }
 
 /// Every way `report` differs from `expect`; empty when it matches.
@@ -20,37 +23,60 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
         return vec!["no topology event".into()];
     };
     if topology["source"] != expect.source.as_str() {
-        problems.push(format!("topology source {} != expected {:?}", topology["source"], expect.source));
+        problems.push(format!(
+            "topology source {} != expected {:?}",
+            topology["source"], expect.source
+        ));
     }
     let nodes = topology["nodes"].as_array().cloned().unwrap_or_default();
     if nodes.len() != expect.nodes.len() {
-        problems.push(format!("{} nodes reported, {} expected", nodes.len(), expect.nodes.len()));
+        problems.push(format!(
+            "{} nodes reported, {} expected",
+            nodes.len(),
+            expect.nodes.len()
+        ));
     }
     for (index, (node, want)) in nodes.iter().zip(&expect.nodes).enumerate() {
         if node["node"] != index {
-            problems.push(format!("node at position {index} has index {}", node["node"]));
+            problems.push(format!(
+                "node at position {index} has index {}",
+                node["node"]
+            ));
         }
         if node["pxm"] != want.pxm {
-            problems.push(format!("node {index}: pxm {} != expected {}", node["pxm"], want.pxm));
+            problems.push(format!(
+                "node {index}: pxm {} != expected {}",
+                node["pxm"], want.pxm
+            ));
         }
         let mut apic_ids = u64s(&node["apic_ids"]);
         apic_ids.sort_unstable();
         let mut want_ids = want.apic_ids.clone();
         want_ids.sort_unstable();
         if apic_ids != want_ids {
-            problems.push(format!("node {index}: apic_ids {apic_ids:?} != expected {want_ids:?}"));
+            problems.push(format!(
+                "node {index}: apic_ids {apic_ids:?} != expected {want_ids:?}"
+            ));
         }
         let memory: Vec<[u64; 2]> = node["memory"]
             .as_array()
             .map(|ranges| {
                 ranges
                     .iter()
-                    .map(|r| [r["base"].as_u64().unwrap_or(u64::MAX), r["size"].as_u64().unwrap_or(u64::MAX)])
+                    .map(|r| {
+                        [
+                            r["base"].as_u64().unwrap_or(u64::MAX),
+                            r["size"].as_u64().unwrap_or(u64::MAX),
+                        ]
+                    })
                     .collect()
             })
             .unwrap_or_default();
         if memory != want.memory {
-            problems.push(format!("node {index}: memory {memory:x?} != expected {:x?}", want.memory));
+            problems.push(format!(
+                "node {index}: memory {memory:x?} != expected {:x?}",
+                want.memory
+            ));
         }
         let hot: Vec<[u64; 2]> = node["memory"]
             .as_array()
@@ -58,12 +84,20 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
                 ranges
                     .iter()
                     .filter(|r| r["hot_pluggable"] == true)
-                    .map(|r| [r["base"].as_u64().unwrap_or(u64::MAX), r["size"].as_u64().unwrap_or(u64::MAX)])
+                    .map(|r| {
+                        [
+                            r["base"].as_u64().unwrap_or(u64::MAX),
+                            r["size"].as_u64().unwrap_or(u64::MAX),
+                        ]
+                    })
                     .collect()
             })
             .unwrap_or_default();
         if hot != want.hot_pluggable {
-            problems.push(format!("node {index}: hot-pluggable ranges {hot:x?} != expected {:x?}", want.hot_pluggable));
+            problems.push(format!(
+                "node {index}: hot-pluggable ranges {hot:x?} != expected {:x?}",
+                want.hot_pluggable
+            ));
         }
         // Hot-pluggable ranges hold no RAM at boot; the rest should be almost all usable.
         let boot_ram: u64 = node["memory"]
@@ -82,13 +116,21 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
         }
     }
     if let Some(total) = expect.total_ram {
-        let usable: u64 = nodes.iter().filter_map(|n| n["usable_bytes"].as_u64()).sum();
+        let usable: u64 = nodes
+            .iter()
+            .filter_map(|n| n["usable_bytes"].as_u64())
+            .sum();
         problems.extend(check_usable("all nodes", usable, total));
     }
-    let distances: Vec<Vec<u64>> =
-        topology["distances"].as_array().map(|rows| rows.iter().map(u64s).collect()).unwrap_or_default();
+    let distances: Vec<Vec<u64>> = topology["distances"]
+        .as_array()
+        .map(|rows| rows.iter().map(u64s).collect())
+        .unwrap_or_default();
     if distances != expect.distances {
-        problems.push(format!("distances {distances:?} != expected {:?}", expect.distances));
+        problems.push(format!(
+            "distances {distances:?} != expected {:?}",
+            expect.distances
+        ));
     }
     problems.extend(check_cpus(report, expect, &nodes));
     problems.extend(check_memory(report, &nodes));
@@ -103,7 +145,9 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
 /// firmware keeps (BIOS areas, ACPI tables: well under 8 MiB).
 fn check_usable(what: &str, usable: u64, described: u64) -> Vec<String> {
     if usable > described {
-        vec![format!("{what}: usable_bytes {usable} exceeds the RAM described ({described})")]
+        vec![format!(
+            "{what}: usable_bytes {usable} exceeds the RAM described ({described})"
+        )]
     } else if described - usable > 8 << 20 {
         vec![format!("{what}: usable_bytes {usable} is more than 8 MiB below the RAM described ({described})")]
     } else {
@@ -117,7 +161,10 @@ fn check_cpus(report: &Report, expect: &Expectation, nodes: &[Value]) -> Vec<Str
         return vec!["no cpus event".into()];
     };
     let online = cpus["online"].as_array().cloned().unwrap_or_default();
-    let mut ids: Vec<u64> = online.iter().filter_map(|c| c["apic_id"].as_u64()).collect();
+    let mut ids: Vec<u64> = online
+        .iter()
+        .filter_map(|c| c["apic_id"].as_u64())
+        .collect();
     ids.sort_unstable();
     let mut want = expect.cpus_online.clone();
     want.sort_unstable();
@@ -132,10 +179,15 @@ fn check_cpus(report: &Report, expect: &Expectation, nodes: &[Value]) -> Vec<Str
     }
     for cpu in &online {
         let id = cpu["apic_id"].as_u64();
-        let home = nodes.iter().position(|n| id.is_some_and(|id| u64s(&n["apic_ids"]).contains(&id)));
+        let home = nodes
+            .iter()
+            .position(|n| id.is_some_and(|id| u64s(&n["apic_ids"]).contains(&id)));
         if let Some(home) = home {
             if cpu["node"] != home {
-                problems.push(format!("CPU {cpu} reported on node {}, topology says {home}", cpu["node"]));
+                problems.push(format!(
+                    "CPU {cpu} reported on node {}, topology says {home}",
+                    cpu["node"]
+                ));
             }
         }
     }
@@ -149,7 +201,11 @@ fn check_memory(report: &Report, nodes: &[Value]) -> Vec<String> {
     };
     let ledger = memory["nodes"].as_array().cloned().unwrap_or_default();
     if ledger.len() != nodes.len() {
-        problems.push(format!("memory event has {} nodes, topology {}", ledger.len(), nodes.len()));
+        problems.push(format!(
+            "memory event has {} nodes, topology {}",
+            ledger.len(),
+            nodes.len()
+        ));
     }
     for (row, node) in ledger.iter().zip(nodes) {
         let field = |k: &str| row[k].as_u64().unwrap_or(u64::MAX);
@@ -158,7 +214,10 @@ fn check_memory(report: &Report, nodes: &[Value]) -> Vec<String> {
             problems.push(format!("ledger does not add up: {row}"));
         }
         if row["usable"] != node["usable_bytes"] {
-            problems.push(format!("ledger usable {} != topology usable_bytes {}", row["usable"], node["usable_bytes"]));
+            problems.push(format!(
+                "ledger usable {} != topology usable_bytes {}",
+                row["usable"], node["usable_bytes"]
+            ));
         }
     }
     let hypervisor_total: u64 = ledger.iter().filter_map(|r| r["hypervisor"].as_u64()).sum();
@@ -174,7 +233,10 @@ fn check_hmat_and_acpi(report: &Report, expect: &Expectation) -> Vec<String> {
         (Some(want), Some(hmat)) => {
             let n = hmat["localities"].as_array().map_or(0, Vec::len);
             if n != want.localities {
-                problems.push(format!("hmat has {n} localities, expected {}", want.localities));
+                problems.push(format!(
+                    "hmat has {n} localities, expected {}",
+                    want.localities
+                ));
             }
         }
         (Some(_), None) => problems.push("expected an hmat event".into()),
@@ -184,11 +246,17 @@ fn check_hmat_and_acpi(report: &Report, expect: &Expectation) -> Vec<String> {
     let reported: Vec<String> = report
         .event("acpi")
         .and_then(|a| a["problems"].as_array())
-        .map(|p| p.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|p| {
+            p.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for want in &expect.acpi_problems {
         if !reported.iter().any(|r| r.contains(want.as_str())) {
-            problems.push(format!("expected an ACPI problem containing {want:?}, got {reported:?}"));
+            problems.push(format!(
+                "expected an ACPI problem containing {want:?}, got {reported:?}"
+            ));
         }
     }
     if expect.acpi_problems.is_empty() && !reported.is_empty() {

@@ -23,7 +23,15 @@ pub fn build() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["build", "-q", "--release", "-p", "numavisor-firmware", "--target", TARGET])
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "numavisor-firmware",
+            "--target",
+            TARGET,
+        ])
         .status()
         .context("running cargo build for the image")?;
     if !status.success() {

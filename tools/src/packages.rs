@@ -11,9 +11,15 @@ pub struct Needed {
 }
 
 /// QEMU for x86_64.
-pub const QEMU: Needed = Needed { command: "qemu-system-x86_64", package: "qemu-system-x86" };
+pub const QEMU: Needed = Needed {
+    command: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+};
 /// ACPICA's compiler/disassembler.
-pub const IASL: Needed = Needed { command: "iasl", package: "acpica-tools" };
+pub const IASL: Needed = Needed {
+    command: "iasl",
+    package: "acpica-tools",
+};
 
 /// Whether `command` is on the PATH.
 pub fn have(command: &str) -> bool {
@@ -27,7 +33,11 @@ pub fn have(command: &str) -> bool {
 
 /// Installs the packages for every missing command with apt-get (as root, or through sudo).
 pub fn ensure(needed: &[Needed]) -> Result<()> {
-    let missing: Vec<&str> = needed.iter().filter(|n| !have(n.command)).map(|n| n.package).collect();
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|n| !have(n.command))
+        .map(|n| n.package)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -37,13 +47,24 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
         "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq --no-install-recommends {}",
         missing.join(" ")
     );
-    let status = Command::new("sh").arg("-c").arg(&script).status().context("running apt-get")?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .context("running apt-get")?;
     if !status.success() {
-        bail!("could not install {} (apt-get failed; install them by hand)", missing.join(" "));
+        bail!(
+            "could not install {} (apt-get failed; install them by hand)",
+            missing.join(" ")
+        );
     }
     for n in needed {
         if !have(n.command) {
-            bail!("{} is still missing after installing {}", n.command, n.package);
+            bail!(
+                "{} is still missing after installing {}",
+                n.command,
+                n.package
+            );
         }
     }
     Ok(())

@@ -48,7 +48,10 @@ pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> V
         append = format!("{append} {}", options.extra_append);
     }
     if options.exit_after_ready {
-        args.extend(["-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
+        args.extend([
+            "-device".into(),
+            "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        ]);
         append = format!("{append} exit=ready");
     }
     args.extend([
@@ -70,7 +73,9 @@ pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> V
 pub fn shell_line(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=.,/:+".contains(c)) {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:+".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))
@@ -131,7 +136,11 @@ pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> 
             let _ = child.kill();
             let _ = child.wait();
             lines.extend(receiver.try_iter());
-            return Ok(RunResult { lines, status: None, timed_out: true });
+            return Ok(RunResult {
+                lines,
+                status: None,
+                timed_out: true,
+            });
         }
         match receiver.recv_timeout(deadline - now) {
             Ok(line) => {
@@ -143,7 +152,11 @@ pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> 
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().context("waiting for QEMU")?;
-                return Ok(RunResult { lines, status: status.code(), timed_out: false });
+                return Ok(RunResult {
+                    lines,
+                    status: status.code(),
+                    timed_out: false,
+                });
             }
         }
     }

@@ -119,7 +119,12 @@ pub fn load_path(path: &Path) -> Result<TopologyFile> {
 pub fn all_names() -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(topologies_dir())?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".toml"))
+                .map(String::from)
+        })
         .collect();
     names.sort();
     Ok(names)
