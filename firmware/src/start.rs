@@ -44,6 +44,7 @@ pub extern "C" fn bsp_main(start_info: u32) -> ! {
     };
     configure_from_command_line(&boot);
     let calibrated = tsc::calibrate();
+    run_self_test(&boot);
     info!(
         "numavisor {} booted by {:?}; command line \"{}\"",
         env!("CARGO_PKG_VERSION"),
@@ -114,6 +115,27 @@ fn park() -> ! {
     }
 }
 
+/// `selftest=panic|page-fault|divide-error`: provokes the failure so tests can check that it
+/// is reported and ends the run with the failure status (never a reboot).
+fn run_self_test(boot: &BootInfo) {
+    match boot.option("selftest") {
+        None => {}
+        Some("panic") => panic!("self-test panic requested on the command line"),
+        Some("page-fault") => {
+            // SAFETY: deliberately touches an address no mapping covers (past the canonical
+            // identity map) to raise #PF; the handler never returns.
+            unsafe { core::ptr::read_volatile(0x7fff_dead_b000 as *const u64) };
+        }
+        Some("divide-error") => {
+            // SAFETY: a deliberate #DE; the handler never returns.
+            unsafe {
+                core::arch::asm!("xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
+            };
+        }
+        Some(other) => warn!("selftest={other}: unknown (panic, page-fault, divide-error)"),
+    }
+}
+
 fn configure_from_command_line(boot: &BootInfo) {
     let level = boot.option("log").and_then(console_log::parse_level);
     console_log::init(level.unwrap_or(log::LevelFilter::Info));
@@ -167,6 +189,16 @@ fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) ->
         }
         None => Topology::single_domain(&[apic::current_apic_id()], usable_ram),
     };
+    let mut topology = topology;
+    // Without a MADT the tables list no CPU at all; the one running this code exists anyway.
+    let bsp = apic::current_apic_id();
+    if topology.domain_of_apic_id(bsp).is_none() {
+        warn!("topology: the boot CPU (APIC ID {bsp}) is in no table; placed in node 0");
+        if let Some(first) = topology.domains.first_mut() {
+            first.apic_ids.push(bsp);
+            first.apic_ids.sort_unstable();
+        }
+    }
     report::emit(&events::topology(&topology));
     topology
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod guest_acpi;
+
 use tools::{expect, image, packages, qemu, report::Report, topology, workspace_root};
 
 #[derive(Parser)]
@@ -33,6 +35,8 @@ enum Commands {
     },
     /// Run every gate: fmt, clippy, host tests, the QEMU topology matrix.
     Test,
+    /// Write a described partition's ACPI tables to files (inspect with `iasl -d`).
+    GuestAcpi(guest_acpi::GuestAcpiArgs),
     /// Count instructions from entry to `ready` under `-icount shift=0`.
     Bench {
         #[arg(long, value_delimiter = ',', default_value = "two-nodes,eight-nodes")]
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         } => run(&topology, stay, &append),
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
+        Commands::GuestAcpi(args) => guest_acpi::run(args),
     }
 }
 

@@ -24,44 +24,94 @@ fn image() -> PathBuf {
         .clone()
 }
 
-fn boot_and_check(name: &str) {
+/// Boots `topology` with extra command-line words; returns the run and a failure context.
+fn boot(name: &str, append: &str) -> (qemu::RunResult, String, u64) {
     let topology = topology::load(name).expect("topology file");
     let options = qemu::RunOptions {
         exit_after_ready: true,
         extra_qemu_args: vec![],
-        extra_append: String::new(),
+        extra_append: append.to_string(),
     };
     let args = qemu::command(&image(), &topology, &options);
     let result = qemu::run(&args, Duration::from_secs(topology.timeout_seconds), false)
         .expect("starting QEMU");
-    let context = || {
-        format!(
-            "topology {name}\ncommand: {}\n--- last 40 lines of the serial log ---\n{}",
-            qemu::shell_line(&args),
-            result.tail(40)
-        )
-    };
-    if result.timed_out {
-        panic!(
-            "no exit within {} s\n{}",
-            topology.timeout_seconds,
-            context()
+    let context = format!(
+        "topology {name}\ncommand: {}\n--- last 40 lines of the serial log ---\n{}",
+        qemu::shell_line(&args),
+        result.tail(40)
+    );
+    (result, context, topology.timeout_seconds)
+}
+
+/// A fault inside the hypervisor is reported (`fatal`) and ends the run with status 35.
+fn fatal_is_reported(selftest: &str, kind: &str, vector: Option<u64>) {
+    let (result, context, timeout) = boot("two-nodes", &format!("selftest={selftest}"));
+    assert!(
+        !result.timed_out,
+        "no exit within {timeout} s (a hang?)\n{context}"
+    );
+    assert_eq!(
+        result.status,
+        Some(qemu::EXIT_FAILURE),
+        "QEMU exit status\n{context}"
+    );
+    let report =
+        Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+    let fatal = report
+        .event("fatal")
+        .unwrap_or_else(|| panic!("no fatal event\n{context}"));
+    assert_eq!(fatal["kind"], kind, "{context}");
+    if let Some(vector) = vector {
+        assert_eq!(fatal["vector"], vector, "{context}");
+        assert!(
+            result.lines.iter().any(|l| l.starts_with("RAX ")),
+            "no register dump\n{context}"
+        );
+    } else {
+        assert!(
+            fatal["location"]
+                .as_str()
+                .is_some_and(|l| l.contains("start.rs")),
+            "{context}"
         );
     }
+    assert!(
+        report.event("ready").is_none(),
+        "ready after a fatal error\n{context}"
+    );
+}
+
+#[test]
+fn panic_is_reported_and_exits_with_failure() {
+    fatal_is_reported("panic", "panic", None);
+}
+
+#[test]
+fn page_fault_is_reported_and_exits_with_failure() {
+    fatal_is_reported("page-fault", "exception", Some(14));
+}
+
+#[test]
+fn divide_error_is_reported_and_exits_with_failure() {
+    fatal_is_reported("divide-error", "exception", Some(0));
+}
+
+fn boot_and_check(name: &str) {
+    let (result, context, timeout) = boot(name, "");
+    assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
     assert_eq!(
         result.status,
         Some(qemu::EXIT_READY),
-        "QEMU exit status (33 = ready, 35 = fatal)\n{}",
-        context()
+        "QEMU exit status (33 = ready, 35 = fatal)\n{context}"
     );
-    let report = Report::from_lines(&result.lines)
-        .unwrap_or_else(|e| panic!("bad report: {e}\n{}", context()));
-    let problems = expect::check(&report, &topology.expect);
+    let report =
+        Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+    let expectation = topology::load(name).expect("topology file").expect;
+    let problems = expect::check(&report, &expectation);
     assert!(
         problems.is_empty(),
-        "report does not match {name}.toml:\n  {}\n{}",
-        problems.join("\n  "),
-        context()
+        "report does not match {name}.toml:\n  {}\n{context}",
+        problems.join("\n  ")
     );
 }
 

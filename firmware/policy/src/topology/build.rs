@@ -6,8 +6,10 @@
 //!   entries name, numbered densely in ascending order. No SRAT, or one with no enabled
 //!   entries: a single domain (pxm 0) holding every present MADT CPU and all usable RAM.
 //! - CPUs: each SRAT CPU entry places its APIC ID; the first entry for an ID wins. With a
-//!   MADT, a CPU the MADT lists as neither enabled nor online-capable is an empty socket and
-//!   is left out quietly; one the MADT does not list at all is left out with a problem; a
+//!   MADT of revision 5 or later (ACPI 6.3+, which has the Online Capable flag), a CPU it lists
+//!   as neither enabled nor online-capable is an empty socket and is left out quietly; in older
+//!   MADTs a disabled CPU with an enabled SRAT entry is how firmware (QEMU's `maxcpus`, Linux's
+//!   "disabled CPUs") announces a hot-pluggable CPU, so it stays in its domain; one the MADT does not list at all is left out with a problem; a
 //!   present MADT CPU the SRAT does not place goes to node 0 with a problem.
 //! - Memory: SRAT ranges in table order; where ranges of different domains overlap, the one
 //!   listed first keeps the overlap. A domain's usable RAM is its SRAT ranges ∩ the boot
@@ -120,8 +122,9 @@ fn place_cpus(
                     problems.push(TopologyProblem::CpuNotInMadt { apic_id, pxm });
                     continue;
                 }
-                Some(false) => continue, // an empty socket
-                Some(true) => {}
+                // An empty socket, where the MADT can tell one from a hot-pluggable CPU.
+                Some(false) if madt.is_some_and(|m| m.revision >= 5) => continue,
+                Some(_) => {}
             }
         }
         if let Some(d) = domains.get_mut(node_of(cpu.pxm)) {

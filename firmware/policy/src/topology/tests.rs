@@ -287,3 +287,32 @@ fn qemu_topologies() {
     let t = qemu_build("ovmf-q35-2node", &boot_ram(512 * MIB - 0x100_0000, 0));
     assert_eq!(cpus(&t), [[0], [1]]);
 }
+
+#[test]
+fn disabled_cpus_of_an_old_madt_are_hot_pluggable_and_stay_in_their_domain() {
+    // QEMU's `-smp 2,maxcpus=4`: MADT revision 1 lists CPUs 2 and 3 as disabled, the SRAT
+    // places them (enabled) in domain 1.
+    let s = srat(
+        1,
+        &[
+            cpu_affinity(0, 0, 1),
+            cpu_affinity(0, 1, 1),
+            cpu_affinity(1, 2, 1),
+            cpu_affinity(1, 3, 1),
+            memory_affinity(0, 0, GIB, 1),
+            memory_affinity(1, GIB, GIB, 1),
+        ],
+    );
+    let m = madt_rev(
+        1,
+        &[
+            lapic(0, 0, 1),
+            lapic(1, 1, 1),
+            lapic(2, 2, 0),
+            lapic(3, 3, 0),
+        ],
+    );
+    let (t, p) = build(vec![m, s], &[(0, 2 * GIB)]);
+    assert_eq!(cpus(&t), [vec![0, 1], vec![2, 3]]);
+    assert!(p.is_empty(), "{p:?}");
+}
