@@ -11,5 +11,7 @@ extern crate alloc;
 pub mod acpi;
 pub mod bootinfo;
 pub mod memory;
+pub mod partition;
 pub mod report;
+pub mod slat;
 pub mod topology;

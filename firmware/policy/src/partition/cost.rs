@@ -1,0 +1,1 @@
+//! What a partition costs in pool pages. Work in progress.

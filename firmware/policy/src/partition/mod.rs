@@ -1,0 +1,4 @@
+//! Partitions in the policy core: their memory pools and what they cost.
+
+pub mod cost;
+pub mod pool;

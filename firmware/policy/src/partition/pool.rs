@@ -1,0 +1,1 @@
+//! Partition memory pools (Hyper-V semantics). Work in progress.
