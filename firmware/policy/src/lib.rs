@@ -10,8 +10,10 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod bootinfo;
+pub mod devices;
 pub mod memory;
 pub mod partition;
 pub mod report;
 pub mod slat;
 pub mod topology;
+pub mod vmexit;

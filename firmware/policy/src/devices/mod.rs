@@ -1,0 +1,3 @@
+//! Virtual devices as register models: pure state machines the port bus drives.
+
+pub mod uart16550;

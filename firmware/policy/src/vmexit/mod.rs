@@ -1,0 +1,166 @@
+//! VM exits, decoded once into [`VmExit`] by the backend, handled by shared code.
+//!
+//! The SVM decoder follows AMD APM vol. 2 §15.6 (#VMEXIT), §15.10.2 (IOIO EXITINFO1),
+//! §15.25.6 (nested page fault EXITINFO1/2) and appendix C (exit codes). A later VMX decoder
+//! produces the same enum.
+
+/// Why a vCPU left the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// `IN`/`OUT` (and their string forms) to `port`; `next_rip` is the instruction after.
+    Io(IoAccess),
+    /// `CPUID`: leaf in RAX, subleaf in RCX; 2 bytes long.
+    Cpuid,
+    /// `RDMSR` / `WRMSR`: MSR in RCX; 2 bytes long.
+    Msr { write: bool },
+    /// `HLT`: 1 byte long.
+    Hlt,
+    /// The guest triple-faulted (shutdown).
+    Shutdown,
+    /// `VMMCALL`: a hypercall; 3 bytes long.
+    Vmmcall,
+    /// An access to a guest-physical address the SLAT does not allow.
+    NestedPageFault { gpa: u64, error_code: u64 },
+    /// VMRUN refused the guest state (exit code -1).
+    InvalidState,
+    /// An instruction the guest may not use (nested virtualization and the like).
+    Forbidden { code: u64 },
+    /// Anything else, with the raw exit information.
+    Unexpected { code: u64, info1: u64, info2: u64 },
+}
+
+/// One port access as the exit reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// Operand size in bytes: 1, 2 or 4.
+    pub size: u8,
+    /// `OUT` (true) or `IN` (false).
+    pub write: bool,
+    /// `INS`/`OUTS`.
+    pub string: bool,
+    /// With a `REP` prefix.
+    pub rep: bool,
+    pub next_rip: u64,
+}
+
+/// SVM exit codes (APM vol. 2 appendix C).
+pub mod svm_code {
+    pub const CPUID: u64 = 0x72;
+    pub const HLT: u64 = 0x78;
+    pub const IOIO: u64 = 0x7B;
+    pub const MSR: u64 = 0x7C;
+    pub const SHUTDOWN: u64 = 0x7F;
+    pub const VMRUN: u64 = 0x80;
+    pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
+    pub const NPF: u64 = 0x400;
+    /// VMEXIT_INVALID; emulators may report only its low 32 bits.
+    pub const INVALID: u64 = u64::MAX;
+}
+
+/// Decodes an SVM exit from the VMCB's EXITCODE, EXITINFO1 and EXITINFO2.
+pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
+    use svm_code::*;
+    match code {
+        CPUID => VmExit::Cpuid,
+        HLT => VmExit::Hlt,
+        IOIO => VmExit::Io(IoAccess {
+            port: (info1 >> 16) as u16,
+            size: if info1 & (1 << 4) != 0 {
+                1
+            } else if info1 & (1 << 5) != 0 {
+                2
+            } else {
+                4
+            },
+            write: info1 & 1 == 0,
+            string: info1 & (1 << 2) != 0,
+            rep: info1 & (1 << 3) != 0,
+            next_rip: info2,
+        }),
+        MSR => VmExit::Msr {
+            write: info1 & 1 != 0,
+        },
+        SHUTDOWN => VmExit::Shutdown,
+        VMMCALL => VmExit::Vmmcall,
+        NPF => VmExit::NestedPageFault {
+            gpa: info2,
+            error_code: info1,
+        },
+        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT => VmExit::Forbidden { code },
+        c if c == INVALID || c == 0xFFFF_FFFF => VmExit::InvalidState,
+        code => VmExit::Unexpected { code, info1, info2 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_io_exits() {
+        // OUT dx, al to 0x3f8: port in 31:16, SZ8 (bit 4), TYPE=0 (out).
+        let exit = decode_svm(svm_code::IOIO, (0x3f8 << 16) | (1 << 4), 0x1234);
+        assert_eq!(
+            exit,
+            VmExit::Io(IoAccess {
+                port: 0x3f8,
+                size: 1,
+                write: true,
+                string: false,
+                rep: false,
+                next_rip: 0x1234
+            })
+        );
+        // IN eax, dx from 0xf4 with REP INS: TYPE=1, STR, REP, SZ32.
+        let exit = decode_svm(
+            svm_code::IOIO,
+            (0xf4 << 16) | (1 << 6) | (1 << 3) | (1 << 2) | 1,
+            9,
+        );
+        assert_eq!(
+            exit,
+            VmExit::Io(IoAccess {
+                port: 0xf4,
+                size: 4,
+                write: false,
+                string: true,
+                rep: true,
+                next_rip: 9
+            })
+        );
+    }
+
+    #[test]
+    fn decodes_the_rest() {
+        assert_eq!(
+            decode_svm(svm_code::NPF, 0b101, 0x4000_0000),
+            VmExit::NestedPageFault {
+                gpa: 0x4000_0000,
+                error_code: 0b101
+            }
+        );
+        assert_eq!(decode_svm(svm_code::MSR, 1, 0), VmExit::Msr { write: true });
+        assert_eq!(decode_svm(0xFFFF_FFFF, 0, 0), VmExit::InvalidState);
+        assert_eq!(decode_svm(u64::MAX, 0, 0), VmExit::InvalidState);
+        assert_eq!(
+            decode_svm(svm_code::VMRUN, 0, 0),
+            VmExit::Forbidden {
+                code: svm_code::VMRUN
+            }
+        );
+        assert_eq!(
+            decode_svm(0x60, 1, 2),
+            VmExit::Unexpected {
+                code: 0x60,
+                info1: 1,
+                info2: 2
+            }
+        );
+    }
+}
