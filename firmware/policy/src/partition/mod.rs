@@ -1,4 +1,5 @@
 //! Partitions in the policy core: their memory pools and what they cost.
 
 pub mod cost;
+pub mod placement;
 pub mod pool;
