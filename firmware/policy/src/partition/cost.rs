@@ -1,1 +1,305 @@
-//! What a partition costs in pool pages. Work in progress.
+//! What a partition costs in pool pages, and where its memory sits in guest-physical space.
+//!
+//! One model shared by the build-time layout check (`numavisor-layout`) and the hypervisor: a
+//! layout is accepted only if each partition's pool holds at least [`minimum_pool_bytes`], and
+//! the hypervisor draws exactly these pages from that pool when it builds the partition
+//! (DESIGN.md, "Memory model": Pools). The SLAT count follows the 4-level x86-64 walk (AMD APM
+//! vol. 2 §15.25.5 for NPT, Intel SDM vol. 3C §29.3.2 for EPT): one PML4 page, one PDPT page per
+//! 512 GiB region touched, one PD page per 1 GiB region not mapped by a 1 GiB leaf, one PT page
+//! per 2 MiB region not mapped by a larger leaf.
+//!
+//! The count is the *best case*: it assumes each range's host-physical backing is aligned like
+//! its guest-physical addresses (the frame allocator hands out naturally aligned blocks, so this
+//! holds when a node has aligned free memory). Backing that forces smaller leaves costs more
+//! pages, and the hypervisor then refuses the partition with "insufficient memory" at boot.
+
+use alloc::vec::Vec;
+
+use crate::memory::{BlockSize, PAGE_SIZE};
+
+/// Pages of VMCB (SVM) or VMCS (VMX) per vCPU.
+pub const VMCB_PAGES_PER_VCPU: u64 = 1;
+/// Pages of the I/O permission bitmap, one per partition (the SVM IOPM is 12 KiB; VMX needs
+/// two 4 KiB bitmaps, which fit in the same budget).
+pub const IO_BITMAP_PAGES: u64 = 3;
+/// Pages of the MSR permission bitmap, one per partition (the SVM MSRPM is 8 KiB; the VMX MSR
+/// bitmap is 4 KiB).
+pub const MSR_BITMAP_PAGES: u64 = 2;
+
+/// Start of the guest-physical MMIO hole (3 GiB): the I/O APIC (0xFEC0_0000) and local APIC
+/// (0xFEE0_0000) live above it, and no guest RAM is placed in it.
+pub const MMIO_HOLE_START: u64 = 3 << 30;
+/// End (exclusive) of the guest-physical MMIO hole (4 GiB).
+pub const MMIO_HOLE_END: u64 = 4 << 30;
+/// The guest-physical address space a 4-level SLAT can map: 48 bits (256 TiB).
+pub const GUEST_PHYSICAL_LIMIT: u64 = 1 << 48;
+
+/// Bytes mapped by one entry of a PD (2 MiB), a PDPT (1 GiB) and a PML4 (512 GiB).
+const PD_ENTRY_SPAN: u64 = 1 << 21;
+const PDPT_ENTRY_SPAN: u64 = 1 << 30;
+const PML4_ENTRY_SPAN: u64 = 1 << 39;
+
+/// The 4-level SLAT table pages needed to map `ranges` (`(gpa, len)` pairs that do not
+/// overlap, in any order), each range mapped with leaves as large as `page` wherever its
+/// guest-physical addresses are aligned to them.
+///
+/// Exact for that mapping strategy: it counts the distinct PML4, PDPT, PD and PT pages, so two
+/// ranges sharing a table page count it once. A range mapped by a leaf never needs the table
+/// below it; a leaf only covers a region lying wholly inside one range, because adjacent
+/// ranges (two vnodes) are backed by different host memory.
+pub fn slat_table_pages(ranges: &[(u64, u64)], page: BlockSize) -> u64 {
+    // Per level, the inclusive index intervals of regions that need a table page there.
+    let mut pdpts = Vec::new();
+    let mut pds = Vec::new();
+    let mut pts = Vec::new();
+    for &(gpa, len) in ranges {
+        if len == 0 {
+            continue;
+        }
+        let end = gpa.saturating_add(len);
+        pdpts.push(regions_touched(gpa, end, PML4_ENTRY_SPAN));
+        let leaf = page.bytes();
+        if leaf >= PDPT_ENTRY_SPAN {
+            pds.extend(partial_regions(gpa, end, PDPT_ENTRY_SPAN));
+        } else {
+            pds.push(regions_touched(gpa, end, PDPT_ENTRY_SPAN));
+        }
+        if leaf >= PD_ENTRY_SPAN {
+            pts.extend(partial_regions(gpa, end, PD_ENTRY_SPAN));
+        } else {
+            pts.push(regions_touched(gpa, end, PD_ENTRY_SPAN));
+        }
+    }
+    if pdpts.is_empty() {
+        return 0;
+    }
+    1 + distinct(pdpts) + distinct(pds) + distinct(pts)
+}
+
+/// The smallest pool, in bytes, that lets the hypervisor build a partition whose memory is
+/// `ranges` (as for [`slat_table_pages`]) with `vcpus` vCPUs: SLAT tables, one VMCB/VMCS per
+/// vCPU, and the I/O and MSR permission bitmaps. Saturates instead of overflowing.
+pub fn minimum_pool_bytes(ranges: &[(u64, u64)], page: BlockSize, vcpus: u64) -> u64 {
+    slat_table_pages(ranges, page)
+        .saturating_add(vcpus.saturating_mul(VMCB_PAGES_PER_VCPU))
+        .saturating_add(IO_BITMAP_PAGES + MSR_BITMAP_PAGES)
+        .saturating_mul(PAGE_SIZE)
+}
+
+/// The guest-physical layout of a partition whose vNUMA nodes have `vnode_sizes` bytes: the
+/// vnodes back to back from GPA 0 in order, skipping the MMIO hole
+/// [[`MMIO_HOLE_START`], [`MMIO_HOLE_END`]). Returns each vnode's ranges `(gpa, len)`: one, or
+/// two when the vnode straddles the hole, none for a size of 0.
+///
+/// Sizes are expected to be validated (4 KiB multiples, a total far below
+/// [`GUEST_PHYSICAL_LIMIT`]); addresses saturate rather than wrap if they are not.
+pub fn guest_physical_ranges(vnode_sizes: &[u64]) -> Vec<Vec<(u64, u64)>> {
+    let mut next = 0u64;
+    let mut layout = Vec::with_capacity(vnode_sizes.len());
+    for &size in vnode_sizes {
+        let mut ranges = Vec::new();
+        let mut left = size;
+        while left > 0 {
+            if (MMIO_HOLE_START..MMIO_HOLE_END).contains(&next) {
+                next = MMIO_HOLE_END;
+            }
+            // Below the hole a range stops at its start; above it, nothing stops it.
+            let room = if next < MMIO_HOLE_START {
+                MMIO_HOLE_START - next
+            } else {
+                u64::MAX - next
+            };
+            let len = left.min(room);
+            if len == 0 {
+                break; // Saturated at the top of the address space.
+            }
+            ranges.push((next, len));
+            next += len;
+            left -= len;
+        }
+        layout.push(ranges);
+    }
+    layout
+}
+
+/// All ranges of [`guest_physical_ranges`] in one list, in address order.
+pub fn all_guest_physical_ranges(vnode_sizes: &[u64]) -> Vec<(u64, u64)> {
+    guest_physical_ranges(vnode_sizes)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The smallest pool for a partition described the way a layout describes it: vnode sizes,
+/// the largest SLAT page, and the vCPU count. What both the build-time check and the
+/// hypervisor use.
+pub fn minimum_pool_bytes_for_vnodes(vnode_sizes: &[u64], page: BlockSize, vcpus: u64) -> u64 {
+    minimum_pool_bytes(&all_guest_physical_ranges(vnode_sizes), page, vcpus)
+}
+
+/// Indices of the `span`-sized regions that `[start, end)` touches (non-empty range).
+fn regions_touched(start: u64, end: u64, span: u64) -> (u64, u64) {
+    (start / span, (end - 1) / span)
+}
+
+/// Indices of the `span`-sized regions that `[start, end)` touches without covering them
+/// wholly: at most the first and the last.
+fn partial_regions(start: u64, end: u64, span: u64) -> impl Iterator<Item = (u64, u64)> {
+    let (first, last) = regions_touched(start, end, span);
+    let first_partial = !start.is_multiple_of(span) || (end < (first + 1).saturating_mul(span));
+    let last_partial = !end.is_multiple_of(span);
+    let head = first_partial.then_some((first, first));
+    let tail = (last_partial && (last != first || !first_partial)).then_some((last, last));
+    head.into_iter().chain(tail)
+}
+
+/// How many distinct indices the inclusive intervals cover together.
+fn distinct(mut intervals: Vec<(u64, u64)>) -> u64 {
+    intervals.sort_unstable();
+    let mut count = 0;
+    let mut covered_to: Option<u64> = None; // Highest index counted so far.
+    for (first, last) in intervals {
+        let from = match covered_to {
+            Some(c) if c >= last => continue,
+            Some(c) if c >= first => c + 1,
+            _ => first,
+        };
+        count += last - from + 1;
+        covered_to = Some(last);
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn one_gib_at_zero() {
+        let r = [(0, GIB)];
+        assert_eq!(slat_table_pages(&r, BlockSize::Size1G), 2); // PML4 + PDPT
+        assert_eq!(slat_table_pages(&r, BlockSize::Size2M), 3); // + one PD
+        assert_eq!(slat_table_pages(&r, BlockSize::Size4K), 3 + 512); // + 512 PTs
+    }
+
+    #[test]
+    fn nothing_mapped_needs_no_tables() {
+        assert_eq!(slat_table_pages(&[], BlockSize::Size2M), 0);
+        assert_eq!(slat_table_pages(&[(0, 0)], BlockSize::Size4K), 0);
+        // Only the bitmaps and the VMCB are left.
+        assert_eq!(minimum_pool_bytes(&[], BlockSize::Size2M, 1), 6 * 4096);
+    }
+
+    #[test]
+    fn small_ranges() {
+        // 64 MiB at 0 with 2 MiB leaves: PML4, PDPT, PD; 4 KiB leaves: + 32 PTs.
+        assert_eq!(slat_table_pages(&[(0, 64 * MIB)], BlockSize::Size2M), 3);
+        assert_eq!(slat_table_pages(&[(0, 64 * MIB)], BlockSize::Size4K), 35);
+        // 1G allowed but the range is smaller than 1 GiB: same as 2M.
+        assert_eq!(slat_table_pages(&[(0, 64 * MIB)], BlockSize::Size1G), 3);
+        // One 4 KiB page: one table per level.
+        assert_eq!(slat_table_pages(&[(0, 4096)], BlockSize::Size1G), 4);
+    }
+
+    #[test]
+    fn unaligned_edges_need_page_tables() {
+        // [1 MiB, 5 MiB): partial 2 MiB regions 0 and 2, region 1 is a 2 MiB leaf.
+        assert_eq!(
+            slat_table_pages(&[(MIB, 4 * MIB)], BlockSize::Size2M),
+            3 + 2
+        );
+        // [1 MiB, 1.5 MiB): inside one region, one PT.
+        assert_eq!(
+            slat_table_pages(&[(MIB, MIB / 2)], BlockSize::Size2M),
+            3 + 1
+        );
+        // [0, 3 GiB + 2 MiB) with 1G leaves: 3 GiB leaves, then one PD for the tail.
+        assert_eq!(
+            slat_table_pages(&[(0, 3 * GIB + 2 * MIB)], BlockSize::Size1G),
+            3
+        );
+    }
+
+    #[test]
+    fn shared_tables_count_once() {
+        // Two vnodes meeting mid-2 MiB: the PT at the seam is shared, [2 MiB, 4 MiB) is a leaf.
+        let r = [(0, MIB), (MIB, 3 * MIB)];
+        assert_eq!(slat_table_pages(&r, BlockSize::Size2M), 3 + 1);
+        // Order does not matter.
+        let swapped = [(MIB, 3 * MIB), (0, MIB)];
+        assert_eq!(slat_table_pages(&swapped, BlockSize::Size2M), 4);
+        // Two 1 GiB vnodes with 1G leaves share the PDPT.
+        assert_eq!(
+            slat_table_pages(&[(0, GIB), (GIB, GIB)], BlockSize::Size1G),
+            2
+        );
+    }
+
+    #[test]
+    fn large_ranges_span_pml4_entries() {
+        // 1 TiB from 0 with 1G leaves: PML4 + 2 PDPTs.
+        assert_eq!(slat_table_pages(&[(0, 1 << 40)], BlockSize::Size1G), 3);
+        // With 2M leaves: + 1024 PDs.
+        assert_eq!(
+            slat_table_pages(&[(0, 1 << 40)], BlockSize::Size2M),
+            3 + 1024
+        );
+    }
+
+    #[test]
+    fn pool_minimum_adds_vcpus_and_bitmaps() {
+        let r = [(0, 64 * MIB)];
+        let pages = 3 + 2 * VMCB_PAGES_PER_VCPU + IO_BITMAP_PAGES + MSR_BITMAP_PAGES;
+        assert_eq!(minimum_pool_bytes(&r, BlockSize::Size2M, 2), pages * 4096);
+        assert_eq!(
+            minimum_pool_bytes(&[(0, u64::MAX)], BlockSize::Size4K, u64::MAX),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn guest_layout_skips_the_hole() {
+        assert_eq!(
+            guest_physical_ranges(&[64 * MIB, 64 * MIB]),
+            vec![vec![(0, 64 * MIB)], vec![(64 * MIB, 64 * MIB)]]
+        );
+        // 2 GiB + 2 GiB: the second straddles the hole.
+        assert_eq!(
+            guest_physical_ranges(&[2 * GIB, 2 * GIB]),
+            vec![vec![(0, 2 * GIB)], vec![(2 * GIB, GIB), (4 * GIB, GIB)]]
+        );
+        // Exactly 3 GiB, then the next vnode starts at 4 GiB.
+        assert_eq!(
+            guest_physical_ranges(&[3 * GIB, 0, MIB]),
+            vec![vec![(0, 3 * GIB)], vec![], vec![(4 * GIB, MIB)]]
+        );
+        assert_eq!(
+            all_guest_physical_ranges(&[4 * GIB]),
+            vec![(0, 3 * GIB), (4 * GIB, GIB)]
+        );
+    }
+
+    #[test]
+    fn partition_minimum_through_the_layout() {
+        // 4 GiB in one vnode with 1G leaves: PML4 + PDPT (the hole leaves 1 GiB gaps).
+        assert_eq!(
+            minimum_pool_bytes_for_vnodes(&[4 * GIB], BlockSize::Size1G, 1),
+            (2 + 1 + 5) * 4096
+        );
+        // The default layout's partition: 64 MiB, 2M leaves, 1 vCPU = 9 pages.
+        assert_eq!(
+            minimum_pool_bytes_for_vnodes(&[64 * MIB], BlockSize::Size2M, 1),
+            9 * 4096
+        );
+    }
+
+    #[test]
+    fn distinct_merges_overlaps() {
+        assert_eq!(distinct(vec![(0, 3), (2, 5), (5, 5), (7, 7)]), 7);
+        assert_eq!(distinct(vec![(4, 4), (0, 10)]), 11);
+    }
+}
