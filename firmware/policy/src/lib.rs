@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod acpi;
 pub mod bootinfo;
 pub mod devices;
+pub mod guest;
 pub mod memory;
 pub mod partition;
 pub mod report;
