@@ -1,0 +1,40 @@
+//! numavisor's report test guest: a `no_std` PVH kernel that runs in a partition (or directly
+//! under QEMU) and prints what it sees as one JSON line per report on COM1, each prefixed
+//! `guest: `, then ends through the debug-exit port (0xf4).
+//!
+//! Command line `mode=report` (the default): `start`, `memmap`, `acpi` (vNUMA layout from the
+//! RSDP via `numavisor_policy::acpi`), `ram_test`, `done`; exit status 0, or 1 on RAM errors,
+//! ACPI problems or a bad boot structure. `mode=probe [probe=0xADDR]`: `probe`, then a read of
+//! an address outside the memory map (default: 1 GiB above the top of RAM); if the read returns,
+//! `probe_returned` and status 2. A CPU exception prints `exception` and exits with status 3,
+//! a panic `panic` with status 4.
+//!
+//! Built for the host this is an empty program, so `cargo test`/`clippy` on the workspace work.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod acpi_report;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod entry;
+#[cfg(target_os = "none")]
+mod exceptions;
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
+mod paging;
+#[cfg(target_os = "none")]
+mod ram_test;
+#[cfg(target_os = "none")]
+mod start;
+#[cfg(target_os = "none")]
+mod start_info;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("test-guest is a PVH guest: build it with --target x86_64-unknown-none");
+}

@@ -1,0 +1,146 @@
+//! The guest's main line: read the boot structures, map memory, run the mode the command line
+//! names, exit through the debug-exit port.
+
+use core::fmt::Write;
+use core::panic::PanicInfo;
+
+use alloc::string::String;
+
+use crate::acpi_report::report_acpi;
+use crate::console::{exit, report, Json};
+use crate::paging::map_identity;
+use crate::ram_test::report_ram_test;
+use crate::start_info::{self, MemRange, RAM};
+use crate::{entry, exceptions};
+
+/// Exit statuses (QEMU's isa-debug-exit turns status s into process exit code 2s + 1).
+const SUCCESS: u32 = 0;
+const FAILURE: u32 = 1;
+const PROBE_RETURNED: u32 = 2;
+const PANICKED: u32 = 4;
+
+const ACPI_RECLAIMABLE: u32 = 3;
+const ACPI_NVS: u32 = 4;
+const GIB: u64 = 1 << 30;
+const TWO_MIB: u64 = 2 << 20;
+
+/// Called by the entry code in long mode with the `hvm_start_info` address.
+pub extern "C" fn guest_main(start_info: u32) -> ! {
+    exceptions::install();
+    let info = match start_info::parse(start_info) {
+        Ok(info) => info,
+        Err(message) => {
+            report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
+            exit(FAILURE)
+        }
+    };
+    match &info.cmdline {
+        Some(cmdline) => report!("{{\"event\":\"start\",\"cmdline\":{}}}", Json(cmdline)),
+        None => report!("{{\"event\":\"start\",\"cmdline\":null}}"),
+    }
+    report!(
+        "{{\"event\":\"memmap\",\"ranges\":[{}]}}",
+        ranges(&info.memmap)
+    );
+    // RAM and ACPI tables must be reachable; other (reserved) ranges are mapped if they fit.
+    for range in &info.memmap {
+        let needed = matches!(range.kind, RAM | ACPI_RECLAIMABLE | ACPI_NVS);
+        if let (Err(message), true) = (map_identity(range.base, range.end()), needed) {
+            report!("{{\"event\":\"memmap\",\"error\":{}}}", Json(message));
+            exit(FAILURE)
+        }
+    }
+
+    let cmdline = info.cmdline.as_deref().unwrap_or("");
+    let option = |key: &str| {
+        cmdline
+            .split_ascii_whitespace()
+            .filter_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+            .next_back()
+    };
+    match option("mode").unwrap_or("report") {
+        "report" => {
+            let acpi_ok = report_acpi(&info.memmap, info.rsdp);
+            let mut excluded = info.occupied.clone();
+            excluded.push(entry::image_range());
+            let ram_ok = report_ram_test(&info.memmap, &excluded);
+            let status = if acpi_ok && ram_ok { SUCCESS } else { FAILURE };
+            report!("{{\"event\":\"done\",\"status\":{status}}}");
+            exit(status)
+        }
+        "probe" => probe(&info.memmap, option("probe")),
+        other => {
+            let message = alloc::format!("unknown mode {other:?} (report, probe)");
+            report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
+            exit(FAILURE)
+        }
+    }
+}
+
+/// `"ranges"` of the memmap report.
+fn ranges(map: &[MemRange]) -> String {
+    let mut out = String::new();
+    for (index, r) in map.iter().enumerate() {
+        let sep = if index == 0 { "" } else { "," };
+        let (base, size, kind) = (r.base, r.size, r.kind);
+        let _ = write!(
+            out,
+            "{sep}{{\"base\":{base},\"size\":{size},\"type\":{kind}}}"
+        );
+    }
+    out
+}
+
+/// Read a u64 from `probe=` (default: 1 GiB above the top of RAM, 2 MiB aligned), which the
+/// hypervisor must refuse; under plain QEMU unbacked memory reads as all-ones and we return.
+fn probe(map: &[MemRange], requested: Option<&str>) -> ! {
+    let top = map
+        .iter()
+        .filter(|r| r.kind == RAM)
+        .map(MemRange::end)
+        .max()
+        .unwrap_or(0);
+    let address = match requested {
+        None => (top + GIB).next_multiple_of(TWO_MIB),
+        Some(text) => match parse_number(text) {
+            Some(address) if address % 8 == 0 => address,
+            _ => {
+                report!(
+                    "{{\"event\":\"probe\",\"error\":{}}}",
+                    Json("probe= needs an 8-byte aligned number")
+                );
+                exit(FAILURE)
+            }
+        },
+    };
+    report!("{{\"event\":\"probe\",\"address\":{address}}}");
+    if let Err(message) = map_identity(address, address + 8) {
+        report!("{{\"event\":\"probe\",\"error\":{}}}", Json(message));
+        exit(FAILURE)
+    }
+    let value: u64;
+    // SAFETY: the address is identity mapped and aligned; what backs it (nothing, if the
+    // hypervisor is right) is the point of the test, and the guest uses nothing there.
+    unsafe {
+        core::arch::asm!("mov {}, [{}]", out(reg) value, in(reg) address, options(nostack, readonly));
+    }
+    report!("{{\"event\":\"probe_returned\",\"value\":{value}}}");
+    exit(PROBE_RETURNED)
+}
+
+/// `0x`-prefixed hex or decimal.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    report!(
+        "{{\"event\":\"panic\",\"message\":{}}}",
+        Json(info.message())
+    );
+    exit(PANICKED)
+}
