@@ -190,22 +190,29 @@ pub fn cpus(cpus: &[CpuReport]) -> String {
     })
 }
 
-/// `memory`: the ledger per node (usable = free + hypervisor + guest + pools).
+/// `memory`: the ledger per node after start-up (usable = free + hypervisor + guest + pools).
 pub fn memory(ledger: &[NodeLedger]) -> String {
-    event("memory", |o| {
-        o.array("nodes", |a| {
-            for row in ledger {
-                a.object(|n| {
-                    n.u64("node", row.node as u64)
-                        .u64("usable", row.usable)
-                        .u64("free", row.free)
-                        .u64("hypervisor", row.hypervisor)
-                        .u64("guest", row.guest)
-                        .u64("pools", row.pools);
-                });
-            }
-        });
-    })
+    event("memory", |o| ledger_rows(o, ledger))
+}
+
+/// `ledger`: the same columns, printed after partitions start and after any stops.
+pub fn ledger(ledger: &[NodeLedger]) -> String {
+    event("ledger", |o| ledger_rows(o, ledger))
+}
+
+fn ledger_rows(o: &mut ObjectWriter, ledger: &[NodeLedger]) {
+    o.array("nodes", |a| {
+        for row in ledger {
+            a.object(|n| {
+                n.u64("node", row.node as u64)
+                    .u64("usable", row.usable)
+                    .u64("free", row.free)
+                    .u64("hypervisor", row.hypervisor)
+                    .u64("guest", row.guest)
+                    .u64("pools", row.pools);
+            });
+        }
+    });
 }
 
 fn data_type_name(data_type: HmatDataType) -> String {
@@ -291,4 +298,123 @@ pub fn timing(t: &Timing) -> String {
 /// `ready`: start-up is complete.
 pub fn ready() -> String {
     event("ready", |_| {})
+}
+
+/// The SLAT figures of one partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlatFigures {
+    pub format: &'static str,
+    pub pages_4k: u64,
+    pub pages_2m: u64,
+    pub pages_1g: u64,
+    pub table_bytes: u64,
+}
+
+/// One vNUMA node of a partition: its guest-physical range(s) and the host ranges backing it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VnodeReport {
+    pub vnode: usize,
+    pub node: usize,
+    /// First guest-physical address and total size.
+    pub gpa: u64,
+    pub size: u64,
+    /// Host ranges `(base, size)`, adjacent blocks merged.
+    pub spa: Vec<(u64, u64)>,
+}
+
+/// What the `partition` event shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReport<'a> {
+    pub name: &'a str,
+    pub state: &'a str,
+    /// `(vcpu, apic_id, node, vnode)`.
+    pub vcpus: Vec<(usize, u32, usize, usize)>,
+    pub memory: Vec<VnodeReport>,
+    pub slat: SlatFigures,
+    pub pool_node: usize,
+    pub pool_deposited: u64,
+    pub pool_balance: u64,
+}
+
+/// `partition`: a partition that was built, where everything it has lies.
+pub fn partition(p: &PartitionReport) -> String {
+    event("partition", |o| {
+        o.str("name", p.name).str("state", p.state);
+        o.array("vcpus", |a| {
+            for &(vcpu, apic_id, node, vnode) in &p.vcpus {
+                a.object(|v| {
+                    v.u64("vcpu", vcpu as u64)
+                        .u64("apic_id", apic_id as u64)
+                        .u64("node", node as u64)
+                        .u64("vnode", vnode as u64);
+                });
+            }
+        });
+        o.array("memory", |a| {
+            for m in &p.memory {
+                a.object(|v| {
+                    v.u64("vnode", m.vnode as u64)
+                        .u64("node", m.node as u64)
+                        .u64("gpa", m.gpa)
+                        .u64("size", m.size)
+                        .array("spa", |s| {
+                            for &(base, size) in &m.spa {
+                                s.array(|r| {
+                                    r.u64(base).u64(size);
+                                });
+                            }
+                        });
+                });
+            }
+        });
+        o.object("slat", |s| {
+            s.str("format", p.slat.format)
+                .u64("pages_4k", p.slat.pages_4k)
+                .u64("pages_2m", p.slat.pages_2m)
+                .u64("pages_1g", p.slat.pages_1g)
+                .u64("table_bytes", p.slat.table_bytes);
+        });
+        o.object("pool", |s| {
+            s.u64("node", p.pool_node as u64)
+                .u64("deposited", p.pool_deposited)
+                .u64("balance", p.pool_balance);
+        });
+    })
+}
+
+/// `partition_refused`: a layout partition that could not be placed on this machine.
+pub fn partition_refused(name: &str, reason: &str) -> String {
+    event("partition_refused", |o| {
+        o.str("name", name).str("reason", reason);
+    })
+}
+
+/// `partition_stopped`: a partition ended; `reason` is a word, `detail` the specifics.
+pub fn partition_stopped(name: &str, reason: &str, detail: &str) -> String {
+    event("partition_stopped", |o| {
+        o.str("name", name)
+            .str("reason", reason)
+            .str("detail", detail);
+    })
+}
+
+/// `partition_restarted`: a partition was started again after stopping.
+pub fn partition_restarted(name: &str, restarts: u32, reason: &str) -> String {
+    event("partition_restarted", |o| {
+        o.str("name", name)
+            .u64("restarts", restarts as u64)
+            .str("reason", reason);
+    })
+}
+
+/// `console`: one line a partition wrote to its UART.
+pub fn console(partition: &str, line: &str) -> String {
+    event("console", |o| {
+        o.str("partition", partition).str("line", line);
+    })
+}
+
+/// `all_stopped`: every partition has ended (printed before `exit=partitions` ends the run).
+pub fn all_stopped() -> String {
+    event("all_stopped", |_| {})
 }
