@@ -69,8 +69,13 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             exit(status)
         }
         "probe" => probe(&info.memmap, option("probe")),
+        "exception" => {
+            // SAFETY: `ud2` raises #UD, which the exception handlers report (and exit).
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+            exit(FAILURE)
+        }
         other => {
-            let message = alloc::format!("unknown mode {other:?} (report, probe)");
+            let message = alloc::format!("unknown mode {other:?} (report, probe, exception)");
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }
