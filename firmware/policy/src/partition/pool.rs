@@ -365,3 +365,55 @@ mod tests {
         assert_eq!(frames.ledger(), before);
     }
 }
+
+impl PartitionPool {
+    /// Withdraws `pages` physically contiguous 4 KiB pages (the lowest such run), for
+    /// structures the hardware reads as one block (SVM's I/O and MSR permission maps). All or
+    /// nothing: with no such run in the balance, nothing is withdrawn.
+    pub fn withdraw_contiguous(&mut self, pages: usize) -> Result<u64, PoolError> {
+        let mut run_start = None;
+        let mut run_length = 0;
+        let mut previous = None;
+        for &page in &self.balance {
+            if previous.is_some_and(|p: u64| p + PAGE_SIZE == page) {
+                run_length += 1;
+            } else {
+                run_start = Some(page);
+                run_length = 1;
+            }
+            previous = Some(page);
+            if run_length == pages {
+                break;
+            }
+        }
+        let start = match run_start {
+            Some(start) if run_length == pages && pages > 0 => start,
+            _ => return Err(self.insufficient(pages)),
+        };
+        for i in 0..pages as u64 {
+            let page = start + i * PAGE_SIZE;
+            self.balance.remove(&page);
+            self.withdrawn.insert(page);
+        }
+        Ok(start)
+    }
+}
+
+#[cfg(test)]
+mod contiguous_tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_runs_or_nothing() {
+        let mut frames = FrameAllocator::new(&[alloc::vec![(0, 0x10_000)]]);
+        let mut pool = PartitionPool::new("a", 0);
+        pool.deposit(&mut frames, 0x8000).unwrap();
+        let first = pool.withdraw().unwrap();
+        let run = pool.withdraw_contiguous(3).unwrap();
+        assert_eq!(pool.withdrawn_pages(), 4);
+        assert!(run != first);
+        assert!(pool.withdraw_contiguous(9).is_err());
+        assert_eq!(pool.withdrawn_pages(), 4, "a refused withdrawal takes nothing");
+        assert!(pool.withdraw_contiguous(0).is_err());
+    }
+}
