@@ -42,13 +42,17 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "{{\"event\":\"memmap\",\"ranges\":[{}]}}",
         ranges(&info.memmap)
     );
-    // RAM and ACPI tables must be reachable; other (reserved) ranges are mapped if they fit.
-    for range in &info.memmap {
-        let needed = matches!(range.kind, RAM | ACPI_RECLAIMABLE | ACPI_NVS);
-        if let (Err(message), true) = (map_identity(range.base, range.end()), needed) {
+    // RAM and ACPI tables must be reachable; other (reserved) ranges are mapped afterwards if
+    // they fit, so they never take page directories that RAM needs.
+    let needed = |r: &&MemRange| matches!(r.kind, RAM | ACPI_RECLAIMABLE | ACPI_NVS);
+    for range in info.memmap.iter().filter(needed) {
+        if let Err(message) = map_identity(range.base, range.end()) {
             report!("{{\"event\":\"memmap\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }
+    }
+    for range in info.memmap.iter().filter(|r| !needed(r)) {
+        let _ = map_identity(range.base, range.end());
     }
 
     let cmdline = info.cmdline.as_deref().unwrap_or("");
