@@ -18,7 +18,7 @@ const LCR_DLAB: u8 = 0x80;
 /// THR empty and transmitter idle.
 const LSR_TX_READY: u8 = 0x60;
 /// Longest line kept; longer output is split.
-pub const MAX_LINE: usize = 512;
+pub const MAX_LINE: usize = 4096;
 
 /// One UART's registers and its partial output line.
 #[derive(Clone, Debug, Default)]

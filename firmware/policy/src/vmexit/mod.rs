@@ -164,3 +164,53 @@ mod tests {
         );
     }
 }
+
+/// The MSRs whose state the VMCB holds (loaded and saved by VMLOAD/VMSAVE around every run):
+/// SYSENTER_CS/ESP/EIP, STAR, LSTAR, CSTAR, SFMASK, FS.base, GS.base, KernelGSbase. Guests
+/// may use them directly; intercepting them would need emulation for no isolation gain.
+pub const SVM_PASSTHROUGH_MSRS: [u32; 10] = [
+    0x174,
+    0x175,
+    0x176,
+    0xC000_0081,
+    0xC000_0082,
+    0xC000_0083,
+    0xC000_0084,
+    0xC000_0100,
+    0xC000_0101,
+    0xC000_0102,
+];
+
+/// The bit of SVM's MSR permission map that intercepts reads of `msr` (the next bit
+/// intercepts writes), or `None` for MSRs outside the map's three ranges (always
+/// intercepted). APM vol. 2 §15.11: 2 bits per MSR; ranges at byte 0 (0..0x1FFF), 0x800
+/// (0xC000_0000..) and 0x1000 (0xC001_0000..).
+pub fn svm_msr_permission_bit(msr: u32) -> Option<usize> {
+    let (base_byte, first) = match msr {
+        0..=0x1FFF => (0, 0),
+        0xC000_0000..=0xC000_1FFF => (0x800, 0xC000_0000),
+        0xC001_0000..=0xC001_1FFF => (0x1000, 0xC001_0000),
+        _ => return None,
+    };
+    Some(base_byte * 8 + (msr - first) as usize * 2)
+}
+
+#[cfg(test)]
+mod msr_map_tests {
+    use super::*;
+
+    #[test]
+    fn permission_bits_follow_the_apm_layout() {
+        assert_eq!(svm_msr_permission_bit(0), Some(0));
+        assert_eq!(svm_msr_permission_bit(0x174), Some(0x174 * 2));
+        assert_eq!(svm_msr_permission_bit(0xC000_0080), Some(0x800 * 8 + 0x100));
+        assert_eq!(
+            svm_msr_permission_bit(0xC001_0117),
+            Some(0x1000 * 8 + 0x117 * 2)
+        );
+        assert_eq!(svm_msr_permission_bit(0x4000_0000), None);
+        assert!(SVM_PASSTHROUGH_MSRS
+            .iter()
+            .all(|&m| svm_msr_permission_bit(m).is_some_and(|b| b / 8 < 0x1800)));
+    }
+}
