@@ -1,0 +1,489 @@
+//! The raw form checked into the validated form (`docs/layout.md`, "Validation"): names,
+//! images, sizes, vCPU placement, vnode references, pools against the cost model, and the
+//! limits in [`crate::limits`]. Every error is collected; a field that could not be read is
+//! skipped here, as it was already reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use numavisor_policy::memory::PAGE_SIZE;
+use numavisor_policy::partition::cost::{
+    all_guest_physical_ranges, minimum_pool_bytes, slat_table_pages, IO_BITMAP_PAGES,
+    MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU,
+};
+
+use super::error::{PartitionLabel, Report};
+use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
+use super::size::{human_size, layout_size};
+use super::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck, GUEST_DIR_ENV};
+use crate::limits::{
+    MAX_COMMAND_LINE, MAX_NAME_LEN, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
+    MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
+};
+use crate::VnodeSpec;
+
+/// What checking produced: the partitions that passed (all of them when nothing was
+/// reported) and the warnings.
+pub(crate) struct Checked {
+    pub(crate) partitions: Vec<CheckedPartition>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Reads and checks every partition in file order (so each partition's errors come
+/// together), then the layout as a whole.
+pub(crate) fn check(
+    tables: Option<Vec<(usize, toml::Table)>>,
+    layout_dir: &Path,
+    options: &LoadOptions,
+    report: &mut Report,
+) -> Checked {
+    let mut checked = Checked {
+        partitions: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let Some(tables) = tables else {
+        return checked; // Unreadable; already reported.
+    };
+    if tables.is_empty() {
+        report.layout("no partitions; add at least one [[partition]] table");
+    }
+    if tables.len() > MAX_PARTITIONS {
+        report.layout(format!(
+            "{} partitions; a layout holds at most {MAX_PARTITIONS}",
+            tables.len()
+        ));
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut cpus: HashMap<u32, (PartitionLabel, String)> = HashMap::new();
+    let mut node_memory: BTreeMap<u32, u64> = BTreeMap::new();
+    for (index, table) in tables {
+        let partition = parse_partition(index, table, report);
+        let label = partition.label.clone();
+        if let Some(name) = &partition.name {
+            check_name(&label, name, report);
+            if let Some(first) = names.get(name) {
+                report.field(
+                    &label,
+                    "name",
+                    format!(
+                        "{name:?} is already the name of partition[{first}]; names must be unique"
+                    ),
+                );
+            } else {
+                names.insert(name.clone(), index);
+            }
+        }
+        if let Some(vcpus) = &partition.vcpus {
+            check_cpus_unshared(&label, vcpus, &mut cpus, report);
+        }
+        for vnode in partition.memory.iter().flatten() {
+            let total = node_memory.entry(vnode.node).or_default();
+            *total = total.saturating_add(vnode.size);
+        }
+        if let Some(partition) = check_partition(partition, layout_dir, options, report) {
+            if partition.pool_check == PoolCheck::Boot {
+                checked.warnings.push(format!(
+                    "partition {:?}: pool_check = \"boot\": its pool ({}) is not checked at \
+                     build time and may be refused at boot",
+                    partition.name,
+                    human_size(partition.pool_bytes)
+                ));
+            }
+            checked.partitions.push(partition);
+        }
+    }
+    for (node, total) in node_memory {
+        if total > MAX_NODE_MEMORY {
+            report.layout(format!(
+                "host node {node}: the partitions ask for {} of guest memory on it, more than \
+                 the limit of {} per node; move vnodes to other nodes or shrink them",
+                human_size(total),
+                human_size(MAX_NODE_MEMORY)
+            ));
+        }
+    }
+    checked
+}
+
+/// Checks one partition's own fields; `None` if any is missing or wrong.
+fn check_partition(
+    raw: RawPartition,
+    layout_dir: &Path,
+    options: &LoadOptions,
+    report: &mut Report,
+) -> Option<CheckedPartition> {
+    let label = &raw.label;
+    let before = report.len();
+    let image = raw
+        .image
+        .as_deref()
+        .and_then(|image| resolve_image(label, image, layout_dir, options, report));
+    if let Some(command_line) = &raw.command_line {
+        check_command_line(label, command_line, report);
+    }
+    let memory = raw
+        .memory
+        .as_deref()
+        .and_then(|memory| check_memory(label, memory, report));
+    let vcpus = raw
+        .vcpus
+        .as_deref()
+        .and_then(|vcpus| check_vcpus(label, vcpus, raw.memory.as_deref(), report));
+    let pool = raw
+        .pool
+        .filter(|&pool| check_pool_size(label, pool, report));
+    if let (Some(memory), Some(vcpus), Some(pool), Some(max_page), Some(PoolCheck::Build)) =
+        (&memory, &vcpus, pool, raw.max_page, raw.pool_check)
+    {
+        check_pool_covers_cost(label, memory, vcpus, pool, max_page, report);
+    }
+    if report.len() != before {
+        return None;
+    }
+    Some(CheckedPartition {
+        name: raw.name?,
+        vcpus: vcpus?,
+        memory: memory?,
+        pool_bytes: pool?,
+        max_page: raw.max_page?,
+        image: image?,
+        command_line: raw.command_line?,
+        on_fault: raw.on_fault?,
+        on_shutdown: raw.on_shutdown?,
+        pool_check: raw.pool_check?,
+    })
+}
+
+fn check_name(label: &PartitionLabel, name: &str, report: &mut Report) {
+    let fix = "use lowercase letters, digits and '-', like \"data-plane\"";
+    if name.is_empty() {
+        report.field(label, "name", format!("empty; {fix}"));
+    } else if name.len() > MAX_NAME_LEN {
+        report.field(
+            label,
+            "name",
+            format!("{} bytes long; at most {MAX_NAME_LEN}", name.len()),
+        );
+    } else if let Some(bad) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+    {
+        report.field(label, "name", format!("{bad:?} is not allowed; {fix}"));
+    }
+}
+
+/// `image = "NAME"`: `<guest dir>/NAME.elf`; with a `/`: a path from the layout's directory.
+fn resolve_image(
+    label: &PartitionLabel,
+    image: &str,
+    layout_dir: &Path,
+    options: &LoadOptions,
+    report: &mut Report,
+) -> Option<std::path::PathBuf> {
+    if image.is_empty() {
+        report.field(
+            label,
+            "image",
+            "empty; name a guest image like \"test-guest\", or give a path containing '/'",
+        );
+        return None;
+    }
+    let (path, how) = if image.contains('/') {
+        (
+            layout_dir.join(image),
+            "a path containing '/' is taken from the layout file's directory".to_string(),
+        )
+    } else {
+        (
+            options.guest_dir.join(format!("{image}.elf")),
+            format!(
+                "guest images are looked up by name in {} (set {GUEST_DIR_ENV} to change it); \
+                 build the guest there or give a path containing '/'",
+                options.guest_dir.display()
+            ),
+        )
+    };
+    if !path.is_file() {
+        report.field(
+            label,
+            "image",
+            format!("no guest image {image:?} at {}; {how}", path.display()),
+        );
+        return None;
+    }
+    match std::fs::canonicalize(&path) {
+        Ok(absolute) if absolute.to_str().is_some() => Some(absolute),
+        Ok(absolute) => {
+            report.field(
+                label,
+                "image",
+                format!(
+                    "the image path {} is not UTF-8; move it to a UTF-8 path",
+                    absolute.display()
+                ),
+            );
+            None
+        }
+        Err(error) => {
+            report.field(
+                label,
+                "image",
+                format!("cannot resolve {}: {error}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+fn check_command_line(label: &PartitionLabel, command_line: &str, report: &mut Report) {
+    if command_line.len() > MAX_COMMAND_LINE {
+        report.field(
+            label,
+            "command_line",
+            format!(
+                "{} bytes long; at most {MAX_COMMAND_LINE} (1 KiB)",
+                command_line.len()
+            ),
+        );
+    }
+    if command_line.contains('\0') {
+        report.field(
+            label,
+            "command_line",
+            "contains a NUL character, which would end it early; remove it",
+        );
+    }
+}
+
+fn check_memory(
+    label: &PartitionLabel,
+    memory: &[VnodeSpec],
+    report: &mut Report,
+) -> Option<Vec<VnodeSpec>> {
+    let before = report.len();
+    if memory.is_empty() {
+        report.field(
+            label,
+            "memory",
+            "empty; give at least one vnode, like [{ size = \"64M\", node = 0 }]",
+        );
+    }
+    if memory.len() > MAX_VNODES {
+        report.field(
+            label,
+            "memory",
+            format!("{} vnodes; at most {MAX_VNODES}", memory.len()),
+        );
+    }
+    for (i, vnode) in memory.iter().enumerate() {
+        check_page_multiple(label, &format!("memory[{i}].size"), vnode.size, report);
+    }
+    let total = memory
+        .iter()
+        .fold(0u64, |sum, v| sum.saturating_add(v.size));
+    if total > MAX_PARTITION_MEMORY {
+        report.field(
+            label,
+            "memory",
+            format!(
+                "{} in all; a partition has at most {} of guest memory",
+                human_size(total),
+                human_size(MAX_PARTITION_MEMORY)
+            ),
+        );
+    }
+    (report.len() == before).then(|| memory.to_vec())
+}
+
+/// Reports `bytes` unless it is a non-zero multiple of 4 KiB; says whether it is one.
+fn check_page_multiple(
+    label: &PartitionLabel,
+    field: &str,
+    bytes: u64,
+    report: &mut Report,
+) -> bool {
+    if bytes == 0 {
+        report.field(label, field, "0 bytes; give a size of at least \"4K\"");
+        return false;
+    }
+    if !bytes.is_multiple_of(PAGE_SIZE) {
+        let up = bytes.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
+        report.field(
+            label,
+            field,
+            format!(
+                "{bytes} is not a multiple of 4 KiB (4096); use a multiple of \"4K\", like {}",
+                layout_size(up)
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+fn check_vcpus(
+    label: &PartitionLabel,
+    vcpus: &[RawVcpuGroup],
+    memory: Option<&[VnodeSpec]>,
+    report: &mut Report,
+) -> Option<Vec<CheckedVcpuGroup>> {
+    let before = report.len();
+    if vcpus.is_empty() {
+        report.field(
+            label,
+            "vcpus",
+            "empty; give at least one group, like [{ node = 0, count = 1 }]",
+        );
+    }
+    let mut total: u64 = 0;
+    let mut checked = Vec::with_capacity(vcpus.len());
+    for (i, group) in vcpus.iter().enumerate() {
+        let (vnode, group) = match group {
+            RawVcpuGroup::OnNode { node, count, vnode } => {
+                if *count == 0 {
+                    report.field(
+                        label,
+                        format!("vcpus[{i}].count"),
+                        "0 vCPUs; give at least 1 or remove the group",
+                    );
+                }
+                total += u64::from(*count);
+                let (node, count, vnode) = (*node, *count, *vnode);
+                (vnode, CheckedVcpuGroup::OnNode { node, count, vnode })
+            }
+            RawVcpuGroup::ApicIds { ids, vnode } => {
+                if ids.is_empty() {
+                    report.field(
+                        label,
+                        format!("vcpus[{i}].apic_ids"),
+                        "empty; list at least one APIC ID or remove the group",
+                    );
+                }
+                total += ids.len() as u64;
+                let (ids, vnode) = (ids.clone(), *vnode);
+                (vnode, CheckedVcpuGroup::ApicIds { ids, vnode })
+            }
+        };
+        if let (Some(vnode), Some(memory)) = (vnode, memory) {
+            if vnode as usize >= memory.len() {
+                report.field(
+                    label,
+                    format!("vcpus[{i}].vnode"),
+                    format!(
+                        "vnode {vnode} does not exist: `memory` has {} vnodes (0..={}); use \
+                         one of those or add a memory entry",
+                        memory.len(),
+                        memory.len().saturating_sub(1)
+                    ),
+                );
+            }
+        }
+        checked.push(group);
+    }
+    if total > u64::from(MAX_VCPUS_PER_PARTITION) {
+        report.field(
+            label,
+            "vcpus",
+            format!("{total} vCPUs; a partition has at most {MAX_VCPUS_PER_PARTITION}"),
+        );
+    }
+    (report.len() == before).then_some(checked)
+}
+
+/// No host CPU named by APIC ID twice, within a partition or across partitions. Groups by
+/// node are placed at boot, which refuses them if the node runs out of free CPUs.
+fn check_cpus_unshared(
+    label: &PartitionLabel,
+    vcpus: &[RawVcpuGroup],
+    taken: &mut HashMap<u32, (PartitionLabel, String)>,
+    report: &mut Report,
+) {
+    for (i, group) in vcpus.iter().enumerate() {
+        let RawVcpuGroup::ApicIds { ids, .. } = group else {
+            continue;
+        };
+        let field = format!("vcpus[{i}].apic_ids");
+        for &id in ids {
+            match taken.get(&id) {
+                Some((owner, owner_field)) if owner == label => report.field(
+                    label,
+                    &field,
+                    format!(
+                        "APIC ID {id} is listed twice (also in {owner_field}); each CPU runs \
+                         one vCPU, remove one"
+                    ),
+                ),
+                Some((owner, owner_field)) => report.field(
+                    label,
+                    &field,
+                    format!(
+                        "APIC ID {id} is already given to {owner} ({owner_field}); a CPU runs \
+                         one partition only, pick another CPU"
+                    ),
+                ),
+                None => {
+                    taken.insert(id, (label.clone(), field.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Reports the pool unless it is a non-zero multiple of 4 KiB within the limit.
+fn check_pool_size(label: &PartitionLabel, pool: u64, report: &mut Report) -> bool {
+    if !check_page_multiple(label, "pool", pool, report) {
+        return false;
+    }
+    if pool > MAX_POOL_BYTES {
+        report.field(
+            label,
+            "pool",
+            format!(
+                "{}; a pool holds at most {}",
+                human_size(pool),
+                human_size(MAX_POOL_BYTES)
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// The pool must hold what building the partition draws from it (the policy cost model).
+fn check_pool_covers_cost(
+    label: &PartitionLabel,
+    memory: &[VnodeSpec],
+    vcpus: &[CheckedVcpuGroup],
+    pool: u64,
+    max_page: crate::BlockSize,
+    report: &mut Report,
+) {
+    let sizes: Vec<u64> = memory.iter().map(|v| v.size).collect();
+    let ranges = all_guest_physical_ranges(&sizes);
+    let vcpu_count: u64 = vcpus
+        .iter()
+        .map(|g| match g {
+            CheckedVcpuGroup::OnNode { count, .. } => u64::from(*count),
+            CheckedVcpuGroup::ApicIds { ids, .. } => ids.len() as u64,
+        })
+        .sum();
+    let needed = minimum_pool_bytes(&ranges, max_page, vcpu_count);
+    if pool < needed {
+        report.field(
+            label,
+            "pool",
+            format!(
+                "{} is too small: this partition needs at least {} ({} SLAT table pages for {} \
+                 with {} pages + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {vcpu_count} \
+                 + {} I/O and MSR bitmap pages); use pool = {} or more",
+                human_size(pool),
+                human_size(needed),
+                slat_table_pages(&ranges, max_page),
+                human_size(sizes.iter().sum()),
+                max_page,
+                IO_BITMAP_PAGES + MSR_BITMAP_PAGES,
+                layout_size(needed),
+            ),
+        );
+    }
+}

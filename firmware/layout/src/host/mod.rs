@@ -1,0 +1,174 @@
+//! The host side of layouts (feature `host`): read a layout file, check it into a
+//! [`CheckedLayout`], emit it as Rust. The stages follow Hubris's `app.toml` handling: TOML into
+//! a raw form that refuses unknown keys ([`parse`]), the raw form checked into the validated
+//! form with every error collected ([`check`]), the validated form written as static tables
+//! ([`emit`]).
+
+mod check;
+mod emit;
+mod error;
+mod parse;
+mod size;
+
+use std::path::{Path, PathBuf};
+
+pub use emit::{emit_rust, generate_for_build};
+pub use error::{LayoutError, LayoutErrors, PartitionLabel};
+
+use crate::{BlockSize, ExitAction, VnodeSpec};
+use error::Report;
+
+/// The environment variable naming the layout the firmware build embeds (a path, relative
+/// paths taken from the workspace root); unset: `layouts/default.toml`.
+pub const LAYOUT_ENV: &str = "NUMAVISOR_LAYOUT";
+/// The environment variable naming the directory guest images are looked up in by name;
+/// unset: `<workspace>/target/guests`.
+pub const GUEST_DIR_ENV: &str = "NUMAVISOR_GUEST_DIR";
+
+/// A layout that passed every check: an owned mirror of [`Layout`](crate::Layout), with the
+/// guest images as absolute paths instead of bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedLayout {
+    /// The file's stem (`default` for `layouts/default.toml`).
+    pub name: String,
+    /// The layout file, as the caller named it.
+    pub source: PathBuf,
+    /// The partitions, in file order.
+    pub partitions: Vec<CheckedPartition>,
+    /// Things that are allowed but worth saying (a pool check deferred to boot).
+    pub warnings: Vec<String>,
+}
+
+/// One checked partition; see [`PartitionSpec`](crate::PartitionSpec) for the fields' meaning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedPartition {
+    /// Unique, `[a-z0-9-]`, at most 32 bytes.
+    pub name: String,
+    /// At least one group; explicit APIC IDs unique across the layout.
+    pub vcpus: Vec<CheckedVcpuGroup>,
+    /// One entry per vnode, in vnode order.
+    pub memory: Vec<VnodeSpec>,
+    /// Bytes deposited into the pool at creation.
+    pub pool_bytes: u64,
+    /// The largest SLAT leaf.
+    pub max_page: BlockSize,
+    /// The guest image: an absolute, UTF-8 path to an existing file.
+    pub image: PathBuf,
+    /// The guest's command line.
+    pub command_line: String,
+    /// What a guest fault does.
+    pub on_fault: ExitAction,
+    /// What a guest shutdown does.
+    pub on_shutdown: ExitAction,
+    /// When the pool is checked against what the partition needs.
+    pub pool_check: PoolCheck,
+}
+
+/// The owned form of [`VcpuGroup`](crate::VcpuGroup).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckedVcpuGroup {
+    /// `count` CPUs of host node `node`.
+    OnNode {
+        /// Host node index.
+        node: u32,
+        /// At least 1.
+        count: u32,
+        /// An existing vnode, or `None` for the default.
+        vnode: Option<u32>,
+    },
+    /// These host CPUs by APIC ID.
+    ApicIds {
+        /// At least one, none shared with another group or partition.
+        ids: Vec<u32>,
+        /// An existing vnode, or `None` for the default.
+        vnode: Option<u32>,
+    },
+}
+
+/// When a partition's pool is compared with what building it costs
+/// ([`minimum_pool_bytes`](numavisor_policy::partition::cost::minimum_pool_bytes)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolCheck {
+    /// At build time, and again (by construction) at boot: the default.
+    Build,
+    /// Only at boot, where a short pool stops the partition with "insufficient memory".
+    /// For testing that refusal; the build prints a warning.
+    Boot,
+}
+
+/// Where [`load_with`] looks for guest images named without a `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `image = "NAME"` is the file `<guest_dir>/NAME.elf`.
+    pub guest_dir: PathBuf,
+}
+
+impl LoadOptions {
+    /// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`.
+    pub fn from_env() -> Self {
+        LoadOptions {
+            guest_dir: default_guest_dir(),
+        }
+    }
+}
+
+/// The workspace root (this crate sits at `firmware/layout/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match manifest_dir.parent().and_then(Path::parent) {
+        Some(root) => root.to_path_buf(),
+        None => manifest_dir.join("../.."),
+    }
+}
+
+/// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`.
+pub fn default_guest_dir() -> PathBuf {
+    match std::env::var_os(GUEST_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target/guests"),
+    }
+}
+
+/// The layout the firmware build embeds: `$NUMAVISOR_LAYOUT` (relative to the workspace root
+/// unless absolute) if set, else `<workspace>/layouts/default.toml`.
+pub fn layout_path_from_env() -> PathBuf {
+    match std::env::var_os(LAYOUT_ENV) {
+        Some(path) => workspace_root().join(path),
+        None => workspace_root().join("layouts/default.toml"),
+    }
+}
+
+/// Reads and checks the layout at `path`, finding guest images as [`LoadOptions::from_env`]
+/// says. Returns every error found, not only the first.
+pub fn load(path: &Path) -> Result<CheckedLayout, LayoutErrors> {
+    load_with(path, &LoadOptions::from_env())
+}
+
+/// [`load`] with explicit options.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<CheckedLayout, LayoutErrors> {
+    let mut report = Report::new(path.display().to_string());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => {
+            report.layout(format!("cannot read the layout: {error}"));
+            return Err(report.into_errors());
+        }
+    };
+    let layout_dir = path.parent().unwrap_or(Path::new("."));
+    let tables = parse::parse_document(&text, &mut report);
+    let checked = check::check(tables, layout_dir, options, &mut report);
+    if !report.is_empty() {
+        return Err(report.into_errors());
+    }
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("layout")
+        .to_string();
+    Ok(CheckedLayout {
+        name,
+        source: path.to_path_buf(),
+        partitions: checked.partitions,
+        warnings: checked.warnings,
+    })
+}

@@ -1,0 +1,410 @@
+//! TOML into the raw form: every `[[partition]]` table read field by field, so that one bad
+//! field does not hide the others. Unknown keys are refused: a partition's keys against
+//! [`PARTITION_KEYS`], the entries of `vcpus` and `memory` by serde's `deny_unknown_fields`.
+//! What a field *means* (limits, overlaps, pools) is [`check`](super::check)'s job; here a
+//! field is either read into its raw type, or reported and left `None`.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::{PartitionLabel, Report};
+use super::size::parse_size;
+use super::PoolCheck;
+use crate::{BlockSize, ExitAction, VnodeSpec};
+
+/// The keys a `[[partition]]` table may hold.
+pub(crate) const PARTITION_KEYS: [&str; 10] = [
+    "name",
+    "image",
+    "command_line",
+    "vcpus",
+    "memory",
+    "pool",
+    "max_page",
+    "on_fault",
+    "on_shutdown",
+    "pool_check",
+];
+
+/// One partition as written, each field `None` if missing or unreadable (and then reported),
+/// or defaulted if optional.
+#[derive(Debug)]
+pub(crate) struct RawPartition {
+    pub(crate) label: PartitionLabel,
+    pub(crate) name: Option<String>,
+    pub(crate) image: Option<String>,
+    pub(crate) command_line: Option<String>,
+    pub(crate) vcpus: Option<Vec<RawVcpuGroup>>,
+    pub(crate) memory: Option<Vec<VnodeSpec>>,
+    pub(crate) pool: Option<u64>,
+    pub(crate) max_page: Option<BlockSize>,
+    pub(crate) on_fault: Option<ExitAction>,
+    pub(crate) on_shutdown: Option<ExitAction>,
+    pub(crate) pool_check: Option<PoolCheck>,
+}
+
+/// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
+#[derive(Debug)]
+pub(crate) enum RawVcpuGroup {
+    OnNode {
+        node: u32,
+        count: u32,
+        vnode: Option<u32>,
+    },
+    ApicIds {
+        ids: Vec<u32>,
+        vnode: Option<u32>,
+    },
+}
+
+/// An entry of `vcpus` as serde reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VcpuEntry {
+    node: Option<u32>,
+    count: Option<u32>,
+    apic_ids: Option<Vec<u32>>,
+    vnode: Option<u32>,
+}
+
+/// An entry of `memory` as serde reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryEntry {
+    size: toml::Value,
+    node: u32,
+}
+
+/// The whole file, down to its `[[partition]]` tables (numbered in file order). `None` means
+/// nothing could be read (a syntax error, `partition` not a list); an empty list means the
+/// file has no `[[partition]]`.
+pub(crate) fn parse_document(text: &str, report: &mut Report) -> Option<Vec<(usize, toml::Table)>> {
+    let mut table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(error) => {
+            let error: toml::de::Error = error;
+            let (line, column) = error
+                .span()
+                .map_or((1, 1), |span| line_column(text, span.start));
+            report.syntax(
+                line,
+                column,
+                format!("TOML syntax: {}", error.message().trim_end()),
+            );
+            return None;
+        }
+    };
+    let partitions = table.remove("partition");
+    for key in table.keys() {
+        report.layout(format!(
+            "unknown top-level key `{key}`; a layout holds only [[partition]] tables"
+        ));
+    }
+    let partitions = match partitions {
+        None => return Some(Vec::new()),
+        Some(toml::Value::Array(partitions)) => partitions,
+        Some(other) => {
+            report.layout(format!(
+                "`partition` is {}; write each partition as a [[partition]] table",
+                a_type(&other)
+            ));
+            return None;
+        }
+    };
+    let mut tables = Vec::with_capacity(partitions.len());
+    for (index, value) in partitions.into_iter().enumerate() {
+        match value {
+            toml::Value::Table(table) => tables.push((index, table)),
+            other => report.layout(format!(
+                "partition[{index}] is {}; write each partition as a [[partition]] table",
+                a_type(&other)
+            )),
+        }
+    }
+    Some(tables)
+}
+
+/// One `[[partition]]` table into the raw form, reporting what cannot be read.
+pub(crate) fn parse_partition(
+    index: usize,
+    mut table: toml::Table,
+    report: &mut Report,
+) -> RawPartition {
+    let label = match table.get("name") {
+        Some(toml::Value::String(name)) => PartitionLabel::Name(name.clone()),
+        _ => PartitionLabel::Index(index),
+    };
+    let unknown: Vec<String> = table
+        .keys()
+        .filter(|key| !PARTITION_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    for key in unknown {
+        table.remove(&key);
+        report.field(
+            &label,
+            key.as_str(),
+            format!(
+                "unknown key; a partition has {}",
+                PARTITION_KEYS.map(|k| format!("`{k}`")).join(", ")
+            ),
+        );
+    }
+    let mut fields = Fields {
+        table,
+        label: &label,
+        report,
+    };
+    let name = fields.required("name", "name = \"data-plane\"", typed);
+    let image = fields.required("image", "image = \"test-guest\"", typed);
+    let command_line = fields.optional("command_line", typed, String::new());
+    let vcpus = fields.required("vcpus", "vcpus = [{ node = 0, count = 1 }]", vcpu_groups);
+    let memory = fields.required("memory", "memory = [{ size = \"64M\", node = 0 }]", vnodes);
+    let pool = fields.required("pool", "pool = \"256K\"", |_, v| parse_size(v));
+    let max_page = fields.optional("max_page", page_size, BlockSize::Size2M);
+    let on_fault = fields.optional("on_fault", exit_action, ExitAction::Stop);
+    let on_shutdown = fields.optional("on_shutdown", exit_action, ExitAction::Stop);
+    let pool_check = fields.optional("pool_check", pool_check, PoolCheck::Build);
+    RawPartition {
+        label,
+        name,
+        image,
+        command_line,
+        vcpus,
+        memory,
+        pool,
+        max_page,
+        on_fault,
+        on_shutdown,
+        pool_check,
+    }
+}
+
+/// Why a field could not be read, and the field path if narrower than the key (`vcpus[1]`
+/// rather than `vcpus`).
+pub(crate) struct FieldError {
+    path: Option<String>,
+    message: String,
+}
+
+impl From<String> for FieldError {
+    fn from(message: String) -> Self {
+        FieldError {
+            path: None,
+            message,
+        }
+    }
+}
+
+/// One partition's table, consumed field by field.
+struct Fields<'a> {
+    table: toml::Table,
+    label: &'a PartitionLabel,
+    report: &'a mut Report,
+}
+
+impl Fields<'_> {
+    fn required<T, E: Into<FieldError>>(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        read: fn(&str, &toml::Value) -> Result<T, E>,
+    ) -> Option<T> {
+        match self.table.get(key) {
+            Some(value) => self.read(key, value.clone(), read),
+            None => {
+                self.report
+                    .field(self.label, key, format!("missing; add e.g. {example}"));
+                None
+            }
+        }
+    }
+
+    fn optional<T, E: Into<FieldError>>(
+        &mut self,
+        key: &'static str,
+        read: fn(&str, &toml::Value) -> Result<T, E>,
+        default: T,
+    ) -> Option<T> {
+        match self.table.get(key) {
+            Some(value) => self.read(key, value.clone(), read),
+            None => Some(default),
+        }
+    }
+
+    fn read<T, E: Into<FieldError>>(
+        &mut self,
+        key: &'static str,
+        value: toml::Value,
+        read: fn(&str, &toml::Value) -> Result<T, E>,
+    ) -> Option<T> {
+        match read(key, &value) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let error = error.into();
+                let path = error.path.unwrap_or_else(|| key.to_string());
+                self.report.field(self.label, path, error.message);
+                None
+            }
+        }
+    }
+}
+
+/// A value of a plain serde type (string, integer list), with serde's message.
+fn typed<T: DeserializeOwned>(_key: &str, value: &toml::Value) -> Result<T, String> {
+    value.clone().try_into().map_err(|e| serde_message(&e))
+}
+
+fn vcpu_groups(key: &str, value: &toml::Value) -> Result<Vec<RawVcpuGroup>, FieldError> {
+    let example = "[{ node = 0, count = 1 }] or [{ apic_ids = [2, 3] }]";
+    each_entry(key, value, example, |entry| {
+        let entry: VcpuEntry = typed("", entry)?;
+        let vnode = entry.vnode;
+        match (entry.node, entry.count, entry.apic_ids) {
+            (Some(node), Some(count), None) => Ok(RawVcpuGroup::OnNode { node, count, vnode }),
+            (None, None, Some(ids)) => Ok(RawVcpuGroup::ApicIds { ids, vnode }),
+            (_, _, Some(_)) => {
+                Err("give either `node` and `count`, or `apic_ids`, not both".into())
+            }
+            (Some(_), None, None) => Err("`node` without `count`; add e.g. count = 1".into()),
+            (None, Some(_), None) => Err("`count` without `node`; add e.g. node = 0".into()),
+            (None, None, None) => {
+                Err("empty group; write { node = 0, count = 1 } or { apic_ids = [2, 3] }".into())
+            }
+        }
+    })
+}
+
+fn vnodes(key: &str, value: &toml::Value) -> Result<Vec<VnodeSpec>, FieldError> {
+    let example = "[{ size = \"64M\", node = 0 }]";
+    each_entry(key, value, example, |entry| {
+        let entry: MemoryEntry = typed("", entry)?;
+        let size = parse_size(&entry.size).map_err(|e| format!("size: {e}"))?;
+        Ok(VnodeSpec {
+            size,
+            node: entry.node,
+        })
+    })
+}
+
+/// Reads every entry of an array field; the first bad entry is reported as `key[i]`.
+fn each_entry<T>(
+    key: &str,
+    value: &toml::Value,
+    example: &str,
+    read: impl Fn(&toml::Value) -> Result<T, String>,
+) -> Result<Vec<T>, FieldError> {
+    let toml::Value::Array(entries) = value else {
+        return Err(format!("expected a list like {example}, found {}", a_type(value)).into());
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        match read(entry) {
+            Ok(item) => out.push(item),
+            Err(message) => {
+                // `size: ...` errors name the sub-field; put it into the path.
+                let (path, message) = match message.strip_prefix("size: ") {
+                    Some(rest) => (format!("{key}[{i}].size"), rest.to_string()),
+                    None => (format!("{key}[{i}]"), message),
+                };
+                return Err(FieldError {
+                    path: Some(path),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn page_size(_key: &str, value: &toml::Value) -> Result<BlockSize, String> {
+    let bytes = parse_size(value)?;
+    BlockSize::ALL
+        .into_iter()
+        .find(|size| size.bytes() == bytes)
+        .ok_or_else(|| format!("{value} is not a page size; use \"4K\", \"2M\" or \"1G\""))
+}
+
+fn exit_action(_key: &str, value: &toml::Value) -> Result<ExitAction, String> {
+    match value.as_str() {
+        Some("stop") => Ok(ExitAction::Stop),
+        Some("restart") => Ok(ExitAction::Restart),
+        _ => Err(format!(
+            "{value} is not an action; use \"stop\" or \"restart\""
+        )),
+    }
+}
+
+fn pool_check(_key: &str, value: &toml::Value) -> Result<PoolCheck, String> {
+    match value.as_str() {
+        Some("build") => Ok(PoolCheck::Build),
+        Some("boot") => Ok(PoolCheck::Boot),
+        _ => Err(format!(
+            "{value} is not a pool check; use \"build\" (the default) or \"boot\""
+        )),
+    }
+}
+
+/// serde's message in the layout's words: TOML has keys, not fields.
+fn serde_message(error: &toml::de::Error) -> String {
+    error
+        .message()
+        .trim_end()
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+}
+
+/// "an integer", "a string": a TOML value's type with its article, for messages.
+pub(crate) fn a_type(value: &toml::Value) -> String {
+    let name = value.type_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column() {
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 0), (1, 1));
+    }
+
+    #[test]
+    fn every_known_key_is_read() {
+        // A partition holding every key in PARTITION_KEYS reports nothing unknown.
+        let text = r#"
+            [[partition]]
+            name = "a"
+            image = "g"
+            command_line = ""
+            vcpus = [{ node = 0, count = 1 }]
+            memory = [{ size = "64M", node = 0 }]
+            pool = "256K"
+            max_page = "2M"
+            on_fault = "stop"
+            on_shutdown = "restart"
+            pool_check = "build"
+        "#;
+        let mut report = Report::new("x.toml".into());
+        let mut tables = parse_document(text, &mut report).unwrap();
+        assert_eq!(tables.len(), 1);
+        let (index, table) = tables.pop().unwrap();
+        let raw = parse_partition(index, table, &mut report);
+        assert!(report.is_empty(), "{}", report.into_errors());
+        assert_eq!(raw.on_shutdown, Some(ExitAction::Restart));
+    }
+}

@@ -1,0 +1,29 @@
+//! The documented limits a layout is checked against (`docs/layout.md`, "Limits"). The
+//! firmware may rely on them: a layout that passed the build never exceeds them.
+
+use numavisor_policy::partition::cost::{GUEST_PHYSICAL_LIMIT, MMIO_HOLE_END, MMIO_HOLE_START};
+
+/// The most partitions one layout holds.
+pub const MAX_PARTITIONS: usize = 64;
+/// The longest partition name, in bytes (names are `[a-z0-9-]`).
+pub const MAX_NAME_LEN: usize = 32;
+/// The longest guest command line, in bytes (it goes into the PVH `start_info` cmdline, which
+/// is NUL-terminated, so it may not contain NUL).
+pub const MAX_COMMAND_LINE: usize = 1024;
+/// The most vCPUs one partition has: guest xAPIC IDs are 0..=254 (255 is broadcast).
+pub const MAX_VCPUS_PER_PARTITION: u32 = 255;
+/// The most vNUMA nodes one partition has.
+pub const MAX_VNODES: usize = 64;
+/// The most guest memory one partition has, summed over its vnodes: 1 TiB.
+pub const MAX_PARTITION_MEMORY: u64 = 1 << 40;
+/// The largest pool one partition is given: 1 TiB (the largest real need, 1 TiB mapped with
+/// 4 KiB pages and 255 vCPUs, is about 2 GiB).
+pub const MAX_POOL_BYTES: u64 = 1 << 40;
+/// The most guest memory all partitions together may place on one host node: 16 TiB, well
+/// above the largest NUMA node of today's servers.
+pub const MAX_NODE_MEMORY: u64 = 16 << 40;
+
+// A partition at the memory limit, placed after the MMIO hole, still ends inside the 48-bit
+// guest-physical space, so the per-partition limit implies the address-space limit.
+const _: () =
+    assert!(MAX_PARTITION_MEMORY + (MMIO_HOLE_END - MMIO_HOLE_START) <= GUEST_PHYSICAL_LIMIT);
