@@ -1,0 +1,408 @@
+//! Layout loading end to end: the ready-made layouts in `layouts/` are valid and check into
+//! the expected form, every fixture in `layouts/bad/` gets exactly the errors its `# expect:`
+//! lines list, a few limits too long for a fixture are checked inline, and the generated Rust
+//! matches the snapshot in `tests/snapshots/`.
+#![cfg(feature = "host")]
+
+use std::path::{Path, PathBuf};
+
+use numavisor_layout::{
+    emit_rust, generate_for_build, load_with, BlockSize, CheckedLayout, CheckedPartition,
+    CheckedVcpuGroup, ExitAction, LayoutErrors, LoadOptions, PoolCheck, VnodeSpec,
+};
+
+/// A guest directory holding a dummy `test-guest.elf` (the checks only need it to exist).
+struct Guests {
+    dir: tempfile::TempDir,
+}
+
+impl Guests {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test-guest.elf"), b"\x7fELF, not really").unwrap();
+        Guests { dir }
+    }
+
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
+            guest_dir: self.dir.path().to_path_buf(),
+        }
+    }
+
+    fn image(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path().join("test-guest.elf")).unwrap()
+    }
+
+    fn load(&self, path: &Path) -> Result<CheckedLayout, LayoutErrors> {
+        load_with(path, &self.options())
+    }
+
+    /// Writes `text` as a layout file in the temp dir and loads it.
+    fn load_text(&self, text: &str) -> Result<CheckedLayout, LayoutErrors> {
+        let path = self.dir.path().join("inline.toml");
+        std::fs::write(&path, text).unwrap();
+        self.load(&path)
+    }
+}
+
+fn layouts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../layouts")
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A partition as the ready-made layouts write them: 1 vCPU and 64 MiB on `node`.
+fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
+    CheckedPartition {
+        name: name.into(),
+        vcpus: vec![CheckedVcpuGroup::OnNode {
+            node,
+            count: 1,
+            vnode: None,
+        }],
+        memory: vec![VnodeSpec {
+            size: 64 << 20,
+            node,
+        }],
+        pool_bytes: 256 << 10,
+        max_page: BlockSize::Size2M,
+        image,
+        command_line: "mode=report".into(),
+        on_fault: ExitAction::Stop,
+        on_shutdown: ExitAction::Stop,
+        pool_check: PoolCheck::Build,
+    }
+}
+
+#[test]
+fn ready_made_layouts_are_valid() {
+    let guests = Guests::new();
+    let files = toml_files(&layouts_dir());
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_str().unwrap())
+        .collect();
+    for expected in [
+        "default",
+        "four-nodes",
+        "isolation",
+        "missing-node",
+        "small-pool",
+        "spanning",
+    ] {
+        assert!(names.contains(&expected), "layouts/{expected}.toml missing");
+    }
+    for file in &files {
+        if let Err(errors) = guests.load(file) {
+            panic!("{} should be valid:\n{errors}", file.display());
+        }
+    }
+}
+
+#[test]
+fn default_layout_checks_into_two_partitions() {
+    let guests = Guests::new();
+    let path = layouts_dir().join("default.toml");
+    let layout = guests.load(&path).unwrap();
+    assert_eq!(
+        layout,
+        CheckedLayout {
+            name: "default".into(),
+            source: path,
+            partitions: vec![
+                simple("alpha", 0, guests.image()),
+                simple("beta", 1, guests.image()),
+            ],
+            warnings: vec![],
+        }
+    );
+}
+
+#[test]
+fn spanning_layout_has_two_vnodes() {
+    let guests = Guests::new();
+    let layout = guests.load(&layouts_dir().join("spanning.toml")).unwrap();
+    let mut wide = simple("wide", 0, guests.image());
+    wide.memory.push(VnodeSpec {
+        size: 64 << 20,
+        node: 1,
+    });
+    assert_eq!(layout.partitions, vec![wide]);
+}
+
+#[test]
+fn four_nodes_layout_mixes_page_sizes() {
+    let guests = Guests::new();
+    let layout = guests.load(&layouts_dir().join("four-nodes.toml")).unwrap();
+    let pages: Vec<_> = layout.partitions.iter().map(|p| p.max_page).collect();
+    use BlockSize::{Size1G, Size2M};
+    assert_eq!(pages, [Size1G, Size1G, Size2M, Size2M]);
+    for (node, p) in layout.partitions.iter().enumerate() {
+        assert_eq!(
+            p.memory,
+            [VnodeSpec {
+                size: 1 << 30,
+                node: node as u32
+            }]
+        );
+    }
+}
+
+#[test]
+fn small_pool_layout_defers_its_pool_check_with_a_warning() {
+    let guests = Guests::new();
+    let layout = guests.load(&layouts_dir().join("small-pool.toml")).unwrap();
+    let starved = &layout.partitions[1];
+    assert_eq!(
+        (starved.pool_bytes, starved.pool_check),
+        (4096, PoolCheck::Boot)
+    );
+    assert_eq!(
+        layout.warnings,
+        [
+            "partition \"starved\": pool_check = \"boot\": its pool (4 KiB) is not checked at \
+          build time and may be refused at boot"
+        ]
+    );
+}
+
+#[test]
+fn layouts_in_the_other_forms_check_too() {
+    // By APIC IDs, explicit vnodes, integer sizes, an image by path, restart actions, defaults.
+    let guests = Guests::new();
+    std::fs::create_dir(guests.dir.path().join("images")).unwrap();
+    std::fs::write(guests.dir.path().join("images/custom.elf"), b"x").unwrap();
+    let layout = guests
+        .load_text(
+            r#"
+            [[partition]]
+            name = "data-plane-2"
+            image = "images/custom.elf"
+            vcpus = [{ apic_ids = [2, 3], vnode = 1 }, { node = 0, count = 2 }]
+            memory = [{ size = 67108864, node = 0 }, { size = "2G", node = 1 }]
+            pool = "1M"
+            max_page = "1G"
+            on_fault = "restart"
+            on_shutdown = "restart"
+            "#,
+        )
+        .unwrap();
+    let image = std::fs::canonicalize(guests.dir.path().join("images/custom.elf")).unwrap();
+    assert_eq!(
+        layout.partitions,
+        [CheckedPartition {
+            name: "data-plane-2".into(),
+            vcpus: vec![
+                CheckedVcpuGroup::ApicIds {
+                    ids: vec![2, 3],
+                    vnode: Some(1)
+                },
+                CheckedVcpuGroup::OnNode {
+                    node: 0,
+                    count: 2,
+                    vnode: None
+                },
+            ],
+            memory: vec![
+                VnodeSpec {
+                    size: 64 << 20,
+                    node: 0
+                },
+                VnodeSpec {
+                    size: 2 << 30,
+                    node: 1
+                },
+            ],
+            pool_bytes: 1 << 20,
+            max_page: BlockSize::Size1G,
+            image,
+            command_line: String::new(),
+            on_fault: ExitAction::Restart,
+            on_shutdown: ExitAction::Restart,
+            pool_check: PoolCheck::Build,
+        }]
+    );
+}
+
+/// Each `# expect:` line of a fixture; ` ... ` separates parts that must appear in order.
+fn expectations(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# expect: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn matches(error: &str, expected: &str) -> bool {
+    let mut rest = error;
+    for part in expected.split(" ... ") {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn bad_layouts_get_exactly_their_expected_errors() {
+    let guests = Guests::new();
+    let files = toml_files(&layouts_dir().join("bad"));
+    assert!(files.len() >= 10, "fixtures missing: {files:?}");
+    for file in files {
+        let expected = expectations(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            !expected.is_empty(),
+            "{}: no # expect: lines",
+            file.display()
+        );
+        let errors = match guests.load(&file) {
+            Ok(_) => panic!("{} should be refused", file.display()),
+            Err(errors) => errors,
+        };
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        let context = format!(
+            "{}: got\n{errors}\nexpected\n{}",
+            file.display(),
+            expected.join("\n")
+        );
+        assert_eq!(lines.len(), expected.len(), "{context}");
+        for (line, want) in lines.iter().zip(&expected) {
+            assert!(line.starts_with(&file.display().to_string()), "{context}");
+            assert!(
+                matches(line, want),
+                "{line:?} does not match {want:?}\n{context}"
+            );
+        }
+    }
+}
+
+/// A valid partition table named `name`, with `extra` lines appended.
+fn partition(name: &str, node: u32, size: &str, extra: &str) -> String {
+    format!(
+        "[[partition]]\nname = \"{name}\"\nimage = \"test-guest\"\n\
+         vcpus = [{{ node = {node}, count = 1 }}]\nmemory = [{{ size = \"{size}\", node = {node} }}]\n\
+         pool = \"1M\"\nmax_page = \"1G\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn at_most_64_partitions() {
+    let guests = Guests::new();
+    let text: String = (0..65)
+        .map(|i| partition(&format!("p{i}"), 0, "64M", ""))
+        .collect();
+    let errors = guests.load_text(&text).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(errors
+        .to_string()
+        .ends_with(": 65 partitions; a layout holds at most 64"));
+    let text: String = (0..64)
+        .map(|i| partition(&format!("p{i}"), 0, "64M", ""))
+        .collect();
+    assert_eq!(guests.load_text(&text).unwrap().partitions.len(), 64);
+}
+
+#[test]
+fn at_most_16_tib_per_host_node() {
+    let guests = Guests::new();
+    let text: String = (0..17)
+        .map(|i| partition(&format!("p{i}"), 3, "1024G", ""))
+        .collect();
+    let errors = guests.load_text(&text).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(
+        errors.to_string().ends_with(
+            ": host node 3: the partitions ask for 17 TiB of guest memory on it, more than the \
+             limit of 16 TiB per node; move vnodes to other nodes or shrink them"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn command_line_limits() {
+    let guests = Guests::new();
+    let long = format!("command_line = \"{}\"", "x".repeat(1025));
+    let text = partition("long", 0, "64M", &long)
+        + &partition("nul", 1, "64M", "command_line = \"a\\u0000b\"");
+    let errors = guests.load_text(&text).unwrap_err().to_string();
+    let lines: Vec<_> = errors.lines().collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert!(lines[0].ends_with(
+        "partition \"long\": field command_line: 1025 bytes long; at most 1024 (1 KiB)"
+    ));
+    assert!(lines[1].contains("partition \"nul\": field command_line: contains a NUL character"));
+    let exact = format!("command_line = \"{}\"", "x".repeat(1024));
+    assert!(guests
+        .load_text(&partition("long", 0, "64M", &exact))
+        .is_ok());
+}
+
+#[test]
+fn an_unreadable_file_is_one_error() {
+    let guests = Guests::new();
+    let errors = guests.load(Path::new("no/such/layout.toml")).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert!(errors
+        .to_string()
+        .starts_with("no/such/layout.toml: cannot read the layout:"));
+}
+
+/// The generated source with the machine's paths replaced by `$LAYOUTS` and `$GUESTS`.
+fn portable(source: &str, guests: &Guests) -> String {
+    let guest_dir = std::fs::canonicalize(guests.dir.path()).unwrap();
+    source
+        .replace(&layouts_dir().display().to_string(), "$LAYOUTS")
+        .replace(&guest_dir.display().to_string(), "$GUESTS")
+}
+
+#[test]
+fn emitted_rust_matches_the_snapshot() {
+    let guests = Guests::new();
+    for name in ["default", "spanning", "four-nodes"] {
+        let layout = guests
+            .load(&layouts_dir().join(format!("{name}.toml")))
+            .unwrap();
+        let source = portable(&emit_rust(&layout), &guests);
+        assert_eq!(emit_rust(&layout), emit_rust(&layout), "not deterministic");
+        let snapshot =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{name}.rs.txt"));
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&snapshot, &source).unwrap();
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        assert_eq!(
+            source,
+            expected,
+            "{} differs (UPDATE_SNAPSHOTS=1 cargo test -p numavisor-layout --features host rewrites it)",
+            snapshot.display()
+        );
+    }
+}
+
+#[test]
+fn build_helper_writes_the_tables_or_reports_every_error() {
+    let guests = Guests::new();
+    // generate_for_build uses the environment's guest directory, as the build script does.
+    std::env::set_var(numavisor_layout::GUEST_DIR_ENV, guests.dir.path());
+    let out = guests.dir.path().join("layout.rs");
+    generate_for_build(&layouts_dir().join("default.toml"), &out).unwrap();
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.contains("pub static LAYOUT: numavisor_layout::Layout"));
+    let bad = layouts_dir().join("bad/vnodes.toml");
+    let error = generate_for_build(&bad, &out).unwrap_err();
+    assert_eq!(error.lines().count(), 2, "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        written,
+        "kept on error"
+    );
+}
