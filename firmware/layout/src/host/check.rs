@@ -7,10 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use numavisor_policy::memory::PAGE_SIZE;
-use numavisor_policy::partition::cost::{
-    all_guest_physical_ranges, minimum_pool_bytes, slat_table_pages, IO_BITMAP_PAGES,
-    MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU,
-};
+use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU};
 
 use super::error::{PartitionLabel, Report};
 use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
@@ -132,15 +129,10 @@ fn check_partition(
     let pool = raw
         .pool
         .filter(|&pool| check_pool_size(label, pool, report));
-    if let (Some(memory), Some(vcpus), Some(pool), Some(max_page), Some(PoolCheck::Build)) =
-        (&memory, &vcpus, pool, raw.max_page, raw.pool_check)
-    {
-        check_pool_covers_cost(label, memory, vcpus, pool, max_page, report);
-    }
     if report.len() != before {
         return None;
     }
-    Some(CheckedPartition {
+    let partition = CheckedPartition {
         name: raw.name?,
         vcpus: vcpus?,
         memory: memory?,
@@ -151,7 +143,11 @@ fn check_partition(
         on_fault: raw.on_fault?,
         on_shutdown: raw.on_shutdown?,
         pool_check: raw.pool_check?,
-    })
+    };
+    if partition.pool_check == PoolCheck::Build {
+        check_pool_covers_cost(&partition, report);
+    }
+    (report.len() == before).then_some(partition)
 }
 
 fn check_name(label: &PartitionLabel, name: &str, report: &mut Report) {
@@ -450,37 +446,23 @@ fn check_pool_size(label: &PartitionLabel, pool: u64, report: &mut Report) -> bo
 }
 
 /// The pool must hold what building the partition draws from it (the policy cost model).
-fn check_pool_covers_cost(
-    label: &PartitionLabel,
-    memory: &[VnodeSpec],
-    vcpus: &[CheckedVcpuGroup],
-    pool: u64,
-    max_page: crate::BlockSize,
-    report: &mut Report,
-) {
-    let sizes: Vec<u64> = memory.iter().map(|v| v.size).collect();
-    let ranges = all_guest_physical_ranges(&sizes);
-    let vcpu_count: u64 = vcpus
-        .iter()
-        .map(|g| match g {
-            CheckedVcpuGroup::OnNode { count, .. } => u64::from(*count),
-            CheckedVcpuGroup::ApicIds { ids, .. } => ids.len() as u64,
-        })
-        .sum();
-    let needed = minimum_pool_bytes(&ranges, max_page, vcpu_count);
-    if pool < needed {
+fn check_pool_covers_cost(partition: &CheckedPartition, report: &mut Report) {
+    let needed = partition.minimum_pool_bytes();
+    if partition.pool_bytes < needed {
+        let label = PartitionLabel::Name(partition.name.clone());
         report.field(
-            label,
+            &label,
             "pool",
             format!(
                 "{} is too small: this partition needs at least {} ({} SLAT table pages for {} \
-                 with {} pages + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {vcpu_count} \
+                 with {} pages + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {} \
                  + {} I/O and MSR bitmap pages); use pool = {} or more",
-                human_size(pool),
+                human_size(partition.pool_bytes),
                 human_size(needed),
-                slat_table_pages(&ranges, max_page),
-                human_size(sizes.iter().sum()),
-                max_page,
+                partition.slat_table_pages(),
+                human_size(partition.memory.iter().map(|v| v.size).sum()),
+                partition.max_page,
+                partition.vcpu_count(),
                 IO_BITMAP_PAGES + MSR_BITMAP_PAGES,
                 layout_size(needed),
             ),

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub use emit::{emit_rust, generate_for_build};
 pub use error::{LayoutError, LayoutErrors, PartitionLabel};
 
+use numavisor_policy::partition::cost;
+
 use crate::{BlockSize, ExitAction, VnodeSpec};
 use error::Report;
 
@@ -62,6 +64,39 @@ pub struct CheckedPartition {
     pub on_shutdown: ExitAction,
     /// When the pool is checked against what the partition needs.
     pub pool_check: PoolCheck,
+}
+
+impl CheckedPartition {
+    /// The vCPU count over all groups.
+    pub fn vcpu_count(&self) -> u64 {
+        self.vcpus
+            .iter()
+            .map(|group| match group {
+                CheckedVcpuGroup::OnNode { count, .. } => u64::from(*count),
+                CheckedVcpuGroup::ApicIds { ids, .. } => ids.len() as u64,
+            })
+            .sum()
+    }
+
+    /// Each vnode's guest-physical ranges `(gpa, len)`, as the hypervisor will place them.
+    pub fn guest_physical_ranges(&self) -> Vec<Vec<(u64, u64)>> {
+        cost::guest_physical_ranges(&self.vnode_sizes())
+    }
+
+    /// The smallest pool this partition can be built with (the policy cost model, best case).
+    pub fn minimum_pool_bytes(&self) -> u64 {
+        cost::minimum_pool_bytes_for_vnodes(&self.vnode_sizes(), self.max_page, self.vcpu_count())
+    }
+
+    /// Pages of SLAT tables in [`minimum_pool_bytes`](Self::minimum_pool_bytes).
+    pub fn slat_table_pages(&self) -> u64 {
+        let ranges = cost::all_guest_physical_ranges(&self.vnode_sizes());
+        cost::slat_table_pages(&ranges, self.max_page)
+    }
+
+    fn vnode_sizes(&self) -> Vec<u64> {
+        self.memory.iter().map(|vnode| vnode.size).collect()
+    }
 }
 
 /// The owned form of [`VcpuGroup`](crate::VcpuGroup).

@@ -1,0 +1,117 @@
+//! `cargo xtask check-layout FILE`: checks a partition layout (`docs/layout.md`) exactly as the
+//! firmware build does, and prints what it describes: per partition its vCPUs, its vNUMA nodes
+//! with their guest-physical ranges, its pool against the minimum the cost model asks for, and
+//! the guest image. Every error is listed, one per line, naming file, partition and field.
+//! `--emit` prints the Rust tables the firmware would embed instead.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use numavisor_layout::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
+
+/// Arguments of `check-layout`.
+#[derive(clap::Args, Debug)]
+pub struct CheckLayoutArgs {
+    /// The layout file (e.g. layouts/default.toml).
+    pub file: PathBuf,
+    /// Where guest images named without a '/' are found
+    /// [default: $NUMAVISOR_GUEST_DIR, else <workspace>/target/guests].
+    #[arg(long)]
+    pub guest_dir: Option<PathBuf>,
+    /// Print the generated Rust source instead of the summary.
+    #[arg(long)]
+    pub emit: bool,
+}
+
+/// Checks the layout; prints its summary (or its Rust) and warnings, or fails with every error.
+pub fn run(args: CheckLayoutArgs) -> Result<()> {
+    let options = match args.guest_dir {
+        Some(guest_dir) => LoadOptions { guest_dir },
+        None => LoadOptions::from_env(),
+    };
+    let layout = match numavisor_layout::load_with(&args.file, &options) {
+        Ok(layout) => layout,
+        Err(errors) => {
+            eprintln!("{errors}");
+            bail!(
+                "{}: {} error(s); the layout was not accepted",
+                args.file.display(),
+                errors.0.len()
+            );
+        }
+    };
+    if args.emit {
+        print!("{}", numavisor_layout::emit_rust(&layout));
+    } else {
+        println!(
+            "{}: layout {:?}, {} partition(s), valid",
+            args.file.display(),
+            layout.name,
+            layout.partitions.len()
+        );
+        for partition in &layout.partitions {
+            print_partition(partition);
+        }
+    }
+    for warning in &layout.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+fn print_partition(p: &CheckedPartition) {
+    println!("partition {:?}", p.name);
+    for group in &p.vcpus {
+        let (what, vnode) = match group {
+            CheckedVcpuGroup::OnNode { node, count, vnode } => {
+                (format!("{count} vCPU(s) on host node {node}"), vnode)
+            }
+            CheckedVcpuGroup::ApicIds { ids, vnode } => {
+                (format!("{} vCPU(s) on APIC IDs {ids:?}", ids.len()), vnode)
+            }
+        };
+        match vnode {
+            Some(vnode) => println!("  {what}, vnode {vnode}"),
+            None => println!("  {what}, vnode by host node"),
+        }
+    }
+    for (index, (vnode, ranges)) in p.memory.iter().zip(p.guest_physical_ranges()).enumerate() {
+        let ranges: Vec<String> = ranges
+            .iter()
+            .map(|(gpa, len)| format!("[{gpa:#x}, {:#x})", gpa + len))
+            .collect();
+        println!(
+            "  vnode {index}: {} on host node {}, GPA {}",
+            size(vnode.size),
+            vnode.node,
+            ranges.join(" ")
+        );
+    }
+    let minimum = p.minimum_pool_bytes();
+    let checked = match p.pool_check {
+        PoolCheck::Build => "",
+        PoolCheck::Boot => ", checked at boot only",
+    };
+    println!(
+        "  pool {} (minimum {}{checked}: {} SLAT table pages), SLAT pages up to {}",
+        size(p.pool_bytes),
+        size(minimum),
+        p.slat_table_pages(),
+        p.max_page
+    );
+    println!("  image {}", p.image.display());
+    println!("  command line {:?}", p.command_line);
+    println!(
+        "  on fault: {:?}, on shutdown: {:?}",
+        p.on_fault, p.on_shutdown
+    );
+}
+
+/// `bytes` in MiB when whole, else KiB (layout sizes are 4 KiB multiples).
+fn size(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
