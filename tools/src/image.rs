@@ -1,29 +1,88 @@
-//! Building the numavisor image.
+//! Building the numavisor image: first the guest images a layout names, then the firmware
+//! with that layout embedded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 use crate::workspace_root;
 
-/// The bare-metal target the image is built for.
+/// The bare-metal target the image and guests are built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-/// Where `build` leaves the image.
-pub fn image_path() -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target_dir.join(TARGET).join("release").join("numavisor")
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the image (release profile) and returns its path.
-pub fn build() -> Result<PathBuf> {
+/// Where `build` leaves the image of the default layout.
+pub fn image_path() -> PathBuf {
+    target_dir().join(TARGET).join("release").join("numavisor")
+}
+
+/// The folder layouts find guest images in (`image = "NAME"` → `NAME.elf`).
+pub fn guest_dir() -> PathBuf {
+    target_dir().join("guests")
+}
+
+/// The layouts folder.
+pub fn layouts_dir() -> PathBuf {
+    workspace_root().join("layouts")
+}
+
+fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args([
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, *v)))
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the guest images (today: the test guest) into [`guest_dir`].
+pub fn build_guests() -> Result<PathBuf> {
+    cargo(
+        &[
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "numavisor-test-guest",
+            "--target",
+            TARGET,
+        ],
+        &[],
+    )?;
+    let built = target_dir().join(TARGET).join("release").join("test-guest");
+    let dir = guest_dir();
+    std::fs::create_dir_all(&dir)?;
+    let destination = dir.join("test-guest.elf");
+    std::fs::copy(&built, &destination)
+        .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    Ok(destination)
+}
+
+/// Builds the image with the default layout and returns its path.
+pub fn build() -> Result<PathBuf> {
+    build_with_layout(&layouts_dir().join("default.toml"))
+}
+
+/// Builds the image with `layout` embedded; returns a copy named after the layout (so images
+/// of several layouts can coexist), or the plain path for the default layout.
+pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
+    build_guests()?;
+    let layout = layout
+        .canonicalize()
+        .with_context(|| format!("layout {}", layout.display()))?;
+    cargo(
+        &[
             "build",
             "-q",
             "--release",
@@ -31,11 +90,20 @@ pub fn build() -> Result<PathBuf> {
             "numavisor-firmware",
             "--target",
             TARGET,
-        ])
-        .status()
-        .context("running cargo build for the image")?;
-    if !status.success() {
-        bail!("building the image failed");
-    }
-    Ok(image_path())
+        ],
+        &[
+            ("NUMAVISOR_LAYOUT", &layout),
+            ("NUMAVISOR_GUEST_DIR", &guest_dir()),
+        ],
+    )?;
+    let name = layout
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("layout");
+    let copy = target_dir()
+        .join("images")
+        .join(format!("numavisor-{name}.elf"));
+    std::fs::create_dir_all(copy.parent().expect("images dir"))?;
+    std::fs::copy(image_path(), &copy)?;
+    Ok(copy)
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod guest_acpi;
+mod layout_cmd;
 
 use tools::{expect, image, packages, qemu, report::Report, topology, workspace_root};
 
@@ -35,6 +36,8 @@ enum Commands {
     },
     /// Run every gate: fmt, clippy, host tests, the QEMU topology matrix.
     Test,
+    /// Check a partition layout file and show what it asks for.
+    CheckLayout(layout_cmd::CheckLayoutArgs),
     /// Write a described partition's ACPI tables to files (inspect with `iasl -d`).
     GuestAcpi(guest_acpi::GuestAcpiArgs),
     /// Count instructions from entry to `ready` under `-icount shift=0`.
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
+        Commands::CheckLayout(args) => layout_cmd::run(args),
     }
 }
 

@@ -144,4 +144,5 @@ topology_tests! {
     eight_domains => "eight-nodes",
     hmat_present => "hmat",
     hot_pluggable_memory_and_cpus => "hotplug",
+    four_domains_of_2g => "four-nodes-8g",
 }
