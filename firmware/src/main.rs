@@ -10,9 +10,18 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod embedded_layout {
+    //! The partition layout chosen at build time (see firmware/build.rs).
+    include!(concat!(env!("OUT_DIR"), "/layout.rs"));
+}
+#[cfg(target_os = "none")]
+mod partition;
+#[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
 mod start;
+#[cfg(target_os = "none")]
+mod virt;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

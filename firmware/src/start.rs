@@ -10,11 +10,13 @@ use numavisor_policy::memory::{FrameAllocator, Usage, PAGE_SIZE};
 use numavisor_policy::report::events::{self, CpuReport, Timing};
 use numavisor_policy::topology::Topology;
 
+use crate::partition;
 use crate::platform::boot::{pvh, pvh_entry};
 use crate::platform::console::{log as console_log, report, serial};
 use crate::platform::cpu::{apic, idt, paging, smp, tsc};
 use crate::platform::debug_exit;
 use crate::platform::phys_memory::IdentityMapped;
+use crate::virt::svm;
 
 /// Bytes of stack each application processor gets, from its own domain.
 const AP_STACK_BYTES: u64 = 16 * 1024;
@@ -38,6 +40,7 @@ fn image_range() -> (u64, u64) {
 pub extern "C" fn bsp_main(start_info: u32) -> ! {
     serial::init();
     idt::load();
+    apic::mask_legacy_pic();
     let boot = match pvh::read_boot_info(start_info as u64) {
         Ok(boot) => boot,
         Err(problem) => panic!("cannot start: {problem}"),
@@ -99,21 +102,61 @@ pub extern "C" fn bsp_main(start_info: u32) -> ! {
         cpu_startup: t_done - t_smp,
         waiting: tsc::wait_ticks(),
     }));
+    partition::READY_TSC.store(tsc::now(), core::sync::atomic::Ordering::SeqCst);
     report::emit(&events::ready());
     info!("ready");
     if boot.option("exit") == Some("ready") {
         debug_exit::exit(debug_exit::READY);
         error!("exit=ready given but no isa-debug-exit device answered at the port");
     }
-    park()
+    run_partitions(&boot, &topology, frames, &cpus);
 }
 
-fn park() -> ! {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
+/// Builds the embedded layout's partitions, starts them on their CPUs, and serves this CPU's
+/// own vCPU (if it has one) — the boot CPU joins the pool of vCPU hosts once set-up is done.
+fn run_partitions(
+    boot: &BootInfo,
+    topology: &Topology,
+    frames: FrameAllocator,
+    cpus: &[CpuReport],
+) -> ! {
+    *partition::FRAMES.lock() = Some(frames);
+    *partition::HOST_DISTANCES.lock() = topology.distances();
+    let layout = &crate::embedded_layout::LAYOUT;
+    let exit_when_done = boot.option("exit") == Some("partitions");
+    match svm::detect() {
+        Ok(caps) => {
+            info!(
+                "SVM: nested paging, {} ASIDs, next-RIP save {}",
+                caps.asids, caps.next_rip_save
+            );
+            partition::set_next_rip_save(caps.next_rip_save);
+            let online: Vec<u32> = cpus
+                .iter()
+                .filter(|c| c.failure.is_none())
+                .map(|c| c.apic_id)
+                .collect();
+            partition::build_all(layout, topology, &online, exit_when_done);
+        }
+        Err(why) => {
+            for spec in layout.partitions {
+                report::emit(&events::partition_refused(
+                    spec.name,
+                    &alloc::format!("this machine cannot run partitions: {why}"),
+                ));
+            }
+            error!("partitions cannot run: {why}");
+            partition::build_all(&EMPTY_LAYOUT, topology, &[], exit_when_done);
+        }
     }
+    partition::start_all(apic::wake);
+    smp::serve_vcpus()
 }
+
+static EMPTY_LAYOUT: numavisor_layout::Layout = numavisor_layout::Layout {
+    name: "none",
+    partitions: &[],
+};
 
 /// `selftest=panic|page-fault|divide-error`: provokes the failure so tests can check that it
 /// is reported and ends the run with the failure status (never a reboot).

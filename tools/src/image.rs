@@ -27,6 +27,11 @@ pub fn guest_dir() -> PathBuf {
     target_dir().join("guests")
 }
 
+/// Where images of named layouts are kept (`numavisor-LAYOUT.elf`).
+pub fn images_dir() -> PathBuf {
+    target_dir().join("images")
+}
+
 /// The layouts folder.
 pub fn layouts_dir() -> PathBuf {
     workspace_root().join("layouts")
@@ -100,9 +105,7 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("layout");
-    let copy = target_dir()
-        .join("images")
-        .join(format!("numavisor-{name}.elf"));
+    let copy = images_dir().join(format!("numavisor-{name}.elf"));
     std::fs::create_dir_all(copy.parent().expect("images dir"))?;
     std::fs::copy(image_path(), &copy)?;
     Ok(copy)

@@ -134,28 +134,43 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&[
-        "clippy",
-        "-q",
-        "-p",
-        "numavisor-firmware",
-        "--release",
-        "--target",
-        image::TARGET,
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    // The image embeds guest images: build them before clippy compiles the image.
+    image::build_guests()?;
+    for package in ["numavisor-firmware", "numavisor-test-guest"] {
+        cargo(&[
+            "clippy",
+            "-q",
+            "-p",
+            package,
+            "--release",
+            "--target",
+            image::TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    // One image per layout the partition tests boot, then the default one last.
+    let mut layouts: Vec<_> = std::fs::read_dir(image::layouts_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    layouts.sort();
+    for layout in &layouts {
+        let built = image::build_with_layout(layout)?;
+        println!("image for {}: {}", layout.display(), built.display());
+    }
     let image = image::build()?;
     println!(
         "image: {} ({} bytes)",
         image.display(),
         std::fs::metadata(&image)?.len()
     );
-    // The QEMU tests boot the image just built rather than building it again.
+    let images = image::images_dir();
+    // The QEMU tests boot the images just built rather than building them again.
     cargo_with_env(
         &["test", "-q", "--workspace"],
-        &[("NUMAVISOR_IMAGE", &image)],
+        &[("NUMAVISOR_IMAGE", &image), ("NUMAVISOR_IMAGES", &images)],
     )?;
     println!("all gates passed");
     Ok(())

@@ -413,7 +413,11 @@ mod contiguous_tests {
         assert_eq!(pool.withdrawn_pages(), 4);
         assert!(run != first);
         assert!(pool.withdraw_contiguous(9).is_err());
-        assert_eq!(pool.withdrawn_pages(), 4, "a refused withdrawal takes nothing");
+        assert_eq!(
+            pool.withdrawn_pages(),
+            4,
+            "a refused withdrawal takes nothing"
+        );
         assert!(pool.withdraw_contiguous(0).is_err());
     }
 }

@@ -418,3 +418,32 @@ pub fn console(partition: &str, line: &str) -> String {
 pub fn all_stopped() -> String {
     event("all_stopped", |_| {})
 }
+
+/// One partition's run figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionTiming<'a> {
+    pub name: &'a str,
+    /// TSC ticks from `ready` to the first VMRUN of vCPU 0.
+    pub ready_to_first_entry: u64,
+    /// VM exits handled, and TSC ticks from the first VMRUN to the last stop.
+    pub exits: u64,
+    pub run_ticks: u64,
+}
+
+/// `partition_timing`: per partition, ticks from `ready` to its first guest instruction
+/// (instructions under `qemu -icount shift=0`), its VM exits and run time in ticks; printed
+/// once every partition has stopped.
+pub fn partition_timing(entries: &[PartitionTiming]) -> String {
+    event("partition_timing", |o| {
+        o.array("partitions", |a| {
+            for t in entries {
+                a.object(|p| {
+                    p.str("name", t.name)
+                        .u64("ready_to_first_entry", t.ready_to_first_entry)
+                        .u64("exits", t.exits)
+                        .u64("run_ticks", t.run_ticks);
+                });
+            }
+        });
+    })
+}

@@ -11,6 +11,12 @@ const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_X2APIC_ENABLE: u64 = 1 << 10;
 const APIC_BASE_GLOBAL_ENABLE: u64 = 1 << 11;
 const X2APIC_ICR: u32 = 0x830;
+const X2APIC_EOI: u32 = 0x80B;
+const X2APIC_SVR: u32 = 0x80F;
+const XAPIC_EOI: u64 = 0xB0;
+const XAPIC_SVR: u64 = 0xF0;
+/// Spurious-interrupt vector register: APIC software-enabled, spurious vector 0xFF.
+const SVR_ENABLED: u32 = 0x1FF;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
@@ -46,6 +52,32 @@ pub fn enable(x2apic: bool) {
         XAPIC_BASE.store(value & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
     }
     X2APIC.store(x2apic, Ordering::Relaxed);
+    // Software-enable the APIC so fixed IPIs (the wake-up vector) are accepted.
+    if x2apic {
+        // SAFETY: x2APIC mode was just enabled; SVR is an architected x2APIC MSR.
+        unsafe { Msr::new(X2APIC_SVR).write(SVR_ENABLED as u64) };
+    } else {
+        let base = XAPIC_BASE.load(Ordering::Relaxed);
+        // SAFETY: the xAPIC page is identity mapped (uncached); SVR is its architected register.
+        unsafe { ((base + XAPIC_SVR) as *mut u32).write_volatile(SVR_ENABLED) };
+    }
+}
+
+/// Acknowledges the interrupt being handled (called from the wake-up stub).
+pub extern "C" fn end_of_interrupt() {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on; writing 0 to EOI acknowledges the current interrupt.
+        unsafe { Msr::new(X2APIC_EOI).write(0) };
+    } else {
+        let base = XAPIC_BASE.load(Ordering::Relaxed);
+        // SAFETY: as in `enable`; writing 0 to EOI acknowledges the current interrupt.
+        unsafe { ((base + XAPIC_EOI) as *mut u32).write_volatile(0) };
+    }
+}
+
+/// Wakes the CPU with `apic_id` from its HLT loop.
+pub fn wake(apic_id: u32) {
+    send_ipi(apic_id, 0x4000 | super::idt::WAKE_VECTOR as u32);
 }
 
 /// Whether x2APIC mode is already on (a firmware may leave it so).
@@ -89,5 +121,17 @@ pub fn send_ipi(apic_id: u32, command: u32) {
             }
             core::hint::spin_loop();
         }
+    }
+}
+
+/// Masks every line of both 8259 PICs: firmware (SeaBIOS) leaves the PIT's IRQ0 running,
+/// and the PIC's default vectors (8..15) would land on exception handlers once a CPU enables
+/// interrupts to wait for its wake-up IPI.
+pub fn mask_legacy_pic() {
+    // SAFETY: 0x21 and 0xA1 are the 8259 interrupt-mask registers; masking every line has
+    // no effect beyond stopping legacy interrupts, which nothing in numavisor uses.
+    unsafe {
+        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xFF);
+        x86_64::instructions::port::Port::<u8>::new(0xA1).write(0xFF);
     }
 }

@@ -83,6 +83,31 @@ exception_common:
     hlt
     jmp 4b
 
+    /* the wake-up IPI (vector WAKE_VECTOR): acknowledge and return to the HLT loop */
+    .global wake_interrupt_stub
+    .p2align 4
+wake_interrupt_stub:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    call {eoi}
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+
     .macro stub_address vec
     .quad exception_stub_\vec
     .endm
@@ -100,11 +125,16 @@ EXCEPTION_STUBS:
     .popsection
 "#,
     handler = sym crate::platform::fatal::exception,
+    eoi = sym super::apic::end_of_interrupt,
 );
 
 unsafe extern "C" {
     static EXCEPTION_STUBS: [u64; 32];
+    fn wake_interrupt_stub();
 }
+
+/// The vector of the IPI that wakes a parked CPU (see `smp`).
+pub const WAKE_VECTOR: u8 = 0xF0;
 
 /// One 16-byte interrupt gate.
 #[repr(C)]
@@ -163,6 +193,7 @@ pub fn load() {
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
+        gates[WAKE_VECTOR as usize] = Gate::interrupt(wake_interrupt_stub as *const () as u64);
         Idt(gates)
     });
     let pointer = IdtPointer {

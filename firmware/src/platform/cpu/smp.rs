@@ -106,9 +106,19 @@ extern "C" fn ap_main(index: u64) -> ! {
     apic::enable(X2APIC_MODE.load(Ordering::SeqCst) != 0);
     ARRIVED_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
     ARRIVED_INDEX.store(index, Ordering::SeqCst);
-    // Parked until a later issue gives it a vCPU to run; interrupts stay off.
+    serve_vcpus()
+}
+
+/// The parked loop of every CPU once start-up is done: run the vCPU queued for this CPU, or
+/// sleep until the wake-up IPI. `sti; hlt` is atomic (STI's one-instruction shadow), so a wake
+/// sent between the check and the HLT is not lost.
+pub fn serve_vcpus() -> ! {
+    let apic_id = apic::current_apic_id();
     loop {
         x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
+        if crate::partition::run_assigned_vcpu(apic_id) {
+            continue;
+        }
+        x86_64::instructions::interrupts::enable_and_hlt();
     }
 }

@@ -73,13 +73,24 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             exit(status)
         }
         "probe" => probe(&info.memmap, option("probe")),
+        "io-loop" => {
+            // Benchmark: `count=` port reads of an unassigned port, each one a VM exit.
+            let count = option("count").and_then(parse_number).unwrap_or(100_000);
+            for _ in 0..count {
+                // SAFETY: reading port 0x80 (POST diagnostics) has no effect anywhere.
+                unsafe { core::arch::asm!("in al, 0x80", out("al") _, options(nomem, nostack)) };
+            }
+            report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
+            exit(SUCCESS)
+        }
         "exception" => {
             // SAFETY: `ud2` raises #UD, which the exception handlers report (and exit).
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
             exit(FAILURE)
         }
         other => {
-            let message = alloc::format!("unknown mode {other:?} (report, probe, exception)");
+            let message =
+                alloc::format!("unknown mode {other:?} (report, probe, io-loop, exception)");
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }

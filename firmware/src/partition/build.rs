@@ -1,0 +1,385 @@
+//! Building one partition: place it, fund its pool, back its RAM, build its nested page
+//! tables and VMCBs, and load its guest with PVH boot data and its own ACPI tables.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use numavisor_acpi_tables as guest_acpi;
+use numavisor_layout::{PartitionSpec, VcpuGroup};
+use numavisor_policy::devices::uart16550::Uart16550;
+use numavisor_policy::guest::{elf, start_info};
+use numavisor_policy::memory::{BlockSize, FrameAllocator};
+use numavisor_policy::partition::cost;
+use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
+use numavisor_policy::partition::pool::{PartitionPool, PoolError};
+use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
+use numavisor_policy::slat::{Npt, Permissions, SlatBuilder, SlatError, SlatStats};
+use numavisor_policy::topology::Topology;
+use numavisor_policy::vmexit::{svm_msr_permission_bit, SVM_PASSTHROUGH_MSRS};
+use spin::Mutex;
+
+use super::guest_memory::{clear_bits, fill_page, GuestMemory, IdentityTables};
+use super::{Partition, PartitionState};
+use crate::virt::svm::vmcb::Vmcb;
+
+/// Why a partition was refused at boot.
+pub enum BuildError {
+    Placement(PlacementError),
+    Pool(PoolError),
+    Slat(SlatError),
+    Image(elf::ImageError),
+    GuestAcpi(guest_acpi::AcpiError),
+    TooLittleRam { size: u64 },
+    ImageOutsideRam { gpa: u64 },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Placement(e) => write!(f, "{e}"),
+            BuildError::Pool(e) => write!(f, "pool: {e}"),
+            BuildError::Slat(e) => write!(f, "nested page tables: {e}"),
+            BuildError::Image(e) => write!(f, "image: {e}"),
+            BuildError::GuestAcpi(e) => write!(f, "guest ACPI tables: {e}"),
+            BuildError::TooLittleRam { size } => write!(
+                f,
+                "memory: vnode 0 has {size} bytes; a PVH guest needs at least {} (boot data, ACPI tables, image at 1 MiB)",
+                start_info::MINIMUM_RAM
+            ),
+            BuildError::ImageOutsideRam { gpa } => {
+                write!(f, "image: a segment at guest-physical {gpa:#x} lies outside the partition's RAM")
+            }
+        }
+    }
+}
+
+impl From<PoolError> for BuildError {
+    fn from(e: PoolError) -> Self {
+        BuildError::Pool(e)
+    }
+}
+impl From<PlacementError> for BuildError {
+    fn from(e: PlacementError) -> Self {
+        BuildError::Placement(e)
+    }
+}
+impl From<SlatError> for BuildError {
+    fn from(e: SlatError) -> Self {
+        BuildError::Slat(e)
+    }
+}
+
+fn cpu_requests(spec: &PartitionSpec) -> Vec<CpuRequest> {
+    spec.vcpus
+        .iter()
+        .map(|group| match *group {
+            VcpuGroup::OnNode { node, count, vnode } => CpuRequest::OnNode {
+                node: node as usize,
+                count: count as usize,
+                vnode: vnode.map(|v| v as usize),
+            },
+            VcpuGroup::ApicIds { ids, vnode } => CpuRequest::ApicIds {
+                ids: ids.to_vec(),
+                vnode: vnode.map(|v| v as usize),
+            },
+        })
+        .collect()
+}
+
+/// Builds partition `index` from `spec`, or says why it cannot run here. On error every page
+/// taken is given back.
+pub fn build(
+    index: usize,
+    spec: &'static PartitionSpec,
+    topology: &Topology,
+    frames: &mut FrameAllocator,
+    available: &mut BTreeSet<u32>,
+) -> Result<Partition, BuildError> {
+    let image = elf::parse(spec.image).map_err(BuildError::Image)?;
+    let vnodes: Vec<(u64, usize)> = spec
+        .memory
+        .iter()
+        .map(|v| (v.size, v.node as usize))
+        .collect();
+    let vnode_nodes: Vec<usize> = vnodes.iter().map(|&(_, node)| node).collect();
+    placement::check_memory(&vnodes, frames)?;
+    if vnodes
+        .first()
+        .is_none_or(|&(size, _)| size < start_info::MINIMUM_RAM)
+    {
+        return Err(BuildError::TooLittleRam {
+            size: vnodes.first().map_or(0, |v| v.0),
+        });
+    }
+    let mut cpus_left = available.clone();
+    let vcpus =
+        placement::assign_cpus(&cpu_requests(spec), &vnode_nodes, topology, &mut cpus_left)?;
+
+    let home = vnode_nodes[0];
+    let mut pool = PartitionPool::new(spec.name, home);
+    pool.deposit(frames, spec.pool_bytes)?;
+    let mut state = PartitionState {
+        pool: Some(pool),
+        blocks: Vec::new(),
+        vcpus,
+        vmcbs: Vec::new(),
+        iopm: 0,
+        msrpm: 0,
+        slat_root: 0,
+        asid: index as u32 + 1, // ASID 0 belongs to the host
+        entry: image.pvh_entry,
+        uart: Uart16550::new(),
+        restarts: 0,
+        stopped: false,
+        slat: SlatStats::default(),
+        first_entry_tsc: None,
+        exits: 0,
+        stop_tsc: 0,
+    };
+    if let Err(e) = fund(spec, frames, &mut state) {
+        release(&mut state, frames);
+        return Err(e);
+    }
+    let partition = Partition {
+        index,
+        spec,
+        state: Mutex::new(state),
+    };
+    let loaded = {
+        let mut state = partition.state.lock();
+        load_guest(&partition, &mut state)
+    };
+    if let Err(e) = loaded {
+        release(&mut partition.state.lock(), frames);
+        return Err(e);
+    }
+    *available = cpus_left;
+    Ok(partition)
+}
+
+/// Backs the guest RAM and draws the SLAT, bitmaps and VMCBs from the pool.
+fn fund(
+    spec: &PartitionSpec,
+    frames: &mut FrameAllocator,
+    state: &mut PartitionState,
+) -> Result<(), BuildError> {
+    let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
+    let max_page = clamp_page(spec.max_page);
+    for (vnode, ranges) in cost::guest_physical_ranges(&sizes).into_iter().enumerate() {
+        let node = spec.memory[vnode].node as usize;
+        let blocks = placement::back_guest_ranges(frames, vnode, node, &ranges, max_page)?;
+        state.blocks.extend(blocks);
+    }
+    let pool = state.pool.as_mut().expect("pool deposited above");
+    let mut tables = IdentityTables;
+    let mut slat = SlatBuilder::<Npt>::new(&mut tables, pool, max_page)?;
+    let rwx = Permissions {
+        read: true,
+        write: true,
+        execute: true,
+    };
+    for block in &state.blocks {
+        slat.map(
+            &mut tables,
+            pool,
+            block.gpa,
+            block.spa,
+            block.size.bytes(),
+            rwx,
+        )?;
+    }
+    state.slat_root = slat.root();
+    state.slat = slat.stats();
+    state.iopm = pool.withdraw_contiguous(cost::IO_BITMAP_PAGES as usize)?;
+    state.msrpm = pool.withdraw_contiguous(cost::MSR_BITMAP_PAGES as usize)?;
+    for i in 0..cost::IO_BITMAP_PAGES {
+        fill_page(state.iopm + i * 4096, 0xFF); // intercept every port
+    }
+    for i in 0..cost::MSR_BITMAP_PAGES {
+        fill_page(state.msrpm + i * 4096, 0xFF); // intercept every MSR ...
+    }
+    for msr in SVM_PASSTHROUGH_MSRS {
+        // ... but those the VMCB itself holds (read and write bits cleared)
+        if let Some(bit) = svm_msr_permission_bit(msr) {
+            clear_bits(state.msrpm, bit, 2);
+        }
+    }
+    state.vmcbs = pool.withdraw_many(state.vcpus.len() * cost::VMCB_PAGES_PER_VCPU as usize)?;
+    state.vmcbs.iter().for_each(|&page| fill_page(page, 0));
+    Ok(())
+}
+
+/// The largest SLAT page the layout allows, clamped to what the CPU offers.
+fn clamp_page(wanted: BlockSize) -> BlockSize {
+    match crate::virt::svm::detect() {
+        Ok(caps) if !caps.gib_pages && wanted == BlockSize::Size1G => BlockSize::Size2M,
+        _ => wanted,
+    }
+}
+
+/// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM and sets up
+/// every vCPU's VMCB for the PVH entry.
+fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), BuildError> {
+    let spec = partition.spec;
+    let memory = GuestMemory {
+        blocks: &state.blocks,
+    };
+    memory.zero_all();
+    let image = elf::parse(spec.image).map_err(BuildError::Image)?;
+    for segment in &image.segments {
+        let bytes = &spec.image[segment.offset..segment.offset + segment.file_size];
+        // Zero-filled tail (.bss) is already zero; check it lies in RAM too.
+        let end = segment.gpa + segment.memory_size - 1;
+        if !memory.write(segment.gpa, bytes) || memory.read_u64(end & !7).is_none() {
+            return Err(BuildError::ImageOutsideRam { gpa: segment.gpa });
+        }
+    }
+    let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
+    let ranges = cost::all_guest_physical_ranges(&sizes);
+    let map = start_info::memory_map(&ranges);
+    let tables =
+        guest_acpi::generate(&guest_platform(partition, state)).map_err(BuildError::GuestAcpi)?;
+    let mut command_line: Vec<u8> = spec.command_line.as_bytes().to_vec();
+    command_line.truncate(start_info::CMDLINE_BYTES - 1);
+    command_line.push(0);
+    let written = memory.write(
+        start_info::START_INFO_GPA,
+        &start_info::start_info(map.len() as u32, tables.rsdp_address()),
+    ) && memory.write(start_info::MEMMAP_GPA, &start_info::encode_memory_map(&map))
+        && memory.write(start_info::CMDLINE_GPA, &command_line)
+        && memory.write(start_info::ACPI_GPA, &tables.image());
+    if !written {
+        return Err(BuildError::TooLittleRam { size: sizes[0] });
+    }
+    for (vcpu, &page) in state.vmcbs.iter().enumerate() {
+        // SAFETY: a zeroed page withdrawn from this partition's pool for this vCPU's VMCB.
+        let mut vmcb = unsafe { Vmcb::new(page) };
+        vmcb.set_controls(state.iopm, state.msrpm, state.asid, state.slat_root);
+        vmcb.set_pvh_entry(image.pvh_entry as u64);
+        let _ = vcpu;
+    }
+    state.entry = image.pvh_entry;
+    Ok(())
+}
+
+/// The guest platform the partition's ACPI tables describe.
+fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::GuestPlatform {
+    let spec = partition.spec;
+    let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
+    let nodes = cost::guest_physical_ranges(&sizes)
+        .into_iter()
+        .map(|ranges| guest_acpi::VnumaNode {
+            memory: ranges
+                .into_iter()
+                .map(|(base, length)| guest_acpi::MemoryRange {
+                    base,
+                    length,
+                    hot_pluggable: false,
+                })
+                .collect(),
+        })
+        .collect();
+    let vcpus = state
+        .vcpus
+        .iter()
+        .map(|plan| guest_acpi::Vcpu {
+            apic_id: plan.vcpu as u32,
+            node: plan.vnode as u32,
+        })
+        .collect();
+    let backing: Vec<u32> = spec.memory.iter().map(|v| v.node).collect();
+    let distances = host_distances()
+        .and_then(|host| guest_acpi::DistanceMatrix::guest_from_host(&host, &backing).ok());
+    guest_acpi::GuestPlatform {
+        vcpus,
+        nodes,
+        distances,
+        hmat: None,
+        devices: guest_acpi::Devices::pc(),
+        placement: guest_acpi::TablePlacement {
+            base: start_info::ACPI_GPA,
+            size: start_info::ACPI_BYTES,
+        },
+    }
+}
+
+/// The host's distance matrix (by dense node), set once at boot.
+pub static HOST_DISTANCES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn host_distances() -> Option<guest_acpi::DistanceMatrix> {
+    let rows = HOST_DISTANCES.lock().clone();
+    guest_acpi::DistanceMatrix::from_rows(&rows).ok()
+}
+
+/// Puts a stopped guest back to its first instruction: fresh RAM contents, boot data, VMCBs.
+pub fn reset_guest(partition: &Partition, state: &mut PartitionState) {
+    if let Err(e) = load_guest(partition, state) {
+        log::error!(
+            "partition \"{}\": cannot reload its guest: {e}",
+            partition.name()
+        );
+    }
+}
+
+/// Gives every page the partition holds back to the free memory of its node.
+pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
+    for block in state.blocks.drain(..) {
+        if let Err(e) = frames.free(block.spa, block.size) {
+            log::error!("returning guest block {:#x}: {e}", block.spa);
+        }
+    }
+    if let Some(pool) = state.pool.take() {
+        if let Err(e) = pool.release(frames) {
+            log::error!("releasing a pool: {e}");
+        }
+    }
+    state.vmcbs.clear();
+}
+
+/// The `partition` report event for `partition` in `state`.
+pub fn report_event(partition: &Partition, state_name: &str) -> String {
+    let state = partition.state.lock();
+    let mut memory: Vec<VnodeReport> = Vec::new();
+    for block in &state.blocks {
+        let size = block.size.bytes();
+        match memory.iter_mut().find(|m| m.vnode == block.vnode) {
+            Some(report) => {
+                report.size += size;
+                match report.spa.last_mut() {
+                    Some(last) if last.0 + last.1 == block.spa => last.1 += size,
+                    _ => report.spa.push((block.spa, size)),
+                }
+            }
+            None => memory.push(VnodeReport {
+                vnode: block.vnode,
+                node: block.node,
+                gpa: block.gpa,
+                size,
+                spa: alloc::vec![(block.spa, size)],
+            }),
+        }
+    }
+    let pool = state.pool.as_ref();
+    events::partition(&PartitionReport {
+        name: partition.name(),
+        state: state_name,
+        vcpus: state
+            .vcpus
+            .iter()
+            .map(|p| (p.vcpu, p.apic_id, p.node, p.vnode))
+            .collect(),
+        memory,
+        slat: SlatFigures {
+            format: "npt",
+            pages_4k: state.slat.pages_4k,
+            pages_2m: state.slat.pages_2m,
+            pages_1g: state.slat.pages_1g,
+            table_bytes: state.slat.table_bytes,
+        },
+        pool_node: pool.map_or(0, |p| p.node()),
+        pool_deposited: pool.map_or(0, |p| p.deposited_bytes()),
+        pool_balance: pool.map_or(0, |p| p.balance_bytes()),
+    })
+}

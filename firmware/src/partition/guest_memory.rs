@@ -1,0 +1,101 @@
+//! Reaching guest memory and SLAT tables through the hypervisor's identity map.
+//!
+//! Guest RAM is a list of host blocks; a guest-physical address is turned into a host
+//! address only through that list, so nothing outside the partition's own blocks is touched.
+
+use numavisor_policy::partition::placement::GuestBlock;
+use numavisor_policy::slat::TableMemory;
+
+/// The partition's guest RAM as its blocks (sorted by guest-physical address).
+pub struct GuestMemory<'a> {
+    pub blocks: &'a [GuestBlock],
+}
+
+impl GuestMemory<'_> {
+    /// The host address of `gpa` and how many bytes follow it in the same block.
+    fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
+        let index = self
+            .blocks
+            .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
+        let block = self.blocks.get(index)?;
+        (block.gpa <= gpa).then(|| {
+            (
+                block.spa + (gpa - block.gpa),
+                block.gpa + block.size.bytes() - gpa,
+            )
+        })
+    }
+
+    /// Copies `bytes` to guest-physical `gpa`; false if any byte falls outside guest RAM.
+    pub fn write(&self, mut gpa: u64, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            let Some((spa, room)) = self.translate(gpa) else {
+                return false;
+            };
+            let n = (room as usize).min(bytes.len());
+            // SAFETY: [spa, spa + n) lies inside one of this partition's guest blocks, which
+            // the identity map covers and nobody else uses while the partition is built.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), spa as *mut u8, n) };
+            gpa += n as u64;
+            bytes = &bytes[n..];
+        }
+        true
+    }
+
+    /// Zeroes every block (a new or restarted guest sees no earlier contents).
+    pub fn zero_all(&self) {
+        for block in self.blocks {
+            // SAFETY: the block is this partition's guest RAM, identity mapped.
+            unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, block.size.bytes() as usize) };
+        }
+    }
+
+    /// Reads a guest-physical u64, if it lies in guest RAM.
+    pub fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let (spa, room) = self.translate(gpa)?;
+        if room < 8 {
+            return None;
+        }
+        // SAFETY: eight bytes inside one guest block, identity mapped.
+        Some(unsafe { (spa as *const u64).read_unaligned() })
+    }
+}
+
+/// SLAT tables live in pool pages, written through the identity map.
+pub struct IdentityTables;
+
+impl TableMemory for IdentityTables {
+    fn zero(&mut self, page: u64) {
+        // SAFETY: `page` was just withdrawn from the partition's pool for a table: a 4 KiB
+        // page of hypervisor-owned memory, identity mapped, in no guest's address space.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, 4096) };
+    }
+
+    fn read(&self, page: u64, index: usize) -> u64 {
+        // SAFETY: a table page from the pool; index < 512 is checked by the builder.
+        unsafe { ((page as *const u64).add(index & 511)).read_volatile() }
+    }
+
+    fn write(&mut self, page: u64, index: usize, entry: u64) {
+        // SAFETY: as in `read`.
+        unsafe { ((page as *mut u64).add(index & 511)).write_volatile(entry) };
+    }
+}
+
+/// Fills a pool page with `value` bytes (permission bitmaps) or zeroes (VMCBs).
+pub fn fill_page(page: u64, value: u8) {
+    // SAFETY: a page withdrawn from the partition's pool, identity mapped, used only by it.
+    unsafe { core::ptr::write_bytes(page as *mut u8, value, 4096) };
+}
+
+/// Clears `count` bits from bit `first` of the bitmap starting at pool page `base`.
+pub fn clear_bits(base: u64, first: usize, count: usize) {
+    for bit in first..first + count {
+        // SAFETY: `base` starts a bitmap of contiguous pool pages owned by the partition;
+        // callers pass bits inside it (checked by `svm_msr_permission_bit`'s ranges).
+        unsafe {
+            let byte = (base as *mut u8).add(bit / 8);
+            byte.write_volatile(byte.read_volatile() & !(1 << (bit % 8)));
+        }
+    }
+}

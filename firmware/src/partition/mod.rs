@@ -1,0 +1,249 @@
+//! The partition manager: builds every partition of the embedded layout at boot, hands its
+//! vCPUs to their pinned CPUs, and contains whatever a guest does to its own partition.
+
+mod build;
+mod guest_memory;
+mod run;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use log::{info, warn};
+use numavisor_layout::{ExitAction, Layout, PartitionSpec};
+use numavisor_policy::devices::uart16550::Uart16550;
+use numavisor_policy::memory::FrameAllocator;
+use numavisor_policy::partition::placement::{GuestBlock, VcpuPlan};
+use numavisor_policy::partition::pool::PartitionPool;
+use numavisor_policy::report::events;
+use numavisor_policy::topology::Topology;
+use spin::Mutex;
+
+use crate::platform::console::report;
+use crate::platform::debug_exit;
+
+pub use build::HOST_DISTANCES;
+pub use run::{run_assigned_vcpu, set_next_rip_save};
+
+/// How often a partition may restart before it is stopped for good.
+const MAX_RESTARTS: u32 = 8;
+
+/// The machine's free memory after boot, shared by every CPU (partition stops return memory).
+pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+
+/// The partitions that were built, by index.
+static PARTITIONS: Mutex<Vec<&'static Partition>> = Mutex::new(Vec::new());
+
+/// Partitions still running; `exit=partitions` ends the run when it reaches zero.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static EXIT_WHEN_ALL_STOPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The TSC at `ready`, for the ready-to-first-guest-instruction figure.
+pub static READY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// vCPUs waiting for their CPU: (APIC ID, partition index, vCPU index).
+static ASSIGNMENTS: Mutex<Vec<(u32, usize, usize)>> = Mutex::new(Vec::new());
+
+/// One partition: its layout entry and everything it owns.
+pub struct Partition {
+    pub index: usize,
+    pub spec: &'static PartitionSpec,
+    pub state: Mutex<PartitionState>,
+}
+
+/// What a partition owns while it exists.
+pub struct PartitionState {
+    pub pool: Option<PartitionPool>,
+    pub blocks: Vec<GuestBlock>,
+    pub vcpus: Vec<VcpuPlan>,
+    pub vmcbs: Vec<u64>,
+    pub iopm: u64,
+    pub msrpm: u64,
+    pub slat_root: u64,
+    pub asid: u32,
+    pub entry: u32,
+    pub uart: Uart16550,
+    pub restarts: u32,
+    pub stopped: bool,
+    pub slat: numavisor_policy::slat::SlatStats,
+    /// TSC just before the first VMRUN of vCPU 0.
+    pub first_entry_tsc: Option<u64>,
+    /// VM exits handled and the TSC at the last stop (exit-rate figure).
+    pub exits: u64,
+    pub stop_tsc: u64,
+}
+
+impl Partition {
+    /// The partition's name from the layout.
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+}
+
+/// Builds every partition of `layout` that fits this machine; refuses (and reports) the rest.
+/// Returns how many were built.
+pub fn build_all(
+    layout: &'static Layout,
+    topology: &Topology,
+    online: &[u32],
+    exit_when_all_stopped: bool,
+) -> usize {
+    EXIT_WHEN_ALL_STOPPED.store(exit_when_all_stopped as usize, Ordering::SeqCst);
+    let mut available: alloc::collections::BTreeSet<u32> = online.iter().copied().collect();
+    let mut built = 0;
+    for spec in layout.partitions {
+        let index = PARTITIONS.lock().len();
+        let mut frames_guard = FRAMES.lock();
+        let Some(frames) = frames_guard.as_mut() else {
+            return built;
+        };
+        match build::build(index, spec, topology, frames, &mut available) {
+            Ok(partition) => {
+                let partition: &'static Partition =
+                    alloc::boxed::Box::leak(alloc::boxed::Box::new(partition));
+                report::emit(&build::report_event(partition, "running"));
+                info!(
+                    "partition \"{}\": built with {} vCPU(s), running",
+                    spec.name,
+                    partition.state.lock().vcpus.len()
+                );
+                PARTITIONS.lock().push(partition);
+                RUNNING.fetch_add(1, Ordering::SeqCst);
+                built += 1;
+            }
+            Err(reason) => {
+                warn!("partition \"{}\" refused: {reason}", spec.name);
+                report::emit(&events::partition_refused(
+                    spec.name,
+                    &alloc::format!("{reason}"),
+                ));
+            }
+        }
+    }
+    if let Some(frames) = FRAMES.lock().as_ref() {
+        report::emit(&events::ledger(&frames.ledger()));
+    }
+    built
+}
+
+/// Queues vCPU 0 of every partition for its pinned CPU and wakes the CPUs.
+///
+/// vCPUs above 0 wait for the guest to start them (INIT/SIPI through a virtual local APIC,
+/// which a later issue adds); their CPUs stay reserved for them.
+pub fn start_all(wake: impl Fn(u32)) {
+    let partitions = PARTITIONS.lock().clone();
+    let mut queued = Vec::new();
+    for partition in partitions {
+        let state = partition.state.lock();
+        if let Some(first) = state.vcpus.first() {
+            queued.push((first.apic_id, partition.index, 0));
+        }
+    }
+    ASSIGNMENTS.lock().extend(queued.iter().copied());
+    for (apic_id, _, _) in queued {
+        wake(apic_id);
+    }
+    if RUNNING.load(Ordering::SeqCst) == 0 {
+        all_stopped();
+    }
+}
+
+/// The vCPU queued for the CPU with `apic_id`, if any.
+pub fn take_assignment(apic_id: u32) -> Option<(&'static Partition, usize)> {
+    let mut queue = ASSIGNMENTS.lock();
+    let position = queue.iter().position(|&(id, _, _)| id == apic_id)?;
+    let (_, index, vcpu) = queue.remove(position);
+    let partition = *PARTITIONS.lock().get(index)?;
+    Some((partition, vcpu))
+}
+
+/// Why a partition ended, as the layout's `on_fault` / `on_shutdown` see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// The guest ended itself (debug-exit port, power-off).
+    Shutdown,
+    /// The guest did something it may not (bad access, triple fault, bad state).
+    Fault,
+}
+
+/// Ends or restarts `partition` after `reason`; returns true if it should run again.
+pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, detail: &str) -> bool {
+    let action = match kind {
+        StopKind::Shutdown => partition.spec.on_shutdown,
+        StopKind::Fault => partition.spec.on_fault,
+    };
+    let mut state = partition.state.lock();
+    if let Some(line) = state.uart.flush() {
+        emit_console(partition.name(), &line);
+    }
+    if action == ExitAction::Restart && state.restarts < MAX_RESTARTS {
+        state.restarts += 1;
+        warn!(
+            "partition \"{}\" {reason} ({detail}); restarting ({} of {MAX_RESTARTS})",
+            partition.name(),
+            state.restarts
+        );
+        report::emit(&events::partition_restarted(
+            partition.name(),
+            state.restarts,
+            reason,
+        ));
+        build::reset_guest(partition, &mut state);
+        return true;
+    }
+    let detail = if action == ExitAction::Restart {
+        alloc::format!("{detail}; restart limit ({MAX_RESTARTS}) reached")
+    } else {
+        alloc::string::String::from(detail)
+    };
+    warn!(
+        "partition \"{}\" stopped: {reason} ({detail})",
+        partition.name()
+    );
+    report::emit(&events::partition_stopped(
+        partition.name(),
+        reason,
+        &detail,
+    ));
+    state.stopped = true;
+    let mut frames_guard = FRAMES.lock();
+    if let Some(frames) = frames_guard.as_mut() {
+        build::release(&mut state, frames);
+        report::emit(&events::ledger(&frames.ledger()));
+    }
+    drop(frames_guard);
+    drop(state);
+    if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
+        all_stopped();
+    }
+    false
+}
+
+fn all_stopped() {
+    let ready = READY_TSC.load(Ordering::SeqCst);
+    let partitions = PARTITIONS.lock().clone();
+    let timings: Vec<events::PartitionTiming> = partitions
+        .iter()
+        .filter_map(|p| {
+            let state = p.state.lock();
+            let first = state.first_entry_tsc?;
+            Some(events::PartitionTiming {
+                name: p.name(),
+                ready_to_first_entry: first.wrapping_sub(ready),
+                exits: state.exits,
+                run_ticks: state.stop_tsc.saturating_sub(first),
+            })
+        })
+        .collect();
+    report::emit(&events::partition_timing(&timings));
+    report::emit(&events::all_stopped());
+    info!("every partition has stopped");
+    if EXIT_WHEN_ALL_STOPPED.load(Ordering::SeqCst) != 0 {
+        debug_exit::exit(debug_exit::READY);
+    }
+}
+
+/// Prints a guest's console line, human and `@nv`.
+pub fn emit_console(name: &str, line: &str) {
+    crate::platform::console::serial::write_fmt(format_args!("[{name}] {line}\n"));
+    report::emit(&events::console(name, line));
+}

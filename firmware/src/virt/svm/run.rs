@@ -1,0 +1,83 @@
+//! VMRUN: the world switch (AMD APM vol. 2 §15.5). The guest's RAX, RSP and RIP live in the
+//! VMCB; the other general registers are swapped by hand around VMRUN. VMLOAD/VMSAVE move the
+//! guest's FS, GS, TR, LDTR and syscall MSRs; the hypervisor uses none of them itself.
+
+use core::arch::global_asm;
+
+use super::super::GuestRegisters;
+
+global_asm!(
+    r#"
+    .pushsection .text.svm_run, "ax"
+    .global svm_run_guest
+svm_run_guest:
+    /* rdi = VMCB physical address, rsi = &mut GuestRegisters */
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rsi                    /* the registers block, for after the exit */
+    mov rax, rdi
+    mov rbx, [rsi + 0]
+    mov rcx, [rsi + 8]
+    mov rdx, [rsi + 16]
+    mov rdi, [rsi + 32]
+    mov rbp, [rsi + 40]
+    mov r8,  [rsi + 48]
+    mov r9,  [rsi + 56]
+    mov r10, [rsi + 64]
+    mov r11, [rsi + 72]
+    mov r12, [rsi + 80]
+    mov r13, [rsi + 88]
+    mov r14, [rsi + 96]
+    mov r15, [rsi + 104]
+    mov rsi, [rsi + 24]
+    clgi
+    vmload rax
+    vmrun rax
+    vmsave rax
+    stgi
+    xchg rsi, [rsp]             /* rsi = registers block; guest rsi on the stack */
+    mov [rsi + 0], rbx
+    mov [rsi + 8], rcx
+    mov [rsi + 16], rdx
+    mov [rsi + 32], rdi
+    mov [rsi + 40], rbp
+    mov [rsi + 48], r8
+    mov [rsi + 56], r9
+    mov [rsi + 64], r10
+    mov [rsi + 72], r11
+    mov [rsi + 80], r12
+    mov [rsi + 88], r13
+    mov [rsi + 96], r14
+    mov [rsi + 104], r15
+    pop rax
+    mov [rsi + 24], rax
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    .popsection
+"#
+);
+
+unsafe extern "C" {
+    fn svm_run_guest(vmcb: u64, registers: *mut GuestRegisters);
+}
+
+/// Runs the guest described by the VMCB at `vmcb` until its next #VMEXIT.
+///
+/// # Safety
+/// `vmcb` must be the physical (= identity-mapped) address of a VMCB whose guest state and
+/// nested page tables were built by this hypervisor for one partition, SVM must be enabled on
+/// this CPU with a host save area, and interrupts must be off.
+pub unsafe fn run(vmcb: u64, registers: &mut GuestRegisters) {
+    // SAFETY: per this function's contract; the asm saves and restores every callee-saved
+    // register and leaves the stack as it found it.
+    unsafe { svm_run_guest(vmcb, registers) }
+}
