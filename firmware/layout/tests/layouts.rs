@@ -144,7 +144,7 @@ fn four_nodes_layout_mixes_page_sizes() {
     let layout = guests.load(&layouts_dir().join("four-nodes.toml")).unwrap();
     let pages: Vec<_> = layout.partitions.iter().map(|p| p.max_page).collect();
     use BlockSize::{Size1G, Size2M};
-    assert_eq!(pages, [Size1G, Size1G, Size2M, Size2M]);
+    assert_eq!(pages, [Size2M, Size1G, Size2M, Size1G]);
     for (node, p) in layout.partitions.iter().enumerate() {
         assert_eq!(
             p.memory,
