@@ -27,6 +27,9 @@ enum Commands {
     Run {
         #[arg(long, default_value = "two-nodes")]
         topology: String,
+        /// The partition layout to embed (layouts/NAME.toml).
+        #[arg(long, default_value = "default")]
+        layout: String,
         /// Keep the machine up after `ready` instead of exiting QEMU.
         #[arg(long)]
         stay: bool,
@@ -57,9 +60,10 @@ fn main() -> Result<()> {
         }
         Commands::Run {
             topology,
+            layout,
             stay,
             append,
-        } => run(&topology, stay, &append),
+        } => run(&topology, &layout, stay, &append),
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
@@ -67,12 +71,12 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(name: &str, stay: bool, append: &str) -> Result<()> {
+fn run(name: &str, layout: &str, stay: bool, append: &str) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
-    let image = image::build()?;
+    let image = image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))?;
     let topology = topology::load(name)?;
     let options = qemu::RunOptions {
-        exit_after_ready: !stay,
+        exit: (!stay).then_some("partitions"),
         extra_qemu_args: vec![],
         extra_append: append.to_string(),
     };
@@ -81,7 +85,7 @@ fn run(name: &str, stay: bool, append: &str) -> Result<()> {
     let timeout = if stay {
         Duration::from_secs(u64::MAX / 4)
     } else {
-        Duration::from_secs(topology.timeout_seconds)
+        Duration::from_secs(topology.timeout_seconds.max(120))
     };
     let result = qemu::run(&args, timeout, true)?;
     if stay {
@@ -89,18 +93,34 @@ fn run(name: &str, stay: bool, append: &str) -> Result<()> {
     }
     let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
     let problems = expect::check(&report, &topology.expect);
-    match result.status {
-        Some(qemu::EXIT_READY) if problems.is_empty() => {
-            println!(
-                "\nnumavisor reached ready on topology {name}; the report matches {name}.toml"
-            );
-            Ok(())
-        }
-        status => bail!(
+    if result.status != Some(qemu::EXIT_READY) || !problems.is_empty() {
+        bail!(
             "run on {name} ended with status {status:?}{}; report problems: {problems:#?}",
-            if result.timed_out { " (timed out)" } else { "" }
-        ),
+            if result.timed_out { " (timed out)" } else { "" },
+            status = result.status
+        );
     }
+    println!("\nnumavisor on topology {name} (the report matches {name}.toml), layout {layout}:");
+    for event in &report.events {
+        match event["event"].as_str() {
+            Some("partition") => println!(
+                "  partition {}: {} vCPU(s) on node(s) {}, {} MiB, SLAT {} KiB, pool {} KiB on node {}",
+                event["name"],
+                event["vcpus"].as_array().map_or(0, Vec::len),
+                event["vcpus"].as_array().into_iter().flatten().map(|v| v["node"].to_string()).collect::<Vec<_>>().join(","),
+                event["memory"].as_array().into_iter().flatten().filter_map(|m| m["size"].as_u64()).sum::<u64>() >> 20,
+                event["slat"]["table_bytes"].as_u64().unwrap_or(0) / 1024,
+                event["pool"]["deposited"].as_u64().unwrap_or(0) / 1024,
+                event["pool"]["node"],
+            ),
+            Some("partition_refused") => println!("  partition {} refused: {}", event["name"], event["reason"]),
+            Some("partition_stopped") => {
+                println!("  partition {} stopped: {} ({})", event["name"], event["reason"], event["detail"])
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -192,7 +212,7 @@ fn bench(names: &[String]) -> Result<()> {
     for name in names {
         let topology = topology::load(name)?;
         let options = qemu::RunOptions {
-            exit_after_ready: true,
+            exit: Some("ready"),
             extra_qemu_args: vec!["-icount".into(), "shift=0".into()],
             extra_append: String::new(),
         };

@@ -18,8 +18,9 @@ pub const EXIT_FAILURE: i32 = 35;
 
 /// How a run is driven.
 pub struct RunOptions {
-    /// Add the isa-debug-exit device and `exit=ready`, so QEMU ends after `ready`.
-    pub exit_after_ready: bool,
+    /// Add the isa-debug-exit device and `exit=WHEN` (`ready`: after start-up; `partitions`:
+    /// once every partition has stopped), so QEMU ends with status 33 then.
+    pub exit: Option<&'static str>,
     /// Extra QEMU arguments (e.g. `-icount shift=0`).
     pub extra_qemu_args: Vec<String>,
     /// Extra command-line words for the image.
@@ -47,12 +48,12 @@ pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> V
     if !options.extra_append.is_empty() {
         append = format!("{append} {}", options.extra_append);
     }
-    if options.exit_after_ready {
+    if let Some(when) = options.exit {
         args.extend([
             "-device".into(),
             "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         ]);
-        append = format!("{append} exit=ready");
+        append = format!("{append} exit={when}");
     }
     args.extend([
         "-kernel".into(),
@@ -101,7 +102,8 @@ impl RunResult {
     }
 }
 
-/// Runs `args` until QEMU exits or `timeout` passes; `echo` copies each line to stdout.
+/// Runs `args` until QEMU exits or `timeout` passes; `echo` copies each line to stdout
+/// (except `console` report events, which repeat the `[partition] line` already shown).
 pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> {
     let mut child: Child = Command::new(&args[0])
         .args(&args[1..])
@@ -144,7 +146,7 @@ pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> 
         }
         match receiver.recv_timeout(deadline - now) {
             Ok(line) => {
-                if echo {
+                if echo && !line.contains(r#""event":"console""#) {
                     println!("{line}");
                 }
                 lines.push(line.trim_end_matches('\r').to_string());

@@ -28,7 +28,7 @@ fn image() -> PathBuf {
 fn boot(name: &str, append: &str) -> (qemu::RunResult, String, u64) {
     let topology = topology::load(name).expect("topology file");
     let options = qemu::RunOptions {
-        exit_after_ready: true,
+        exit: Some("ready"),
         extra_qemu_args: vec![],
         extra_append: append.to_string(),
     };
