@@ -21,8 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Build the image and print its path and size.
-    Build,
+    /// Build the image (with layouts/NAME.toml embedded) and print its path and size.
+    Build {
+        #[arg(long, default_value = "default")]
+        layout: String,
+    },
     /// Boot the image in QEMU on a named topology (tests/topologies/NAME.toml).
     Run {
         #[arg(long, default_value = "two-nodes")]
@@ -52,8 +55,9 @@ enum Commands {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Commands::Build => {
-            let path = image::build()?;
+        Commands::Build { layout } => {
+            let path =
+                image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))?;
             let size = std::fs::metadata(&path)?.len();
             println!("{} ({size} bytes)", path.display());
             Ok(())
@@ -199,7 +203,10 @@ fn test() -> Result<()> {
 fn bench(names: &[String]) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
     let image = image::build()?;
-    println!("image {} bytes", std::fs::metadata(&image)?.len());
+    println!(
+        "image {} bytes (with two embedded test-guest images)",
+        std::fs::metadata(&image)?.len()
+    );
     println!(
         "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "topology",
@@ -210,22 +217,8 @@ fn bench(names: &[String]) -> Result<()> {
         "of which waits"
     );
     for name in names {
-        let topology = topology::load(name)?;
-        let options = qemu::RunOptions {
-            exit: Some("ready"),
-            extra_qemu_args: vec!["-icount".into(), "shift=0".into()],
-            extra_append: String::new(),
-        };
-        let args = qemu::command(&image, &topology, &options);
-        let result = qemu::run(
-            &args,
-            Duration::from_secs(topology.timeout_seconds * 4),
-            false,
-        )?;
-        let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
-        let Some(timing) = report.event("timing") else {
-            bail!("no timing event on {name}; log tail:\n{}", result.tail(30));
-        };
+        let report = boot_report(&image, name, Some("ready"), true)?;
+        let timing = report.event("timing").context("no timing event")?;
         let field = |k: &str| timing[k].as_u64().unwrap_or(0);
         println!(
             "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
@@ -237,6 +230,90 @@ fn bench(names: &[String]) -> Result<()> {
             field("waiting")
         );
     }
-    println!("(instructions: under -icount shift=0 one TSC tick is one guest instruction, summed over CPUs)");
+    println!("(instructions: under -icount shift=0 one TSC tick is one guest instruction, summed over CPUs)\n");
+
+    // Partitions: ready → first guest instruction of four 1 GiB partitions (instructions).
+    let four = image::build_with_layout(&image::layouts_dir().join("bench-four.toml"))?;
+    let report = boot_report(&four, "four-nodes-8g", Some("partitions"), true)?;
+    println!(
+        "{:<10} {:>22} {:>10} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "partition", "ready→first entry", "SLAT", "4K", "2M", "1G", "pool", "pool used"
+    );
+    for p in report.events.iter().filter(|e| e["event"] == "partition") {
+        let name = p["name"].as_str().unwrap_or("?");
+        let first = report
+            .event("partition_timing")
+            .and_then(|t| {
+                t["partitions"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["name"] == name)
+                    .cloned()
+            })
+            .and_then(|x| x["ready_to_first_entry"].as_u64())
+            .unwrap_or(0);
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        println!(
+            "{:<10} {:>22} {:>8}Ki {:>8} {:>8} {:>8} {:>10}Ki {:>10}Ki",
+            name,
+            first,
+            n(&p["slat"]["table_bytes"]) / 1024,
+            n(&p["slat"]["pages_4k"]),
+            n(&p["slat"]["pages_2m"]),
+            n(&p["slat"]["pages_1g"]),
+            n(&p["pool"]["deposited"]) / 1024,
+            (n(&p["pool"]["deposited"]) - n(&p["pool"]["balance"])) / 1024,
+        );
+    }
+    println!("(four partitions of 1 GiB on four-nodes-8g; `pool used` = SLAT + VMCB + I/O and MSR bitmaps)\n");
+
+    // VM exits per second for a guest looping on port reads (plain TCG, wall-clock TSC).
+    let looper = image::build_with_layout(&image::layouts_dir().join("io-loop.toml"))?;
+    let report = boot_report(&looper, "two-nodes", Some("partitions"), false)?;
+    let hz = report
+        .event("timing")
+        .and_then(|t| t["tsc_hz"].as_u64())
+        .unwrap_or(1)
+        .max(1);
+    if let Some(t) = report
+        .event("partition_timing")
+        .and_then(|t| t["partitions"].get(0).cloned())
+    {
+        let exits = t["exits"].as_u64().unwrap_or(0);
+        let seconds = t["run_ticks"].as_u64().unwrap_or(0) as f64 / hz as f64;
+        println!(
+            "io-loop: {exits} VM exits in {seconds:.3} s = {:.0} exits/s (TCG, this machine)",
+            exits as f64 / seconds.max(1e-9)
+        );
+    }
     Ok(())
+}
+
+/// Boots `image` on topology `name` and returns its report (`icount`: `-icount shift=0`).
+fn boot_report(
+    image: &std::path::Path,
+    name: &str,
+    exit: Option<&'static str>,
+    icount: bool,
+) -> Result<Report> {
+    let topology = topology::load(name)?;
+    let options = qemu::RunOptions {
+        exit,
+        extra_qemu_args: if icount {
+            vec!["-icount".into(), "shift=0".into()]
+        } else {
+            vec![]
+        },
+        extra_append: String::new(),
+    };
+    let args = qemu::command(image, &topology, &options);
+    let result = qemu::run(&args, Duration::from_secs(600), false)?;
+    if result.status != Some(qemu::EXIT_READY) {
+        bail!(
+            "{name}: QEMU ended with {:?}; log tail:\n{}",
+            result.status,
+            result.tail(30)
+        );
+    }
+    Report::from_lines(&result.lines).map_err(anyhow::Error::msg)
 }

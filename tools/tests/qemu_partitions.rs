@@ -33,12 +33,9 @@ impl Boot {
     fn run(layout: &str, topology_name: &str) -> Boot {
         let topology = topology::load(topology_name).expect("topology file");
         let options = qemu::RunOptions {
-            exit_after_ready: false,
-            extra_qemu_args: vec![
-                "-device".into(),
-                "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
-            ],
-            extra_append: "exit=partitions".into(),
+            exit: Some("partitions"),
+            extra_qemu_args: vec![],
+            extra_append: String::new(),
         };
         let args = qemu::command(&image_for(layout), &topology, &options);
         let timeout = topology.timeout_seconds.max(120);

@@ -195,10 +195,16 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     } else {
         alloc::string::String::from(detail)
     };
-    warn!(
-        "partition \"{}\" stopped: {reason} ({detail})",
-        partition.name()
-    );
+    match kind {
+        StopKind::Shutdown => info!(
+            "partition \"{}\" stopped: {reason} ({detail})",
+            partition.name()
+        ),
+        StopKind::Fault => warn!(
+            "partition \"{}\" stopped: {reason} ({detail})",
+            partition.name()
+        ),
+    }
     report::emit(&events::partition_stopped(
         partition.name(),
         reason,
