@@ -16,6 +16,22 @@ fn u64s(value: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// A topology node's `memory` ranges that pass `keep`, as `[base, size]`.
+fn srat_ranges(node: &Value, keep: impl Fn(&Value) -> bool) -> Vec<[u64; 2]> {
+    node["memory"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| keep(r))
+        .map(|r| {
+            [
+                r["base"].as_u64().unwrap_or(u64::MAX),
+                r["size"].as_u64().unwrap_or(u64::MAX),
+            ]
+        })
+        .collect()
+}
+
 /// Every way `report` differs from `expect`; empty when it matches.
 pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
     let mut problems = Vec::new();
@@ -58,41 +74,14 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
                 "node {index}: apic_ids {apic_ids:?} != expected {want_ids:?}"
             ));
         }
-        let memory: Vec<[u64; 2]> = node["memory"]
-            .as_array()
-            .map(|ranges| {
-                ranges
-                    .iter()
-                    .map(|r| {
-                        [
-                            r["base"].as_u64().unwrap_or(u64::MAX),
-                            r["size"].as_u64().unwrap_or(u64::MAX),
-                        ]
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let memory = srat_ranges(node, |_| true);
         if memory != want.memory {
             problems.push(format!(
                 "node {index}: memory {memory:x?} != expected {:x?}",
                 want.memory
             ));
         }
-        let hot: Vec<[u64; 2]> = node["memory"]
-            .as_array()
-            .map(|ranges| {
-                ranges
-                    .iter()
-                    .filter(|r| r["hot_pluggable"] == true)
-                    .map(|r| {
-                        [
-                            r["base"].as_u64().unwrap_or(u64::MAX),
-                            r["size"].as_u64().unwrap_or(u64::MAX),
-                        ]
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let hot = srat_ranges(node, |r| r["hot_pluggable"] == true);
         if hot != want.hot_pluggable {
             problems.push(format!(
                 "node {index}: hot-pluggable ranges {hot:x?} != expected {:x?}",
@@ -100,16 +89,10 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
             ));
         }
         // Hot-pluggable ranges hold no RAM at boot; the rest should be almost all usable.
-        let boot_ram: u64 = node["memory"]
-            .as_array()
-            .map(|ranges| {
-                ranges
-                    .iter()
-                    .filter(|r| r["hot_pluggable"] != true)
-                    .filter_map(|r| r["size"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let boot_ram: u64 = srat_ranges(node, |r| r["hot_pluggable"] != true)
+            .iter()
+            .map(|r| r[1])
+            .sum();
         let usable = node["usable_bytes"].as_u64().unwrap_or(u64::MAX);
         if expect.source == "srat" {
             problems.extend(check_usable(&format!("node {index}"), usable, boot_ram));

@@ -32,6 +32,7 @@ pub enum BuildError {
     Image(elf::ImageError),
     GuestAcpi(guest_acpi::AcpiError),
     TooLittleRam { size: u64 },
+    NoAsid { asid: u32, asids: u32 },
     ImageOutsideRam { gpa: u64 },
 }
 
@@ -47,6 +48,10 @@ impl fmt::Display for BuildError {
                 f,
                 "memory: vnode 0 has {size} bytes; a PVH guest needs at least {} (boot data, ACPI tables, image at 1 MiB)",
                 start_info::MINIMUM_RAM
+            ),
+            BuildError::NoAsid { asid, asids } => write!(
+                f,
+                "the CPU offers {asids} ASIDs (0 is the host's); this partition would need ASID {asid}"
             ),
             BuildError::ImageOutsideRam { gpa } => {
                 write!(f, "image: a segment at guest-physical {gpa:#x} lies outside the partition's RAM")
@@ -98,6 +103,16 @@ pub fn build(
     available: &mut BTreeSet<u32>,
 ) -> Result<Partition, BuildError> {
     let image = elf::parse(spec.image).map_err(BuildError::Image)?;
+    // ASID 0 belongs to the host; each partition gets its own, for tagged TLB entries.
+    let asid = index as u32 + 1;
+    if let Ok(caps) = crate::virt::svm::detect() {
+        if asid >= caps.asids {
+            return Err(BuildError::NoAsid {
+                asid,
+                asids: caps.asids,
+            });
+        }
+    }
     let vnodes: Vec<(u64, usize)> = spec
         .memory
         .iter()
@@ -128,7 +143,7 @@ pub fn build(
         iopm: 0,
         msrpm: 0,
         slat_root: 0,
-        asid: index as u32 + 1, // ASID 0 belongs to the host
+        asid,
         entry: image.pvh_entry,
         uart: Uart16550::new(),
         restarts: 0,

@@ -16,6 +16,7 @@
 use alloc::vec::Vec;
 
 use crate::memory::{BlockSize, PAGE_SIZE};
+use crate::slat;
 
 /// Pages of VMCB (SVM) or VMCS (VMX) per vCPU.
 pub const VMCB_PAGES_PER_VCPU: u64 = 1;
@@ -34,46 +35,15 @@ pub const MMIO_HOLE_END: u64 = 4 << 30;
 /// The guest-physical address space a 4-level SLAT can map: 48 bits (256 TiB).
 pub const GUEST_PHYSICAL_LIMIT: u64 = 1 << 48;
 
-/// Bytes mapped by one entry of a PD (2 MiB), a PDPT (1 GiB) and a PML4 (512 GiB).
-const PD_ENTRY_SPAN: u64 = 1 << 21;
-const PDPT_ENTRY_SPAN: u64 = 1 << 30;
-const PML4_ENTRY_SPAN: u64 = 1 << 39;
-
 /// The 4-level SLAT table pages needed to map `ranges` (`(gpa, len)` pairs that do not
 /// overlap, in any order), each range mapped with leaves as large as `page` wherever its
-/// guest-physical addresses are aligned to them.
-///
-/// Exact for that mapping strategy: it counts the distinct PML4, PDPT, PD and PT pages, so two
-/// ranges sharing a table page count it once. A range mapped by a leaf never needs the table
-/// below it; a leaf only covers a region lying wholly inside one range, because adjacent
-/// ranges (two vnodes) are backed by different host memory.
+/// guest-physical addresses are aligned to them: the SLAT builder's own count
+/// ([`slat::table_pages_needed`]), except that a partition without memory needs none.
 pub fn slat_table_pages(ranges: &[(u64, u64)], page: BlockSize) -> u64 {
-    // Per level, the inclusive index intervals of regions that need a table page there.
-    let mut pdpts = Vec::new();
-    let mut pds = Vec::new();
-    let mut pts = Vec::new();
-    for &(gpa, len) in ranges {
-        if len == 0 {
-            continue;
-        }
-        let end = gpa.saturating_add(len);
-        pdpts.push(regions_touched(gpa, end, PML4_ENTRY_SPAN));
-        let leaf = page.bytes();
-        if leaf >= PDPT_ENTRY_SPAN {
-            pds.extend(partial_regions(gpa, end, PDPT_ENTRY_SPAN));
-        } else {
-            pds.push(regions_touched(gpa, end, PDPT_ENTRY_SPAN));
-        }
-        if leaf >= PD_ENTRY_SPAN {
-            pts.extend(partial_regions(gpa, end, PD_ENTRY_SPAN));
-        } else {
-            pts.push(regions_touched(gpa, end, PD_ENTRY_SPAN));
-        }
-    }
-    if pdpts.is_empty() {
+    if ranges.iter().all(|&(_, len)| len == 0) {
         return 0;
     }
-    1 + distinct(pdpts) + distinct(pds) + distinct(pts)
+    slat::table_pages_needed(ranges, page)
 }
 
 /// The smallest pool, in bytes, that lets the hypervisor build a partition whose memory is
@@ -137,38 +107,8 @@ pub fn minimum_pool_bytes_for_vnodes(vnode_sizes: &[u64], page: BlockSize, vcpus
     minimum_pool_bytes(&all_guest_physical_ranges(vnode_sizes), page, vcpus)
 }
 
-/// Indices of the `span`-sized regions that `[start, end)` touches (non-empty range).
-fn regions_touched(start: u64, end: u64, span: u64) -> (u64, u64) {
-    (start / span, (end - 1) / span)
-}
 
-/// Indices of the `span`-sized regions that `[start, end)` touches without covering them
-/// wholly: at most the first and the last.
-fn partial_regions(start: u64, end: u64, span: u64) -> impl Iterator<Item = (u64, u64)> {
-    let (first, last) = regions_touched(start, end, span);
-    let first_partial = !start.is_multiple_of(span) || (end < (first + 1).saturating_mul(span));
-    let last_partial = !end.is_multiple_of(span);
-    let head = first_partial.then_some((first, first));
-    let tail = (last_partial && (last != first || !first_partial)).then_some((last, last));
-    head.into_iter().chain(tail)
-}
 
-/// How many distinct indices the inclusive intervals cover together.
-fn distinct(mut intervals: Vec<(u64, u64)>) -> u64 {
-    intervals.sort_unstable();
-    let mut count = 0;
-    let mut covered_to: Option<u64> = None; // Highest index counted so far.
-    for (first, last) in intervals {
-        let from = match covered_to {
-            Some(c) if c >= last => continue,
-            Some(c) if c >= first => c + 1,
-            _ => first,
-        };
-        count += last - from + 1;
-        covered_to = Some(last);
-    }
-    count
-}
 
 #[cfg(test)]
 mod tests {
@@ -295,11 +235,5 @@ mod tests {
             minimum_pool_bytes_for_vnodes(&[64 * MIB], BlockSize::Size2M, 1),
             9 * 4096
         );
-    }
-
-    #[test]
-    fn distinct_merges_overlaps() {
-        assert_eq!(distinct(vec![(0, 3), (2, 5), (5, 5), (7, 7)]), 7);
-        assert_eq!(distinct(vec![(4, 4), (0, 10)]), 11);
     }
 }
