@@ -107,9 +107,6 @@ pub fn minimum_pool_bytes_for_vnodes(vnode_sizes: &[u64], page: BlockSize, vcpus
     minimum_pool_bytes(&all_guest_physical_ranges(vnode_sizes), page, vcpus)
 }
 
-
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
