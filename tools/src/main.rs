@@ -160,19 +160,12 @@ fn test() -> Result<()> {
     ])?;
     // The image embeds guest images: build them before clippy compiles the image.
     image::build_guests()?;
+    let guests = image::guest_dir();
     for package in ["numavisor-firmware", "numavisor-test-guest"] {
-        cargo(&[
-            "clippy",
-            "-q",
-            "-p",
-            package,
-            "--release",
-            "--target",
-            image::TARGET,
-            "--",
-            "-D",
-            "warnings",
-        ])?;
+        cargo_with_env(
+            &["clippy", "-q", "-p", package, "--release", "--target", image::TARGET, "--", "-D", "warnings"],
+            &[("NUMAVISOR_GUEST_DIR", &guests)],
+        )?;
     }
     // One image per layout the partition tests boot, then the default one last.
     let mut layouts: Vec<_> = std::fs::read_dir(image::layouts_dir())?
