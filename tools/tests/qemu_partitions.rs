@@ -299,3 +299,36 @@ fn f_four_partitions_with_2m_and_1g_page_limits() {
     }
     boot.check_ledgers();
 }
+
+#[test]
+fn g_restart_on_shutdown_runs_the_guest_again_until_the_limit() {
+    let boot = Boot::run("restart", "two-nodes");
+    let restarts: Vec<u64> = boot
+        .events("partition_restarted")
+        .iter()
+        .filter(|e| e["name"] == "phoenix")
+        .filter_map(|e| e["restarts"].as_u64())
+        .collect();
+    assert_eq!(restarts, (1..=8).collect::<Vec<_>>(), "{}", boot.context);
+    let runs = boot
+        .events("console")
+        .iter()
+        .filter(|c| {
+            c["partition"] == "phoenix" && c["line"].as_str().is_some_and(|l| l.contains("io_loop"))
+        })
+        .count();
+    assert_eq!(
+        runs, 9,
+        "the first run and eight restarts\n{}",
+        boot.context
+    );
+    let stopped = boot.stopped("phoenix");
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("restart limit"),
+        "{stopped}"
+    );
+    boot.check_ledgers();
+}
