@@ -163,7 +163,18 @@ fn test() -> Result<()> {
     let guests = image::guest_dir();
     for package in ["numavisor-firmware", "numavisor-test-guest"] {
         cargo_with_env(
-            &["clippy", "-q", "-p", package, "--release", "--target", image::TARGET, "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "-q",
+                "-p",
+                package,
+                "--release",
+                "--target",
+                image::TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[("NUMAVISOR_GUEST_DIR", &guests)],
         )?;
     }
