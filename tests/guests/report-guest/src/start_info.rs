@@ -1,5 +1,7 @@
 //! Reading the PVH `hvm_start_info` (Xen `arch-x86/hvm/start_info.h`): magic, command line,
-//! RSDP address and the memory map (version 1: 24-byte entries of addr, size, type).
+//! RSDP address and the memory map (version 1: 24-byte entries of addr, size, type). The
+//! header is checked by the hypervisor's own reader (`numavisor_policy::bootinfo::pvh`); the
+//! map is kept with its raw types, which the guest reports as they are.
 //!
 //! Everything here is loader-supplied: addresses are checked to lie below 4 GiB (what the
 //! entry code maps) before they are read, and the entry count is capped.
@@ -7,10 +9,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-const MAGIC: u32 = 0x336E_C578;
-const FIXED_BYTES: u64 = 56;
-const MEMMAP_ENTRY_BYTES: u64 = 24;
-const MAX_MEMMAP_ENTRIES: u32 = 1024;
+use numavisor_policy::bootinfo::pvh::{self, MEMMAP_ENTRY_BYTES, START_INFO_BYTES};
+
 const MAX_CMDLINE_BYTES: u64 = 4096;
 /// The entry code maps the first 4 GiB; boot structures must lie there.
 const MAPPED_AT_ENTRY: u64 = 1 << 32;
@@ -61,16 +61,18 @@ fn checked(addr: u64, len: u64) -> Result<(u64, u64), &'static str> {
 
 /// Parse the start_info at `addr` (EBX at entry).
 pub fn parse(addr: u32) -> Result<StartInfo, &'static str> {
-    let (addr, end) = checked(u64::from(addr), FIXED_BYTES)?;
-    if read_u32(addr) != MAGIC {
-        return Err("hvm_start_info magic is not 0x336ec578");
-    }
-    if read_u32(addr + 4) < 1 {
-        return Err("hvm_start_info version 0 has no memory map");
-    }
+    let (addr, end) = checked(u64::from(addr), START_INFO_BYTES as u64)?;
+    // SAFETY: `checked` bounds the range: non-null, below 4 GiB, identity mapped.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, START_INFO_BYTES) };
+    let header = pvh::StartInfo::parse(header).map_err(|e| match e {
+        pvh::PvhError::BadMagic { .. } => "hvm_start_info magic is not 0x336ec578",
+        pvh::PvhError::NoMemoryMap { .. } => "hvm_start_info has no memory map (version 0?)",
+        pvh::PvhError::TooManyEntries { .. } => "memory map has more than 1024 entries",
+        pvh::PvhError::Truncated { .. } => "hvm_start_info is truncated",
+    })?;
     let mut occupied = Vec::from([(addr, end)]);
 
-    let cmdline_paddr = read_u64(addr + 24);
+    let cmdline_paddr = header.cmdline_paddr;
     let cmdline = if cmdline_paddr == 0 {
         None
     } else {
@@ -90,16 +92,11 @@ pub fn parse(addr: u32) -> Result<StartInfo, &'static str> {
         Some(String::from_utf8_lossy(&bytes).into_owned())
     };
 
-    let rsdp = read_u64(addr + 32);
-    let memmap_paddr = read_u64(addr + 40);
-    let entries = read_u32(addr + 48);
-    if entries == 0 || entries > MAX_MEMMAP_ENTRIES {
-        return Err("memory map has no entries, or more than 1024");
-    }
-    let (map_start, map_end) = checked(memmap_paddr, u64::from(entries) * MEMMAP_ENTRY_BYTES)?;
+    let rsdp = header.rsdp_paddr;
+    let (map_start, map_end) = checked(header.memmap_paddr, header.memmap_bytes() as u64)?;
     occupied.push((map_start, map_end));
     let memmap = (map_start..map_end)
-        .step_by(MEMMAP_ENTRY_BYTES as usize)
+        .step_by(MEMMAP_ENTRY_BYTES)
         .map(|e| MemRange {
             base: read_u64(e),
             size: read_u64(e + 8),
