@@ -6,15 +6,16 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use core::arch::x86_64::__cpuid_count;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use numavisor_policy::guest::start_info;
 use numavisor_policy::memory::{BlockSize, Usage};
-use numavisor_policy::vmexit::{decode_svm, IoAccess, VmExit};
+use numavisor_policy::vmexit::{IoAccess, VmExit};
 use spin::Mutex;
 
 use super::{emit_console, stop_or_restart, take_assignment, Partition, StopKind, FRAMES};
-use crate::virt::svm::{self, run, vmcb::Vmcb};
-use crate::virt::GuestRegisters;
+use crate::virt::svm::{self, vcpu::SvmVcpu, vmcb::Vmcb};
+use crate::virt::{GuestRegisters, Vcpu};
 
 /// The 16550's ports.
 const UART_BASE: u16 = 0x3F8;
@@ -87,8 +88,9 @@ fn run_vcpu(partition: &Partition, vcpu: usize) {
         return;
     };
     // SAFETY: the VMCB page belongs to this vCPU, which runs only here.
-    let mut vmcb = unsafe { Vmcb::new(page) };
-    let mut registers = fresh_registers();
+    let vmcb = unsafe { Vmcb::new(page) };
+    let next_rip_save = NEXT_RIP_SAVE.load(Ordering::Relaxed);
+    let mut cpu = SvmVcpu::new(vmcb, fresh_registers(), next_rip_save);
     let mut exits: u64 = 0;
     if vcpu == 0 {
         let mut state = partition.state.lock();
@@ -97,19 +99,9 @@ fn run_vcpu(partition: &Partition, vcpu: usize) {
             .get_or_insert(crate::platform::cpu::tsc::now());
     }
     loop {
-        // SAFETY: the VMCB and its nested page tables were built for this partition by
-        // build.rs; SVM is on for this CPU; interrupts are off on this path.
-        unsafe { run::run(vmcb.address(), &mut registers) };
-        vmcb.clear_tlb_flush();
+        let exit = cpu.run();
         exits += 1;
-        let (code, info1, info2) = vmcb.exit_info();
-        match handle(
-            partition,
-            vcpu,
-            &mut vmcb,
-            &mut registers,
-            decode_svm(code, info1, info2),
-        ) {
+        match handle(partition, vcpu, &mut cpu, exit) {
             Next::Resume => {}
             Next::Stop {
                 kind,
@@ -124,7 +116,7 @@ fn run_vcpu(partition: &Partition, vcpu: usize) {
                 if !stop_or_restart(partition, kind, reason, &detail) {
                     return;
                 }
-                registers = fresh_registers();
+                cpu.reset_registers(fresh_registers());
             }
         }
     }
@@ -132,58 +124,38 @@ fn run_vcpu(partition: &Partition, vcpu: usize) {
 
 /// Whether the CPU saves the next RIP on intercepts (SVM NRIPS); QEMU's emulator does not,
 /// so instruction lengths are known constants there.
-static NEXT_RIP_SAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static NEXT_RIP_SAVE: AtomicBool = AtomicBool::new(false);
 
 /// Records what `svm::detect` found, once at boot.
 pub fn set_next_rip_save(available: bool) {
-    NEXT_RIP_SAVE.store(available, core::sync::atomic::Ordering::Relaxed);
+    NEXT_RIP_SAVE.store(available, Ordering::Relaxed);
 }
 
-/// The RIP after an intercepted instruction of `length` bytes.
-fn after(vmcb: &Vmcb, length: u64) -> u64 {
-    if NEXT_RIP_SAVE.load(core::sync::atomic::Ordering::Relaxed) {
-        vmcb.next_rip()
-    } else {
-        vmcb.rip() + length
+/// " while delivering vector N" when the exit interrupted an event delivery.
+fn during_event(cpu: &impl Vcpu) -> String {
+    match cpu.interrupted_event() {
+        Some(vector) => format!(" while delivering vector {vector}"),
+        None => String::new(),
     }
 }
 
-/// " while delivering event …" when the exit interrupted an event delivery (EXITINTINFO).
-fn during_event(vmcb: &Vmcb) -> String {
-    let info = vmcb.exit_interrupt_info();
-    if info & (1 << 31) != 0 {
-        format!(
-            " while delivering vector {} (EXITINTINFO {info:#x})",
-            info & 0xFF
-        )
-    } else {
-        String::new()
-    }
-}
-
-fn handle(
-    partition: &Partition,
-    vcpu: usize,
-    vmcb: &mut Vmcb,
-    registers: &mut GuestRegisters,
-    exit: VmExit,
-) -> Next {
-    let rip = vmcb.rip();
+fn handle(partition: &Partition, vcpu: usize, cpu: &mut impl Vcpu, exit: VmExit) -> Next {
+    let rip = cpu.rip();
     match exit {
-        VmExit::Io(access) => handle_io(partition, vmcb, access),
+        VmExit::Io(access) => handle_io(partition, cpu, access),
         VmExit::Cpuid => {
-            emulate_cpuid(vcpu, vmcb, registers);
-            vmcb.set_rip(after(vmcb, 2));
+            emulate_cpuid(vcpu, cpu);
+            cpu.set_rip(cpu.rip_after(2));
             Next::Resume
         }
         VmExit::Msr { write } => {
-            emulate_msr(vcpu, vmcb, registers, write);
-            vmcb.set_rip(after(vmcb, 2));
+            emulate_msr(vcpu, cpu, write);
+            cpu.set_rip(cpu.rip_after(2));
             Next::Resume
         }
         VmExit::Vmmcall => {
-            vmcb.set_rax(u64::MAX); // no hypercalls yet: "unknown call"
-            vmcb.set_rip(after(vmcb, 3));
+            cpu.set_rax(u64::MAX); // no hypercalls yet: "unknown call"
+            cpu.set_rip(cpu.rip_after(3));
             Next::Resume
         }
         VmExit::Hlt => Next::Stop {
@@ -194,14 +166,14 @@ fn handle(
         VmExit::Shutdown => Next::Stop {
             kind: StopKind::Fault,
             reason: "triple-fault",
-            detail: format!("shutdown (triple fault) at RIP {rip:#x}{}", during_event(vmcb)),
+            detail: format!("shutdown (triple fault) at RIP {rip:#x}{}", during_event(cpu)),
         },
         VmExit::NestedPageFault { gpa, error_code } => Next::Stop {
             kind: StopKind::Fault,
             reason: "outside-memory",
             detail: format!(
                 "access to guest-physical {gpa:#x} outside its memory at RIP {rip:#x} (exit code 0x400, error code {error_code:#x}){}",
-                during_event(vmcb)
+                during_event(cpu)
             ),
         },
         VmExit::InvalidState => Next::Stop {
@@ -222,7 +194,7 @@ fn handle(
     }
 }
 
-fn handle_io(partition: &Partition, vmcb: &mut Vmcb, access: IoAccess) -> Next {
+fn handle_io(partition: &Partition, cpu: &mut impl Vcpu, access: IoAccess) -> Next {
     if access.string {
         return Next::Stop {
             kind: StopKind::Fault,
@@ -230,7 +202,7 @@ fn handle_io(partition: &Partition, vmcb: &mut Vmcb, access: IoAccess) -> Next {
             detail: format!(
                 "string I/O to port {:#x} at RIP {:#x} is not emulated",
                 access.port,
-                vmcb.rip()
+                cpu.rip()
             ),
         };
     }
@@ -239,7 +211,7 @@ fn handle_io(partition: &Partition, vmcb: &mut Vmcb, access: IoAccess) -> Next {
         2 => 0xFFFF,
         _ => 0xFFFF_FFFF,
     };
-    let value = vmcb.rax() & mask;
+    let value = cpu.rax() & mask;
     let next = match (access.port, access.write) {
         (port, true) if (UART_BASE..UART_BASE + 8).contains(&port) => {
             let line = partition
@@ -254,7 +226,7 @@ fn handle_io(partition: &Partition, vmcb: &mut Vmcb, access: IoAccess) -> Next {
         }
         (port, false) if (UART_BASE..UART_BASE + 8).contains(&port) => {
             let byte = partition.state.lock().uart.read(port - UART_BASE);
-            vmcb.set_rax((vmcb.rax() & !0xFF) | byte as u64);
+            cpu.set_rax((cpu.rax() & !0xFF) | byte as u64);
             Next::Resume
         }
         (DEBUG_EXIT_PORT, true) => Next::Stop {
@@ -268,26 +240,26 @@ fn handle_io(partition: &Partition, vmcb: &mut Vmcb, access: IoAccess) -> Next {
             detail: format!("ACPI sleep request (PM1a_CNT {value:#x})"),
         },
         (PM1A_CONTROL, false) => {
-            vmcb.set_rax((vmcb.rax() & !mask) | 1); // SCI_EN: the guest runs in ACPI mode
+            cpu.set_rax((cpu.rax() & !mask) | 1); // SCI_EN: the guest runs in ACPI mode
             Next::Resume
         }
         (_, false) => {
-            vmcb.set_rax(vmcb.rax() | mask); // nothing there: the bus floats high
+            cpu.set_rax(cpu.rax() | mask); // nothing there: the bus floats high
             Next::Resume
         }
         (_, true) => Next::Resume,
     };
     if matches!(next, Next::Resume) {
-        vmcb.set_rip(access.next_rip);
+        cpu.set_rip(access.next_rip);
     }
     next
 }
 
 /// CPUID as the guest sees it: the host's, without virtualization features, with the
 /// hypervisor bit and numavisor's leaf 0x40000000, and the vCPU's own APIC ID.
-fn emulate_cpuid(vcpu: usize, vmcb: &mut Vmcb, registers: &mut GuestRegisters) {
-    let leaf = vmcb.rax() as u32;
-    let subleaf = registers.rcx as u32;
+fn emulate_cpuid(vcpu: usize, cpu: &mut impl Vcpu) {
+    let leaf = cpu.rax() as u32;
+    let subleaf = cpu.registers().rcx as u32;
     let (mut a, mut b, mut c, mut d) = if (0x4000_0000..0x5000_0000).contains(&leaf) {
         (0, 0, 0, 0)
     } else {
@@ -312,7 +284,8 @@ fn emulate_cpuid(vcpu: usize, vmcb: &mut Vmcb, registers: &mut GuestRegisters) {
         0x8000_000A => (a, b, c, d) = (0, 0, 0, 0),
         _ => {}
     }
-    vmcb.set_rax(a as u64);
+    cpu.set_rax(a as u64);
+    let registers = cpu.registers();
     registers.rbx = b as u64;
     registers.rcx = c as u64;
     registers.rdx = d as u64;
@@ -327,20 +300,20 @@ const MSR_EFER: u32 = 0xC000_0080;
 
 /// The MSRs numavisor intercepts: EFER (SVME must stay set), PAT (kept in the VMCB), the
 /// APIC base; the rest read as zero and ignore writes.
-fn emulate_msr(vcpu: usize, vmcb: &mut Vmcb, registers: &mut GuestRegisters, write: bool) {
-    let msr = registers.rcx as u32;
+fn emulate_msr(vcpu: usize, cpu: &mut impl Vcpu, write: bool) {
+    let msr = cpu.registers().rcx as u32;
     if write {
-        let value = (registers.rdx << 32) | (vmcb.rax() & 0xFFFF_FFFF);
+        let value = (cpu.registers().rdx << 32) | (cpu.rax() & 0xFFFF_FFFF);
         match msr {
-            MSR_EFER => vmcb.set_efer(value),
-            MSR_PAT => vmcb.set_pat(value),
+            MSR_EFER => cpu.set_efer(value),
+            MSR_PAT => cpu.set_pat(value),
             _ => log::debug!("guest wrote MSR {msr:#x} = {value:#x}; ignored"),
         }
         return;
     }
     let value = match msr {
-        MSR_EFER => vmcb.efer() & !crate::virt::svm::vmcb::EFER_SVME,
-        MSR_PAT => vmcb.pat(),
+        MSR_EFER => cpu.efer(),
+        MSR_PAT => cpu.pat(),
         // SAFETY: RDTSC has no side effects.
         MSR_TSC => unsafe { core::arch::x86_64::_rdtsc() },
         MSR_APIC_BASE => 0xFEE0_0000 | (1 << 11) | if vcpu == 0 { 1 << 8 } else { 0 },
@@ -348,6 +321,6 @@ fn emulate_msr(vcpu: usize, vmcb: &mut Vmcb, registers: &mut GuestRegisters, wri
         MSR_MTRR_DEF_TYPE => 0x806, // MTRRs on, default write-back
         _ => 0,
     };
-    vmcb.set_rax(value & 0xFFFF_FFFF);
-    registers.rdx = value >> 32;
+    cpu.set_rax(value & 0xFFFF_FFFF);
+    cpu.registers().rdx = value >> 32;
 }
