@@ -207,9 +207,11 @@ fn test() -> Result<()> {
 fn bench(names: &[String]) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
     let image = image::build()?;
+    let image_bytes = std::fs::metadata(&image)?.len();
+    let guest_bytes = std::fs::metadata(image::guest_dir().join("test-guest.elf"))?.len();
     println!(
-        "image {} bytes (with two embedded test-guest images)",
-        std::fs::metadata(&image)?.len()
+        "image {image_bytes} bytes: {} of numavisor, {guest_bytes} of the embedded test guest (both partitions share it)",
+        image_bytes - guest_bytes
     );
     println!(
         "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",
