@@ -102,7 +102,8 @@ pub fn build(
     frames: &mut FrameAllocator,
     available: &mut BTreeSet<u32>,
 ) -> Result<Partition, BuildError> {
-    let image = elf::parse(spec.image).map_err(BuildError::Image)?;
+    // Refuse a bad image before anything is allocated (load_guest reads it on every start).
+    elf::parse(spec.image).map_err(BuildError::Image)?;
     // ASID 0 belongs to the host; each partition gets its own, for tagged TLB entries.
     let asid = index as u32 + 1;
     if let Ok(caps) = crate::virt::svm::detect() {
@@ -144,10 +145,8 @@ pub fn build(
         msrpm: 0,
         slat_root: 0,
         asid,
-        entry: image.pvh_entry,
         uart: Uart16550::new(),
         restarts: 0,
-        stopped: false,
         slat: SlatStats::default(),
         first_entry_tsc: None,
         exits: 0,
@@ -268,14 +267,12 @@ fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), B
     if !written {
         return Err(BuildError::TooLittleRam { size: sizes[0] });
     }
-    for (vcpu, &page) in state.vmcbs.iter().enumerate() {
+    for &page in &state.vmcbs {
         // SAFETY: a zeroed page withdrawn from this partition's pool for this vCPU's VMCB.
         let mut vmcb = unsafe { Vmcb::new(page) };
         vmcb.set_controls(state.iopm, state.msrpm, state.asid, state.slat_root);
         vmcb.set_pvh_entry(image.pvh_entry as u64);
-        let _ = vcpu;
     }
-    state.entry = image.pvh_entry;
     Ok(())
 }
 

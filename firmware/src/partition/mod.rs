@@ -60,10 +60,8 @@ pub struct PartitionState {
     pub msrpm: u64,
     pub slat_root: u64,
     pub asid: u32,
-    pub entry: u32,
     pub uart: Uart16550,
     pub restarts: u32,
-    pub stopped: bool,
     pub slat: numavisor_policy::slat::SlatStats,
     /// TSC just before the first VMRUN of vCPU 0.
     pub first_entry_tsc: Option<u64>,
@@ -210,7 +208,6 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         reason,
         &detail,
     ));
-    state.stopped = true;
     let mut frames_guard = FRAMES.lock();
     if let Some(frames) = frames_guard.as_mut() {
         build::release(&mut state, frames);
