@@ -207,6 +207,13 @@ pub enum PoolError {
     },
     /// A deposit of a byte count that is not a whole number of 4 KiB pages.
     UnalignedDeposit { partition: String, bytes: u64 },
+    /// The balance is large enough, but holds no run of `pages` contiguous pages (for
+    /// [`withdraw_contiguous`](PartitionPool::withdraw_contiguous)).
+    NoContiguousRun {
+        partition: String,
+        pages: usize,
+        balance_pages: usize,
+    },
     /// `give_back` of a page this pool did not hand out.
     NotFromThisPool { partition: String, page: u64 },
     /// The frame allocator refused a page on release (its books are corrupt).
@@ -248,6 +255,15 @@ impl fmt::Display for PoolError {
                 f,
                 "partition \"{partition}\": a pool deposit of {bytes} bytes is not a whole \
                  number of 4 KiB pages"
+            ),
+            PoolError::NoContiguousRun {
+                partition,
+                pages,
+                balance_pages,
+            } => write!(
+                f,
+                "partition \"{partition}\": its pool holds {balance_pages} pages but no \
+                 {pages} contiguous ones (deposit more with `pool` in the layout)"
             ),
             PoolError::NotFromThisPool { partition, page } => write!(
                 f,
@@ -388,6 +404,13 @@ impl PartitionPool {
         }
         let start = match run_start {
             Some(start) if run_length == pages && pages > 0 => start,
+            _ if pages > 0 && pages <= self.balance.len() => {
+                return Err(PoolError::NoContiguousRun {
+                    partition: self.partition.clone(),
+                    pages,
+                    balance_pages: self.balance.len(),
+                })
+            }
             _ => return Err(self.insufficient(pages)),
         };
         for i in 0..pages as u64 {
@@ -413,6 +436,14 @@ mod contiguous_tests {
         assert_eq!(pool.withdrawn_pages(), 4);
         assert!(run != first);
         assert!(pool.withdraw_contiguous(9).is_err());
+        // Four pages left, but not four in a row.
+        pool.give_back(first).unwrap();
+        assert_eq!(
+            pool.withdraw_contiguous(5).unwrap_err().to_string(),
+            "partition \"a\": its pool holds 5 pages but no 5 contiguous ones (deposit more \
+             with `pool` in the layout)"
+        );
+        pool.withdraw_many(1).unwrap();
         assert_eq!(
             pool.withdrawn_pages(),
             4,
