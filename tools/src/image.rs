@@ -53,6 +53,7 @@ fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> Result<()> {
 
 /// Builds the guest images (today: the test guest) into [`guest_dir`].
 pub fn build_guests() -> Result<PathBuf> {
+    crate::packages::ensure_toolchain(TARGET, &[])?;
     cargo(
         &[
             "build",

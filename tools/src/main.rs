@@ -148,6 +148,7 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Result<()>
 
 fn test() -> Result<()> {
     packages::ensure(&[packages::QEMU, packages::IASL])?;
+    packages::ensure_toolchain(image::TARGET, &["rustfmt", "clippy"])?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",

@@ -77,3 +77,58 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// Makes sure the pinned toolchain has the bare-metal target and the gates' components.
+///
+/// A machine may already have `rust-toolchain.toml`'s toolchain without its `targets` and
+/// `components` (rustup adds those only when it installs the toolchain itself), so a first
+/// `cargo xtask run` would fail with "can't find crate for `core`". `rustup target add` and
+/// `rustup component add` are no-ops when they are present.
+pub fn ensure_toolchain(target: &str, components: &[&str]) -> Result<()> {
+    if !have("rustup") {
+        // A toolchain not managed by rustup: the build says what is missing, if anything.
+        return Ok(());
+    }
+    let installed = Command::new("rustup")
+        .current_dir(crate::workspace_root())
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup target list")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    if !installed.lines().any(|l| l.trim() == target) {
+        eprintln!("installing the Rust target {target} for the pinned toolchain");
+        rustup(&["target", "add", target])?;
+    }
+    if !components.is_empty() {
+        let listed = Command::new("rustup")
+            .current_dir(crate::workspace_root())
+            .args(["component", "list", "--installed"])
+            .output()
+            .context("running rustup component list")?;
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let missing: Vec<&str> = components
+            .iter()
+            .copied()
+            .filter(|c| !listed.lines().any(|l| l.starts_with(&format!("{c}-"))))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("installing Rust components {}", missing.join(" "));
+            let mut args = vec!["component", "add"];
+            args.extend(missing);
+            rustup(&args)?;
+        }
+    }
+    Ok(())
+}
+
+fn rustup(args: &[&str]) -> Result<()> {
+    let status = Command::new("rustup")
+        .current_dir(crate::workspace_root())
+        .args(args)
+        .status()
+        .with_context(|| format!("running rustup {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("rustup {} failed", args.join(" "));
+    }
+    Ok(())
+}
