@@ -81,6 +81,7 @@ pub extern "C" fn bsp_main(start_info: u32) -> ! {
     let t_smp = tsc::now();
 
     let x2apic = choose_apic_mode(&topology);
+    apic::calibrate_timer();
     let present = findings
         .as_ref()
         .and_then(|f| f.madt.as_ref())

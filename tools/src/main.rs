@@ -86,15 +86,19 @@ fn run(name: &str, layout: &str, stay: bool, append: &str) -> Result<()> {
     };
     let args = qemu::command(&image, &topology, &options);
     println!("$ {}", qemu::shell_line(&args));
-    let timeout = if stay {
-        Duration::from_secs(u64::MAX / 4)
-    } else {
-        Duration::from_secs(topology.timeout_seconds.max(120))
-    };
-    let result = qemu::run(&args, timeout, true)?;
     if stay {
+        // The terminal is the serial console: typing reaches the partitions (Ctrl-A 1..9
+        // switches between them; Ctrl-A X is QEMU's own "quit").
+        println!("(console input goes to partition 1; Ctrl-A then 1..9 switches, Ctrl-C ends QEMU)");
+        let status = Command::new(&args[0])
+            .args(&args[1..])
+            .status()
+            .with_context(|| format!("starting {}", args[0]))?;
+        println!("QEMU ended with {status}");
         return Ok(());
     }
+    let timeout = Duration::from_secs(topology.timeout_seconds.max(120));
+    let result = qemu::run(&args, timeout, true)?;
     let report = Report::from_lines(&result.lines).map_err(anyhow::Error::msg)?;
     let problems = expect::check(&report, &topology.expect);
     if result.status != Some(qemu::EXIT_READY) || !problems.is_empty() {

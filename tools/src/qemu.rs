@@ -105,13 +105,38 @@ impl RunResult {
 /// Runs `args` until QEMU exits or `timeout` passes; `echo` copies each line to stdout
 /// (except `console` report events, which repeat the `[partition] line` already shown).
 pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> {
+    run_interactive(args, timeout, |line| {
+        if echo && !line.contains(r#""event":"console""#) {
+            println!("{line}");
+        }
+        Reply::Continue
+    })
+}
+
+/// What an interactive run's line handler wants next.
+pub enum Reply {
+    /// Keep reading.
+    Continue,
+    /// Type these bytes on the serial console (QEMU's stdin), then keep reading.
+    Type(Vec<u8>),
+}
+
+/// Like [`run`], with QEMU's stdin connected: after each console line `on_line` may type
+/// bytes into the serial console. Bounded by `timeout` like `run`.
+pub fn run_interactive(
+    args: &[String],
+    timeout: Duration,
+    mut on_line: impl FnMut(&str) -> Reply,
+) -> Result<RunResult> {
+    use std::io::Write;
     let mut child: Child = Command::new(&args[0])
         .args(&args[1..])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", args[0]))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
     let (sender, receiver) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -146,10 +171,12 @@ pub fn run(args: &[String], timeout: Duration, echo: bool) -> Result<RunResult> 
         }
         match receiver.recv_timeout(deadline - now) {
             Ok(line) => {
-                if echo && !line.contains(r#""event":"console""#) {
-                    println!("{line}");
+                let line = line.trim_end_matches('\r').to_string();
+                if let Reply::Type(bytes) = on_line(&line) {
+                    // A closed stdin means QEMU is ending; the status says why.
+                    let _ = stdin.write_all(&bytes).and_then(|()| stdin.flush());
                 }
-                lines.push(line.trim_end_matches('\r').to_string());
+                lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => {

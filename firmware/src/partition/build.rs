@@ -8,8 +8,8 @@ use core::fmt;
 
 use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
-use numavisor_policy::devices::uart16550::Uart16550;
-use numavisor_policy::guest::{elf, start_info};
+use numavisor_policy::devices::lapic::LocalApic;
+use numavisor_policy::guest::{bzimage, elf, start_info};
 use numavisor_policy::memory::{BlockSize, FrameAllocator};
 use numavisor_policy::partition::cost;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
@@ -18,11 +18,25 @@ use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, Vnode
 use numavisor_policy::slat::{Npt, Permissions, SlatBuilder, SlatError, SlatStats};
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmexit::{svm_msr_permission_bit, SVM_PASSTHROUGH_MSRS};
+use numavisor_policy::vmm::cpuid::CpuidPolicy;
+use numavisor_policy::vmm::msr::GuestVendor;
+use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
+use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
+use super::control::{Control, VcpuSlot};
 use super::guest_memory::{clear_bits, fill_page, GuestMemory, IdentityTables};
 use super::{Partition, PartitionState};
+use crate::platform::cpu::tsc;
 use crate::virt::svm::vmcb::Vmcb;
+
+/// The virtual local APIC timer's input clock (QEMU's and many real parts' 1 GHz would do as
+/// well; Linux measures it, or uses the TSC-deadline mode and never needs it).
+const APIC_TIMER_HZ: u64 = 1_000_000_000;
+/// The guest RTC's time at its start when nothing better is known: 2026-01-01 00:00:00 UTC.
+const RTC_EPOCH_SECONDS: u64 = 1_767_225_600;
+/// The guest's debug-exit port (QEMU's isa-debug-exit default), which test guests use.
+const DEBUG_EXIT_PORT: u16 = 0xF4;
 
 /// Why a partition was refused at boot.
 pub enum BuildError {
@@ -30,6 +44,8 @@ pub enum BuildError {
     Pool(PoolError),
     Slat(SlatError),
     Image(elf::ImageError),
+    Linux(bzimage::BzImageError),
+    Platform(alloc::string::String),
     GuestAcpi(guest_acpi::AcpiError),
     TooLittleRam { size: u64 },
     NoAsid { asid: u32, asids: u32 },
@@ -43,6 +59,8 @@ impl fmt::Display for BuildError {
             BuildError::Pool(e) => write!(f, "pool: {e}"),
             BuildError::Slat(e) => write!(f, "nested page tables: {e}"),
             BuildError::Image(e) => write!(f, "image: {e}"),
+            BuildError::Linux(e) => write!(f, "image (Linux bzImage): {e}"),
+            BuildError::Platform(e) => write!(f, "virtual platform: {e}"),
             BuildError::GuestAcpi(e) => write!(f, "guest ACPI tables: {e}"),
             BuildError::TooLittleRam { size } => write!(
                 f,
@@ -103,7 +121,11 @@ pub fn build(
     available: &mut BTreeSet<u32>,
 ) -> Result<Partition, BuildError> {
     // Refuse a bad image before anything is allocated (load_guest reads it on every start).
-    elf::parse(spec.image).map_err(BuildError::Image)?;
+    if bzimage::is_bzimage(spec.image) {
+        bzimage::parse(spec.image).map_err(BuildError::Linux)?;
+    } else {
+        elf::parse(spec.image).map_err(BuildError::Image)?;
+    }
     // ASID 0 belongs to the host; each partition gets its own, for tagged TLB entries.
     let asid = index as u32 + 1;
     if let Ok(caps) = crate::virt::svm::detect() {
@@ -145,9 +167,11 @@ pub fn build(
         msrpm: 0,
         slat_root: 0,
         asid,
-        uart: Uart16550::new(),
         restarts: 0,
         slat: SlatStats::default(),
+        entry: EntryState::Startup { vector: 0 },
+        tsc_offset: 0,
+        added_options: "",
         first_entry_tsc: None,
         exits: 0,
         stop_tsc: 0,
@@ -156,10 +180,25 @@ pub fn build(
         release(&mut state, frames);
         return Err(e);
     }
+    let devices = match PlatformDevices::new(platform_config()) {
+        Ok(devices) => devices,
+        Err(e) => {
+            release(&mut state, frames);
+            return Err(BuildError::Platform(alloc::format!("{e}")));
+        }
+    };
+    let vcpus = state
+        .vcpus
+        .iter()
+        .map(|plan| VcpuSlot::new(new_lapic(plan.vcpu), plan.apic_id))
+        .collect();
     let partition = Partition {
         index,
         spec,
         state: Mutex::new(state),
+        devices: Mutex::new(devices),
+        vcpus,
+        control: Control::default(),
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -234,13 +273,45 @@ fn clamp_page(wanted: BlockSize) -> BlockSize {
 }
 
 /// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM and sets up
-/// every vCPU's VMCB for the PVH entry.
+/// every vCPU's VMCB; vCPU 0 starts at the image's entry, the others wait for SIPI.
 fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), BuildError> {
     let spec = partition.spec;
     let memory = GuestMemory {
         blocks: &state.blocks,
     };
     memory.zero_all();
+    let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
+    let ranges = cost::all_guest_physical_ranges(&sizes);
+    let map = start_info::memory_map(&ranges);
+    let tables =
+        guest_acpi::generate(&guest_platform(partition, state)).map_err(BuildError::GuestAcpi)?;
+    if !memory.write(start_info::ACPI_GPA, &tables.image()) {
+        return Err(BuildError::TooLittleRam { size: sizes[0] });
+    }
+    state.entry = if bzimage::is_bzimage(spec.image) {
+        load_linux(spec, &memory, &map, tables.rsdp_address())?
+    } else {
+        load_pvh(spec, &memory, &map, tables.rsdp_address(), sizes[0])?
+    };
+    for &page in &state.vmcbs {
+        // SAFETY: a page withdrawn from this partition's pool for this vCPU's VMCB; no vCPU
+        // runs on it while the guest is (re)loaded.
+        let mut vmcb = unsafe { Vmcb::new(page) };
+        vmcb.set_controls(state.iopm, state.msrpm, state.asid, state.slat_root);
+    }
+    // The guest's clock starts near 0, the same on every vCPU.
+    state.tsc_offset = 0u64.wrapping_sub(tsc::now());
+    Ok(())
+}
+
+/// A PVH ELF: its segments, `hvm_start_info`, memory map and command line.
+fn load_pvh(
+    spec: &PartitionSpec,
+    memory: &GuestMemory,
+    map: &[(u64, u64, u32)],
+    rsdp: u64,
+    vnode0_size: u64,
+) -> Result<EntryState, BuildError> {
     let image = elf::parse(spec.image).map_err(BuildError::Image)?;
     for segment in &image.segments {
         let bytes = &spec.image[segment.offset..segment.offset + segment.file_size];
@@ -250,30 +321,119 @@ fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), B
             return Err(BuildError::ImageOutsideRam { gpa: segment.gpa });
         }
     }
-    let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
-    let ranges = cost::all_guest_physical_ranges(&sizes);
-    let map = start_info::memory_map(&ranges);
-    let tables =
-        guest_acpi::generate(&guest_platform(partition, state)).map_err(BuildError::GuestAcpi)?;
     let mut command_line: Vec<u8> = spec.command_line.as_bytes().to_vec();
     command_line.truncate(start_info::CMDLINE_BYTES - 1);
     command_line.push(0);
     let written = memory.write(
         start_info::START_INFO_GPA,
-        &start_info::start_info(map.len() as u32, tables.rsdp_address()),
-    ) && memory.write(start_info::MEMMAP_GPA, &start_info::encode_memory_map(&map))
-        && memory.write(start_info::CMDLINE_GPA, &command_line)
-        && memory.write(start_info::ACPI_GPA, &tables.image());
+        &start_info::start_info(map.len() as u32, rsdp),
+    ) && memory.write(start_info::MEMMAP_GPA, &start_info::encode_memory_map(map))
+        && memory.write(start_info::CMDLINE_GPA, &command_line);
     if !written {
-        return Err(BuildError::TooLittleRam { size: sizes[0] });
+        return Err(BuildError::TooLittleRam { size: vnode0_size });
     }
-    for &page in &state.vmcbs {
-        // SAFETY: a zeroed page withdrawn from this partition's pool for this vCPU's VMCB.
-        let mut vmcb = unsafe { Vmcb::new(page) };
-        vmcb.set_controls(state.iopm, state.msrpm, state.asid, state.slat_root);
-        vmcb.set_pvh_entry(image.pvh_entry as u64);
+    Ok(EntryState::Pvh32 {
+        rip: image.pvh_entry as u64,
+        rbx: start_info::START_INFO_GPA,
+    })
+}
+
+/// A Linux bzImage (64-bit boot protocol): kernel, initramfs, zero page, command line, boot
+/// GDT and page tables where [`bzimage::plan`] puts them.
+fn load_linux(
+    spec: &PartitionSpec,
+    memory: &GuestMemory,
+    map: &[(u64, u64, u32)],
+    rsdp: u64,
+) -> Result<EntryState, BuildError> {
+    let image = bzimage::parse(spec.image).map_err(BuildError::Linux)?;
+    let initrd = spec.initrd.unwrap_or(&[]);
+    let ram: Vec<(u64, u64)> = map
+        .iter()
+        .filter(|e| e.2 == start_info::E820_RAM)
+        .map(|e| (e.0, e.1))
+        .collect();
+    let plan = bzimage::plan(
+        &image,
+        &ram,
+        spec.command_line.as_bytes(),
+        initrd.len() as u64,
+        rsdp,
+        map,
+    )
+    .map_err(BuildError::Linux)?;
+    let written = memory.write(plan.kernel_gpa, image.kernel)
+        && (initrd.is_empty() || memory.write(plan.initrd_gpa, initrd))
+        && memory.write(plan.zero_page_gpa, &plan.zero_page)
+        && memory.write(plan.cmdline_gpa, &plan.cmdline)
+        && memory.write(plan.gdt_gpa, &plan.gdt)
+        && memory.write(plan.page_tables_gpa, &plan.page_tables);
+    if !written {
+        return Err(BuildError::ImageOutsideRam {
+            gpa: plan.kernel_gpa,
+        });
     }
-    Ok(())
+    Ok(EntryState::Linux64 {
+        rip: plan.entry_rip,
+        rsi: plan.rsi,
+        cr3: plan.cr3,
+        gdt_base: plan.gdt_gpa,
+        gdt_limit: (plan.gdt.len() as u16).saturating_sub(1),
+    })
+}
+
+/// Where the virtual devices sit: the values the guest's ACPI tables describe.
+fn platform_config() -> PlatformConfig {
+    let devices = guest_acpi::Devices::pc();
+    let uart = devices.uart.unwrap_or(guest_acpi::Uart16550 {
+        port: 0x3F8,
+        irq: 4,
+        node: None,
+    });
+    PlatformConfig {
+        uart_port: uart.port,
+        uart_irq: uart.irq,
+        ioapic_id: devices.io_apic.id,
+        ioapic_base: devices.io_apic.address as u64,
+        lapic_base: devices.local_apic_base as u64,
+        pm_port: devices.pm.port,
+        debug_exit_port: DEBUG_EXIT_PORT,
+        tsc_hz: tsc::hz(),
+        rtc_epoch_seconds: RTC_EPOCH_SECONDS,
+    }
+}
+
+fn new_lapic(vcpu: usize) -> LocalApic {
+    LocalApic::new(vcpu as u32, vcpu == 0, tsc::hz(), APIC_TIMER_HZ)
+}
+
+/// Fresh devices and local APICs for a restarted guest.
+pub fn reset_devices(partition: &Partition) {
+    if let Ok(devices) = PlatformDevices::new(platform_config()) {
+        *partition.devices.lock() = devices;
+    }
+    for (index, slot) in partition.vcpus.iter().enumerate() {
+        *slot.lapic.lock() = new_lapic(index);
+        slot.clear_signals();
+    }
+}
+
+/// The CPUID view of vCPU `index`: its APIC ID and a topology whose packages are the
+/// partition's vNUMA nodes.
+pub fn cpuid_policy(partition: &Partition, index: usize) -> CpuidPolicy {
+    let state = partition.state.lock();
+    CpuidPolicy {
+        vcpu_count: state.vcpus.len() as u32,
+        vcpu_index: index as u32,
+        apic_id: index as u32,
+        tsc_hz: tsc::hz(),
+        vnode_of_vcpu: state.vcpus.iter().map(|p| p.vnode as u32).collect(),
+    }
+}
+
+/// The CPU vendor guests see (the host's: SVM means AMD).
+pub fn guest_vendor() -> GuestVendor {
+    GuestVendor::Amd
 }
 
 /// The guest platform the partition's ACPI tables describe.
@@ -348,6 +508,11 @@ pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
         }
     }
     state.vmcbs.clear();
+}
+
+/// The guest's command line as the partition event reports it.
+pub fn command_line(partition: &Partition) -> &'static str {
+    partition.spec.command_line
 }
 
 /// The `partition` report event for `partition` in `state`.

@@ -1,28 +1,36 @@
-//! The partition manager: builds every partition of the embedded layout at boot, hands its
-//! vCPUs to their pinned CPUs, and contains whatever a guest does to its own partition.
+//! The partition manager: builds every partition of the embedded layout at boot, hands each
+//! vCPU to its pinned CPU, routes interrupts between a partition's vCPUs, and contains
+//! whatever a guest does to its own partition.
 
 mod build;
+mod control;
 mod guest_memory;
-mod run;
+mod input;
+mod machine;
+mod vcpu_loop;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use log::{info, warn};
 use numavisor_layout::{ExitAction, Layout, PartitionSpec};
-use numavisor_policy::devices::uart16550::Uart16550;
 use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::placement::{GuestBlock, VcpuPlan};
 use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::report::events;
 use numavisor_policy::topology::Topology;
+use numavisor_policy::vmm::exit::StopKind;
+use numavisor_policy::vmm::platform::PlatformDevices;
+use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
 use crate::platform::console::report;
 use crate::platform::debug_exit;
 
 pub use build::HOST_DISTANCES;
-pub use run::{run_assigned_vcpu, set_next_rip_save};
+pub use control::VcpuSlot;
+pub use input::poll_console_input;
+pub use vcpu_loop::{run_assigned_vcpu, set_next_rip_save};
 
 /// How often a partition may restart before it is stopped for good.
 const MAX_RESTARTS: u32 = 8;
@@ -43,11 +51,17 @@ pub static READY_TSC: AtomicU64 = AtomicU64::new(0);
 /// vCPUs waiting for their CPU: (APIC ID, partition index, vCPU index).
 static ASSIGNMENTS: Mutex<Vec<(u32, usize, usize)>> = Mutex::new(Vec::new());
 
-/// One partition: its layout entry and everything it owns.
+/// One partition: its layout entry, what it owns, its devices and its vCPUs' shared state.
 pub struct Partition {
     pub index: usize,
     pub spec: &'static PartitionSpec,
     pub state: Mutex<PartitionState>,
+    /// The shared virtual devices (UART, I/O APIC, PIT, RTC, ...).
+    pub devices: Mutex<PlatformDevices>,
+    /// Per vCPU: local APIC, start-up signals, host CPU.
+    pub vcpus: Vec<VcpuSlot>,
+    /// Stop and restart coordination between the partition's vCPUs.
+    pub control: control::Control,
 }
 
 /// What a partition owns while it exists.
@@ -60,9 +74,14 @@ pub struct PartitionState {
     pub msrpm: u64,
     pub slat_root: u64,
     pub asid: u32,
-    pub uart: Uart16550,
     pub restarts: u32,
     pub slat: numavisor_policy::slat::SlatStats,
+    /// Where vCPU 0 starts (the others wait for INIT/SIPI).
+    pub entry: EntryState,
+    /// Guest TSC = host TSC + this: near 0 when the guest starts, the same on every vCPU.
+    pub tsc_offset: u64,
+    /// Options the hypervisor added to the guest's command line.
+    pub added_options: &'static str,
     /// TSC just before the first VMRUN of vCPU 0.
     pub first_entry_tsc: Option<u64>,
     /// VM exits handled and the TSC at the last stop (exit-rate figure).
@@ -102,7 +121,7 @@ pub fn build_all(
                 info!(
                     "partition \"{}\": built with {} vCPU(s), running",
                     spec.name,
-                    partition.state.lock().vcpus.len()
+                    partition.vcpus.len()
                 );
                 PARTITIONS.lock().push(partition);
                 RUNNING.fetch_add(1, Ordering::SeqCst);
@@ -123,17 +142,14 @@ pub fn build_all(
     built
 }
 
-/// Queues vCPU 0 of every partition for its pinned CPU and wakes the CPUs.
-///
-/// vCPUs above 0 wait for the guest to start them (INIT/SIPI through a virtual local APIC,
-/// which a later issue adds); their CPUs stay reserved for them.
+/// Queues every vCPU of every partition for its pinned CPU and wakes the CPUs: vCPU 0 enters
+/// the guest, the others wait for the guest's INIT and start-up IPIs.
 pub fn start_all(wake: impl Fn(u32)) {
     let partitions = PARTITIONS.lock().clone();
     let mut queued = Vec::new();
     for partition in partitions {
-        let state = partition.state.lock();
-        if let Some(first) = state.vcpus.first() {
-            queued.push((first.apic_id, partition.index, 0));
+        for (index, slot) in partition.vcpus.iter().enumerate() {
+            queued.push((slot.host_apic_id, partition.index, index));
         }
     }
     ASSIGNMENTS.lock().extend(queued.iter().copied());
@@ -154,25 +170,23 @@ pub fn take_assignment(apic_id: u32) -> Option<(&'static Partition, usize)> {
     Some((partition, vcpu))
 }
 
-/// Why a partition ended, as the layout's `on_fault` / `on_shutdown` see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopKind {
-    /// The guest ended itself (debug-exit port, power-off).
-    Shutdown,
-    /// The guest did something it may not (bad access, triple fault, bad state).
-    Fault,
+/// Every partition built, by index (the console input switch reads it).
+pub fn partitions() -> Vec<&'static Partition> {
+    PARTITIONS.lock().clone()
 }
 
-/// Ends or restarts `partition` after `reason`; returns true if it should run again.
+/// Ends or restarts `partition` after `reason`, once every vCPU of it is parked; returns
+/// true if it should run again.
 pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, detail: &str) -> bool {
     let action = match kind {
-        StopKind::Shutdown => partition.spec.on_shutdown,
+        StopKind::GuestExit | StopKind::Reboot => partition.spec.on_shutdown,
         StopKind::Fault => partition.spec.on_fault,
+        StopKind::PowerOff => ExitAction::Stop,
     };
-    let mut state = partition.state.lock();
-    if let Some(line) = state.uart.flush() {
+    if let Some(line) = partition.devices.lock().flush_console() {
         emit_console(partition.name(), &line);
     }
+    let mut state = partition.state.lock();
     if action == ExitAction::Restart && state.restarts < MAX_RESTARTS {
         state.restarts += 1;
         warn!(
@@ -194,11 +208,11 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         alloc::string::String::from(detail)
     };
     match kind {
-        StopKind::Shutdown => info!(
+        StopKind::Fault => warn!(
             "partition \"{}\" stopped: {reason} ({detail})",
             partition.name()
         ),
-        StopKind::Fault => warn!(
+        _ => info!(
             "partition \"{}\" stopped: {reason} ({detail})",
             partition.name()
         ),
@@ -248,5 +262,9 @@ fn all_stopped() {
 /// Prints a guest's console line, human and `@nv`.
 pub fn emit_console(name: &str, line: &str) {
     crate::platform::console::serial::write_fmt(format_args!("[{name}] {line}\n"));
-    report::emit(&events::console(name, line));
+    report::emit(&events::console(
+        name,
+        line,
+        crate::platform::cpu::tsc::micros_since_entry(),
+    ));
 }

@@ -407,10 +407,13 @@ pub fn partition_restarted(name: &str, restarts: u32, reason: &str) -> String {
     })
 }
 
-/// `console`: one line a partition wrote to its UART.
-pub fn console(partition: &str, line: &str) -> String {
+/// `console`: one line a partition wrote to its UART, and when (µs since the hypervisor's
+/// entry, host TSC).
+pub fn console(partition: &str, line: &str, micros: u64) -> String {
     event("console", |o| {
-        o.str("partition", partition).str("line", line);
+        o.str("partition", partition)
+            .str("line", line)
+            .u64("us", micros);
     })
 }
 

@@ -15,8 +15,15 @@ pub enum VmExit {
     Msr { write: bool },
     /// `HLT`: 1 byte long.
     Hlt,
-    /// The guest triple-faulted (shutdown).
-    Shutdown,
+    /// A physical interrupt arrived while the guest ran (the host timer, a kick from another
+    /// CPU): the host takes it; nothing for the guest.
+    PhysicalInterrupt,
+    /// A physical NMI arrived while the guest ran.
+    PhysicalNmi,
+    /// The guest can take an interrupt now (the window the backend was asked to open).
+    InterruptWindow,
+    /// The guest triple-faulted (SVM's "shutdown" intercept).
+    TripleFault,
     /// `VMMCALL`: a hypercall; 3 bytes long.
     Vmmcall,
     /// An access to a guest-physical address the SLAT does not allow.
@@ -46,6 +53,9 @@ pub struct IoAccess {
 
 /// SVM exit codes (APM vol. 2 appendix C).
 pub mod svm_code {
+    pub const INTR: u64 = 0x60;
+    pub const NMI: u64 = 0x61;
+    pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7B;
@@ -69,6 +79,9 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
     match code {
         CPUID => VmExit::Cpuid,
         HLT => VmExit::Hlt,
+        INTR => VmExit::PhysicalInterrupt,
+        NMI => VmExit::PhysicalNmi,
+        VINTR => VmExit::InterruptWindow,
         IOIO => VmExit::Io(IoAccess {
             port: (info1 >> 16) as u16,
             size: if info1 & (1 << 4) != 0 {
@@ -86,7 +99,7 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
         MSR => VmExit::Msr {
             write: info1 & 1 != 0,
         },
-        SHUTDOWN => VmExit::Shutdown,
+        SHUTDOWN => VmExit::TripleFault,
         VMMCALL => VmExit::Vmmcall,
         NPF => VmExit::NestedPageFault {
             gpa: info2,
@@ -146,6 +159,8 @@ mod tests {
             }
         );
         assert_eq!(decode_svm(svm_code::MSR, 1, 0), VmExit::Msr { write: true });
+        assert_eq!(decode_svm(0x60, 0, 0), VmExit::PhysicalInterrupt);
+        assert_eq!(decode_svm(0x64, 0, 0), VmExit::InterruptWindow);
         assert_eq!(decode_svm(0xFFFF_FFFF, 0, 0), VmExit::InvalidState);
         assert_eq!(decode_svm(u64::MAX, 0, 0), VmExit::InvalidState);
         assert_eq!(
@@ -155,9 +170,9 @@ mod tests {
             }
         );
         assert_eq!(
-            decode_svm(0x60, 1, 2),
+            decode_svm(0x65, 1, 2),
             VmExit::Unexpected {
-                code: 0x60,
+                code: 0x65,
                 info1: 1,
                 info2: 2
             }

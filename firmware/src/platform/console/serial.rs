@@ -52,3 +52,14 @@ macro_rules! console_println {
         $crate::platform::console::serial::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// A byte typed on the console, if one is waiting (never blocks; `None` also while another
+/// CPU is writing).
+pub fn try_read_byte() -> Option<u8> {
+    let _owner = CONSOLE.try_lock()?;
+    let mut status = x86_64::instructions::port::PortReadOnly::<u8>::new(COM1 + 5);
+    let mut data = x86_64::instructions::port::PortReadOnly::<u8>::new(COM1);
+    // SAFETY: COM1's line status and receive registers; the console lock is held, so no other
+    // CPU drives the UART meanwhile. Reading RBR only consumes the byte LSR.DR announced.
+    unsafe { (status.read() & 1 != 0).then(|| data.read()) }
+}

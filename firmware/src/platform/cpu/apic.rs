@@ -1,6 +1,8 @@
-//! The local APIC, in xAPIC (MMIO) or x2APIC (MSR) mode — just what AP start-up needs.
+//! The host's local APIC, in xAPIC (MMIO) or x2APIC (MSR) mode: AP start-up, kicks between
+//! CPUs, and the one-shot timer that bounds how long a guest keeps a CPU.
 //!
-//! Intel SDM vol. 3A §11.4 (xAPIC registers), §11.6.1 (ICR), §11.12 (x2APIC MSRs).
+//! Intel SDM vol. 3A §11.4 (xAPIC registers), §11.5.4 (APIC timer), §11.6.1 (ICR), §11.12
+//! (x2APIC MSRs).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -27,6 +29,18 @@ pub const ICR_INIT_ASSERT: u32 = 0x0000_4500;
 pub const ICR_INIT_DEASSERT: u32 = 0x0000_8500;
 /// ICR command: start-up IPI; the low byte is the page number of the trampoline.
 pub const ICR_STARTUP: u32 = 0x0000_4600;
+
+/// Timer registers (xAPIC offset; the x2APIC MSR is 0x800 + offset / 16).
+const LVT_TIMER: u64 = 0x320;
+const TIMER_INITIAL_COUNT: u64 = 0x380;
+const TIMER_CURRENT_COUNT: u64 = 0x390;
+const TIMER_DIVIDE: u64 = 0x3E0;
+/// Divide configuration "divide by 1".
+const DIVIDE_BY_1: u32 = 0b1011;
+const LVT_MASKED: u32 = 1 << 16;
+
+/// Host APIC timer ticks per 2^20 TSC ticks, measured once by [`calibrate_timer`].
+static TIMER_PER_TSC_2_20: AtomicU64 = AtomicU64::new(1 << 20);
 
 static X2APIC: AtomicBool = AtomicBool::new(false);
 static XAPIC_BASE: AtomicU64 = AtomicU64::new(0xFEE0_0000);
@@ -134,4 +148,57 @@ pub fn mask_legacy_pic() {
         x86_64::instructions::port::Port::<u8>::new(0x21).write(0xFF);
         x86_64::instructions::port::Port::<u8>::new(0xA1).write(0xFF);
     }
+}
+
+fn write_register(offset: u64, value: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on; 0x800 + offset/16 is the architected MSR of the register.
+        unsafe { Msr::new(0x800 + (offset >> 4) as u32).write(value as u64) };
+    } else {
+        let base = XAPIC_BASE.load(Ordering::Relaxed);
+        // SAFETY: the xAPIC page is identity mapped (uncached); offset is an architected register.
+        unsafe { ((base + offset) as *mut u32).write_volatile(value) };
+    }
+}
+
+fn read_register(offset: u64) -> u32 {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: as in write_register; reading these timer registers has no side effects.
+        unsafe { Msr::new(0x800 + (offset >> 4) as u32).read() as u32 }
+    } else {
+        let base = XAPIC_BASE.load(Ordering::Relaxed);
+        // SAFETY: as in write_register.
+        unsafe { ((base + offset) as *const u32).read_volatile() }
+    }
+}
+
+/// Measures the host APIC timer's rate against the (calibrated) TSC, on the boot CPU; every
+/// CPU's APIC timer runs from the same bus clock.
+pub fn calibrate_timer() {
+    write_register(TIMER_DIVIDE, DIVIDE_BY_1);
+    write_register(LVT_TIMER, LVT_MASKED | super::idt::WAKE_VECTOR as u32);
+    write_register(TIMER_INITIAL_COUNT, u32::MAX);
+    let start = super::tsc::now();
+    super::tsc::delay_micros(2_000);
+    let counted = u32::MAX - read_register(TIMER_CURRENT_COUNT);
+    let elapsed = super::tsc::now().wrapping_sub(start).max(1);
+    write_register(TIMER_INITIAL_COUNT, 0);
+    let ratio = ((counted as u128) << 20) / elapsed as u128;
+    TIMER_PER_TSC_2_20.store((ratio as u64).max(1), Ordering::Relaxed);
+}
+
+/// Arms this CPU's APIC timer to interrupt (vector WAKE_VECTOR, one-shot) at host TSC
+/// `deadline` or within a few timer ticks if that has passed.
+pub fn arm_timer_at(deadline: u64) {
+    let ticks = deadline.saturating_sub(super::tsc::now());
+    let count = (ticks as u128 * TIMER_PER_TSC_2_20.load(Ordering::Relaxed) as u128) >> 20;
+    let count = count.clamp(1, u32::MAX as u128) as u32;
+    write_register(TIMER_DIVIDE, DIVIDE_BY_1);
+    write_register(LVT_TIMER, super::idt::WAKE_VECTOR as u32);
+    write_register(TIMER_INITIAL_COUNT, count);
+}
+
+/// Stops this CPU's APIC timer.
+pub fn disarm_timer() {
+    write_register(TIMER_INITIAL_COUNT, 0);
 }

@@ -4,14 +4,15 @@
 
 use core::arch::global_asm;
 
-use super::super::GuestRegisters;
+use numavisor_policy::vmm::guest_regs::GuestRegisters;
 
 global_asm!(
     r#"
     .pushsection .text.svm_run, "ax"
     .global svm_run_guest
 svm_run_guest:
-    /* rdi = VMCB physical address, rsi = &mut GuestRegisters */
+    /* rdi = VMCB physical address, rsi = &mut GuestRegisters (repr(C): rax, rbx, rcx, rdx,
+       rsi, rdi, rbp, rsp, r8..r15; RAX and RSP live in the VMCB and are not touched here) */
     push rbx
     push rbp
     push r12
@@ -20,41 +21,41 @@ svm_run_guest:
     push r15
     push rsi                    /* the registers block, for after the exit */
     mov rax, rdi
-    mov rbx, [rsi + 0]
-    mov rcx, [rsi + 8]
-    mov rdx, [rsi + 16]
-    mov rdi, [rsi + 32]
-    mov rbp, [rsi + 40]
-    mov r8,  [rsi + 48]
-    mov r9,  [rsi + 56]
-    mov r10, [rsi + 64]
-    mov r11, [rsi + 72]
-    mov r12, [rsi + 80]
-    mov r13, [rsi + 88]
-    mov r14, [rsi + 96]
-    mov r15, [rsi + 104]
-    mov rsi, [rsi + 24]
+    mov rbx, [rsi + 8]
+    mov rcx, [rsi + 16]
+    mov rdx, [rsi + 24]
+    mov rdi, [rsi + 40]
+    mov rbp, [rsi + 48]
+    mov r8,  [rsi + 64]
+    mov r9,  [rsi + 72]
+    mov r10, [rsi + 80]
+    mov r11, [rsi + 88]
+    mov r12, [rsi + 96]
+    mov r13, [rsi + 104]
+    mov r14, [rsi + 112]
+    mov r15, [rsi + 120]
+    mov rsi, [rsi + 32]
     clgi
     vmload rax
     vmrun rax
     vmsave rax
     stgi
     xchg rsi, [rsp]             /* rsi = registers block; guest rsi on the stack */
-    mov [rsi + 0], rbx
-    mov [rsi + 8], rcx
-    mov [rsi + 16], rdx
-    mov [rsi + 32], rdi
-    mov [rsi + 40], rbp
-    mov [rsi + 48], r8
-    mov [rsi + 56], r9
-    mov [rsi + 64], r10
-    mov [rsi + 72], r11
-    mov [rsi + 80], r12
-    mov [rsi + 88], r13
-    mov [rsi + 96], r14
-    mov [rsi + 104], r15
+    mov [rsi + 8], rbx
+    mov [rsi + 16], rcx
+    mov [rsi + 24], rdx
+    mov [rsi + 40], rdi
+    mov [rsi + 48], rbp
+    mov [rsi + 64], r8
+    mov [rsi + 72], r9
+    mov [rsi + 80], r10
+    mov [rsi + 88], r11
+    mov [rsi + 96], r12
+    mov [rsi + 104], r13
+    mov [rsi + 112], r14
+    mov [rsi + 120], r15
     pop rax
-    mov [rsi + 24], rax
+    mov [rsi + 32], rax
     pop r15
     pop r14
     pop r13

@@ -1,10 +1,16 @@
 //! [`Vcpu`] for AMD SVM: a VMCB plus the registers VMRUN does not swap.
 
 use numavisor_policy::vmexit::{decode_svm, VmExit};
+use numavisor_policy::vmm::guest_regs::GuestRegisters;
+use numavisor_policy::vmm::guest_walk::PagingState;
+use numavisor_policy::vmm::mmio_decode::CpuMode;
+use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 
 use super::run;
-use super::vmcb::{Vmcb, EFER_SVME};
-use crate::virt::{GuestRegisters, Vcpu};
+use super::vmcb::{event_type, Vmcb, EFER_SVME};
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// One SVM vCPU.
 pub struct SvmVcpu {
@@ -14,27 +20,39 @@ pub struct SvmVcpu {
 }
 
 impl SvmVcpu {
-    /// A vCPU on the VMCB `vmcb` (set up by the partition builder) with `registers`.
-    pub fn new(vmcb: Vmcb, registers: GuestRegisters, next_rip_save: bool) -> SvmVcpu {
+    /// A vCPU on the VMCB `vmcb` (its controls set up by the partition builder).
+    pub fn new(vmcb: Vmcb, next_rip_save: bool) -> SvmVcpu {
         SvmVcpu {
             vmcb,
-            registers,
+            registers: GuestRegisters::default(),
             next_rip_save,
         }
     }
 
-    /// Replaces the registers (a restarted guest starts from its boot values).
-    pub fn reset_registers(&mut self, registers: GuestRegisters) {
-        self.registers = registers;
+    /// RFLAGS.IF: whether a halted guest wakes for an interrupt.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.vmcb.rflags() & RFLAGS_IF != 0
     }
 }
 
 impl Vcpu for SvmVcpu {
     fn run(&mut self) -> VmExit {
+        self.vmcb.set_rax(self.registers.rax);
+        self.vmcb.set_rsp(self.registers.rsp);
         // SAFETY: the VMCB and its nested page tables were built for this partition by the
         // partition builder; SVM is on for this CPU; interrupts are off on the run path.
         unsafe { run::run(self.vmcb.address(), &mut self.registers) };
+        self.registers.rax = self.vmcb.rax();
+        self.registers.rsp = self.vmcb.rsp();
         self.vmcb.clear_tlb_flush();
+        // An injected event was delivered unless EXITINTINFO says otherwise (below).
+        self.vmcb.clear_event();
+        let interrupted = self.vmcb.exit_interrupt_info();
+        if interrupted & (1 << 31) != 0 {
+            // An event was being delivered when the exit came: deliver it again (EXITINTINFO
+            // has EVENTINJ's format, APM vol. 2 §15.7.2).
+            self.vmcb.requeue_event(interrupted);
+        }
         let (code, info1, info2) = self.vmcb.exit_info();
         decode_svm(code, info1, info2)
     }
@@ -47,12 +65,8 @@ impl Vcpu for SvmVcpu {
     }
     fn set_rip(&mut self, rip: u64) {
         self.vmcb.set_rip(rip);
-    }
-    fn rax(&self) -> u64 {
-        self.vmcb.rax()
-    }
-    fn set_rax(&mut self, rax: u64) {
-        self.vmcb.set_rax(rax);
+        // Moving past an instruction ends the interrupt shadow it may have been in.
+        self.vmcb.clear_interrupt_shadow();
     }
     fn efer(&self) -> u64 {
         self.vmcb.efer() & !EFER_SVME
@@ -67,16 +81,96 @@ impl Vcpu for SvmVcpu {
         self.vmcb.set_pat(pat);
     }
 
-    fn rip_after(&self, length: u64) -> u64 {
-        if self.next_rip_save {
-            self.vmcb.next_rip()
-        } else {
-            self.vmcb.rip() + length
+    fn paging(&self) -> PagingState {
+        PagingState {
+            cr0: self.vmcb.cr0(),
+            cr3: self.vmcb.cr3(),
+            cr4: self.vmcb.cr4(),
+            efer: self.vmcb.efer(),
         }
+    }
+
+    fn cpu_mode(&self) -> CpuMode {
+        let cs = self.vmcb.cs();
+        let long = cs.attributes & (1 << 9) != 0; // L (attribute bit 9 = descriptor bit 53)
+        let default32 = cs.attributes & (1 << 10) != 0; // D/B
+        if self.vmcb.cr0() & 1 == 0 {
+            CpuMode::Real
+        } else if self.vmcb.efer() & (1 << 10) != 0 && long {
+            CpuMode::Long64
+        } else if default32 {
+            CpuMode::Protected32
+        } else {
+            CpuMode::Protected16
+        }
+    }
+
+    fn code_base(&self) -> u64 {
+        self.vmcb.cs().base
+    }
+
+    fn interruptible(&self) -> bool {
+        self.interrupts_enabled() && !self.vmcb.interrupt_shadow()
+    }
+
+    fn next_rip(&self) -> Option<u64> {
+        self.next_rip_save.then(|| self.vmcb.next_rip())
     }
 
     fn interrupted_event(&self) -> Option<u8> {
         let info = self.vmcb.exit_interrupt_info();
         (info & (1 << 31) != 0).then_some(info as u8)
+    }
+
+    fn event_queued(&self) -> bool {
+        self.vmcb.event_queued()
+    }
+
+    fn inject(&mut self, event: Event) {
+        match event {
+            Event::Interrupt(vector) => {
+                self.vmcb.inject_event(vector, event_type::INTERRUPT, None)
+            }
+            Event::Nmi => self.vmcb.inject_event(2, event_type::NMI, None),
+            Event::Exception { vector, error_code } => {
+                self.vmcb
+                    .inject_event(vector, event_type::EXCEPTION, error_code)
+            }
+        }
+    }
+
+    fn set_interrupt_window(&mut self, wanted: bool) {
+        self.vmcb.set_interrupt_window(wanted);
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.set_tsc_offset(offset);
+    }
+
+    fn enter(&mut self, state: EntryState) {
+        self.registers = GuestRegisters::default();
+        self.vmcb.clear_event();
+        self.vmcb.set_interrupt_window(false);
+        match state {
+            EntryState::Pvh32 { rip, rbx } => {
+                self.vmcb.set_pvh_entry(rip);
+                self.registers.rbx = rbx;
+            }
+            EntryState::Linux64 {
+                rip,
+                rsi,
+                cr3,
+                gdt_base,
+                gdt_limit,
+            } => {
+                self.vmcb.set_long_mode_entry(rip, cr3, gdt_base, gdt_limit);
+                self.registers.rsi = rsi;
+            }
+            EntryState::Startup { vector } => {
+                self.vmcb.set_startup_entry(vector);
+                // EDX after INIT holds the processor signature (family/model/stepping).
+                self.registers.rdx = 0x0060_0F00;
+            }
+        }
     }
 }

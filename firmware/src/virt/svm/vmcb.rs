@@ -9,9 +9,11 @@ mod offset {
     pub const INTERCEPT_MISC2: usize = 0x10;
     pub const IOPM_BASE: usize = 0x40;
     pub const MSRPM_BASE: usize = 0x48;
+    pub const TSC_OFFSET: usize = 0x50;
     pub const ASID: usize = 0x58;
     pub const TLB_CONTROL: usize = 0x5C;
     pub const V_INTR: usize = 0x60;
+    pub const INTERRUPT_SHADOW: usize = 0x68;
     pub const EXIT_CODE: usize = 0x70;
     pub const EXIT_INFO1: usize = 0x78;
     pub const EXIT_INFO2: usize = 0x80;
@@ -48,6 +50,9 @@ mod offset {
 
 /// Intercept bits in the MISC1 word.
 pub mod misc1 {
+    pub const INTR: u32 = 1 << 0;
+    pub const NMI: u32 = 1 << 1;
+    pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
@@ -67,6 +72,21 @@ pub mod misc2 {
     pub const SKINIT: u32 = 1 << 6;
     pub const MONITOR: u32 = 1 << 10;
     pub const MWAIT: u32 = 1 << 11;
+}
+
+/// V_INTR fields (APM vol. 2 §15.21.1, table B-1 offset 0x60).
+mod v_intr {
+    pub const V_IRQ: u64 = 1 << 8;
+    pub const V_INTR_PRIO_SHIFT: u64 = 16;
+    pub const V_IGN_TPR: u64 = 1 << 20;
+    pub const V_INTR_MASKING: u64 = 1 << 24;
+}
+
+/// EVENTINJ types (APM vol. 2 §15.20).
+pub mod event_type {
+    pub const INTERRUPT: u64 = 0;
+    pub const NMI: u64 = 2;
+    pub const EXCEPTION: u64 = 3;
 }
 
 /// EFER.SVME: must stay set in the guest's EFER for VMRUN to accept the state.
@@ -157,7 +177,11 @@ impl Vmcb {
         use offset::*;
         self.write(INTERCEPT_CR, 0u32);
         self.write(INTERCEPT_EXCEPTIONS, 0u32);
-        let m1 = misc1::CPUID
+        // INTR stays intercepted so a host timer or kick always brings the CPU back (the
+        // guest can never keep a CPU with interrupts off); NMIs go to the host.
+        let m1 = misc1::INTR
+            | misc1::NMI
+            | misc1::CPUID
             | misc1::INVD
             | misc1::HLT
             | misc1::IOIO_PROT
@@ -178,7 +202,7 @@ impl Vmcb {
         self.write(MSRPM_BASE, msrpm);
         self.write(ASID, asid);
         self.write(TLB_CONTROL, 1u8); // flush this ASID on the first VMRUN
-        self.write(V_INTR, 1u64 << 24); // V_INTR_MASKING: host IF governs physical interrupts
+        self.write(V_INTR, v_intr::V_INTR_MASKING); // host IF governs physical interrupts
         self.write(NP_ENABLE, 1u64);
         self.write(N_CR3, nested_cr3);
         self.write(CLEAN_BITS, 0u32);
@@ -274,5 +298,171 @@ impl Vmcb {
     }
     pub fn set_pat(&mut self, pat: u64) {
         self.write(offset::G_PAT, pat);
+    }
+
+    /// The guest TSC is the host TSC plus this offset (wrapping).
+    pub fn set_tsc_offset(&mut self, offset: u64) {
+        self.write(offset::TSC_OFFSET, offset);
+    }
+
+    pub fn rflags(&self) -> u64 {
+        self.read(offset::RFLAGS)
+    }
+    pub fn cr0(&self) -> u64 {
+        self.read(offset::CR0)
+    }
+    pub fn cr3(&self) -> u64 {
+        self.read(offset::CR3)
+    }
+    pub fn cr4(&self) -> u64 {
+        self.read(offset::CR4)
+    }
+    pub fn rsp(&self) -> u64 {
+        self.read(offset::RSP)
+    }
+    pub fn set_rsp(&mut self, rsp: u64) {
+        self.write(offset::RSP, rsp);
+    }
+
+    /// CS as the save area holds it (attributes give the L and D bits).
+    pub fn cs(&self) -> Segment {
+        self.segment(offset::CS)
+    }
+
+    fn segment(&self, offset: usize) -> Segment {
+        Segment {
+            selector: self.read(offset),
+            attributes: self.read(offset + 2),
+            limit: self.read(offset + 4),
+            base: self.read(offset + 8),
+        }
+    }
+
+    /// The guest is in an interrupt shadow (after STI or MOV SS): no interrupt now.
+    pub fn interrupt_shadow(&self) -> bool {
+        self.read::<u64>(offset::INTERRUPT_SHADOW) & 1 != 0
+    }
+
+    /// Queues an event for delivery on the next VMRUN (EVENTINJ).
+    pub fn inject_event(&mut self, vector: u8, kind: u64, error_code: Option<u32>) {
+        let mut value = vector as u64 | (kind << 8) | (1 << 31);
+        if let Some(code) = error_code {
+            value |= (1 << 11) | ((code as u64) << 32);
+        }
+        self.write(offset::EVENT_INJECTION, value);
+    }
+
+    /// Whether an injected event is still queued (VMRUN clears EVENTINJ.V once delivered).
+    pub fn event_queued(&self) -> bool {
+        self.read::<u64>(offset::EVENT_INJECTION) & (1 << 31) != 0
+    }
+
+    /// Asks for a #VMEXIT(VINTR) as soon as the guest can take an interrupt (a virtual
+    /// interrupt is made pending; V_IGN_TPR so the guest's TPR does not hold it back — the
+    /// virtual local APIC applies the TPR itself).
+    pub fn set_interrupt_window(&mut self, wanted: bool) {
+        let mut v = self.read::<u64>(offset::V_INTR);
+        let mut m1 = self.read::<u32>(offset::INTERCEPT_MISC1);
+        if wanted {
+            v |= v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
+            m1 |= misc1::VINTR;
+        } else {
+            v &= !(v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT));
+            m1 &= !misc1::VINTR;
+        }
+        self.write(offset::V_INTR, v);
+        self.write(offset::INTERCEPT_MISC1, m1);
+    }
+
+    /// Guest state for the 64-bit Linux boot protocol: long mode, paging on with the boot
+    /// page tables at `cr3`, flat 64-bit code at selector 0x10 and data at 0x18.
+    pub fn set_long_mode_entry(&mut self, rip: u64, cr3: u64, gdt_base: u64, gdt_limit: u16) {
+        use offset::*;
+        self.set_pvh_entry(rip);
+        self.set_segment(
+            CS,
+            Segment {
+                selector: 0x10,
+                attributes: 0xA9B, // present, code, L=1, G=1
+                limit: 0xFFFF_FFFF,
+                base: 0,
+            },
+        );
+        self.set_segment(
+            GDTR,
+            Segment {
+                selector: 0,
+                attributes: 0,
+                limit: gdt_limit as u32,
+                base: gdt_base,
+            },
+        );
+        self.set_segment(
+            TR,
+            Segment {
+                selector: 0x20,
+                attributes: 0x8B, // busy 64-bit TSS
+                limit: 0x67,
+                base: 0,
+            },
+        );
+        self.write(EFER, EFER_SVME | (1 << 8) | (1 << 10)); // LME | LMA
+        self.write(CR0, 0x8000_0031u64); // PG | NE | ET | PE
+        self.write(CR4, 0x20u64); // PAE
+        self.write(CR3, cr3);
+    }
+
+    /// Guest state of an application processor after INIT and a start-up IPI with `vector`
+    /// (Intel SDM vol. 3A §9.4.4; AMD APM vol. 2 §15.29: real mode, CS = vector << 8).
+    pub fn set_startup_entry(&mut self, vector: u8) {
+        use offset::*;
+        self.set_pvh_entry(0);
+        let real = |selector: u16, attributes: u16| Segment {
+            selector,
+            attributes,
+            limit: 0xFFFF,
+            base: (selector as u64) << 4,
+        };
+        self.set_segment(CS, real((vector as u16) << 8, 0x9B));
+        for data in [ES, SS, DS, FS, GS] {
+            self.set_segment(data, real(0, 0x93));
+        }
+        self.set_segment(
+            TR,
+            Segment {
+                selector: 0,
+                attributes: 0x8B,
+                limit: 0xFFFF,
+                base: 0,
+            },
+        );
+        self.set_segment(
+            LDTR,
+            Segment {
+                selector: 0,
+                attributes: 0x82,
+                limit: 0xFFFF,
+                base: 0,
+            },
+        );
+        self.write(EFER, EFER_SVME);
+        self.write(CR0, 0x6000_0010u64); // CD | NW | ET, as after INIT
+        self.write(RIP, 0u64);
+    }
+
+    /// Queues the event of EXITINTINFO `info` again (same format as EVENTINJ).
+    pub fn requeue_event(&mut self, info: u64) {
+        self.write(offset::EVENT_INJECTION, info);
+    }
+
+    /// Drops any queued event (a fresh start).
+    pub fn clear_event(&mut self) {
+        self.write(offset::EVENT_INJECTION, 0u64);
+    }
+
+    /// Ends an interrupt shadow (the shadowed instruction was emulated).
+    pub fn clear_interrupt_shadow(&mut self) {
+        let value: u64 = self.read(offset::INTERRUPT_SHADOW);
+        self.write(offset::INTERRUPT_SHADOW, value & !1);
     }
 }

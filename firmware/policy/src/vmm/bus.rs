@@ -1,0 +1,169 @@
+//! The address buses devices register on: one for I/O ports, one for MMIO.
+//!
+//! A device claims a range once, when the partition's platform is put together; a claim that
+//! overlaps another is refused then (a build error), so at run time every address belongs to
+//! at most one device and a lookup is a search over a sorted list.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+/// One claimed range: `[start, start + length)` belongs to `device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim<D> {
+    pub start: u64,
+    pub length: u64,
+    pub device: D,
+}
+
+/// Why a range could not be claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusError<D> {
+    /// The range is empty or wraps around the address space.
+    BadRange { start: u64, length: u64 },
+    /// Part of the range already belongs to `owner`.
+    Overlap {
+        start: u64,
+        length: u64,
+        device: D,
+        owner: D,
+    },
+}
+
+impl<D: fmt::Debug> fmt::Display for BusError<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusError::BadRange { start, length } => {
+                write!(f, "range {start:#x}+{length:#x} is empty or wraps")
+            }
+            BusError::Overlap {
+                start,
+                length,
+                device,
+                owner,
+            } => write!(
+                f,
+                "{device:?} at {start:#x}+{length:#x} overlaps the range of {owner:?}"
+            ),
+        }
+    }
+}
+
+/// An address space of claimed ranges, sorted by start.
+#[derive(Clone, Debug)]
+pub struct Bus<D> {
+    claims: Vec<Claim<D>>,
+}
+
+impl<D> Default for Bus<D> {
+    fn default() -> Self {
+        Bus { claims: Vec::new() }
+    }
+}
+
+impl<D: Copy + fmt::Debug> Bus<D> {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Bus { claims: Vec::new() }
+    }
+
+    /// Gives `[start, start + length)` to `device`, unless any of it is taken.
+    pub fn claim(&mut self, start: u64, length: u64, device: D) -> Result<(), BusError<D>> {
+        let end = start
+            .checked_add(length)
+            .filter(|_| length > 0)
+            .ok_or(BusError::BadRange { start, length })?;
+        let index = self.claims.partition_point(|c| c.start < start);
+        let before = index.checked_sub(1).map(|i| &self.claims[i]);
+        let after = self.claims.get(index);
+        for other in before.into_iter().chain(after) {
+            let other_end = other.start.saturating_add(other.length);
+            if other.start < end && start < other_end {
+                return Err(BusError::Overlap {
+                    start,
+                    length,
+                    device,
+                    owner: other.device,
+                });
+            }
+        }
+        self.claims.insert(
+            index,
+            Claim {
+                start,
+                length,
+                device,
+            },
+        );
+        Ok(())
+    }
+
+    /// The device owning `address` and the offset of `address` in its range.
+    pub fn find(&self, address: u64) -> Option<(D, u64)> {
+        let index = self.claims.partition_point(|c| c.start <= address);
+        let claim = self.claims.get(index.checked_sub(1)?)?;
+        let offset = address - claim.start;
+        (offset < claim.length).then_some((claim.device, offset))
+    }
+
+    /// Every claim, in address order.
+    pub fn claims(&self) -> &[Claim<D>] {
+        &self.claims
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Dev {
+        A,
+        B,
+        C,
+    }
+
+    #[test]
+    fn finds_the_owner_and_offset() {
+        let mut bus = Bus::new();
+        bus.claim(0x3F8, 8, Dev::A).unwrap();
+        bus.claim(0x40, 4, Dev::B).unwrap();
+        bus.claim(0x48, 1, Dev::C).unwrap();
+        assert_eq!(bus.find(0x3F8), Some((Dev::A, 0)));
+        assert_eq!(bus.find(0x3FF), Some((Dev::A, 7)));
+        assert_eq!(bus.find(0x400), None);
+        assert_eq!(bus.find(0x43), Some((Dev::B, 3)));
+        assert_eq!(bus.find(0x44), None);
+        assert_eq!(bus.find(0x48), Some((Dev::C, 0)));
+        assert_eq!(bus.find(0), None);
+    }
+
+    #[test]
+    fn refuses_overlaps_and_bad_ranges() {
+        let mut bus = Bus::new();
+        bus.claim(0x60, 1, Dev::A).unwrap();
+        bus.claim(0x64, 1, Dev::A).unwrap();
+        assert!(matches!(
+            bus.claim(0x5F, 2, Dev::B),
+            Err(BusError::Overlap { owner: Dev::A, .. })
+        ));
+        assert!(matches!(
+            bus.claim(0x61, 8, Dev::B),
+            Err(BusError::Overlap { owner: Dev::A, .. })
+        ));
+        bus.claim(0x61, 3, Dev::B).unwrap();
+        assert_eq!(
+            bus.claim(5, 0, Dev::C),
+            Err(BusError::BadRange {
+                start: 5,
+                length: 0
+            })
+        );
+        assert!(matches!(
+            bus.claim(u64::MAX, 2, Dev::C),
+            Err(BusError::BadRange { .. })
+        ));
+        bus.claim(u64::MAX - 1, 1, Dev::C).unwrap();
+        assert_eq!(bus.find(u64::MAX - 1), Some((Dev::C, 0)));
+        assert_eq!(bus.find(u64::MAX), None);
+    }
+}

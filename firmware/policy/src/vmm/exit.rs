@@ -1,0 +1,491 @@
+//! Handling a decoded VM exit, the same way for every backend: port I/O and MMIO go to the
+//! partition's devices, CPUID and MSRs follow the partition's policy, HLT idles, and whatever
+//! the guest may not do stops its own partition with a reason — never the hypervisor.
+//!
+//! The handler reaches the partition's shared state only through [`Machine`], which the
+//! firmware implements over its locks and host tests implement over plain data.
+
+use alloc::format;
+use alloc::string::String;
+
+use super::cpuid::{self, CpuidPolicy, HostCpuid};
+use super::guest_walk::{self, GuestPhysical};
+use super::mmio_decode::{self, Extend, MmioKind, MmioSource};
+use super::msr::MsrState;
+use super::platform::{MmioDevice, PlatformDevices, PortEffect};
+use super::vcpu::{exception, Event, Vcpu};
+use crate::devices::ioapic::IoApicDelivery;
+use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
+use crate::vmexit::{IoAccess, VmExit};
+
+/// Why a partition should stop (or restart, per its layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// The guest ended itself through the debug-exit port (`on_shutdown` applies).
+    GuestExit,
+    /// ACPI soft-off: the partition stops.
+    PowerOff,
+    /// The guest reset its platform (keyboard controller, reset register, triple fault is a
+    /// [`StopKind::Fault`]): `on_shutdown` decides between a restart and a stop.
+    Reboot,
+    /// The guest did something it may not (`on_fault` applies).
+    Fault,
+}
+
+/// A request to stop the partition, with a reason for the report and a human detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRequest {
+    pub kind: StopKind,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// What the vCPU loop does after an exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Enter the guest again.
+    Resume,
+    /// The guest halted: idle until it has an interrupt to take.
+    Halt,
+    /// Stop (or restart) the partition.
+    Stop(StopRequest),
+}
+
+impl Next {
+    fn stop(kind: StopKind, reason: &'static str, detail: String) -> Next {
+        Next::Stop(StopRequest {
+            kind,
+            reason,
+            detail,
+        })
+    }
+}
+
+/// The partition around one vCPU, as the exit handler needs it.
+pub trait Machine: HostCpuid {
+    /// Guest RAM, for fetching instructions.
+    type Memory: GuestPhysical;
+    fn memory(&self) -> &Self::Memory;
+    /// Runs `f` on the local APIC of vCPU `vcpu` (locked for the call).
+    fn with_lapic<R>(&self, vcpu: usize, f: impl FnOnce(&mut LocalApic) -> R) -> R;
+    /// Runs `f` on the partition's shared devices (locked for the call).
+    fn with_devices<R>(&self, f: impl FnOnce(&mut PlatformDevices) -> R) -> R;
+    /// Sends an IPI from vCPU `from` to the vCPUs it names (and wakes them).
+    fn deliver_ipi(&self, from: usize, ipi: Ipi);
+    /// Delivers an I/O APIC message to the vCPUs it names (and wakes them).
+    fn deliver_ioapic(&self, delivery: IoApicDelivery);
+    /// A finished line of guest console output.
+    fn console(&self, line: &str);
+}
+
+/// What one vCPU carries between exits besides its backend state.
+#[derive(Clone, Debug)]
+pub struct VcpuContext {
+    /// The vCPU's index in its partition.
+    pub index: usize,
+    /// Its CPUID view.
+    pub cpuid: CpuidPolicy,
+    /// Its emulated MSRs.
+    pub msrs: MsrState,
+}
+
+const MSR_TSC: u32 = 0x10;
+const MSR_APIC_BASE: u32 = 0x1B;
+const MSR_PAT: u32 = 0x277;
+const MSR_TSC_DEADLINE: u32 = 0x6E0;
+const MSR_EFER: u32 = 0xC000_0080;
+/// EFER bits a guest may set: SCE, LME, LMA, NXE, FFXSR (not SVME: no nested virtualization).
+const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+/// The memory types PAT entries may hold (UC, WC, WT, WP, WB, UC-).
+const PAT_VALID_TYPES: [u8; 6] = [0, 1, 4, 5, 6, 7];
+
+/// Handles `exit` of the vCPU `cpu` at guest TSC `now`.
+pub fn handle<V: Vcpu, M: Machine>(
+    cpu: &mut V,
+    context: &mut VcpuContext,
+    machine: &M,
+    exit: VmExit,
+    now: u64,
+) -> Next {
+    let rip = cpu.rip();
+    match exit {
+        VmExit::Io(access) => handle_io(cpu, machine, access, now),
+        VmExit::Cpuid => {
+            let registers = cpu.registers();
+            let (leaf, subleaf) = (registers.rax as u32, registers.rcx as u32);
+            let mut out = cpuid::emulate(machine, &context.cpuid, leaf, subleaf);
+            if leaf == 1 {
+                // OSXSAVE mirrors the guest's own CR4.OSXSAVE, as hardware does.
+                let osxsave = cpu.paging().cr4 & (1 << 18) != 0;
+                out[2] = (out[2] & !(1 << 27)) | ((osxsave as u32) << 27);
+            }
+            let registers = cpu.registers();
+            registers.rax = out[0] as u64;
+            registers.rbx = out[1] as u64;
+            registers.rcx = out[2] as u64;
+            registers.rdx = out[3] as u64;
+            skip(cpu, 2);
+            Next::Resume
+        }
+        VmExit::Msr { write } => handle_msr(cpu, context, machine, write, now),
+        VmExit::Hlt => {
+            skip(cpu, 1);
+            Next::Halt
+        }
+        VmExit::Vmmcall => {
+            cpu.registers().rax = u64::MAX; // no hypercalls yet: "unknown call"
+            skip(cpu, 3);
+            Next::Resume
+        }
+        VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => {
+            Next::Resume
+        }
+        VmExit::TripleFault => Next::stop(
+            StopKind::Fault,
+            "triple-fault",
+            format!(
+                "shutdown (triple fault) at RIP {rip:#x}{}",
+                during_event(cpu)
+            ),
+        ),
+        VmExit::NestedPageFault { gpa, error_code } => {
+            match machine.with_devices(|d| d.mmio_device(gpa)) {
+                Some((device, offset)) => handle_mmio(cpu, context, machine, device, offset, now),
+                None => Next::stop(
+                    StopKind::Fault,
+                    "outside-memory",
+                    format!(
+                        "access to guest-physical {gpa:#x} outside its memory at RIP {rip:#x} (error code {error_code:#x}){}",
+                        during_event(cpu)
+                    ),
+                ),
+            }
+        }
+        VmExit::InvalidState => Next::stop(
+            StopKind::Fault,
+            "invalid-state",
+            format!("the CPU refused the guest state at RIP {rip:#x}"),
+        ),
+        VmExit::Forbidden { code } => Next::stop(
+            StopKind::Fault,
+            "forbidden-instruction",
+            format!("exit code {code:#x} at RIP {rip:#x}: nested virtualization is not offered"),
+        ),
+        VmExit::Unexpected { code, info1, info2 } => Next::stop(
+            StopKind::Fault,
+            "unexpected-exit",
+            format!("exit code {code:#x} (info1 {info1:#x}, info2 {info2:#x}) at RIP {rip:#x}"),
+        ),
+    }
+}
+
+/// Moves RIP past the intercepted instruction: the hardware's next RIP where it saved one,
+/// else `length` (the instruction's length without prefixes).
+fn skip(cpu: &mut impl Vcpu, length: u64) {
+    let next = cpu
+        .next_rip()
+        .unwrap_or_else(|| cpu.rip().wrapping_add(length));
+    cpu.set_rip(next);
+}
+
+fn during_event(cpu: &impl Vcpu) -> String {
+    match cpu.interrupted_event() {
+        Some(vector) => format!(" while delivering vector {vector}"),
+        None => String::new(),
+    }
+}
+
+fn general_protection(cpu: &mut impl Vcpu) -> Next {
+    cpu.inject(Event::Exception {
+        vector: exception::GENERAL_PROTECTION,
+        error_code: Some(0),
+    });
+    Next::Resume
+}
+
+fn handle_io(cpu: &mut impl Vcpu, machine: &impl Machine, access: IoAccess, now: u64) -> Next {
+    if access.string {
+        return Next::stop(
+            StopKind::Fault,
+            "unsupported-io",
+            format!(
+                "string I/O to port {:#x} at RIP {:#x} is not emulated",
+                access.port,
+                cpu.rip()
+            ),
+        );
+    }
+    let mask = match access.size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    };
+    let next = if access.write {
+        let value = (cpu.registers().rax & mask) as u32;
+        let (effect, delivery) =
+            machine.with_devices(|d| d.port_write(access.port, access.size, value, now));
+        if let Some(delivery) = delivery {
+            machine.deliver_ioapic(delivery);
+        }
+        match effect {
+            PortEffect::None => Next::Resume,
+            PortEffect::Console(line) => {
+                machine.console(&line);
+                Next::Resume
+            }
+            PortEffect::PowerOff => Next::stop(
+                StopKind::PowerOff,
+                "power-off",
+                format!("ACPI soft-off (S5) through PM1a_CNT ({value:#x})"),
+            ),
+            PortEffect::Reset => Next::stop(
+                StopKind::Reboot,
+                "reboot",
+                format!("reset through port {:#x} ({value:#x})", access.port),
+            ),
+            PortEffect::DebugExit(status) => Next::stop(
+                StopKind::GuestExit,
+                "exit",
+                format!("wrote {status} to the debug-exit port"),
+            ),
+        }
+    } else {
+        let (value, delivery) =
+            machine.with_devices(|d| d.port_read(access.port, access.size, now));
+        if let Some(delivery) = delivery {
+            machine.deliver_ioapic(delivery);
+        }
+        let registers = cpu.registers();
+        // IN writes AL/AX and leaves the rest; IN EAX zero-extends into RAX.
+        registers.rax = if access.size == 4 {
+            value as u64
+        } else {
+            (registers.rax & !mask) | value as u64
+        };
+        Next::Resume
+    };
+    if next == Next::Resume {
+        cpu.set_rip(access.next_rip);
+    }
+    next
+}
+
+fn handle_msr(
+    cpu: &mut impl Vcpu,
+    context: &mut VcpuContext,
+    machine: &impl Machine,
+    write: bool,
+    now: u64,
+) -> Next {
+    let registers = cpu.registers();
+    let msr = registers.rcx as u32;
+    let index = context.index;
+    if write {
+        let value = (registers.rdx << 32) | (registers.rax & 0xFFFF_FFFF);
+        let result: Result<(), ()> = match msr {
+            MSR_EFER if value & !EFER_GUEST_BITS == 0 => {
+                cpu.set_efer(value);
+                Ok(())
+            }
+            MSR_PAT if value.to_le_bytes().iter().all(|b| PAT_VALID_TYPES.contains(b)) => {
+                cpu.set_pat(value);
+                Ok(())
+            }
+            MSR_EFER | MSR_PAT => Err(()),
+            // The TSC offset is the partition's; a guest write is ignored (documented).
+            MSR_TSC => Ok(()),
+            MSR_APIC_BASE => machine
+                .with_lapic(index, |l| l.set_apic_base_msr(value))
+                .map_err(|_| ()),
+            MSR_TSC_DEADLINE => {
+                machine.with_lapic(index, |l| l.set_tsc_deadline(value, now));
+                Ok(())
+            }
+            0x800..=0x8FF => match machine.with_lapic(index, |l| l.msr_write(msr, value, now)) {
+                Ok(effect) => {
+                    apply_lapic_effect(machine, index, effect);
+                    Ok(())
+                }
+                Err(_) => Err(()),
+            },
+            _ => context.msrs.write(msr, value).map(|_| ()).map_err(|_| ()),
+        };
+        if result.is_err() {
+            return general_protection(cpu);
+        }
+    } else {
+        let value = match msr {
+            MSR_EFER => Ok(cpu.efer()),
+            MSR_PAT => Ok(cpu.pat()),
+            MSR_TSC => Ok(now),
+            MSR_APIC_BASE => Ok(machine.with_lapic(index, |l| l.apic_base_msr())),
+            MSR_TSC_DEADLINE => Ok(machine.with_lapic(index, |l| l.tsc_deadline())),
+            0x800..=0x8FF => machine
+                .with_lapic(index, |l| l.msr_read(msr, now))
+                .map_err(|_| ()),
+            _ => context.msrs.read(msr).map_err(|_| ()),
+        };
+        let Ok(value) = value else {
+            return general_protection(cpu);
+        };
+        let registers = cpu.registers();
+        registers.rax = value & 0xFFFF_FFFF;
+        registers.rdx = value >> 32;
+    }
+    skip(cpu, 2);
+    Next::Resume
+}
+
+/// Acts on what a local APIC register write asked for.
+fn apply_lapic_effect(machine: &impl Machine, vcpu: usize, effect: LapicEffect) {
+    match effect {
+        LapicEffect::None => {}
+        LapicEffect::Eoi {
+            vector,
+            level_triggered: true,
+        } => {
+            if let Some(delivery) = machine.with_devices(|d| d.end_of_interrupt(vector)) {
+                machine.deliver_ioapic(delivery);
+            }
+        }
+        LapicEffect::Eoi { .. } => {}
+        LapicEffect::Ipi(ipi) => machine.deliver_ipi(vcpu, ipi),
+    }
+}
+
+fn handle_mmio(
+    cpu: &mut impl Vcpu,
+    context: &mut VcpuContext,
+    machine: &impl Machine,
+    device: MmioDevice,
+    offset: u64,
+    now: u64,
+) -> Next {
+    let rip = cpu.rip();
+    let linear = cpu.code_base().wrapping_add(rip);
+    let mut bytes = [0u8; 15];
+    let fetched =
+        match guest_walk::fetch_instruction(machine.memory(), &cpu.paging(), linear, &mut bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                return Next::stop(
+                    StopKind::Fault,
+                    "mmio-fetch",
+                    format!("cannot read the instruction at RIP {rip:#x} that touched {device:?}: {e:?}"),
+                )
+            }
+        };
+    let instruction = match mmio_decode::decode(&bytes[..fetched], cpu.cpu_mode()) {
+        Ok(instruction) => instruction,
+        Err(e) => {
+            return Next::stop(
+                StopKind::Fault,
+                "mmio-decode",
+                format!(
+                    "instruction {:02x?} at RIP {rip:#x} touching {device:?}+{offset:#x}: {e:?}",
+                    &bytes[..fetched]
+                ),
+            )
+        }
+    };
+    let size = instruction.size;
+    let index = context.index;
+    let read = |machine: &_| -> u64 { mmio_read(machine, index, device, offset, size, now) };
+    match instruction.kind {
+        MmioKind::Load {
+            register,
+            extend,
+            high_byte,
+        } => {
+            let value = read(machine);
+            let value = match extend {
+                Extend::None => value,
+                Extend::Zero => value,
+                Extend::Sign => sign_extend(value, size),
+            };
+            let registers = cpu.registers();
+            if high_byte {
+                registers.set8_legacy(register, value as u8);
+            } else if extend == Extend::None {
+                registers.set_sized(register, size, value);
+            } else {
+                // MOVZX/MOVSX write a full 32- or 64-bit destination.
+                let width = if instruction.operand_size == 8 { 8 } else { 4 };
+                registers.set_sized(register, width, value);
+            }
+        }
+        MmioKind::Store { source } => {
+            let value = match source {
+                MmioSource::Register {
+                    register,
+                    high_byte: true,
+                } => cpu.registers().get8_legacy(register) as u64,
+                MmioSource::Register { register, .. } => cpu.registers().get(register),
+                MmioSource::Immediate(value) => value,
+            };
+            mmio_write(machine, index, device, offset, size, value & size_mask(size), now);
+        }
+        MmioKind::Exchange { register } => {
+            let old = read(machine);
+            let value = cpu.registers().get(register) & size_mask(size);
+            mmio_write(machine, index, device, offset, size, value, now);
+            cpu.registers().set_sized(register, size, old);
+        }
+    }
+    cpu.set_rip(rip.wrapping_add(instruction.length as u64));
+    Next::Resume
+}
+
+fn size_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
+fn sign_extend(value: u64, size: u8) -> u64 {
+    match size {
+        1 => value as u8 as i8 as i64 as u64,
+        2 => value as u16 as i16 as i64 as u64,
+        4 => value as u32 as i32 as i64 as u64,
+        _ => value,
+    }
+}
+
+fn mmio_read(
+    machine: &impl Machine,
+    vcpu: usize,
+    device: MmioDevice,
+    offset: u64,
+    size: u8,
+    now: u64,
+) -> u64 {
+    match device {
+        MmioDevice::LocalApic => machine.with_lapic(vcpu, |l| l.mmio_read(offset, size, now)),
+        MmioDevice::IoApic => machine.with_devices(|d| d.ioapic_read(offset, size)),
+    }
+}
+
+fn mmio_write(
+    machine: &impl Machine,
+    vcpu: usize,
+    device: MmioDevice,
+    offset: u64,
+    size: u8,
+    value: u64,
+    now: u64,
+) {
+    match device {
+        MmioDevice::LocalApic => {
+            let effect = machine.with_lapic(vcpu, |l| l.mmio_write(offset, size, value, now));
+            apply_lapic_effect(machine, vcpu, effect);
+        }
+        MmioDevice::IoApic => {
+            if let Some(delivery) = machine.with_devices(|d| d.ioapic_write(offset, size, value)) {
+                machine.deliver_ioapic(delivery);
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The one interface every virtualization backend implements for a virtual CPU (SVM today,
+//! VMX next): enter the guest and get its exit decoded once, read and change the guest state
+//! the shared exit handlers need, inject events, and put the vCPU into one of the entry
+//! states a partition starts from.
+
+use super::guest_regs::GuestRegisters;
+use super::guest_walk::PagingState;
+use super::mmio_decode::CpuMode;
+use crate::vmexit::VmExit;
+
+/// An event for the guest to take on its next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An external interrupt with `vector` (from the virtual local APIC).
+    Interrupt(u8),
+    /// A non-maskable interrupt.
+    Nmi,
+    /// An exception, with its error code where the vector has one (#GP: 13, #UD: 6 ...).
+    Exception { vector: u8, error_code: Option<u32> },
+}
+
+/// The architectural exception vectors the shared handlers raise.
+pub mod exception {
+    pub const INVALID_OPCODE: u8 = 6;
+    pub const GENERAL_PROTECTION: u8 = 13;
+}
+
+/// A state a vCPU starts (or restarts) from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryState {
+    /// PVH: 32-bit protected mode, paging off, flat segments, EBX = start_info.
+    Pvh32 { rip: u64, rbx: u64 },
+    /// Linux's 64-bit boot protocol: long mode with identity-mapped boot page tables at
+    /// `cr3`, the boot GDT at `gdt_base` (code 0x10, data 0x18), RSI = zero page.
+    Linux64 {
+        rip: u64,
+        rsi: u64,
+        cr3: u64,
+        gdt_base: u64,
+        gdt_limit: u16,
+    },
+    /// An application processor after INIT and a start-up IPI: real mode at
+    /// `vector << 12`.
+    Startup { vector: u8 },
+}
+
+/// One virtual CPU, whatever the backend.
+pub trait Vcpu {
+    /// Runs the guest until its next exit. An event whose delivery the exit interrupted is
+    /// queued again by the backend, so the guest never loses it.
+    fn run(&mut self) -> VmExit;
+    /// The guest's general registers (RAX and RSP included; the backend keeps them in sync
+    /// with its control block around `run`).
+    fn registers(&mut self) -> &mut GuestRegisters;
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    /// The guest's view of EFER (without bits the backend needs for itself).
+    fn efer(&self) -> u64;
+    fn set_efer(&mut self, efer: u64);
+    fn pat(&self) -> u64;
+    fn set_pat(&mut self, pat: u64);
+    /// CR0, CR3, CR4 and EFER: what a walk of the guest's page tables needs.
+    fn paging(&self) -> PagingState;
+    /// The mode the guest's code runs in (from CR0.PE, EFER.LMA and CS.L/D).
+    fn cpu_mode(&self) -> CpuMode;
+    /// CS's base: the linear address of RIP is `code_base + rip`.
+    fn code_base(&self) -> u64;
+    /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no interrupt
+    /// shadow).
+    fn interruptible(&self) -> bool;
+    /// The RIP after the intercepted instruction, where the hardware saved it.
+    fn next_rip(&self) -> Option<u64>;
+    /// The vector whose delivery the last exit interrupted, if any.
+    fn interrupted_event(&self) -> Option<u8>;
+    /// Whether an event is queued for the next entry (injected, or re-queued after an
+    /// interrupted delivery): no other may be injected until it is taken.
+    fn event_queued(&self) -> bool;
+    /// Queues `event` for the next entry.
+    fn inject(&mut self, event: Event);
+    /// Asks for an [`VmExit::InterruptWindow`] as soon as the guest can take an interrupt.
+    fn set_interrupt_window(&mut self, wanted: bool);
+    /// Guest TSC = host TSC + `offset` (wrapping).
+    fn set_tsc_offset(&mut self, offset: u64);
+    /// Resets the vCPU's architectural state to `state` (registers cleared first).
+    fn enter(&mut self, state: EntryState);
+}

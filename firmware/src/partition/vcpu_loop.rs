@@ -1,0 +1,274 @@
+//! Running one vCPU on its pinned CPU: inject what its local APIC has pending, bound the run
+//! with the host timer, enter the guest, hand the exit to the VMM core, idle on HLT — until
+//! its partition stops. Nothing here panics on guest input; the worst a guest can cause is
+//! the stop of its own partition.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use numavisor_policy::memory::{BlockSize, Usage};
+use numavisor_policy::vmexit::VmExit;
+use numavisor_policy::vmm::exit::{self, Machine, Next, StopRequest, VcpuContext};
+use numavisor_policy::vmm::msr::MsrState;
+use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
+use spin::Mutex;
+
+use super::control::{halt_a_while, AfterStop};
+use super::guest_memory::GuestMemory;
+use super::machine::PartitionMachine;
+use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
+use crate::platform::cpu::{apic, tsc};
+use crate::virt::svm::{self, vcpu::SvmVcpu, vmcb::Vmcb};
+
+/// Each CPU's VMRUN host save area, by APIC ID.
+static HOST_SAVE_AREAS: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
+
+/// Whether the CPU saves the next RIP on intercepts (SVM NRIPS); QEMU's emulator does not.
+static NEXT_RIP_SAVE: AtomicBool = AtomicBool::new(false);
+
+/// Records what `svm::detect` found, once at boot.
+pub fn set_next_rip_save(available: bool) {
+    NEXT_RIP_SAVE.store(available, Ordering::Relaxed);
+}
+
+/// The longest a guest runs before the hypervisor looks at its partition again.
+const SLICE_MICROS: u64 = 10_000;
+
+/// Runs the vCPU queued for this CPU, if any, until its partition stops. Returns whether
+/// there was one.
+pub fn run_assigned_vcpu(apic_id: u32) -> bool {
+    let Some((partition, vcpu)) = take_assignment(apic_id) else {
+        return false;
+    };
+    if !enable_svm(apic_id) {
+        log::error!(
+            "partition \"{}\": no memory for the VMRUN save area of CPU {apic_id}; vCPU {vcpu} cannot run",
+            partition.name()
+        );
+        if partition.control.begin_stop() {
+            partition.control.wait_parked(partition.vcpus.len() - 1);
+            let _ = stop_or_restart(
+                partition,
+                numavisor_policy::vmm::exit::StopKind::Fault,
+                "no-memory",
+                "no memory for a CPU's VMRUN save area",
+            );
+            partition.control.finish_stop(false);
+        }
+        return true;
+    }
+    run_vcpu(partition, vcpu);
+    true
+}
+
+fn enable_svm(apic_id: u32) -> bool {
+    let mut areas = HOST_SAVE_AREAS.lock();
+    if areas.contains_key(&apic_id) {
+        return true;
+    }
+    let page = FRAMES.lock().as_mut().and_then(|frames| {
+        let order: Vec<usize> = (0..frames.node_count()).collect();
+        frames
+            .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
+            .ok()
+    });
+    let Some((page, _)) = page else {
+        return false;
+    };
+    svm::enable_on_this_cpu(page);
+    areas.insert(apic_id, page);
+    true
+}
+
+/// Lets the host take the interrupt that made the guest exit (the wake stub acknowledges it).
+fn take_host_interrupt() {
+    x86_64::instructions::interrupts::enable();
+    x86_64::instructions::nop();
+    x86_64::instructions::interrupts::disable();
+}
+
+fn run_vcpu(partition: &'static Partition, index: usize) {
+    let Some(page) = partition.state.lock().vmcbs.get(index).copied() else {
+        return;
+    };
+    // SAFETY: the VMCB page belongs to this vCPU, which runs only here.
+    let vmcb = unsafe { Vmcb::new(page) };
+    let mut cpu = SvmVcpu::new(vmcb, NEXT_RIP_SAVE.load(Ordering::Relaxed));
+    loop {
+        match run_epoch(partition, index, &mut cpu) {
+            AfterStop::Restarted => continue,
+            AfterStop::Ended => return,
+        }
+    }
+}
+
+/// One life of the partition, from its entry state to its next stop.
+fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> AfterStop {
+    let epoch = partition.control.epoch();
+    let (entry, offset, blocks) = {
+        let state = partition.state.lock();
+        (state.entry, state.tsc_offset, state.blocks.clone())
+    };
+    let machine = PartitionMachine {
+        partition,
+        memory: GuestMemory { blocks: &blocks },
+    };
+    let mut context = VcpuContext {
+        index,
+        cpuid: build::cpuid_policy(partition, index),
+        msrs: MsrState::new(build::guest_vendor()),
+    };
+    let slot = &partition.vcpus[index];
+    cpu.set_tsc_offset(offset);
+    let mut running = index == 0;
+    if running {
+        cpu.enter(entry);
+        let mut state = partition.state.lock();
+        state.first_entry_tsc.get_or_insert(tsc::now());
+    }
+    let guest_now = || tsc::now().wrapping_add(offset);
+    let slice = tsc::hz() / 1_000_000 * SLICE_MICROS;
+    let mut exits: u64 = 0;
+    loop {
+        if partition.control.stop_requested() {
+            record_exits(partition, &mut exits);
+            return partition.control.park(epoch);
+        }
+        if slot.take_init() {
+            running = false;
+            machine.with_lapic(index, |l| l.reset());
+        }
+        if !running {
+            match slot.take_startup() {
+                Some(vector) => {
+                    cpu.enter(EntryState::Startup { vector });
+                    running = true;
+                }
+                None => {
+                    idle(partition, index, &machine, None, offset);
+                    continue;
+                }
+            }
+        }
+        inject_pending(cpu, &machine, index, guest_now());
+        let guest_deadline = machine.with_lapic(index, |l| l.next_deadline());
+        let host_now = tsc::now();
+        let mut host_deadline = host_now.saturating_add(slice);
+        if let Some(deadline) = guest_deadline {
+            host_deadline = host_deadline.min(deadline.wrapping_sub(offset).max(host_now));
+        }
+        apic::arm_timer_at(host_deadline);
+        let exit = cpu.run();
+        exits += 1;
+        if exit == VmExit::PhysicalInterrupt {
+            take_host_interrupt();
+            poll_console_input();
+        }
+        match exit::handle(cpu, &mut context, &machine, exit, guest_now()) {
+            Next::Resume => {}
+            Next::Halt => idle(partition, index, &machine, Some(&*cpu), offset),
+            Next::Stop(request) => {
+                record_exits(partition, &mut exits);
+                return stop(partition, index, epoch, request);
+            }
+        }
+    }
+}
+
+/// Moves the highest pending interrupt of the vCPU's local APIC into the guest, or asks for
+/// an interrupt window when the guest cannot take it yet.
+fn inject_pending(cpu: &mut SvmVcpu, machine: &PartitionMachine, index: usize, now: u64) {
+    let slot = &machine.partition.vcpus[index];
+    if !cpu.event_queued() && slot.take_nmi() {
+        cpu.inject(Event::Nmi);
+    }
+    let pending = machine.with_lapic(index, |l| {
+        l.advance(now);
+        l.pending_vector()
+    });
+    let Some(vector) = pending else {
+        cpu.set_interrupt_window(false);
+        return;
+    };
+    if !cpu.event_queued() && cpu.interruptible() {
+        machine.with_lapic(index, |l| l.acknowledge(vector));
+        cpu.inject(Event::Interrupt(vector));
+        cpu.set_interrupt_window(false);
+    } else {
+        cpu.set_interrupt_window(true);
+    }
+}
+
+/// Idles the CPU until the vCPU has something to do: an interrupt it can take (after HLT;
+/// `halted` holds its state), a start-up signal (while it waits for SIPI), or a stop.
+fn idle(
+    partition: &Partition,
+    index: usize,
+    machine: &PartitionMachine,
+    halted: Option<&SvmVcpu>,
+    offset: u64,
+) {
+    let slot = &partition.vcpus[index];
+    loop {
+        if partition.control.stop_requested() || slot.signalled() {
+            return;
+        }
+        let now = tsc::now().wrapping_add(offset);
+        let (pending, deadline) = machine.with_lapic(index, |l| {
+            l.advance(now);
+            (l.pending_vector().is_some(), l.next_deadline())
+        });
+        // HLT ends on an interrupt the guest would take (IF set); with IF clear only a
+        // stop, INIT or NMI ends it.
+        if pending && halted.is_some_and(|cpu| cpu.interrupts_enabled()) {
+            return;
+        }
+        let host_now = tsc::now();
+        let mut wake = tsc::deadline_after_micros(SLICE_MICROS);
+        if let Some(deadline) = deadline {
+            wake = wake.min(deadline.wrapping_sub(offset).max(host_now));
+        }
+        apic::arm_timer_at(wake);
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        poll_console_input();
+    }
+}
+
+fn record_exits(partition: &Partition, exits: &mut u64) {
+    let mut state = partition.state.lock();
+    state.exits += core::mem::take(exits);
+    state.stop_tsc = tsc::now();
+}
+
+/// Stops (or restarts) the partition on behalf of vCPU `index`, once the others parked.
+fn stop(partition: &'static Partition, index: usize, epoch: u32, request: StopRequest) -> AfterStop {
+    if !partition.control.begin_stop() {
+        // Another vCPU is already stopping the partition.
+        return partition.control.park(epoch);
+    }
+    for (other, slot) in partition.vcpus.iter().enumerate() {
+        if other != index {
+            slot.kick();
+        }
+    }
+    partition.control.wait_parked(partition.vcpus.len() - 1);
+    let restarted = stop_or_restart(partition, request.kind, request.reason, &request.detail);
+    if restarted {
+        build::reset_devices(partition);
+    }
+    partition.control.finish_stop(restarted);
+    for (other, slot) in partition.vcpus.iter().enumerate() {
+        if other != index {
+            slot.kick();
+        }
+    }
+    if restarted {
+        AfterStop::Restarted
+    } else {
+        apic::disarm_timer();
+        halt_a_while();
+        AfterStop::Ended
+    }
+}

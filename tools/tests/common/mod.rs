@@ -1,0 +1,203 @@
+//! What the QEMU partition tests share: building an image per layout, one bounded boot with
+//! the serial log's tail in every failure message, and readers for the report and for what
+//! the guests printed.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use tools::{image, packages, qemu, report::Report, topology};
+
+/// Image builds change one output file, so they take turns (or come prebuilt from
+/// `NUMAVISOR_IMAGES`, as `cargo xtask test` does).
+static BUILD: Mutex<()> = Mutex::new(());
+
+pub fn image_for(layout: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("NUMAVISOR_IMAGES").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join(format!("numavisor-{layout}.elf"));
+    }
+    let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    packages::ensure(&[packages::QEMU]).expect("QEMU is needed");
+    image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))
+        .expect("building the image")
+}
+
+/// One boot: the report, the guests' own lines by partition, and a failure context.
+pub struct Boot {
+    pub report: Report,
+    pub context: String,
+}
+
+impl Boot {
+    pub fn run(layout: &str, topology_name: &str) -> Boot {
+        Boot::run_with(layout, topology_name, 120, |_| qemu::Reply::Continue)
+    }
+
+    /// Boots `layout` on `topology_name` with `exit=partitions`, bounded by `timeout`
+    /// seconds (or the topology's own, if longer); `on_line` may type into the console.
+    pub fn run_with(
+        layout: &str,
+        topology_name: &str,
+        timeout: u64,
+        on_line: impl FnMut(&str) -> qemu::Reply,
+    ) -> Boot {
+        let topology = topology::load(topology_name).expect("topology file");
+        let options = qemu::RunOptions {
+            exit: Some("partitions"),
+            extra_qemu_args: vec![],
+            extra_append: String::new(),
+        };
+        let args = qemu::command(&image_for(layout), &topology, &options);
+        let timeout = topology.timeout_seconds.max(timeout);
+        let result = qemu::run_interactive(&args, Duration::from_secs(timeout), on_line)
+            .expect("starting QEMU");
+        let context = format!(
+            "layout {layout} on topology {topology_name}\ncommand: {}\n--- last 60 lines of the serial log ---\n{}",
+            qemu::shell_line(&args),
+            result.tail(60)
+        );
+        assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
+        assert_eq!(
+            result.status,
+            Some(qemu::EXIT_READY),
+            "QEMU exit status (33 = all partitions ended)\n{context}"
+        );
+        let report = Report::from_lines(&result.lines)
+            .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+        Boot { report, context }
+    }
+
+    pub fn events(&self, name: &str) -> Vec<&Value> {
+        self.report
+            .events
+            .iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    pub fn partition(&self, name: &str) -> &Value {
+        self.events("partition")
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no partition event for {name}\n{}", self.context))
+    }
+
+    /// The JSON object partition `name`'s test guest printed with `event`.
+    pub fn guest(&self, name: &str, event: &str) -> Value {
+        self.guest_line(name, "guest: ", event)
+    }
+
+    /// The JSON object partition `name`'s Linux guest (its `/init`) printed with `event`.
+    pub fn linux(&self, name: &str, event: &str) -> Value {
+        self.guest_line(name, "@guest ", event)
+    }
+
+    /// Every console line of partition `name`, in order.
+    pub fn console_lines(&self, name: &str) -> Vec<&str> {
+        self.events("console")
+            .into_iter()
+            .filter(|c| c["partition"] == name)
+            .filter_map(|c| c["line"].as_str())
+            .collect()
+    }
+
+    /// The first JSON object after `prefix` on partition `name`'s console with `event`.
+    pub fn guest_line(&self, name: &str, prefix: &str, event: &str) -> Value {
+        self.events("console")
+            .into_iter()
+            .filter(|c| c["partition"] == name)
+            .filter_map(|c| {
+                c["line"]
+                    .as_str()?
+                    .strip_prefix(prefix)
+                    .map(String::from)
+            })
+            .filter_map(|json| serde_json::from_str::<Value>(&json).ok())
+            .find(|v| v["event"] == event)
+            .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
+    }
+
+    pub fn stopped(&self, name: &str) -> &Value {
+        self.events("partition_stopped")
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("partition {name} never stopped\n{}", self.context))
+    }
+
+    pub fn refused(&self, name: &str) -> &Value {
+        self.events("partition_refused")
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("partition {name} was not refused\n{}", self.context))
+    }
+
+    /// Every ledger adds up; the last one (after every stop) holds no guest memory or pools.
+    pub fn check_ledgers(&self) {
+        let ledgers = self.events("ledger");
+        assert!(
+            ledgers.len() >= 2,
+            "expected ledgers before and after the stops\n{}",
+            self.context
+        );
+        for ledger in &ledgers {
+            for row in ledger["nodes"].as_array().expect("nodes") {
+                let f = |k: &str| row[k].as_u64().expect("ledger number");
+                assert_eq!(
+                    f("free") + f("hypervisor") + f("guest") + f("pools"),
+                    f("usable"),
+                    "{row}\n{}",
+                    self.context
+                );
+            }
+        }
+        for row in ledgers.last().unwrap()["nodes"].as_array().unwrap() {
+            assert_eq!(
+                (row["guest"].as_u64(), row["pools"].as_u64()),
+                (Some(0), Some(0)),
+                "after every stop: {row}\n{}",
+                self.context
+            );
+        }
+    }
+
+    /// Each `spa` range of the partition lies inside the SRAT ranges of the node it names.
+    pub fn check_spa_inside_domains(&self, name: &str) {
+        let topology = self.report.event("topology").expect("topology event");
+        for vnode in self.partition(name)["memory"].as_array().expect("memory") {
+            let node = vnode["node"].as_u64().unwrap() as usize;
+            let ranges = topology["nodes"][node]["memory"]
+                .as_array()
+                .expect("node memory")
+                .clone();
+            let mut total = 0;
+            for spa in vnode["spa"].as_array().unwrap() {
+                let (base, size) = (spa[0].as_u64().unwrap(), spa[1].as_u64().unwrap());
+                total += size;
+                let inside = ranges.iter().any(|r| {
+                    let (b, s) = (r["base"].as_u64().unwrap(), r["size"].as_u64().unwrap());
+                    b <= base && base + size <= b + s
+                });
+                assert!(inside, "{name}: spa [{base:#x}, +{size:#x}) is not inside node {node}'s SRAT ranges\n{}", self.context);
+            }
+            assert_eq!(
+                Some(total),
+                vnode["size"].as_u64(),
+                "{name}: spa ranges do not add up to the vnode\n{}",
+                self.context
+            );
+        }
+    }
+
+    /// The guest ran to the end: all its RAM verified, exit status 0.
+    pub fn check_guest_finished(&self, name: &str) {
+        let ram = self.guest(name, "ram_test");
+        assert_eq!(ram["errors"], 0, "{name}: {ram}\n{}", self.context);
+        assert!(ram["bytes"].as_u64().unwrap_or(0) > 0, "{name}: {ram}");
+        assert_eq!(self.guest(name, "done")["status"], 0, "{}", self.context);
+        let stopped = self.stopped(name);
+        assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", self.context);
+    }
+}
+
