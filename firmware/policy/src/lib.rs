@@ -18,3 +18,4 @@ pub mod report;
 pub mod slat;
 pub mod topology;
 pub mod vmexit;
+pub mod vmm;

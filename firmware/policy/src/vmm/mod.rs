@@ -1,0 +1,14 @@
+//! The backend-neutral VMM core: what a vCPU exit needs that is neither SVM nor VMX.
+//!
+//! Exit handlers shared by both backends live here as pure logic over plain data: the guest's
+//! general-purpose registers ([`guest_regs`]), decoding the instruction that touched an MMIO page
+//! ([`mmio_decode`], Intel SDM vol. 2 ch. 2), walking the guest's own page tables to fetch that
+//! instruction ([`guest_walk`], SDM vol. 3A ch. 4), and the CPUID and MSR policy a partition's
+//! vCPUs see ([`cpuid`], [`msr`]). Nothing here touches hardware; the backend reads the guest
+//! state, calls in, and applies the answer.
+
+pub mod cpuid;
+pub mod guest_regs;
+pub mod guest_walk;
+pub mod mmio_decode;
+pub mod msr;
