@@ -1,3 +1,4 @@
 //! Virtual devices as register models: pure state machines the port bus drives.
 
 pub mod uart16550;
+pub mod pit8254;
