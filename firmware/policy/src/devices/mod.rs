@@ -2,3 +2,4 @@
 
 pub mod uart16550;
 pub mod pit8254;
+pub mod cmos_rtc;
