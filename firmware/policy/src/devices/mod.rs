@@ -3,3 +3,4 @@
 pub mod uart16550;
 pub mod pit8254;
 pub mod cmos_rtc;
+pub mod ioapic;
