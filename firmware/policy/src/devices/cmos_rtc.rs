@@ -121,7 +121,13 @@ impl CmosRtc {
 
     fn read_register(&self, index: u8, now: u64) -> u8 {
         let b = self.ram[0x0B];
-        let encode = |v: u8| if b & REG_B_DM_BINARY != 0 { v } else { to_bcd(v) };
+        let encode = |v: u8| {
+            if b & REG_B_DM_BINARY != 0 {
+                v
+            } else {
+                to_bcd(v)
+            }
+        };
         let time = || DateTime::from_unix(self.now_unix(now));
         match index {
             0x00 => encode(time().second),
@@ -183,7 +189,10 @@ mod tests {
         assert_eq!(regs(&mut rtc, 0), [0, 0, 0, 3, 0x01, 0x12, 0x26]);
         // 13:45:59 later the same day.
         let later = (13 * 3600 + 45 * 60 + 59) * HZ;
-        assert_eq!(regs(&mut rtc, later), [0x59, 0x45, 0x13, 3, 0x01, 0x12, 0x26]);
+        assert_eq!(
+            regs(&mut rtc, later),
+            [0x59, 0x45, 0x13, 3, 0x01, 0x12, 0x26]
+        );
         rtc.write(0, 0x0B, 0);
         rtc.write(1, REG_B_DEFAULT | REG_B_DM_BINARY, 0);
         assert_eq!(regs(&mut rtc, later), [59, 45, 13, 3, 1, 12, 26]);
@@ -204,7 +213,7 @@ mod tests {
     fn calendar_edges_and_leap_years() {
         let cases = [
             (0, (1970, 1, 1, 5)),
-            (951_782_400, (2000, 2, 29, 3)),   // 2000 is a leap year (÷400)
+            (951_782_400, (2000, 2, 29, 3)), // 2000 is a leap year (÷400)
             (951_868_800, (2000, 3, 1, 4)),
             (1_709_164_800, (2024, 2, 29, 5)), // ÷4
             (4_107_542_400, (2100, 3, 1, 2)),  // 2100 is not (÷100): 28 Feb -> 1 Mar

@@ -169,9 +169,8 @@ impl IoApic {
     fn deliver_level(&mut self, pin: u8) -> Option<IoApicDelivery> {
         let i = usize::from(pin);
         let entry = *self.redirection.get(i)?;
-        let ready = self.asserted[i]
-            && entry & RTE_LEVEL != 0
-            && entry & (RTE_MASK | RTE_REMOTE_IRR) == 0;
+        let ready =
+            self.asserted[i] && entry & RTE_LEVEL != 0 && entry & (RTE_MASK | RTE_REMOTE_IRR) == 0;
         if !ready {
             return None;
         }
@@ -278,12 +277,23 @@ mod tests {
         assert_eq!(read_reg(&mut io, 0xFF), 0);
         assert_eq!(write_reg(&mut io, 0x40, 0xFFFF_FFFF), None);
         io.mmio_write(IOREGSEL, 4, 0x10);
-        for (offset, size) in [(0x10, 1), (0x10, 2), (0x10, 8), (0x04, 4), (0x14, 4), (0x20, 4)] {
+        for (offset, size) in [
+            (0x10, 1),
+            (0x10, 2),
+            (0x10, 8),
+            (0x04, 4),
+            (0x14, 4),
+            (0x20, 4),
+        ] {
             assert_eq!(io.mmio_read(offset, size), 0);
             assert_eq!(io.mmio_write(offset, size, 0), None);
         }
         assert_eq!(io.mmio_read(u64::MAX, 4), 0);
-        assert_eq!(read_reg(&mut io, 0x10), 1 << 16, "ignored writes left pin 0 masked");
+        assert_eq!(
+            read_reg(&mut io, 0x10),
+            1 << 16,
+            "ignored writes left pin 0 masked"
+        );
         assert_eq!(io.set_level(24, true), None);
         assert_eq!(io.set_level(255, true), None);
     }
@@ -292,7 +302,11 @@ mod tests {
     fn read_only_and_reserved_bits() {
         let mut io = IoApic::new(0);
         write_reg(&mut io, 0x10, 0xFFFF_FFFF);
-        assert_eq!(read_reg(&mut io, 0x10), 0x0001_AFFF, "delivery status, remote IRR RO");
+        assert_eq!(
+            read_reg(&mut io, 0x10),
+            0x0001_AFFF,
+            "delivery status, remote IRR RO"
+        );
         write_reg(&mut io, 0x11, 0xFFFF_FFFF);
         assert_eq!(read_reg(&mut io, 0x11), 0xFF00_0000, "bits 32-55 reserved");
     }
@@ -330,7 +344,11 @@ mod tests {
         let d = io.set_level(9, true).unwrap();
         assert!(d.level_triggered);
         assert_eq!(d.delivery_mode, DeliveryMode::LowestPriority);
-        assert_eq!(read_reg(&mut io, 0x10 + 18) & (1 << 14), 1 << 14, "remote IRR");
+        assert_eq!(
+            read_reg(&mut io, 0x10 + 18) & (1 << 14),
+            1 << 14,
+            "remote IRR"
+        );
         assert_eq!(io.set_level(9, true), None, "remote IRR blocks");
         assert_eq!(io.eoi(0x42), None, "other vector");
         // Still asserted at EOI: delivered again.
@@ -351,7 +369,11 @@ mod tests {
         write_reg(&mut io, 0x12, 0x0001_0030);
         assert_eq!(read_reg(&mut io, 0x12) & (1 << 14), 0);
         let again = write_reg(&mut io, 0x12, 0x0000_8030);
-        assert_eq!(again.map(|d| d.pin), Some(1), "still asserted: delivered again");
+        assert_eq!(
+            again.map(|d| d.pin),
+            Some(1),
+            "still asserted: delivered again"
+        );
     }
 
     #[test]

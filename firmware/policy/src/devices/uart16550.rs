@@ -483,7 +483,11 @@ mod tests {
         assert_eq!(msr & 0xF0, 0x60);
         assert_eq!(msr & 0x0F, 0x0B, "CTS, DSR and DCD changed");
         uart.write(MCR, MCR_LOOP);
-        assert_eq!(uart.read(MSR), 0x04 | 0x02, "RI trailing edge and DSR change");
+        assert_eq!(
+            uart.read(MSR),
+            0x04 | 0x02,
+            "RI trailing edge and DSR change"
+        );
         // Transmitted bytes come back, not out.
         assert_eq!(uart.write(THR_RBR_DLL, b'\n'), None);
         assert_eq!(uart.read(LSR) & LSR_DR, LSR_DR);
