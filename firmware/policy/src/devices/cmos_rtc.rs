@@ -207,6 +207,10 @@ mod tests {
         assert_eq!(reg(&mut rtc, 4, 3600 * HZ), 0x01);
         assert_eq!(reg(&mut rtc, 4, 12 * 3600 * HZ), 0x92, "noon is 12 PM");
         assert_eq!(reg(&mut rtc, 4, 23 * 3600 * HZ), 0x91);
+        rtc.write(0, 0x0B, 0);
+        rtc.write(1, REG_B_DM_BINARY, 0); // binary, 12-hour
+        assert_eq!(reg(&mut rtc, 4, 13 * 3600 * HZ), 0x81);
+        assert_eq!(reg(&mut rtc, 4, 11 * 3600 * HZ), 11);
     }
 
     #[test]

@@ -377,6 +377,23 @@ mod tests {
     }
 
     #[test]
+    fn shared_vector_eoi_serves_pins_in_turn() {
+        let mut io = IoApic::new(0);
+        program(&mut io, 5, 0x0000_8050, 1);
+        program(&mut io, 6, 0x0000_8050, 1);
+        assert_eq!(io.set_level(5, true).map(|d| d.pin), Some(5));
+        assert_eq!(io.set_level(6, true).map(|d| d.pin), Some(6));
+        assert_eq!(io.eoi(0x50).map(|d| d.pin), Some(5));
+        assert_eq!(
+            io.eoi(0x50).map(|d| d.pin),
+            Some(5),
+            "5 is re-armed first again"
+        );
+        io.set_level(5, false);
+        assert_eq!(io.eoi(0x50).map(|d| d.pin), Some(6));
+    }
+
+    #[test]
     fn delivery_modes() {
         let modes = [
             DeliveryMode::Fixed,

@@ -585,6 +585,53 @@ mod tests {
     }
 
     #[test]
+    fn mode4_one_shot_as_linux_clockevents() {
+        let mut pit = Pit8254::new(TSC_HZ);
+        pit.write(3, 0x38, 0); // ch0, LSB/MSB, mode 4
+        pit.write(0, 100, 0);
+        pit.write(0, 0, 0);
+        assert_eq!(
+            pit.next_irq0(0),
+            Some(ticks(101)),
+            "OUT low at TC, high one tick later"
+        );
+        assert_eq!(pit.irq0_edges_since_last(ticks(100)), 0);
+        assert_eq!(pit.irq0_edges_since_last(ticks(101)), 1);
+        assert_eq!(pit.next_irq0(ticks(101)), None);
+        // Re-arming with a new count fires again.
+        pit.write(0, 50, ticks(200));
+        pit.write(0, 0, ticks(200));
+        assert_eq!(pit.next_irq0(ticks(200)), Some(ticks(251)));
+    }
+
+    #[test]
+    fn modes_1_and_5_start_on_gate_edge() {
+        let mut pit = Pit8254::new(TSC_HZ);
+        pit.write(3, 0x92, 0); // ch2, LSB only, mode 1
+        pit.write(2, 40, 0);
+        assert_eq!(
+            pit.read_port61(ticks(10)) & 0x20,
+            0x20,
+            "OUT high until triggered"
+        );
+        assert_eq!(pit.read(2, ticks(10)), 40);
+        pit.write_port61(0x01, ticks(10));
+        assert_eq!(
+            pit.read_port61(ticks(20)) & 0x20,
+            0,
+            "OUT low while counting"
+        );
+        assert_eq!(pit.read(2, ticks(20)), 30);
+        pit.write_port61(0x00, ticks(25)); // GATE low does not stop mode 1
+        assert_eq!(pit.read_port61(ticks(50)) & 0x20, 0x20);
+        pit.write(3, 0x9A, ticks(50)); // mode 5
+        pit.write(2, 10, ticks(50));
+        pit.write_port61(0x01, ticks(60));
+        assert_eq!(pit.read_port61(ticks(70)) & 0x20, 0, "strobe at TC");
+        assert_eq!(pit.read_port61(ticks(71)) & 0x20, 0x20);
+    }
+
+    #[test]
     fn mode3_square_wave_out() {
         let mut pit = Pit8254::new(TSC_HZ);
         pit.write_port61(0x01, 0);
