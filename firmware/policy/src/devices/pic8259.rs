@@ -1,5 +1,5 @@
-//! The PC's pair of Intel 8259A programmable interrupt controllers (Intel 8259A data sheet,
-//! order 231468) at ports 0x20/0x21 (master) and 0xA0/0xA1 (slave), plus the edge/level
+//! The PC's pair of Intel 8259A programmable interrupt controllers (Intel 8259A data sheet)
+//! at ports 0x20/0x21 (master) and 0xA0/0xA1 (slave), plus the edge/level
 //! control registers (ELCR) at 0x4D0/0x4D1 as the PIIX/ICH chipsets define them.
 //!
 //! numavisor routes every interrupt through the I/O APIC, so these PICs never request or

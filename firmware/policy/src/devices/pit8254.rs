@@ -1,4 +1,4 @@
-//! An Intel 8254 programmable interval timer (Intel 8254 data sheet, order 231244) at ports
+//! An Intel 8254 programmable interval timer (Intel 8254 data sheet) at ports
 //! 0x40–0x43, plus the bits of the PC's port 0x61 (NMI status and control) that it drives.
 //!
 //! The input clock is [`PIT_HZ`], derived from guest TSC ticks (`now`) with u128 arithmetic:
