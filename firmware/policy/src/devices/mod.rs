@@ -1,4 +1,12 @@
-//! Virtual devices as register models: pure state machines the port bus drives.
+//! Virtual devices as register models: pure state machines the port and MMIO buses drive
+//! (see `vmm::platform`), each unit-tested without a VM.
 
+pub mod acpi_pm;
+pub mod cmos_rtc;
+pub mod ioapic;
 pub mod lapic;
+pub mod pci_absent;
+pub mod pic8259;
+pub mod pit8254;
+pub mod reset;
 pub mod uart16550;

@@ -10,6 +10,9 @@
 //! bug can name the wrong register but never panic.
 
 /// The sixteen general-purpose registers of a vCPU (RIP and RFLAGS live with the backend).
+/// `repr(C)` in this order: the SVM world switch (`virt/svm/run.rs`) addresses the fields by
+/// offset (8 bytes each, RAX at 0 ... R15 at 120).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuestRegisters {
     pub rax: u64,

@@ -5,10 +5,18 @@
 //! ([`mmio_decode`], Intel SDM vol. 2 ch. 2), walking the guest's own page tables to fetch that
 //! instruction ([`guest_walk`], SDM vol. 3A ch. 4), and the CPUID and MSR policy a partition's
 //! vCPUs see ([`cpuid`], [`msr`]). Nothing here touches hardware; the backend reads the guest
-//! state, calls in, and applies the answer.
+//! state, calls in, and applies the answer. The partition's virtual platform ([`platform`],
+//! devices on a port and an MMIO [`bus`]), the exit handler shared by every backend
+//! ([`exit`]) over the backend's [`vcpu::Vcpu`], and the console input switch
+//! ([`console_input`]) complete it.
 
+pub mod bus;
+pub mod console_input;
 pub mod cpuid;
+pub mod exit;
 pub mod guest_regs;
 pub mod guest_walk;
 pub mod mmio_decode;
 pub mod msr;
+pub mod platform;
+pub mod vcpu;

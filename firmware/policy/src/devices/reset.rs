@@ -1,0 +1,136 @@
+//! The PC's reset paths: the 8042 keyboard controller's reset line (ports 0x60/0x64, as the
+//! IBM PC/AT Technical Reference describes the 8042 interface) and the reset control register
+//! at port 0xCF9 (Intel PIIX4 / ICH datasheets, "Reset Control Register").
+//!
+//! There is no keyboard: the 8042's status register (0x64) always reads 0 (output buffer empty,
+//! input buffer empty, so a guest never waits to write and never finds data), the data port
+//! (0x60) reads 0, and every command and data byte is accepted and ignored except command 0xFE
+//! (pulse the reset line), which requests a reset.
+//!
+//! Port 0xCF9: a write with bit 2 (RST_CPU) and bit 1 (SYS_RST, hard reset) both set requests a
+//! reset (Linux writes 0x06 or 0x0E); bit 2 alone (a soft reset on real chipsets) is ignored.
+//! Bits 1 and 3 (FULL_RST) are stored and read back; bit 2 reads 0. Port 0xCF9 is a byte port;
+//! a dword access at 0xCF8 belongs to PCI configuration (see `pci_absent`), which the bus
+//! decodes before it gets here. Other ports read 0xFF and ignore writes.
+
+/// What a write asks of the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetEffect {
+    /// Nothing happens.
+    None,
+    /// Reset the partition (a cold restart of the guest).
+    Reset,
+}
+
+const KBC_DATA: u16 = 0x60;
+const KBC_STATUS_COMMAND: u16 = 0x64;
+const RESET_CONTROL: u16 = 0xCF9;
+const KBC_PULSE_RESET: u8 = 0xFE;
+const RCR_SYS_RST: u8 = 1 << 1;
+const RCR_RST_CPU: u8 = 1 << 2;
+const RCR_STORED: u8 = 0x0A;
+
+/// The 8042 reset line and the 0xCF9 reset control register.
+#[derive(Clone, Debug, Default)]
+pub struct ResetControl {
+    cf9: u8,
+}
+
+impl ResetControl {
+    /// Reset control in its power-on state (0xCF9 reads 0).
+    pub fn new() -> ResetControl {
+        ResetControl::default()
+    }
+
+    /// A guest read of absolute `port`.
+    pub fn read(&mut self, port: u16) -> u8 {
+        match port {
+            KBC_DATA | KBC_STATUS_COMMAND => 0,
+            RESET_CONTROL => self.cf9,
+            _ => 0xFF,
+        }
+    }
+
+    /// A guest write to absolute `port`.
+    pub fn write(&mut self, port: u16, value: u8) -> ResetEffect {
+        match port {
+            KBC_STATUS_COMMAND if value == KBC_PULSE_RESET => ResetEffect::Reset,
+            RESET_CONTROL => {
+                self.cf9 = value & RCR_STORED;
+                let reset = RCR_SYS_RST | RCR_RST_CPU;
+                if value & reset == reset {
+                    ResetEffect::Reset
+                } else {
+                    ResetEffect::None
+                }
+            }
+            _ => ResetEffect::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn keyboard_controller_reset() {
+        let mut r = ResetControl::new();
+        assert_eq!(r.read(0x64), 0);
+        assert_eq!(r.read(0x60), 0);
+        for cmd in [0xAA, 0xAD, 0xD1, 0xFF, 0xF0, 0x00] {
+            assert_eq!(r.write(0x64, cmd), ResetEffect::None, "{cmd:#x}");
+        }
+        assert_eq!(
+            r.write(0x60, 0xFE),
+            ResetEffect::None,
+            "data, not a command"
+        );
+        assert_eq!(r.write(0x64, 0xFE), ResetEffect::Reset);
+    }
+
+    #[test]
+    fn cf9_linux_sequence() {
+        let mut r = ResetControl::new();
+        let cf9 = r.read(0xCF9) & !0x0E;
+        assert_eq!(r.write(0xCF9, cf9 | 0x02), ResetEffect::None);
+        assert_eq!(r.read(0xCF9), 0x02);
+        assert_eq!(r.write(0xCF9, cf9 | 0x0E), ResetEffect::Reset);
+        assert_eq!(r.read(0xCF9), 0x0A);
+        assert_eq!(r.write(0xCF9, 0x06), ResetEffect::Reset);
+        assert_eq!(
+            r.write(0xCF9, 0x04),
+            ResetEffect::None,
+            "soft reset ignored"
+        );
+        assert_eq!(r.read(0xCF9), 0x00);
+        assert_eq!(r.write(0xCF9, 0xF1), ResetEffect::None);
+        assert_eq!(r.read(0xCF9), 0x00);
+    }
+
+    #[test]
+    fn other_ports() {
+        let mut r = ResetControl::new();
+        for port in [0x61, 0x92, 0xCF8, 0xCFA, 0xFFFF] {
+            assert_eq!(r.read(port), 0xFF);
+            assert_eq!(r.write(port, 0xFE), ResetEffect::None);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(ops in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![Just(0x60u16), Just(0x64), Just(0xCF9), any::<u16>()],
+             any::<u8>()), 0..200)) {
+            let mut r = ResetControl::new();
+            for (is_read, port, value) in ops {
+                if is_read {
+                    r.read(port);
+                } else {
+                    r.write(port, value);
+                }
+            }
+        }
+    }
+}
