@@ -11,7 +11,8 @@ use crate::workspace_root;
 /// The bare-metal target the image and guests are built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
