@@ -10,6 +10,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use numavisor_layout::{LINUX_IMAGE_NAME, LINUX_INITRD_NAME};
+
 use crate::image::target_dir;
 use cpio::CpioWriter;
 
@@ -143,6 +145,29 @@ pub fn prepare_linux_guest() -> Result<LinuxMaterial> {
     Ok(material)
 }
 
+/// Whether a layout (its TOML text) names the Linux material: a partition with
+/// `image = "linux"` or `initrd = "linux-initramfs"`, or a path ending in `linux/vmlinuz` or
+/// `linux/initramfs.cpio` (like `../target/linux/vmlinuz`). Unreadable TOML: `false` (the
+/// layout check reports it).
+pub fn layout_uses_linux(layout: &str) -> bool {
+    let Ok(table) = layout.parse::<toml::Table>() else {
+        return false;
+    };
+    let Some(toml::Value::Array(partitions)) = table.get("partition") else {
+        return false;
+    };
+    let names = |key: &str, name: &str, file: &str| {
+        partitions.iter().any(|partition| {
+            partition
+                .get(key)
+                .and_then(toml::Value::as_str)
+                .is_some_and(|value| value == name || value.ends_with(&format!("linux/{file}")))
+        })
+    };
+    names("image", LINUX_IMAGE_NAME, "vmlinuz")
+        || names("initrd", LINUX_INITRD_NAME, "initramfs.cpio")
+}
+
 /// `apt-get download PACKAGES` in `dir`; on failure `apt-get update` and once more.
 fn apt_download(dir: &Path, packages: &[&str]) -> Result<()> {
     let download = || {
@@ -231,6 +256,22 @@ fn path_str(path: &Path) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_naming_linux_are_recognised() {
+        let partition = |fields: &str| format!("[[partition]]\nname = \"a\"\n{fields}\n");
+        assert!(layout_uses_linux(&partition("image = \"linux\"")));
+        assert!(layout_uses_linux(&partition(
+            "image = \"k/bzImage\"\ninitrd = \"linux-initramfs\""
+        )));
+        assert!(layout_uses_linux(&partition(
+            "image = \"../target/linux/vmlinuz\""
+        )));
+        assert!(!layout_uses_linux(&partition("image = \"test-guest\"")));
+        assert!(!layout_uses_linux("not toml ["));
+        let default = std::fs::read_to_string(crate::workspace_root().join("layouts/default.toml"));
+        assert!(!layout_uses_linux(&default.unwrap()));
+    }
 
     #[test]
     fn kernel_package_is_found_in_depends() {

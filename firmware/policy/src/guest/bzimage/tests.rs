@@ -92,9 +92,12 @@ fn setup_sects_zero_means_four() {
     assert_eq!(image.kernel.len(), bytes.len() - 5 * 512);
 }
 
+/// A change to the synthetic image.
+type Mutation = fn(&mut Vec<u8>);
+
 #[test]
 fn header_errors_name_what_is_wrong() {
-    let cases: [(fn(&mut Vec<u8>), BzImageError); 8] = [
+    let cases: [(Mutation, BzImageError); 8] = [
         (
             |b| b.truncate(0x100),
             BzImageError::Truncated {
