@@ -6,12 +6,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::workspace_root;
+use crate::{linux, workspace_root};
 
 /// The bare-metal target the image and guests are built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
@@ -81,12 +82,20 @@ pub fn build() -> Result<PathBuf> {
 }
 
 /// Builds the image with `layout` embedded; returns a copy named after the layout (so images
-/// of several layouts can coexist), or the plain path for the default layout.
+/// of several layouts can coexist), or the plain path for the default layout. A layout that
+/// names the Linux material ([`linux::layout_uses_linux`]) gets it first: the Debian kernel
+/// and busybox fetched (once, cached) and the initramfs rebuilt with
+/// [`linux::DEFAULT_INIT`].
 pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
     build_guests()?;
     let layout = layout
         .canonicalize()
         .with_context(|| format!("layout {}", layout.display()))?;
+    let text = std::fs::read_to_string(&layout)
+        .with_context(|| format!("reading layout {}", layout.display()))?;
+    if linux::layout_uses_linux(&text) {
+        linux::prepare_linux_guest().context("preparing the Linux guest material")?;
+    }
     cargo(
         &[
             "build",
@@ -100,6 +109,7 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
         &[
             ("NUMAVISOR_LAYOUT", &layout),
             ("NUMAVISOR_GUEST_DIR", &guest_dir()),
+            ("NUMAVISOR_LINUX_DIR", &linux::linux_dir()),
         ],
     )?;
     let name = layout

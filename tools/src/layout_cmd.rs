@@ -7,7 +7,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use numavisor_layout::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
+use numavisor_layout::{
+    CheckedPartition, CheckedVcpuGroup, ImageKind, LoadOptions, PoolCheck, LINUX_DIR_ENV,
+};
+
+use tools::linux;
 
 /// Arguments of `check-layout`.
 #[derive(clap::Args, Debug)]
@@ -18,6 +22,10 @@ pub struct CheckLayoutArgs {
     /// [default: $NUMAVISOR_GUEST_DIR, else <workspace>/target/guests].
     #[arg(long)]
     pub guest_dir: Option<PathBuf>,
+    /// Where `image = "linux"` and `initrd = "linux-initramfs"` are found
+    /// [default: $NUMAVISOR_LINUX_DIR, else <target>/linux, where `build` puts them].
+    #[arg(long)]
+    pub linux_dir: Option<PathBuf>,
     /// Print the generated Rust source instead of the summary.
     #[arg(long)]
     pub emit: bool,
@@ -25,9 +33,13 @@ pub struct CheckLayoutArgs {
 
 /// Checks the layout; prints its summary (or its Rust) and warnings, or fails with every error.
 pub fn run(args: CheckLayoutArgs) -> Result<()> {
-    let options = match args.guest_dir {
-        Some(guest_dir) => LoadOptions { guest_dir },
-        None => LoadOptions::from_env(),
+    let from_env = LoadOptions::from_env();
+    let linux_dir = args.linux_dir.unwrap_or_else(|| {
+        std::env::var_os(LINUX_DIR_ENV).map_or_else(linux::linux_dir, PathBuf::from)
+    });
+    let options = LoadOptions {
+        guest_dir: args.guest_dir.unwrap_or(from_env.guest_dir),
+        linux_dir,
     };
     let layout = match numavisor_layout::load_with(&args.file, &options) {
         Ok(layout) => layout,
@@ -99,7 +111,14 @@ fn print_partition(p: &CheckedPartition) {
         p.slat_table_pages(),
         p.max_page
     );
-    println!("  image {}", p.image.display());
+    let kind = match p.image_kind {
+        ImageKind::PvhElf => "PVH ELF",
+        ImageKind::LinuxBzImage => "Linux bzImage",
+    };
+    println!("  image {} ({kind})", p.image.display());
+    if let Some(initrd) = &p.initrd {
+        println!("  initrd {}", initrd.display());
+    }
     println!("  command line {:?}", p.command_line);
     println!(
         "  on fault: {:?}, on shutdown: {:?}",

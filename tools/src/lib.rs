@@ -4,6 +4,7 @@
 
 pub mod expect;
 pub mod image;
+pub mod linux;
 pub mod packages;
 pub mod qemu;
 pub mod report;

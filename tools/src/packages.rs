@@ -70,7 +70,8 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+/// Whether we run as root (else apt-get goes through sudo).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -19,11 +19,12 @@ pub mod spec;
 mod host;
 
 pub use numavisor_policy::memory::BlockSize;
-pub use spec::{ExitAction, Layout, PartitionSpec, VcpuGroup, VnodeSpec};
+pub use spec::{ExitAction, ImageKind, Layout, PartitionSpec, VcpuGroup, VnodeSpec};
 
 #[cfg(feature = "host")]
 pub use host::{
-    default_guest_dir, emit_rust, generate_for_build, layout_path_from_env, load, load_with,
-    workspace_root, CheckedLayout, CheckedPartition, CheckedVcpuGroup, LayoutError, LayoutErrors,
-    LoadOptions, PartitionLabel, PoolCheck, GUEST_DIR_ENV, LAYOUT_ENV,
+    default_guest_dir, default_linux_dir, emit_rust, generate_for_build, layout_path_from_env,
+    load, load_with, workspace_root, CheckedLayout, CheckedPartition, CheckedVcpuGroup,
+    LayoutError, LayoutErrors, LoadOptions, PartitionLabel, PoolCheck, GUEST_DIR_ENV, LAYOUT_ENV,
+    LINUX_DIR_ENV, LINUX_IMAGE_NAME, LINUX_INITRD_NAME,
 };

@@ -28,9 +28,16 @@ pub struct PartitionSpec {
     pub pool_bytes: u64,
     /// The largest leaf its SLAT may use.
     pub max_page: BlockSize,
-    /// The guest image (an ELF with a PVH entry note), embedded in the firmware.
+    /// The guest image, embedded in the firmware: an ELF with a PVH entry note, or a Linux
+    /// bzImage, as [`image_kind`](Self::image_kind) says.
     pub image: &'static [u8],
-    /// The guest's command line (PVH `start_info` cmdline); no NUL, at most 1 KiB.
+    /// What [`image`](Self::image) is, found when the layout was checked.
+    pub image_kind: ImageKind,
+    /// The initial RAM disk handed to a Linux bzImage (`ramdisk_image` in its zero page),
+    /// embedded in the firmware; always `None` for a PVH ELF.
+    pub initrd: Option<&'static [u8]>,
+    /// The guest's command line (PVH `start_info` cmdline, or the bzImage's `cmd_line_ptr`);
+    /// no NUL, at most 1 KiB (and at most the bzImage's `cmdline_size`).
     pub command_line: &'static str,
     /// What to do when the guest faults (bad access, triple fault, invalid state).
     pub on_fault: ExitAction,
@@ -109,6 +116,17 @@ pub struct VnodeSpec {
     pub node: u32,
 }
 
+/// The kind of a partition's guest image, which decides how the partition is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// An ELF64 with a Xen PVH entry note: entered in 32-bit protected mode with
+    /// `hvm_start_info` (`numavisor_policy::guest::elf`, `start_info`).
+    PvhElf,
+    /// A Linux bzImage (boot protocol 2.12 or later, with the 64-bit entry): entered in long
+    /// mode with a zero page (`numavisor_policy::guest::bzimage`).
+    LinuxBzImage,
+}
+
 /// What happens to a partition when its guest stops running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitAction {
@@ -148,6 +166,8 @@ mod tests {
         pool_bytes: 1 << 20,
         max_page: BlockSize::Size2M,
         image: b"",
+        image_kind: ImageKind::PvhElf,
+        initrd: None,
         command_line: "",
         on_fault: ExitAction::Stop,
         on_shutdown: ExitAction::Restart,

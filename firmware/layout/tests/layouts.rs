@@ -8,10 +8,30 @@ use std::path::{Path, PathBuf};
 
 use numavisor_layout::{
     emit_rust, generate_for_build, load_with, BlockSize, CheckedLayout, CheckedPartition,
-    CheckedVcpuGroup, ExitAction, LayoutErrors, LoadOptions, PoolCheck, VnodeSpec,
+    CheckedVcpuGroup, ExitAction, ImageKind, LayoutErrors, LoadOptions, PoolCheck, VnodeSpec,
 };
 
-/// A guest directory holding a dummy `test-guest.elf` (the checks only need it to exist).
+/// A minimal bzImage header that passes the boot-protocol checks: protocol `version`, one
+/// setup sector, a 512-byte "kernel", `cmdline_size` 255.
+fn tiny_bzimage(version: u16) -> Vec<u8> {
+    let mut image = vec![0u8; 1536];
+    image[0x1F1] = 1;
+    image[0x1FE..0x200].copy_from_slice(&0xAA55u16.to_le_bytes());
+    image[0x200..0x202].copy_from_slice(&[0xEB, 0x66]);
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+    image[0x211] = 1; // LOADED_HIGH
+    image[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes());
+    image[0x234] = 1;
+    image[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+    image[0x238..0x23C].copy_from_slice(&255u32.to_le_bytes());
+    image[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+    image[0x260..0x264].copy_from_slice(&0x1000u32.to_le_bytes());
+    image
+}
+
+/// A guest directory holding a dummy `test-guest.elf` (the checks only need it to exist),
+/// and in its `linux/` a synthetic bzImage `vmlinuz` and an `initramfs.cpio`.
 struct Guests {
     dir: tempfile::TempDir,
 }
@@ -20,12 +40,17 @@ impl Guests {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("test-guest.elf"), b"\x7fELF, not really").unwrap();
+        let linux = dir.path().join("linux");
+        std::fs::create_dir(&linux).unwrap();
+        std::fs::write(linux.join("vmlinuz"), tiny_bzimage(0x020F)).unwrap();
+        std::fs::write(linux.join("initramfs.cpio"), b"070701, not really").unwrap();
         Guests { dir }
     }
 
     fn options(&self) -> LoadOptions {
         LoadOptions {
             guest_dir: self.dir.path().to_path_buf(),
+            linux_dir: self.dir.path().join("linux"),
         }
     }
 
@@ -75,6 +100,8 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         pool_bytes: 256 << 10,
         max_page: BlockSize::Size2M,
         image,
+        image_kind: ImageKind::PvhElf,
+        initrd: None,
         command_line: "mode=report".into(),
         on_fault: ExitAction::Stop,
         on_shutdown: ExitAction::Stop,
@@ -224,6 +251,8 @@ fn layouts_in_the_other_forms_check_too() {
             pool_bytes: 1 << 20,
             max_page: BlockSize::Size1G,
             image,
+            image_kind: ImageKind::PvhElf,
+            initrd: None,
             command_line: String::new(),
             on_fault: ExitAction::Restart,
             on_shutdown: ExitAction::Restart,
@@ -356,21 +385,78 @@ fn an_unreadable_file_is_one_error() {
         .starts_with("no/such/layout.toml: cannot read the layout:"));
 }
 
-/// The generated source with the machine's paths replaced by `$LAYOUTS` and `$GUESTS`.
+/// The generated source with the machine's paths replaced by `$LAYOUTS`, `$TESTS` and
+/// `$GUESTS`.
 fn portable(source: &str, guests: &Guests) -> String {
     let guest_dir = std::fs::canonicalize(guests.dir.path()).unwrap();
     source
         .replace(&layouts_dir().display().to_string(), "$LAYOUTS")
+        .replace(&tests_dir().display().to_string(), "$TESTS")
         .replace(&guest_dir.display().to_string(), "$GUESTS")
+}
+
+/// This crate's `tests/`, holding layouts that are not ready-made (the Linux one).
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+#[test]
+fn linux_layout_names_kernel_and_initramfs() {
+    let guests = Guests::new();
+    let layout = guests.load(&tests_dir().join("linux.toml")).unwrap();
+    let linux = std::fs::canonicalize(guests.dir.path().join("linux")).unwrap();
+    let [partition] = &layout.partitions[..] else {
+        panic!("one partition expected: {layout:?}")
+    };
+    assert_eq!(partition.image, linux.join("vmlinuz"));
+    assert_eq!(partition.image_kind, ImageKind::LinuxBzImage);
+    assert_eq!(partition.initrd, Some(linux.join("initramfs.cpio")));
+    assert_eq!(partition.command_line, "console=ttyS0 nv.test=poweroff");
+}
+
+#[test]
+fn linux_images_by_path_and_their_limits() {
+    let guests = Guests::new();
+    std::fs::write(guests.dir.path().join("kernel.bin"), tiny_bzimage(0x020C)).unwrap();
+    std::fs::write(guests.dir.path().join("disk.cpio"), b"070701").unwrap();
+    let by_path = "image = \"./kernel.bin\"\ninitrd = \"./disk.cpio\"";
+    let text = partition("by-path", 0, "64M", by_path).replace("image = \"test-guest\"\n", "");
+    let layout = guests.load_text(&text).unwrap();
+    let p = &layout.partitions[0];
+    assert_eq!(p.image_kind, ImageKind::LinuxBzImage);
+    assert_eq!(
+        p.initrd.as_deref(),
+        Some(
+            std::fs::canonicalize(guests.dir.path().join("disk.cpio"))
+                .unwrap()
+                .as_path()
+        )
+    );
+    // A bzImage without an initrd is fine; a command line longer than cmdline_size is not.
+    let long = format!("command_line = \"{}\"", "x".repeat(256));
+    let text = partition("long", 0, "64M", &long).replace("\"test-guest\"", "\"linux\"");
+    let errors = guests.load_text(&text).unwrap_err().to_string();
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(
+        errors.contains("partition \"long\": field command_line: 256 bytes long; the kernel ")
+            && errors.ends_with("reads at most 255 (its cmdline_size)"),
+        "{errors}"
+    );
+    let exact = format!("command_line = \"{}\"", "x".repeat(255));
+    let text = partition("long", 0, "64M", &exact).replace("\"test-guest\"", "\"linux\"");
+    assert!(guests.load_text(&text).is_ok());
 }
 
 #[test]
 fn emitted_rust_matches_the_snapshot() {
     let guests = Guests::new();
-    for name in ["default", "spanning", "four-nodes"] {
-        let layout = guests
-            .load(&layouts_dir().join(format!("{name}.toml")))
-            .unwrap();
+    for name in ["default", "spanning", "four-nodes", "linux"] {
+        let dir = if name == "linux" {
+            tests_dir()
+        } else {
+            layouts_dir()
+        };
+        let layout = guests.load(&dir.join(format!("{name}.toml"))).unwrap();
         let source = portable(&emit_rust(&layout), &guests);
         assert_eq!(emit_rust(&layout), emit_rust(&layout), "not deterministic");
         let snapshot =

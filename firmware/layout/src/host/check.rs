@@ -1,5 +1,5 @@
 //! The raw form checked into the validated form (`docs/layout.md`, "Validation"): names,
-//! images, sizes, vCPU placement, vnode references, pools against the cost model, and the
+//! images (found and classified in [`files`](super::files)), sizes, vCPU placement, vnode references, pools against the cost model, and the
 //! limits in [`crate::limits`]. Every error is collected; a field that could not be read is
 //! skipped here, as it was already reported.
 
@@ -10,9 +10,10 @@ use numavisor_policy::memory::PAGE_SIZE;
 use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU};
 
 use super::error::{PartitionLabel, Report};
+use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
 use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
 use super::size::{human_size, layout_size};
-use super::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck, GUEST_DIR_ENV};
+use super::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
     MAX_COMMAND_LINE, MAX_NAME_LEN, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
     MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
@@ -115,6 +116,26 @@ fn check_partition(
         .image
         .as_deref()
         .and_then(|image| resolve_image(label, image, layout_dir, options, report));
+    // None: unreadable or not found (reported); Some(None): no initrd.
+    let initrd = match &raw.initrd {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(initrd)) => resolve_initrd(label, initrd, layout_dir, options, report).map(Some),
+    };
+    let kind = image
+        .as_deref()
+        .and_then(|image| image_kind(label, image, report));
+    if let (Some(kind), Some(image)) = (kind, &image) {
+        let initrd_given = matches!(raw.initrd, Some(Some(_)));
+        check_linux_fields(
+            label,
+            kind,
+            image,
+            initrd_given,
+            raw.command_line.as_deref(),
+            report,
+        );
+    }
     if let Some(command_line) = &raw.command_line {
         check_command_line(label, command_line, report);
     }
@@ -139,6 +160,8 @@ fn check_partition(
         pool_bytes: pool?,
         max_page: raw.max_page?,
         image: image?,
+        image_kind: kind?.0,
+        initrd: initrd?,
         command_line: raw.command_line?,
         on_fault: raw.on_fault?,
         on_shutdown: raw.on_shutdown?,
@@ -165,69 +188,6 @@ fn check_name(label: &PartitionLabel, name: &str, report: &mut Report) {
         .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
     {
         report.field(label, "name", format!("{bad:?} is not allowed; {fix}"));
-    }
-}
-
-/// `image = "NAME"`: `<guest dir>/NAME.elf`; with a `/`: a path from the layout's directory.
-fn resolve_image(
-    label: &PartitionLabel,
-    image: &str,
-    layout_dir: &Path,
-    options: &LoadOptions,
-    report: &mut Report,
-) -> Option<std::path::PathBuf> {
-    if image.is_empty() {
-        report.field(
-            label,
-            "image",
-            "empty; name a guest image like \"test-guest\", or give a path containing '/'",
-        );
-        return None;
-    }
-    let (path, how) = if image.contains('/') {
-        (
-            layout_dir.join(image),
-            "a path containing '/' is taken from the layout file's directory".to_string(),
-        )
-    } else {
-        (
-            options.guest_dir.join(format!("{image}.elf")),
-            format!(
-                "guest images are looked up by name in {} (set {GUEST_DIR_ENV} to change it); \
-                 build the guest there or give a path containing '/'",
-                options.guest_dir.display()
-            ),
-        )
-    };
-    if !path.is_file() {
-        report.field(
-            label,
-            "image",
-            format!("no guest image {image:?} at {}; {how}", path.display()),
-        );
-        return None;
-    }
-    match std::fs::canonicalize(&path) {
-        Ok(absolute) if absolute.to_str().is_some() => Some(absolute),
-        Ok(absolute) => {
-            report.field(
-                label,
-                "image",
-                format!(
-                    "the image path {} is not UTF-8; move it to a UTF-8 path",
-                    absolute.display()
-                ),
-            );
-            None
-        }
-        Err(error) => {
-            report.field(
-                label,
-                "image",
-                format!("cannot resolve {}: {error}", path.display()),
-            );
-            None
-        }
     }
 }
 

@@ -1,14 +1,17 @@
 //! The checked layout written as Rust: one `pub static LAYOUT: numavisor_layout::Layout` the
-//! firmware `include!`s, with each guest image embedded by `include_bytes!` from its absolute
-//! path. The output depends only on the checked layout (no time, no environment), so the same
+//! firmware `include!`s, with each guest image (and initrd) embedded by `include_bytes!` from
+//! its absolute path. The output depends only on the checked layout (no time, no environment), so the same
 //! layout always gives the same source.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::size::human_size;
-use super::{load, CheckedLayout, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV, LAYOUT_ENV};
-use crate::{BlockSize, ExitAction};
+use super::{
+    load, CheckedLayout, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV, LAYOUT_ENV,
+    LINUX_DIR_ENV,
+};
+use crate::{BlockSize, ExitAction, ImageKind};
 
 /// Rust source defining `pub static LAYOUT: numavisor_layout::Layout` for `layout`. Every path
 /// it names is absolute; strings are escaped as Rust literals.
@@ -82,6 +85,26 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
         "            image: include_bytes!({:?}),",
         p.image.to_string_lossy()
     );
+    let kind = match p.image_kind {
+        ImageKind::PvhElf => "PvhElf",
+        ImageKind::LinuxBzImage => "LinuxBzImage",
+    };
+    let _ = writeln!(
+        out,
+        "            image_kind: numavisor_layout::ImageKind::{kind},"
+    );
+    match &p.initrd {
+        Some(initrd) => {
+            let _ = writeln!(
+                out,
+                "            initrd: Some(include_bytes!({:?})),",
+                initrd.to_string_lossy()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "            initrd: None,");
+        }
+    }
     let _ = writeln!(out, "            command_line: {:?},", p.command_line);
     let _ = writeln!(out, "            on_fault: {},", action(p.on_fault));
     let _ = writeln!(out, "            on_shutdown: {},", action(p.on_shutdown));
@@ -97,16 +120,21 @@ fn action(action: ExitAction) -> &'static str {
 
 /// For the firmware's build script: loads and checks the layout at `layout_path` (guest images
 /// found as [`load`] says), writes [`emit_rust`]'s output to `out_file` (only if it changed),
-/// and prints `cargo:rerun-if-changed` for the layout and each image,
-/// `cargo:rerun-if-env-changed` for `NUMAVISOR_LAYOUT` and `NUMAVISOR_GUEST_DIR`, and
+/// and prints `cargo:rerun-if-changed` for the layout and each image and initrd,
+/// `cargo:rerun-if-env-changed` for `NUMAVISOR_LAYOUT`, `NUMAVISOR_GUEST_DIR` and
+/// `NUMAVISOR_LINUX_DIR`, and
 /// `cargo:warning` for each warning. The error lists every problem, one per line.
 pub fn generate_for_build(layout_path: &Path, out_file: &Path) -> Result<(), String> {
     println!("cargo:rerun-if-env-changed={LAYOUT_ENV}");
     println!("cargo:rerun-if-env-changed={GUEST_DIR_ENV}");
+    println!("cargo:rerun-if-env-changed={LINUX_DIR_ENV}");
     println!("cargo:rerun-if-changed={}", layout_path.display());
     let layout = load(layout_path).map_err(|errors| errors.to_string())?;
     for partition in &layout.partitions {
         println!("cargo:rerun-if-changed={}", partition.image.display());
+        if let Some(initrd) = &partition.initrd {
+            println!("cargo:rerun-if-changed={}", initrd.display());
+        }
     }
     for warning in &layout.warnings {
         println!("cargo:warning={warning}");

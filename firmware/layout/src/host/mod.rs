@@ -7,6 +7,7 @@
 mod check;
 mod emit;
 mod error;
+mod files;
 mod parse;
 mod size;
 
@@ -17,7 +18,7 @@ pub use error::{LayoutError, LayoutErrors, PartitionLabel};
 
 use numavisor_policy::partition::cost;
 
-use crate::{BlockSize, ExitAction, VnodeSpec};
+use crate::{BlockSize, ExitAction, ImageKind, VnodeSpec};
 use error::Report;
 
 /// The environment variable naming the layout the firmware build embeds (a path, relative
@@ -26,6 +27,13 @@ pub const LAYOUT_ENV: &str = "NUMAVISOR_LAYOUT";
 /// The environment variable naming the directory guest images are looked up in by name;
 /// unset: `<workspace>/target/guests`.
 pub const GUEST_DIR_ENV: &str = "NUMAVISOR_GUEST_DIR";
+/// The environment variable naming the directory of the Linux guest material (`vmlinuz`,
+/// `initramfs.cpio`); unset: `<workspace>/target/linux`.
+pub const LINUX_DIR_ENV: &str = "NUMAVISOR_LINUX_DIR";
+/// `image = "linux"`: the Linux kernel `<linux dir>/vmlinuz`.
+pub const LINUX_IMAGE_NAME: &str = "linux";
+/// `initrd = "linux-initramfs"`: the initramfs `<linux dir>/initramfs.cpio`.
+pub const LINUX_INITRD_NAME: &str = "linux-initramfs";
 
 /// A layout that passed every check: an owned mirror of [`Layout`](crate::Layout), with the
 /// guest images as absolute paths instead of bytes.
@@ -56,6 +64,10 @@ pub struct CheckedPartition {
     pub max_page: BlockSize,
     /// The guest image: an absolute, UTF-8 path to an existing file.
     pub image: PathBuf,
+    /// What the image is: a bzImage that passed the boot-protocol checks, else a PVH ELF.
+    pub image_kind: ImageKind,
+    /// The initrd of a bzImage: an absolute, UTF-8 path to an existing file.
+    pub initrd: Option<PathBuf>,
     /// The guest's command line.
     pub command_line: String,
     /// What a guest fault does.
@@ -131,18 +143,24 @@ pub enum PoolCheck {
     Boot,
 }
 
-/// Where [`load_with`] looks for guest images named without a `/`.
+/// Where [`load_with`] looks for guest images and initrds named without a `/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// `image = "NAME"` is the file `<guest_dir>/NAME.elf`.
+    /// `image = "NAME"` is the file `<guest_dir>/NAME.elf`, `initrd = "NAME"` the file
+    /// `<guest_dir>/NAME.cpio`.
     pub guest_dir: PathBuf,
+    /// `image = "linux"` is `<linux_dir>/vmlinuz`, `initrd = "linux-initramfs"`
+    /// `<linux_dir>/initramfs.cpio` (what `cargo xtask build` fetches and builds).
+    pub linux_dir: PathBuf,
 }
 
 impl LoadOptions {
-    /// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`.
+    /// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`; `$NUMAVISOR_LINUX_DIR`
+    /// if set, else `<workspace>/target/linux`.
     pub fn from_env() -> Self {
         LoadOptions {
             guest_dir: default_guest_dir(),
+            linux_dir: default_linux_dir(),
         }
     }
 }
@@ -161,6 +179,14 @@ pub fn default_guest_dir() -> PathBuf {
     match std::env::var_os(GUEST_DIR_ENV) {
         Some(dir) => PathBuf::from(dir),
         None => workspace_root().join("target/guests"),
+    }
+}
+
+/// `$NUMAVISOR_LINUX_DIR` if set, else `<workspace>/target/linux`.
+pub fn default_linux_dir() -> PathBuf {
+    match std::env::var_os(LINUX_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target/linux"),
     }
 }
 

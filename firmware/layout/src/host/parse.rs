@@ -13,9 +13,10 @@ use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 10] = [
+pub(crate) const PARTITION_KEYS: [&str; 11] = [
     "name",
     "image",
+    "initrd",
     "command_line",
     "vcpus",
     "memory",
@@ -33,6 +34,8 @@ pub(crate) struct RawPartition {
     pub(crate) label: PartitionLabel,
     pub(crate) name: Option<String>,
     pub(crate) image: Option<String>,
+    /// `Some(None)`: no `initrd` key.
+    pub(crate) initrd: Option<Option<String>>,
     pub(crate) command_line: Option<String>,
     pub(crate) vcpus: Option<Vec<RawVcpuGroup>>,
     pub(crate) memory: Option<Vec<VnodeSpec>>,
@@ -157,6 +160,7 @@ pub(crate) fn parse_partition(
     };
     let name = fields.required("name", "name = \"data-plane\"", typed);
     let image = fields.required("image", "image = \"test-guest\"", typed);
+    let initrd = fields.optional("initrd", some_string, None);
     let command_line = fields.optional("command_line", typed, String::new());
     let vcpus = fields.required("vcpus", "vcpus = [{ node = 0, count = 1 }]", vcpu_groups);
     let memory = fields.required("memory", "memory = [{ size = \"64M\", node = 0 }]", vnodes);
@@ -169,6 +173,7 @@ pub(crate) fn parse_partition(
         label,
         name,
         image,
+        initrd,
         command_line,
         vcpus,
         memory,
@@ -253,6 +258,11 @@ impl Fields<'_> {
 /// A value of a plain serde type (string, integer list), with serde's message.
 fn typed<T: DeserializeOwned>(_key: &str, value: &toml::Value) -> Result<T, String> {
     value.clone().try_into().map_err(|e| serde_message(&e))
+}
+
+/// An optional string key that is present.
+fn some_string(key: &str, value: &toml::Value) -> Result<Option<String>, String> {
+    typed(key, value).map(Some)
 }
 
 fn vcpu_groups(key: &str, value: &toml::Value) -> Result<Vec<RawVcpuGroup>, FieldError> {
@@ -390,6 +400,7 @@ mod tests {
             [[partition]]
             name = "a"
             image = "g"
+            initrd = "i"
             command_line = ""
             vcpus = [{ node = 0, count = 1 }]
             memory = [{ size = "64M", node = 0 }]
