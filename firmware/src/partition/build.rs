@@ -18,8 +18,7 @@ use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, Vnode
 use numavisor_policy::slat::{Npt, Permissions, SlatBuilder, SlatError, SlatStats};
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmexit::{svm_msr_permission_bit, SVM_PASSTHROUGH_MSRS};
-use numavisor_policy::vmm::cpuid::CpuidPolicy;
-use numavisor_policy::vmm::msr::GuestVendor;
+use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
 use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
@@ -171,7 +170,6 @@ pub fn build(
         slat: SlatStats::default(),
         entry: EntryState::Startup { vector: 0 },
         tsc_offset: 0,
-        added_options: "",
         first_entry_tsc: None,
         exits: 0,
         stop_tsc: 0,
@@ -190,7 +188,10 @@ pub fn build(
     let vcpus = state
         .vcpus
         .iter()
-        .map(|plan| VcpuSlot::new(new_lapic(plan.vcpu), plan.apic_id))
+        .map(|plan| {
+            let lapic = new_lapic(guest_apic_id(&state.vcpus, plan.vcpu), plan.vcpu);
+            VcpuSlot::new(lapic, plan.apic_id)
+        })
         .collect();
     let partition = Partition {
         index,
@@ -403,8 +404,8 @@ fn platform_config() -> PlatformConfig {
     }
 }
 
-fn new_lapic(vcpu: usize) -> LocalApic {
-    LocalApic::new(vcpu as u32, vcpu == 0, tsc::hz(), APIC_TIMER_HZ)
+fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
+    LocalApic::new(apic_id, vcpu == 0, tsc::hz(), APIC_TIMER_HZ)
 }
 
 /// Fresh devices and local APICs for a restarted guest.
@@ -412,8 +413,9 @@ pub fn reset_devices(partition: &Partition) {
     if let Ok(devices) = PlatformDevices::new(platform_config()) {
         *partition.devices.lock() = devices;
     }
+    let plans = partition.state.lock().vcpus.clone();
     for (index, slot) in partition.vcpus.iter().enumerate() {
-        *slot.lapic.lock() = new_lapic(index);
+        *slot.lapic.lock() = new_lapic(guest_apic_id(&plans, index), index);
         slot.clear_signals();
     }
 }
@@ -423,17 +425,25 @@ pub fn reset_devices(partition: &Partition) {
 pub fn cpuid_policy(partition: &Partition, index: usize) -> CpuidPolicy {
     let state = partition.state.lock();
     CpuidPolicy {
-        vcpu_count: state.vcpus.len() as u32,
         vcpu_index: index as u32,
-        apic_id: index as u32,
         tsc_hz: tsc::hz(),
-        vnode_of_vcpu: state.vcpus.iter().map(|p| p.vnode as u32).collect(),
+        vnode_of_vcpu: vnode_of_vcpu(&state.vcpus),
     }
 }
 
+fn vnode_of_vcpu(plans: &[numavisor_policy::partition::placement::VcpuPlan]) -> Vec<u32> {
+    plans.iter().map(|p| p.vnode as u32).collect()
+}
+
+/// The guest APIC ID of vCPU `index`: what its CPUID, its local APIC and its MADT all say
+/// (packages are vNUMA nodes, see `vmm::cpuid::apic_id_of`).
+fn guest_apic_id(plans: &[numavisor_policy::partition::placement::VcpuPlan], index: usize) -> u32 {
+    cpuid::apic_id_of(&vnode_of_vcpu(plans), index as u32).unwrap_or(index as u32)
+}
+
 /// The CPU vendor guests see (the host's: SVM means AMD).
-pub fn guest_vendor() -> GuestVendor {
-    GuestVendor::Amd
+pub fn guest_vendor() -> Vendor {
+    Vendor::Amd
 }
 
 /// The guest platform the partition's ACPI tables describe.
@@ -457,7 +467,7 @@ fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::
         .vcpus
         .iter()
         .map(|plan| guest_acpi::Vcpu {
-            apic_id: plan.vcpu as u32,
+            apic_id: guest_apic_id(&state.vcpus, plan.vcpu),
             node: plan.vnode as u32,
         })
         .collect();
@@ -510,10 +520,7 @@ pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
     state.vmcbs.clear();
 }
 
-/// The guest's command line as the partition event reports it.
-pub fn command_line(partition: &Partition) -> &'static str {
-    partition.spec.command_line
-}
+
 
 /// The `partition` report event for `partition` in `state`.
 pub fn report_event(partition: &Partition, state_name: &str) -> String {

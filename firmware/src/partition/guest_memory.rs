@@ -99,3 +99,12 @@ pub fn clear_bits(base: u64, first: usize, count: usize) {
         }
     }
 }
+
+impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory<'_> {
+    fn read_u8(&self, gpa: u64) -> Option<u8> {
+        let (spa, _) = self.translate(gpa)?;
+        // SAFETY: one byte inside one of this partition's guest blocks, identity mapped; a
+        // racing guest write only changes the value read.
+        Some(unsafe { (spa as *const u8).read_volatile() })
+    }
+}

@@ -80,8 +80,6 @@ pub struct PartitionState {
     pub entry: EntryState,
     /// Guest TSC = host TSC + this: near 0 when the guest starts, the same on every vCPU.
     pub tsc_offset: u64,
-    /// Options the hypervisor added to the guest's command line.
-    pub added_options: &'static str,
     /// TSC just before the first VMRUN of vCPU 0.
     pub first_entry_tsc: Option<u64>,
     /// VM exits handled and the TSC at the last stop (exit-rate figure).

@@ -118,6 +118,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
         index,
         cpuid: build::cpuid_policy(partition, index),
         msrs: MsrState::new(build::guest_vendor()),
+        vendor: build::guest_vendor(),
     };
     let slot = &partition.vcpus[index];
     cpu.set_tsc_offset(offset);
@@ -151,8 +152,12 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
                 }
             }
         }
-        inject_pending(cpu, &machine, index, guest_now());
-        let guest_deadline = machine.with_lapic(index, |l| l.next_deadline());
+        let now = guest_now();
+        if index == 0 {
+            poll_platform_timers(&machine, now);
+        }
+        inject_pending(cpu, &machine, index, now);
+        let guest_deadline = next_deadline(&machine, index, now);
         let host_now = tsc::now();
         let mut host_deadline = host_now.saturating_add(slice);
         if let Some(deadline) = guest_deadline {
@@ -215,10 +220,14 @@ fn idle(
             return;
         }
         let now = tsc::now().wrapping_add(offset);
-        let (pending, deadline) = machine.with_lapic(index, |l| {
+        if index == 0 {
+            poll_platform_timers(machine, now);
+        }
+        let pending = machine.with_lapic(index, |l| {
             l.advance(now);
-            (l.pending_vector().is_some(), l.next_deadline())
+            l.pending_vector().is_some()
         });
+        let deadline = next_deadline(machine, index, now);
         // HLT ends on an interrupt the guest would take (IF set); with IF clear only a
         // stop, INIT or NMI ends it.
         if pending && halted.is_some_and(|cpu| cpu.interrupts_enabled()) {
@@ -233,6 +242,28 @@ fn idle(
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         poll_console_input();
+    }
+}
+
+/// vCPU 0 drives the platform's own timers (the PIT): it raises what they owe.
+fn poll_platform_timers(machine: &PartitionMachine, now: u64) {
+    if let Some(delivery) = machine.with_devices(|d| d.poll_timers(now)) {
+        machine.deliver_ioapic(delivery);
+    }
+}
+
+/// The guest TSC at which vCPU `index` next has a timer to serve: its local APIC's, and for
+/// vCPU 0 the platform timers' too.
+fn next_deadline(machine: &PartitionMachine, index: usize, now: u64) -> Option<u64> {
+    let lapic = machine.with_lapic(index, |l| l.next_deadline());
+    let platform = if index == 0 {
+        machine.with_devices(|d| d.next_timer_deadline(now))
+    } else {
+        None
+    };
+    match (lapic, platform) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

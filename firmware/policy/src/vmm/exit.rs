@@ -8,10 +8,10 @@
 use alloc::format;
 use alloc::string::String;
 
-use super::cpuid::{self, CpuidPolicy, HostCpuid};
+use super::cpuid::{self, CpuidPolicy, HostCpuid, Vendor};
 use super::guest_walk::{self, GuestPhysical};
-use super::mmio_decode::{self, Extend, MmioKind, MmioSource};
-use super::msr::MsrState;
+use super::mmio_decode::{self, MmioKind};
+use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
 use super::platform::{MmioDevice, PlatformDevices, PortEffect};
 use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::ioapic::IoApicDelivery;
@@ -87,17 +87,15 @@ pub struct VcpuContext {
     pub cpuid: CpuidPolicy,
     /// Its emulated MSRs.
     pub msrs: MsrState,
+    /// The CPU vendor the guest sees (EFER rules differ).
+    pub vendor: Vendor,
 }
 
-const MSR_TSC: u32 = 0x10;
+/// The MSRs the local APIC model answers (IA32_APIC_BASE, IA32_TSC_DEADLINE, x2APIC).
 const MSR_APIC_BASE: u32 = 0x1B;
-const MSR_PAT: u32 = 0x277;
 const MSR_TSC_DEADLINE: u32 = 0x6E0;
-const MSR_EFER: u32 = 0xC000_0080;
-/// EFER bits a guest may set: SCE, LME, LMA, NXE, FFXSR (not SVME: no nested virtualization).
-const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
-/// The memory types PAT entries may hold (UC, WC, WT, WP, WB, UC-).
-const PAT_VALID_TYPES: [u8; 6] = [0, 1, 4, 5, 6, 7];
+const X2APIC_FIRST: u32 = 0x800;
+const X2APIC_LAST: u32 = 0x8FF;
 
 /// Handles `exit` of the vCPU `cpu` at guest TSC `now`.
 pub fn handle<V: Vcpu, M: Machine>(
@@ -113,12 +111,9 @@ pub fn handle<V: Vcpu, M: Machine>(
         VmExit::Cpuid => {
             let registers = cpu.registers();
             let (leaf, subleaf) = (registers.rax as u32, registers.rcx as u32);
-            let mut out = cpuid::emulate(machine, &context.cpuid, leaf, subleaf);
-            if leaf == 1 {
-                // OSXSAVE mirrors the guest's own CR4.OSXSAVE, as hardware does.
-                let osxsave = cpu.paging().cr4 & (1 << 18) != 0;
-                out[2] = (out[2] & !(1 << 27)) | ((osxsave as u32) << 27);
-            }
+            let out = cpuid::emulate(machine, &context.cpuid, leaf, subleaf);
+            // OSXSAVE and OSPKE mirror the guest's own CR4, as on hardware.
+            let out = cpuid::apply_guest_cr4(leaf, subleaf, out, cpu.paging().cr4);
             let registers = cpu.registers();
             registers.rax = out[0] as u64;
             registers.rbx = out[1] as u64;
@@ -282,50 +277,61 @@ fn handle_msr(
     let index = context.index;
     if write {
         let value = (registers.rdx << 32) | (registers.rax & 0xFFFF_FFFF);
-        let result: Result<(), ()> = match msr {
-            MSR_EFER if value & !EFER_GUEST_BITS == 0 => {
-                cpu.set_efer(value);
-                Ok(())
-            }
-            MSR_PAT if value.to_le_bytes().iter().all(|b| PAT_VALID_TYPES.contains(b)) => {
-                cpu.set_pat(value);
-                Ok(())
-            }
-            MSR_EFER | MSR_PAT => Err(()),
-            // The TSC offset is the partition's; a guest write is ignored (documented).
-            MSR_TSC => Ok(()),
+        let done = match msr {
             MSR_APIC_BASE => machine
                 .with_lapic(index, |l| l.set_apic_base_msr(value))
-                .map_err(|_| ()),
+                .is_ok(),
             MSR_TSC_DEADLINE => {
                 machine.with_lapic(index, |l| l.set_tsc_deadline(value, now));
-                Ok(())
+                true
             }
-            0x800..=0x8FF => match machine.with_lapic(index, |l| l.msr_write(msr, value, now)) {
-                Ok(effect) => {
-                    apply_lapic_effect(machine, index, effect);
-                    Ok(())
+            X2APIC_FIRST..=X2APIC_LAST => {
+                match machine.with_lapic(index, |l| l.msr_write(msr, value, now)) {
+                    Ok(effect) => {
+                        apply_lapic_effect(machine, index, effect);
+                        true
+                    }
+                    Err(_) => false,
                 }
-                Err(_) => Err(()),
+            }
+            _ => match context.msrs.write(msr, value) {
+                Ok(MsrAction::Done) => true,
+                // The TSC offset is the partition's, shared by its vCPUs so they agree: a
+                // guest's write of IA32_TSC is accepted and ignored.
+                Ok(MsrAction::SetTsc(_)) => true,
+                Ok(MsrAction::SetEfer(value)) => {
+                    let paging = cpu.paging().cr0 & (1 << 31) != 0;
+                    match efer_update(context.vendor, cpu.efer(), value, paging) {
+                        Ok(efer) => {
+                            cpu.set_efer(efer);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+                Ok(MsrAction::LoadPat(pat)) => {
+                    cpu.set_pat(pat);
+                    true
+                }
+                Ok(MsrAction::Apic) | Err(_) => false,
             },
-            _ => context.msrs.write(msr, value).map(|_| ()).map_err(|_| ()),
         };
-        if result.is_err() {
+        if !done {
             return general_protection(cpu);
         }
     } else {
         let value = match msr {
-            MSR_EFER => Ok(cpu.efer()),
-            MSR_PAT => Ok(cpu.pat()),
-            MSR_TSC => Ok(now),
-            MSR_APIC_BASE => Ok(machine.with_lapic(index, |l| l.apic_base_msr())),
-            MSR_TSC_DEADLINE => Ok(machine.with_lapic(index, |l| l.tsc_deadline())),
-            0x800..=0x8FF => machine
-                .with_lapic(index, |l| l.msr_read(msr, now))
-                .map_err(|_| ()),
-            _ => context.msrs.read(msr).map_err(|_| ()),
+            MSR_APIC_BASE => Some(machine.with_lapic(index, |l| l.apic_base_msr())),
+            MSR_TSC_DEADLINE => Some(machine.with_lapic(index, |l| l.tsc_deadline())),
+            X2APIC_FIRST..=X2APIC_LAST => machine.with_lapic(index, |l| l.msr_read(msr, now)).ok(),
+            _ => match context.msrs.read(msr) {
+                Ok(MsrRead::Value(value)) => Some(value),
+                Ok(MsrRead::Tsc) => Some(now),
+                Ok(MsrRead::Efer) => Some(cpu.efer()),
+                Ok(MsrRead::Apic) | Err(_) => None,
+            },
         };
-        let Ok(value) = value else {
+        let Some(value) = value else {
             return general_protection(cpu);
         };
         let registers = cpu.registers();
@@ -390,68 +396,25 @@ fn handle_mmio(
     };
     let size = instruction.size;
     let index = context.index;
-    let read = |machine: &_| -> u64 { mmio_read(machine, index, device, offset, size, now) };
     match instruction.kind {
-        MmioKind::Load {
-            register,
-            extend,
-            high_byte,
-        } => {
-            let value = read(machine);
-            let value = match extend {
-                Extend::None => value,
-                Extend::Zero => value,
-                Extend::Sign => sign_extend(value, size),
-            };
-            let registers = cpu.registers();
-            if high_byte {
-                registers.set8_legacy(register, value as u8);
-            } else if extend == Extend::None {
-                registers.set_sized(register, size, value);
-            } else {
-                // MOVZX/MOVSX write a full 32- or 64-bit destination.
-                let width = if instruction.operand_size == 8 { 8 } else { 4 };
-                registers.set_sized(register, width, value);
-            }
+        MmioKind::Load { .. } => {
+            let value = mmio_read(machine, index, device, offset, size, now);
+            instruction.complete_read(cpu.registers(), value);
         }
-        MmioKind::Store { source } => {
-            let value = match source {
-                MmioSource::Register {
-                    register,
-                    high_byte: true,
-                } => cpu.registers().get8_legacy(register) as u64,
-                MmioSource::Register { register, .. } => cpu.registers().get(register),
-                MmioSource::Immediate(value) => value,
-            };
-            mmio_write(machine, index, device, offset, size, value & size_mask(size), now);
-        }
-        MmioKind::Exchange { register } => {
-            let old = read(machine);
-            let value = cpu.registers().get(register) & size_mask(size);
+        MmioKind::Store { .. } => {
+            let value = instruction.store_value(cpu.registers()).unwrap_or(0);
             mmio_write(machine, index, device, offset, size, value, now);
-            cpu.registers().set_sized(register, size, old);
+        }
+        MmioKind::Exchange { .. } => {
+            // XCHG with memory: the device sees a read, then the register's value written.
+            let old = mmio_read(machine, index, device, offset, size, now);
+            let value = instruction.store_value(cpu.registers()).unwrap_or(0);
+            mmio_write(machine, index, device, offset, size, value, now);
+            instruction.complete_read(cpu.registers(), old);
         }
     }
     cpu.set_rip(rip.wrapping_add(instruction.length as u64));
     Next::Resume
-}
-
-fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        4 => 0xFFFF_FFFF,
-        _ => u64::MAX,
-    }
-}
-
-fn sign_extend(value: u64, size: u8) -> u64 {
-    match size {
-        1 => value as u8 as i8 as i64 as u64,
-        2 => value as u16 as i16 as i64 as u64,
-        4 => value as u32 as i32 as i64 as u64,
-        _ => value,
-    }
 }
 
 fn mmio_read(

@@ -76,6 +76,10 @@ pub enum PortEffect {
     DebugExit(u32),
 }
 
+/// The I/O APIC pin the PIT's IRQ 0 arrives at (ISA IRQ 0 → GSI 2, as the guest MADT's
+/// interrupt source override says and PCs wire it).
+pub const PIT_PIN: u8 = 2;
+
 /// Bytes of the I/O APIC's MMIO window and of the local APIC page.
 const IOAPIC_WINDOW: u64 = 0x1000;
 const LAPIC_PAGE: u64 = 0x1000;
@@ -289,6 +293,23 @@ impl PlatformDevices {
         (accepted, self.sync_interrupt_lines())
     }
 
+    /// Raises the interrupts the platform's timers owe at guest TSC `now`: a rising edge of
+    /// PIT channel 0 reaches the I/O APIC at pin [`PIT_PIN`] (the MADT's override of ISA IRQ 0).
+    /// Several periods missed at once deliver one interrupt, as an edge-triggered line would.
+    pub fn poll_timers(&mut self, now: u64) -> Option<IoApicDelivery> {
+        if self.pit.irq0_edges_since_last(now) == 0 {
+            return None;
+        }
+        let delivery = self.ioapic.set_level(PIT_PIN, true);
+        let _ = self.ioapic.set_level(PIT_PIN, false);
+        delivery
+    }
+
+    /// The guest TSC of the next interrupt a platform timer will raise, if one is armed.
+    pub fn next_timer_deadline(&self, now: u64) -> Option<u64> {
+        self.pit.next_irq0(now)
+    }
+
     /// Output the UART holds without a newline yet (at a stop).
     pub fn flush_console(&mut self) -> Option<String> {
         self.uart.flush()
@@ -395,6 +416,28 @@ mod tests {
         let delivery = delivery.expect("receive interrupt delivered");
         assert_eq!((delivery.vector, delivery.destination), (0x24, 1));
         assert_eq!(p.port_read(0x3F8, 1, 0).0, b'x' as u32);
+    }
+
+    #[test]
+    fn pit_channel_0_interrupts_arrive_at_pin_2() {
+        let mut p = PlatformDevices::new(pc()).unwrap();
+        // I/O APIC pin 2: vector 0x30, edge, physical destination 0, unmasked.
+        p.ioapic_write(0, 4, 0x10 + 2 * 2);
+        p.ioapic_write(0x10, 4, 0x30);
+        assert_eq!(p.poll_timers(0), None);
+        assert_eq!(p.next_timer_deadline(0), None);
+        // Channel 0, LSB then MSB, mode 2 (rate generator), 1193 ticks ≈ 1 ms.
+        p.port_write(0x43, 1, 0x34, 0);
+        p.port_write(0x40, 1, 1193 & 0xFF, 0);
+        p.port_write(0x40, 1, 1193 >> 8, 0);
+        let deadline = p.next_timer_deadline(0).expect("channel 0 armed");
+        assert!((999_000..=1_001_000).contains(&deadline), "{deadline}");
+        assert_eq!(p.poll_timers(deadline / 2), None);
+        let delivery = p.poll_timers(deadline + 1).expect("IRQ 0 delivered");
+        assert_eq!((delivery.pin, delivery.vector), (PIT_PIN, 0x30));
+        // Ten periods late: one interrupt, not ten.
+        assert!(p.poll_timers(deadline * 11).is_some());
+        assert_eq!(p.poll_timers(deadline * 11 + 1), None);
     }
 
     #[test]

@@ -35,10 +35,15 @@ svm_run_guest:
     mov r14, [rsi + 112]
     mov r15, [rsi + 120]
     mov rsi, [rsi + 32]
+    /* GIF=0 holds every interrupt off the host; IF=1 at VMRUN lets physical interrupts
+       end the guest's run (#VMEXIT(INTR), with V_INTR_MASKING: APM vol. 2 §15.21.1).
+       After the exit, IF=0 before STGI, so the interrupt waits for the host's STI. */
     clgi
+    sti
     vmload rax
     vmrun rax
     vmsave rax
+    cli
     stgi
     xchg rsi, [rsp]             /* rsi = registers block; guest rsi on the stack */
     mov [rsi + 8], rbx
