@@ -354,10 +354,11 @@ fn load_linux(
         .filter(|e| e.2 == start_info::E820_RAM)
         .map(|e| (e.0, e.1))
         .collect();
+    let command_line = linux_command_line(spec.command_line);
     let plan = bzimage::plan(
         &image,
         &ram,
-        spec.command_line.as_bytes(),
+        command_line.as_bytes(),
         initrd.len() as u64,
         rsdp,
         map,
@@ -381,6 +382,28 @@ fn load_linux(
         gdt_base: plan.gdt_gpa,
         gdt_limit: (plan.gdt.len() as u16).saturating_sub(1),
     })
+}
+
+/// What numavisor adds to a Linux guest's command line, and why.
+///
+/// `tsc_early_khz`: on an AMD-vendor CPU Linux has no CPUID leaf for the TSC rate and
+/// measures it against the PIT (channel 2) or the ACPI PM timer. Both are emulated from the
+/// guest TSC, but Linux also requires each port read to take less than 50,000 TSC cycles
+/// (`tsc_read_refs`) or the polling loop to run at least 1,000 times in 10 ms
+/// (`pit_calibrate_tsc`): true on hardware virtualization, not under an emulator such as
+/// QEMU's TCG, where a VM exit costs tens of microseconds. The hypervisor knows the rate
+/// exactly (the guest TSC runs at the host's), so it says it.
+pub fn linux_added_options() -> alloc::string::String {
+    alloc::format!("tsc_early_khz={}", tsc::hz() / 1000)
+}
+
+fn linux_command_line(user: &str) -> alloc::string::String {
+    let added = linux_added_options();
+    if user.is_empty() {
+        added
+    } else {
+        alloc::format!("{user} {added}")
+    }
 }
 
 /// Where the virtual devices sit: the values the guest's ACPI tables describe.
@@ -561,6 +584,11 @@ pub fn report_event(partition: &Partition, state_name: &str) -> String {
             pages_2m: state.slat.pages_2m,
             pages_1g: state.slat.pages_1g,
             table_bytes: state.slat.table_bytes,
+        },
+        added_options: if bzimage::is_bzimage(partition.spec.image) {
+            linux_added_options()
+        } else {
+            alloc::string::String::new()
         },
         pool_node: pool.map_or(0, |p| p.node()),
         pool_deposited: pool.map_or(0, |p| p.deposited_bytes()),

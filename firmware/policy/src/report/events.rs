@@ -331,6 +331,8 @@ pub struct PartitionReport<'a> {
     pub vcpus: Vec<(usize, u32, usize, usize)>,
     pub memory: Vec<VnodeReport>,
     pub slat: SlatFigures,
+    /// Options the hypervisor appended to the guest's command line (empty: none).
+    pub added_options: String,
     pub pool_node: usize,
     pub pool_deposited: u64,
     pub pool_balance: u64,
@@ -379,6 +381,7 @@ pub fn partition(p: &PartitionReport) -> String {
                 .u64("deposited", p.pool_deposited)
                 .u64("balance", p.pool_balance);
         });
+        o.str("added_options", &p.added_options);
     })
 }
 

@@ -71,6 +71,8 @@ pub const EFER: u32 = 0xC000_0080;
 pub const TSC_AUX: u32 = 0xC000_0103;
 pub const AMD_SYSCFG: u32 = 0xC001_0010;
 pub const AMD_HWCR: u32 = 0xC001_0015;
+/// MSR_K8_INT_PENDING_MSG: Linux reads it on family 0Fh/10h parts to detect C1E (erratum 400).
+pub const AMD_INT_PENDING_MSG: u32 = 0xC001_0055;
 pub const AMD_NB_CFG: u32 = 0xC001_001F;
 pub const AMD_TSEG_ADDR: u32 = 0xC001_0112;
 pub const AMD_OSVW_ID_LENGTH: u32 = 0xC001_0140;
@@ -220,6 +222,8 @@ impl MsrState {
             AMD_SYSCFG if self.amd() => 0,
             AMD_NB_CFG if self.amd() => self.nb_cfg,
             AMD_TSEG_ADDR if self.amd() => 0,
+            // No C1E (SmiOnCmpHalt/C1eOnCmpHalt clear): HLT is plain HLT here.
+            AMD_INT_PENDING_MSG if self.amd() => 0,
             // No OS-visible workarounds to report.
             AMD_OSVW_ID_LENGTH | AMD_OSVW_STATUS if self.amd() => 0,
             AMD_LS_CFG if self.amd() => self.ls_cfg,
