@@ -89,7 +89,9 @@ fn run(name: &str, layout: &str, stay: bool, append: &str) -> Result<()> {
     if stay {
         // The terminal is the serial console: typing reaches the partitions (Ctrl-A 1..9
         // switches between them; Ctrl-A X is QEMU's own "quit").
-        println!("(console input goes to partition 1; Ctrl-A then 1..9 switches, Ctrl-C ends QEMU)");
+        println!(
+            "(console input goes to partition 1; Ctrl-A then 1..9 switches, Ctrl-C ends QEMU)"
+        );
         let status = Command::new(&args[0])
             .args(&args[1..])
             .status()

@@ -5,7 +5,6 @@
 mod common;
 
 use common::Boot;
-use serde_json::Value;
 
 #[test]
 fn a_two_partitions_on_two_domains() {

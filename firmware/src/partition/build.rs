@@ -543,8 +543,6 @@ pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
     state.vmcbs.clear();
 }
 
-
-
 /// The `partition` report event for `partition` in `state`.
 pub fn report_event(partition: &Partition, state_name: &str) -> String {
     let state = partition.state.lock();

@@ -123,7 +123,7 @@ impl Control {
         while self.parked.load(Ordering::SeqCst) < others {
             halt_a_while();
             waited = waited.saturating_add(1);
-            if waited % 200 == 0 {
+            if waited.is_multiple_of(200) {
                 log::warn!(
                     "stop: {} of {others} vCPU(s) parked so far",
                     self.parked.load(Ordering::SeqCst)

@@ -31,7 +31,10 @@ pub fn poll_console_input() {
                 }
                 let (accepted, delivery) = partition.devices.lock().push_input(byte);
                 if !accepted {
-                    log::warn!("partition \"{}\": console input full; byte dropped", partition.name());
+                    log::warn!(
+                        "partition \"{}\": console input full; byte dropped",
+                        partition.name()
+                    );
                 }
                 if let Some(delivery) = delivery {
                     machine::deliver_ioapic(partition, delivery);

@@ -274,7 +274,12 @@ fn record_exits(partition: &Partition, exits: &mut u64) {
 }
 
 /// Stops (or restarts) the partition on behalf of vCPU `index`, once the others parked.
-fn stop(partition: &'static Partition, index: usize, epoch: u32, request: StopRequest) -> AfterStop {
+fn stop(
+    partition: &'static Partition,
+    index: usize,
+    epoch: u32,
+    request: StopRequest,
+) -> AfterStop {
     if !partition.control.begin_stop() {
         // Another vCPU is already stopping the partition.
         return partition.control.park(epoch);

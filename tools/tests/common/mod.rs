@@ -108,12 +108,7 @@ impl Boot {
         self.events("console")
             .into_iter()
             .filter(|c| c["partition"] == name)
-            .filter_map(|c| {
-                c["line"]
-                    .as_str()?
-                    .strip_prefix(prefix)
-                    .map(String::from)
-            })
+            .filter_map(|c| c["line"].as_str()?.strip_prefix(prefix).map(String::from))
             .filter_map(|json| serde_json::from_str::<Value>(&json).ok())
             .find(|v| v["event"] == event)
             .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
@@ -200,4 +195,3 @@ impl Boot {
         assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", self.context);
     }
 }
-

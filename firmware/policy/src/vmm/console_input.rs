@@ -79,12 +79,30 @@ mod tests {
     #[test]
     fn input_goes_to_the_first_partition_until_switched() {
         let mut s = InputSwitch::new(2);
-        assert_eq!(s.route(b'a'), Routed::Deliver { index: 0, byte: b'a' });
+        assert_eq!(
+            s.route(b'a'),
+            Routed::Deliver {
+                index: 0,
+                byte: b'a'
+            }
+        );
         assert_eq!(s.route(ESCAPE), Routed::Nothing);
         assert_eq!(s.route(b'2'), Routed::Switched(Some(1)));
-        assert_eq!(s.route(b'b'), Routed::Deliver { index: 1, byte: b'b' });
+        assert_eq!(
+            s.route(b'b'),
+            Routed::Deliver {
+                index: 1,
+                byte: b'b'
+            }
+        );
         assert_eq!(s.route(ESCAPE), Routed::Nothing);
-        assert_eq!(s.route(ESCAPE), Routed::Deliver { index: 1, byte: ESCAPE });
+        assert_eq!(
+            s.route(ESCAPE),
+            Routed::Deliver {
+                index: 1,
+                byte: ESCAPE
+            }
+        );
         assert_eq!(s.route(ESCAPE), Routed::Nothing);
         assert_eq!(s.route(b'0'), Routed::Switched(None));
         assert_eq!(s.route(b'c'), Routed::Nothing);
@@ -98,7 +116,13 @@ mod tests {
         assert_eq!(s.target(), Some(0));
         s.route(ESCAPE);
         assert_eq!(s.route(b'x'), Routed::Nothing);
-        assert_eq!(s.route(b'x'), Routed::Deliver { index: 0, byte: b'x' });
+        assert_eq!(
+            s.route(b'x'),
+            Routed::Deliver {
+                index: 0,
+                byte: b'x'
+            }
+        );
         assert_eq!(InputSwitch::new(0).route(b'a'), Routed::Nothing);
     }
 }

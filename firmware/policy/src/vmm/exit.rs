@@ -132,9 +132,7 @@ pub fn handle<V: Vcpu, M: Machine>(
             skip(cpu, 3);
             Next::Resume
         }
-        VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => {
-            Next::Resume
-        }
+        VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => Next::Resume,
         VmExit::TripleFault => Next::stop(
             StopKind::Fault,
             "triple-fault",
@@ -377,7 +375,9 @@ fn handle_mmio(
                 return Next::stop(
                     StopKind::Fault,
                     "mmio-fetch",
-                    format!("cannot read the instruction at RIP {rip:#x} that touched {device:?}: {e:?}"),
+                    format!(
+                    "cannot read the instruction at RIP {rip:#x} that touched {device:?}: {e:?}"
+                ),
                 )
             }
         };

@@ -218,11 +218,12 @@ impl PlatformDevices {
         let size = normalise(size);
         let value = value & mask(size);
         let effect = match self.ports.find(port as u64) {
-            Some((PortDevice::Pm, offset)) => match self.pm.write(offset as u16, size, value, now)
-            {
-                PmEffect::PowerOff => PortEffect::PowerOff,
-                PmEffect::None => PortEffect::None,
-            },
+            Some((PortDevice::Pm, offset)) => {
+                match self.pm.write(offset as u16, size, value, now) {
+                    PmEffect::PowerOff => PortEffect::PowerOff,
+                    PmEffect::None => PortEffect::None,
+                }
+            }
             Some((PortDevice::PciConfig, _)) => {
                 self.pci.write(port, size, value);
                 PortEffect::None

@@ -128,9 +128,7 @@ impl Vcpu for SvmVcpu {
 
     fn inject(&mut self, event: Event) {
         match event {
-            Event::Interrupt(vector) => {
-                self.vmcb.inject_event(vector, event_type::INTERRUPT, None)
-            }
+            Event::Interrupt(vector) => self.vmcb.inject_event(vector, event_type::INTERRUPT, None),
             Event::Nmi => self.vmcb.inject_event(2, event_type::NMI, None),
             Event::Exception { vector, error_code } => {
                 self.vmcb
