@@ -169,3 +169,22 @@ fn g_restart_on_shutdown_runs_the_guest_again_until_the_limit() {
     );
     boot.check_ledgers();
 }
+
+#[test]
+fn h_a_guest_spinning_with_interrupts_off_is_stopped_by_its_time_limit() {
+    let boot = Boot::run("spin", "two-nodes");
+    assert_eq!(
+        boot.guest("spinner", "spinning")["event"],
+        "spinning",
+        "{}",
+        boot.context
+    );
+    let stopped = boot.stopped("spinner");
+    assert_eq!(
+        stopped["reason"], "time-limit",
+        "{stopped}\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("steady");
+    boot.check_ledgers();
+}

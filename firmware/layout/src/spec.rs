@@ -41,8 +41,12 @@ pub struct PartitionSpec {
     pub command_line: &'static str,
     /// What to do when the guest faults (bad access, triple fault, invalid state).
     pub on_fault: ExitAction,
-    /// What to do when the guest powers off or writes the debug-exit port.
+    /// What to do when the guest reboots or writes the debug-exit port (ACPI power-off
+    /// always stops).
     pub on_shutdown: ExitAction,
+    /// The longest the guest may run, from its (re)start, before it is stopped with reason
+    /// `time-limit` (`on_fault` applies); `None`: unbounded.
+    pub time_limit_ms: Option<u64>,
 }
 
 impl PartitionSpec {
@@ -171,6 +175,7 @@ mod tests {
         command_line: "",
         on_fault: ExitAction::Stop,
         on_shutdown: ExitAction::Restart,
+        time_limit_ms: None,
     };
 
     #[test]

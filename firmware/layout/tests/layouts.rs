@@ -106,6 +106,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         on_fault: ExitAction::Stop,
         on_shutdown: ExitAction::Stop,
         pool_check: PoolCheck::Build,
+        time_limit_ms: None,
     }
 }
 
@@ -135,14 +136,14 @@ fn ready_made_layouts_are_valid() {
 }
 
 #[test]
-fn default_layout_checks_into_two_partitions() {
+fn test_guests_layout_checks_into_two_partitions() {
     let guests = Guests::new();
-    let path = layouts_dir().join("default.toml");
+    let path = layouts_dir().join("test-guests.toml");
     let layout = guests.load(&path).unwrap();
     assert_eq!(
         layout,
         CheckedLayout {
-            name: "default".into(),
+            name: "test-guests".into(),
             source: path,
             partitions: vec![
                 simple("alpha", 0, guests.image()),
@@ -257,6 +258,7 @@ fn layouts_in_the_other_forms_check_too() {
             on_fault: ExitAction::Restart,
             on_shutdown: ExitAction::Restart,
             pool_check: PoolCheck::Build,
+            time_limit_ms: None,
         }]
     );
 }

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use numavisor_policy::memory::{BlockSize, Usage};
 use numavisor_policy::vmexit::VmExit;
-use numavisor_policy::vmm::exit::{self, Machine, Next, StopRequest, VcpuContext};
+use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
 use numavisor_policy::vmm::msr::MsrState;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 use spin::Mutex;
@@ -130,11 +130,25 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
     }
     let guest_now = || tsc::now().wrapping_add(offset);
     let slice = tsc::hz() / 1_000_000 * SLICE_MICROS;
+    let limit = time_limit_ticks(partition);
     let mut exits: u64 = 0;
     loop {
         if partition.control.stop_requested() {
             record_exits(partition, &mut exits);
             return partition.control.park(epoch);
+        }
+        if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
+            record_exits(partition, &mut exits);
+            let request = StopRequest {
+                kind: StopKind::Fault,
+                reason: "time-limit",
+                detail: alloc::format!(
+                    "ran {} ms, its layout's time_limit ({} ms)",
+                    tsc::ticks_to_micros(guest_now()) / 1000,
+                    tsc::ticks_to_micros(limit) / 1000
+                ),
+            };
+            return stop(partition, index, epoch, request);
         }
         if slot.take_init() {
             running = false;
@@ -164,6 +178,9 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
             host_deadline = host_deadline.min(deadline.wrapping_sub(offset).max(host_now));
         }
         apic::arm_timer_at(host_deadline);
+        if let Some(limit) = limit {
+            host_deadline = host_deadline.min(limit.wrapping_sub(offset).max(host_now));
+        }
         let exit = cpu.run();
         exits += 1;
         if exit == VmExit::PhysicalInterrupt {
@@ -215,11 +232,13 @@ fn idle(
     offset: u64,
 ) {
     let slot = &partition.vcpus[index];
+    let limit = time_limit_ticks(partition);
     loop {
-        if partition.control.stop_requested() || slot.signalled() {
+        let now = tsc::now().wrapping_add(offset);
+        if partition.control.stop_requested() || slot.signalled() || limit.is_some_and(|l| now >= l)
+        {
             return;
         }
-        let now = tsc::now().wrapping_add(offset);
         if index == 0 {
             poll_platform_timers(machine, now);
         }
@@ -235,7 +254,7 @@ fn idle(
         }
         let host_now = tsc::now();
         let mut wake = tsc::deadline_after_micros(SLICE_MICROS);
-        if let Some(deadline) = deadline {
+        for deadline in [deadline, limit].into_iter().flatten() {
             wake = wake.min(deadline.wrapping_sub(offset).max(host_now));
         }
         apic::arm_timer_at(wake);
@@ -243,6 +262,12 @@ fn idle(
         x86_64::instructions::interrupts::disable();
         poll_console_input();
     }
+}
+
+/// The layout's `time_limit` in guest TSC ticks (the guest TSC starts near 0 at each start).
+fn time_limit_ticks(partition: &Partition) -> Option<u64> {
+    let ms = partition.spec.time_limit_ms?;
+    Some((ms as u128 * tsc::hz() as u128 / 1000).min(u64::MAX as u128) as u64)
 }
 
 /// vCPU 0 drives the platform's own timers (the PIT): it raises what they owe.

@@ -76,6 +76,8 @@ pub struct CheckedPartition {
     pub on_shutdown: ExitAction,
     /// When the pool is checked against what the partition needs.
     pub pool_check: PoolCheck,
+    /// How long the guest may run before it is stopped (`time-limit`), if bounded.
+    pub time_limit_ms: Option<u64>,
 }
 
 impl CheckedPartition {

@@ -13,7 +13,7 @@ use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 11] = [
+pub(crate) const PARTITION_KEYS: [&str; 12] = [
     "name",
     "image",
     "initrd",
@@ -25,6 +25,7 @@ pub(crate) const PARTITION_KEYS: [&str; 11] = [
     "on_fault",
     "on_shutdown",
     "pool_check",
+    "time_limit",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -44,6 +45,8 @@ pub(crate) struct RawPartition {
     pub(crate) on_fault: Option<ExitAction>,
     pub(crate) on_shutdown: Option<ExitAction>,
     pub(crate) pool_check: Option<PoolCheck>,
+    /// `Some(None)`: no `time_limit` key.
+    pub(crate) time_limit_ms: Option<Option<u64>>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -169,6 +172,7 @@ pub(crate) fn parse_partition(
     let on_fault = fields.optional("on_fault", exit_action, ExitAction::Stop);
     let on_shutdown = fields.optional("on_shutdown", exit_action, ExitAction::Stop);
     let pool_check = fields.optional("pool_check", pool_check, PoolCheck::Build);
+    let time_limit_ms = fields.optional("time_limit", time_limit, None);
     RawPartition {
         label,
         name,
@@ -182,6 +186,7 @@ pub(crate) fn parse_partition(
         on_fault,
         on_shutdown,
         pool_check,
+        time_limit_ms,
     }
 }
 
@@ -343,6 +348,34 @@ fn exit_action(_key: &str, value: &toml::Value) -> Result<ExitAction, String> {
             "{value} is not an action; use \"stop\" or \"restart\""
         )),
     }
+}
+
+/// `time_limit = "30s"` (or `"500ms"`, `"2m"`): at least 1 ms, at most a day.
+fn time_limit(_key: &str, value: &toml::Value) -> Result<Option<u64>, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("{value} is not a duration; write e.g. \"30s\" or \"500ms\""))?;
+    let (digits, unit_ms) = if let Some(d) = text.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = text.strip_suffix('s') {
+        (d, 1_000)
+    } else if let Some(d) = text.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        return Err(format!(
+            "{value} has no unit; write e.g. \"30s\", \"500ms\" or \"2m\""
+        ));
+    };
+    let ms = digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        .ok_or_else(|| format!("{value} is not a duration; write e.g. \"30s\" or \"500ms\""))?;
+    if !(1..=86_400_000).contains(&ms) {
+        return Err(format!("{value} is outside 1 ms ..= 24 h"));
+    }
+    Ok(Some(ms))
 }
 
 fn pool_check(_key: &str, value: &toml::Value) -> Result<PoolCheck, String> {

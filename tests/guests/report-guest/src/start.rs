@@ -83,6 +83,13 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "spin" => {
+            // A hostile guest: interrupts off, an endless loop. Only the hypervisor's own
+            // timer can take the CPU back.
+            report!("{{\"event\":\"spinning\"}}");
+            // SAFETY: `cli` and a jump to itself: nothing is touched, the loop never ends.
+            unsafe { core::arch::asm!("cli", "2:", "jmp 2b", options(noreturn)) }
+        }
         "exception" => {
             // SAFETY: `ud2` raises #UD, which the exception handlers report (and exit).
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
@@ -90,7 +97,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message =
-                alloc::format!("unknown mode {other:?} (report, probe, io-loop, exception)");
+                alloc::format!("unknown mode {other:?} (report, probe, io-loop, spin, exception)");
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }
