@@ -123,6 +123,20 @@ fn run(name: &str, layout: &str, stay: bool, append: &str) -> Result<()> {
                 event["pool"]["deposited"].as_u64().unwrap_or(0) / 1024,
                 event["pool"]["node"],
             ),
+            Some("console") => {
+                // What a Linux guest's /init reported about itself (`@guest {"event":"linux"}`).
+                let seen = event["line"]
+                    .as_str()
+                    .and_then(|l| l.strip_prefix("@guest "))
+                    .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+                    .filter(|v| v["event"] == "linux");
+                if let Some(seen) = seen {
+                    println!(
+                        "  partition {} sees: nproc {}, {} node(s), distances {}, MemTotal {} KiB",
+                        event["partition"], seen["nproc"], seen["nodes"], seen["distances"], seen["memtotal_kb"]
+                    );
+                }
+            }
             Some("partition_refused") => println!("  partition {} refused: {}", event["name"], event["reason"]),
             Some("partition_stopped") => {
                 println!("  partition {} stopped: {} ({})", event["name"], event["reason"], event["detail"])
