@@ -269,8 +269,11 @@ mod tests {
         )));
         assert!(!layout_uses_linux(&partition("image = \"test-guest\"")));
         assert!(!layout_uses_linux("not toml ["));
-        let default = std::fs::read_to_string(crate::workspace_root().join("layouts/default.toml"));
-        assert!(!layout_uses_linux(&default.unwrap()));
+        let read = |name: &str| {
+            std::fs::read_to_string(crate::workspace_root().join("layouts").join(name)).unwrap()
+        };
+        assert!(layout_uses_linux(&read("default.toml")));
+        assert!(!layout_uses_linux(&read("test-guests.toml")));
     }
 
     #[test]

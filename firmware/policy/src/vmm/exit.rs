@@ -452,3 +452,6 @@ fn mmio_write(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

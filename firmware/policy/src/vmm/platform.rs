@@ -343,7 +343,7 @@ fn mask(size: u8) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn pc() -> PlatformConfig {

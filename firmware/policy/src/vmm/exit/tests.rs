@@ -1,0 +1,492 @@
+//! The shared exit handler driven by a fake vCPU and a fake partition: what a guest's port,
+//! MSR, CPUID, MMIO and HLT exits do, and that malformed or forbidden ones get a defined
+//! answer (a #GP, or a stop with a reason) instead of a panic.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use super::*;
+use crate::devices::lapic::{IpiDelivery, LocalApic};
+use crate::vmm::guest_regs::GuestRegisters;
+use crate::vmm::guest_walk::PagingState;
+use crate::vmm::mmio_decode::CpuMode;
+use crate::vmm::platform::tests::pc;
+use crate::vmm::vcpu::EntryState;
+
+#[derive(Default)]
+struct FakeVcpu {
+    registers: GuestRegisters,
+    rip: u64,
+    efer: u64,
+    pat: u64,
+    injected: Vec<Event>,
+}
+
+impl Vcpu for FakeVcpu {
+    fn run(&mut self) -> VmExit {
+        VmExit::Hlt
+    }
+    fn registers(&mut self) -> &mut GuestRegisters {
+        &mut self.registers
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+    fn set_efer(&mut self, efer: u64) {
+        self.efer = efer;
+    }
+    fn pat(&self) -> u64 {
+        self.pat
+    }
+    fn set_pat(&mut self, pat: u64) {
+        self.pat = pat;
+    }
+    fn paging(&self) -> PagingState {
+        // Paging off: guest-virtual = guest-physical, which keeps the fetch simple.
+        PagingState {
+            cr0: 1,
+            cr3: 0,
+            cr4: 0,
+            efer: self.efer,
+        }
+    }
+    fn cpu_mode(&self) -> CpuMode {
+        CpuMode::Protected32
+    }
+    fn code_base(&self) -> u64 {
+        0
+    }
+    fn interruptible(&self) -> bool {
+        true
+    }
+    fn next_rip(&self) -> Option<u64> {
+        None
+    }
+    fn interrupted_event(&self) -> Option<u8> {
+        None
+    }
+    fn event_queued(&self) -> bool {
+        !self.injected.is_empty()
+    }
+    fn inject(&mut self, event: Event) {
+        self.injected.push(event);
+    }
+    fn set_interrupt_window(&mut self, _wanted: bool) {}
+    fn set_tsc_offset(&mut self, _offset: u64) {}
+    fn enter(&mut self, _state: EntryState) {}
+}
+
+struct FakeMemory(BTreeMap<u64, u8>);
+
+impl GuestPhysical for FakeMemory {
+    fn read_u8(&self, gpa: u64) -> Option<u8> {
+        self.0.get(&gpa).copied()
+    }
+}
+
+struct FakeMachine {
+    memory: FakeMemory,
+    lapics: RefCell<Vec<LocalApic>>,
+    devices: RefCell<PlatformDevices>,
+    ipis: RefCell<Vec<(usize, Ipi)>>,
+    deliveries: RefCell<Vec<IoApicDelivery>>,
+    console: RefCell<Vec<String>>,
+}
+
+impl FakeMachine {
+    fn new() -> FakeMachine {
+        FakeMachine {
+            memory: FakeMemory(BTreeMap::new()),
+            lapics: RefCell::new(alloc::vec![LocalApic::new(
+                0,
+                true,
+                1_000_000_000,
+                1_000_000_000
+            )]),
+            devices: RefCell::new(PlatformDevices::new(pc()).unwrap()),
+            ipis: RefCell::new(Vec::new()),
+            deliveries: RefCell::new(Vec::new()),
+            console: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Places instruction bytes at guest-physical `at`.
+    fn code(mut self, at: u64, bytes: &[u8]) -> FakeMachine {
+        for (i, &b) in bytes.iter().enumerate() {
+            self.memory.0.insert(at + i as u64, b);
+        }
+        self
+    }
+}
+
+impl HostCpuid for FakeMachine {
+    fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+        match leaf {
+            0 => [0x10, 0x6874_7541, 0x444D_4163, 0x6974_6E65], // "AuthenticAMD"
+            1 => [0x00A0_0F11, 0, 0x7ED8_320B, 0x178B_FBFF],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0001 => [0, 0, 0x0000_0004 | 1, 0x2FD3_FBFF], // SVM (bit 2)
+            _ => [0; 4],
+        }
+    }
+}
+
+impl Machine for FakeMachine {
+    type Memory = FakeMemory;
+    fn memory(&self) -> &FakeMemory {
+        &self.memory
+    }
+    fn with_lapic<R>(&self, vcpu: usize, f: impl FnOnce(&mut LocalApic) -> R) -> R {
+        f(&mut self.lapics.borrow_mut()[vcpu])
+    }
+    fn with_devices<R>(&self, f: impl FnOnce(&mut PlatformDevices) -> R) -> R {
+        f(&mut self.devices.borrow_mut())
+    }
+    fn deliver_ipi(&self, from: usize, ipi: Ipi) {
+        self.ipis.borrow_mut().push((from, ipi));
+    }
+    fn deliver_ioapic(&self, delivery: IoApicDelivery) {
+        self.deliveries.borrow_mut().push(delivery);
+    }
+    fn console(&self, line: &str) {
+        self.console.borrow_mut().push(line.into());
+    }
+}
+
+fn context() -> VcpuContext {
+    VcpuContext {
+        index: 0,
+        cpuid: CpuidPolicy {
+            vcpu_index: 0,
+            tsc_hz: 1_000_000_000,
+            vnode_of_vcpu: alloc::vec![0],
+        },
+        msrs: MsrState::new(Vendor::Amd),
+        vendor: Vendor::Amd,
+    }
+}
+
+fn out(port: u16, size: u8, next_rip: u64) -> VmExit {
+    VmExit::Io(IoAccess {
+        port,
+        size,
+        write: true,
+        string: false,
+        rep: false,
+        next_rip,
+    })
+}
+
+fn input(port: u16, size: u8, next_rip: u64) -> VmExit {
+    VmExit::Io(IoAccess {
+        write: false,
+        ..match out(port, size, next_rip) {
+            VmExit::Io(a) => a,
+            _ => unreachable!(),
+        }
+    })
+}
+
+fn stop_reason(next: &Next) -> &'static str {
+    match next {
+        Next::Stop(request) => request.reason,
+        other => panic!("expected a stop, got {other:?}"),
+    }
+}
+
+#[test]
+fn port_output_becomes_console_lines_and_rip_moves_on() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    for (i, b) in b"ok\n".iter().enumerate() {
+        cpu.registers.rax = *b as u64;
+        let next = handle(
+            &mut cpu,
+            &mut ctx,
+            &machine,
+            out(0x3F8, 1, 0x100 + i as u64),
+            0,
+        );
+        assert_eq!(next, Next::Resume);
+        assert_eq!(cpu.rip, 0x100 + i as u64);
+    }
+    assert_eq!(machine.console.borrow().as_slice(), ["ok"]);
+}
+
+#[test]
+fn reads_of_nothing_float_high_and_keep_the_upper_bits() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    cpu.registers.rax = 0x1234_5678_9ABC_DE00;
+    handle(&mut cpu, &mut context(), &machine, input(0x2F8, 1, 2), 0);
+    assert_eq!(cpu.registers.rax, 0x1234_5678_9ABC_DEFF);
+    // IN EAX zero-extends into RAX.
+    handle(&mut cpu, &mut context(), &machine, input(0x2F8, 4, 4), 0);
+    assert_eq!(cpu.registers.rax, 0xFFFF_FFFF);
+}
+
+#[test]
+fn guest_power_off_reboot_and_debug_exit_are_stops_of_their_kind() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    cpu.registers.rax = (5 << 10) | (1 << 13);
+    let next = handle(&mut cpu, &mut ctx, &machine, out(0x604, 2, 9), 0);
+    assert!(matches!(&next, Next::Stop(r) if r.kind == StopKind::PowerOff));
+    cpu.registers.rax = 0xFE;
+    let next = handle(&mut cpu, &mut ctx, &machine, out(0x64, 1, 9), 0);
+    assert!(matches!(&next, Next::Stop(r) if r.kind == StopKind::Reboot && r.reason == "reboot"));
+    cpu.registers.rax = 3;
+    let next = handle(&mut cpu, &mut ctx, &machine, out(0xF4, 1, 9), 0);
+    assert!(matches!(&next, Next::Stop(r) if r.kind == StopKind::GuestExit));
+    // A stop leaves RIP where it was.
+    assert_eq!(cpu.rip, 0);
+}
+
+#[test]
+fn string_io_stops_the_partition_with_a_reason() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let exit = VmExit::Io(IoAccess {
+        port: 0x3F8,
+        size: 1,
+        write: true,
+        string: true,
+        rep: true,
+        next_rip: 2,
+    });
+    assert_eq!(
+        stop_reason(&handle(&mut cpu, &mut context(), &machine, exit, 0)),
+        "unsupported-io"
+    );
+}
+
+#[test]
+fn cpuid_hides_svm_and_shows_the_hypervisor() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    cpu.rip = 0x10;
+    cpu.registers.rax = 1;
+    handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
+    assert_ne!(cpu.registers.rcx & (1 << 31), 0, "hypervisor bit");
+    assert_eq!(cpu.rip, 0x12, "CPUID is two bytes");
+    cpu.registers.rax = 0x8000_0001;
+    cpu.registers.rcx = 0;
+    handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
+    assert_eq!(cpu.registers.rcx & (1 << 2), 0, "no SVM for the guest");
+}
+
+#[test]
+fn unknown_msrs_and_bad_efer_values_raise_gp_without_moving_rip() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    cpu.rip = 0x40;
+    cpu.registers.rcx = 0x1234_5678;
+    handle(
+        &mut cpu,
+        &mut ctx,
+        &machine,
+        VmExit::Msr { write: false },
+        0,
+    );
+    assert_eq!(
+        cpu.injected,
+        [Event::Exception {
+            vector: 13,
+            error_code: Some(0)
+        }]
+    );
+    assert_eq!(cpu.rip, 0x40);
+    cpu.injected.clear();
+    // EFER.SVME: nested virtualization is not offered.
+    cpu.registers.rcx = 0xC000_0080;
+    cpu.registers.rax = 1 << 12;
+    handle(&mut cpu, &mut ctx, &machine, VmExit::Msr { write: true }, 0);
+    assert_eq!(cpu.injected.len(), 1);
+    assert_eq!(cpu.efer, 0);
+    // A valid EFER write goes through and RIP moves past WRMSR.
+    cpu.injected.clear();
+    cpu.registers.rax = (1 << 8) | (1 << 11);
+    handle(&mut cpu, &mut ctx, &machine, VmExit::Msr { write: true }, 0);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.efer, (1 << 8) | (1 << 11));
+    assert_eq!(cpu.rip, 0x42);
+}
+
+#[test]
+fn the_tsc_and_the_apic_base_read_through_their_owners() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    cpu.registers.rcx = 0x10;
+    handle(
+        &mut cpu,
+        &mut ctx,
+        &machine,
+        VmExit::Msr { write: false },
+        0x1_2345_6789,
+    );
+    assert_eq!((cpu.registers.rdx, cpu.registers.rax), (1, 0x2345_6789));
+    cpu.registers.rcx = 0x1B;
+    handle(
+        &mut cpu,
+        &mut ctx,
+        &machine,
+        VmExit::Msr { write: false },
+        0,
+    );
+    assert_eq!(cpu.registers.rax & !0xFFF, 0xFEE0_0000);
+    assert_ne!(cpu.registers.rax & (1 << 8), 0, "vCPU 0 is the BSP");
+}
+
+#[test]
+fn hlt_idles_and_moves_past_the_instruction() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu {
+        rip: 0x77,
+        ..FakeVcpu::default()
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, VmExit::Hlt, 0),
+        Next::Halt
+    );
+    assert_eq!(cpu.rip, 0x78);
+}
+
+#[test]
+fn mmio_stores_to_the_local_apic_send_ipis() {
+    // mov [ebx+0x300], eax (ICR low) at 0x1000: 89 83 00 03 00 00.
+    let machine = FakeMachine::new().code(0x1000, &[0x89, 0x83, 0x00, 0x03, 0x00, 0x00]);
+    let mut cpu = FakeVcpu {
+        rip: 0x1000,
+        ..FakeVcpu::default()
+    };
+    machine.with_lapic(0, |l| {
+        l.mmio_write(0xF0, 4, 0x1FF, 0); // software-enable
+    });
+    cpu.registers.rax = 0x0000_4500; // INIT, assert
+    let next = handle(
+        &mut cpu,
+        &mut context(),
+        &machine,
+        VmExit::NestedPageFault {
+            gpa: 0xFEE0_0300,
+            error_code: 0x7,
+        },
+        0,
+    );
+    assert_eq!(next, Next::Resume);
+    assert_eq!(cpu.rip, 0x1006);
+    let ipis = machine.ipis.borrow();
+    assert_eq!(ipis.len(), 1);
+    assert_eq!(ipis[0].1.delivery, IpiDelivery::Init);
+}
+
+#[test]
+fn mmio_loads_from_the_io_apic_fill_the_register() {
+    // mov eax, [ecx+0x10] (IOWIN) at 0x2000: 8b 41 10.
+    let machine = FakeMachine::new().code(0x2000, &[0x8B, 0x41, 0x10]);
+    let mut cpu = FakeVcpu {
+        rip: 0x2000,
+        ..FakeVcpu::default()
+    };
+    machine.with_devices(|d| d.ioapic_write(0, 4, 1)); // IOREGSEL = VER
+    let fault = VmExit::NestedPageFault {
+        gpa: 0xFEC0_0010,
+        error_code: 0x5,
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, fault, 0),
+        Next::Resume
+    );
+    assert_eq!(cpu.registers.rax, 0x0017_0011);
+    assert_eq!(cpu.rip, 0x2003);
+}
+
+#[test]
+fn faults_outside_ram_and_devices_stop_the_partition() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let fault = VmExit::NestedPageFault {
+        gpa: 0x4000_0000,
+        error_code: 0x4,
+    };
+    assert_eq!(
+        stop_reason(&handle(&mut cpu, &mut context(), &machine, fault, 0)),
+        "outside-memory"
+    );
+}
+
+#[test]
+fn mmio_by_unreadable_or_undecodable_instructions_stops_with_the_reason() {
+    let fault = VmExit::NestedPageFault {
+        gpa: 0xFEE0_00B0,
+        error_code: 0x7,
+    };
+    // No guest RAM at RIP.
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu {
+        rip: 0x9000,
+        ..FakeVcpu::default()
+    };
+    assert_eq!(
+        stop_reason(&handle(&mut cpu, &mut context(), &machine, fault, 0)),
+        "mmio-fetch"
+    );
+    // A register-form MOV cannot have touched memory; an unknown opcode is not emulated.
+    for bytes in [&[0x89u8, 0xC0][..], &[0x0F, 0x0B]] {
+        let machine = FakeMachine::new().code(0x9000, bytes);
+        let mut cpu = FakeVcpu {
+            rip: 0x9000,
+            ..FakeVcpu::default()
+        };
+        assert_eq!(
+            stop_reason(&handle(&mut cpu, &mut context(), &machine, fault, 0)),
+            "mmio-decode"
+        );
+    }
+}
+
+#[test]
+fn forbidden_and_unknown_exits_stop_with_their_reason() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    for (exit, reason) in [
+        (VmExit::TripleFault, "triple-fault"),
+        (VmExit::InvalidState, "invalid-state"),
+        (VmExit::Forbidden { code: 0x80 }, "forbidden-instruction"),
+        (
+            VmExit::Unexpected {
+                code: 0x99,
+                info1: 0,
+                info2: 0,
+            },
+            "unexpected-exit",
+        ),
+    ] {
+        assert_eq!(
+            stop_reason(&handle(&mut cpu, &mut context(), &machine, exit, 0)),
+            reason
+        );
+    }
+    for exit in [
+        VmExit::PhysicalInterrupt,
+        VmExit::PhysicalNmi,
+        VmExit::InterruptWindow,
+    ] {
+        assert_eq!(
+            handle(&mut cpu, &mut context(), &machine, exit, 0),
+            Next::Resume
+        );
+    }
+}
