@@ -125,6 +125,13 @@ fn run_partitions(
     *partition::HOST_DISTANCES.lock() = topology.distances();
     let layout = &crate::embedded_layout::LAYOUT;
     let exit_when_done = boot.option("exit") == Some("partitions");
+    if let Some(ms) = boot
+        .option("exit-stats")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let ticks = ms.saturating_mul(tsc::hz() / 1000);
+        partition::EXIT_STATS_PERIOD.store(ticks, core::sync::atomic::Ordering::Relaxed);
+    }
     match svm::detect() {
         Ok(caps) => {
             info!(

@@ -200,6 +200,7 @@ pub fn build(
         devices: Mutex::new(devices),
         vcpus,
         control: Control::default(),
+        exit_counts: Default::default(),
     };
     let loaded = {
         let mut state = partition.state.lock();

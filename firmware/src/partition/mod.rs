@@ -19,6 +19,7 @@ use numavisor_policy::partition::placement::{GuestBlock, VcpuPlan};
 use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::report::events;
 use numavisor_policy::topology::Topology;
+use numavisor_policy::vmexit::ExitKind;
 use numavisor_policy::vmm::exit::StopKind;
 use numavisor_policy::vmm::platform::PlatformDevices;
 use numavisor_policy::vmm::vcpu::EntryState;
@@ -62,6 +63,38 @@ pub struct Partition {
     pub vcpus: Vec<VcpuSlot>,
     /// Stop and restart coordination between the partition's vCPUs.
     pub control: control::Control,
+    /// VM exits by kind, over every vCPU, since the partition was built.
+    pub exit_counts: ExitCounters,
+}
+
+/// VM exits by kind ([`ExitKind`]), counted by every vCPU of a partition.
+#[derive(Default)]
+pub struct ExitCounters([AtomicU64; ExitKind::ALL.len()]);
+
+impl ExitCounters {
+    pub fn count(&self, kind: ExitKind) {
+        self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts, named as the report names them.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        ExitKind::ALL
+            .iter()
+            .map(|k| (k.name(), self.0[k.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// Host TSC ticks between `exit_counts` events (`exit-stats=MS`); 0: only at stops.
+pub static EXIT_STATS_PERIOD: AtomicU64 = AtomicU64::new(0);
+
+/// Prints partition `partition`'s exit counts now.
+pub fn emit_exit_counts(partition: &Partition) {
+    report::emit(&events::exit_counts(
+        partition.name(),
+        crate::platform::cpu::tsc::micros_since_entry(),
+        &partition.exit_counts.snapshot(),
+    ));
 }
 
 /// What a partition owns while it exists.
@@ -184,6 +217,7 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     if let Some(line) = partition.devices.lock().flush_console() {
         emit_console(partition.name(), &line);
     }
+    emit_exit_counts(partition);
     let mut state = partition.state.lock();
     if action == ExitAction::Restart && state.restarts < MAX_RESTARTS {
         state.restarts += 1;

@@ -132,6 +132,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
     let slice = tsc::hz() / 1_000_000 * SLICE_MICROS;
     let limit = time_limit_ticks(partition);
     let mut exits: u64 = 0;
+    let mut stats = StatsClock::new();
     loop {
         if partition.control.stop_requested() {
             record_exits(partition, &mut exits);
@@ -154,7 +155,11 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
             running = false;
             machine.with_lapic(index, |l| l.reset());
         }
-        if !running {
+        if running {
+            // A start-up IPI only starts a CPU waiting for one (Linux sends two; the second
+            // finds this vCPU running): drop it, or it would end every HLT at once.
+            let _ = slot.take_startup();
+        } else {
             match slot.take_startup() {
                 Some(vector) => {
                     cpu.enter(EntryState::Startup { vector });
@@ -183,13 +188,22 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
         }
         let exit = cpu.run();
         exits += 1;
+        partition.exit_counts.count(exit.kind());
+        if index == 0 {
+            stats.tick(partition);
+        }
         if exit == VmExit::PhysicalInterrupt {
             take_host_interrupt();
             poll_console_input();
         }
         match exit::handle(cpu, &mut context, &machine, exit, guest_now()) {
             Next::Resume => {}
-            Next::Halt => idle(partition, index, &machine, Some(&*cpu), offset),
+            Next::Halt => {
+                idle(partition, index, &machine, Some(&*cpu), offset);
+                if index == 0 {
+                    stats.tick(partition);
+                }
+            }
             Next::Stop(request) => {
                 record_exits(partition, &mut exits);
                 return stop(partition, index, epoch, request);
@@ -261,6 +275,28 @@ fn idle(
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         poll_console_input();
+    }
+}
+
+/// When vCPU 0 next prints its partition's `exit_counts` (`exit-stats=MS`).
+struct StatsClock {
+    next: u64,
+}
+
+impl StatsClock {
+    fn new() -> StatsClock {
+        StatsClock {
+            next: tsc::now().saturating_add(super::EXIT_STATS_PERIOD.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn tick(&mut self, partition: &Partition) {
+        let period = super::EXIT_STATS_PERIOD.load(Ordering::Relaxed);
+        let now = tsc::now();
+        if period != 0 && now >= self.next {
+            super::emit_exit_counts(partition);
+            self.next = now.saturating_add(period);
+        }
     }
 }
 

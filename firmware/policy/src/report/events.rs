@@ -436,6 +436,19 @@ pub struct PartitionTiming<'a> {
     pub run_ticks: u64,
 }
 
+/// `exit_counts`: a partition's VM exits so far, by kind, at `us` (µs since entry); printed
+/// every period of the `exit-stats=MS` option and when the partition stops.
+pub fn exit_counts(partition: &str, micros: u64, counts: &[(&str, u64)]) -> String {
+    event("exit_counts", |o| {
+        o.str("partition", partition).u64("us", micros);
+        o.object("exits", |e| {
+            for &(kind, count) in counts {
+                e.u64(kind, count);
+            }
+        });
+    })
+}
+
 /// `partition_timing`: per partition, ticks from `ready` to its first guest instruction
 /// (instructions under `qemu -icount shift=0`), its VM exits and run time in ticks; printed
 /// once every partition has stopped.

@@ -36,6 +36,70 @@ pub enum VmExit {
     Unexpected { code: u64, info1: u64, info2: u64 },
 }
 
+/// What an exit was, for counting: one word per kind, as the `exit_counts` report event
+/// names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Io,
+    Mmio,
+    Cpuid,
+    Msr,
+    Hlt,
+    Interrupt,
+    InterruptWindow,
+    Other,
+}
+
+impl ExitKind {
+    /// Every kind, in report order.
+    pub const ALL: [ExitKind; 8] = [
+        ExitKind::Io,
+        ExitKind::Mmio,
+        ExitKind::Cpuid,
+        ExitKind::Msr,
+        ExitKind::Hlt,
+        ExitKind::Interrupt,
+        ExitKind::InterruptWindow,
+        ExitKind::Other,
+    ];
+
+    /// The kind's word in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::Io => "io",
+            ExitKind::Mmio => "mmio",
+            ExitKind::Cpuid => "cpuid",
+            ExitKind::Msr => "msr",
+            ExitKind::Hlt => "hlt",
+            ExitKind::Interrupt => "interrupt",
+            ExitKind::InterruptWindow => "window",
+            ExitKind::Other => "other",
+        }
+    }
+
+    /// Its index in [`ExitKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl VmExit {
+    /// The kind this exit counts as (a nested page fault counts as MMIO: outside the
+    /// emulated devices it ends the partition anyway).
+    pub fn kind(&self) -> ExitKind {
+        match self {
+            VmExit::Io(_) => ExitKind::Io,
+            VmExit::NestedPageFault { .. } => ExitKind::Mmio,
+            VmExit::Cpuid => ExitKind::Cpuid,
+            VmExit::Msr { .. } => ExitKind::Msr,
+            VmExit::Hlt => ExitKind::Hlt,
+            VmExit::PhysicalInterrupt | VmExit::PhysicalNmi => ExitKind::Interrupt,
+            VmExit::InterruptWindow => ExitKind::InterruptWindow,
+            _ => ExitKind::Other,
+        }
+    }
+}
+
 /// One port access as the exit reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoAccess {
@@ -114,6 +178,16 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_index_their_table() {
+        for (i, kind) in ExitKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+        assert_eq!(decode_svm(svm_code::HLT, 0, 0).kind(), ExitKind::Hlt);
+        assert_eq!(decode_svm(svm_code::NPF, 0, 0).kind().name(), "mmio");
+        assert_eq!(decode_svm(0x99, 0, 0).kind(), ExitKind::Other);
+    }
 
     #[test]
     fn decodes_io_exits() {

@@ -273,8 +273,10 @@ fn string_io_stops_the_partition_with_a_reason() {
 #[test]
 fn cpuid_hides_svm_and_shows_the_hypervisor() {
     let machine = FakeMachine::new();
-    let mut cpu = FakeVcpu::default();
-    cpu.rip = 0x10;
+    let mut cpu = FakeVcpu {
+        rip: 0x10,
+        ..FakeVcpu::default()
+    };
     cpu.registers.rax = 1;
     handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
     assert_ne!(cpu.registers.rcx & (1 << 31), 0, "hypervisor bit");
@@ -288,9 +290,11 @@ fn cpuid_hides_svm_and_shows_the_hypervisor() {
 #[test]
 fn unknown_msrs_and_bad_efer_values_raise_gp_without_moving_rip() {
     let machine = FakeMachine::new();
-    let mut cpu = FakeVcpu::default();
+    let mut cpu = FakeVcpu {
+        rip: 0x40,
+        ..FakeVcpu::default()
+    };
     let mut ctx = context();
-    cpu.rip = 0x40;
     cpu.registers.rcx = 0x1234_5678;
     handle(
         &mut cpu,
