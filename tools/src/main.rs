@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench_linux;
 mod guest_acpi;
 mod layout_cmd;
 
@@ -313,7 +314,8 @@ fn bench(names: &[String]) -> Result<()> {
             exits as f64 / seconds.max(1e-9)
         );
     }
-    Ok(())
+    println!();
+    bench_linux::run()
 }
 
 /// Boots `image` on topology `name` and returns its report (`icount`: `-icount shift=0`).

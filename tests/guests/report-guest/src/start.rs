@@ -83,6 +83,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "timer-loop" => timer_loop(option("count").and_then(parse_number).unwrap_or(1000)),
         "spin" => {
             // A hostile guest: interrupts off, an endless loop. Only the hypervisor's own
             // timer can take the CPU back.
@@ -96,12 +97,49 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             exit(FAILURE)
         }
         other => {
-            let message =
-                alloc::format!("unknown mode {other:?} (report, probe, io-loop, spin, exception)");
+            let message = alloc::format!(
+                "unknown mode {other:?} (report, probe, io-loop, timer-loop, spin, exception)"
+            );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }
     }
+}
+
+/// Benchmark: `count` local APIC timer round trips (x2APIC: program a one-shot count of 1,
+/// halt, take the interrupt, EOI), timed with the TSC — instructions under `-icount shift=0`.
+fn timer_loop(count: u64) -> ! {
+    use crate::exceptions::{TIMER_TICKS, TIMER_VECTOR};
+    use core::sync::atomic::Ordering;
+    let wrmsr = |msr: u32, value: u64| {
+        // SAFETY: architected local APIC MSRs (IA32_APIC_BASE, x2APIC SVR/LVT/TDCR/TMICT);
+        // the timer's vector has a handler in the IDT.
+        unsafe {
+            core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
+                in("edx") (value >> 32) as u32, options(nostack))
+        }
+    };
+    wrmsr(0x1B, 0xFEE0_0000 | (1 << 11) | (1 << 10) | (1 << 8)); // x2APIC on
+    wrmsr(0x80F, 0x1FF); // SVR: software enable
+    wrmsr(0x83E, 0xB); // divide by 1
+    wrmsr(0x832, TIMER_VECTOR as u64); // one-shot
+                                       // SAFETY: RDTSC has no side effects.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    for i in 0..count {
+        wrmsr(0x838, 1);
+        // Wait for this round's interrupt; `sti; hlt` cannot miss it (STI's shadow).
+        while TIMER_TICKS.load(Ordering::SeqCst) <= i {
+            // SAFETY: halts until the timer interrupt, whose handler returns here.
+            unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        }
+    }
+    // SAFETY: as above.
+    let ticks = unsafe { core::arch::x86_64::_rdtsc() } - start;
+    report!(
+        "{{\"event\":\"timer_loop\",\"count\":{count},\"ticks\":{ticks},\"per_round_trip\":{}}}",
+        ticks / count.max(1)
+    );
+    exit(SUCCESS)
 }
 
 /// `"ranges"` of the memmap report.
