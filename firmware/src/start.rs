@@ -36,8 +36,10 @@ fn image_range() -> (u64, u64) {
     )
 }
 
-/// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address.
-pub extern "C" fn bsp_main(start_info: u32) -> ! {
+/// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address (the
+/// entry code calls it by this symbol name, so the boot layer does not depend on this one).
+#[unsafe(no_mangle)]
+pub extern "C" fn numavisor_bsp_main(start_info: u32) -> ! {
     serial::init();
     idt::load();
     apic::mask_legacy_pic();
@@ -157,6 +159,7 @@ fn run_partitions(
             partition::build_all(&EMPTY_LAYOUT, topology, &[], exit_when_done);
         }
     }
+    smp::register_work(partition::run_assigned_vcpu);
     partition::start_all(apic::wake);
     smp::serve_vcpus()
 }

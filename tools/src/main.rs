@@ -228,12 +228,13 @@ fn test() -> Result<()> {
 
 fn bench(names: &[String]) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
-    let image = image::build()?;
+    // The size of numavisor itself: the image of the test-guest layout, less that guest.
+    let image = image::build_with_layout(&image::layouts_dir().join("test-guests.toml"))?;
     let image_bytes = std::fs::metadata(&image)?.len();
     let guest_bytes = std::fs::metadata(image::guest_dir().join("test-guest.elf"))?.len();
     println!(
         "image {image_bytes} bytes: {} of numavisor, {guest_bytes} of the embedded test guest (both partitions share it)",
-        image_bytes - guest_bytes
+        image_bytes.saturating_sub(guest_bytes)
     );
     println!(
         "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14}",

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use numavisor_policy::devices::lapic::LocalApic;
 use spin::Mutex;
 
-use crate::platform::cpu::{apic, idt};
+use crate::platform::cpu::apic;
 
 /// One vCPU's state that other CPUs touch.
 pub struct VcpuSlot {
@@ -41,7 +41,7 @@ impl VcpuSlot {
     /// Wakes the CPU running this vCPU (a fixed IPI: it leaves the guest or its HLT).
     pub fn kick(&self) {
         if self.host_apic_id != apic::current_apic_id() {
-            apic::send_ipi(self.host_apic_id, 0x4000 | idt::WAKE_VECTOR as u32);
+            apic::send_ipi(self.host_apic_id, 0x4000 | apic::WAKE_VECTOR as u32);
         }
     }
 

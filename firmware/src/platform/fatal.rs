@@ -8,7 +8,8 @@ use core::panic::PanicInfo;
 use numavisor_policy::report::json;
 
 use super::console::serial::force_write;
-use super::cpu::{apic, idt};
+use super::cpu::apic;
+use super::cpu::exception::{vector_name, ExceptionFrame};
 use super::debug_exit;
 
 fn stop() -> ! {
@@ -20,9 +21,9 @@ fn stop() -> ! {
 }
 
 /// Called by the exception stubs with the saved registers; never returns.
-pub extern "C" fn exception(frame: &idt::ExceptionFrame) -> ! {
+pub extern "C" fn exception(frame: &ExceptionFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
-    let name = idt::vector_name(frame.vector);
+    let name = vector_name(frame.vector);
     let apic_id = apic::current_apic_id();
     force_write(format_args!(
         "\nFATAL: CPU exception {} ({name}) on APIC ID {apic_id}, error code {:#x}\n\

@@ -5,7 +5,8 @@
 //! 32-bit protected mode with paging off, flat segments and EBX = physical address of
 //! `hvm_start_info`. We read the TSC first (benchmarks count from here), zero `.bss`, build an
 //! identity map of the first 4 GiB with 2 MiB pages, enter long mode and call
-//! [`crate::start::bsp_main`] with the start_info address.
+//! `numavisor_bsp_main` (by symbol name: the boot layer does not import the layers above it)
+//! with the start_info address.
 
 use core::arch::global_asm;
 
@@ -133,7 +134,7 @@ pvh_start64:
     mov rsp, offset BSP_STACK + {stack_bytes}
     xor ebp, ebp
     mov edi, esi                        /* first argument: hvm_start_info */
-    call {bsp_main}
+    call numavisor_bsp_main             /* start.rs: the boot CPU's main line */
 3:
     cli
     hlt
@@ -141,7 +142,6 @@ pvh_start64:
     .popsection
 "#,
     stack_bytes = const BSP_STACK_BYTES,
-    bsp_main = sym crate::start::bsp_main,
 );
 
 /// The entry code's page tables, for finishing the identity map.

@@ -23,6 +23,10 @@ const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 
+/// The host vector that wakes or kicks a CPU: the wake-up IPI, a kick from another CPU, and
+/// this CPU's own APIC timer all use it; its handler only acknowledges it (see `idt`).
+pub const WAKE_VECTOR: u8 = 0xF0;
+
 /// ICR command: INIT, level assert.
 pub const ICR_INIT_ASSERT: u32 = 0x0000_4500;
 /// ICR command: INIT, level de-assert (needed only by pre-Pentium 4 parts; harmless after).
@@ -91,7 +95,7 @@ pub extern "C" fn end_of_interrupt() {
 
 /// Wakes the CPU with `apic_id` from its HLT loop.
 pub fn wake(apic_id: u32) {
-    send_ipi(apic_id, 0x4000 | super::idt::WAKE_VECTOR as u32);
+    send_ipi(apic_id, 0x4000 | WAKE_VECTOR as u32);
 }
 
 /// Whether x2APIC mode is already on (a firmware may leave it so).
@@ -176,7 +180,7 @@ fn read_register(offset: u64) -> u32 {
 /// CPU's APIC timer runs from the same bus clock.
 pub fn calibrate_timer() {
     write_register(TIMER_DIVIDE, DIVIDE_BY_1);
-    write_register(LVT_TIMER, LVT_MASKED | super::idt::WAKE_VECTOR as u32);
+    write_register(LVT_TIMER, LVT_MASKED | WAKE_VECTOR as u32);
     write_register(TIMER_INITIAL_COUNT, u32::MAX);
     let start = super::tsc::now();
     super::tsc::delay_micros(2_000);
@@ -194,7 +198,7 @@ pub fn arm_timer_at(deadline: u64) {
     let count = (ticks as u128 * TIMER_PER_TSC_2_20.load(Ordering::Relaxed) as u128) >> 20;
     let count = count.clamp(1, u32::MAX as u128) as u32;
     write_register(TIMER_DIVIDE, DIVIDE_BY_1);
-    write_register(LVT_TIMER, super::idt::WAKE_VECTOR as u32);
+    write_register(LVT_TIMER, WAKE_VECTOR as u32);
     write_register(TIMER_INITIAL_COUNT, count);
 }
 

@@ -7,35 +7,8 @@
 
 use core::arch::{asm, global_asm};
 
+use super::apic;
 use super::gdt::KERNEL_CODE64;
-
-/// Registers saved by the common stub, in stack order (lowest address first).
-#[repr(C)]
-#[derive(Debug)]
-pub struct ExceptionFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
 
 global_asm!(
     r#"
@@ -125,16 +98,13 @@ EXCEPTION_STUBS:
     .popsection
 "#,
     handler = sym crate::platform::fatal::exception,
-    eoi = sym super::apic::end_of_interrupt,
+    eoi = sym apic::end_of_interrupt,
 );
 
 unsafe extern "C" {
     static EXCEPTION_STUBS: [u64; 32];
     fn wake_interrupt_stub();
 }
-
-/// The vector of the IPI that wakes a parked CPU (see `smp`).
-pub const WAKE_VECTOR: u8 = 0xF0;
 
 /// One 16-byte interrupt gate.
 #[repr(C)]
@@ -193,7 +163,8 @@ pub fn load() {
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
-        gates[WAKE_VECTOR as usize] = Gate::interrupt(wake_interrupt_stub as *const () as u64);
+        gates[apic::WAKE_VECTOR as usize] =
+            Gate::interrupt(wake_interrupt_stub as *const () as u64);
         Idt(gates)
     });
     let pointer = IdtPointer {
@@ -202,46 +173,4 @@ pub fn load() {
     };
     // SAFETY: the IDT is a 'static table of valid gates pointing at the stubs above.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
-}
-
-/// The architectural name of an exception vector.
-pub fn vector_name(vector: u64) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor segment overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved 15",
-        "#MF x87 floating point",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD floating point",
-        "#VE virtualization",
-        "#CP control protection",
-        "reserved 22",
-        "reserved 23",
-        "reserved 24",
-        "reserved 25",
-        "reserved 26",
-        "reserved 27",
-        "#HV hypervisor injection",
-        "#VC VMM communication",
-        "#SX security",
-        "reserved 31",
-    ];
-    NAMES
-        .get(vector as usize)
-        .copied()
-        .unwrap_or("unknown vector")
 }

@@ -1,6 +1,7 @@
 //! The CPU layer: descriptor tables, paging, the local APIC, AP start-up and time.
 
 pub mod apic;
+pub mod exception;
 pub mod gdt;
 pub mod idt;
 pub mod paging;

@@ -109,14 +109,26 @@ extern "C" fn ap_main(index: u64) -> ! {
     serve_vcpus()
 }
 
-/// The parked loop of every CPU once start-up is done: run the vCPU queued for this CPU, or
+/// What a parked CPU runs: given its APIC ID, the work queued for it (a vCPU until its
+/// partition stops); false when there is none. The partition manager registers it at
+/// start-up, so this layer never calls up into it.
+pub type CpuWork = fn(u32) -> bool;
+
+static WORK: spin::Once<CpuWork> = spin::Once::new();
+
+/// Registers what parked CPUs run (once, before any work is queued).
+pub fn register_work(work: CpuWork) {
+    WORK.call_once(|| work);
+}
+
+/// The parked loop of every CPU once start-up is done: run the work queued for this CPU, or
 /// sleep until the wake-up IPI. `sti; hlt` is atomic (STI's one-instruction shadow), so a wake
 /// sent between the check and the HLT is not lost.
 pub fn serve_vcpus() -> ! {
     let apic_id = apic::current_apic_id();
     loop {
         x86_64::instructions::interrupts::disable();
-        if crate::partition::run_assigned_vcpu(apic_id) {
+        if WORK.get().is_some_and(|work| work(apic_id)) {
             continue;
         }
         x86_64::instructions::interrupts::enable_and_hlt();
