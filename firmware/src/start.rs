@@ -140,7 +140,7 @@ fn run_partitions(
                 "SVM: nested paging, {} ASIDs, next-RIP save {}",
                 caps.asids, caps.next_rip_save
             );
-            partition::set_next_rip_save(caps.next_rip_save);
+            crate::virt::Active::set_next_rip_save(caps.next_rip_save);
             let online: Vec<u32> = cpus
                 .iter()
                 .filter(|c| c.failure.is_none())

@@ -20,7 +20,9 @@ const INIT_MARKER: &str = r#"@guest {"event":"init"}"#;
 /// Runs every Linux figure and prints it.
 pub fn run() -> Result<()> {
     let boot_image = image::build_with_layout(&image::layouts_dir().join("linux-sleep.toml"))?;
-    boot_ratio(&boot_image)?;
+    boot_ratio(&boot_image, "")?;
+    let quiet = image::build_with_layout(&image::layouts_dir().join("linux-quiet.toml"))?;
+    boot_ratio(&quiet, " quiet")?;
     exit_rates(&boot_image)?;
     timer_round_trip()
 }
@@ -54,8 +56,9 @@ fn seconds_to(args: &[String], start_marker: Option<&str>, marker: &str) -> Resu
 }
 
 /// Partition start → `/init` under numavisor, against QEMU start → `/init` for the same
-/// kernel, initramfs, command line and vCPUs on plain TCG, alternated.
-fn boot_ratio(image_path: &Path) -> Result<()> {
+/// kernel, initramfs, command line and vCPUs on plain TCG, alternated. `extra` is what the
+/// layout adds to `console=ttyS0 nv.test=sleep,poweroff` (the plain run gets the same).
+fn boot_ratio(image_path: &Path, extra: &str) -> Result<()> {
     let topology = topology::load("two-nodes")?;
     let options = qemu::RunOptions {
         exit: Some("partitions"),
@@ -68,7 +71,9 @@ fn boot_ratio(image_path: &Path) -> Result<()> {
         .as_str()
         .unwrap_or("")
         .to_string();
-    let plain_args = plain_qemu(&format!("console=ttyS0 nv.test=sleep,poweroff {added}"));
+    let plain_args = plain_qemu(&format!(
+        "console=ttyS0 nv.test=sleep,poweroff{extra} {added}"
+    ));
     let (mut nv, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         nv.push(seconds_to(
@@ -80,7 +85,7 @@ fn boot_ratio(image_path: &Path) -> Result<()> {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "Linux boot to /init (2 vCPUs, 256 MiB, Debian cloud kernel + busybox initramfs, TCG):"
+        "Linux boot to /init (2 vCPUs, 256 MiB, Debian cloud kernel + busybox initramfs, TCG; command line \"console=ttyS0{extra}\"):"
     );
     println!(
         "  numavisor, partition start → /init: {:.2?} s (mean {:.2} s)",
@@ -233,8 +238,8 @@ fn timer_round_trip() -> Result<()> {
     let line = result
         .lines
         .iter()
-        .find_map(|l| l.strip_prefix("[ticker] guest: "))
-        .filter(|l| l.contains("timer_loop"))
+        .filter_map(|l| l.strip_prefix("[ticker] guest: "))
+        .find(|l| l.contains("timer_loop"))
         .with_context(|| format!("no timer_loop line; log tail:\n{}", result.tail(30)))?;
     let value: Value = serde_json::from_str(line)?;
     println!(

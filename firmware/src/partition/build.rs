@@ -10,24 +10,23 @@ use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
 use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
-use numavisor_policy::memory::{BlockSize, FrameAllocator};
+use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::cost;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
 use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
-use numavisor_policy::slat::{Npt, Permissions, SlatBuilder, SlatError, SlatStats};
+use numavisor_policy::slat::{Permissions, SlatBuilder, SlatError, SlatStats};
 use numavisor_policy::topology::Topology;
-use numavisor_policy::vmexit::{svm_msr_permission_bit, SVM_PASSTHROUGH_MSRS};
 use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
 use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
 use super::control::{Control, VcpuSlot};
-use super::guest_memory::{clear_bits, fill_page, GuestMemory, IdentityTables};
+use super::guest_memory::{GuestMemory, IdentityTables};
 use super::{Partition, PartitionState};
 use crate::platform::cpu::tsc;
-use crate::virt::svm::vmcb::Vmcb;
+use crate::virt::{Active, Backend, NoTlbTag};
 
 /// The virtual local APIC timer's input clock (QEMU's and many real parts' 1 GHz would do as
 /// well; Linux measures it, or uses the TSC-deadline mode and never needs it).
@@ -47,7 +46,7 @@ pub enum BuildError {
     Platform(alloc::string::String),
     GuestAcpi(guest_acpi::AcpiError),
     TooLittleRam { size: u64 },
-    NoAsid { asid: u32, asids: u32 },
+    NoTlbTag(NoTlbTag),
     ImageOutsideRam { gpa: u64 },
 }
 
@@ -66,9 +65,9 @@ impl fmt::Display for BuildError {
                 "memory: vnode 0 has {size} bytes; a PVH guest needs at least {} (boot data, ACPI tables, image at 1 MiB)",
                 start_info::MINIMUM_RAM
             ),
-            BuildError::NoAsid { asid, asids } => write!(
+            BuildError::NoTlbTag(NoTlbTag { wanted, available }) => write!(
                 f,
-                "the CPU offers {asids} ASIDs (0 is the host's); this partition would need ASID {asid}"
+                "the CPU offers {available} TLB tags (ASIDs/VPIDs; 0 is the host's); this partition would need tag {wanted}"
             ),
             BuildError::ImageOutsideRam { gpa } => {
                 write!(f, "image: a segment at guest-physical {gpa:#x} lies outside the partition's RAM")
@@ -125,16 +124,7 @@ pub fn build(
     } else {
         elf::parse(spec.image).map_err(BuildError::Image)?;
     }
-    // ASID 0 belongs to the host; each partition gets its own, for tagged TLB entries.
-    let asid = index as u32 + 1;
-    if let Ok(caps) = crate::virt::svm::detect() {
-        if asid >= caps.asids {
-            return Err(BuildError::NoAsid {
-                asid,
-                asids: caps.asids,
-            });
-        }
-    }
+    let tlb_tag = Active::tlb_tag(index).map_err(BuildError::NoTlbTag)?;
     let vnodes: Vec<(u64, usize)> = spec
         .memory
         .iter()
@@ -161,11 +151,9 @@ pub fn build(
         pool: Some(pool),
         blocks: Vec::new(),
         vcpus,
-        vmcbs: Vec::new(),
-        iopm: 0,
-        msrpm: 0,
+        controls: None,
         slat_root: 0,
-        asid,
+        tlb_tag,
         restarts: 0,
         slat: SlatStats::default(),
         entry: EntryState::Startup { vector: 0 },
@@ -221,7 +209,7 @@ fn fund(
     state: &mut PartitionState,
 ) -> Result<(), BuildError> {
     let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
-    let max_page = clamp_page(spec.max_page);
+    let max_page = Active::clamp_page(spec.max_page);
     for (vnode, ranges) in cost::guest_physical_ranges(&sizes).into_iter().enumerate() {
         let node = spec.memory[vnode].node as usize;
         let blocks = placement::back_guest_ranges(frames, vnode, node, &ranges, max_page)?;
@@ -229,7 +217,7 @@ fn fund(
     }
     let pool = state.pool.as_mut().expect("pool deposited above");
     let mut tables = IdentityTables;
-    let mut slat = SlatBuilder::<Npt>::new(&mut tables, pool, max_page)?;
+    let mut slat = SlatBuilder::<<Active as Backend>::Slat>::new(&mut tables, pool, max_page)?;
     let rwx = Permissions {
         read: true,
         write: true,
@@ -247,31 +235,8 @@ fn fund(
     }
     state.slat_root = slat.root();
     state.slat = slat.stats();
-    state.iopm = pool.withdraw_contiguous(cost::IO_BITMAP_PAGES as usize)?;
-    state.msrpm = pool.withdraw_contiguous(cost::MSR_BITMAP_PAGES as usize)?;
-    for i in 0..cost::IO_BITMAP_PAGES {
-        fill_page(state.iopm + i * 4096, 0xFF); // intercept every port
-    }
-    for i in 0..cost::MSR_BITMAP_PAGES {
-        fill_page(state.msrpm + i * 4096, 0xFF); // intercept every MSR ...
-    }
-    for msr in SVM_PASSTHROUGH_MSRS {
-        // ... but those the VMCB itself holds (read and write bits cleared)
-        if let Some(bit) = svm_msr_permission_bit(msr) {
-            clear_bits(state.msrpm, bit, 2);
-        }
-    }
-    state.vmcbs = pool.withdraw_many(state.vcpus.len() * cost::VMCB_PAGES_PER_VCPU as usize)?;
-    state.vmcbs.iter().for_each(|&page| fill_page(page, 0));
+    state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);
     Ok(())
-}
-
-/// The largest SLAT page the layout allows, clamped to what the CPU offers.
-fn clamp_page(wanted: BlockSize) -> BlockSize {
-    match crate::virt::svm::detect() {
-        Ok(caps) if !caps.gib_pages && wanted == BlockSize::Size1G => BlockSize::Size2M,
-        _ => wanted,
-    }
 }
 
 /// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM and sets up
@@ -295,11 +260,9 @@ fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), B
     } else {
         load_pvh(spec, &memory, &map, tables.rsdp_address(), sizes[0])?
     };
-    for &page in &state.vmcbs {
-        // SAFETY: a page withdrawn from this partition's pool for this vCPU's VMCB; no vCPU
-        // runs on it while the guest is (re)loaded.
-        let mut vmcb = unsafe { Vmcb::new(page) };
-        vmcb.set_controls(state.iopm, state.msrpm, state.asid, state.slat_root);
+    let (tag, root) = (state.tlb_tag, state.slat_root);
+    if let Some(controls) = state.controls.as_mut() {
+        Active::prepare(controls, tag, root);
     }
     // The guest's clock starts near 0, the same on every vCPU.
     state.tsc_offset = 0u64.wrapping_sub(tsc::now());
@@ -541,7 +504,8 @@ pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
             log::error!("releasing a pool: {e}");
         }
     }
-    state.vmcbs.clear();
+    // The pages themselves went back with the pool.
+    state.controls = None;
 }
 
 /// The `partition` report event for `partition` in `state`.
@@ -578,7 +542,7 @@ pub fn report_event(partition: &Partition, state_name: &str) -> String {
             .collect(),
         memory,
         slat: SlatFigures {
-            format: "npt",
+            format: <Active as Backend>::SLAT_NAME,
             pages_4k: state.slat.pages_4k,
             pages_2m: state.slat.pages_2m,
             pages_1g: state.slat.pages_1g,

@@ -82,24 +82,6 @@ impl TableMemory for IdentityTables {
     }
 }
 
-/// Fills a pool page with `value` bytes (permission bitmaps) or zeroes (VMCBs).
-pub fn fill_page(page: u64, value: u8) {
-    // SAFETY: a page withdrawn from the partition's pool, identity mapped, used only by it.
-    unsafe { core::ptr::write_bytes(page as *mut u8, value, 4096) };
-}
-
-/// Clears `count` bits from bit `first` of the bitmap starting at pool page `base`.
-pub fn clear_bits(base: u64, first: usize, count: usize) {
-    for bit in first..first + count {
-        // SAFETY: `base` starts a bitmap of contiguous pool pages owned by the partition;
-        // callers pass bits inside it (checked by `svm_msr_permission_bit`'s ranges).
-        unsafe {
-            let byte = (base as *mut u8).add(bit / 8);
-            byte.write_volatile(byte.read_volatile() & !(1 << (bit % 8)));
-        }
-    }
-}
-
 impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory<'_> {
     fn read_u8(&self, gpa: u64) -> Option<u8> {
         let (spa, _) = self.translate(gpa)?;

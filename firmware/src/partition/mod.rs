@@ -27,11 +27,12 @@ use spin::Mutex;
 
 use crate::platform::console::report;
 use crate::platform::debug_exit;
+use crate::virt::ControlPages;
 
 pub use build::HOST_DISTANCES;
 pub use control::VcpuSlot;
 pub use input::poll_console_input;
-pub use vcpu_loop::{run_assigned_vcpu, set_next_rip_save};
+pub use vcpu_loop::run_assigned_vcpu;
 
 /// How often a partition may restart before it is stopped for good.
 const MAX_RESTARTS: u32 = 8;
@@ -102,11 +103,11 @@ pub struct PartitionState {
     pub pool: Option<PartitionPool>,
     pub blocks: Vec<GuestBlock>,
     pub vcpus: Vec<VcpuPlan>,
-    pub vmcbs: Vec<u64>,
-    pub iopm: u64,
-    pub msrpm: u64,
+    /// The backend's control blocks and permission bitmaps, from the pool.
+    pub controls: Option<ControlPages>,
     pub slat_root: u64,
-    pub asid: u32,
+    /// The partition's tagged-TLB id (ASID, VPID).
+    pub tlb_tag: u32,
     pub restarts: u32,
     pub slat: numavisor_policy::slat::SlatStats,
     /// Where vCPU 0 starts (the others wait for INIT/SIPI).

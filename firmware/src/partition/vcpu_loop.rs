@@ -3,34 +3,24 @@
 //! its partition stops. Nothing here panics on guest input; the worst a guest can cause is
 //! the stop of its own partition.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use numavisor_policy::memory::{BlockSize, Usage};
 use numavisor_policy::vmexit::VmExit;
 use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
 use numavisor_policy::vmm::msr::MsrState;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
-use spin::Mutex;
 
 use super::control::{halt_a_while, AfterStop};
 use super::guest_memory::GuestMemory;
 use super::machine::PartitionMachine;
 use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
 use crate::platform::cpu::{apic, tsc};
-use crate::virt::svm::{self, vcpu::SvmVcpu, vmcb::Vmcb};
+use crate::virt::{Active, Backend};
 
-/// Each CPU's VMRUN host save area, by APIC ID.
-static HOST_SAVE_AREAS: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
-
-/// Whether the CPU saves the next RIP on intercepts (SVM NRIPS); QEMU's emulator does not.
-static NEXT_RIP_SAVE: AtomicBool = AtomicBool::new(false);
-
-/// Records what `svm::detect` found, once at boot.
-pub fn set_next_rip_save(available: bool) {
-    NEXT_RIP_SAVE.store(available, Ordering::Relaxed);
-}
+/// The backend's vCPU.
+type BackendVcpu = <Active as Backend>::Vcpu;
 
 /// The longest a guest runs before the hypervisor looks at its partition again.
 const SLICE_MICROS: u64 = 10_000;
@@ -41,9 +31,9 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
     let Some((partition, vcpu)) = take_assignment(apic_id) else {
         return false;
     };
-    if !enable_svm(apic_id) {
+    if !Active::enable_this_cpu(apic_id, &mut host_page) {
         log::error!(
-            "partition \"{}\": no memory for the VMRUN save area of CPU {apic_id}; vCPU {vcpu} cannot run",
+            "partition \"{}\": virtualization cannot be turned on for CPU {apic_id} (no memory for its host state); vCPU {vcpu} cannot run",
             partition.name()
         );
         if partition.control.begin_stop() {
@@ -62,23 +52,15 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
     true
 }
 
-fn enable_svm(apic_id: u32) -> bool {
-    let mut areas = HOST_SAVE_AREAS.lock();
-    if areas.contains_key(&apic_id) {
-        return true;
-    }
-    let page = FRAMES.lock().as_mut().and_then(|frames| {
+/// A page of hypervisor memory for a CPU's own use (the backend's host state).
+fn host_page() -> Option<u64> {
+    FRAMES.lock().as_mut().and_then(|frames| {
         let order: Vec<usize> = (0..frames.node_count()).collect();
         frames
             .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
             .ok()
-    });
-    let Some((page, _)) = page else {
-        return false;
-    };
-    svm::enable_on_this_cpu(page);
-    areas.insert(apic_id, page);
-    true
+            .map(|(page, _)| page)
+    })
 }
 
 /// Lets the host take the interrupt that made the guest exit (the wake stub acknowledges it).
@@ -89,12 +71,15 @@ fn take_host_interrupt() {
 }
 
 fn run_vcpu(partition: &'static Partition, index: usize) {
-    let Some(page) = partition.state.lock().vmcbs.get(index).copied() else {
+    let cpu = partition
+        .state
+        .lock()
+        .controls
+        .as_ref()
+        .and_then(|controls| Active::vcpu(controls, index));
+    let Some(mut cpu) = cpu else {
         return;
     };
-    // SAFETY: the VMCB page belongs to this vCPU, which runs only here.
-    let vmcb = unsafe { Vmcb::new(page) };
-    let mut cpu = SvmVcpu::new(vmcb, NEXT_RIP_SAVE.load(Ordering::Relaxed));
     loop {
         match run_epoch(partition, index, &mut cpu) {
             AfterStop::Restarted => continue,
@@ -104,7 +89,7 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
 }
 
 /// One life of the partition, from its entry state to its next stop.
-fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> AfterStop {
+fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> AfterStop {
     let epoch = partition.control.epoch();
     let (entry, offset, blocks) = {
         let state = partition.state.lock();
@@ -214,7 +199,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut SvmVcpu) -> 
 
 /// Moves the highest pending interrupt of the vCPU's local APIC into the guest, or asks for
 /// an interrupt window when the guest cannot take it yet.
-fn inject_pending(cpu: &mut SvmVcpu, machine: &PartitionMachine, index: usize, now: u64) {
+fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize, now: u64) {
     let slot = &machine.partition.vcpus[index];
     if !cpu.event_queued() && slot.take_nmi() {
         cpu.inject(Event::Nmi);
@@ -242,7 +227,7 @@ fn idle(
     partition: &Partition,
     index: usize,
     machine: &PartitionMachine,
-    halted: Option<&SvmVcpu>,
+    halted: Option<&BackendVcpu>,
     offset: u64,
 ) {
     let slot = &partition.vcpus[index];

@@ -65,6 +65,8 @@ pub trait Vcpu {
     fn cpu_mode(&self) -> CpuMode;
     /// CS's base: the linear address of RIP is `code_base + rip`.
     fn code_base(&self) -> u64;
+    /// RFLAGS.IF: whether an interrupt would wake the guest from HLT.
+    fn interrupts_enabled(&self) -> bool;
     /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no interrupt
     /// shadow).
     fn interruptible(&self) -> bool;

@@ -28,11 +28,6 @@ impl SvmVcpu {
             next_rip_save,
         }
     }
-
-    /// RFLAGS.IF: whether a halted guest wakes for an interrupt.
-    pub fn interrupts_enabled(&self) -> bool {
-        self.vmcb.rflags() & RFLAGS_IF != 0
-    }
 }
 
 impl Vcpu for SvmVcpu {
@@ -107,6 +102,10 @@ impl Vcpu for SvmVcpu {
 
     fn code_base(&self) -> u64 {
         self.vmcb.cs().base
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        self.vmcb.rflags() & RFLAGS_IF != 0
     }
 
     fn interruptible(&self) -> bool {

@@ -64,6 +64,9 @@ impl Vcpu for FakeVcpu {
     fn code_base(&self) -> u64 {
         0
     }
+    fn interrupts_enabled(&self) -> bool {
+        true
+    }
     fn interruptible(&self) -> bool {
         true
     }
