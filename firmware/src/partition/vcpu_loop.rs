@@ -118,6 +118,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     let limit = time_limit_ticks(partition);
     let mut exits: u64 = 0;
     let mut stats = StatsClock::new();
+    let mut timer = HostTimer::default();
     loop {
         if partition.control.stop_requested() {
             record_exits(partition, &mut exits);
@@ -151,7 +152,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
                     running = true;
                 }
                 None => {
-                    idle(partition, index, &machine, None, offset);
+                    idle(partition, index, &machine, None, offset, &mut timer);
                     continue;
                 }
             }
@@ -167,7 +168,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         if let Some(deadline) = guest_deadline {
             host_deadline = host_deadline.min(deadline.wrapping_sub(offset).max(host_now));
         }
-        apic::arm_timer_at(host_deadline);
+        timer.arm(host_deadline);
         if let Some(limit) = limit {
             host_deadline = host_deadline.min(limit.wrapping_sub(offset).max(host_now));
         }
@@ -179,12 +180,13 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         }
         if exit == VmExit::PhysicalInterrupt {
             take_host_interrupt();
+            timer.fired();
             poll_console_input();
         }
         match exit::handle(cpu, &mut context, &machine, exit, guest_now()) {
             Next::Resume => {}
             Next::Halt => {
-                idle(partition, index, &machine, Some(&*cpu), offset);
+                idle(partition, index, &machine, Some(&*cpu), offset, &mut timer);
                 if index == 0 {
                     stats.tick(partition);
                 }
@@ -229,6 +231,7 @@ fn idle(
     machine: &PartitionMachine,
     halted: Option<&BackendVcpu>,
     offset: u64,
+    timer: &mut HostTimer,
 ) {
     let slot = &partition.vcpus[index];
     let limit = time_limit_ticks(partition);
@@ -256,10 +259,38 @@ fn idle(
         for deadline in [deadline, limit].into_iter().flatten() {
             wake = wake.min(deadline.wrapping_sub(offset).max(host_now));
         }
-        apic::arm_timer_at(wake);
+        timer.arm(wake);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
+        timer.fired();
         poll_console_input();
+    }
+}
+
+/// This CPU's APIC timer as the vCPU loop armed it. Re-arming costs register writes (each one
+/// an emulated access under TCG), so a deadline is armed only when it is earlier than the one
+/// already armed, or that one has passed; firing early is harmless (one more exit).
+#[derive(Default)]
+struct HostTimer {
+    armed: Option<u64>,
+}
+
+impl HostTimer {
+    fn arm(&mut self, deadline: u64) {
+        let now = tsc::now();
+        if self
+            .armed
+            .is_some_and(|armed| armed > now && armed <= deadline)
+        {
+            return;
+        }
+        apic::arm_timer_at(deadline);
+        self.armed = Some(deadline);
+    }
+
+    /// An interrupt came (perhaps this timer's): arm again next time.
+    fn fired(&mut self) {
+        self.armed = None;
     }
 }
 
