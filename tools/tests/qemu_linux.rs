@@ -49,6 +49,22 @@ fn check_guest_view(boot: &Boot, name: &str, vcpus: u64, distances: &[&[u64]], m
         "{name}: node distances\n{}",
         boot.context
     );
+    // What a kernel says when the platform disagrees with itself: an MSR it expected, a
+    // CPUID topology that crosses its NUMA nodes, a warning with a backtrace.
+    for line in boot.console_lines(name) {
+        for complaint in [
+            "unchecked MSR access",
+            "llc-sibling",
+            "Call Trace",
+            "Kernel panic",
+        ] {
+            assert!(
+                !line.contains(complaint),
+                "{name}: {line}\n{}",
+                boot.context
+            );
+        }
+    }
     // MemTotal is RAM less what the kernel keeps for itself: most of the layout's size.
     let total = number(&seen, "memtotal_kb") * 1024;
     assert!(
