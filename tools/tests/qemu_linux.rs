@@ -111,6 +111,36 @@ fn b_a_linux_partition_spanning_two_nodes_sees_the_host_slit() {
     boot.check_ledgers();
 }
 
+#[test]
+fn b_a_linux_partition_with_a_vcpu_on_each_of_two_nodes_sees_the_asymmetric_slit() {
+    let boot = boot("linux-wide", "four-nodes-asymmetric", |_| Reply::Continue);
+    check_guest_view(&boot, "wide", 2, &[&[10, 15], &[16, 10]], 256 << 20);
+    // One vCPU per vnode: the guest found a CPU on each node.
+    assert!(
+        boot.console_lines("wide")
+            .iter()
+            .any(|l| l.contains("Brought up 2 nodes, 2 CPUs")),
+        "{}",
+        boot.context
+    );
+    for (vcpu, node) in [(0, 0), (1, 1)] {
+        assert_eq!(
+            boot.partition("wide")["vcpus"][vcpu]["node"],
+            node,
+            "{}",
+            boot.context
+        );
+    }
+    assert_eq!(
+        boot.stopped("wide")["reason"],
+        "power-off",
+        "{}",
+        boot.context
+    );
+    boot.check_spa_inside_domains("wide");
+    boot.check_ledgers();
+}
+
 /// Types into the shells: a command into alpha (its answer comes back, beta sees nothing),
 /// `reboot -f` into alpha (restarted, per `on_shutdown = "restart"`), `poweroff -f` into the
 /// restarted alpha, then Ctrl-A 2 and `poweroff -f` into beta.
