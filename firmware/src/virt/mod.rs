@@ -54,8 +54,9 @@ pub trait Backend {
     fn control_pages(pool: &mut PartitionPool, vcpus: usize) -> Result<ControlPages, PoolError>;
     /// Sets up every control block for a (re)start: intercepts, bitmaps, TLB tag, SLAT root.
     fn prepare(controls: &mut ControlPages, tag: u32, slat_root: u64);
-    /// The vCPU running on control block `index` (one at a time per block: the vCPU loop of
-    /// that index is its only user).
+    /// The vCPU running on control block `index`, for the calling CPU (after
+    /// [`Backend::enable_this_cpu`] there); one at a time per block: the vCPU loop of that
+    /// index is its only user.
     fn vcpu(controls: &ControlPages, index: usize) -> Option<Self::Vcpu>;
     /// Turns virtualization on for the calling CPU; `allocate` gives a page of host memory
     /// if the backend needs one per CPU. False if it cannot.

@@ -19,8 +19,14 @@ use crate::virt::{Backend, ControlPages, NoTlbTag};
 /// AMD SVM with nested paging.
 pub struct SvmBackend;
 
-/// Each CPU's VMRUN host save area, by APIC ID.
-static HOST_SAVE_AREAS: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
+/// Each CPU's pages, by APIC ID: VMRUN's host save area (VM_HSAVE_PA) and the page VMSAVE
+/// keeps the host's FS/GS/TR/LDTR/syscall state in across a guest run.
+static HOST_PAGES: Mutex<BTreeMap<u32, HostPages>> = Mutex::new(BTreeMap::new());
+
+#[derive(Clone, Copy)]
+struct HostPages {
+    host_state: u64,
+}
 
 /// Whether the CPU saves the next RIP on intercepts (NRIPS); QEMU's emulator does not.
 static NEXT_RIP_SAVE: AtomicBool = AtomicBool::new(false);
@@ -94,21 +100,28 @@ impl Backend for SvmBackend {
 
     fn vcpu(controls: &ControlPages, index: usize) -> Option<SvmVcpu> {
         let page = controls.per_vcpu.get(index)?;
+        let host = *HOST_PAGES
+            .lock()
+            .get(&crate::platform::cpu::apic::current_apic_id())?;
         // SAFETY: the VMCB page of vCPU `index`; only that vCPU's loop asks for it.
         let vmcb = unsafe { Vmcb::new(page.address()) };
-        Some(SvmVcpu::new(vmcb, NEXT_RIP_SAVE.load(Ordering::Relaxed)))
+        Some(SvmVcpu::new(
+            vmcb,
+            NEXT_RIP_SAVE.load(Ordering::Relaxed),
+            host.host_state,
+        ))
     }
 
     fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool {
-        let mut areas = HOST_SAVE_AREAS.lock();
-        if areas.contains_key(&apic_id) {
+        let mut pages = HOST_PAGES.lock();
+        if pages.contains_key(&apic_id) {
             return true;
         }
-        let Some(page) = allocate() else {
+        let (Some(save_area), Some(host_state)) = (allocate(), allocate()) else {
             return false;
         };
-        super::enable_on_this_cpu(page);
-        areas.insert(apic_id, page);
+        super::enable_on_this_cpu(save_area);
+        pages.insert(apic_id, HostPages { host_state });
         true
     }
 }

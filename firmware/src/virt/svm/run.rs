@@ -1,6 +1,10 @@
 //! VMRUN: the world switch (AMD APM vol. 2 §15.5). The guest's RAX, RSP and RIP live in the
-//! VMCB; the other general registers are swapped by hand around VMRUN. VMLOAD/VMSAVE move the
-//! guest's FS, GS, TR, LDTR and syscall MSRs; the hypervisor uses none of them itself.
+//! VMCB; the other general registers are swapped by hand around VMRUN. VMRUN does not switch
+//! FS, GS, TR, LDTR, KernelGSBase and the SYSCALL/SYSENTER MSRs: VMSAVE keeps the host's in a
+//! page of this CPU's before VMLOAD gives the guest its own, and after the guest's VMSAVE the
+//! host's come back with VMLOAD (APM §15.5.2), so no guest write to them reaches the host.
+//! The x87/SSE/AVX state and XCR0 are not switched: the hypervisor is built without floating
+//! point or SIMD (`x86_64-unknown-none`) and each CPU runs one vCPU only.
 
 use core::arch::global_asm;
 
@@ -12,14 +16,18 @@ global_asm!(
     .global svm_run_guest
 svm_run_guest:
     /* rdi = VMCB physical address, rsi = &mut GuestRegisters (repr(C): rax, rbx, rcx, rdx,
-       rsi, rdi, rbp, rsp, r8..r15; RAX and RSP live in the VMCB and are not touched here) */
+       rsi, rdi, rbp, rsp, r8..r15; RAX and RSP live in the VMCB and are not touched here),
+       rdx = this CPU's host state page */
     push rbx
     push rbp
     push r12
     push r13
     push r14
     push r15
+    push rdx                    /* the host state page, for after the exit */
     push rsi                    /* the registers block, for after the exit */
+    mov rax, rdx
+    vmsave rax                  /* the host's FS, GS, TR, LDTR, syscall MSRs */
     mov rax, rdi
     mov rbx, [rsi + 8]
     mov rcx, [rsi + 16]
@@ -43,6 +51,8 @@ svm_run_guest:
     vmload rax
     vmrun rax
     vmsave rax
+    mov rax, [rsp + 8]
+    vmload rax                  /* the host's own back, before anything can interrupt */
     cli
     stgi
     xchg rsi, [rsp]             /* rsi = registers block; guest rsi on the stack */
@@ -61,6 +71,7 @@ svm_run_guest:
     mov [rsi + 120], r15
     pop rax
     mov [rsi + 32], rax
+    pop rax                     /* the host state page */
     pop r15
     pop r14
     pop r13
@@ -73,7 +84,7 @@ svm_run_guest:
 );
 
 unsafe extern "C" {
-    fn svm_run_guest(vmcb: u64, registers: *mut GuestRegisters);
+    fn svm_run_guest(vmcb: u64, registers: *mut GuestRegisters, host_state: u64);
 }
 
 /// Runs the guest described by the VMCB at `vmcb` until its next #VMEXIT.
@@ -81,9 +92,10 @@ unsafe extern "C" {
 /// # Safety
 /// `vmcb` must be the physical (= identity-mapped) address of a VMCB whose guest state and
 /// nested page tables were built by this hypervisor for one partition, SVM must be enabled on
-/// this CPU with a host save area, and interrupts must be off.
-pub unsafe fn run(vmcb: u64, registers: &mut GuestRegisters) {
+/// this CPU with a host save area, `host_state` must be a 4 KiB page of this CPU's own (for
+/// VMSAVE/VMLOAD of the host's state), and interrupts must be off.
+pub unsafe fn run(vmcb: u64, registers: &mut GuestRegisters, host_state: u64) {
     // SAFETY: per this function's contract; the asm saves and restores every callee-saved
-    // register and leaves the stack as it found it.
-    unsafe { svm_run_guest(vmcb, registers) }
+    // register and the host's VMLOAD/VMSAVE state, and leaves the stack as it found it.
+    unsafe { svm_run_guest(vmcb, registers, host_state) }
 }

@@ -17,15 +17,19 @@ pub struct SvmVcpu {
     vmcb: Vmcb,
     registers: GuestRegisters,
     next_rip_save: bool,
+    /// The host's VMSAVE page on the CPU this vCPU runs on.
+    host_state: u64,
 }
 
 impl SvmVcpu {
-    /// A vCPU on the VMCB `vmcb` (its controls set up by the partition builder).
-    pub fn new(vmcb: Vmcb, next_rip_save: bool) -> SvmVcpu {
+    /// A vCPU on the VMCB `vmcb` (its controls set up by the partition builder), run on the
+    /// CPU whose host VMSAVE page is `host_state`.
+    pub fn new(vmcb: Vmcb, next_rip_save: bool, host_state: u64) -> SvmVcpu {
         SvmVcpu {
             vmcb,
             registers: GuestRegisters::default(),
             next_rip_save,
+            host_state,
         }
     }
 }
@@ -36,7 +40,7 @@ impl Vcpu for SvmVcpu {
         self.vmcb.set_rsp(self.registers.rsp);
         // SAFETY: the VMCB and its nested page tables were built for this partition by the
         // partition builder; SVM is on for this CPU; interrupts are off on the run path.
-        unsafe { run::run(self.vmcb.address(), &mut self.registers) };
+        unsafe { run::run(self.vmcb.address(), &mut self.registers, self.host_state) };
         self.registers.rax = self.vmcb.rax();
         self.registers.rsp = self.vmcb.rsp();
         self.vmcb.clear_tlb_flush();
