@@ -33,6 +33,35 @@ pub fn images_dir() -> PathBuf {
     target_dir().join("images")
 }
 
+/// The layout file `arg` names: a path to a file (anything with a `/` or ending in `.toml`),
+/// else `layouts/NAME.toml`; without `arg`, `$NUMAVISOR_LAYOUT`, else `layouts/default.toml`.
+/// A relative path is taken from the current directory, or else from the workspace root (as
+/// the firmware's build script reads `$NUMAVISOR_LAYOUT`).
+pub fn resolve_layout(arg: Option<&str>) -> Result<PathBuf> {
+    let from_env = std::env::var(numavisor_layout::LAYOUT_ENV)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let path = match arg.or(from_env.as_deref()) {
+        Some(given) if given.contains('/') || given.ends_with(".toml") => {
+            let path = PathBuf::from(given);
+            if path.is_relative() && !path.exists() {
+                workspace_root().join(path)
+            } else {
+                path
+            }
+        }
+        Some(name) => layouts_dir().join(format!("{name}.toml")),
+        None => layouts_dir().join("default.toml"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no layout file {} (give a name from layouts/ or a path to a layout file)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// The layouts folder.
 pub fn layouts_dir() -> PathBuf {
     workspace_root().join("layouts")

@@ -22,18 +22,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Build the image (with layouts/NAME.toml embedded) and print its path and size.
+    /// Build the image (with a layout embedded) and print its path and size.
     Build {
-        #[arg(long, default_value = "default")]
-        layout: String,
+        /// The layout: NAME (layouts/NAME.toml) or a path to a layout file; default
+        /// $NUMAVISOR_LAYOUT, else `default`.
+        #[arg(long)]
+        layout: Option<String>,
     },
     /// Boot the image in QEMU on a named topology (tests/topologies/NAME.toml).
     Run {
         #[arg(long, default_value = "two-nodes")]
         topology: String,
-        /// The partition layout to embed (layouts/NAME.toml).
-        #[arg(long, default_value = "default")]
-        layout: String,
+        /// The partition layout to embed: NAME (layouts/NAME.toml) or a path to a layout
+        /// file; default $NUMAVISOR_LAYOUT, else `default`.
+        #[arg(long)]
+        layout: Option<String>,
         /// Keep the machine up after `ready` instead of exiting QEMU.
         #[arg(long)]
         stay: bool,
@@ -57,8 +60,7 @@ enum Commands {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Commands::Build { layout } => {
-            let path =
-                image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))?;
+            let path = image::build_with_layout(&image::resolve_layout(layout.as_deref())?)?;
             let size = std::fs::metadata(&path)?.len();
             println!("{} ({size} bytes)", path.display());
             Ok(())
@@ -68,7 +70,7 @@ fn main() -> Result<()> {
             layout,
             stay,
             append,
-        } => run(&topology, &layout, stay, &append),
+        } => run(&topology, layout.as_deref(), stay, &append),
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
@@ -76,9 +78,11 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(name: &str, layout: &str, stay: bool, append: &str) -> Result<()> {
+fn run(name: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
-    let image = image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))?;
+    let layout_file = image::resolve_layout(layout)?;
+    let image = image::build_with_layout(&layout_file)?;
+    let layout = layout_file.display().to_string();
     let topology = topology::load(name)?;
     let options = qemu::RunOptions {
         exit: (!stay).then_some("partitions"),
