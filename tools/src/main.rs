@@ -184,9 +184,12 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    // The image embeds guest images: build them before clippy compiles the image.
+    // The image embeds guest images and the default layout's Linux material: build and
+    // fetch them before clippy compiles the image.
     image::build_guests()?;
+    tools::linux::prepare_linux_guest().context("preparing the Linux guest material")?;
     let guests = image::guest_dir();
+    let linux_dir = tools::linux::linux_dir();
     for package in ["numavisor-firmware", "numavisor-test-guest"] {
         cargo_with_env(
             &[
@@ -201,7 +204,10 @@ fn test() -> Result<()> {
                 "-D",
                 "warnings",
             ],
-            &[("NUMAVISOR_GUEST_DIR", &guests)],
+            &[
+                ("NUMAVISOR_GUEST_DIR", &guests),
+                ("NUMAVISOR_LINUX_DIR", &linux_dir),
+            ],
         )?;
     }
     // One image per layout the partition tests boot, then the default one last.
