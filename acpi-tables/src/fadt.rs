@@ -37,6 +37,10 @@ const NO_C2: u16 = 0x0FFF;
 const NO_C3: u16 = 0x0FFF;
 /// CMOS index of the century byte.
 const RTC_CENTURY: u8 = 0x32;
+/// The reset register (§4.8.3.6): the PC's reset control at 0xCF9, written with 0x06 (system
+/// reset, CPU reset), as the hypervisor emulates it.
+const RESET_PORT: u16 = 0xCF9;
+const RESET_VALUE: u8 = 0x06;
 
 /// Builds the FADT for checked `devices`, pointing at the FACS and the DSDT (32-bit
 /// fields for old guests, and X_DSDT for new ones; X_FIRMWARE_CTRL stays 0 as ACPI asks
@@ -50,7 +54,10 @@ pub(crate) fn build(devices: &Devices, facs: u32, dsdt: u32) -> Vec<u8> {
         .flag(Flags::PwrButton) // no fixed power button
         .flag(Flags::SlpButton) // no fixed sleep button
         .flag(Flags::FixRtc) // no RTC wake status
-        .flag(Flags::Headless);
+        .flag(Flags::Headless)
+        .flag(Flags::ResetRegSup);
+    fadt.reset_reg = io_register(RESET_PORT, 1, AccessSize::ByteAccess);
+    fadt.reset_value = RESET_VALUE;
     fadt.dsdt = dsdt.into();
     fadt.x_dsdt = u64::from(dsdt).into();
     fadt.sci_int = u16::from(pm.sci_irq).into();
@@ -117,6 +124,10 @@ mod tests {
             Some(LEGACY_DEVICES | VGA_NOT_PRESENT | MSI_NOT_SUPPORTED)
         );
         let flags = read_u32(&fadt, 112).unwrap();
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        assert_eq!(fadt[116], 1, "reset register in system I/O");
+        assert_eq!(read_u64(&fadt, 120), Some(0xCF9), "reset register address");
+        assert_eq!(fadt[128], 0x06, "reset value");
         assert_eq!(flags & (1 << 20), 0, "not hardware-reduced");
         assert_eq!(flags & (1 << 8), 0, "24-bit PM timer");
         // X_PM1a_EVT_BLK: system I/O, 32 bits, word access, port 0x600.
