@@ -168,10 +168,10 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         if let Some(deadline) = guest_deadline {
             host_deadline = host_deadline.min(deadline.wrapping_sub(offset).max(host_now));
         }
-        timer.arm(host_deadline);
         if let Some(limit) = limit {
             host_deadline = host_deadline.min(limit.wrapping_sub(offset).max(host_now));
         }
+        timer.arm(host_deadline);
         let exit = cpu.run();
         exits += 1;
         partition.exit_counts.count(exit.kind());
