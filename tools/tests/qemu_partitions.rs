@@ -188,3 +188,35 @@ fn h_a_guest_spinning_with_interrupts_off_is_stopped_by_its_time_limit() {
     boot.check_guest_finished("steady");
     boot.check_ledgers();
 }
+
+/// Hostile probes of the intercepts (`layouts/hostile.toml`): each partition's guest reports
+/// what it got, and the hypervisor's exit counts show a prefixed CPUID ran once, not twice.
+#[test]
+fn i_hostile_probes_get_the_architected_answers() {
+    let boot = Boot::run("hostile", "two-nodes");
+    for name in ["pmc", "svme", "msr"] {
+        let exception = boot.guest(name, "exception");
+        assert_eq!(
+            exception["vector"], 13,
+            "{name}: expected #GP, got {exception}\n{}",
+            boot.context
+        );
+    }
+    let done = boot.guest("prefixed", "hostile_done");
+    let count = done["count"].as_u64().expect("count");
+    let cpuid_exits = boot
+        .events("exit_counts")
+        .into_iter()
+        .find(|e| e["partition"] == "prefixed")
+        .and_then(|e| e["exits"]["cpuid"].as_u64())
+        .unwrap_or_else(|| panic!("no exit_counts for prefixed\n{}", boot.context));
+    assert!(
+        (count..count + 16).contains(&cpuid_exits),
+        "{count} prefixed CPUIDs made {cpuid_exits} CPUID exits (each must run once)\n{}",
+        boot.context
+    );
+    for name in ["prefixed", "pmc", "svme", "msr"] {
+        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
+    }
+    boot.check_ledgers();
+}

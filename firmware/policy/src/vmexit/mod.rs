@@ -32,6 +32,11 @@ pub enum VmExit {
     InvalidState,
     /// An instruction the guest may not use (nested virtualization and the like).
     Forbidden { code: u64 },
+    /// A guest exception the hypervisor intercepts (#DB, #AC: their delivery can lock a CPU
+    /// in microcode, CVE-2015-5307 / CVE-2015-8104), to be reflected into the guest.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An instruction intercepted because it touches what the guest does not own.
+    Instruction(GuestInstruction),
     /// Anything else, with the raw exit information.
     Unexpected { code: u64, info1: u64, info2: u64 },
 }
@@ -100,6 +105,24 @@ impl VmExit {
     }
 }
 
+/// The instructions intercepted for isolation, each with the hypervisor's answer in
+/// `vmm::exit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestInstruction {
+    /// WBINVD or INVD: would flush caches shared with other partitions.
+    CacheFlush,
+    /// RDPMC: the host's performance counters.
+    Rdpmc,
+    /// RDPRU: the host's APERF/MPERF.
+    Rdpru,
+    /// INVLPGA: an SVM instruction (nested virtualization is not offered).
+    Invlpga,
+    /// MONITOR / MWAIT (not offered in CPUID).
+    MonitorMwait,
+    /// ICEBP (INT1, `F1`): raises #DB.
+    Icebp,
+}
+
 /// One port access as the exit reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoAccess {
@@ -132,6 +155,15 @@ pub mod svm_code {
     pub const STGI: u64 = 0x84;
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
+    pub const EXCEPTION_BASE: u64 = 0x40;
+    pub const RDPMC: u64 = 0x6F;
+    pub const INVD: u64 = 0x76;
+    pub const INVLPGA: u64 = 0x7A;
+    pub const ICEBP: u64 = 0x88;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8A;
+    pub const MWAIT: u64 = 0x8B;
+    pub const RDPRU: u64 = 0x8E;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID; emulators may report only its low 32 bits.
     pub const INVALID: u64 = u64::MAX;
@@ -170,6 +202,21 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
             error_code: info1,
         },
         VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT => VmExit::Forbidden { code },
+        c @ EXCEPTION_BASE..=0x5F => {
+            let vector = (c - EXCEPTION_BASE) as u8;
+            // Vectors that push an error code (SDM vol. 3A table 6-1): EXITINFO1 holds it.
+            let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+            VmExit::Exception {
+                vector,
+                error_code: has_code.then_some(info1 as u32),
+            }
+        }
+        WBINVD | INVD => VmExit::Instruction(GuestInstruction::CacheFlush),
+        RDPMC => VmExit::Instruction(GuestInstruction::Rdpmc),
+        RDPRU => VmExit::Instruction(GuestInstruction::Rdpru),
+        INVLPGA => VmExit::Instruction(GuestInstruction::Invlpga),
+        MONITOR | MWAIT => VmExit::Instruction(GuestInstruction::MonitorMwait),
+        ICEBP => VmExit::Instruction(GuestInstruction::Icebp),
         c if c == INVALID || c == 0xFFFF_FFFF => VmExit::InvalidState,
         code => VmExit::Unexpected { code, info1, info2 },
     }
@@ -234,6 +281,28 @@ mod tests {
         );
         assert_eq!(decode_svm(svm_code::MSR, 1, 0), VmExit::Msr { write: true });
         assert_eq!(decode_svm(0x60, 0, 0), VmExit::PhysicalInterrupt);
+        assert_eq!(
+            decode_svm(0x40 + 17, 0, 0),
+            VmExit::Exception {
+                vector: 17,
+                error_code: Some(0)
+            }
+        );
+        assert_eq!(
+            decode_svm(0x41, 5, 0),
+            VmExit::Exception {
+                vector: 1,
+                error_code: None
+            }
+        );
+        assert_eq!(
+            decode_svm(0x89, 0, 0),
+            VmExit::Instruction(GuestInstruction::CacheFlush)
+        );
+        assert_eq!(
+            decode_svm(0x8E, 0, 0),
+            VmExit::Instruction(GuestInstruction::Rdpru)
+        );
         assert_eq!(decode_svm(0x64, 0, 0), VmExit::InterruptWindow);
         assert_eq!(decode_svm(0xFFFF_FFFF, 0, 0), VmExit::InvalidState);
         assert_eq!(decode_svm(u64::MAX, 0, 0), VmExit::InvalidState);

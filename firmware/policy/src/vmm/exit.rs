@@ -16,7 +16,7 @@ use super::platform::{MmioDevice, PlatformDevices, PortEffect};
 use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::ioapic::IoApicDelivery;
 use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
-use crate::vmexit::{IoAccess, VmExit};
+use crate::vmexit::{GuestInstruction, IoAccess, VmExit};
 
 /// Why a partition should stop (or restart, per its layout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,19 +119,26 @@ pub fn handle<V: Vcpu, M: Machine>(
             registers.rbx = out[1] as u64;
             registers.rcx = out[2] as u64;
             registers.rdx = out[3] as u64;
-            skip(cpu, 2);
+            skip(cpu, machine, 2);
             Next::Resume
         }
         VmExit::Msr { write } => handle_msr(cpu, context, machine, write, now),
         VmExit::Hlt => {
-            skip(cpu, 1);
+            skip(cpu, machine, 1);
             Next::Halt
         }
         VmExit::Vmmcall => {
             cpu.registers().rax = u64::MAX; // no hypercalls yet: "unknown call"
-            skip(cpu, 3);
+            skip(cpu, machine, 3);
             Next::Resume
         }
+        VmExit::Exception { vector, error_code } => {
+            // Intercepted only so its delivery cannot chain in microcode: the guest gets it,
+            // delivered by the hypervisor once.
+            cpu.inject(Event::Exception { vector, error_code });
+            Next::Resume
+        }
+        VmExit::Instruction(instruction) => handle_instruction(cpu, machine, instruction),
         VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => Next::Resume,
         VmExit::TripleFault => Next::stop(
             StopKind::Fault,
@@ -173,12 +180,74 @@ pub fn handle<V: Vcpu, M: Machine>(
 }
 
 /// Moves RIP past the intercepted instruction: the hardware's next RIP where it saved one,
-/// else `length` (the instruction's length without prefixes).
-fn skip(cpu: &mut impl Vcpu, length: u64) {
-    let next = cpu
-        .next_rip()
-        .unwrap_or_else(|| cpu.rip().wrapping_add(length));
+/// else the instruction's own length read from guest memory — `length` (its opcode bytes)
+/// plus the prefixes in front of them, so a prefixed `2E 2E 0F A2` is not resumed in its
+/// middle. An instruction that cannot be read is taken as `length` bytes.
+fn skip(cpu: &mut impl Vcpu, machine: &impl Machine, length: u64) {
+    let next = cpu.next_rip().unwrap_or_else(|| {
+        let prefixes = prefix_bytes(cpu, machine);
+        cpu.rip().wrapping_add(prefixes + length)
+    });
     cpu.set_rip(next);
+}
+
+/// How many prefix bytes precede the opcode at the guest's RIP (legacy prefixes, and in
+/// 64-bit mode a REX byte); at most 15 minus the shortest opcode.
+fn prefix_bytes(cpu: &impl Vcpu, machine: &impl Machine) -> u64 {
+    let linear = cpu.code_base().wrapping_add(cpu.rip());
+    let mut bytes = [0u8; 15];
+    let Ok(fetched) =
+        guest_walk::fetch_instruction(machine.memory(), &cpu.paging(), linear, &mut bytes)
+    else {
+        return 0;
+    };
+    let long = cpu.cpu_mode() == mmio_decode::CpuMode::Long64;
+    bytes[..fetched]
+        .iter()
+        .take(14)
+        .take_while(|&&b| {
+            matches!(
+                b,
+                0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65
+            ) || (long && (0x40..=0x4F).contains(&b))
+        })
+        .count() as u64
+}
+
+/// The answers to the instructions intercepted for isolation.
+fn handle_instruction(
+    cpu: &mut impl Vcpu,
+    machine: &impl Machine,
+    instruction: GuestInstruction,
+) -> Next {
+    match instruction {
+        // Caches are shared with other partitions; a guest's own writes are coherent anyway.
+        GuestInstruction::CacheFlush => skip(cpu, machine, 2),
+        // No performance counters are offered (CR4.PCE is the guest's, the counters the host's).
+        GuestInstruction::Rdpmc => {
+            cpu.inject(Event::Exception {
+                vector: exception::GENERAL_PROTECTION,
+                error_code: Some(0),
+            });
+        }
+        // Not offered in CPUID (RDPRU, MONITOR/MWAIT) or part of SVM (INVLPGA): #UD, as on a
+        // CPU without them.
+        GuestInstruction::Rdpru | GuestInstruction::Invlpga | GuestInstruction::MonitorMwait => {
+            cpu.inject(Event::Exception {
+                vector: exception::INVALID_OPCODE,
+                error_code: None,
+            });
+        }
+        // INT1 is a trap: #DB with RIP after the instruction.
+        GuestInstruction::Icebp => {
+            skip(cpu, machine, 1);
+            cpu.inject(Event::Exception {
+                vector: exception::DEBUG,
+                error_code: None,
+            });
+        }
+    }
+    Next::Resume
 }
 
 fn during_event(cpu: &impl Vcpu) -> String {
@@ -336,7 +405,7 @@ fn handle_msr(
         registers.rax = value & 0xFFFF_FFFF;
         registers.rdx = value >> 32;
     }
-    skip(cpu, 2);
+    skip(cpu, machine, 2);
     Next::Resume
 }
 

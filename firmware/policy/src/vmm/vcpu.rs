@@ -21,6 +21,7 @@ pub enum Event {
 
 /// The architectural exception vectors the shared handlers raise.
 pub mod exception {
+    pub const DEBUG: u8 = 1;
     pub const INVALID_OPCODE: u8 = 6;
     pub const GENERAL_PROTECTION: u8 = 13;
 }

@@ -53,9 +53,11 @@ pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
     pub const VINTR: u32 = 1 << 4;
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
+    pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
     pub const SHUTDOWN: u32 = 1 << 31;
@@ -70,8 +72,11 @@ pub mod misc2 {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    pub const ICEBP: u32 = 1 << 8;
+    pub const WBINVD: u32 = 1 << 9;
     pub const MONITOR: u32 = 1 << 10;
     pub const MWAIT: u32 = 1 << 11;
+    pub const RDPRU: u32 = 1 << 14;
 }
 
 /// V_INTR fields (APM vol. 2 §15.21.1, table B-1 offset 0x60).
@@ -176,11 +181,15 @@ impl Vmcb {
     pub fn set_controls(&mut self, iopm: u64, msrpm: u64, asid: u32, nested_cr3: u64) {
         use offset::*;
         self.write(INTERCEPT_CR, 0u32);
-        self.write(INTERCEPT_EXCEPTIONS, 0u32);
+        // #DB and #AC: a guest can make their delivery recurse for ever inside the CPU
+        // (CVE-2015-8104, CVE-2015-5307); intercepted, they are delivered by the hypervisor.
+        self.write(INTERCEPT_EXCEPTIONS, (1u32 << 1) | (1u32 << 17));
         // INTR stays intercepted so a host timer or kick always brings the CPU back (the
         // guest can never keep a CPU with interrupts off); NMIs go to the host.
         let m1 = misc1::INTR
             | misc1::NMI
+            | misc1::RDPMC
+            | misc1::INVLPGA
             | misc1::CPUID
             | misc1::INVD
             | misc1::HLT
@@ -196,7 +205,10 @@ impl Vmcb {
             | misc2::CLGI
             | misc2::SKINIT
             | misc2::MONITOR
-            | misc2::MWAIT;
+            | misc2::MWAIT
+            | misc2::ICEBP
+            | misc2::WBINVD
+            | misc2::RDPRU;
         self.write(INTERCEPT_MISC2, m2);
         self.write(IOPM_BASE, iopm);
         self.write(MSRPM_BASE, msrpm);

@@ -83,6 +83,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "hostile" => hostile(option("probe").unwrap_or("")),
         "timer-loop" => timer_loop(option("count").and_then(parse_number).unwrap_or(1000)),
         "spin" => {
             // A hostile guest: interrupts off, an endless loop. Only the hypervisor's own
@@ -98,12 +99,72 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, timer-loop, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
         }
     }
+}
+
+/// A hostile probe of one intercept (`probe=`): what the guest should get is in the comment;
+/// an exception is reported by the handlers (`exception` event, status 3), a probe that
+/// completes prints `hostile_done` and exits 0.
+fn hostile(probe: &str) -> ! {
+    const COUNT: u64 = 1000;
+    match probe {
+        // Segment-prefixed CPUID: without next-RIP the hypervisor must skip all 4 bytes, or
+        // CPUID runs twice (the partition's CPUID exits tell).
+        "prefixed-cpuid" => {
+            for _ in 0..COUNT {
+                // SAFETY: CPUID (leaf 0) behind two CS overrides; it only writes registers
+                // (RBX, which Rust reserves, is saved around it).
+                unsafe {
+                    core::arch::asm!("push rbx", ".byte 0x2e, 0x2e, 0x0f, 0xa2", "pop rbx",
+                        inout("eax") 0u32 => _, out("ecx") _, out("edx") _)
+                }
+            }
+        }
+        // The host's performance counters: #GP.
+        "rdpmc" => {
+            // SAFETY: RDPMC of counter 0; it faults or writes EAX:EDX.
+            unsafe { core::arch::asm!("rdpmc", in("ecx") 0, out("eax") _, out("edx") _) };
+        }
+        // EFER.SVME: nested virtualization is not offered: #GP, not a refused VMRUN.
+        "efer-svme" => {
+            // SAFETY: WRMSR to EFER with SVME added to the current value; it faults.
+            unsafe {
+                core::arch::asm!(
+                    "mov ecx, 0xC0000080", "rdmsr", "or eax, 0x1000", "wrmsr",
+                    out("eax") _, out("ecx") _, out("edx") _
+                )
+            };
+        }
+        // An MSR nobody implements: #GP, not a zero.
+        "unknown-msr" => {
+            // SAFETY: RDMSR of an unimplemented MSR; it faults.
+            unsafe { core::arch::asm!("rdmsr", in("ecx") 0x0001_2345, out("eax") _, out("edx") _) };
+        }
+        // A cache flush shared with other partitions: a no-op that completes.
+        "wbinvd" => {
+            for _ in 0..COUNT {
+                // SAFETY: WBINVD has no effect on the guest's own memory contents.
+                unsafe { core::arch::asm!("wbinvd", options(nostack)) };
+            }
+        }
+        other => {
+            report!(
+                "{{\"event\":\"hostile\",\"error\":{}}}",
+                Json(alloc::format!("unknown probe {other:?}"))
+            );
+            exit(FAILURE)
+        }
+    }
+    report!(
+        "{{\"event\":\"hostile_done\",\"probe\":{},\"count\":{COUNT}}}",
+        Json(probe)
+    );
+    exit(SUCCESS)
 }
 
 /// Benchmark: `count` local APIC timer round trips (x2APIC: program a one-shot count of 1,

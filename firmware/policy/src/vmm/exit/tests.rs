@@ -4,11 +4,13 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::*;
 use crate::devices::lapic::{IpiDelivery, LocalApic};
+use crate::vmexit::GuestInstruction;
 use crate::vmm::guest_regs::GuestRegisters;
 use crate::vmm::guest_walk::PagingState;
 use crate::vmm::mmio_decode::CpuMode;
@@ -496,4 +498,91 @@ fn forbidden_and_unknown_exits_stop_with_their_reason() {
             Next::Resume
         );
     }
+}
+
+#[test]
+fn prefixed_instructions_are_skipped_whole_without_next_rip() {
+    // 2E 2E 0F A2: CPUID behind two segment prefixes; resuming at 0F A2 would run it twice.
+    let machine = FakeMachine::new().code(0x3000, &[0x2E, 0x2E, 0x0F, 0xA2, 0x90]);
+    let mut cpu = FakeVcpu {
+        rip: 0x3000,
+        ..FakeVcpu::default()
+    };
+    handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
+    assert_eq!(cpu.rip, 0x3004);
+    // A run of prefixes longer than any instruction may have is still bounded.
+    let machine = FakeMachine::new().code(0x4000, &[0x66; 15]);
+    let mut cpu = FakeVcpu {
+        rip: 0x4000,
+        ..FakeVcpu::default()
+    };
+    handle(&mut cpu, &mut context(), &machine, VmExit::Hlt, 0);
+    assert!(cpu.rip <= 0x4000 + 15, "{:#x}", cpu.rip);
+}
+
+#[test]
+fn isolation_instructions_get_their_answers() {
+    let machine = FakeMachine::new();
+    let run = |instruction| {
+        let mut cpu = FakeVcpu {
+            rip: 0x500,
+            ..FakeVcpu::default()
+        };
+        let next = handle(
+            &mut cpu,
+            &mut context(),
+            &machine,
+            VmExit::Instruction(instruction),
+            0,
+        );
+        assert_eq!(next, Next::Resume);
+        (cpu.rip, cpu.injected)
+    };
+    assert_eq!(run(GuestInstruction::CacheFlush), (0x502, vec![]));
+    let gp = Event::Exception {
+        vector: 13,
+        error_code: Some(0),
+    };
+    let ud = Event::Exception {
+        vector: 6,
+        error_code: None,
+    };
+    assert_eq!(run(GuestInstruction::Rdpmc), (0x500, vec![gp]));
+    for instruction in [
+        GuestInstruction::Rdpru,
+        GuestInstruction::Invlpga,
+        GuestInstruction::MonitorMwait,
+    ] {
+        assert_eq!(run(instruction), (0x500, vec![ud]));
+    }
+    let db = Event::Exception {
+        vector: 1,
+        error_code: None,
+    };
+    assert_eq!(run(GuestInstruction::Icebp), (0x501, vec![db]));
+}
+
+#[test]
+fn intercepted_exceptions_are_reflected_into_the_guest() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu {
+        rip: 0x600,
+        ..FakeVcpu::default()
+    };
+    let exit = VmExit::Exception {
+        vector: 17,
+        error_code: Some(0),
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, exit, 0),
+        Next::Resume
+    );
+    assert_eq!(
+        cpu.injected,
+        [Event::Exception {
+            vector: 17,
+            error_code: Some(0)
+        }]
+    );
+    assert_eq!(cpu.rip, 0x600);
 }
