@@ -220,3 +220,55 @@ fn i_hostile_probes_get_the_architected_answers() {
     }
     boot.check_ledgers();
 }
+
+/// Sends QMP `command` on a fresh connection to `socket` (after the capabilities handshake)
+/// and returns QEMU's answer line.
+fn qmp(socket: &std::path::Path, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("QMP socket");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("QMP greeting");
+    for request in ["{\"execute\":\"qmp_capabilities\"}", command] {
+        writeln!(writer, "{request}").unwrap();
+        line.clear();
+        reader.read_line(&mut line).expect("QMP answer");
+    }
+    line
+}
+
+/// An NMI from the platform (QEMU's `inject-nmi`, to every CPU) while a guest spins and
+/// another runs: the hypervisor counts it and goes on; nothing stops but by its own rules.
+#[test]
+fn j_a_host_nmi_while_guests_run_is_survived() {
+    let dir = std::env::temp_dir().join(format!("numavisor-nmi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("qmp.sock");
+    let args = vec![
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", socket.display()),
+    ];
+    let mut answer = None;
+    let boot = Boot::run_with_qemu_args("spin", "two-nodes", 120, args, |line| {
+        if answer.is_none() && line.contains(r#"[spinner] guest: {"event":"spinning"}"#) {
+            answer = Some(qmp(&socket, "{\"execute\":\"inject-nmi\"}"));
+        }
+        tools::qemu::Reply::Continue
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let answer = answer.expect("the spinner started, and the NMI was sent");
+    assert!(answer.contains("\"return\""), "QMP inject-nmi: {answer}");
+    assert!(boot.events("fatal").is_empty(), "{}", boot.context);
+    assert_eq!(
+        boot.stopped("spinner")["reason"],
+        "time-limit",
+        "{}",
+        boot.context
+    );
+    boot.check_guest_finished("steady");
+    boot.check_ledgers();
+}

@@ -183,6 +183,14 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             timer.fired();
             poll_console_input();
         }
+        if exit == VmExit::PhysicalNmi {
+            // Taken by the host's NMI handler at STGI; the platform's, not the guest's.
+            log::warn!(
+                "partition \"{}\" vCPU {index}: a host NMI ended its run ({} NMI(s) so far); resumed",
+                partition.name(),
+                crate::platform::cpu::idt::host_nmis()
+            );
+        }
         match exit::handle(cpu, &mut context, &machine, exit, guest_now()) {
             Next::Resume => {}
             Next::Halt => {

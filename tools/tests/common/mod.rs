@@ -43,10 +43,21 @@ impl Boot {
         timeout: u64,
         on_line: impl FnMut(&str) -> qemu::Reply,
     ) -> Boot {
+        Boot::run_with_qemu_args(layout, topology_name, timeout, vec![], on_line)
+    }
+
+    /// [`Boot::run_with`] with extra QEMU arguments (a QMP socket, say).
+    pub fn run_with_qemu_args(
+        layout: &str,
+        topology_name: &str,
+        timeout: u64,
+        extra_qemu_args: Vec<String>,
+        on_line: impl FnMut(&str) -> qemu::Reply,
+    ) -> Boot {
         let topology = topology::load(topology_name).expect("topology file");
         let options = qemu::RunOptions {
             exit: Some("partitions"),
-            extra_qemu_args: vec![],
+            extra_qemu_args,
             extra_append: String::new(),
         };
         let args = qemu::command(&image_for(layout), &topology, &options);

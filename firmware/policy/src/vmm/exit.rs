@@ -132,6 +132,16 @@ pub fn handle<V: Vcpu, M: Machine>(
             skip(cpu, machine, 3);
             Next::Resume
         }
+        VmExit::Exception {
+            vector: exception::MACHINE_CHECK,
+            ..
+        } => Next::stop(
+            StopKind::Fault,
+            "machine-check",
+            format!(
+                "a machine check arrived while the partition ran (RIP {rip:#x}): its memory or CPU may be bad"
+            ),
+        ),
         VmExit::Exception { vector, error_code } => {
             // Intercepted only so its delivery cannot chain in microcode: the guest gets it,
             // delivered by the hypervisor once.

@@ -24,6 +24,7 @@ pub mod exception {
     pub const DEBUG: u8 = 1;
     pub const INVALID_OPCODE: u8 = 6;
     pub const GENERAL_PROTECTION: u8 = 13;
+    pub const MACHINE_CHECK: u8 = 18;
 }
 
 /// A state a vCPU starts (or restarts) from.

@@ -56,6 +56,14 @@ exception_common:
     hlt
     jmp 4b
 
+    /* an NMI (vector 2): counted, not fatal; whoever runs next reports it (a guest's
+       run ends with #VMEXIT(NMI) and the host takes it here after STGI) */
+    .global nmi_stub
+    .p2align 4
+nmi_stub:
+    lock inc qword ptr [rip + {nmis}]
+    iretq
+
     /* the wake-up IPI (vector WAKE_VECTOR): acknowledge and return to the HLT loop */
     .global wake_interrupt_stub
     .p2align 4
@@ -99,11 +107,25 @@ EXCEPTION_STUBS:
 "#,
     handler = sym crate::platform::fatal::exception,
     eoi = sym apic::end_of_interrupt,
+    nmis = sym HOST_NMIS,
 );
 
 unsafe extern "C" {
     static EXCEPTION_STUBS: [u64; 32];
     fn wake_interrupt_stub();
+    fn nmi_stub();
+}
+
+/// The NMI vector.
+const NMI_VECTOR: usize = 2;
+
+/// NMIs the host has taken (any CPU). An NMI is the platform's (a watchdog, an operator's
+/// button): it must not end the hypervisor, and there is no guest to hand it to.
+static HOST_NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// NMIs taken so far.
+pub fn host_nmis() -> u64 {
+    HOST_NMIS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// One 16-byte interrupt gate.
@@ -163,6 +185,7 @@ pub fn load() {
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
+        gates[NMI_VECTOR] = Gate::interrupt(nmi_stub as *const () as u64);
         gates[apic::WAKE_VECTOR as usize] =
             Gate::interrupt(wake_interrupt_stub as *const () as u64);
         Idt(gates)

@@ -183,7 +183,11 @@ impl Vmcb {
         self.write(INTERCEPT_CR, 0u32);
         // #DB and #AC: a guest can make their delivery recurse for ever inside the CPU
         // (CVE-2015-8104, CVE-2015-5307); intercepted, they are delivered by the hypervisor.
-        self.write(INTERCEPT_EXCEPTIONS, (1u32 << 1) | (1u32 << 17));
+        // #MC: a machine check during a guest's run is contained to its partition.
+        self.write(
+            INTERCEPT_EXCEPTIONS,
+            (1u32 << 1) | (1u32 << 17) | (1u32 << 18),
+        );
         // INTR stays intercepted so a host timer or kick always brings the CPU back (the
         // guest can never keep a CPU with interrupts off); NMIs go to the host.
         let m1 = misc1::INTR

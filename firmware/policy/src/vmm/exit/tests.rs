@@ -586,3 +586,21 @@ fn intercepted_exceptions_are_reflected_into_the_guest() {
     );
     assert_eq!(cpu.rip, 0x600);
 }
+
+#[test]
+fn a_machine_check_during_the_guest_stops_its_partition() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu::default();
+    let exit = VmExit::Exception {
+        vector: 18,
+        error_code: None,
+    };
+    assert_eq!(
+        stop_reason(&handle(&mut cpu, &mut context(), &machine, exit, 0)),
+        "machine-check"
+    );
+    assert!(
+        cpu.injected.is_empty(),
+        "a #MC is the host's, never the guest's"
+    );
+}
