@@ -253,7 +253,7 @@ fn j_a_host_nmi_while_guests_run_is_survived() {
         format!("unix:{},server=on,wait=off", socket.display()),
     ];
     let mut answer = None;
-    let boot = Boot::run_with_qemu_args("spin", "two-nodes", 120, args, |line| {
+    let boot = Boot::run_with_qemu_args("spin", "two-nodes", 120, args, "", |line| {
         if answer.is_none() && line.contains(r#"[spinner] guest: {"event":"spinning"}"#) {
             answer = Some(qmp(&socket, "{\"execute\":\"inject-nmi\"}"));
         }
@@ -271,4 +271,32 @@ fn j_a_host_nmi_while_guests_run_is_survived() {
     );
     boot.check_guest_finished("steady");
     boot.check_ledgers();
+}
+
+/// A guest sets the MSRs VMRUN does not switch, then keeps exiting; with
+/// `selftest=host-state` the hypervisor compares them around every run: none may change.
+#[test]
+fn k_guest_msr_writes_do_not_reach_the_host() {
+    let mut leaks = Vec::new();
+    let boot = Boot::run_with_qemu_args(
+        "hostile-state",
+        "two-nodes",
+        120,
+        vec![],
+        "selftest=host-state",
+        |line| {
+            if line.contains("host state:") {
+                leaks.push(line.to_string());
+            }
+            tools::qemu::Reply::Continue
+        },
+    );
+    assert_eq!(
+        boot.guest("setter", "hostile_done")["probe"],
+        "host-state",
+        "{}",
+        boot.context
+    );
+    assert!(leaks.is_empty(), "{leaks:#?}\n{}", boot.context);
+    assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
 }

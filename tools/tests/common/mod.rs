@@ -43,22 +43,24 @@ impl Boot {
         timeout: u64,
         on_line: impl FnMut(&str) -> qemu::Reply,
     ) -> Boot {
-        Boot::run_with_qemu_args(layout, topology_name, timeout, vec![], on_line)
+        Boot::run_with_qemu_args(layout, topology_name, timeout, vec![], "", on_line)
     }
 
-    /// [`Boot::run_with`] with extra QEMU arguments (a QMP socket, say).
+    /// [`Boot::run_with`] with extra QEMU arguments (a QMP socket, say) and extra words for
+    /// numavisor's command line.
     pub fn run_with_qemu_args(
         layout: &str,
         topology_name: &str,
         timeout: u64,
         extra_qemu_args: Vec<String>,
+        extra_append: &str,
         on_line: impl FnMut(&str) -> qemu::Reply,
     ) -> Boot {
         let topology = topology::load(topology_name).expect("topology file");
         let options = qemu::RunOptions {
             exit: Some("partitions"),
             extra_qemu_args,
-            extra_append: String::new(),
+            extra_append: extra_append.to_string(),
         };
         let args = qemu::command(&image_for(layout), &topology, &options);
         let timeout = topology.timeout_seconds.max(timeout);

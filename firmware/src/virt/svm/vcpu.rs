@@ -38,9 +38,11 @@ impl Vcpu for SvmVcpu {
     fn run(&mut self) -> VmExit {
         self.vmcb.set_rax(self.registers.rax);
         self.vmcb.set_rsp(self.registers.rsp);
+        let before = super::host_state::snapshot_if_checked();
         // SAFETY: the VMCB and its nested page tables were built for this partition by the
         // partition builder; SVM is on for this CPU; interrupts are off on the run path.
         unsafe { run::run(self.vmcb.address(), &mut self.registers, self.host_state) };
+        super::host_state::check(before);
         self.registers.rax = self.vmcb.rax();
         self.registers.rsp = self.vmcb.rsp();
         self.vmcb.clear_tlb_flush();

@@ -145,6 +145,29 @@ fn hostile(probe: &str) -> ! {
             // SAFETY: RDMSR of an unimplemented MSR; it faults.
             unsafe { core::arch::asm!("rdmsr", in("ecx") 0x0001_2345, out("eax") _, out("edx") _) };
         }
+        // The state VMRUN does not switch: the guest may set it, the host must not see it.
+        "host-state" => {
+            for (msr, value) in [
+                (0xC000_0100u32, 0x1111_0000u64),     // FS_BASE
+                (0xC000_0101, 0x2222_0000),           // GS_BASE
+                (0xC000_0102, 0x3333_0000),           // KERNEL_GS_BASE
+                (0xC000_0081, 0x0023_0010_0000_0000), // STAR
+                (0xC000_0082, 0x4444_0000),           // LSTAR
+                (0xC000_0084, 0x0000_0700),           // SFMASK
+            ] {
+                // SAFETY: these MSRs are the guest's own (passed through); the test guest
+                // uses none of them.
+                unsafe {
+                    core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
+                        in("edx") (value >> 32) as u32, options(nostack))
+                };
+            }
+            // Exits after the writes: port reads, each one a world switch.
+            for _ in 0..COUNT {
+                // SAFETY: reading port 0x80 has no effect anywhere.
+                unsafe { core::arch::asm!("in al, 0x80", out("al") _, options(nomem, nostack)) };
+            }
+        }
         // A cache flush shared with other partitions: a no-op that completes.
         "wbinvd" => {
             for _ in 0..COUNT {
