@@ -300,3 +300,44 @@ fn k_guest_msr_writes_do_not_reach_the_host() {
     assert!(leaks.is_empty(), "{leaks:#?}\n{}", boot.context);
     assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
 }
+
+/// INVLPGA (#UD: no SVM for guests), WBINVD (completes as a no-op), and a guest's CPUID and
+/// TSC: the partition's own brand, no VMX, the hypervisor bit, APIC ID 0, a TSC near 0.
+#[test]
+fn l_more_hostile_probes_and_what_cpuid_tells() {
+    let boot = Boot::run("hostile-more", "two-nodes");
+    let exception = boot.guest("invlpga", "exception");
+    assert_eq!(exception["vector"], 6, "{exception}\n{}", boot.context);
+    assert_eq!(
+        boot.guest("flush", "hostile_done")["count"],
+        1000,
+        "{}",
+        boot.context
+    );
+    let seen = boot.guest("cpuid", "cpuid");
+    assert_eq!(
+        seen["brand"], "numavisor virtual CPU",
+        "{seen}\n{}",
+        boot.context
+    );
+    assert_eq!(
+        (&seen["hypervisor"], &seen["vmx"]),
+        (&1.into(), &0.into()),
+        "{seen}"
+    );
+    assert_eq!(seen["apic_id"], 0, "{seen}");
+    let hz = boot
+        .report
+        .event("timing")
+        .and_then(|t| t["tsc_hz"].as_u64())
+        .expect("tsc_hz");
+    let tsc = seen["tsc"].as_u64().expect("tsc");
+    assert!(
+        tsc < 5 * hz,
+        "the guest TSC ({tsc}) should start near 0, not at the host's\n{}",
+        boot.context
+    );
+    for name in ["invlpga", "flush", "cpuid"] {
+        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
+    }
+}

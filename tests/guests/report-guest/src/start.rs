@@ -168,6 +168,44 @@ fn hostile(probe: &str) -> ! {
                 unsafe { core::arch::asm!("in al, 0x80", out("al") _, options(nomem, nostack)) };
             }
         }
+        // ICEBP (INT1): #DB, delivered by the hypervisor.
+        "icebp" => {
+            // SAFETY: INT1; the exception handler reports it and exits.
+            unsafe { core::arch::asm!(".byte 0xf1", options(nomem, nostack)) };
+        }
+        // INVLPGA is an SVM instruction, and SVM is not offered: #UD.
+        "invlpga" => {
+            // SAFETY: INVLPGA rAX, ECX; it faults.
+            unsafe { core::arch::asm!(".byte 0x0f, 0x01, 0xdf", in("rax") 0u64, in("ecx") 0u32) };
+        }
+        // What CPUID and RDTSC tell about the host: nothing (the partition's own topology and
+        // brand; a TSC that started near 0 with this partition).
+        "cpuid" => {
+            let cpuid = core::arch::x86_64::__cpuid_count;
+            let mut brand = [0u8; 48];
+            for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+                let r = cpuid(leaf, 0);
+                for (j, word) in [r.eax, r.ebx, r.ecx, r.edx].into_iter().enumerate() {
+                    brand[i * 16 + j * 4..i * 16 + j * 4 + 4].copy_from_slice(&word.to_le_bytes());
+                }
+            }
+            let brand = core::str::from_utf8(&brand)
+                .unwrap_or("?")
+                .trim_end_matches('\0');
+            let leaf1 = cpuid(1, 0);
+            let leaf_b = cpuid(0xB, 1);
+            // SAFETY: RDTSC has no side effects.
+            let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+            report!(
+                "{{\"event\":\"cpuid\",\"brand\":{},\"logical\":{},\"apic_id\":{},\"hypervisor\":{},\"vmx\":{},\"cores\":{},\"tsc\":{tsc}}}",
+                Json(brand),
+                (leaf1.ebx >> 16) & 0xFF,
+                leaf1.ebx >> 24,
+                leaf1.ecx >> 31,
+                (leaf1.ecx >> 5) & 1,
+                leaf_b.ebx & 0xFFFF
+            );
+        }
         // A cache flush shared with other partitions: a no-op that completes.
         "wbinvd" => {
             for _ in 0..COUNT {
