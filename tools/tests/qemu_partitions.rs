@@ -5,6 +5,7 @@
 mod common;
 
 use common::Boot;
+use serde_json::Value;
 
 #[test]
 fn a_two_partitions_on_two_domains() {
@@ -340,4 +341,71 @@ fn l_more_hostile_probes_and_what_cpuid_tells() {
     for name in ["invlpga", "flush", "cpuid"] {
         assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
     }
+}
+
+/// The restart soak: 100 restarts of one partition while another runs. Every ledger after a
+/// restart is the same (nothing lost, nothing taken), the hypervisor's own memory does not
+/// grow with restarts, and after the last stop every byte is back where it was at `ready`.
+#[test]
+fn m_a_hundred_restarts_lose_nothing() {
+    let boot = Boot::run("soak", "two-nodes");
+    let restarts = boot
+        .events("partition_restarted")
+        .into_iter()
+        .filter(|e| e["name"] == "phoenix")
+        .count();
+    assert_eq!(restarts, 100, "{}", boot.context);
+    let stopped = boot.stopped("phoenix");
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("restart limit (100) reached")),
+        "{stopped}\n{}",
+        boot.context
+    );
+    // The ledgers in order: after building, one per restart, then one per stop.
+    let ledgers: Vec<&Value> = boot.events("ledger");
+    let after_restarts = &ledgers[1..=100];
+    for ledger in after_restarts {
+        assert_eq!(
+            ledger["nodes"], after_restarts[0]["nodes"],
+            "a restart changed the ledger\n{}",
+            boot.context
+        );
+    }
+    let start = &boot.report.event("memory").expect("memory event")["nodes"];
+    let end = &ledgers.last().expect("a final ledger")["nodes"];
+    let rows = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    for ((at_ready, at_end), during) in rows(start)
+        .iter()
+        .zip(rows(end))
+        .zip(rows(&after_restarts[0]["nodes"]))
+    {
+        let n = |row: &Value, key: &str| row[key].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(
+            (n(&at_end, "guest"), n(&at_end, "pools")),
+            (0, 0),
+            "{at_end}"
+        );
+        assert_eq!(
+            n(&at_end, "free") + n(&at_end, "hypervisor"),
+            n(at_ready, "free") + n(at_ready, "hypervisor"),
+            "node {}: memory lost between ready and the last stop\n{}",
+            at_end["node"],
+            boot.context
+        );
+        // The only hypervisor memory taken after `ready` is each CPU's host pages, once.
+        assert_eq!(
+            n(&at_end, "hypervisor"),
+            n(&during, "hypervisor"),
+            "hypervisor memory grew with restarts\n{}",
+            boot.context
+        );
+    }
+    assert_eq!(
+        boot.stopped("spinner")["reason"],
+        "time-limit",
+        "{}",
+        boot.context
+    );
 }

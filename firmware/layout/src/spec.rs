@@ -47,6 +47,9 @@ pub struct PartitionSpec {
     /// The longest the guest may run, from its (re)start, before it is stopped with reason
     /// `time-limit` (`on_fault` applies); `None`: unbounded.
     pub time_limit_ms: Option<u64>,
+    /// How many times `on_fault`/`on_shutdown = "restart"` may restart the partition before
+    /// it is stopped for good (default 8).
+    pub restart_limit: u32,
 }
 
 impl PartitionSpec {
@@ -176,6 +179,7 @@ mod tests {
         on_fault: ExitAction::Stop,
         on_shutdown: ExitAction::Restart,
         time_limit_ms: None,
+        restart_limit: 8,
     };
 
     #[test]

@@ -107,6 +107,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         on_shutdown: ExitAction::Stop,
         pool_check: PoolCheck::Build,
         time_limit_ms: None,
+        restart_limit: 8,
     }
 }
 
@@ -259,6 +260,7 @@ fn layouts_in_the_other_forms_check_too() {
             on_shutdown: ExitAction::Restart,
             pool_check: PoolCheck::Build,
             time_limit_ms: None,
+            restart_limit: 8,
         }]
     );
 }

@@ -34,9 +34,6 @@ pub use control::VcpuSlot;
 pub use input::poll_console_input;
 pub use vcpu_loop::run_assigned_vcpu;
 
-/// How often a partition may restart before it is stopped for good.
-const MAX_RESTARTS: u32 = 8;
-
 /// The machine's free memory after boot, shared by every CPU (partition stops return memory).
 pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 
@@ -220,10 +217,11 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     }
     emit_exit_counts(partition);
     let mut state = partition.state.lock();
-    if action == ExitAction::Restart && state.restarts < MAX_RESTARTS {
+    let limit = partition.spec.restart_limit;
+    if action == ExitAction::Restart && state.restarts < limit {
         state.restarts += 1;
         warn!(
-            "partition \"{}\" {reason} ({detail}); restarting ({} of {MAX_RESTARTS})",
+            "partition \"{}\" {reason} ({detail}); restarting ({} of {limit})",
             partition.name(),
             state.restarts
         );
@@ -233,10 +231,15 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
             reason,
         ));
         build::reset_guest(partition, &mut state);
+        drop(state);
+        // Nothing is freed or taken by a restart; the ledger says so.
+        if let Some(frames) = FRAMES.lock().as_ref() {
+            report::emit(&events::ledger(&frames.ledger()));
+        }
         return true;
     }
     let detail = if action == ExitAction::Restart {
-        alloc::format!("{detail}; restart limit ({MAX_RESTARTS}) reached")
+        alloc::format!("{detail}; restart limit ({limit}) reached")
     } else {
         alloc::string::String::from(detail)
     };

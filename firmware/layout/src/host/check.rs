@@ -167,6 +167,7 @@ fn check_partition(
         on_shutdown: raw.on_shutdown?,
         pool_check: raw.pool_check?,
         time_limit_ms: raw.time_limit_ms?,
+        restart_limit: raw.restart_limit?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);

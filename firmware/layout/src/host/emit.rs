@@ -109,6 +109,7 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
     let _ = writeln!(out, "            on_fault: {},", action(p.on_fault));
     let _ = writeln!(out, "            on_shutdown: {},", action(p.on_shutdown));
     let _ = writeln!(out, "            time_limit_ms: {:?},", p.time_limit_ms);
+    let _ = writeln!(out, "            restart_limit: {},", p.restart_limit);
     let _ = writeln!(out, "        }},");
 }
 

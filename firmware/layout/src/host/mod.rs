@@ -78,6 +78,8 @@ pub struct CheckedPartition {
     pub pool_check: PoolCheck,
     /// How long the guest may run before it is stopped (`time-limit`), if bounded.
     pub time_limit_ms: Option<u64>,
+    /// How many restarts `"restart"` actions may make.
+    pub restart_limit: u32,
 }
 
 impl CheckedPartition {

@@ -13,7 +13,7 @@ use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 12] = [
+pub(crate) const PARTITION_KEYS: [&str; 13] = [
     "name",
     "image",
     "initrd",
@@ -26,6 +26,7 @@ pub(crate) const PARTITION_KEYS: [&str; 12] = [
     "on_shutdown",
     "pool_check",
     "time_limit",
+    "restart_limit",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -47,6 +48,7 @@ pub(crate) struct RawPartition {
     pub(crate) pool_check: Option<PoolCheck>,
     /// `Some(None)`: no `time_limit` key.
     pub(crate) time_limit_ms: Option<Option<u64>>,
+    pub(crate) restart_limit: Option<u32>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -173,6 +175,7 @@ pub(crate) fn parse_partition(
     let on_shutdown = fields.optional("on_shutdown", exit_action, ExitAction::Stop);
     let pool_check = fields.optional("pool_check", pool_check, PoolCheck::Build);
     let time_limit_ms = fields.optional("time_limit", time_limit, None);
+    let restart_limit = fields.optional("restart_limit", restart_limit, DEFAULT_RESTART_LIMIT);
     RawPartition {
         label,
         name,
@@ -187,6 +190,7 @@ pub(crate) fn parse_partition(
         on_shutdown,
         pool_check,
         time_limit_ms,
+        restart_limit,
     }
 }
 
@@ -348,6 +352,20 @@ fn exit_action(_key: &str, value: &toml::Value) -> Result<ExitAction, String> {
             "{value} is not an action; use \"stop\" or \"restart\""
         )),
     }
+}
+
+/// How often a partition may restart when the layout does not say.
+pub const DEFAULT_RESTART_LIMIT: u32 = 8;
+/// The most restarts a layout may allow.
+pub const MAX_RESTART_LIMIT: u32 = 100_000;
+
+/// `restart_limit = 100`: how many restarts `on_fault`/`on_shutdown = "restart"` may make.
+fn restart_limit(_key: &str, value: &toml::Value) -> Result<u32, String> {
+    value
+        .as_integer()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n <= MAX_RESTART_LIMIT)
+        .ok_or_else(|| format!("{value} is not a restart count from 0 to {MAX_RESTART_LIMIT}"))
 }
 
 /// `time_limit = "30s"` (or `"500ms"`, `"2m"`): at least 1 ms, at most a day.
