@@ -41,10 +41,36 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("installing Debian packages: {}", missing.join(" "));
     let sudo = if is_root() { "" } else { "sudo " };
+    // First what apt would do: it may want to remove or downgrade what the machine has (a
+    // newer qemu-utils from backports, say). That is never done silently.
+    let simulation = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{sudo}apt-get update -qq >/dev/null 2>&1; apt-get install -s --no-install-recommends {}",
+            missing.join(" ")
+        ))
+        .output()
+        .context("running apt-get install -s")?;
+    let plan = AptPlan::parse(&String::from_utf8_lossy(&simulation.stdout));
+    if !plan.removed.is_empty() && std::env::var_os(ALLOW_REMOVALS_ENV).is_none() {
+        bail!(
+            "installing {} would remove {} from this machine; install them yourself, or set {ALLOW_REMOVALS_ENV}=1 to let apt-get do it",
+            missing.join(" "),
+            plan.removed.join(", ")
+        );
+    }
+    eprintln!(
+        "installing Debian packages {} (with their dependencies: {})",
+        missing.join(" "),
+        if plan.installed.is_empty() {
+            "see apt-get".to_string()
+        } else {
+            plan.installed.join(", ")
+        }
+    );
     let script = format!(
-        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq --no-install-recommends {}",
+        "DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq --no-install-recommends {}",
         missing.join(" ")
     );
     let status = Command::new("sh")
@@ -68,6 +94,41 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Set to let `ensure` install even when apt-get would remove packages.
+pub const ALLOW_REMOVALS_ENV: &str = "NUMAVISOR_ALLOW_APT_REMOVALS";
+
+/// What `apt-get install -s` says it would do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AptPlan {
+    /// `package (version)` for each package it would install or upgrade.
+    pub installed: Vec<String>,
+    /// Each package it would remove.
+    pub removed: Vec<String>,
+}
+
+impl AptPlan {
+    /// Reads the `Inst` and `Remv` lines of a simulation.
+    pub fn parse(simulation: &str) -> AptPlan {
+        let mut plan = AptPlan::default();
+        for line in simulation.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("Inst"), Some(package)) => {
+                    let version = line
+                        .split('(')
+                        .nth(1)
+                        .and_then(|v| v.split_whitespace().next())
+                        .unwrap_or("?");
+                    plan.installed.push(format!("{package} ({version})"));
+                }
+                (Some("Remv"), Some(package)) => plan.removed.push(package.to_string()),
+                _ => {}
+            }
+        }
+        plan
+    }
 }
 
 /// Whether we run as root (else apt-get goes through sudo).
@@ -132,4 +193,28 @@ fn rustup(args: &[&str]) -> Result<()> {
         bail!("rustup {} failed", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_simulations_are_read() {
+        let simulation = "NOTE: This is only a simulation!\n\
+Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+Inst qemu-system-common (1:7.2+dfsg-7+deb12u18+b3 Debian:12.12/stable [amd64])\n\
+Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.12/stable [amd64])\n\
+Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.12/stable [amd64])\n";
+        let plan = AptPlan::parse(simulation);
+        assert_eq!(plan.removed, ["qemu-utils"]);
+        assert_eq!(
+            plan.installed,
+            [
+                "qemu-system-common (1:7.2+dfsg-7+deb12u18+b3)",
+                "qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3)"
+            ]
+        );
+        assert_eq!(AptPlan::parse(""), AptPlan::default());
+    }
 }
