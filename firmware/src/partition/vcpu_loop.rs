@@ -31,7 +31,13 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
     let Some((partition, vcpu)) = take_assignment(apic_id) else {
         return false;
     };
-    if !Active::enable_this_cpu(apic_id, &mut host_page) {
+    let node = partition
+        .state
+        .lock()
+        .vcpus
+        .get(vcpu)
+        .map_or(0, |plan| plan.node);
+    if !Active::enable_this_cpu(apic_id, &mut || host_page(node)) {
         log::error!(
             "partition \"{}\": virtualization cannot be turned on for CPU {apic_id} (no memory for its host state); vCPU {vcpu} cannot run",
             partition.name()
@@ -52,10 +58,15 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
     true
 }
 
-/// A page of hypervisor memory for a CPU's own use (the backend's host state).
-fn host_page() -> Option<u64> {
+/// A page of hypervisor memory for a CPU's own use (the backend's host state), from the
+/// CPU's own node `node`, else the nearest one that has a page.
+fn host_page(node: usize) -> Option<u64> {
+    let distances = super::HOST_DISTANCES.lock().clone();
     FRAMES.lock().as_mut().and_then(|frames| {
-        let order: Vec<usize> = (0..frames.node_count()).collect();
+        let mut order: Vec<usize> = (0..frames.node_count()).collect();
+        if let Some(row) = distances.get(node) {
+            order.sort_by_key(|&other| (other != node, row.get(other).copied().unwrap_or(u8::MAX)));
+        }
         frames
             .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
             .ok()
