@@ -302,8 +302,9 @@ fn k_guest_msr_writes_do_not_reach_the_host() {
     assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
 }
 
-/// INVLPGA (#UD: no SVM for guests), WBINVD (completes as a no-op), and a guest's CPUID and
-/// TSC: the partition's own brand, no VMX, the hypervisor bit, APIC ID 0, a TSC near 0.
+/// INVLPGA (#UD: no SVM for guests), WBINVD (completes as a no-op), a guest's CPUID and
+/// TSC (the partition's own brand, no VMX, the hypervisor bit, APIC ID 0, a TSC near 0), and
+/// a single-step #DB that the hypervisor intercepts and reflects.
 #[test]
 fn l_more_hostile_probes_and_what_cpuid_tells() {
     let boot = Boot::run("hostile-more", "two-nodes");
@@ -338,7 +339,16 @@ fn l_more_hostile_probes_and_what_cpuid_tells() {
         "the guest TSC ({tsc}) should start near 0, not at the host's\n{}",
         boot.context
     );
-    for name in ["invlpga", "flush", "cpuid"] {
+    // The single-step #DB reached the guest, through the hypervisor's intercept.
+    let debug = boot.guest("step", "exception");
+    assert_eq!(debug["vector"], 1, "{debug}\n{}", boot.context);
+    let reflected = boot
+        .events("exit_counts")
+        .into_iter()
+        .find(|e| e["partition"] == "step")
+        .and_then(|e| e["exits"]["exception"].as_u64());
+    assert_eq!(reflected, Some(1), "{}", boot.context);
+    for name in ["invlpga", "flush", "cpuid", "step"] {
         assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
     }
 }

@@ -52,12 +52,14 @@ pub enum ExitKind {
     Hlt,
     Interrupt,
     InterruptWindow,
+    /// A guest exception the hypervisor intercepts and reflects (#DB, #AC, #MC).
+    Exception,
     Other,
 }
 
 impl ExitKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitKind; 8] = [
+    pub const ALL: [ExitKind; 9] = [
         ExitKind::Io,
         ExitKind::Mmio,
         ExitKind::Cpuid,
@@ -65,6 +67,7 @@ impl ExitKind {
         ExitKind::Hlt,
         ExitKind::Interrupt,
         ExitKind::InterruptWindow,
+        ExitKind::Exception,
         ExitKind::Other,
     ];
 
@@ -78,6 +81,7 @@ impl ExitKind {
             ExitKind::Hlt => "hlt",
             ExitKind::Interrupt => "interrupt",
             ExitKind::InterruptWindow => "window",
+            ExitKind::Exception => "exception",
             ExitKind::Other => "other",
         }
     }
@@ -100,6 +104,7 @@ impl VmExit {
             VmExit::Hlt => ExitKind::Hlt,
             VmExit::PhysicalInterrupt | VmExit::PhysicalNmi => ExitKind::Interrupt,
             VmExit::InterruptWindow => ExitKind::InterruptWindow,
+            VmExit::Exception { .. } => ExitKind::Exception,
             _ => ExitKind::Other,
         }
     }

@@ -168,6 +168,13 @@ fn hostile(probe: &str) -> ! {
                 unsafe { core::arch::asm!("in al, 0x80", out("al") _, options(nomem, nostack)) };
             }
         }
+        // A single-step trap (RFLAGS.TF): #DB, intercepted (so no delivery loop can lock the
+        // CPU) and delivered by the hypervisor; the handler reports vector 1.
+        "single-step" => {
+            // SAFETY: sets TF; the instruction after POPFQ traps into the exception handler,
+            // which reports and exits.
+            unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop") };
+        }
         // ICEBP (INT1): #DB, delivered by the hypervisor.
         "icebp" => {
             // SAFETY: INT1; the exception handler reports it and exits.
