@@ -150,3 +150,27 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
     std::fs::copy(image_path(), &copy)?;
     Ok(copy)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_named_or_given_by_path() {
+        let named = resolve_layout(Some("spanning")).unwrap();
+        assert_eq!(named, layouts_dir().join("spanning.toml"));
+        // A path relative to the workspace root works from anywhere (the tests run in tools/).
+        let by_path = resolve_layout(Some("layouts/spanning.toml")).unwrap();
+        assert!(by_path.ends_with("layouts/spanning.toml") && by_path.is_file());
+        let absolute = layouts_dir().join("spin.toml");
+        assert_eq!(
+            resolve_layout(Some(absolute.to_str().unwrap())).unwrap(),
+            absolute
+        );
+        let missing = resolve_layout(Some("no-such-layout")).unwrap_err();
+        assert!(
+            missing.to_string().contains("no-such-layout.toml"),
+            "{missing}"
+        );
+    }
+}
