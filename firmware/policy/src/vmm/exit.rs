@@ -202,25 +202,44 @@ fn skip(cpu: &mut impl Vcpu, machine: &impl Machine, length: u64) {
 }
 
 /// How many prefix bytes precede the opcode at the guest's RIP (legacy prefixes, and in
-/// 64-bit mode a REX byte); at most 15 minus the shortest opcode.
+/// 64-bit mode a REX byte); at most 15 minus the shortest opcode. Every CPUID, MSR and HLT
+/// exit asks, so the common case — no prefix — costs one page walk and one byte.
 fn prefix_bytes(cpu: &impl Vcpu, machine: &impl Machine) -> u64 {
+    const MOST: u64 = 14;
+    let long = cpu.cpu_mode() == mmio_decode::CpuMode::Long64;
+    let is_prefix = |b: u8| {
+        matches!(
+            b,
+            0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65
+        ) || (long && (0x40..=0x4F).contains(&b))
+    };
     let linear = cpu.code_base().wrapping_add(cpu.rip());
-    let mut bytes = [0u8; 15];
-    let Ok(fetched) =
-        guest_walk::fetch_instruction(machine.memory(), &cpu.paging(), linear, &mut bytes)
-    else {
+    let paging = cpu.paging();
+    let Ok(gpa) = guest_walk::translate(machine.memory(), &paging, linear) else {
         return 0;
     };
-    let long = cpu.cpu_mode() == mmio_decode::CpuMode::Long64;
+    // Within the instruction's first page, byte by byte through the one translation.
+    let in_page = 0x1000 - (gpa & 0xFFF);
+    let mut count = 0;
+    while count < MOST.min(in_page) {
+        match machine.memory().read_u8(gpa.wrapping_add(count)) {
+            Some(b) if is_prefix(b) => count += 1,
+            _ => return count,
+        }
+    }
+    if count < in_page {
+        return count;
+    }
+    // Prefixes run into the next page: read the whole instruction through the walk.
+    let mut bytes = [0u8; 15];
+    let Ok(fetched) = guest_walk::fetch_instruction(machine.memory(), &paging, linear, &mut bytes)
+    else {
+        return count;
+    };
     bytes[..fetched]
         .iter()
-        .take(14)
-        .take_while(|&&b| {
-            matches!(
-                b,
-                0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65
-            ) || (long && (0x40..=0x4F).contains(&b))
-        })
+        .take(MOST as usize)
+        .take_while(|&&b| is_prefix(b))
         .count() as u64
 }
 

@@ -604,3 +604,15 @@ fn a_machine_check_during_the_guest_stops_its_partition() {
         "a #MC is the host's, never the guest's"
     );
 }
+
+#[test]
+fn prefixes_across_a_page_boundary_are_counted() {
+    // 2E 2E at the end of one page, 0F A2 at the start of the next.
+    let machine = FakeMachine::new().code(0x1FFE, &[0x2E, 0x2E, 0x0F, 0xA2]);
+    let mut cpu = FakeVcpu {
+        rip: 0x1FFE,
+        ..FakeVcpu::default()
+    };
+    handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
+    assert_eq!(cpu.rip, 0x2002);
+}
