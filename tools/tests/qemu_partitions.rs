@@ -206,10 +206,7 @@ fn i_hostile_probes_get_the_architected_answers() {
     let done = boot.guest("prefixed", "hostile_done");
     let count = done["count"].as_u64().expect("count");
     let cpuid_exits = boot
-        .events("exit_counts")
-        .into_iter()
-        .find(|e| e["partition"] == "prefixed")
-        .and_then(|e| e["exits"]["cpuid"].as_u64())
+        .exit_count("prefixed", "cpuid")
         .unwrap_or_else(|| panic!("no exit_counts for prefixed\n{}", boot.context));
     assert!(
         (count..count + 16).contains(&cpuid_exits),
@@ -317,11 +314,7 @@ fn l_more_hostile_probes_and_what_cpuid_tells() {
         boot.context
     );
     // Every WBINVD was intercepted (and skipped), not run on the shared caches.
-    let flushes = boot
-        .events("exit_counts")
-        .into_iter()
-        .find(|e| e["partition"] == "flush")
-        .and_then(|e| e["exits"]["other"].as_u64());
+    let flushes = boot.exit_count("flush", "other");
     assert!(flushes >= Some(1000), "{flushes:?}\n{}", boot.context);
     let seen = boot.guest("cpuid", "cpuid");
     assert_eq!(
@@ -349,11 +342,7 @@ fn l_more_hostile_probes_and_what_cpuid_tells() {
     // The single-step #DB reached the guest, through the hypervisor's intercept.
     let debug = boot.guest("step", "exception");
     assert_eq!(debug["vector"], 1, "{debug}\n{}", boot.context);
-    let reflected = boot
-        .events("exit_counts")
-        .into_iter()
-        .find(|e| e["partition"] == "step")
-        .and_then(|e| e["exits"]["exception"].as_u64());
+    let reflected = boot.exit_count("step", "exception");
     assert_eq!(reflected, Some(1), "{}", boot.context);
     for name in ["invlpga", "flush", "cpuid", "step"] {
         assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);

@@ -125,7 +125,6 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         state.first_entry_tsc.get_or_insert(tsc::now());
     }
     let guest_now = || tsc::now().wrapping_add(offset);
-    let slice = tsc::hz() / 1_000_000 * SLICE_MICROS;
     let limit = time_limit_ticks(partition);
     let mut exits: u64 = 0;
     let mut stats = StatsClock::new();
@@ -174,15 +173,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         }
         inject_pending(cpu, &machine, index, now);
         let guest_deadline = next_deadline(&machine, index, now);
-        let host_now = tsc::now();
-        let mut host_deadline = host_now.saturating_add(slice);
-        if let Some(deadline) = guest_deadline {
-            host_deadline = host_deadline.min(deadline.wrapping_sub(offset).max(host_now));
-        }
-        if let Some(limit) = limit {
-            host_deadline = host_deadline.min(limit.wrapping_sub(offset).max(host_now));
-        }
-        timer.arm(host_deadline);
+        timer.arm(host_wake(offset, [guest_deadline, limit]));
         let exit = cpu.run();
         exits += 1;
         partition.exit_counts.count(exit.kind());
@@ -273,17 +264,25 @@ fn idle(
         if pending && halted.is_some_and(|cpu| cpu.interrupts_enabled()) {
             return;
         }
-        let host_now = tsc::now();
-        let mut wake = tsc::deadline_after_micros(SLICE_MICROS);
-        for deadline in [deadline, limit].into_iter().flatten() {
-            wake = wake.min(deadline.wrapping_sub(offset).max(host_now));
-        }
-        timer.arm(wake);
+        timer.arm(host_wake(offset, [deadline, limit]));
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         timer.fired();
         poll_console_input();
     }
+}
+
+/// The host TSC at which this CPU must look at its vCPU again: the earliest of the guest-TSC
+/// `deadlines` (converted with the partition's TSC `offset`; one already past means now) and
+/// the end of a slice, which bounds every guest run.
+fn host_wake(offset: u64, deadlines: [Option<u64>; 2]) -> u64 {
+    let now = tsc::now();
+    let slice_end = tsc::deadline_after_micros(SLICE_MICROS);
+    deadlines
+        .into_iter()
+        .flatten()
+        .map(|guest| guest.wrapping_sub(offset).max(now))
+        .fold(slice_end, u64::min)
 }
 
 /// This CPU's APIC timer as the vCPU loop armed it. Re-arming costs register writes (each one

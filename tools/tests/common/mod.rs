@@ -127,6 +127,14 @@ impl Boot {
             .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
     }
 
+    /// Partition `name`'s VM exits of `kind` in its last `exit_counts` event.
+    pub fn exit_count(&self, name: &str, kind: &str) -> Option<u64> {
+        self.events("exit_counts")
+            .into_iter()
+            .rfind(|e| e["partition"] == name)
+            .and_then(|e| e["exits"][kind].as_u64())
+    }
+
     pub fn stopped(&self, name: &str) -> &Value {
         self.events("partition_stopped")
             .into_iter()
