@@ -74,6 +74,18 @@ fn check_guest_view(boot: &Boot, name: &str, vcpus: u64, distances: &[&[u64]], m
     );
 }
 
+/// Partition `name` powered itself off; its memory lay on its nodes; every ledger adds up.
+fn check_powered_off_on_its_nodes(boot: &Boot, name: &str) {
+    assert_eq!(
+        boot.stopped(name)["reason"],
+        "power-off",
+        "{}",
+        boot.context
+    );
+    boot.check_spa_inside_domains(name);
+    boot.check_ledgers();
+}
+
 #[test]
 fn a_two_smp_linux_partitions_on_two_nodes() {
     let boot = boot("linux-pair", "two-nodes", |_| Reply::Continue);
@@ -86,29 +98,15 @@ fn a_two_smp_linux_partitions_on_two_nodes() {
         let fill = boot.linux(name, "fill");
         assert_eq!(fill["ok"], true, "{name}: {fill}\n{}", boot.context);
         assert!(number(&fill, "bytes") > 96 << 20, "{name}: {fill}");
-        assert_eq!(
-            boot.stopped(name)["reason"],
-            "power-off",
-            "{}",
-            boot.context
-        );
-        boot.check_spa_inside_domains(name);
+        check_powered_off_on_its_nodes(&boot, name);
     }
-    boot.check_ledgers();
 }
 
 #[test]
 fn b_a_linux_partition_spanning_two_nodes_sees_the_host_slit() {
     let boot = boot("linux-spanning", "cpu-less-node", |_| Reply::Continue);
     check_guest_view(&boot, "wide", 2, &[&[10, 30], &[30, 10]], 224 << 20);
-    assert_eq!(
-        boot.stopped("wide")["reason"],
-        "power-off",
-        "{}",
-        boot.context
-    );
-    boot.check_spa_inside_domains("wide");
-    boot.check_ledgers();
+    check_powered_off_on_its_nodes(&boot, "wide");
 }
 
 #[test]
@@ -131,14 +129,7 @@ fn b_a_linux_partition_with_a_vcpu_on_each_of_two_nodes_sees_the_asymmetric_slit
             boot.context
         );
     }
-    assert_eq!(
-        boot.stopped("wide")["reason"],
-        "power-off",
-        "{}",
-        boot.context
-    );
-    boot.check_spa_inside_domains("wide");
-    boot.check_ledgers();
+    check_powered_off_on_its_nodes(&boot, "wide");
 }
 
 /// Types into the shells: a command into alpha (its answer comes back, beta sees nothing),
