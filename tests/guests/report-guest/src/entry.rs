@@ -76,10 +76,14 @@ global_asm!(
 
     .pushsection .data.gdt, "aw"
     .p2align 4
+    .global GUEST_GDT
 GUEST_GDT:
     .quad 0
     .quad 0x00AF9A000000FFFF    /* 0x08: 64-bit code */
     .quad 0x00CF92000000FFFF    /* 0x10: flat data */
+    .quad 0x00CFF2000000FFFF    /* 0x18: user data (DPL 3), for mode=hostile probe=alignment-check */
+    .quad 0x00AFFA000000FFFF    /* 0x20: user 64-bit code (DPL 3) */
+    .quad 0, 0                  /* 0x28: the TSS, filled in by user_mode.rs */
 GUEST_GDT_END:
     .p2align 4
 GUEST_GDT_POINTER:

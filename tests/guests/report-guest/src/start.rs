@@ -168,6 +168,9 @@ fn hostile(probe: &str) -> ! {
                 unsafe { core::arch::asm!("in al, 0x80", out("al") _, options(nomem, nostack)) };
             }
         }
+        // #AC at CPL 3: intercepted (its delivery can lock a CPU, CVE-2015-5307), then
+        // reflected; the handler reports vector 17.
+        "alignment-check" => crate::user_mode::alignment_check_in_ring3(),
         // A single-step trap (RFLAGS.TF): #DB, intercepted (so no delivery loop can lock the
         // CPU) and delivered by the hypervisor; the handler reports vector 1.
         "single-step" => {
