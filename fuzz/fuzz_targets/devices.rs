@@ -121,17 +121,7 @@ struct Machine {
 
 impl Machine {
     fn new() -> Machine {
-        let config = PlatformConfig {
-            uart_port: 0x3F8,
-            uart_irq: 4,
-            ioapic_id: 0,
-            ioapic_base: 0xFEC0_0000,
-            lapic_base: 0xFEE0_0000,
-            pm_port: 0x600,
-            debug_exit_port: 0xF4,
-            tsc_hz: TSC_HZ,
-            rtc_epoch_seconds: 1_796_083_200,
-        };
+        let config = PlatformConfig::pc(TSC_HZ, 1_796_083_200);
         Machine {
             uart: Uart16550::new(),
             pit: Pit8254::new(TSC_HZ),

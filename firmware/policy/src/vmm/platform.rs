@@ -38,6 +38,27 @@ pub struct PlatformConfig {
     pub rtc_epoch_seconds: u64,
 }
 
+impl PlatformConfig {
+    /// The PC platform at its usual addresses — COM1 at 0x3F8 on IRQ 4, the I/O APIC (ID 0) at
+    /// 0xFEC0_0000, local APICs at 0xFEE0_0000, the PM block at 0x600, debug-exit at 0xF4 —
+    /// clocked at `tsc_hz`, its RTC starting at `rtc_epoch_seconds`. These are the values
+    /// `numavisor_acpi_tables::Devices::pc()` describes to the guest (a test holds them equal);
+    /// the firmware derives its configuration from those tables themselves.
+    pub const fn pc(tsc_hz: u64, rtc_epoch_seconds: u64) -> PlatformConfig {
+        PlatformConfig {
+            uart_port: 0x3F8,
+            uart_irq: 4,
+            ioapic_id: 0,
+            ioapic_base: 0xFEC0_0000,
+            lapic_base: 0xFEE0_0000,
+            pm_port: 0x600,
+            debug_exit_port: 0xF4,
+            tsc_hz,
+            rtc_epoch_seconds,
+        }
+    }
+}
+
 /// Who answers a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortDevice {
@@ -347,17 +368,19 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn pc() -> PlatformConfig {
-        PlatformConfig {
-            uart_port: 0x3F8,
-            uart_irq: 4,
-            ioapic_id: 0,
-            ioapic_base: 0xFEC0_0000,
-            lapic_base: 0xFEE0_0000,
-            pm_port: 0x600,
-            debug_exit_port: 0xF4,
-            tsc_hz: 1_000_000_000,
-            rtc_epoch_seconds: 1_796_083_200,
-        }
+        PlatformConfig::pc(1_000_000_000, 1_796_083_200)
+    }
+
+    #[test]
+    fn the_pc_config_is_what_the_guest_acpi_tables_describe() {
+        let devices = numavisor_acpi_tables::Devices::pc();
+        let uart = devices.uart.expect("a PC has COM1");
+        let config = pc();
+        assert_eq!((config.uart_port, config.uart_irq), (uart.port, uart.irq));
+        assert_eq!(config.ioapic_id, devices.io_apic.id);
+        assert_eq!(config.ioapic_base, devices.io_apic.address as u64);
+        assert_eq!(config.lapic_base, devices.local_apic_base as u64);
+        assert_eq!(config.pm_port, devices.pm.port);
     }
 
     #[test]
