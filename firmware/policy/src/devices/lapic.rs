@@ -195,6 +195,15 @@ impl LocalApic {
         self.timer.reset();
     }
 
+    /// The task-priority register (written by MOV CR8 as well as through the register).
+    pub fn task_priority(&self) -> u8 {
+        self.tpr
+    }
+
+    pub fn set_task_priority(&mut self, tpr: u8) {
+        self.tpr = tpr;
+    }
+
     /// The APIC ID: 8 bits (the ID register's top byte) in xAPIC mode, the 32-bit x2APIC ID
     /// otherwise.
     pub fn id(&self) -> u32 {

@@ -1,8 +1,10 @@
 //! VM exits, decoded once into [`VmExit`] by the backend, handled by shared code.
 //!
 //! The SVM decoder follows AMD APM vol. 2 §15.6 (#VMEXIT), §15.10.2 (IOIO EXITINFO1),
-//! §15.25.6 (nested page fault EXITINFO1/2) and appendix C (exit codes). A later VMX decoder
-//! produces the same enum.
+//! §15.25.6 (nested page fault EXITINFO1/2) and appendix C (exit codes); the VMX decoder
+//! ([`vmx`]) produces the same enum.
+
+pub mod vmx;
 
 /// Why a vCPU left the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub enum VmExit {
     Exception { vector: u8, error_code: Option<u32> },
     /// An instruction intercepted because it touches what the guest does not own.
     Instruction(GuestInstruction),
+    /// `MOV` to or from CR8 (the task priority, VMX only: SVM keeps it in V_TPR) with
+    /// general register number `register`.
+    Cr8 { write: bool, register: u8 },
     /// Anything else, with the raw exit information.
     Unexpected { code: u64, info1: u64, info2: u64 },
 }
@@ -126,6 +131,8 @@ pub enum GuestInstruction {
     MonitorMwait,
     /// ICEBP (INT1, `F1`): raises #DB.
     Icebp,
+    /// A VMX instruction (VMXON, VMCLEAR, INVEPT ...), GETSEC or ENCLS: none is offered.
+    Vmx,
 }
 
 /// One port access as the exit reported it.

@@ -149,6 +149,7 @@ pub fn handle<V: Vcpu, M: Machine>(
             Next::Resume
         }
         VmExit::Instruction(instruction) => handle_instruction(cpu, machine, instruction),
+        VmExit::Cr8 { write, register } => handle_cr8(cpu, context, machine, write, register),
         VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => Next::Resume,
         VmExit::TripleFault => Next::stop(
             StopKind::Fault,
@@ -261,7 +262,10 @@ fn handle_instruction(
         }
         // Not offered in CPUID (RDPRU, MONITOR/MWAIT) or part of SVM (INVLPGA): #UD, as on a
         // CPU without them.
-        GuestInstruction::Rdpru | GuestInstruction::Invlpga | GuestInstruction::MonitorMwait => {
+        GuestInstruction::Rdpru
+        | GuestInstruction::Invlpga
+        | GuestInstruction::MonitorMwait
+        | GuestInstruction::Vmx => {
             cpu.inject(Event::Exception {
                 vector: exception::INVALID_OPCODE,
                 error_code: None,
@@ -276,6 +280,34 @@ fn handle_instruction(
             });
         }
     }
+    Next::Resume
+}
+
+/// `MOV CR8`: the task priority's class (TPR bits 4..7) in the vCPU's local APIC (SDM vol. 3A
+/// §10.8.6.1). Bits 4..63 of a written value are reserved: #GP. Both forms are 3 or 4 bytes
+/// (REX); the backend that intercepts them reports the length.
+fn handle_cr8(
+    cpu: &mut impl Vcpu,
+    context: &VcpuContext,
+    machine: &impl Machine,
+    write: bool,
+    register: u8,
+) -> Next {
+    if write {
+        let value = cpu.registers().get(register);
+        if value > 0xF {
+            cpu.inject(Event::Exception {
+                vector: exception::GENERAL_PROTECTION,
+                error_code: Some(0),
+            });
+            return Next::Resume;
+        }
+        machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
+    } else {
+        let class = machine.with_lapic(context.index, |l| l.task_priority() >> 4);
+        cpu.registers().set(register, class as u64);
+    }
+    skip(cpu, machine, 3);
     Next::Resume
 }
 

@@ -13,6 +13,7 @@
 pub mod bus;
 pub mod console_input;
 pub mod cpuid;
+pub mod entry_state;
 pub mod exit;
 pub mod guest_regs;
 pub mod guest_walk;
@@ -20,3 +21,4 @@ pub mod mmio_decode;
 pub mod msr;
 pub mod platform;
 pub mod vcpu;
+pub mod xcr0;

@@ -2,6 +2,7 @@
 
 use numavisor_policy::vmexit::{decode_svm, VmExit};
 use numavisor_policy::vmm::guest_regs::GuestRegisters;
+use numavisor_policy::vmm::entry_state::ArchState;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
@@ -154,26 +155,10 @@ impl Vcpu for SvmVcpu {
         self.registers = GuestRegisters::default();
         self.vmcb.clear_event();
         self.vmcb.set_interrupt_window(false);
-        match state {
-            EntryState::Pvh32 { rip, rbx } => {
-                self.vmcb.set_pvh_entry(rip);
-                self.registers.rbx = rbx;
-            }
-            EntryState::Linux64 {
-                rip,
-                rsi,
-                cr3,
-                gdt_base,
-                gdt_limit,
-            } => {
-                self.vmcb.set_long_mode_entry(rip, cr3, gdt_base, gdt_limit);
-                self.registers.rsi = rsi;
-            }
-            EntryState::Startup { vector } => {
-                self.vmcb.set_startup_entry(vector);
-                // EDX after INIT holds the processor signature (family/model/stepping).
-                self.registers.rdx = 0x0060_0F00;
-            }
-        }
+        let arch = ArchState::of(state);
+        self.vmcb.set_state(&arch);
+        self.registers.rbx = arch.rbx;
+        self.registers.rdx = arch.rdx;
+        self.registers.rsi = arch.rsi;
     }
 }

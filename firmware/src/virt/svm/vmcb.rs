@@ -1,6 +1,8 @@
 //! The VMCB (AMD APM vol. 2 appendix B): a 4 KiB page, control area at 0, state save area at
 //! 0x400. Only the fields numavisor uses are named here.
 
+use numavisor_policy::vmm::entry_state::{ArchState, Segment};
+
 /// Control-area and save-area offsets (APM vol. 2 tables B-1 and B-2).
 mod offset {
     pub const INTERCEPT_CR: usize = 0x00;
@@ -97,47 +99,6 @@ pub mod event_type {
 /// EFER.SVME: must stay set in the guest's EFER for VMRUN to accept the state.
 pub const EFER_SVME: u64 = 1 << 12;
 
-/// A segment register in the save area: selector, attributes (packed descriptor bits
-/// 8..15 and 20..23), limit, base.
-#[derive(Clone, Copy, Debug)]
-pub struct Segment {
-    pub selector: u16,
-    pub attributes: u16,
-    pub limit: u32,
-    pub base: u64,
-}
-
-impl Segment {
-    /// Flat 32-bit code, as PVH starts a guest.
-    pub const CODE32: Segment = Segment {
-        selector: 0x10,
-        attributes: 0xC9B,
-        limit: 0xFFFF_FFFF,
-        base: 0,
-    };
-    /// Flat 32-bit data.
-    pub const DATA32: Segment = Segment {
-        selector: 0x18,
-        attributes: 0xC93,
-        limit: 0xFFFF_FFFF,
-        base: 0,
-    };
-    /// A busy 32-bit TSS, so the guest's TR is valid until it loads its own.
-    pub const TSS32: Segment = Segment {
-        selector: 0x20,
-        attributes: 0x8B,
-        limit: 0x67,
-        base: 0,
-    };
-    /// An LDT selector of 0 marked unusable.
-    pub const NULL: Segment = Segment {
-        selector: 0,
-        attributes: 0,
-        limit: 0,
-        base: 0,
-    };
-}
-
 /// One VMCB page, addressed through the identity map.
 pub struct Vmcb {
     address: u64,
@@ -225,46 +186,31 @@ impl Vmcb {
         self.write(EVENT_INJECTION, 0u64);
     }
 
-    /// Guest state for a PVH entry: 32-bit protected mode, paging off, flat segments.
-    pub fn set_pvh_entry(&mut self, rip: u64) {
+    /// Loads the guest state of an entry (`ArchState::of`): segments, control registers,
+    /// EFER (with SVME, which VMRUN requires), RFLAGS, RIP and PAT; RSP and RAX start at 0.
+    pub fn set_state(&mut self, state: &ArchState) {
         use offset::*;
-        self.set_segment(CS, Segment::CODE32);
+        self.set_segment(CS, state.cs);
         for data in [ES, SS, DS, FS, GS] {
-            self.set_segment(data, Segment::DATA32);
+            self.set_segment(data, state.data);
         }
-        self.set_segment(TR, Segment::TSS32);
-        self.set_segment(LDTR, Segment::NULL);
-        self.set_segment(
-            GDTR,
-            Segment {
-                selector: 0,
-                attributes: 0,
-                limit: 0xFFFF,
-                base: 0,
-            },
-        );
-        self.set_segment(
-            IDTR,
-            Segment {
-                selector: 0,
-                attributes: 0,
-                limit: 0,
-                base: 0,
-            },
-        );
+        self.set_segment(TR, state.tr);
+        self.set_segment(LDTR, state.ldtr);
+        self.set_segment(GDTR, state.gdtr);
+        self.set_segment(IDTR, state.idtr);
         self.write(CPL, 0u8);
-        self.write(EFER, EFER_SVME);
-        self.write(CR0, 0x11u64); // PE | ET
-        self.write(CR3, 0u64);
-        self.write(CR4, 0u64);
+        self.write(EFER, state.efer | EFER_SVME);
+        self.write(CR0, state.cr0);
+        self.write(CR3, state.cr3);
+        self.write(CR4, state.cr4);
         self.write(CR2, 0u64);
-        self.write(DR6, 0xFFFF_0FF0u64);
-        self.write(DR7, 0x400u64);
-        self.write(RFLAGS, 0x2u64);
-        self.write(RIP, rip);
+        self.write(DR6, state.dr6);
+        self.write(DR7, state.dr7);
+        self.write(RFLAGS, state.rflags);
+        self.write(RIP, state.rip);
         self.write(RSP, 0u64);
         self.write(RAX, 0u64);
-        self.write(G_PAT, 0x0007_0406_0007_0406u64);
+        self.write(G_PAT, state.pat);
     }
 
     /// After an exit: (EXITCODE, EXITINFO1, EXITINFO2).
@@ -388,82 +334,6 @@ impl Vmcb {
         }
         self.write(offset::V_INTR, v);
         self.write(offset::INTERCEPT_MISC1, m1);
-    }
-
-    /// Guest state for the 64-bit Linux boot protocol: long mode, paging on with the boot
-    /// page tables at `cr3`, flat 64-bit code at selector 0x10 and data at 0x18.
-    pub fn set_long_mode_entry(&mut self, rip: u64, cr3: u64, gdt_base: u64, gdt_limit: u16) {
-        use offset::*;
-        self.set_pvh_entry(rip);
-        self.set_segment(
-            CS,
-            Segment {
-                selector: 0x10,
-                attributes: 0xA9B, // present, code, L=1, G=1
-                limit: 0xFFFF_FFFF,
-                base: 0,
-            },
-        );
-        self.set_segment(
-            GDTR,
-            Segment {
-                selector: 0,
-                attributes: 0,
-                limit: gdt_limit as u32,
-                base: gdt_base,
-            },
-        );
-        self.set_segment(
-            TR,
-            Segment {
-                selector: 0x20,
-                attributes: 0x8B, // busy 64-bit TSS
-                limit: 0x67,
-                base: 0,
-            },
-        );
-        self.write(EFER, EFER_SVME | (1 << 8) | (1 << 10)); // LME | LMA
-        self.write(CR0, 0x8000_0031u64); // PG | NE | ET | PE
-        self.write(CR4, 0x20u64); // PAE
-        self.write(CR3, cr3);
-    }
-
-    /// Guest state of an application processor after INIT and a start-up IPI with `vector`
-    /// (Intel SDM vol. 3A §9.4.4; AMD APM vol. 2 §15.29: real mode, CS = vector << 8).
-    pub fn set_startup_entry(&mut self, vector: u8) {
-        use offset::*;
-        self.set_pvh_entry(0);
-        let real = |selector: u16, attributes: u16| Segment {
-            selector,
-            attributes,
-            limit: 0xFFFF,
-            base: (selector as u64) << 4,
-        };
-        self.set_segment(CS, real((vector as u16) << 8, 0x9B));
-        for data in [ES, SS, DS, FS, GS] {
-            self.set_segment(data, real(0, 0x93));
-        }
-        self.set_segment(
-            TR,
-            Segment {
-                selector: 0,
-                attributes: 0x8B,
-                limit: 0xFFFF,
-                base: 0,
-            },
-        );
-        self.set_segment(
-            LDTR,
-            Segment {
-                selector: 0,
-                attributes: 0x82,
-                limit: 0xFFFF,
-                base: 0,
-            },
-        );
-        self.write(EFER, EFER_SVME);
-        self.write(CR0, 0x6000_0010u64); // CD | NW | ET, as after INIT
-        self.write(RIP, 0u64);
     }
 
     /// Queues the event of EXITINTINFO `info` again (same format as EVENTINJ).
