@@ -16,7 +16,6 @@ use crate::platform::console::{log as console_log, report, serial};
 use crate::platform::cpu::{apic, idt, paging, smp, tsc};
 use crate::platform::debug_exit;
 use crate::platform::phys_memory::IdentityMapped;
-use crate::virt::svm;
 
 /// Bytes of stack each application processor gets, from its own domain.
 const AP_STACK_BYTES: u64 = 16 * 1024;
@@ -42,6 +41,7 @@ fn image_range() -> (u64, u64) {
 pub extern "C" fn numavisor_bsp_main(start_info: u32) -> ! {
     serial::init();
     idt::load();
+    crate::platform::cpu::gdt::install_tss();
     apic::mask_legacy_pic();
     let boot = match pvh::read_boot_info(start_info as u64) {
         Ok(boot) => boot,
@@ -134,13 +134,15 @@ fn run_partitions(
         let ticks = ms.saturating_mul(tsc::hz() / 1000);
         partition::EXIT_STATS_PERIOD.store(ticks, core::sync::atomic::Ordering::Relaxed);
     }
-    match svm::detect() {
-        Ok(caps) => {
-            info!(
-                "SVM: nested paging, {} ASIDs, next-RIP save {}",
-                caps.asids, caps.next_rip_save
-            );
-            crate::virt::Active::set_next_rip_save(caps.next_rip_save);
+    match crate::virt::select() {
+        Ok(selection) => {
+            info!("{}", selection.summary);
+            report::emit(&events::virtualization(
+                selection.arch.name(),
+                crate::virt::Active::slat_name(),
+                selection.arch.tag_name(),
+                &selection.summary,
+            ));
             let online: Vec<u32> = cpus
                 .iter()
                 .filter(|c| c.failure.is_none())

@@ -18,5 +18,5 @@ pub mod report;
 pub mod slat;
 pub mod topology;
 pub mod vmexit;
-pub mod vmx;
 pub mod vmm;
+pub mod vmx;

@@ -10,12 +10,16 @@ use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
 use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
+use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::cost;
+use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
 use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
-use numavisor_policy::slat::{Permissions, SlatBuilder, SlatError, SlatStats};
+use numavisor_policy::slat::{
+    Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat, SlatStats,
+};
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
 use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
@@ -26,7 +30,7 @@ use super::control::{Control, VcpuSlot};
 use super::guest_memory::{GuestMemory, IdentityTables};
 use super::{Partition, PartitionState};
 use crate::platform::cpu::tsc;
-use crate::virt::{Active, Backend, NoTlbTag};
+use crate::virt::{Active, Arch, NoTlbTag};
 
 /// The virtual local APIC timer's input clock (QEMU's and many real parts' 1 GHz would do as
 /// well; Linux measures it, or uses the TSC-deadline mode and never needs it).
@@ -216,14 +220,31 @@ fn fund(
         state.blocks.extend(blocks);
     }
     let pool = state.pool.as_mut().expect("pool deposited above");
+    let (root, stats) = match Active::arch() {
+        Arch::Svm => map_guest_memory::<Npt>(&state.blocks, pool, max_page)?,
+        Arch::Vmx => map_guest_memory::<Ept>(&state.blocks, pool, max_page)?,
+    };
+    state.slat_root = root;
+    state.slat = stats;
+    state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);
+    Ok(())
+}
+
+/// Maps every block of guest RAM read-write-execute in a SLAT of format `F` drawn from the
+/// pool: (root, statistics).
+fn map_guest_memory<F: SlatFormat>(
+    blocks: &[GuestBlock],
+    pool: &mut PartitionPool,
+    max_page: BlockSize,
+) -> Result<(u64, SlatStats), BuildError> {
     let mut tables = IdentityTables;
-    let mut slat = SlatBuilder::<<Active as Backend>::Slat>::new(&mut tables, pool, max_page)?;
+    let mut slat = SlatBuilder::<F>::new(&mut tables, pool, max_page)?;
     let rwx = Permissions {
         read: true,
         write: true,
         execute: true,
     };
-    for block in &state.blocks {
+    for block in blocks {
         slat.map(
             &mut tables,
             pool,
@@ -233,10 +254,7 @@ fn fund(
             rwx,
         )?;
     }
-    state.slat_root = slat.root();
-    state.slat = slat.stats();
-    state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);
-    Ok(())
+    Ok((slat.root(), slat.stats()))
 }
 
 /// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM and sets up
@@ -542,7 +560,9 @@ pub fn report_event(partition: &Partition, state_name: &str) -> String {
             .collect(),
         memory,
         slat: SlatFigures {
-            format: <Active as Backend>::SLAT_NAME,
+            format: Active::slat_name(),
+            tag_kind: Active::arch().tag_name(),
+            tag: state.tlb_tag,
             pages_4k: state.slat.pages_4k,
             pages_2m: state.slat.pages_2m,
             pages_1g: state.slat.pages_1g,

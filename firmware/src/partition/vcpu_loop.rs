@@ -17,10 +17,10 @@ use super::guest_memory::GuestMemory;
 use super::machine::PartitionMachine;
 use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
 use crate::platform::cpu::{apic, tsc};
-use crate::virt::{Active, Backend};
+use crate::virt::{Active, ActiveVcpu};
 
 /// The backend's vCPU.
-type BackendVcpu = <Active as Backend>::Vcpu;
+type BackendVcpu = ActiveVcpu;
 
 /// The longest a guest runs before the hypervisor looks at its partition again.
 const SLICE_MICROS: u64 = 10_000;
@@ -82,26 +82,46 @@ fn take_host_interrupt() {
 }
 
 fn run_vcpu(partition: &'static Partition, index: usize) {
-    let cpu = partition
-        .state
-        .lock()
-        .controls
-        .as_ref()
-        .and_then(|controls| Active::vcpu(controls, index));
-    let Some(mut cpu) = cpu else {
-        return;
-    };
     loop {
-        match run_epoch(partition, index, &mut cpu) {
+        let epoch = partition.control.epoch();
+        // A fresh vCPU each life: its control block was prepared again at the restart.
+        let cpu = partition
+            .state
+            .lock()
+            .controls
+            .as_ref()
+            .and_then(|controls| Active::vcpu(controls, index));
+        let Some(mut cpu) = cpu else {
+            log::error!(
+                "partition \"{}\": the CPU refused vCPU {index}'s control block",
+                partition.name()
+            );
+            return;
+        };
+        let end = run_epoch(partition, index, &mut cpu);
+        // Gives the control block back before its partition's memory may be reused.
+        drop(cpu);
+        let after = match end {
+            EpochEnd::Park => partition.control.park(epoch),
+            EpochEnd::Stop(request) => stop(partition, index, epoch, request),
+        };
+        match after {
             AfterStop::Restarted => continue,
             AfterStop::Ended => return,
         }
     }
 }
 
+/// How a life of the partition ended for one vCPU.
+enum EpochEnd {
+    /// Another vCPU is stopping the partition: wait for it.
+    Park,
+    /// This vCPU stops it.
+    Stop(StopRequest),
+}
+
 /// One life of the partition, from its entry state to its next stop.
-fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> AfterStop {
-    let epoch = partition.control.epoch();
+fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> EpochEnd {
     let (entry, offset, blocks) = {
         let state = partition.state.lock();
         (state.entry, state.tsc_offset, state.blocks.clone())
@@ -132,7 +152,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     loop {
         if partition.control.stop_requested() {
             record_exits(partition, &mut exits);
-            return partition.control.park(epoch);
+            return EpochEnd::Park;
         }
         if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
             record_exits(partition, &mut exits);
@@ -145,7 +165,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
                     tsc::ticks_to_micros(limit) / 1000
                 ),
             };
-            return stop(partition, index, epoch, request);
+            return EpochEnd::Stop(request);
         }
         if slot.take_init() {
             running = false;
@@ -203,7 +223,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             }
             Next::Stop(request) => {
                 record_exits(partition, &mut exits);
-                return stop(partition, index, epoch, request);
+                return EpochEnd::Stop(request);
             }
         }
     }

@@ -2,10 +2,12 @@
 //! (`numavisor_policy::vmm::vcpu`) and decodes its exits into the core's `VmExit`, so the
 //! partition manager handles them the same way whatever the backend; [`Backend`] is what the
 //! partition builder asks of the architecture besides (control blocks, permission bitmaps,
-//! SLAT format, tagged TLB). SVM is the backend today ([`Active`]); VMX will be a second.
+//! SLAT format, tagged TLB). AMD SVM and Intel VMX are the two; [`select`] picks the one
+//! this CPU has at boot and [`Active`] dispatches to it, so one image runs on both vendors.
 
 pub mod pages;
 pub mod svm;
+pub mod vmx;
 
 use alloc::vec::Vec;
 
@@ -16,8 +18,220 @@ use numavisor_policy::vmm::vcpu::Vcpu;
 
 use pages::PoolPages;
 
-/// The backend this image runs partitions with.
-pub type Active = svm::backend::SvmBackend;
+use numavisor_policy::vmexit::VmExit;
+use numavisor_policy::vmm::guest_regs::GuestRegisters;
+use numavisor_policy::vmm::guest_walk::PagingState;
+use numavisor_policy::vmm::mmio_decode::CpuMode;
+use numavisor_policy::vmm::vcpu::{EntryState, Event};
+use spin::Once;
+
+use svm::backend::SvmBackend;
+use vmx::backend::VmxBackend;
+
+/// A virtualization architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Svm,
+    Vmx,
+}
+
+impl Arch {
+    /// Its name in the boot report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Svm => "svm",
+            Arch::Vmx => "vmx",
+        }
+    }
+
+    /// The name of its tagged-TLB ids.
+    pub fn tag_name(self) -> &'static str {
+        match self {
+            Arch::Svm => "asid",
+            Arch::Vmx => "vpid",
+        }
+    }
+}
+
+static SELECTED: Once<Arch> = Once::new();
+
+/// What the boot CPU found, for the log and the report.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub arch: Arch,
+    /// One line on what the backend offers.
+    pub summary: alloc::string::String,
+}
+
+/// Why this machine cannot run partitions: each backend's reason.
+#[derive(Clone, Debug)]
+pub struct Unavailable {
+    pub svm: svm::SvmUnavailable,
+    pub vmx: vmx::VmxUnavailable,
+}
+
+impl core::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "no usable hardware virtualization: SVM: {}; VMX: {}",
+            self.svm, self.vmx
+        )
+    }
+}
+
+/// Chooses the backend from what the CPU offers (SVM on AMD, VMX on Intel: a CPU has at most
+/// one), once, on the boot CPU before any partition is built.
+pub fn select() -> Result<Selection, Unavailable> {
+    let svm = match svm::detect() {
+        Ok(caps) => {
+            SvmBackend::set_next_rip_save(caps.next_rip_save);
+            SELECTED.call_once(|| Arch::Svm);
+            return Ok(Selection {
+                arch: Arch::Svm,
+                summary: alloc::format!(
+                    "SVM: nested paging, {} ASIDs, next-RIP save {}",
+                    caps.asids,
+                    caps.next_rip_save
+                ),
+            });
+        }
+        Err(why) => why,
+    };
+    match vmx::detect() {
+        Ok(caps) => {
+            SELECTED.call_once(|| Arch::Vmx);
+            Ok(Selection {
+                arch: Arch::Vmx,
+                summary: alloc::format!(
+                    "VMX: EPT (2 MiB {}, 1 GiB {}), VPID {}, unrestricted guest, VMCS revision {:#x}",
+                    caps.ept.pages_2m,
+                    caps.ept.pages_1g,
+                    caps.controls.vpid(),
+                    caps.basic.revision
+                ),
+            })
+        }
+        Err(vmx) => Err(Unavailable { svm, vmx }),
+    }
+}
+
+/// The backend [`select`] chose, dispatched at run time.
+pub struct Active;
+
+impl Active {
+    /// The architecture in use (SVM if nothing was selected: no partition is built then).
+    pub fn arch() -> Arch {
+        SELECTED.get().copied().unwrap_or(Arch::Svm)
+    }
+
+    pub fn slat_name() -> &'static str {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::SLAT_NAME,
+            Arch::Vmx => VmxBackend::SLAT_NAME,
+        }
+    }
+
+    pub fn clamp_page(wanted: BlockSize) -> BlockSize {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::clamp_page(wanted),
+            Arch::Vmx => VmxBackend::clamp_page(wanted),
+        }
+    }
+
+    pub fn tlb_tag(index: usize) -> Result<u32, NoTlbTag> {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::tlb_tag(index),
+            Arch::Vmx => VmxBackend::tlb_tag(index),
+        }
+    }
+
+    pub fn control_pages(
+        pool: &mut PartitionPool,
+        vcpus: usize,
+    ) -> Result<ControlPages, PoolError> {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::control_pages(pool, vcpus),
+            Arch::Vmx => VmxBackend::control_pages(pool, vcpus),
+        }
+    }
+
+    pub fn prepare(controls: &mut ControlPages, tag: u32, slat_root: u64) {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::prepare(controls, tag, slat_root),
+            Arch::Vmx => VmxBackend::prepare(controls, tag, slat_root),
+        }
+    }
+
+    pub fn vcpu(controls: &ControlPages, index: usize) -> Option<ActiveVcpu> {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::vcpu(controls, index).map(ActiveVcpu::Svm),
+            Arch::Vmx => VmxBackend::vcpu(controls, index).map(ActiveVcpu::Vmx),
+        }
+    }
+
+    pub fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::enable_this_cpu(apic_id, allocate),
+            Arch::Vmx => VmxBackend::enable_this_cpu(apic_id, allocate),
+        }
+    }
+}
+
+/// A vCPU of whichever backend runs.
+pub enum ActiveVcpu {
+    Svm(svm::vcpu::SvmVcpu),
+    Vmx(vmx::vcpu::VmxVcpu),
+}
+
+/// Forwards each `Vcpu` method to the backend's vCPU (`ref`: takes `&self`, `mut`:
+/// `&mut self`).
+macro_rules! forward {
+    ($($receiver:ident $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        $(forward!(@one $receiver $name($($arg: $ty),*) $(-> $ret)?);)*
+    };
+    (@one ref $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name(&self, $($arg: $ty),*) $(-> $ret)? {
+            match self {
+                ActiveVcpu::Svm(cpu) => cpu.$name($($arg),*),
+                ActiveVcpu::Vmx(cpu) => cpu.$name($($arg),*),
+            }
+        }
+    };
+    (@one mut $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name(&mut self, $($arg: $ty),*) $(-> $ret)? {
+            match self {
+                ActiveVcpu::Svm(cpu) => cpu.$name($($arg),*),
+                ActiveVcpu::Vmx(cpu) => cpu.$name($($arg),*),
+            }
+        }
+    };
+}
+
+impl Vcpu for ActiveVcpu {
+    forward! {
+        mut run() -> VmExit;
+        mut registers() -> &mut GuestRegisters;
+        ref rip() -> u64;
+        mut set_rip(rip: u64);
+        ref efer() -> u64;
+        mut set_efer(efer: u64);
+        ref pat() -> u64;
+        mut set_pat(pat: u64);
+        ref paging() -> PagingState;
+        ref cpu_mode() -> CpuMode;
+        ref code_base() -> u64;
+        ref interrupts_enabled() -> bool;
+        ref interruptible() -> bool;
+        ref next_rip() -> Option<u64>;
+        ref interrupted_event() -> Option<u8>;
+        ref event_queued() -> bool;
+        mut inject(event: Event);
+        mut set_interrupt_window(wanted: bool);
+        mut set_tsc_offset(offset: u64);
+        mut enter(state: EntryState);
+    }
+}
 
 /// The pages a partition's vCPUs run on: the partition-wide permission bitmaps and one
 /// control block per vCPU (VMCB, VMCS), all paid for by the partition's pool.
@@ -27,6 +241,10 @@ pub struct ControlPages {
     pub shared: Vec<PoolPages>,
     /// One control block per vCPU, by vCPU index.
     pub per_vcpu: Vec<PoolPages>,
+    /// The tagged-TLB id and SLAT root the last [`Backend::prepare`] was given (VMX writes
+    /// them when a vCPU loads its VMCS on its own CPU).
+    pub tag: u32,
+    pub slat_root: u64,
 }
 
 /// Why the CPU cannot give a partition its tagged-TLB id.

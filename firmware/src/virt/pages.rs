@@ -47,6 +47,15 @@ impl PoolPages {
         };
     }
 
+    /// Writes `value` at byte `offset` of the run (ignored past its end).
+    pub fn write_u32(&mut self, offset: usize, value: u32) {
+        if offset + 4 > (self.pages * PAGE) as usize {
+            return;
+        }
+        // SAFETY: as in `fill`; the four bytes lie inside the run (checked above).
+        unsafe { ((self.address as usize + offset) as *mut u32).write_volatile(value) }
+    }
+
     /// Clears `count` bits from bit `first` (a bitmap over the run); bits past its end are
     /// left alone.
     pub fn clear_bits(&mut self, first: usize, count: usize) {

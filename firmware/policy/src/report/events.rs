@@ -295,6 +295,17 @@ pub fn timing(t: &Timing) -> String {
     })
 }
 
+/// `virtualization`: the backend chosen from the CPU (`svm` or `vmx`), its SLAT format
+/// (`npt`, `ept`) and the name of its tagged-TLB ids (`asid`, `vpid`), with a summary line.
+pub fn virtualization(backend: &str, slat: &str, tlb_tag: &str, summary: &str) -> String {
+    event("virtualization", |o| {
+        o.str("backend", backend)
+            .str("slat", slat)
+            .str("tlb_tag", tlb_tag)
+            .str("summary", summary);
+    })
+}
+
 /// `ready`: start-up is complete.
 pub fn ready() -> String {
     event("ready", |_| {})
@@ -304,6 +315,9 @@ pub fn ready() -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlatFigures {
     pub format: &'static str,
+    /// The kind of tagged-TLB id (`asid`, `vpid`) and the partition's (0: untagged).
+    pub tag_kind: &'static str,
+    pub tag: u32,
     pub pages_4k: u64,
     pub pages_2m: u64,
     pub pages_1g: u64,
@@ -371,6 +385,8 @@ pub fn partition(p: &PartitionReport) -> String {
         });
         o.object("slat", |s| {
             s.str("format", p.slat.format)
+                .str("tag_kind", p.slat.tag_kind)
+                .u64("tag", p.slat.tag as u64)
                 .u64("pages_4k", p.slat.pages_4k)
                 .u64("pages_2m", p.slat.pages_2m)
                 .u64("pages_1g", p.slat.pages_1g)

@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(s.efer, EFER_LME | EFER_LMA);
         assert_eq!(s.cr0 & cr0::PG, cr0::PG);
         assert_eq!(s.cr4 & CR4_PAE, CR4_PAE);
-        assert_eq!((s.cr3, s.rsi, s.gdtr.base, s.gdtr.limit), (0x9000, 0x7000, 0x8000, 0x27));
+        assert_eq!(
+            (s.cr3, s.rsi, s.gdtr.base, s.gdtr.limit),
+            (0x9000, 0x7000, 0x8000, 0x27)
+        );
         // L set, D clear: a 64-bit code segment (VM entry checks CS.D = 0 when CS.L = 1).
         assert_eq!(s.cs.vmx_access_rights() & 0x6000, 0x2000);
     }

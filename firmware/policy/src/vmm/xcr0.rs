@@ -35,10 +35,19 @@ mod tests {
         assert!(!valid_xsetbv(1, X87, ALL), "only XCR0 exists");
         assert!(!valid_xsetbv(0, SSE, ALL), "x87 must stay on");
         assert!(!valid_xsetbv(0, X87 | AVX, ALL), "AVX needs SSE");
-        assert!(!valid_xsetbv(0, X87 | SSE | AVX, X87 | SSE), "unsupported component");
+        assert!(
+            !valid_xsetbv(0, X87 | SSE | AVX, X87 | SSE),
+            "unsupported component"
+        );
         assert!(!valid_xsetbv(0, X87 | (1 << 3), ALL), "MPX is both or none");
-        assert!(!valid_xsetbv(0, X87 | SSE | (1 << 5), ALL), "AVX-512 is all or none");
-        assert!(!valid_xsetbv(0, X87 | SSE | AVX512, ALL), "AVX-512 needs AVX");
+        assert!(
+            !valid_xsetbv(0, X87 | SSE | (1 << 5), ALL),
+            "AVX-512 is all or none"
+        );
+        assert!(
+            !valid_xsetbv(0, X87 | SSE | AVX512, ALL),
+            "AVX-512 needs AVX"
+        );
         assert!(valid_xsetbv(0, X87 | SSE | AVX | AVX512, ALL));
     }
 }

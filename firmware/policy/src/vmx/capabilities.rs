@@ -220,7 +220,10 @@ mod tests {
     #[test]
     fn feature_control_lock_rules() {
         assert_eq!(FeatureControl::of(0b101), FeatureControl::Enabled);
-        assert_eq!(FeatureControl::of(0b001), FeatureControl::DisabledByFirmware);
+        assert_eq!(
+            FeatureControl::of(0b001),
+            FeatureControl::DisabledByFirmware
+        );
         assert_eq!(
             FeatureControl::of(0),
             FeatureControl::Unlocked { write: 0b101 }
@@ -265,7 +268,8 @@ mod tests {
         );
         assert_eq!(full.check(), Ok(()));
         assert_eq!(full.clamp_page(BlockSize::Size1G), BlockSize::Size1G);
-        let no_1g = EptVpidCapabilities::of((1 << 6) | (1 << 14) | (1 << 16) | (1 << 20) | (1 << 26));
+        let no_1g =
+            EptVpidCapabilities::of((1 << 6) | (1 << 14) | (1 << 16) | (1 << 20) | (1 << 26));
         assert_eq!(no_1g.clamp_page(BlockSize::Size1G), BlockSize::Size2M);
         assert_eq!(no_1g.clamp_page(BlockSize::Size4K), BlockSize::Size4K);
         assert_eq!(

@@ -163,8 +163,7 @@ impl Controls {
         let mut primary = adjust(ControlWord::Primary, caps.primary, primary_required, 0)?;
         // EPT makes CR3 the guest's own: CR3 accesses must not exit (allowed-0 settings of
         // the TRUE controls let them be cleared; the old MSR forces them on).
-        if (caps.primary as u32) & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING) != 0
-        {
+        if (caps.primary as u32) & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING) != 0 {
             return Err(MissingControls {
                 word: ControlWord::Primary,
                 bits: primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING,
@@ -243,7 +242,10 @@ mod tests {
         let c = Controls::compute(&haswell()).unwrap();
         assert_ne!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING, 0);
         assert_ne!(c.pin & pin::NMI_EXITING, 0);
-        assert_eq!(c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING), 0);
+        assert_eq!(
+            c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING),
+            0
+        );
         assert_eq!(c.primary & primary::INTERRUPT_WINDOW_EXITING, 0);
         assert_ne!(c.secondary & secondary::UNRESTRICTED_GUEST, 0);
         assert!(c.vpid());

@@ -82,10 +82,14 @@ impl Backend for SvmBackend {
         Ok(ControlPages {
             shared: alloc::vec![iopm, msrpm],
             per_vcpu: vmcbs,
+            tag: 0,
+            slat_root: 0,
         })
     }
 
     fn prepare(controls: &mut ControlPages, tag: u32, slat_root: u64) {
+        controls.tag = tag;
+        controls.slat_root = slat_root;
         let (iopm, msrpm) = (
             controls.shared[IOPM].address(),
             controls.shared[MSRPM].address(),

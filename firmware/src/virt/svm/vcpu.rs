@@ -1,8 +1,8 @@
 //! [`Vcpu`] for AMD SVM: a VMCB plus the registers VMRUN does not swap.
 
 use numavisor_policy::vmexit::{decode_svm, VmExit};
-use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::entry_state::ArchState;
+use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
