@@ -253,8 +253,8 @@ fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFinding
         let name = boot
             .modules
             .iter()
-            .find(|m| m.start == done.module)
-            .map_or("", |m| m.name.as_str());
+            .find(|m| m.start == done.module && !m.name.is_empty())
+            .map_or(alloc::format!("at {:#x}", done.module), |m| m.name.clone());
         match done.replaced {
             Some(table) => info!(
                 "ACPI: {} from boot module {name} replaces the firmware's at {table:#x}",

@@ -279,7 +279,10 @@ mod tests {
         );
         assert!(rc.contains("cpu: model=corei7_haswell_4770, count=4,"));
         assert!(rc.contains("memory: guest=1024, host=1024"));
-        assert_eq!(command_line("log=info exit=ready"), "log=info exit=ready debug-exit=bochs");
+        assert_eq!(
+            command_line("log=info exit=ready"),
+            "log=info exit=ready debug-exit=bochs"
+        );
         assert_eq!(command_line(""), "");
     }
 }

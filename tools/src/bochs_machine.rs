@@ -15,7 +15,7 @@ use numavisor_acpi_tables::{
     Vcpu, VnumaNode,
 };
 
-use crate::topology::{ExpectedNode, Expectation, TopologyFile};
+use crate::topology::{Expectation, ExpectedNode, TopologyFile};
 
 /// One override table: the file name it gets on the ISO and its bytes.
 pub struct OverrideTable {
@@ -101,8 +101,8 @@ impl BochsMachine {
             .iter()
             .map(|row| row.iter().map(|&d| d.min(255) as u8).collect())
             .collect();
-        let distances = DistanceMatrix::from_rows(&rows)
-            .map_err(|e| anyhow::anyhow!("distances: {e:?}"))?;
+        let distances =
+            DistanceMatrix::from_rows(&rows).map_err(|e| anyhow::anyhow!("distances: {e:?}"))?;
         let n = self.nodes.len();
         // Figures shaped by the distances: latency in ns, bandwidth falling with distance.
         let hmat = self.hmat_localities.map(|_| HmatFigures {

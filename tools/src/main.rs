@@ -179,13 +179,7 @@ fn run(name: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()>
 
 /// `run --emulator bochs`: the GRUB ISO with the topology's override tables, one bounded run,
 /// the report checked against what those tables describe.
-fn run_bochs(
-    name: &str,
-    cpu: &str,
-    layout: Option<&str>,
-    stay: bool,
-    append: &str,
-) -> Result<()> {
+fn run_bochs(name: &str, cpu: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()> {
     packages::ensure(&tools::packages::BOCHS)?;
     let image = image::build_with_layout(&image::resolve_layout(layout)?)?;
     let machine = tools::bochs_machine::load(name)?;
@@ -229,7 +223,11 @@ numavisor under Bochs ({cpu}) on topology {name}: booted by GRUB (multiboot2) in
             .map(|a| a["overridden"].to_string())
             .unwrap_or_default()
     );
-    for event in report.events.iter().filter(|e| e["event"] == "partition_refused") {
+    for event in report
+        .events
+        .iter()
+        .filter(|e| e["event"] == "partition_refused")
+    {
         println!("  partition {} refused: {}", event["name"], event["reason"]);
     }
     Ok(())

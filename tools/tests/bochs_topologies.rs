@@ -20,7 +20,8 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// Boots `name` under Bochs on `cpu`; returns the report and a failure context.
 fn boot(name: &str, cpu: &str, append: &str) -> (bochs::BochsRun<'static>, Report, String) {
     packages::ensure(&packages::BOCHS).expect("Bochs and GRUB are needed");
-    let image: &'static std::path::Path = Box::leak(common::image_for("test-guests").into_boxed_path());
+    let image: &'static std::path::Path =
+        Box::leak(common::image_for("test-guests").into_boxed_path());
     let machine: &'static bochs_machine::BochsMachine =
         Box::leak(Box::new(bochs_machine::load(name).expect("Bochs machine")));
     let run = bochs::BochsRun {
@@ -48,7 +49,10 @@ fn boot(name: &str, cpu: &str, append: &str) -> (bochs::BochsRun<'static>, Repor
         "Bochs exit status (0 = ready, 1 = failure)\n{context}"
     );
     assert!(
-        result.lines.iter().any(|l| l.contains("booted by Multiboot2")),
+        result
+            .lines
+            .iter()
+            .any(|l| l.contains("booted by Multiboot2")),
         "not booted through multiboot2\n{context}"
     );
     let report =

@@ -9,9 +9,9 @@
 use alloc::vec::Vec;
 
 use super::bytes::{u32_at, u64_at};
+use super::overrides::{self, OverrideCandidate};
 use super::problem::{AcpiProblem, RootFallback};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
-use super::overrides::{self, OverrideCandidate};
 use super::{hmat, madt, rsdp, slit, srat};
 use super::{AcpiFindings, PhysicalMemory, RootTableKind, TableRef};
 

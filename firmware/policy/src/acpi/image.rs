@@ -49,6 +49,8 @@ pub struct Overlay<'a> {
 
 impl PhysicalMemory for Overlay<'_> {
     fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        self.top.read(addr, len).or_else(|| self.below.read(addr, len))
+        self.top
+            .read(addr, len)
+            .or_else(|| self.below.read(addr, len))
     }
 }

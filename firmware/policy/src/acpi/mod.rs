@@ -18,9 +18,9 @@ mod fuzz_tests;
 pub mod hmat;
 mod image;
 pub mod madt;
-pub mod overrides;
 #[cfg(test)]
 mod override_tests;
+pub mod overrides;
 mod problem;
 #[cfg(test)]
 mod qemu_tests;

@@ -78,9 +78,16 @@ fn modules_add_tables_the_firmware_lacks() {
 
 #[test]
 fn a_module_replaces_the_firmware_table_in_its_place() {
-    let firmware_srat = srat(3, &[cpu_affinity(0, 0, 1), memory_affinity(0, 0, 1 << 30, 1)]);
+    let firmware_srat = srat(
+        3,
+        &[cpu_affinity(0, 0, 1), memory_affinity(0, 0, 1 << 30, 1)],
+    );
     let f = run(
-        vec![firmware_srat.clone(), madt(&[lapic(0, 0, 1)]), firmware_srat],
+        vec![
+            firmware_srat.clone(),
+            madt(&[lapic(0, 0, 1)]),
+            firmware_srat,
+        ],
         &[module_srat()],
     );
     assert!(f.problems.is_empty(), "{:?}", messages(&f));
@@ -102,7 +109,11 @@ fn a_module_replaces_the_firmware_table_in_its_place() {
 fn other_modules_are_left_alone() {
     let f = run(
         vec![madt(&[lapic(0, 0, 1)])],
-        &[b"\x7fELF not a table".to_vec(), Vec::new(), table(b"FACP", 1, &[0; 8])],
+        &[
+            b"\x7fELF not a table".to_vec(),
+            Vec::new(),
+            table(b"FACP", 1, &[0; 8]),
+        ],
     );
     assert!(f.problems.is_empty(), "{:?}", messages(&f));
     assert!(f.overrides.is_empty());
@@ -111,7 +122,10 @@ fn other_modules_are_left_alone() {
 
 #[test]
 fn bad_modules_are_problems_and_the_firmware_table_stays() {
-    let firmware_srat = srat(3, &[cpu_affinity(0, 0, 1), memory_affinity(0, 0, 1 << 30, 1)]);
+    let firmware_srat = srat(
+        3,
+        &[cpu_affinity(0, 0, 1), memory_affinity(0, 0, 1 << 30, 1)],
+    );
     let mut bad_checksum = module_srat();
     bad_checksum[9] ^= 0x55;
     let mut truncated = module_slit();
@@ -127,7 +141,9 @@ fn bad_modules_are_problems_and_the_firmware_table_stays() {
     assert!(messages[1].contains("SLIT") && messages[1].contains("exceeds the module's 40 bytes"));
     assert!(messages[2].contains("shorter than a table header"));
     assert!(messages[3].contains("already overrides it"));
-    assert!(messages.iter().all(|m| m.contains("not used as an override")));
+    assert!(messages
+        .iter()
+        .all(|m| m.contains("not used as an override")));
     // The fourth module (the first good one) replaced the firmware SRAT.
     assert_eq!(f.overrides.len(), 1);
     assert_eq!(f.overrides[0].module, MODULE_BASE + 0x3_0000);

@@ -179,7 +179,8 @@ fn tags(structure: &[u8]) -> Result<Vec<Tag<'_>>, Multiboot2Error> {
     let mut found = Vec::new();
     let mut offset = FIXED_BYTES;
     while offset < structure.len() {
-        let (Some(tag_type), Some(size)) = (u32_at(structure, offset), u32_at(structure, offset + 4))
+        let (Some(tag_type), Some(size)) =
+            (u32_at(structure, offset), u32_at(structure, offset + 4))
         else {
             break;
         };
@@ -228,7 +229,7 @@ fn memory_kind(raw: u32) -> MemoryKind {
 fn parse_memory_map(tag: &Tag<'_>) -> Result<Vec<MemoryRegion>, Multiboot2Error> {
     tag.require(8)?;
     let entry_size = u32_at(tag.payload, 0).unwrap_or(0);
-    if entry_size < MEMORY_MAP_ENTRY_MIN || entry_size % 8 != 0 {
+    if entry_size < MEMORY_MAP_ENTRY_MIN || !entry_size.is_multiple_of(8) {
         return Err(Multiboot2Error::BadMemoryMapEntrySize { entry_size });
     }
     Ok(tag.payload[8..]
@@ -277,16 +278,14 @@ fn parse_module(tag: &Tag<'_>, index: usize) -> Result<Module, Multiboot2Error> 
 /// The RSDP copy of tag 15 (ACPI 2.0+) is preferred over tag 14's (ACPI 1.0); without either
 /// the caller searches the BIOS areas as for any loader that names no RSDP.
 pub fn parse(structure: &[u8], address: u64) -> Result<BootInfo, Multiboot2Error> {
-    if address % 8 != 0 {
+    if !address.is_multiple_of(8) {
         return Err(Multiboot2Error::Misaligned { address });
     }
     let total = total_size(structure)?;
-    let structure = structure
-        .get(..total)
-        .ok_or(Multiboot2Error::Truncated {
-            have: structure.len(),
-            need: total,
-        })?;
+    let structure = structure.get(..total).ok_or(Multiboot2Error::Truncated {
+        have: structure.len(),
+        need: total,
+    })?;
     let mut memory_map = None;
     let mut meminfo = None;
     let mut command_line = String::new();

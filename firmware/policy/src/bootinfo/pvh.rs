@@ -49,13 +49,27 @@ pub struct ModuleEntry {
 /// Why a PVH start_info cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PvhError {
-    Truncated { have: usize },
-    BadMagic { found: u32 },
-    NoMemoryMap { version: u32 },
-    TooManyEntries { entries: u32 },
-    TooManyModules { modules: u32 },
+    Truncated {
+        have: usize,
+    },
+    BadMagic {
+        found: u32,
+    },
+    NoMemoryMap {
+        version: u32,
+    },
+    TooManyEntries {
+        entries: u32,
+    },
+    TooManyModules {
+        modules: u32,
+    },
     /// Module `index`'s address plus size does not fit in 64 bits.
-    ModuleWraps { index: usize, paddr: u64, size: u64 },
+    ModuleWraps {
+        index: usize,
+        paddr: u64,
+        size: u64,
+    },
 }
 
 impl core::fmt::Display for PvhError {
@@ -177,9 +191,10 @@ pub fn parse_module_list(bytes: &[u8]) -> Result<Vec<ModuleEntry>, PvhError> {
         .enumerate()
         .map(|(index, entry)| {
             let (paddr, size) = (u64_at(entry, 0), u64_at(entry, 8));
-            let end = paddr
-                .checked_add(size)
-                .ok_or(PvhError::ModuleWraps { index, paddr, size })?;
+            let end =
+                paddr
+                    .checked_add(size)
+                    .ok_or(PvhError::ModuleWraps { index, paddr, size })?;
             Ok(ModuleEntry {
                 start: paddr,
                 end,

@@ -12,7 +12,7 @@ use super::low_memory::copy_low;
 /// Translates the boot information at `address`; `magic` is what the loader left in EAX.
 pub fn read_boot_info(address: u64, magic: u32) -> Result<BootInfo, Multiboot2Error> {
     multiboot2::check_magic(magic)?;
-    if address % 8 != 0 {
+    if !address.is_multiple_of(8) {
         return Err(Multiboot2Error::Misaligned { address });
     }
     let total = multiboot2::total_size(&copy_low(address, FIXED_BYTES))?;

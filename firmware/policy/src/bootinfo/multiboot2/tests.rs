@@ -138,7 +138,10 @@ fn translates_what_grub_gives() {
 #[test]
 fn prefers_the_new_rsdp_and_falls_back_to_basic_meminfo() {
     let bytes = Builder::new()
-        .tag(15, b"new rsdp copy\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0")
+        .tag(
+            15,
+            b"new rsdp copy\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        )
         .tag(14, b"old rsdp copy\0\0\0\0\0\0\0")
         .tag(4, &[0x80, 2, 0, 0, 0x00, 0xfc, 0x0f, 0])
         .end();
