@@ -5,13 +5,13 @@ use alloc::vec::Vec;
 
 use log::{error, info, warn};
 use numavisor_policy::acpi::{self, AcpiFindings};
-use numavisor_policy::bootinfo::BootInfo;
+use numavisor_policy::bootinfo::{BootInfo, Module, RsdpSource};
 use numavisor_policy::memory::{FrameAllocator, Usage, PAGE_SIZE};
 use numavisor_policy::report::events::{self, CpuReport, Timing};
 use numavisor_policy::topology::Topology;
 
 use crate::partition;
-use crate::platform::boot::{pvh, pvh_entry};
+use crate::platform::boot::{self, pvh_entry};
 use crate::platform::console::{log as console_log, report, serial};
 use crate::platform::cpu::{apic, idt, paging, smp, tsc};
 use crate::platform::debug_exit;
@@ -35,15 +35,16 @@ fn image_range() -> (u64, u64) {
     )
 }
 
-/// Entered from the PVH entry code on the boot CPU with the `hvm_start_info` address (the
-/// entry code calls it by this symbol name, so the boot layer does not depend on this one).
+/// Entered from the entry code on the boot CPU with the loader's boot information address,
+/// which entry ran (PVH or multiboot2) and the loader's magic register (the entry code calls
+/// it by this symbol name, so the boot layer does not depend on this one).
 #[unsafe(no_mangle)]
-pub extern "C" fn numavisor_bsp_main(start_info: u32) -> ! {
+pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> ! {
     serial::init();
     idt::load();
     crate::platform::cpu::gdt::install_tss();
     apic::mask_legacy_pic();
-    let boot = match pvh::read_boot_info(start_info as u64) {
+    let boot = match boot::read_boot_info(boot_info, entry, magic) {
         Ok(boot) => boot,
         Err(problem) => panic!("cannot start: {problem}"),
     };
@@ -79,7 +80,7 @@ pub extern "C" fn numavisor_bsp_main(start_info: u32) -> ! {
     let usable_ram = boot.usable_ram();
     let topology = build_topology(findings.as_ref(), &usable_ram);
     let t_pmm = tsc::now();
-    let mut frames = build_frame_allocator(&topology);
+    let mut frames = build_frame_allocator(&topology, &boot.modules);
     let t_smp = tsc::now();
 
     let x2apic = choose_apic_mode(&topology);
@@ -206,22 +207,67 @@ fn configure_from_command_line(boot: &BootInfo) {
         );
     }
     if boot.option("exit").is_some() {
-        let port = boot
-            .option("debug-exit-port")
-            .and_then(|p| u16::from_str_radix(p.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(DEFAULT_DEBUG_EXIT_PORT);
-        debug_exit::enable(port);
+        if boot.option("debug-exit") == Some("bochs") {
+            debug_exit::enable_bochs();
+        } else {
+            let port = boot
+                .option("debug-exit-port")
+                .and_then(|p| u16::from_str_radix(p.trim_start_matches("0x"), 16).ok())
+                .unwrap_or(DEFAULT_DEBUG_EXIT_PORT);
+            debug_exit::enable(port);
+        }
     }
 }
 
-/// Finds and parses the ACPI tables; `None` when the machine has no RSDP at all.
+/// Finds and parses the ACPI tables, boot modules holding tables overriding the firmware's;
+/// `None` when the machine has no RSDP at all.
 fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFindings> {
-    let rsdp = boot.rsdp.or_else(|| acpi::find_rsdp_in_bios_areas(memory));
+    let rsdp = boot
+        .rsdp
+        .clone()
+        .or_else(|| acpi::find_rsdp_in_bios_areas(memory).map(RsdpSource::At));
     let Some(rsdp) = rsdp else {
         warn!("ACPI: no RSDP from the loader nor in the BIOS areas; assuming one domain and only this CPU");
         return None;
     };
-    let findings = acpi::discover(memory, rsdp);
+    let candidates: Vec<acpi::OverrideCandidate> = boot
+        .modules
+        .iter()
+        .map(|m| acpi::OverrideCandidate {
+            address: m.start,
+            length: m.len(),
+        })
+        .collect();
+    let findings = match &rsdp {
+        RsdpSource::At(address) => acpi::discover_with_overrides(memory, *address, &candidates),
+        RsdpSource::Copied { address, bytes } => {
+            // The loader's copy, read where it was, over the memory holding the tables.
+            let copy = acpi::MemoryImage::new().with(*address, bytes.clone());
+            let layered = acpi::Overlay {
+                top: &copy,
+                below: memory,
+            };
+            acpi::discover_with_overrides(&layered, *address, &candidates)
+        }
+    };
+    let rsdp = rsdp.address();
+    for done in &findings.overrides {
+        let name = boot
+            .modules
+            .iter()
+            .find(|m| m.start == done.module && !m.name.is_empty())
+            .map_or(alloc::format!("at {:#x}", done.module), |m| m.name.clone());
+        match done.replaced {
+            Some(table) => info!(
+                "ACPI: {} from boot module {name} replaces the firmware's at {table:#x}",
+                core::str::from_utf8(&done.signature).unwrap_or("????")
+            ),
+            None => info!(
+                "ACPI: {} from boot module {name} added (the firmware has none)",
+                core::str::from_utf8(&done.signature).unwrap_or("????")
+            ),
+        }
+    }
     for problem in &findings.problems {
         warn!("ACPI: {problem}");
     }
@@ -263,13 +309,24 @@ fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) ->
     topology
 }
 
-fn build_frame_allocator(topology: &Topology) -> FrameAllocator {
+/// The per-node frame allocator, with the image and the boot modules taken out: the modules
+/// were read by ACPI discovery (table overrides) and may be read again (`acpi-dump`), so
+/// their memory is never handed out.
+fn build_frame_allocator(topology: &Topology, modules: &[Module]) -> FrameAllocator {
     let per_node: Vec<Vec<(u64, u64)>> =
         topology.domains.iter().map(|d| d.usable.clone()).collect();
     let mut frames = FrameAllocator::new(&per_node);
     let (start, end) = image_range();
     if let Err(problem) = frames.reserve(start, end, Usage::Hypervisor) {
         warn!("memory: cannot reserve the image [{start:#x}, {end:#x}): {problem}");
+    }
+    for module in modules.iter().filter(|m| !m.is_empty()) {
+        if let Err(problem) = frames.reserve(module.start, module.end, Usage::Hypervisor) {
+            warn!(
+                "memory: cannot reserve boot module {} [{:#x}, {:#x}): {problem}",
+                module.name, module.start, module.end
+            );
+        }
     }
     frames
 }

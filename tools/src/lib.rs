@@ -1,7 +1,10 @@
 //! numavisor's host tooling, as a library the `tools` binary and the QEMU tests share:
 //! installing what a run needs, building the image, running it under QEMU with a named
-//! topology, reading the `@nv` boot report and checking it against the topology's expectations.
+//! topology (or under Bochs, booted by GRUB through multiboot2), reading the `@nv` boot report
+//! and checking it against the topology's expectations.
 
+pub mod bochs;
+pub mod bochs_machine;
 pub mod expect;
 pub mod image;
 pub mod linux;

@@ -4,7 +4,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// A command we need and the Debian package that provides it.
+/// A command we need (or, written as an absolute path, a file) and the Debian package that
+/// provides it.
 pub struct Needed {
     pub command: &'static str,
     pub package: &'static str,
@@ -21,8 +22,48 @@ pub const IASL: Needed = Needed {
     package: "acpica-tools",
 };
 
-/// Whether `command` is on the PATH.
+/// What the Bochs runs need: the emulator and its BIOS images, its text display (for
+/// interactive runs), and GRUB's BIOS build with the tools `grub-mkrescue` drives.
+pub const BOCHS: [Needed; 8] = [
+    Needed {
+        command: "bochs",
+        package: "bochs",
+    },
+    Needed {
+        command: "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so",
+        package: "bochs-term",
+    },
+    Needed {
+        command: "/usr/share/bochs/BIOS-bochs-latest",
+        package: "bochsbios",
+    },
+    Needed {
+        command: "/usr/share/vgabios/vgabios.bin",
+        package: "vgabios",
+    },
+    Needed {
+        command: "/usr/lib/grub/i386-pc/kernel.img",
+        package: "grub-pc-bin",
+    },
+    Needed {
+        command: "grub-mkrescue",
+        package: "grub-common",
+    },
+    Needed {
+        command: "xorriso",
+        package: "xorriso",
+    },
+    Needed {
+        command: "mformat",
+        package: "mtools",
+    },
+];
+
+/// Whether `command` is on the PATH (an absolute path: whether that file exists).
 pub fn have(command: &str) -> bool {
+    if command.starts_with('/') {
+        return std::path::Path::new(command).exists();
+    }
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {command} >/dev/null 2>&1"))

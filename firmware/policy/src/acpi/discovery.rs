@@ -2,12 +2,14 @@
 //!
 //! RSDP → XSDT (revision ≥ 2 with a nonzero, checksummed XSDT; 64-bit entries, possibly
 //! unaligned) or RSDT (32-bit entries) → every table. An unusable XSDT falls back to the
-//! RSDT. Each table we parse (APIC, SRAT, SLIT, HMAT) must pass [`load_table`]; the first
-//! usable one of each signature is decoded and later ones are noted and ignored.
+//! RSDT. Boot modules holding tables override the firmware's ([`super::overrides`]). Each
+//! table we parse (APIC, SRAT, SLIT, HMAT) must pass [`load_table`]; the first usable one of
+//! each signature is decoded and later ones are noted and ignored.
 
 use alloc::vec::Vec;
 
 use super::bytes::{u32_at, u64_at};
+use super::overrides::{self, OverrideCandidate};
 use super::problem::{AcpiProblem, RootFallback};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
 use super::{hmat, madt, rsdp, slit, srat};
@@ -16,23 +18,20 @@ use super::{AcpiFindings, PhysicalMemory, RootTableKind, TableRef};
 /// Find and decode everything ACPI tells us about CPUs and NUMA, starting from the RSDP at
 /// `rsdp_address`. Never fails: what cannot be used is left out and named in `problems`.
 pub fn discover(mem: &dyn PhysicalMemory, rsdp_address: u64) -> AcpiFindings {
-    let mut findings = AcpiFindings::empty();
-    let problems = &mut findings.problems;
-    let rsdp = match rsdp::parse(mem, rsdp_address, problems) {
-        Ok(rsdp) => rsdp,
-        Err(problem) => {
-            problems.push(problem);
-            return findings;
-        }
-    };
-    findings.rsdp_revision = rsdp.revision;
-    findings.oem_id = rsdp.oem_id;
+    discover_with_overrides(mem, rsdp_address, &[])
+}
 
-    let Some((kind, root)) = root_table(mem, &rsdp, problems) else {
-        return findings;
-    };
-    findings.root = kind;
-    let entries = root_entries(kind, root, problems);
+/// [`discover`], with the boot modules in `candidates` overriding the firmware's tables of
+/// their signatures (or adding them, even when the firmware's root tables are unusable).
+pub fn discover_with_overrides(
+    mem: &dyn PhysicalMemory,
+    rsdp_address: u64,
+    candidates: &[OverrideCandidate],
+) -> AcpiFindings {
+    let mut findings = AcpiFindings::empty();
+    let entries = firmware_entries(mem, rsdp_address, &mut findings);
+    let accepted = overrides::vet(mem, candidates, &mut findings.problems);
+    let entries = overrides::apply(mem, entries, &accepted, &mut findings.overrides);
 
     for address in entries {
         let Some(header) = mem
@@ -54,13 +53,7 @@ pub fn discover(mem: &dyn PhysicalMemory, rsdp_address: u64) -> AcpiFindings {
         };
         let index = findings.tables.len();
         findings.tables.push(table_ref);
-        let minimum = match &signature {
-            b"APIC" => madt::MADT_FIXED_LENGTH,
-            b"SRAT" => srat::SRAT_FIXED_LENGTH,
-            b"SLIT" => SDT_HEADER_LENGTH + 8,
-            b"HMAT" => hmat::HMAT_FIXED_LENGTH,
-            _ => SDT_HEADER_LENGTH,
-        };
+        let minimum = overrides::minimum_length(&signature);
         let table = match load_table(mem, address, None, minimum) {
             Ok(table) => table,
             Err(problem) => {
@@ -96,6 +89,30 @@ pub fn discover(mem: &dyn PhysicalMemory, rsdp_address: u64) -> AcpiFindings {
         }
     }
     findings
+}
+
+/// The table addresses the firmware's root lists (none if the RSDP or root is unusable),
+/// with the RSDP's facts recorded in `findings`.
+fn firmware_entries(
+    mem: &dyn PhysicalMemory,
+    rsdp_address: u64,
+    findings: &mut AcpiFindings,
+) -> Vec<u64> {
+    let problems = &mut findings.problems;
+    let rsdp = match rsdp::parse(mem, rsdp_address, problems) {
+        Ok(rsdp) => rsdp,
+        Err(problem) => {
+            problems.push(problem);
+            return Vec::new();
+        }
+    };
+    findings.rsdp_revision = rsdp.revision;
+    findings.oem_id = rsdp.oem_id;
+    let Some((kind, root)) = root_table(mem, &rsdp, problems) else {
+        return Vec::new();
+    };
+    findings.root = kind;
+    root_entries(kind, root, problems)
 }
 
 /// The root table to use and its bytes, falling back from a bad XSDT to the RSDT.

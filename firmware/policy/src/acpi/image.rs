@@ -39,3 +39,18 @@ impl PhysicalMemory for MemoryImage {
         })
     }
 }
+
+/// Reads from `top` where it has the bytes, else from `below`: a loader's copy of the RSDP
+/// (multiboot2 tags 14 and 15) laid over physical memory, where the tables it points at are.
+pub struct Overlay<'a> {
+    pub top: &'a dyn PhysicalMemory,
+    pub below: &'a dyn PhysicalMemory,
+}
+
+impl PhysicalMemory for Overlay<'_> {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.top
+            .read(addr, len)
+            .or_else(|| self.below.read(addr, len))
+    }
+}

@@ -18,6 +18,9 @@ mod fuzz_tests;
 pub mod hmat;
 mod image;
 pub mod madt;
+#[cfg(test)]
+mod override_tests;
+pub mod overrides;
 mod problem;
 #[cfg(test)]
 mod qemu_tests;
@@ -33,11 +36,14 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use discovery::discover;
+pub use discovery::{discover, discover_with_overrides};
 pub use hmat::{Hmat, HmatDataType, HmatLocality, MemoryProximity, MemorySideCache};
-pub use image::MemoryImage;
+pub use image::{MemoryImage, Overlay};
 pub use madt::{InterruptOverride, Madt, MadtIoApic, MadtProcessor};
-pub use problem::{AcpiProblem, EntryFault, RootFallback, RsdpFault, SlitFault, TableFault};
+pub use overrides::{OverrideCandidate, TableOverride, OVERRIDABLE};
+pub use problem::{
+    AcpiProblem, EntryFault, OverrideFault, RootFallback, RsdpFault, SlitFault, TableFault,
+};
 pub use rsdp::find_rsdp_in_bios_areas;
 pub use sdt::SdtHeader;
 pub use slit::{Slit, LOCAL_DISTANCE, REMOTE_DISTANCE, UNREACHABLE};
@@ -88,8 +94,11 @@ pub struct AcpiFindings {
     pub rsdp_revision: u8,
     pub oem_id: [u8; 6],
     pub root: RootTableKind,
-    /// Every table the root lists whose header was readable, in root order.
+    /// Every table the root lists whose header was readable, in root order, with boot-module
+    /// overrides in the place of the tables they replace and added ones last.
     pub tables: Vec<TableRef>,
+    /// The tables boot modules supplied, in the order they were applied.
+    pub overrides: Vec<TableOverride>,
     pub madt: Option<Madt>,
     pub srat: Option<Srat>,
     /// Present only if it passed validation.
@@ -106,6 +115,7 @@ impl AcpiFindings {
             oem_id: [0; 6],
             root: RootTableKind::Rsdt,
             tables: Vec::new(),
+            overrides: Vec::new(),
             madt: None,
             srat: None,
             slit: None,

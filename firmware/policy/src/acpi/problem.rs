@@ -60,6 +60,27 @@ pub enum AcpiProblem {
     },
     /// The SLIT is unusable: distances fall back to 10 local / 20 remote.
     Slit(SlitFault),
+    /// A boot module starting with an overridable signature is not a usable table: the
+    /// firmware's table (if any) is used.
+    OverrideRejected {
+        /// Physical address of the module.
+        module: u64,
+        signature: [u8; 4],
+        fault: OverrideFault,
+    },
+}
+
+/// Why a boot module was not used as a table override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverrideFault {
+    /// The module is shorter than a table header.
+    ShorterThanHeader { module_bytes: u64 },
+    /// The table's length field claims more bytes than the module holds.
+    LongerThanModule { length: u32, module_bytes: u64 },
+    /// The table fails the checks every table must pass.
+    Table(TableFault),
+    /// An earlier module already overrides this signature.
+    Duplicate { kept: u64 },
 }
 
 /// Why an RSDP was rejected.
@@ -208,6 +229,15 @@ impl fmt::Display for AcpiProblem {
                     "SLIT: {fault}; distances fall back to 10 local / 20 remote"
                 )
             }
+            AcpiProblem::OverrideRejected {
+                module,
+                signature,
+                fault,
+            } => write!(
+                f,
+                "boot module at {module:#x} ({}): {fault}; not used as an override",
+                Ascii(&signature)
+            ),
         }
     }
 }
@@ -219,6 +249,27 @@ impl fmt::Display for RsdpFault {
             RsdpFault::BadSignature => f.write_str("no \"RSD PTR \" signature"),
             RsdpFault::BadChecksum => f.write_str("checksum does not add up to zero"),
             RsdpFault::BadLength(len) => write!(f, "length {len} is not a valid RSDP length"),
+        }
+    }
+}
+
+impl fmt::Display for OverrideFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            OverrideFault::ShorterThanHeader { module_bytes } => {
+                write!(f, "{module_bytes} bytes, shorter than a table header")
+            }
+            OverrideFault::LongerThanModule {
+                length,
+                module_bytes,
+            } => write!(
+                f,
+                "table length {length} exceeds the module's {module_bytes} bytes"
+            ),
+            OverrideFault::Table(fault) => write!(f, "{fault}"),
+            OverrideFault::Duplicate { kept } => {
+                write!(f, "the module at {kept:#x} already overrides it")
+            }
         }
     }
 }

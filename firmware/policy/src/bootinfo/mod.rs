@@ -1,9 +1,10 @@
 //! The one description of what a boot path hands us.
 //!
-//! Every boot protocol (PVH today; EFI, coreboot and multiboot2 later) only translates its own
-//! format into a [`BootInfo`]: a memory map, where the RSDP is, and the command line. Nothing
-//! after the translator knows which protocol booted the image.
+//! Every boot protocol (PVH and multiboot2 today; EFI and coreboot later) only translates its
+//! own format into a [`BootInfo`]: a memory map, where the RSDP is, the command line and the
+//! boot modules. Nothing after the translator knows which protocol booted the image.
 
+pub mod multiboot2;
 pub mod pvh;
 
 use alloc::string::String;
@@ -42,17 +43,66 @@ impl MemoryRegion {
 /// Which protocol booted the image (reported, never branched on after translation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootProtocol {
+    /// Xen's PVH ABI (QEMU `-kernel`, cloud-hypervisor `--kernel`).
     Pvh,
+    /// Multiboot2 (GRUB's `multiboot2` command).
+    Multiboot2,
+}
+
+/// Where the loader says the ACPI RSDP is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RsdpSource {
+    /// Its physical address (PVH `rsdp_paddr`).
+    At(u64),
+    /// A copy of its bytes (multiboot2 tags 14 and 15), which lay at `address` inside the
+    /// loader's boot information. Discovery reads the RSDP from `bytes` and the tables it
+    /// points at from physical memory.
+    Copied { address: u64, bytes: Vec<u8> },
+}
+
+impl RsdpSource {
+    /// The physical address to report: the RSDP's own, or that of the loader's copy.
+    pub fn address(&self) -> u64 {
+        match self {
+            RsdpSource::At(address) | RsdpSource::Copied { address, .. } => *address,
+        }
+    }
+}
+
+/// A boot module: a file the loader placed in RAM (multiboot2 `module2`, PVH modlist, which
+/// QEMU fills from `-initrd`). Its memory stays reserved: nothing hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Physical address of its first byte.
+    pub start: u64,
+    /// One past its last byte (`start <= end`, checked by the translator).
+    pub end: u64,
+    /// Its string (multiboot2) or command line (PVH); often the file name.
+    pub name: String,
+}
+
+impl Module {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
 }
 
 /// What every boot path provides, already copied out of the loader's memory.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootInfo {
     pub protocol: BootProtocol,
     pub memory_map: Vec<MemoryRegion>,
-    /// Physical address of the ACPI RSDP, if the loader gave one.
-    pub rsdp: Option<u64>,
+    /// Where the ACPI RSDP is, if the loader said.
+    pub rsdp: Option<RsdpSource>,
     pub command_line: String,
+    /// The boot modules, in the loader's order.
+    pub modules: Vec<Module>,
 }
 
 impl BootInfo {
@@ -141,6 +191,7 @@ mod tests {
                 .collect(),
             rsdp: None,
             command_line: cmdline.into(),
+            modules: Vec::new(),
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Layout from Xen's `xen/include/public/arch-x86/hvm/start_info.h`: `hvm_start_info` (magic
 //! 0x336ec578, version, flags, module count and list, command line, RSDP, and from version 1
-//! the memory map) and `hvm_memmap_table_entry` (address, size, type, reserved: 24 bytes).
+//! the memory map), `hvm_memmap_table_entry` (address, size, type, reserved: 24 bytes) and
+//! `hvm_modlist_entry` (address, size, command line, reserved: 32 bytes; QEMU lists the
+//! `-initrd` file there).
 //! The bytes come from the loader, so every field is checked before use.
 
 use alloc::vec::Vec;
@@ -17,6 +19,10 @@ pub const START_INFO_BYTES: usize = 56;
 pub const MEMMAP_ENTRY_BYTES: usize = 24;
 /// Memory-map entries we accept (a real map has tens).
 pub const MAX_MEMMAP_ENTRIES: u32 = 1024;
+/// Bytes of one module-list entry.
+pub const MODLIST_ENTRY_BYTES: usize = 32;
+/// Modules we accept.
+pub const MAX_MODULES: u32 = 64;
 
 /// The fields of `hvm_start_info` we use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,15 +32,44 @@ pub struct StartInfo {
     pub rsdp_paddr: u64,
     pub memmap_paddr: u64,
     pub memmap_entries: u32,
+    /// Address of the module list; 0 when there are no modules.
+    pub modlist_paddr: u64,
+    pub nr_modules: u32,
+}
+
+/// One `hvm_modlist_entry`, checked: `start <= end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleEntry {
+    pub start: u64,
+    pub end: u64,
+    /// Physical address of its NUL-terminated command line; 0 if none.
+    pub cmdline_paddr: u64,
 }
 
 /// Why a PVH start_info cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PvhError {
-    Truncated { have: usize },
-    BadMagic { found: u32 },
-    NoMemoryMap { version: u32 },
-    TooManyEntries { entries: u32 },
+    Truncated {
+        have: usize,
+    },
+    BadMagic {
+        found: u32,
+    },
+    NoMemoryMap {
+        version: u32,
+    },
+    TooManyEntries {
+        entries: u32,
+    },
+    TooManyModules {
+        modules: u32,
+    },
+    /// Module `index`'s address plus size does not fit in 64 bits.
+    ModuleWraps {
+        index: usize,
+        paddr: u64,
+        size: u64,
+    },
 }
 
 impl core::fmt::Display for PvhError {
@@ -54,6 +89,14 @@ impl core::fmt::Display for PvhError {
             PvhError::TooManyEntries { entries } => write!(
                 f,
                 "PVH memory map claims {entries} entries (more than {MAX_MEMMAP_ENTRIES})"
+            ),
+            PvhError::TooManyModules { modules } => write!(
+                f,
+                "PVH start_info claims {modules} modules (more than {MAX_MODULES})"
+            ),
+            PvhError::ModuleWraps { index, paddr, size } => write!(
+                f,
+                "PVH module {index} at {paddr:#x} of {size:#x} bytes runs past the top of the address space"
             ),
         }
     }
@@ -88,6 +131,8 @@ impl StartInfo {
             rsdp_paddr: u64_at(bytes, 32),
             memmap_paddr: if version >= 1 { u64_at(bytes, 40) } else { 0 },
             memmap_entries: if version >= 1 { u32_at(bytes, 48) } else { 0 },
+            nr_modules: u32_at(bytes, 12),
+            modlist_paddr: u64_at(bytes, 16),
         };
         if info.memmap_paddr == 0 || info.memmap_entries == 0 {
             return Err(PvhError::NoMemoryMap { version });
@@ -97,7 +142,21 @@ impl StartInfo {
                 entries: info.memmap_entries,
             });
         }
+        if info.nr_modules > MAX_MODULES {
+            return Err(PvhError::TooManyModules {
+                modules: info.nr_modules,
+            });
+        }
         Ok(info)
+    }
+
+    /// Bytes of the module list this start_info points at (0 without modules).
+    pub fn modlist_bytes(&self) -> usize {
+        if self.modlist_paddr == 0 {
+            0
+        } else {
+            self.nr_modules as usize * MODLIST_ENTRY_BYTES
+        }
     }
 
     /// Bytes of the memory map table this start_info points at.
@@ -121,6 +180,26 @@ pub fn parse_memory_map(bytes: &[u8]) -> Vec<MemoryRegion> {
                 5 => MemoryKind::Unusable,
                 _ => MemoryKind::Reserved,
             },
+        })
+        .collect()
+}
+
+/// Decodes `hvm_modlist_entry` records; a module whose end would wrap is an error.
+pub fn parse_module_list(bytes: &[u8]) -> Result<Vec<ModuleEntry>, PvhError> {
+    bytes
+        .chunks_exact(MODLIST_ENTRY_BYTES)
+        .enumerate()
+        .map(|(index, entry)| {
+            let (paddr, size) = (u64_at(entry, 0), u64_at(entry, 8));
+            let end =
+                paddr
+                    .checked_add(size)
+                    .ok_or(PvhError::ModuleWraps { index, paddr, size })?;
+            Ok(ModuleEntry {
+                start: paddr,
+                end,
+                cmdline_paddr: u64_at(entry, 16),
+            })
         })
         .collect()
 }
@@ -171,6 +250,44 @@ mod tests {
         assert_eq!(
             StartInfo::parse(&start_info(START_INFO_MAGIC, 1, 0x6000, 100_000)),
             Err(PvhError::TooManyEntries { entries: 100_000 })
+        );
+    }
+
+    #[test]
+    fn decodes_the_module_list() {
+        let mut info = start_info(START_INFO_MAGIC, 1, 0x6000, 5);
+        info[12..16].copy_from_slice(&2u32.to_le_bytes());
+        info[16..24].copy_from_slice(&0x8000u64.to_le_bytes());
+        let parsed = StartInfo::parse(&info).unwrap();
+        assert_eq!(parsed.modlist_bytes(), 64);
+        info[12..16].copy_from_slice(&65u32.to_le_bytes());
+        assert_eq!(
+            StartInfo::parse(&info),
+            Err(PvhError::TooManyModules { modules: 65 })
+        );
+
+        let mut list = Vec::new();
+        for (paddr, size, cmdline) in [(0x70_0000u64, 0x1234u64, 0x9000u64), (u64::MAX, 2, 0)] {
+            list.extend_from_slice(&paddr.to_le_bytes());
+            list.extend_from_slice(&size.to_le_bytes());
+            list.extend_from_slice(&cmdline.to_le_bytes());
+            list.extend_from_slice(&0u64.to_le_bytes());
+        }
+        assert_eq!(
+            parse_module_list(&list[..32]).unwrap(),
+            alloc::vec![ModuleEntry {
+                start: 0x70_0000,
+                end: 0x70_1234,
+                cmdline_paddr: 0x9000
+            }]
+        );
+        assert_eq!(
+            parse_module_list(&list),
+            Err(PvhError::ModuleWraps {
+                index: 1,
+                paddr: u64::MAX,
+                size: 2
+            })
         );
     }
 

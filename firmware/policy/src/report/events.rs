@@ -45,6 +45,11 @@ pub fn acpi(rsdp: u64, findings: &AcpiFindings) -> String {
                     });
                 }
             })
+            .array("overridden", |a| {
+                for done in &findings.overrides {
+                    a.str(&signature(&done.signature));
+                }
+            })
             .array("problems", |a| {
                 for problem in &findings.problems {
                     a.str(&alloc::format!("{problem}"));

@@ -1,4 +1,48 @@
 //! Boot protocols. Each one only translates its loader's format into a `BootInfo`.
+//!
+//! Two entry points share one path to long mode (`pvh_entry.rs`): PVH (QEMU `-kernel`,
+//! through the Xen ELF note) and multiboot2 (GRUB, through the ELF entry and the multiboot2
+//! header). The entry code says which one ran; [`read_boot_info`] picks the translator.
 
+mod low_memory;
+pub mod multiboot2;
+pub mod multiboot2_entry;
 pub mod pvh;
 pub mod pvh_entry;
+
+use numavisor_policy::bootinfo::multiboot2::Multiboot2Error;
+use numavisor_policy::bootinfo::pvh::PvhError;
+use numavisor_policy::bootinfo::BootInfo;
+
+use pvh_entry::{ENTERED_BY_MULTIBOOT2, ENTERED_BY_PVH};
+
+/// Why the loader's boot information cannot be used.
+#[derive(Debug)]
+pub enum BootError {
+    Pvh(PvhError),
+    Multiboot2(Multiboot2Error),
+    /// The entry code passed an entry number it does not define (a bug).
+    UnknownEntry(u32),
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootError::Pvh(e) => write!(f, "{e}"),
+            BootError::Multiboot2(e) => write!(f, "{e}"),
+            BootError::UnknownEntry(n) => write!(f, "entered through unknown entry {n}"),
+        }
+    }
+}
+
+/// Translates the boot information at `address` of the protocol whose entry ran (`entry`, as
+/// the entry code passes it); `magic` is the loader's magic register value (multiboot2).
+pub fn read_boot_info(address: u32, entry: u32, magic: u32) -> Result<BootInfo, BootError> {
+    match entry {
+        ENTERED_BY_PVH => pvh::read_boot_info(address.into()).map_err(BootError::Pvh),
+        ENTERED_BY_MULTIBOOT2 => {
+            multiboot2::read_boot_info(address.into(), magic).map_err(BootError::Multiboot2)
+        }
+        other => Err(BootError::UnknownEntry(other)),
+    }
+}

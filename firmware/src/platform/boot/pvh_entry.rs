@@ -1,14 +1,24 @@
-//! The PVH entry point: from 32-bit protected mode to Rust in long mode.
+//! The PVH entry point, and the 32-bit path to Rust in long mode that every entry shares.
 //!
 //! Xen's PVH boot ABI (xen/include/public/arch-x86/hvm/start_info.h, and QEMU's `-kernel`
 //! loader): the loader finds `XEN_ELFNOTE_PHYS32_ENTRY` (note type 18) and jumps there in
 //! 32-bit protected mode with paging off, flat segments and EBX = physical address of
-//! `hvm_start_info`. We read the TSC first (benchmarks count from here), zero `.bss`, build an
-//! identity map of the first 4 GiB with 2 MiB pages, enter long mode and call
-//! `numavisor_bsp_main` (by symbol name: the boot layer does not import the layers above it)
-//! with the start_info address.
+//! `hvm_start_info`. The multiboot2 entry (`multiboot2_entry.rs`) joins the same path.
+//!
+//! `boot_start32` expects ESI = the loader's boot information, EBP = which entry ran
+//! ([`ENTERED_BY_PVH`] or [`ENTERED_BY_MULTIBOOT2`]) and EBX = the loader's magic (EAX at a
+//! multiboot2 entry). It reads the TSC first (benchmarks count from here), zeroes `.bss`,
+//! builds an identity map of the first 4 GiB with 2 MiB pages, sets its own stack and GDT
+//! (a multiboot2 loader leaves ESP undefined and GDTR possibly invalid), enters long mode
+//! and calls `numavisor_bsp_main(info, entry, magic)` (by symbol name: the boot layer does
+//! not import the layers above it).
 
 use core::arch::global_asm;
+
+/// `numavisor_bsp_main`'s second argument after the PVH entry.
+pub const ENTERED_BY_PVH: u32 = 1;
+/// `numavisor_bsp_main`'s second argument after the multiboot2 entry.
+pub const ENTERED_BY_MULTIBOOT2: u32 = 2;
 
 /// Size of the boot CPU's stack.
 pub const BSP_STACK_BYTES: usize = 64 * 1024;
@@ -66,6 +76,12 @@ pvh_start32:
     cli
     cld
     mov esi, ebx                        /* keep hvm_start_info */
+    mov ebp, {pvh}
+    xor ebx, ebx
+    jmp boot_start32
+
+    .global boot_start32
+boot_start32:
     rdtsc
     mov dword ptr [ENTRY_TSC], eax
     mov dword ptr [ENTRY_TSC + 4], edx
@@ -114,6 +130,7 @@ pvh_start32:
     or eax, 0x80000001
     mov cr0, eax
 
+    mov esp, offset BSP_STACK + {stack_bytes}
     lgdt [BOOT_GDT_POINTER]
     /* far return to 0x08:pvh_start64 (spelled out: LLVM's assembler would encode the
        immediate pushes with 16-bit relocations in this .code32 block) */
@@ -132,8 +149,10 @@ pvh_start64:
     mov fs, ax
     mov gs, ax
     mov rsp, offset BSP_STACK + {stack_bytes}
+    mov edi, esi                        /* first argument: the boot information */
+    mov esi, ebp                        /* second: which entry ran */
+    mov edx, ebx                        /* third: the loader's magic */
     xor ebp, ebp
-    mov edi, esi                        /* first argument: hvm_start_info */
     call numavisor_bsp_main             /* start.rs: the boot CPU's main line */
 3:
     cli
@@ -142,6 +161,7 @@ pvh_start64:
     .popsection
 "#,
     stack_bytes = const BSP_STACK_BYTES,
+    pvh = const ENTERED_BY_PVH,
 );
 
 /// The entry code's page tables, for finishing the identity map.

@@ -69,6 +69,8 @@ pub fn parse(addr: u32) -> Result<StartInfo, &'static str> {
         pvh::PvhError::NoMemoryMap { .. } => "hvm_start_info has no memory map (version 0?)",
         pvh::PvhError::TooManyEntries { .. } => "memory map has more than 1024 entries",
         pvh::PvhError::Truncated { .. } => "hvm_start_info is truncated",
+        pvh::PvhError::TooManyModules { .. } => "hvm_start_info has more than 64 modules",
+        pvh::PvhError::ModuleWraps { .. } => "a module runs past the top of the address space",
     })?;
     let mut occupied = Vec::from([(addr, end)]);
 
