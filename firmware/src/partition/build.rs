@@ -446,9 +446,13 @@ fn guest_apic_id(plans: &[numavisor_policy::partition::placement::VcpuPlan], ind
     cpuid::apic_id_of(&vnode_of_vcpu(plans), index as u32).unwrap_or(index as u32)
 }
 
-/// The CPU vendor guests see (the host's: SVM means AMD).
+/// The CPU vendor guests see: the host's (SVM means AMD, VMX Intel), whose MSRs Linux
+/// expects by CPUID's vendor string.
 pub fn guest_vendor() -> Vendor {
-    Vendor::Amd
+    match Active::arch() {
+        Arch::Svm => Vendor::Amd,
+        Arch::Vmx => Vendor::Intel,
+    }
 }
 
 /// The guest platform the partition's ACPI tables describe.

@@ -196,6 +196,14 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         timer.arm(host_wake(offset, [guest_deadline, limit]));
         let exit = cpu.run();
         exits += 1;
+        if log::log_enabled!(log::Level::Trace) {
+            let rip = cpu.rip();
+            let (rax, rcx) = (cpu.registers().rax, cpu.registers().rcx);
+            log::trace!(
+                "partition \"{}\" vCPU {index}: {exit:?} at RIP {rip:#x} (RAX {rax:#x} RCX {rcx:#x})",
+                partition.name()
+            );
+        }
         partition.exit_counts.count(exit.kind());
         if index == 0 {
             stats.tick(partition);

@@ -136,7 +136,7 @@ impl HostCpuid for FakeMachine {
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
         match leaf {
             0 => [0x10, 0x6874_7541, 0x444D_4163, 0x6974_6E65], // "AuthenticAMD"
-            1 => [0x00A0_0F11, 0, 0x7ED8_320B, 0x178B_FBFF],
+            1 => [0x00A0_0F11, 0, 0x7ED8_320B | (1 << 5), 0x178B_FBFF], // with VMX (bit 5)
             0x8000_0000 => [0x8000_0008, 0, 0, 0],
             0x8000_0001 => [0, 0, 0x0000_0004 | 1, 0x2FD3_FBFF], // SVM (bit 2)
             _ => [0; 4],
@@ -285,6 +285,7 @@ fn cpuid_hides_svm_and_shows_the_hypervisor() {
     cpu.registers.rax = 1;
     handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
     assert_ne!(cpu.registers.rcx & (1 << 31), 0, "hypervisor bit");
+    assert_eq!(cpu.registers.rcx & (1 << 5), 0, "no VMX for the guest");
     assert_eq!(cpu.rip, 0x12, "CPUID is two bytes");
     cpu.registers.rax = 0x8000_0001;
     cpu.registers.rcx = 0;
@@ -552,6 +553,7 @@ fn isolation_instructions_get_their_answers() {
         GuestInstruction::Rdpru,
         GuestInstruction::Invlpga,
         GuestInstruction::MonitorMwait,
+        GuestInstruction::Vmx,
     ] {
         assert_eq!(run(instruction), (0x500, vec![ud]));
     }
@@ -560,6 +562,45 @@ fn isolation_instructions_get_their_answers() {
         error_code: None,
     };
     assert_eq!(run(GuestInstruction::Icebp), (0x501, vec![db]));
+}
+
+#[test]
+fn cr8_is_the_local_apic_task_priority_class() {
+    let machine = FakeMachine::new();
+    let mut cpu = FakeVcpu {
+        rip: 0x700,
+        ..FakeVcpu::default()
+    };
+    // MOV CR8, RCX with 9: TPR = 0x90.
+    cpu.registers.rcx = 9;
+    let write = VmExit::Cr8 {
+        write: true,
+        register: 1,
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, write, 0),
+        Next::Resume
+    );
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0x90);
+    assert_eq!(cpu.rip, 0x703);
+    // MOV RAX, CR8 reads the class back.
+    let read = VmExit::Cr8 {
+        write: false,
+        register: 0,
+    };
+    handle(&mut cpu, &mut context(), &machine, read, 0);
+    assert_eq!(cpu.registers.rax, 9);
+    // Bits 4..63 are reserved: #GP, nothing changes.
+    cpu.registers.rcx = 0x10;
+    handle(&mut cpu, &mut context(), &machine, write, 0);
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0x90);
+    assert_eq!(
+        cpu.injected,
+        vec![Event::Exception {
+            vector: 13,
+            error_code: Some(0)
+        }]
+    );
 }
 
 #[test]
