@@ -20,6 +20,9 @@ use crate::qemu::RunResult;
 pub const EXIT_READY: i32 = 0;
 /// Bochs's exit status after its shutdown port (numavisor's failure exit).
 pub const EXIT_FAILURE: i32 = 1;
+/// The most host memory Bochs 2.7 accepts in `memory: host=` (measured: 2560 exits at once).
+const MAX_HOST_MEGS: u64 = 2048;
+
 /// The default CPU model: Intel Haswell, with VMX, EPT, VPID and unrestricted guest.
 pub const DEFAULT_CPU: &str = "corei7_haswell_4770";
 
@@ -52,7 +55,7 @@ pub fn bochsrc(machine: &BochsMachine, cpu: &str, iso: &Path, serial: &Path, log
     format!(
         "# Written by `cargo xtask` for numavisor (tools/src/bochs.rs).\n\
          cpu: model={cpu}, count={cpus}, ips=50000000, reset_on_triple_fault=0\n\
-         memory: guest={megs}, host={megs}\n\
+         memory: guest={megs}, host={host_megs}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
          ata0-master: type=cdrom, path=\"{iso}\", status=inserted\n\
@@ -66,6 +69,9 @@ pub fn bochsrc(machine: &BochsMachine, cpu: &str, iso: &Path, serial: &Path, log
          error: action=report\n",
         cpus = machine.cpus,
         megs = machine.megs,
+        // Bochs refuses to allocate more than 2 GiB of host memory at once (it exits at
+        // start); above that, guest RAM is paged in from the host allocation on demand.
+        host_megs = machine.megs.min(MAX_HOST_MEGS),
         iso = iso.display(),
         serial = serial.display(),
         log = log.display(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Boot;
+use common::{cases, Boot};
 use serde_json::Value;
 use tools::qemu::Reply;
 
@@ -21,71 +21,6 @@ fn boot(layout: &str, topology: &str, on_line: impl FnMut(&str) -> Reply) -> Boo
     Boot::run_with(layout, topology, LINUX_TIMEOUT_S, on_line)
 }
 
-fn number(value: &Value, key: &str) -> u64 {
-    value[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {value}"))
-}
-
-/// What the guest says about itself matches its layout entry.
-fn check_guest_view(boot: &Boot, name: &str, vcpus: u64, distances: &[&[u64]], memory: u64) {
-    let seen = boot.linux(name, "linux");
-    assert_eq!(
-        number(&seen, "nproc"),
-        vcpus,
-        "{name}: {seen}\n{}",
-        boot.context
-    );
-    assert_eq!(
-        number(&seen, "nodes"),
-        distances.len() as u64,
-        "{name}: {seen}\n{}",
-        boot.context
-    );
-    let rows: Vec<Vec<u64>> = distances.iter().map(|r| r.to_vec()).collect();
-    assert_eq!(
-        seen["distances"],
-        serde_json::json!(rows),
-        "{name}: node distances\n{}",
-        boot.context
-    );
-    // What a kernel says when the platform disagrees with itself: an MSR it expected, a
-    // CPUID topology that crosses its NUMA nodes, a warning with a backtrace.
-    for line in boot.console_lines(name) {
-        for complaint in [
-            "unchecked MSR access",
-            "llc-sibling",
-            "Call Trace",
-            "Kernel panic",
-        ] {
-            assert!(
-                !line.contains(complaint),
-                "{name}: {line}\n{}",
-                boot.context
-            );
-        }
-    }
-    // MemTotal is RAM less what the kernel keeps for itself: most of the layout's size.
-    let total = number(&seen, "memtotal_kb") * 1024;
-    assert!(
-        total <= memory && total > memory / 10 * 7,
-        "{name}: MemTotal {total} bytes for {memory} bytes of guest RAM\n{}",
-        boot.context
-    );
-}
-
-/// Partition `name` powered itself off; its memory lay on its nodes; every ledger adds up.
-fn check_powered_off_on_its_nodes(boot: &Boot, name: &str) {
-    assert_eq!(
-        boot.stopped(name)["reason"],
-        "power-off",
-        "{}",
-        boot.context
-    );
-    boot.check_spa_inside_domains(name);
-    boot.check_ledgers();
-}
-
 #[test]
 fn a_two_smp_linux_partitions_on_two_nodes() {
     let boot = boot("linux-pair", "two-nodes", |_| Reply::Continue);
@@ -94,25 +29,25 @@ fn a_two_smp_linux_partitions_on_two_nodes() {
         for vcpu in partition["vcpus"].as_array().unwrap() {
             assert_eq!(vcpu["node"], node, "{name}: {vcpu}\n{}", boot.context);
         }
-        check_guest_view(&boot, name, 2, &[&[10]], 256 << 20);
+        cases::linux_guest_view(&boot, name, 2, &[&[10]], 256 << 20);
         let fill = boot.linux(name, "fill");
         assert_eq!(fill["ok"], true, "{name}: {fill}\n{}", boot.context);
-        assert!(number(&fill, "bytes") > 96 << 20, "{name}: {fill}");
-        check_powered_off_on_its_nodes(&boot, name);
+        assert!(cases::number(&fill, "bytes") > 96 << 20, "{name}: {fill}");
+        cases::powered_off_on_its_nodes(&boot, name);
     }
 }
 
 #[test]
 fn b_a_linux_partition_spanning_two_nodes_sees_the_host_slit() {
-    let boot = boot("linux-spanning", "cpu-less-node", |_| Reply::Continue);
-    check_guest_view(&boot, "wide", 2, &[&[10, 30], &[30, 10]], 224 << 20);
-    check_powered_off_on_its_nodes(&boot, "wide");
+    cases::linux_spanning_sees_the_host_slit(&boot("linux-spanning", "cpu-less-node", |_| {
+        Reply::Continue
+    }));
 }
 
 #[test]
 fn b_a_linux_partition_with_a_vcpu_on_each_of_two_nodes_sees_the_asymmetric_slit() {
     let boot = boot("linux-wide", "four-nodes-asymmetric", |_| Reply::Continue);
-    check_guest_view(&boot, "wide", 2, &[&[10, 15], &[16, 10]], 256 << 20);
+    cases::linux_guest_view(&boot, "wide", 2, &[&[10, 15], &[16, 10]], 256 << 20);
     // One vCPU per vnode: the guest found a CPU on each node.
     assert!(
         boot.console_lines("wide")
@@ -129,7 +64,7 @@ fn b_a_linux_partition_with_a_vcpu_on_each_of_two_nodes_sees_the_asymmetric_slit
             boot.context
         );
     }
-    check_powered_off_on_its_nodes(&boot, "wide");
+    cases::powered_off_on_its_nodes(&boot, "wide");
 }
 
 /// Types into the shells: a command into alpha (its answer comes back, beta sees nothing),

@@ -4,171 +4,47 @@
 
 mod common;
 
-use common::Boot;
+use common::{cases, Boot};
 use serde_json::Value;
 
 #[test]
 fn a_two_partitions_on_two_domains() {
-    let boot = Boot::run("test-guests", "two-nodes");
-    for (name, node) in [("alpha", 0), ("beta", 1)] {
-        let p = boot.partition(name);
-        assert_eq!(p["state"], "running");
-        assert_eq!(p["vcpus"][0]["node"], node, "{p}");
-        assert_eq!(p["memory"][0]["node"], node, "{p}");
-        assert_eq!(p["pool"]["node"], node, "{p}");
-        boot.check_spa_inside_domains(name);
-        let acpi = boot.guest(name, "acpi");
-        assert_eq!(
-            acpi["cpus"],
-            serde_json::json!([{"apic_id": 0, "vnode": 0}]),
-            "{name}: {acpi}"
-        );
-        assert_eq!(
-            acpi["memory"],
-            serde_json::json!([{"vnode": 0, "base": 0, "size": 64u64 << 20}]),
-            "{name}: {acpi}"
-        );
-        boot.check_guest_finished(name);
-    }
-    boot.check_ledgers();
+    cases::two_partitions_on_two_domains(&Boot::run("test-guests", "two-nodes"));
 }
 
 #[test]
 fn b_a_partition_spanning_two_domains_sees_the_host_distance() {
-    let boot = Boot::run("spanning", "cpu-less-node");
-    let p = boot.partition("wide");
-    assert_eq!(p["memory"][0]["node"], 0);
-    assert_eq!(p["memory"][1]["node"], 1);
-    boot.check_spa_inside_domains("wide");
-    let acpi = boot.guest("wide", "acpi");
-    assert_eq!(
-        acpi["distances"],
-        serde_json::json!([[10, 30], [30, 10]]),
-        "the host SLIT says 30: {acpi}"
-    );
-    assert_eq!(acpi["memory"].as_array().map(Vec::len), Some(2), "{acpi}");
-    boot.check_guest_finished("wide");
-    boot.check_ledgers();
+    cases::spanning_partition_sees_the_host_distance(&Boot::run("spanning", "cpu-less-node"));
 }
 
 #[test]
 fn c_a_guest_outside_its_memory_is_stopped_and_the_other_finishes() {
-    let boot = Boot::run("isolation", "two-nodes");
-    let stopped = boot.stopped("prober");
-    assert_eq!(
-        stopped["reason"], "outside-memory",
-        "{stopped}\n{}",
-        boot.context
-    );
-    let probe = boot.guest("prober", "probe");
-    let address = probe["address"].as_u64().expect("probe address");
-    assert!(
-        stopped["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("{address:#x}")),
-        "{stopped}"
-    );
-    assert!(
-        !boot
-            .events("console")
-            .iter()
-            .any(|c| c["partition"] == "prober"
-                && c["line"].as_str().unwrap_or("").contains("probe_returned")),
-        "the probe must never return\n{}",
-        boot.context
-    );
-    boot.check_guest_finished("alpha");
-    boot.check_ledgers();
+    cases::outside_memory_stops_only_its_partition(&Boot::run("isolation", "two-nodes"));
 }
 
 #[test]
 fn d_a_pool_too_small_is_refused_and_the_other_runs() {
-    let boot = Boot::run("small-pool", "two-nodes");
-    let refused = boot.refused("starved");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("insufficient memory"),
-        "{refused}\n{}",
-        boot.context
-    );
-    boot.check_guest_finished("alpha");
-    boot.check_ledgers();
+    cases::small_pool_is_refused(&Boot::run("small-pool", "two-nodes"));
 }
 
 #[test]
 fn e_a_domain_the_machine_lacks_is_refused_at_boot() {
-    let boot = Boot::run("missing-node", "two-nodes");
-    let refused = boot.refused("ghost");
-    assert!(
-        refused["reason"].as_str().unwrap().contains("node 7"),
-        "{refused}\n{}",
-        boot.context
-    );
-    boot.check_guest_finished("alpha");
-    boot.check_ledgers();
+    cases::missing_node_is_refused(&Boot::run("missing-node", "two-nodes"));
 }
 
 #[test]
 fn f_four_partitions_with_2m_and_1g_page_limits() {
-    let boot = Boot::run("four-nodes", "four-nodes-8g");
-    for (name, node) in [("node0", 0), ("node1", 1), ("node2", 2), ("node3", 3)] {
-        let p = boot.partition(name);
-        assert_eq!(p["memory"][0]["node"], node);
-        boot.check_spa_inside_domains(name);
-        let slat = &p["slat"];
-        let gib_limit = node % 2 == 1; // layouts/four-nodes.toml: 1G on nodes 1 and 3
-        let expected = if gib_limit { (0, 0, 1) } else { (0, 512, 0) };
-        let got = (
-            slat["pages_4k"].as_u64().unwrap(),
-            slat["pages_2m"].as_u64().unwrap(),
-            slat["pages_1g"].as_u64().unwrap(),
-        );
-        assert_eq!(
-            got,
-            expected,
-            "{name}: 1 GiB, aligned, limit {}: {slat}\n{}",
-            if gib_limit { "1G" } else { "2M" },
-            boot.context
-        );
-        boot.check_guest_finished(name);
-    }
-    boot.check_ledgers();
+    cases::page_limits_give_their_leaf_counts(&Boot::run("four-nodes", "four-nodes-8g"));
+}
+
+#[test]
+fn f2_1g_and_2m_leaves_below_3_gib() {
+    cases::leaf_limits_give_their_leaf_counts(&Boot::run("leaf-limits", "two-nodes-2g5"));
 }
 
 #[test]
 fn g_restart_on_shutdown_runs_the_guest_again_until_the_limit() {
-    let boot = Boot::run("restart", "two-nodes");
-    let restarts: Vec<u64> = boot
-        .events("partition_restarted")
-        .iter()
-        .filter(|e| e["name"] == "phoenix")
-        .filter_map(|e| e["restarts"].as_u64())
-        .collect();
-    assert_eq!(restarts, (1..=8).collect::<Vec<_>>(), "{}", boot.context);
-    let runs = boot
-        .events("console")
-        .iter()
-        .filter(|c| {
-            c["partition"] == "phoenix" && c["line"].as_str().is_some_and(|l| l.contains("io_loop"))
-        })
-        .count();
-    assert_eq!(
-        runs, 9,
-        "the first run and eight restarts\n{}",
-        boot.context
-    );
-    let stopped = boot.stopped("phoenix");
-    assert!(
-        stopped["detail"]
-            .as_str()
-            .unwrap()
-            .contains("restart limit"),
-        "{stopped}"
-    );
-    boot.check_ledgers();
+    cases::restarts_until_the_limit(&Boot::run("restart", "two-nodes"));
 }
 
 #[test]

@@ -3,12 +3,14 @@
 //! the guests printed.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cases;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
-use tools::{image, packages, qemu, report::Report, topology};
+use tools::{bochs, bochs_machine, image, packages, qemu, report::Report, topology};
 
 /// Image builds change one output file, so they take turns (or come prebuilt from
 /// `NUMAVISOR_IMAGES`, as `cargo xtask test` does).
@@ -76,6 +78,42 @@ impl Boot {
             result.status,
             Some(qemu::EXIT_READY),
             "QEMU exit status (33 = all partitions ended)\n{context}"
+        );
+        let report = Report::from_lines(&result.lines)
+            .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+        Boot { report, context }
+    }
+
+    /// Boots `layout` under Bochs (CPU model `cpu`; GRUB, multiboot2, the topology's
+    /// override tables) with `exit=partitions`, bounded by `timeout` seconds.
+    pub fn run_bochs(layout: &str, topology_name: &str, cpu: &str, timeout: u64) -> Boot {
+        packages::ensure(&packages::BOCHS).expect("Bochs and GRUB are needed");
+        let image = image_for(layout);
+        let machine = bochs_machine::load(topology_name).expect("Bochs machine");
+        let run = bochs::BochsRun {
+            dir: bochs::run_dir(&format!("{layout}-on-{topology_name}"), cpu),
+            image: &image,
+            machine: &machine,
+            cpu,
+            command_line: bochs::command_line("exit=partitions"),
+        };
+        let prepared = bochs::prepare(&run).expect("building the ISO");
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_secs(timeout);
+        let result = bochs::run(&prepared, timeout, false).expect("starting Bochs");
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("bochs: layout {layout} on {topology_name} ({cpu}): {seconds:.1} s");
+        let context = format!(
+            "layout {layout} on topology {topology_name} under Bochs ({cpu}), {seconds:.1} s\ncommand: {}\n--- last 60 lines of the serial log ---\n{}\n--- last 15 lines of Bochs's log ---\n{}",
+            bochs::command(&prepared).join(" "),
+            result.tail(60),
+            bochs::log_tail(&prepared, 15)
+        );
+        assert!(!result.timed_out, "no exit within {timeout:?}\n{context}");
+        assert_eq!(
+            result.status,
+            Some(bochs::EXIT_READY),
+            "Bochs exit status (0 = all partitions ended, 1 = failure)\n{context}"
         );
         let report = Report::from_lines(&result.lines)
             .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));

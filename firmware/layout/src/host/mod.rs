@@ -25,10 +25,10 @@ use error::Report;
 /// paths taken from the workspace root); unset: `layouts/default.toml`.
 pub const LAYOUT_ENV: &str = "NUMAVISOR_LAYOUT";
 /// The environment variable naming the directory guest images are looked up in by name;
-/// unset: `<workspace>/target/guests`.
+/// unset: `<target dir>/guests`.
 pub const GUEST_DIR_ENV: &str = "NUMAVISOR_GUEST_DIR";
 /// The environment variable naming the directory of the Linux guest material (`vmlinuz`,
-/// `initramfs.cpio`); unset: `<workspace>/target/linux`.
+/// `initramfs.cpio`); unset: `<target dir>/linux`.
 pub const LINUX_DIR_ENV: &str = "NUMAVISOR_LINUX_DIR";
 /// `image = "linux"`: the Linux kernel `<linux dir>/vmlinuz`.
 pub const LINUX_IMAGE_NAME: &str = "linux";
@@ -159,8 +159,8 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`; `$NUMAVISOR_LINUX_DIR`
-    /// if set, else `<workspace>/target/linux`.
+    /// `$NUMAVISOR_GUEST_DIR` if set, else `<target dir>/guests`; `$NUMAVISOR_LINUX_DIR`
+    /// if set, else `<target dir>/linux`.
     pub fn from_env() -> Self {
         LoadOptions {
             guest_dir: default_guest_dir(),
@@ -178,19 +178,28 @@ pub fn workspace_root() -> PathBuf {
     }
 }
 
-/// `$NUMAVISOR_GUEST_DIR` if set, else `<workspace>/target/guests`.
-pub fn default_guest_dir() -> PathBuf {
-    match std::env::var_os(GUEST_DIR_ENV) {
-        Some(dir) => PathBuf::from(dir),
-        None => workspace_root().join("target/guests"),
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root unless
+/// absolute) if set, else `<workspace>/target` — where `cargo xtask` puts guests and Linux.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
     }
 }
 
-/// `$NUMAVISOR_LINUX_DIR` if set, else `<workspace>/target/linux`.
+/// `$NUMAVISOR_GUEST_DIR` if set, else `<target dir>/guests`.
+pub fn default_guest_dir() -> PathBuf {
+    match std::env::var_os(GUEST_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => target_dir().join("guests"),
+    }
+}
+
+/// `$NUMAVISOR_LINUX_DIR` if set, else `<target dir>/linux`.
 pub fn default_linux_dir() -> PathBuf {
     match std::env::var_os(LINUX_DIR_ENV) {
         Some(dir) => PathBuf::from(dir),
-        None => workspace_root().join("target/linux"),
+        None => target_dir().join("linux"),
     }
 }
 

@@ -1,0 +1,256 @@
+//! Partition checks shared by the QEMU (SVM) and Bochs (VMX) suites: each takes one boot of
+//! its layout and checks the report and what the guests printed, whatever the backend.
+#![allow(dead_code)] // each test binary uses a different part
+
+use serde_json::Value;
+
+use super::Boot;
+
+/// `test-guests` on `two-nodes`: each partition on its own node, guests see their vNUMA view.
+pub fn two_partitions_on_two_domains(boot: &Boot) {
+    for (name, node) in [("alpha", 0), ("beta", 1)] {
+        let p = boot.partition(name);
+        assert_eq!(p["state"], "running");
+        assert_eq!(p["vcpus"][0]["node"], node, "{p}");
+        assert_eq!(p["memory"][0]["node"], node, "{p}");
+        assert_eq!(p["pool"]["node"], node, "{p}");
+        boot.check_spa_inside_domains(name);
+        let acpi = boot.guest(name, "acpi");
+        assert_eq!(
+            acpi["cpus"],
+            serde_json::json!([{"apic_id": 0, "vnode": 0}]),
+            "{name}: {acpi}"
+        );
+        assert_eq!(
+            acpi["memory"],
+            serde_json::json!([{"vnode": 0, "base": 0, "size": 64u64 << 20}]),
+            "{name}: {acpi}"
+        );
+        boot.check_guest_finished(name);
+    }
+    boot.check_ledgers();
+}
+
+/// `spanning` on `cpu-less-node`: one partition over two nodes sees the host distance.
+pub fn spanning_partition_sees_the_host_distance(boot: &Boot) {
+    let p = boot.partition("wide");
+    assert_eq!(p["memory"][0]["node"], 0);
+    assert_eq!(p["memory"][1]["node"], 1);
+    boot.check_spa_inside_domains("wide");
+    let acpi = boot.guest("wide", "acpi");
+    assert_eq!(
+        acpi["distances"],
+        serde_json::json!([[10, 30], [30, 10]]),
+        "the host SLIT says 30: {acpi}"
+    );
+    assert_eq!(acpi["memory"].as_array().map(Vec::len), Some(2), "{acpi}");
+    boot.check_guest_finished("wide");
+    boot.check_ledgers();
+}
+
+/// `isolation` on `two-nodes`: an access outside the partition's memory stops it at the exact address; the other finishes.
+pub fn outside_memory_stops_only_its_partition(boot: &Boot) {
+    let stopped = boot.stopped("prober");
+    assert_eq!(
+        stopped["reason"], "outside-memory",
+        "{stopped}\n{}",
+        boot.context
+    );
+    let probe = boot.guest("prober", "probe");
+    let address = probe["address"].as_u64().expect("probe address");
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{address:#x}")),
+        "{stopped}"
+    );
+    assert!(
+        !boot
+            .events("console")
+            .iter()
+            .any(|c| c["partition"] == "prober"
+                && c["line"].as_str().unwrap_or("").contains("probe_returned")),
+        "the probe must never return\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("alpha");
+    boot.check_ledgers();
+}
+
+/// `small-pool` on `two-nodes`: a pool too small is refused, the other partition runs.
+pub fn small_pool_is_refused(boot: &Boot) {
+    let refused = boot.refused("starved");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient memory"),
+        "{refused}\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("alpha");
+    boot.check_ledgers();
+}
+
+/// `missing-node` on `two-nodes`: a node the machine lacks is refused at boot.
+pub fn missing_node_is_refused(boot: &Boot) {
+    let refused = boot.refused("ghost");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("node 7"),
+        "{refused}\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("alpha");
+    boot.check_ledgers();
+}
+
+/// `four-nodes` on `four-nodes-8g`: 2 MiB and 1 GiB SLAT leaf limits give their leaf counts.
+pub fn page_limits_give_their_leaf_counts(boot: &Boot) {
+    for (name, node) in [("node0", 0), ("node1", 1), ("node2", 2), ("node3", 3)] {
+        let p = boot.partition(name);
+        assert_eq!(p["memory"][0]["node"], node);
+        boot.check_spa_inside_domains(name);
+        let slat = &p["slat"];
+        let gib_limit = node % 2 == 1; // layouts/four-nodes.toml: 1G on nodes 1 and 3
+        let expected = if gib_limit { (0, 0, 1) } else { (0, 512, 0) };
+        let got = (
+            slat["pages_4k"].as_u64().unwrap(),
+            slat["pages_2m"].as_u64().unwrap(),
+            slat["pages_1g"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            got,
+            expected,
+            "{name}: 1 GiB, aligned, limit {}: {slat}\n{}",
+            if gib_limit { "1G" } else { "2M" },
+            boot.context
+        );
+        boot.check_guest_finished(name);
+    }
+    boot.check_ledgers();
+}
+
+/// `restart` on `two-nodes`: restart on shutdown until the restart limit.
+pub fn restarts_until_the_limit(boot: &Boot) {
+    let restarts: Vec<u64> = boot
+        .events("partition_restarted")
+        .iter()
+        .filter(|e| e["name"] == "phoenix")
+        .filter_map(|e| e["restarts"].as_u64())
+        .collect();
+    assert_eq!(restarts, (1..=8).collect::<Vec<_>>(), "{}", boot.context);
+    let runs = boot
+        .events("console")
+        .iter()
+        .filter(|c| {
+            c["partition"] == "phoenix" && c["line"].as_str().is_some_and(|l| l.contains("io_loop"))
+        })
+        .count();
+    assert_eq!(
+        runs, 9,
+        "the first run and eight restarts\n{}",
+        boot.context
+    );
+    let stopped = boot.stopped("phoenix");
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("restart limit"),
+        "{stopped}"
+    );
+    boot.check_ledgers();
+}
+
+/// `leaf-limits` on `two-nodes-2g5`: one 1 GiB leaf for "giant", 128 2 MiB leaves for
+/// "fine", each backed on its node.
+pub fn leaf_limits_give_their_leaf_counts(boot: &Boot) {
+    for (name, node, expected) in [("giant", 1, (0, 0, 1)), ("fine", 0, (0, 128, 0))] {
+        let p = boot.partition(name);
+        assert_eq!(p["memory"][0]["node"], node, "{p}");
+        boot.check_spa_inside_domains(name);
+        let slat = &p["slat"];
+        let got = (
+            slat["pages_4k"].as_u64().unwrap_or(u64::MAX),
+            slat["pages_2m"].as_u64().unwrap_or(u64::MAX),
+            slat["pages_1g"].as_u64().unwrap_or(u64::MAX),
+        );
+        assert_eq!(got, expected, "{name}: {slat}\n{}", boot.context);
+        boot.check_guest_finished(name);
+    }
+    boot.check_ledgers();
+}
+
+pub fn number(value: &Value, key: &str) -> u64 {
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {value}"))
+}
+
+/// What a Linux guest says about itself (`@guest {"event":"linux"}` from /proc and /sys)
+/// matches its layout entry, and its console shows no complaint about the platform.
+pub fn linux_guest_view(boot: &Boot, name: &str, vcpus: u64, distances: &[&[u64]], memory: u64) {
+    let seen = boot.linux(name, "linux");
+    assert_eq!(
+        number(&seen, "nproc"),
+        vcpus,
+        "{name}: {seen}\n{}",
+        boot.context
+    );
+    assert_eq!(
+        number(&seen, "nodes"),
+        distances.len() as u64,
+        "{name}: {seen}\n{}",
+        boot.context
+    );
+    let rows: Vec<Vec<u64>> = distances.iter().map(|r| r.to_vec()).collect();
+    assert_eq!(
+        seen["distances"],
+        serde_json::json!(rows),
+        "{name}: node distances\n{}",
+        boot.context
+    );
+    // What a kernel says when the platform disagrees with itself: an MSR it expected, a
+    // CPUID topology that crosses its NUMA nodes, a warning with a backtrace.
+    for line in boot.console_lines(name) {
+        for complaint in [
+            "unchecked MSR access",
+            "llc-sibling",
+            "Call Trace",
+            "Kernel panic",
+        ] {
+            assert!(
+                !line.contains(complaint),
+                "{name}: {line}\n{}",
+                boot.context
+            );
+        }
+    }
+    // MemTotal is RAM less what the kernel keeps for itself: most of the layout's size.
+    let total = number(&seen, "memtotal_kb") * 1024;
+    assert!(
+        total <= memory && total > memory / 10 * 7,
+        "{name}: MemTotal {total} bytes for {memory} bytes of guest RAM\n{}",
+        boot.context
+    );
+}
+
+/// Partition `name` powered itself off; its memory lay on its nodes; every ledger adds up.
+pub fn powered_off_on_its_nodes(boot: &Boot, name: &str) {
+    assert_eq!(
+        boot.stopped(name)["reason"],
+        "power-off",
+        "{}",
+        boot.context
+    );
+    boot.check_spa_inside_domains(name);
+    boot.check_ledgers();
+}
+
+/// `linux-spanning` on `cpu-less-node`: one Linux partition over two nodes (two vCPUs on the
+/// first) reads the host's SLIT distances from its own /sys, and powers off.
+pub fn linux_spanning_sees_the_host_slit(boot: &Boot) {
+    linux_guest_view(boot, "wide", 2, &[&[10, 30], &[30, 10]], 224 << 20);
+    powered_off_on_its_nodes(boot, "wide");
+}
