@@ -408,7 +408,56 @@ fn bench(names: &[String]) -> Result<()> {
         );
     }
     println!();
+    io_round_trips(&looper)?;
     bench_linux::run()
+}
+
+/// Instructions per I/O exit round trip (guest IN → exit → handler → entry): SVM under QEMU's
+/// `-icount shift=0` (one TSC tick is one guest instruction) and VMX under Bochs (its TSC
+/// ticks once per instruction of each CPU at the bochsrc's `ips`), from the io-loop
+/// partition's run ticks over its exits.
+fn io_round_trips(looper: &std::path::Path) -> Result<()> {
+    let svm = boot_report(looper, "two-nodes", Some("partitions"), true)?;
+    let vmx = bochs_report(looper, "two-nodes")?;
+    for (backend, report) in [("SVM, QEMU -icount", svm), ("VMX, Bochs", vmx)] {
+        let Some(t) = report
+            .event("partition_timing")
+            .and_then(|t| t["partitions"].get(0).cloned())
+        else {
+            bail!("{backend}: no partition_timing event");
+        };
+        let exits = t["exits"].as_u64().unwrap_or(0).max(1);
+        let ticks = t["run_ticks"].as_u64().unwrap_or(0);
+        println!(
+            "io-loop round trip ({backend}): {} instructions per exit ({exits} exits)",
+            ticks / exits
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Boots `image` under Bochs on topology `name` with `exit=partitions`; its report.
+fn bochs_report(image: &std::path::Path, name: &str) -> Result<Report> {
+    packages::ensure(&tools::packages::BOCHS)?;
+    let machine = tools::bochs_machine::load(name)?;
+    let run = tools::bochs::BochsRun {
+        dir: tools::bochs::run_dir(&format!("bench-{name}"), tools::bochs::DEFAULT_CPU),
+        image,
+        machine: &machine,
+        cpu: tools::bochs::DEFAULT_CPU,
+        command_line: tools::bochs::command_line("exit=partitions"),
+    };
+    let prepared = tools::bochs::prepare(&run)?;
+    let result = tools::bochs::run(&prepared, Duration::from_secs(600), false)?;
+    if result.status != Some(tools::bochs::EXIT_READY) {
+        bail!(
+            "{name} under Bochs ended with {:?}; log tail:\n{}",
+            result.status,
+            result.tail(30)
+        );
+    }
+    Report::from_lines(&result.lines).map_err(anyhow::Error::msg)
 }
 
 /// Boots `image` on topology `name` and returns its report (`icount`: `-icount shift=0`).

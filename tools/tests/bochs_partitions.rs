@@ -88,3 +88,18 @@ fn h_a_debian_linux_partition_spanning_two_nodes() {
     );
     cases::linux_spanning_sees_the_host_slit(&boot);
 }
+
+#[test]
+fn i_a_guest_spinning_with_interrupts_off_is_stopped_by_its_time_limit() {
+    cases::spinning_guest_is_stopped_by_its_time_limit(&vmx("spin", "two-nodes"));
+}
+
+#[test]
+fn j_hostile_probes_get_the_architected_answers() {
+    cases::hostile_probes_get_the_architected_answers(&vmx("hostile", "two-nodes"));
+}
+
+#[test]
+fn k_more_hostile_probes_and_what_cpuid_tells() {
+    cases::more_hostile_probes_and_what_cpuid_tells(&vmx("hostile-more", "two-nodes"));
+}

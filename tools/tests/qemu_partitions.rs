@@ -49,50 +49,14 @@ fn g_restart_on_shutdown_runs_the_guest_again_until_the_limit() {
 
 #[test]
 fn h_a_guest_spinning_with_interrupts_off_is_stopped_by_its_time_limit() {
-    let boot = Boot::run("spin", "two-nodes");
-    assert_eq!(
-        boot.guest("spinner", "spinning")["event"],
-        "spinning",
-        "{}",
-        boot.context
-    );
-    let stopped = boot.stopped("spinner");
-    assert_eq!(
-        stopped["reason"], "time-limit",
-        "{stopped}\n{}",
-        boot.context
-    );
-    boot.check_guest_finished("steady");
-    boot.check_ledgers();
+    cases::spinning_guest_is_stopped_by_its_time_limit(&Boot::run("spin", "two-nodes"));
 }
 
 /// Hostile probes of the intercepts (`layouts/hostile.toml`): each partition's guest reports
 /// what it got, and the hypervisor's exit counts show a prefixed CPUID ran once, not twice.
 #[test]
 fn i_hostile_probes_get_the_architected_answers() {
-    let boot = Boot::run("hostile", "two-nodes");
-    for name in ["pmc", "svme", "msr"] {
-        let exception = boot.guest(name, "exception");
-        assert_eq!(
-            exception["vector"], 13,
-            "{name}: expected #GP, got {exception}\n{}",
-            boot.context
-        );
-    }
-    let done = boot.guest("prefixed", "hostile_done");
-    let count = done["count"].as_u64().expect("count");
-    let cpuid_exits = boot
-        .exit_count("prefixed", "cpuid")
-        .unwrap_or_else(|| panic!("no exit_counts for prefixed\n{}", boot.context));
-    assert!(
-        (count..count + 16).contains(&cpuid_exits),
-        "{count} prefixed CPUIDs made {cpuid_exits} CPUID exits (each must run once)\n{}",
-        boot.context
-    );
-    for name in ["prefixed", "pmc", "svme", "msr"] {
-        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
-    }
-    boot.check_ledgers();
+    cases::hostile_probes_get_the_architected_answers(&Boot::run("hostile", "two-nodes"));
 }
 
 /// Sends QMP `command` on a fresh connection to `socket` (after the capabilities handshake)
@@ -180,49 +144,7 @@ fn k_guest_msr_writes_do_not_reach_the_host() {
 /// a single-step #DB that the hypervisor intercepts and reflects.
 #[test]
 fn l_more_hostile_probes_and_what_cpuid_tells() {
-    let boot = Boot::run("hostile-more", "two-nodes");
-    let exception = boot.guest("invlpga", "exception");
-    assert_eq!(exception["vector"], 6, "{exception}\n{}", boot.context);
-    assert_eq!(
-        boot.guest("flush", "hostile_done")["count"],
-        1000,
-        "{}",
-        boot.context
-    );
-    // Every WBINVD was intercepted (and skipped), not run on the shared caches.
-    let flushes = boot.exit_count("flush", "other");
-    assert!(flushes >= Some(1000), "{flushes:?}\n{}", boot.context);
-    let seen = boot.guest("cpuid", "cpuid");
-    assert_eq!(
-        seen["brand"], "numavisor virtual CPU",
-        "{seen}\n{}",
-        boot.context
-    );
-    assert_eq!(
-        (&seen["hypervisor"], &seen["vmx"]),
-        (&1.into(), &0.into()),
-        "{seen}"
-    );
-    assert_eq!(seen["apic_id"], 0, "{seen}");
-    let hz = boot
-        .report
-        .event("timing")
-        .and_then(|t| t["tsc_hz"].as_u64())
-        .expect("tsc_hz");
-    let tsc = seen["tsc"].as_u64().expect("tsc");
-    assert!(
-        tsc < 5 * hz,
-        "the guest TSC ({tsc}) should start near 0, not at the host's\n{}",
-        boot.context
-    );
-    // The single-step #DB reached the guest, through the hypervisor's intercept.
-    let debug = boot.guest("step", "exception");
-    assert_eq!(debug["vector"], 1, "{debug}\n{}", boot.context);
-    let reflected = boot.exit_count("step", "exception");
-    assert_eq!(reflected, Some(1), "{}", boot.context);
-    for name in ["invlpga", "flush", "cpuid", "step"] {
-        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
-    }
+    cases::more_hostile_probes_and_what_cpuid_tells(&Boot::run("hostile-more", "two-nodes"));
 }
 
 /// The restart soak: 100 restarts of one partition while another runs. Every ledger after a

@@ -193,7 +193,9 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         }
         inject_pending(cpu, &machine, index, now);
         let guest_deadline = next_deadline(&machine, index, now);
-        timer.arm(host_wake(offset, [guest_deadline, limit]));
+        let wake = host_wake(offset, [guest_deadline, limit]);
+        timer.arm(wake);
+        cpu.set_run_deadline(wake);
         let exit = cpu.run();
         exits += 1;
         if log::log_enabled!(log::Level::Trace) {

@@ -229,6 +229,7 @@ impl Vcpu for ActiveVcpu {
         mut inject(event: Event);
         mut set_interrupt_window(wanted: bool);
         mut set_tsc_offset(offset: u64);
+        mut set_run_deadline(deadline: u64);
         mut enter(state: EntryState);
     }
 }

@@ -254,3 +254,97 @@ pub fn linux_spanning_sees_the_host_slit(boot: &Boot) {
     linux_guest_view(boot, "wide", 2, &[&[10, 30], &[30, 10]], 224 << 20);
     powered_off_on_its_nodes(boot, "wide");
 }
+
+/// `spin` on `two-nodes`: a guest spinning with interrupts off keeps no CPU: its `time_limit`
+/// stops it, and the other partition finishes.
+pub fn spinning_guest_is_stopped_by_its_time_limit(boot: &Boot) {
+    assert_eq!(
+        boot.guest("spinner", "spinning")["event"],
+        "spinning",
+        "{}",
+        boot.context
+    );
+    let stopped = boot.stopped("spinner");
+    assert_eq!(
+        stopped["reason"], "time-limit",
+        "{stopped}\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("steady");
+    boot.check_ledgers();
+}
+
+/// Hostile probes of the intercepts (`layouts/hostile.toml`): each partition's guest reports
+/// what it got, and the hypervisor's exit counts show a prefixed CPUID ran once, not twice.
+pub fn hostile_probes_get_the_architected_answers(boot: &Boot) {
+    for name in ["pmc", "svme", "msr"] {
+        let exception = boot.guest(name, "exception");
+        assert_eq!(
+            exception["vector"], 13,
+            "{name}: expected #GP, got {exception}\n{}",
+            boot.context
+        );
+    }
+    let done = boot.guest("prefixed", "hostile_done");
+    let count = done["count"].as_u64().expect("count");
+    let cpuid_exits = boot
+        .exit_count("prefixed", "cpuid")
+        .unwrap_or_else(|| panic!("no exit_counts for prefixed\n{}", boot.context));
+    assert!(
+        (count..count + 16).contains(&cpuid_exits),
+        "{count} prefixed CPUIDs made {cpuid_exits} CPUID exits (each must run once)\n{}",
+        boot.context
+    );
+    for name in ["prefixed", "pmc", "svme", "msr"] {
+        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
+    }
+    boot.check_ledgers();
+}
+
+/// INVLPGA (#UD: no SVM for guests), WBINVD (completes as a no-op), a guest's CPUID and
+/// TSC (the partition's own brand, no VMX, the hypervisor bit, APIC ID 0, a TSC near 0), and
+/// a single-step #DB that the hypervisor intercepts and reflects.
+pub fn more_hostile_probes_and_what_cpuid_tells(boot: &Boot) {
+    let exception = boot.guest("invlpga", "exception");
+    assert_eq!(exception["vector"], 6, "{exception}\n{}", boot.context);
+    assert_eq!(
+        boot.guest("flush", "hostile_done")["count"],
+        1000,
+        "{}",
+        boot.context
+    );
+    // Every WBINVD was intercepted (and skipped), not run on the shared caches.
+    let flushes = boot.exit_count("flush", "other");
+    assert!(flushes >= Some(1000), "{flushes:?}\n{}", boot.context);
+    let seen = boot.guest("cpuid", "cpuid");
+    assert_eq!(
+        seen["brand"], "numavisor virtual CPU",
+        "{seen}\n{}",
+        boot.context
+    );
+    assert_eq!(
+        (&seen["hypervisor"], &seen["vmx"]),
+        (&1.into(), &0.into()),
+        "{seen}"
+    );
+    assert_eq!(seen["apic_id"], 0, "{seen}");
+    let hz = boot
+        .report
+        .event("timing")
+        .and_then(|t| t["tsc_hz"].as_u64())
+        .expect("tsc_hz");
+    let tsc = seen["tsc"].as_u64().expect("tsc");
+    assert!(
+        tsc < 5 * hz,
+        "the guest TSC ({tsc}) should start near 0, not at the host's\n{}",
+        boot.context
+    );
+    // The single-step #DB reached the guest, through the hypervisor's intercept.
+    let debug = boot.guest("step", "exception");
+    assert_eq!(debug["vector"], 1, "{debug}\n{}", boot.context);
+    let reflected = boot.exit_count("step", "exception");
+    assert_eq!(reflected, Some(1), "{}", boot.context);
+    for name in ["invlpga", "flush", "cpuid", "step"] {
+        assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
+    }
+}

@@ -35,6 +35,7 @@ pub mod reason {
     pub const INVVPID: u32 = 53;
     pub const WBINVD: u32 = 54;
     pub const XSETBV: u32 = 55;
+    pub const PREEMPTION_TIMER: u32 = 52;
     pub const VMFUNC: u32 = 59;
     pub const ENCLS: u32 = 60;
 }
@@ -61,6 +62,7 @@ pub mod interruption {
     pub const EXTERNAL: u32 = 0;
     pub const NMI: u32 = 2;
     pub const HARDWARE_EXCEPTION: u32 = 3;
+    pub const PRIVILEGED_SOFTWARE_EXCEPTION: u32 = 5;
     pub const VALID: u32 = 1 << 31;
     pub const ERROR_CODE_VALID: u32 = 1 << 11;
 
@@ -91,6 +93,10 @@ pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
             }
             match interruption::kind(info) {
                 interruption::NMI => VmExit::PhysicalNmi,
+                // ICEBP (INT1) raises #DB as a privileged software exception.
+                interruption::PRIVILEGED_SOFTWARE_EXCEPTION if info as u8 == 1 => {
+                    VmExit::Instruction(GuestInstruction::Icebp)
+                }
                 interruption::HARDWARE_EXCEPTION => VmExit::Exception {
                     vector: info as u8,
                     error_code: (info & interruption::ERROR_CODE_VALID != 0)
@@ -99,7 +105,8 @@ pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
                 _ => unexpected,
             }
         }
-        EXTERNAL_INTERRUPT => VmExit::PhysicalInterrupt,
+        // The VMX-preemption timer is the host's timer too: the run's slice has ended.
+        EXTERNAL_INTERRUPT | PREEMPTION_TIMER => VmExit::PhysicalInterrupt,
         TRIPLE_FAULT => VmExit::TripleFault,
         INTERRUPT_WINDOW => VmExit::InterruptWindow,
         CPUID => VmExit::Cpuid,
@@ -233,6 +240,8 @@ mod tests {
                 error_code: None
             }
         );
+        e.interruption_info = interruption::VALID | (5 << 8) | 1;
+        assert_eq!(decode_vmx(&e), VmExit::Instruction(GuestInstruction::Icebp));
         e.interruption_info = interruption::VALID | (2 << 8) | 2;
         assert_eq!(decode_vmx(&e), VmExit::PhysicalNmi);
         e.interruption_info = 0;

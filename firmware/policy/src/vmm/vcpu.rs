@@ -85,6 +85,10 @@ pub trait Vcpu {
     fn set_interrupt_window(&mut self, wanted: bool);
     /// Guest TSC = host TSC + `offset` (wrapping).
     fn set_tsc_offset(&mut self, offset: u64);
+    /// The next run must end by host TSC `deadline`. The host's timer interrupt is armed for
+    /// it anyway; a backend with a timer of its own (VMX's preemption timer) sets that too, so
+    /// the run ends even where an interrupt cannot reach the guest's CPU.
+    fn set_run_deadline(&mut self, _deadline: u64) {}
     /// Resets the vCPU's architectural state to `state` (registers cleared first).
     fn enter(&mut self, state: EntryState);
 }

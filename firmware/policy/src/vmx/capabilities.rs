@@ -85,9 +85,11 @@ impl VmxBasic {
     }
 }
 
-/// IA32_VMX_MISC, the one bit numavisor looks at.
+/// IA32_VMX_MISC, the fields numavisor looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmxMisc {
+    /// Bits 0..4: the VMX-preemption timer counts down once every 2^rate TSC ticks.
+    pub preemption_timer_rate: u8,
     /// Bit 5: VM exits store EFER.LMA into the "IA-32e mode guest" entry control (else the
     /// backend copies it itself after every exit).
     pub exit_stores_lma: bool,
@@ -96,6 +98,7 @@ pub struct VmxMisc {
 impl VmxMisc {
     pub fn of(value: u64) -> VmxMisc {
         VmxMisc {
+            preemption_timer_rate: (value & 0x1F) as u8,
             exit_stores_lma: value & (1 << 5) != 0,
         }
     }
@@ -228,6 +231,13 @@ mod tests {
             FeatureControl::of(0),
             FeatureControl::Unlocked { write: 0b101 }
         );
+    }
+
+    #[test]
+    fn misc_fields() {
+        let m = VmxMisc::of(0x20 | 5);
+        assert_eq!(m.preemption_timer_rate, 5);
+        assert!(m.exit_stores_lma);
     }
 
     #[test]

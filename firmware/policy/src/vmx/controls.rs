@@ -10,6 +10,7 @@ use core::fmt;
 pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
+    pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
 /// Primary processor-based controls (SDM table 24-6).
@@ -148,7 +149,7 @@ impl Controls {
             ControlWord::PinBased,
             caps.pin,
             pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
-            0,
+            pin::PREEMPTION_TIMER,
         )?;
         let primary_required = primary::TSC_OFFSETTING
             | primary::HLT_EXITING
@@ -201,6 +202,11 @@ impl Controls {
         })
     }
 
+    /// Whether the VMX-preemption timer bounds every run (besides the host timer).
+    pub fn preemption_timer(&self) -> bool {
+        self.pin & pin::PREEMPTION_TIMER != 0
+    }
+
     /// Whether partitions get VPID-tagged TLB entries.
     pub fn vpid(&self) -> bool {
         self.secondary & secondary::ENABLE_VPID != 0
@@ -242,6 +248,7 @@ mod tests {
         let c = Controls::compute(&haswell()).unwrap();
         assert_ne!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING, 0);
         assert_ne!(c.pin & pin::NMI_EXITING, 0);
+        assert!(c.preemption_timer());
         assert_eq!(
             c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING),
             0

@@ -144,6 +144,7 @@ pub const GUEST_IDTR_LIMIT: u32 = encode(W32, Guest, 9);
 pub const GUEST_INTERRUPTIBILITY: u32 = encode(W32, Guest, 18);
 pub const GUEST_ACTIVITY_STATE: u32 = encode(W32, Guest, 19);
 pub const GUEST_SYSENTER_CS: u32 = encode(W32, Guest, 21);
+pub const GUEST_PREEMPTION_TIMER: u32 = encode(W32, Guest, 23);
 pub const HOST_SYSENTER_CS: u32 = encode(W32, Host, 0);
 
 pub const CR0_GUEST_HOST_MASK: u32 = encode(WN, Control, 0);
@@ -216,6 +217,7 @@ mod tests {
             (GUEST_INTERRUPTIBILITY, 0x4824),
             (GUEST_ACTIVITY_STATE, 0x4826),
             (GUEST_SYSENTER_CS, 0x482A),
+            (GUEST_PREEMPTION_TIMER, 0x482E),
             (HOST_SYSENTER_CS, 0x4C00),
             (CR0_GUEST_HOST_MASK, 0x6000),
             (CR4_READ_SHADOW, 0x6006),

@@ -70,6 +70,8 @@ pub struct VmxVcpu {
     vectoring: u32,
     queued: bool,
     host_msrs: [u64; GUEST_HELD_MSRS.len()],
+    /// Host TSC by which the next run must end (`Vcpu::set_run_deadline`).
+    run_deadline: Option<u64>,
 }
 
 fn read_cr(number: u8) -> u64 {
@@ -196,6 +198,7 @@ impl VmxVcpu {
             vectoring: 0,
             queued: false,
             host_msrs,
+            run_deadline: None,
         };
         vcpu.flush_linear_translations();
         Some(vcpu)
@@ -416,6 +419,22 @@ impl VmxVcpu {
         }
     }
 
+    /// Loads the VMX-preemption timer so the run ends by its deadline even if the host's
+    /// timer interrupt cannot end it (Bochs 2.7 keeps external interrupts masked in a guest
+    /// entered with RFLAGS.IF = 0 despite external-interrupt exiting).
+    fn arm_preemption_timer(&self) {
+        if !self.caps.controls.preemption_timer() {
+            return;
+        }
+        let Some(deadline) = self.run_deadline else {
+            return;
+        };
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let now = unsafe { core::arch::x86_64::_rdtsc() };
+        let ticks = deadline.saturating_sub(now) >> self.caps.misc.preemption_timer_rate;
+        vmwrite(GUEST_PREEMPTION_TIMER, ticks.min(u32::MAX as u64));
+    }
+
     fn set_cr2(value: u64) {
         // SAFETY: CR2 only holds the last page-fault address; the host takes no page
         // faults while it runs guests, so it is the guest's.
@@ -445,6 +464,7 @@ impl Drop for VmxVcpu {
 impl Vcpu for VmxVcpu {
     fn run(&mut self) -> VmExit {
         loop {
+            self.arm_preemption_timer();
             vmwrite(GUEST_RSP, self.registers.rsp);
             if Self::cr2() != self.guest_cr2 {
                 Self::set_cr2(self.guest_cr2);
@@ -615,6 +635,10 @@ impl Vcpu for VmxVcpu {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         vmwrite(TSC_OFFSET, offset);
+    }
+
+    fn set_run_deadline(&mut self, deadline: u64) {
+        self.run_deadline = Some(deadline);
     }
 
     fn enter(&mut self, state: EntryState) {
