@@ -44,10 +44,14 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
     idt::load();
     crate::platform::cpu::gdt::install_tss();
     apic::mask_legacy_pic();
-    let boot = match boot::read_boot_info(boot_info, entry, magic) {
+    let mut boot = match boot::read_boot_info(boot_info, entry, magic) {
         Ok(boot) => boot,
         Err(problem) => panic!("cannot start: {problem}"),
     };
+    if boot.command_line.is_empty() {
+        // coreboot gives ELF payloads no command line: the layout's defaults apply.
+        boot.command_line = crate::embedded_layout::LAYOUT.boot_options.into();
+    }
     configure_from_command_line(&boot);
     let calibrated = tsc::calibrate();
     run_self_test(&boot);
@@ -170,6 +174,7 @@ fn run_partitions(
 static EMPTY_LAYOUT: numavisor_layout::Layout = numavisor_layout::Layout {
     name: "none",
     partitions: &[],
+    boot_options: "",
 };
 
 /// `selftest=panic|page-fault|divide-error`: provokes the failure so tests can check that it

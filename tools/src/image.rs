@@ -105,6 +105,58 @@ pub fn build_guests() -> Result<PathBuf> {
     Ok(destination)
 }
 
+/// Builds the coreboot test loader (`tests/guests/coreboot-loader`, a PVH kernel that boots
+/// its `-initrd` as coreboot's `selfboot` would) and returns its path.
+pub fn build_coreboot_loader() -> Result<PathBuf> {
+    crate::packages::ensure_toolchain(TARGET, &[])?;
+    cargo(
+        &[
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "numavisor-coreboot-loader",
+            "--target",
+            TARGET,
+        ],
+        &[],
+    )?;
+    Ok(target_dir()
+        .join(TARGET)
+        .join("release")
+        .join("coreboot-loader"))
+}
+
+/// A copy of the layout at `layout` (under the target directory) whose `boot_options` are
+/// `options`, for boot paths without a command line (coreboot); the layout itself if it
+/// sets `boot_options` already. Guest images named by path stay relative to the original.
+pub fn layout_with_boot_options(layout: &Path, options: &str) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(layout)
+        .with_context(|| format!("reading layout {}", layout.display()))?;
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with("boot_options"))
+    {
+        return Ok(layout.to_path_buf());
+    }
+    let stem = layout
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("layout");
+    let dir = target_dir().join("layouts");
+    std::fs::create_dir_all(&dir)?;
+    let derived = dir.join(format!("{stem}.toml"));
+    std::fs::write(
+        &derived,
+        format!(
+            "# {} with boot_options added by `cargo xtask` (coreboot gives no command line)\nboot_options = {:?}\n{text}",
+            layout.display(),
+            options.trim()
+        ),
+    )?;
+    Ok(derived)
+}
+
 /// Builds the image with the default layout and returns its path.
 pub fn build() -> Result<PathBuf> {
     build_with_layout(&layouts_dir().join("default.toml"))

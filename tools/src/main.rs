@@ -51,6 +51,11 @@ enum Commands {
         /// Extra words for the image's command line (e.g. "log=debug").
         #[arg(long, default_value = "")]
         append: String,
+        /// QEMU only: `pvh` (`-kernel`), or `coreboot-test` (the image as a coreboot ELF
+        /// payload, started by the test loader from coreboot tables; the command line goes
+        /// into the layout's `boot_options`, as coreboot passes none).
+        #[arg(long, default_value = "pvh")]
+        firmware: Firmware,
     },
     /// Run every gate: fmt, clippy, host tests, the QEMU topology matrix.
     Test,
@@ -63,6 +68,13 @@ enum Commands {
         #[arg(long, value_delimiter = ',', default_value = "two-nodes,eight-nodes")]
         topologies: Vec<String>,
     },
+}
+
+/// How `run` boots the image under QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Firmware {
+    Pvh,
+    CorebootTest,
 }
 
 /// Which emulator `run` boots.
@@ -87,6 +99,7 @@ fn main() -> Result<()> {
             layout,
             stay,
             append,
+            ..
         } => run_bochs(&topology, &cpu, layout.as_deref(), stay, &append),
         Commands::Run {
             emulator: Emulator::Qemu,
@@ -94,8 +107,9 @@ fn main() -> Result<()> {
             layout,
             stay,
             append,
+            firmware,
             ..
-        } => run(&topology, layout.as_deref(), stay, &append),
+        } => run(&topology, layout.as_deref(), stay, &append, firmware),
         Commands::Test => test(),
         Commands::Bench { topologies } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
@@ -103,9 +117,19 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(name: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()> {
+fn run(
+    name: &str,
+    layout: Option<&str>,
+    stay: bool,
+    append: &str,
+    firmware: Firmware,
+) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
-    let layout_file = image::resolve_layout(layout)?;
+    let mut layout_file = image::resolve_layout(layout)?;
+    if firmware == Firmware::CorebootTest {
+        let exit = if stay { "" } else { "exit=partitions" };
+        layout_file = image::layout_with_boot_options(&layout_file, &format!("{exit} {append}"))?;
+    }
     let image = image::build_with_layout(&layout_file)?;
     let layout = layout_file.display().to_string();
     let topology = topology::load(name)?;
@@ -114,7 +138,15 @@ fn run(name: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()>
         extra_qemu_args: vec![],
         extra_append: append.to_string(),
     };
-    let args = qemu::command(&image, &topology, &options);
+    let args = match firmware {
+        Firmware::Pvh => qemu::command(&image, &topology, &options),
+        Firmware::CorebootTest => qemu::coreboot_test_command(
+            &image::build_coreboot_loader()?,
+            &image,
+            &topology,
+            &options,
+        ),
+    };
     println!("$ {}", qemu::shell_line(&args));
     if stay {
         // The terminal is the serial console: typing reaches the partitions (Ctrl-A 1..9
@@ -272,7 +304,11 @@ fn test() -> Result<()> {
     tools::linux::prepare_linux_guest().context("preparing the Linux guest material")?;
     let guests = image::guest_dir();
     let linux_dir = tools::linux::linux_dir();
-    for package in ["numavisor-firmware", "numavisor-test-guest"] {
+    for package in [
+        "numavisor-firmware",
+        "numavisor-test-guest",
+        "numavisor-coreboot-loader",
+    ] {
         cargo_with_env(
             &[
                 "clippy",

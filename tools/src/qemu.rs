@@ -70,6 +70,24 @@ pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> V
     args
 }
 
+/// The QEMU command line that boots `image` as a coreboot payload through the test `loader`
+/// (`image::build_coreboot_loader`): the loader is the PVH kernel, the image its `-initrd`;
+/// there is no `-append`, as coreboot has no command line for ELF payloads (the image's
+/// layout carries its options).
+pub fn coreboot_test_command(
+    loader: &Path,
+    image: &Path,
+    topology: &TopologyFile,
+    options: &RunOptions,
+) -> Vec<String> {
+    let mut args = command(loader, topology, options);
+    if let Some(at) = args.iter().position(|a| a == "-append") {
+        args[at] = "-initrd".into();
+        args[at + 1] = image.display().to_string();
+    }
+    args
+}
+
 /// Quotes a command for copying into a shell.
 pub fn shell_line(args: &[String]) -> String {
     args.iter()

@@ -11,6 +11,9 @@ pub struct Layout {
     pub name: &'static str,
     /// The partitions, at least one and at most [`MAX_PARTITIONS`](crate::limits::MAX_PARTITIONS).
     pub partitions: &'static [PartitionSpec],
+    /// The hypervisor's command line where the boot path gives none (coreboot's ELF payload
+    /// call has no command line); empty if the layout sets none.
+    pub boot_options: &'static str,
 }
 
 /// One partition, as the layout fixed it.

@@ -150,6 +150,7 @@ fn test_guests_layout_checks_into_two_partitions() {
                 simple("alpha", 0, guests.image()),
                 simple("beta", 1, guests.image()),
             ],
+            boot_options: String::new(),
             warnings: vec![],
         }
     );

@@ -120,6 +120,55 @@ impl Boot {
         Boot { report, context }
     }
 
+    /// Boots `layout` as a coreboot ELF payload under QEMU: the test loader builds coreboot
+    /// tables from QEMU's e820 map and RSDP and calls the image as `selfboot` does. coreboot
+    /// has no command line, so the image is built from a copy of the layout whose
+    /// `boot_options` say `exit=partitions`.
+    pub fn run_coreboot(layout: &str, topology_name: &str) -> Boot {
+        let topology = topology::load(topology_name).expect("topology file");
+        let (loader, image) = {
+            let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            packages::ensure(&[packages::QEMU]).expect("QEMU is needed");
+            let derived = image::layout_with_boot_options(
+                &image::layouts_dir().join(format!("{layout}.toml")),
+                "exit=partitions",
+            )
+            .expect("the layout with boot_options");
+            let image = image::build_with_layout(&derived).expect("building the image");
+            let loader = image::build_coreboot_loader().expect("building the loader");
+            (loader, image)
+        };
+        let options = qemu::RunOptions {
+            exit: Some("partitions"),
+            extra_qemu_args: vec![],
+            extra_append: String::new(),
+        };
+        let args = qemu::coreboot_test_command(&loader, &image, &topology, &options);
+        let timeout = Duration::from_secs(topology.timeout_seconds.max(120));
+        let result = qemu::run(&args, timeout, false).expect("starting QEMU");
+        let context = format!(
+            "layout {layout} on topology {topology_name} as a coreboot payload\ncommand: {}\n--- last 60 lines of the serial log ---\n{}",
+            qemu::shell_line(&args),
+            result.tail(60)
+        );
+        assert!(!result.timed_out, "no exit within {timeout:?}\n{context}");
+        assert_eq!(
+            result.status,
+            Some(qemu::EXIT_READY),
+            "QEMU exit status (33 = all partitions ended)\n{context}"
+        );
+        assert!(
+            result
+                .lines
+                .iter()
+                .any(|l| l.contains("booted by Coreboot")),
+            "not booted through the coreboot entry\n{context}"
+        );
+        let report = Report::from_lines(&result.lines)
+            .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+        Boot { report, context }
+    }
+
     pub fn events(&self, name: &str) -> Vec<&Value> {
         self.report
             .events

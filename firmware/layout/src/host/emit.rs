@@ -33,6 +33,7 @@ pub fn emit_rust(layout: &CheckedLayout) -> String {
         emit_partition(&mut out, partition);
     }
     let _ = writeln!(out, "    ],");
+    let _ = writeln!(out, "    boot_options: {:?},", layout.boot_options);
     let _ = writeln!(out, "}};");
     out
 }

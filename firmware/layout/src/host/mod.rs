@@ -45,6 +45,8 @@ pub struct CheckedLayout {
     pub source: PathBuf,
     /// The partitions, in file order.
     pub partitions: Vec<CheckedPartition>,
+    /// The hypervisor's command line where the boot path gives none (printable ASCII).
+    pub boot_options: String,
     /// Things that are allowed but worth saying (a pool check deferred to boot).
     pub warnings: Vec<String>,
 }
@@ -230,6 +232,7 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<CheckedLayout, La
     };
     let layout_dir = path.parent().unwrap_or(Path::new("."));
     let tables = parse::parse_document(&text, &mut report);
+    let boot_options = parse::parse_boot_options(&text, &mut report);
     let checked = check::check(tables, layout_dir, options, &mut report);
     if !report.is_empty() {
         return Err(report.into_errors());
@@ -243,6 +246,7 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<CheckedLayout, La
         name,
         source: path.to_path_buf(),
         partitions: checked.partitions,
+        boot_options,
         warnings: checked.warnings,
     })
 }

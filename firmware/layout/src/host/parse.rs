@@ -103,9 +103,11 @@ pub(crate) fn parse_document(text: &str, report: &mut Report) -> Option<Vec<(usi
         }
     };
     let partitions = table.remove("partition");
+    // `boot_options` is read by `parse_boot_options`.
+    table.remove(BOOT_OPTIONS_KEY);
     for key in table.keys() {
         report.layout(format!(
-            "unknown top-level key `{key}`; a layout holds only [[partition]] tables"
+            "unknown top-level key `{key}`; a layout holds `{BOOT_OPTIONS_KEY}` and [[partition]] tables"
         ));
     }
     let partitions = match partitions {
@@ -130,6 +132,45 @@ pub(crate) fn parse_document(text: &str, report: &mut Report) -> Option<Vec<(usi
         }
     }
     Some(tables)
+}
+
+/// The top-level key with the hypervisor's default command line.
+pub(crate) const BOOT_OPTIONS_KEY: &str = "boot_options";
+/// The longest `boot_options` (the firmware reads command lines up to 4 KiB).
+pub(crate) const MAX_BOOT_OPTIONS: usize = 4096;
+
+/// The top-level `boot_options`: printable ASCII, at most [`MAX_BOOT_OPTIONS`] bytes; empty
+/// if absent. Bad values are reported (and read as empty).
+pub(crate) fn parse_boot_options(text: &str, report: &mut Report) -> String {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return String::new(); // a syntax error, already reported by `parse_document`
+    };
+    match table.get(BOOT_OPTIONS_KEY) {
+        None => String::new(),
+        Some(toml::Value::String(options)) => {
+            if options.len() > MAX_BOOT_OPTIONS {
+                report.layout(format!(
+                    "`{BOOT_OPTIONS_KEY}` is {} bytes; at most {MAX_BOOT_OPTIONS}",
+                    options.len()
+                ));
+                String::new()
+            } else if !options.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+                report.layout(format!(
+                    "`{BOOT_OPTIONS_KEY}` must be printable ASCII (words such as `exit=partitions log=debug`)"
+                ));
+                String::new()
+            } else {
+                options.clone()
+            }
+        }
+        Some(other) => {
+            report.layout(format!(
+                "`{BOOT_OPTIONS_KEY}` is {}; write it as a string",
+                a_type(other)
+            ));
+            String::new()
+        }
+    }
 }
 
 /// One `[[partition]]` table into the raw form, reporting what cannot be read.
@@ -468,5 +509,28 @@ mod tests {
         let raw = parse_partition(index, table, &mut report);
         assert!(report.is_empty(), "{}", report.into_errors());
         assert_eq!(raw.on_shutdown, Some(ExitAction::Restart));
+    }
+
+    #[test]
+    fn boot_options_are_printable_words_or_reported() {
+        let mut report = Report::new("x.toml".into());
+        let text = "boot_options = \"exit=partitions log=debug\"\n[[partition]]\nname = \"a\"\n";
+        parse_document(text, &mut report);
+        assert_eq!(
+            parse_boot_options(text, &mut report),
+            "exit=partitions log=debug"
+        );
+        assert!(report.is_empty(), "{}", report.into_errors());
+        assert_eq!(parse_boot_options("", &mut Report::new("x".into())), "");
+        for bad in ["boot_options = 3", "boot_options = \"tab\\there\""] {
+            let mut report = Report::new("x.toml".into());
+            assert_eq!(parse_boot_options(bad, &mut report), "", "{bad}");
+            let errors = report.into_errors().to_string();
+            assert!(errors.contains("boot_options"), "{bad}: {errors}");
+        }
+        let long = format!("boot_options = \"{}\"", "a".repeat(MAX_BOOT_OPTIONS + 1));
+        let mut report = Report::new("x.toml".into());
+        assert_eq!(parse_boot_options(&long, &mut report), "");
+        assert!(!report.is_empty());
     }
 }

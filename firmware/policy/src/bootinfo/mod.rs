@@ -4,6 +4,7 @@
 //! own format into a [`BootInfo`]: a memory map, where the RSDP is, the command line and the
 //! boot modules. Nothing after the translator knows which protocol booted the image.
 
+pub mod coreboot;
 pub mod multiboot2;
 pub mod pvh;
 
@@ -47,6 +48,8 @@ pub enum BootProtocol {
     Pvh,
     /// Multiboot2 (GRUB's `multiboot2` command).
     Multiboot2,
+    /// coreboot, the image as its ELF payload.
+    Coreboot,
 }
 
 /// Where the loader says the ACPI RSDP is.

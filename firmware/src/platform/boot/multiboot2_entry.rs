@@ -4,7 +4,7 @@
 //! The header must lie 8-byte aligned within the first 32 KiB of the file: the linker script
 //! puts `.multiboot2` first in `.text`. It asks for nothing but page-aligned modules; GRUB
 //! loads the ELF's PT_LOAD segments at their physical addresses and jumps to the ELF entry
-//! (`multiboot2_start32`) in 32-bit protected mode, paging off, with EAX = 0x36d76289 and
+//! (`elf_start32` in `coreboot_entry.rs`, which comes here on the multiboot2 magic) in 32-bit protected mode, paging off, with EAX = 0x36d76289 and
 //! EBX = the physical address of the boot information. ESP is undefined and GDTR may be
 //! invalid, so nothing here touches the stack; the shared path sets both.
 

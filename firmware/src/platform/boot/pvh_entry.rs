@@ -19,6 +19,8 @@ use core::arch::global_asm;
 pub const ENTERED_BY_PVH: u32 = 1;
 /// `numavisor_bsp_main`'s second argument after the multiboot2 entry.
 pub const ENTERED_BY_MULTIBOOT2: u32 = 2;
+/// `numavisor_bsp_main`'s second argument after coreboot's payload entry.
+pub const ENTERED_BY_COREBOOT: u32 = 3;
 
 /// Size of the boot CPU's stack.
 pub const BSP_STACK_BYTES: usize = 64 * 1024;

@@ -1,0 +1,104 @@
+//! coreboot tables as coreboot writes them: a 24-byte "LBIO" header with its two IP checksums,
+//! then `{tag, size}` records.
+
+use alloc::vec::Vec;
+
+use numavisor_policy::bootinfo::coreboot::{ip_checksum, memory_type, tag, SIGNATURE};
+use numavisor_policy::bootinfo::{MemoryKind, MemoryRegion};
+
+/// `LB_TAG_SERIAL`'s `LB_SERIAL_TYPE_IO_MAPPED`.
+const SERIAL_IO_MAPPED: u32 = 1;
+
+fn record(tag: u32, data: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(8 + data.len());
+    r.extend_from_slice(&tag.to_le_bytes());
+    r.extend_from_slice(&(8 + data.len() as u32).to_le_bytes());
+    r.extend_from_slice(data);
+    r
+}
+
+/// A whole table: header and `records`, checksummed.
+pub fn table(records: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = records.concat();
+    let mut header = Vec::with_capacity(24 + body.len());
+    header.extend_from_slice(&SIGNATURE);
+    for field in [
+        24,
+        0,
+        body.len() as u32,
+        ip_checksum(&body) as u32,
+        records.len() as u32,
+    ] {
+        header.extend_from_slice(&field.to_le_bytes());
+    }
+    let sum = ip_checksum(&header) as u32;
+    header[8..12].copy_from_slice(&sum.to_le_bytes());
+    header.extend_from_slice(&body);
+    header
+}
+
+/// `LB_TAG_FORWARD` to the table at `to`.
+pub fn forward(to: u64) -> Vec<u8> {
+    record(tag::FORWARD, &to.to_le_bytes())
+}
+
+/// `LB_TAG_MEMORY`: 20-byte ranges (64-bit start and size at 4-byte alignment, type).
+pub fn memory(map: &[MemoryRegion], tables: &[(u64, u64)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut push = |base: u64, size: u64, kind: u32| {
+        for v in [
+            base as u32,
+            (base >> 32) as u32,
+            size as u32,
+            (size >> 32) as u32,
+            kind,
+        ] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    for region in map {
+        let kind = match region.kind {
+            MemoryKind::Usable => memory_type::RAM,
+            MemoryKind::AcpiReclaimable => memory_type::ACPI,
+            MemoryKind::AcpiNvs => memory_type::NVS,
+            MemoryKind::Unusable => memory_type::UNUSABLE,
+            MemoryKind::Reserved => memory_type::RESERVED,
+        };
+        // RAM holding a table is split around it, as coreboot reserves its own.
+        let mut start = region.base;
+        let end = region.end();
+        if kind == memory_type::RAM {
+            let mut inside: Vec<(u64, u64)> = tables
+                .iter()
+                .copied()
+                .filter(|&(b, s)| b >= start && b + s <= end)
+                .collect();
+            inside.sort_unstable();
+            for (base, size) in inside {
+                if base > start {
+                    push(start, base - start, memory_type::RAM);
+                }
+                push(base, size, memory_type::TABLE);
+                start = base + size;
+            }
+        }
+        if end > start {
+            push(start, end - start, kind);
+        }
+    }
+    record(tag::MEMORY, &data)
+}
+
+/// `LB_TAG_SERIAL`: COM1 at 115200 baud (type, base, baud, register width, input clock).
+pub fn serial() -> Vec<u8> {
+    let mut data = Vec::new();
+    for v in [SERIAL_IO_MAPPED, 0x3F8, 115_200, 1, 1_843_200] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    record(tag::SERIAL, &data)
+}
+
+/// `LB_TAG_ACPI_RSDP`.
+pub fn acpi_rsdp(rsdp: u64) -> Vec<u8> {
+    record(tag::ACPI_RSDP, &rsdp.to_le_bytes())
+}
