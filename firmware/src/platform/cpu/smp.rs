@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{apic, gdt, idt, trampoline, tsc};
 
-/// The INIT-to-SIPI delay the MP protocol asks for.
-const INIT_DELAY_MICROS: u64 = 10_000;
+/// The INIT-to-SIPI delay the MP protocol asks for, on processors that need it.
+const LEGACY_INIT_DELAY_MICROS: u64 = 10_000;
 /// How long the first SIPI gets before the second is sent.
 const FIRST_SIPI_MICROS: u64 = 200;
 /// How long a CPU gets to report in after the second SIPI.
@@ -21,6 +21,26 @@ const NOBODY: u64 = u64::MAX;
 static ARRIVED_INDEX: AtomicU64 = AtomicU64::new(NOBODY);
 static ARRIVED_APIC_ID: AtomicU32 = AtomicU32::new(0);
 static X2APIC_MODE: AtomicU32 = AtomicU32::new(0);
+/// The boot CPU's APIC ID: a CPU that reported in wakes it.
+static BSP_APIC_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Waits until `condition` or `deadline` (host TSC) with the CPU halted between checks: its
+/// APIC timer (armed for the deadline) or a reporting AP's wake-up IPI ends each halt. An
+/// emulator running every CPU on one thread (QEMU's TCG with `-icount`) lets the AP run only
+/// while this CPU halts, where a spin would hold it off for a whole time slice.
+fn wait_halted(deadline: u64, mut condition: impl FnMut() -> bool) -> bool {
+    let start = tsc::now();
+    let mut met = condition();
+    while !met && tsc::now() < deadline {
+        apic::arm_timer_at(deadline);
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        met = condition();
+    }
+    apic::disarm_timer();
+    tsc::count_wait(tsc::now().wrapping_sub(start));
+    met
+}
 
 /// One AP to start: its MADT APIC ID and the top of the stack allocated for it.
 #[derive(Clone, Copy, Debug)]
@@ -67,9 +87,38 @@ pub fn install_trampoline(page: u64, cr3: u64, x2apic: bool) {
     }
 }
 
+/// The INIT-to-SIPI delay for this processor: none on Intel family 6, AMD family 0Fh and
+/// later, and Hygon family 18h and later, which leave INIT at once (Linux's
+/// `smp_quirk_init_udelay`, after Intel SDM vol. 3A §9.4.4.1: the 10 ms wait is for the
+/// external APICs of older processors), nor on a virtual CPU (CPUID.1:ECX[31], which every
+/// hypervisor sets for its guests: its INIT is emulated, with no APIC bus to settle); 10 ms
+/// elsewhere.
+fn init_delay_micros() -> u64 {
+    let cpuid = raw_cpuid::CpuId::new();
+    let vendor = cpuid.get_vendor_info();
+    let features = cpuid.get_feature_info();
+    let family = features.as_ref().map_or(0, |f| f.family_id());
+    if features.is_some_and(|f| f.has_hypervisor()) {
+        return 0;
+    }
+    let modern = match vendor.as_ref().map(|v| v.as_str()) {
+        Some("GenuineIntel") => family == 6,
+        Some("AuthenticAMD") => family >= 0xF,
+        Some("HygonGenuine") => family >= 0x18,
+        _ => false,
+    };
+    if modern {
+        0
+    } else {
+        LEGACY_INIT_DELAY_MICROS
+    }
+}
+
 /// Starts `aps` one by one through the trampoline at `page`; one outcome per AP.
 pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApOutcome)) {
     let vector = (page >> 12) as u32;
+    let init_delay = init_delay_micros();
+    BSP_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
     for (index, ap) in aps.iter().enumerate() {
         ARRIVED_INDEX.store(NOBODY, Ordering::SeqCst);
         // SAFETY: the trampoline page is ours (see install_trampoline); no AP runs it now
@@ -82,12 +131,12 @@ pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApO
         let arrived = || ARRIVED_INDEX.load(Ordering::SeqCst) == index as u64;
         apic::send_ipi(ap.apic_id, apic::ICR_INIT_ASSERT);
         apic::send_ipi(ap.apic_id, apic::ICR_INIT_DEASSERT);
-        tsc::delay_micros(INIT_DELAY_MICROS);
+        tsc::delay_micros(init_delay);
         apic::send_ipi(ap.apic_id, apic::ICR_STARTUP | vector);
-        let mut online = tsc::wait_until(tsc::deadline_after_micros(FIRST_SIPI_MICROS), arrived);
+        let mut online = wait_halted(tsc::deadline_after_micros(FIRST_SIPI_MICROS), arrived);
         if !online {
             apic::send_ipi(ap.apic_id, apic::ICR_STARTUP | vector);
-            online = tsc::wait_until(tsc::deadline_after_micros(REPORT_IN_MICROS), arrived);
+            online = wait_halted(tsc::deadline_after_micros(REPORT_IN_MICROS), arrived);
         }
         if online {
             let reported_apic_id = ARRIVED_APIC_ID.load(Ordering::SeqCst);
@@ -106,6 +155,7 @@ extern "C" fn ap_main(index: u64) -> ! {
     apic::enable(X2APIC_MODE.load(Ordering::SeqCst) != 0);
     ARRIVED_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
     ARRIVED_INDEX.store(index, Ordering::SeqCst);
+    apic::wake(BSP_APIC_ID.load(Ordering::SeqCst));
     serve_vcpus()
 }
 

@@ -97,6 +97,11 @@ pub fn wait_until(deadline: u64, mut condition: impl FnMut() -> bool) -> bool {
     met
 }
 
+/// Adds `ticks` another kind of wait spent to the waiting total.
+pub fn count_wait(ticks: u64) {
+    WAIT_TICKS.fetch_add(ticks, Ordering::Relaxed);
+}
+
 /// Waits `micros` (a protocol-mandated delay, counted as waiting).
 pub fn delay_micros(micros: u64) {
     wait_until(deadline_after_micros(micros), || false);
