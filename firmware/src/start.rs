@@ -36,7 +36,7 @@ fn image_range() -> (u64, u64) {
 }
 
 /// Entered from the entry code on the boot CPU with the loader's boot information address,
-/// which entry ran (PVH or multiboot2) and the loader's magic register (the entry code calls
+/// which entry ran (PVH, multiboot2 or coreboot) and the loader's magic register (the entry code calls
 /// it by this symbol name, so the boot layer does not depend on this one).
 #[unsafe(no_mangle)]
 pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> ! {
@@ -49,7 +49,8 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
         Err(problem) => panic!("cannot start: {problem}"),
     };
     if boot.command_line.is_empty() {
-        // coreboot gives ELF payloads no command line: the layout's defaults apply.
+        // No command line (coreboot gives ELF payloads none) or an empty one: the layout's
+        // `boot_options` apply.
         boot.command_line = crate::embedded_layout::LAYOUT.boot_options.into();
     }
     configure_from_command_line(&boot);

@@ -50,6 +50,39 @@ pub static READY_TSC: AtomicU64 = AtomicU64::new(0);
 /// vCPUs waiting for their CPU: (APIC ID, partition index, vCPU index).
 static ASSIGNMENTS: Mutex<Vec<(u32, usize, usize)>> = Mutex::new(Vec::new());
 
+/// The host pages each vCPU-running CPU's virtualization needs (`Backend::enable_this_cpu`),
+/// by APIC ID, taken from the CPU's node when the partitions are built: so the ledger printed
+/// then already counts them, and a CPU's start cannot fail for lack of memory later.
+static HOST_PAGES: Mutex<alloc::collections::BTreeMap<u32, Vec<u64>>> =
+    Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Takes the host pages reserved for the CPU with `apic_id` (none if it has them already).
+pub fn take_host_pages(apic_id: u32) -> Vec<u64> {
+    HOST_PAGES.lock().remove(&apic_id).unwrap_or_default()
+}
+
+/// Reserves each vCPU's CPU its host pages on its node, once per CPU.
+fn reserve_host_pages() {
+    let per_cpu = crate::virt::Active::host_pages_per_cpu();
+    let mut reserved = HOST_PAGES.lock();
+    for partition in PARTITIONS.lock().iter() {
+        let plans: Vec<(u32, usize)> = partition
+            .state
+            .lock()
+            .vcpus
+            .iter()
+            .map(|plan| (plan.apic_id, plan.node))
+            .collect();
+        for (apic_id, node) in plans {
+            reserved.entry(apic_id).or_insert_with(|| {
+                (0..per_cpu)
+                    .filter_map(|_| vcpu_loop::host_page(node))
+                    .collect()
+            });
+        }
+    }
+}
+
 /// One partition: its layout entry, what it owns, its devices and its vCPUs' shared state.
 pub struct Partition {
     pub index: usize,
@@ -165,6 +198,7 @@ pub fn build_all(
             }
         }
     }
+    reserve_host_pages();
     if let Some(frames) = FRAMES.lock().as_ref() {
         report::emit(&events::ledger(&frames.ledger()));
     }

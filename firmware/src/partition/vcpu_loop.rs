@@ -37,7 +37,9 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
         .vcpus
         .get(vcpu)
         .map_or(0, |plan| plan.node);
-    if !Active::enable_this_cpu(apic_id, &mut || host_page(node)) {
+    let mut reserved = super::take_host_pages(apic_id);
+    let mut allocate = || reserved.pop().or_else(|| host_page(node));
+    if !Active::enable_this_cpu(apic_id, &mut allocate) {
         log::error!(
             "partition \"{}\": virtualization cannot be turned on for CPU {apic_id} (no memory for its host state); vCPU {vcpu} cannot run",
             partition.name()
@@ -60,7 +62,7 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
 
 /// A page of hypervisor memory for a CPU's own use (the backend's host state), from the
 /// CPU's own node `node`, else the nearest one that has a page.
-fn host_page(node: usize) -> Option<u64> {
+pub(super) fn host_page(node: usize) -> Option<u64> {
     let distances = super::HOST_DISTANCES.lock().clone();
     FRAMES.lock().as_mut().and_then(|frames| {
         let mut order: Vec<usize> = (0..frames.node_count()).collect();
@@ -91,16 +93,22 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
             .controls
             .as_ref()
             .and_then(|controls| Active::vcpu(controls, index));
-        let Some(mut cpu) = cpu else {
-            log::error!(
-                "partition \"{}\": the CPU refused vCPU {index}'s control block",
-                partition.name()
-            );
-            return;
+        let end = match cpu {
+            Some(mut cpu) => {
+                let end = run_epoch(partition, index, &mut cpu);
+                // Gives the control block back before its partition's memory may be reused.
+                drop(cpu);
+                end
+            }
+            // Stopped like any fault, so the other vCPUs do not wait for this one for ever.
+            None => EpochEnd::Stop(StopRequest {
+                kind: StopKind::Fault,
+                reason: "invalid-state",
+                detail: alloc::format!(
+                    "the CPU refused vCPU {index}'s control block (VMCLEAR/VMPTRLD failed)"
+                ),
+            }),
         };
-        let end = run_epoch(partition, index, &mut cpu);
-        // Gives the control block back before its partition's memory may be reused.
-        drop(cpu);
         let after = match end {
             EpochEnd::Park => partition.control.park(epoch),
             EpochEnd::Stop(request) => stop(partition, index, epoch, request),

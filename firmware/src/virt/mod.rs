@@ -132,6 +132,13 @@ impl Active {
         }
     }
 
+    pub fn host_pages_per_cpu() -> usize {
+        match Self::arch() {
+            Arch::Svm => SvmBackend::HOST_PAGES_PER_CPU,
+            Arch::Vmx => VmxBackend::HOST_PAGES_PER_CPU,
+        }
+    }
+
     pub fn clamp_page(wanted: BlockSize) -> BlockSize {
         match Self::arch() {
             Arch::Svm => SvmBackend::clamp_page(wanted),
@@ -263,6 +270,8 @@ pub trait Backend {
     type Slat: SlatFormat;
     /// The SLAT format's name in the boot report (`"npt"`, `"ept"`).
     const SLAT_NAME: &'static str;
+    /// Pages of host memory [`Backend::enable_this_cpu`] takes per CPU.
+    const HOST_PAGES_PER_CPU: usize;
 
     /// The largest SLAT leaf the CPU supports when the layout allows `wanted`.
     fn clamp_page(wanted: BlockSize) -> BlockSize;

@@ -46,6 +46,8 @@ impl Backend for SvmBackend {
     type Vcpu = SvmVcpu;
     type Slat = Npt;
     const SLAT_NAME: &'static str = "npt";
+    /// VM_HSAVE_PA's save area and the host's VMSAVE page.
+    const HOST_PAGES_PER_CPU: usize = 2;
 
     fn clamp_page(wanted: BlockSize) -> BlockSize {
         match super::detect() {

@@ -32,6 +32,8 @@ impl Backend for VmxBackend {
     type Vcpu = VmxVcpu;
     type Slat = Ept;
     const SLAT_NAME: &'static str = "ept";
+    /// The VMXON region.
+    const HOST_PAGES_PER_CPU: usize = 1;
 
     fn clamp_page(wanted: BlockSize) -> BlockSize {
         super::capabilities().ept.clamp_page(wanted)
