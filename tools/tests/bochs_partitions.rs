@@ -103,3 +103,20 @@ fn j_hostile_probes_get_the_architected_answers() {
 fn k_more_hostile_probes_and_what_cpuid_tells() {
     cases::more_hostile_probes_and_what_cpuid_tells(&vmx("hostile-more", "two-nodes"));
 }
+
+/// #AC from ring 3 and ICEBP, which QEMU's TCG cannot raise: the #AC exits (intercepted)
+/// and is reflected, ICEBP's #DB is delivered by the hypervisor; both guests say so.
+#[test]
+fn l_alignment_check_and_icebp_reach_the_guest_through_the_hypervisor() {
+    let boot = vmx("hostile-hardware", "two-nodes");
+    let ac = boot.guest("align", "exception");
+    assert_eq!(ac["vector"], 17, "{ac}\n{}", boot.context);
+    assert_eq!(
+        boot.exit_count("align", "exception"),
+        Some(1),
+        "the #AC was intercepted once\n{}",
+        boot.context
+    );
+    let db = boot.guest("icebp", "exception");
+    assert_eq!(db["vector"], 1, "{db}\n{}", boot.context);
+}

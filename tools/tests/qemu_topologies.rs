@@ -137,6 +137,7 @@ macro_rules! topology_tests {
 topology_tests! {
     no_srat => "no-srat",
     two_symmetric_domains => "two-nodes",
+    two_unequal_domains_below_3g => "two-nodes-2g5",
     four_domains_asymmetric_slit => "four-nodes-asymmetric",
     memoryless_domain => "memoryless-node",
     cpu_less_domain => "cpu-less-node",
