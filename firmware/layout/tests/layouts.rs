@@ -502,8 +502,13 @@ fn emitted_rust_matches_the_snapshot() {
 #[test]
 fn build_helper_writes_the_tables_or_reports_every_error() {
     let guests = Guests::new();
-    // generate_for_build uses the environment's guest directory, as the build script does.
+    // generate_for_build uses the environment's guest and Linux directories, as the build
+    // script does; default.toml names "linux", else looked for in `<target dir>/linux`.
     std::env::set_var(numavisor_layout::GUEST_DIR_ENV, guests.dir.path());
+    std::env::set_var(
+        numavisor_layout::LINUX_DIR_ENV,
+        guests.dir.path().join("linux"),
+    );
     let out = guests.dir.path().join("layout.rs");
     generate_for_build(&layouts_dir().join("default.toml"), &out).unwrap();
     let written = std::fs::read_to_string(&out).unwrap();
