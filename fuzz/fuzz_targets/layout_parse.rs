@@ -1,19 +1,20 @@
-//! A layout file from untrusted text: `load_with` (TOML → raw form → checked form) and, when it
-//! passes, `emit_rust`.
+//! A layout file from untrusted text: `load_str` (TOML → raw form → checked form, as
+//! `load_with` does for a file) and, when it passes, `emit_rust`.
 //!
-//! `load_with` reads a file, so the input is written to `layout.toml` in a per-process directory
-//! that also holds what layouts name: `guests/test-guest.elf` (a stand-in, taken as a PVH ELF),
-//! `linux/vmlinuz` (a minimal bzImage header that passes `bzimage::parse`) and
-//! `linux/initramfs.cpio`.
+//! The text is checked as `layout.toml` in a per-process directory (never written there: that
+//! cost a file write and read per input) that holds what layouts name:
+//! `guests/test-guest.elf` (a stand-in, taken as a PVH ELF), `linux/vmlinuz` (a minimal bzImage
+//! header that passes `bzimage::parse`) and `linux/initramfs.cpio`.
 #![no_main]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use numavisor_layout::{emit_rust, load_with, LoadOptions};
+use numavisor_layout::{emit_rust, load_str, LoadOptions};
 
 struct Scratch {
+    /// Where the layout would be: it names it and places paths it gives.
     layout: PathBuf,
     options: LoadOptions,
 }
@@ -65,8 +66,7 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     };
     let scratch = scratch();
-    std::fs::write(&scratch.layout, text).expect("write the layout");
-    if let Ok(layout) = load_with(&scratch.layout, &scratch.options) {
+    if let Ok(layout) = load_str(text, &scratch.layout, &scratch.options) {
         let _ = emit_rust(&layout);
         for partition in &layout.partitions {
             let _ = partition.minimum_pool_bytes();

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use numavisor_layout::{
-    emit_rust, generate_for_build, load_with, BlockSize, CheckedLayout, CheckedPartition,
+    emit_rust, generate_for_build, load_str, load_with, BlockSize, CheckedLayout, CheckedPartition,
     CheckedVcpuGroup, ExitAction, ImageKind, LayoutErrors, LoadOptions, PoolCheck, VnodeSpec,
 };
 
@@ -62,11 +62,9 @@ impl Guests {
         load_with(path, &self.options())
     }
 
-    /// Writes `text` as a layout file in the temp dir and loads it.
+    /// Checks `text` as the layout `inline.toml` in the temp dir (no file is written).
     fn load_text(&self, text: &str) -> Result<CheckedLayout, LayoutErrors> {
-        let path = self.dir.path().join("inline.toml");
-        std::fs::write(&path, text).unwrap();
-        self.load(&path)
+        load_str(text, &self.dir.path().join("inline.toml"), &self.options())
     }
 }
 
@@ -381,6 +379,29 @@ fn command_line_limits() {
 }
 
 #[test]
+fn text_checks_as_its_file_does() {
+    let guests = Guests::new();
+    let mut files = toml_files(&layouts_dir());
+    files.extend(toml_files(&layouts_dir().join("bad")));
+    files.push(tests_dir().join("linux.toml"));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            load_str(&text, &file, &guests.options()),
+            guests.load(&file),
+            "{}",
+            file.display()
+        );
+    }
+    // The path only names and places the layout: it is not read.
+    let text = partition("alpha", 0, "64M", "");
+    let layout = load_str(&text, Path::new("no/such/inline.toml"), &guests.options()).unwrap();
+    assert_eq!(layout.name, "inline");
+    assert_eq!(layout.source, Path::new("no/such/inline.toml"));
+    assert_eq!(layout.partitions[0].image, guests.image());
+}
+
+#[test]
 fn an_unreadable_file_is_one_error() {
     let guests = Guests::new();
     let errors = guests.load(Path::new("no/such/layout.toml")).unwrap_err();
@@ -482,8 +503,13 @@ fn emitted_rust_matches_the_snapshot() {
 #[test]
 fn build_helper_writes_the_tables_or_reports_every_error() {
     let guests = Guests::new();
-    // generate_for_build uses the environment's guest directory, as the build script does.
+    // generate_for_build uses the environment's guest and Linux directories, as the build
+    // script does; default.toml names "linux", else looked for in `<target dir>/linux`.
     std::env::set_var(numavisor_layout::GUEST_DIR_ENV, guests.dir.path());
+    std::env::set_var(
+        numavisor_layout::LINUX_DIR_ENV,
+        guests.dir.path().join("linux"),
+    );
     let out = guests.dir.path().join("layout.rs");
     generate_for_build(&layouts_dir().join("default.toml"), &out).unwrap();
     let written = std::fs::read_to_string(&out).unwrap();

@@ -222,18 +222,32 @@ pub fn load(path: &Path) -> Result<CheckedLayout, LayoutErrors> {
 
 /// [`load`] with explicit options.
 pub fn load_with(path: &Path, options: &LoadOptions) -> Result<CheckedLayout, LayoutErrors> {
-    let mut report = Report::new(path.display().to_string());
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => {
+            let mut report = Report::new(path.display().to_string());
             report.layout(format!("cannot read the layout: {error}"));
             return Err(report.into_errors());
         }
     };
+    load_str(&text, path, options)
+}
+
+/// Checks the layout `text` as [`load_with`] checks the file `path` holding it, without
+/// reading `path`: it only names the layout (its stem is [`CheckedLayout::name`], errors cite
+/// it) and places it (images and initrds given as paths are taken from its directory). For
+/// callers that already hold the text, such as the fuzzer, which would otherwise write each
+/// input to a file.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<CheckedLayout, LayoutErrors> {
+    let mut report = Report::new(path.display().to_string());
     let layout_dir = path.parent().unwrap_or(Path::new("."));
-    let tables = parse::parse_document(&text, &mut report);
-    let boot_options = parse::parse_boot_options(&text, &mut report);
-    let checked = check::check(tables, layout_dir, options, &mut report);
+    let document = parse::parse_document(text, &mut report);
+    let boot_options = document.boot_options;
+    let checked = check::check(document.partitions, layout_dir, options, &mut report);
     if !report.is_empty() {
         return Err(report.into_errors());
     }

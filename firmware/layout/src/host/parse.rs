@@ -83,10 +83,30 @@ struct MemoryEntry {
     node: u32,
 }
 
-/// The whole file, down to its `[[partition]]` tables (numbered in file order). `None` means
-/// nothing could be read (a syntax error, `partition` not a list); an empty list means the
-/// file has no `[[partition]]`.
-pub(crate) fn parse_document(text: &str, report: &mut Report) -> Option<Vec<(usize, toml::Table)>> {
+/// The whole file, down to its `[[partition]]` tables (numbered in file order), and its
+/// `boot_options` (empty if absent or bad; see [`boot_options_of`]). `None` means nothing
+/// could be read (a syntax error, `partition` not a list); an empty list means the file has
+/// no `[[partition]]`.
+pub(crate) fn parse_document(text: &str, report: &mut Report) -> Document {
+    let mut boot_options = String::new();
+    let partitions = parse_tables(text, &mut boot_options, report);
+    Document {
+        partitions,
+        boot_options,
+    }
+}
+
+/// What [`parse_document`] read.
+pub(crate) struct Document {
+    pub(crate) partitions: Option<Vec<(usize, toml::Table)>>,
+    pub(crate) boot_options: String,
+}
+
+fn parse_tables(
+    text: &str,
+    boot_options: &mut String,
+    report: &mut Report,
+) -> Option<Vec<(usize, toml::Table)>> {
     let mut table: toml::Table = match text.parse() {
         Ok(table) => table,
         Err(error) => {
@@ -103,8 +123,9 @@ pub(crate) fn parse_document(text: &str, report: &mut Report) -> Option<Vec<(usi
         }
     };
     let partitions = table.remove("partition");
-    // `boot_options` is read by `parse_boot_options`.
-    table.remove(BOOT_OPTIONS_KEY);
+    if let Some(value) = table.remove(BOOT_OPTIONS_KEY) {
+        *boot_options = boot_options_of(&value, report);
+    }
     for key in table.keys() {
         report.layout(format!(
             "unknown top-level key `{key}`; a layout holds `{BOOT_OPTIONS_KEY}` and [[partition]] tables"
@@ -139,15 +160,11 @@ pub(crate) const BOOT_OPTIONS_KEY: &str = "boot_options";
 /// The longest `boot_options` (the firmware reads command lines up to 4 KiB).
 pub(crate) const MAX_BOOT_OPTIONS: usize = 4096;
 
-/// The top-level `boot_options`: printable ASCII, at most [`MAX_BOOT_OPTIONS`] bytes; empty
-/// if absent. Bad values are reported (and read as empty).
-pub(crate) fn parse_boot_options(text: &str, report: &mut Report) -> String {
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return String::new(); // a syntax error, already reported by `parse_document`
-    };
-    match table.get(BOOT_OPTIONS_KEY) {
-        None => String::new(),
-        Some(toml::Value::String(options)) => {
+/// The top-level `boot_options` value: printable ASCII, at most [`MAX_BOOT_OPTIONS`] bytes.
+/// Bad values are reported (and read as empty).
+fn boot_options_of(value: &toml::Value, report: &mut Report) -> String {
+    match value {
+        toml::Value::String(options) => {
             if options.len() > MAX_BOOT_OPTIONS {
                 report.layout(format!(
                     "`{BOOT_OPTIONS_KEY}` is {} bytes; at most {MAX_BOOT_OPTIONS}",
@@ -163,7 +180,7 @@ pub(crate) fn parse_boot_options(text: &str, report: &mut Report) -> String {
                 options.clone()
             }
         }
-        Some(other) => {
+        other => {
             report.layout(format!(
                 "`{BOOT_OPTIONS_KEY}` is {}; write it as a string",
                 a_type(other)
@@ -503,7 +520,7 @@ mod tests {
             pool_check = "build"
         "#;
         let mut report = Report::new("x.toml".into());
-        let mut tables = parse_document(text, &mut report).unwrap();
+        let mut tables = parse_document(text, &mut report).partitions.unwrap();
         assert_eq!(tables.len(), 1);
         let (index, table) = tables.pop().unwrap();
         let raw = parse_partition(index, table, &mut report);
@@ -513,24 +530,24 @@ mod tests {
 
     #[test]
     fn boot_options_are_printable_words_or_reported() {
-        let mut report = Report::new("x.toml".into());
-        let text = "boot_options = \"exit=partitions log=debug\"\n[[partition]]\nname = \"a\"\n";
-        parse_document(text, &mut report);
-        assert_eq!(
-            parse_boot_options(text, &mut report),
-            "exit=partitions log=debug"
-        );
-        assert!(report.is_empty(), "{}", report.into_errors());
-        assert_eq!(parse_boot_options("", &mut Report::new("x".into())), "");
-        for bad in ["boot_options = 3", "boot_options = \"tab\\there\""] {
+        let options = |text: &str| {
             let mut report = Report::new("x.toml".into());
-            assert_eq!(parse_boot_options(bad, &mut report), "", "{bad}");
-            let errors = report.into_errors().to_string();
-            assert!(errors.contains("boot_options"), "{bad}: {errors}");
-        }
+            let document = parse_document(text, &mut report);
+            let errors = (!report.is_empty()).then(|| report.into_errors().to_string());
+            (document.boot_options, errors)
+        };
+        let text = "boot_options = \"exit=partitions log=debug\"\n[[partition]]\nname = \"a\"\n";
+        assert_eq!(options(text), ("exit=partitions log=debug".into(), None));
+        assert_eq!(options("").0, "");
         let long = format!("boot_options = \"{}\"", "a".repeat(MAX_BOOT_OPTIONS + 1));
-        let mut report = Report::new("x.toml".into());
-        assert_eq!(parse_boot_options(&long, &mut report), "");
-        assert!(!report.is_empty());
+        for bad in [
+            "boot_options = 3",
+            "boot_options = \"tab\\there\"",
+            long.as_str(),
+        ] {
+            let (value, errors) = options(bad);
+            assert_eq!(value, "", "{bad}");
+            assert!(errors.is_some_and(|e| e.contains("boot_options")), "{bad}");
+        }
     }
 }

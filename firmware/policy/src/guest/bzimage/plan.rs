@@ -119,8 +119,8 @@ pub fn plan(
         .div_ceil(GIB)
         .saturating_mul(GIB)
         .clamp(MIN_IDENTITY_MAP, MAX_IDENTITY_MAP);
-    let page_tables = identity_map(identity_map_bytes);
-    let low_end = PAGE_TABLES_GPA + page_tables.len() as u64;
+    // The tables are built last, once the plan is known to succeed: up to 66 pages.
+    let low_end = PAGE_TABLES_GPA + identity_map_pages(identity_map_bytes) * PAGE;
     if !contains(&ram, BOOT_GDT_GPA, low_end) {
         return Err(BzImageError::LowMemoryMissing {
             start: BOOT_GDT_GPA,
@@ -160,6 +160,7 @@ pub fn plan(
 
     let zero_page = zero_page(image, initrd_gpa, initrd_len, rsdp, e820);
     let gdt = GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
+    let page_tables = identity_map(identity_map_bytes);
     Ok(LinuxBootPlan {
         kernel_gpa,
         initrd_gpa,
@@ -307,26 +308,33 @@ fn high32(value: u64) -> [u8; 4] {
     ((value >> 32) as u32).to_le_bytes()
 }
 
+/// How many pages [`identity_map`] builds for `bytes`: PML4, PDPT and one PD per GiB.
+fn identity_map_pages(bytes: u64) -> u64 {
+    2 + bytes / GIB
+}
+
 /// PML4 at [`PAGE_TABLES_GPA`], PDPT in the next page, then one PD per GiB of `bytes` (a
 /// multiple of 1 GiB, at most 64 GiB), each mapping 512 2 MiB pages 1:1.
 fn identity_map(bytes: u64) -> Vec<u8> {
-    let pds = bytes / GIB;
-    let mut tables = vec![0u8; ((2 + pds) * PAGE) as usize];
-    let pdpt = PAGE_TABLES_GPA + PAGE;
-    put(&mut tables, 0, &(pdpt | PTE_PRESENT_WRITABLE).to_le_bytes());
-    for gib in 0..pds {
-        let pd = PAGE_TABLES_GPA + (2 + gib) * PAGE;
-        let at = (PAGE + gib * 8) as usize;
-        put(&mut tables, at, &(pd | PTE_PRESENT_WRITABLE).to_le_bytes());
-        for entry in 0..512u64 {
-            let gpa = gib * GIB + entry * 2 * MIB;
-            let at = ((2 + gib) * PAGE + entry * 8) as usize;
-            put(
-                &mut tables,
-                at,
-                &(gpa | PTE_PRESENT_WRITABLE | PDE_LARGE).to_le_bytes(),
-            );
-        }
+    let pds = (bytes / GIB) as usize;
+    let mut tables = vec![0u8; identity_map_pages(bytes) as usize * PAGE as usize];
+    let (pml4, rest) = tables.split_at_mut(PAGE as usize);
+    let (pdpt, pd_pages) = rest.split_at_mut(PAGE as usize);
+    let pdpt_gpa = PAGE_TABLES_GPA + PAGE;
+    pml4[..8].copy_from_slice(&(pdpt_gpa | PTE_PRESENT_WRITABLE).to_le_bytes());
+    // PDPT entry `gib` points at the PD in page 2 + `gib`.
+    let (pdpt_entries, _) = pdpt.as_chunks_mut::<8>();
+    for (gib, entry) in pdpt_entries.iter_mut().take(pds).enumerate() {
+        let pd_gpa = PAGE_TABLES_GPA + (2 + gib as u64) * PAGE;
+        *entry = (pd_gpa | PTE_PRESENT_WRITABLE).to_le_bytes();
+    }
+    // The PDs back to back: entry `i` over all of them maps the 2 MiB page at `i` × 2 MiB.
+    // (A plain loop over whole entries: up to 32768 of them, the plan's costliest part.)
+    let (pd_entries, _) = pd_pages.as_chunks_mut::<8>();
+    let mut gpa = 0u64;
+    for entry in pd_entries {
+        *entry = (gpa | PTE_PRESENT_WRITABLE | PDE_LARGE).to_le_bytes();
+        gpa += 2 * MIB;
     }
     tables
 }

@@ -296,6 +296,12 @@ fn page_tables_map_four_gib_with_2m_pages() {
     let huge = plan_for(&synthetic(), &[(0, 100 * GIB)], 0).unwrap();
     assert_eq!(huge.identity_map_bytes, 64 * GIB);
     assert!(PAGE_TABLES_GPA + huge.page_tables.len() as u64 <= 0x8_0000);
+    // Every PD entry of the 64 PDs, read as one array, maps its own 2 MiB page.
+    let pds = &huge.page_tables[2 * 4096..];
+    assert_eq!(pds.len(), 64 * 4096);
+    for (i, entry) in pds.chunks_exact(8).enumerate() {
+        assert_eq!(u64_of(entry, 0), (i as u64 * 2 * MIB) | 0x83);
+    }
 }
 
 #[test]
