@@ -120,3 +120,8 @@ fn l_alignment_check_and_icebp_reach_the_guest_through_the_hypervisor() {
     let db = boot.guest("icebp", "exception");
     assert_eq!(db["vector"], 1, "{db}\n{}", boot.context);
 }
+
+#[test]
+fn m_xcr0_is_reset_at_every_start() {
+    cases::xcr0_is_reset_at_every_start(&vmx("hostile-xcr0", "two-nodes"));
+}

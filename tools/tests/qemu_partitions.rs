@@ -213,3 +213,8 @@ fn m_a_hundred_restarts_lose_nothing() {
         boot.context
     );
 }
+
+#[test]
+fn n_xcr0_is_reset_at_every_start() {
+    cases::xcr0_is_reset_at_every_start(&Boot::run("hostile-xcr0", "two-nodes"));
+}

@@ -8,6 +8,7 @@
 pub mod pages;
 pub mod svm;
 pub mod vmx;
+pub mod xstate;
 
 use alloc::vec::Vec;
 
@@ -237,6 +238,7 @@ impl Vcpu for ActiveVcpu {
         mut set_interrupt_window(wanted: bool);
         mut set_tsc_offset(offset: u64);
         mut set_run_deadline(deadline: u64);
+        mut xsetbv(index: u32, value: u64) -> bool;
         mut enter(state: EntryState);
     }
 }

@@ -348,3 +348,21 @@ pub fn more_hostile_probes_and_what_cpuid_tells(boot: &Boot) {
         assert_eq!(boot.stopped(name)["reason"], "exit", "{}", boot.context);
     }
 }
+
+/// `hostile-xcr0` on `two-nodes`: XSETBV works through the intercept, and each of the two
+/// lives of the partition starts with XCR0 = x87, not what the life before it set.
+pub fn xcr0_is_reset_at_every_start(boot: &Boot) {
+    let lives: Vec<Value> = boot
+        .console_lines("xsave")
+        .iter()
+        .filter_map(|line| line.strip_prefix("guest: "))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .filter(|event| event["event"] == "xcr0")
+        .collect();
+    assert_eq!(lives.len(), 2, "two lives: {lives:?}\n{}", boot.context);
+    for life in &lives {
+        assert_eq!(life["xsave"], true, "{life}\n{}", boot.context);
+        assert_eq!(life["at_start"], 1, "{life}\n{}", boot.context);
+        assert_eq!(life["after"], 3, "{life}\n{}", boot.context);
+    }
+}

@@ -133,6 +133,8 @@ pub enum GuestInstruction {
     Icebp,
     /// A VMX instruction (VMXON, VMCLEAR, INVEPT ...), GETSEC or ENCLS: none is offered.
     Vmx,
+    /// XSETBV: XCR0 is checked before the backend sets it (`Vcpu::xsetbv`).
+    Xsetbv,
 }
 
 /// One port access as the exit reported it.
@@ -176,6 +178,7 @@ pub mod svm_code {
     pub const MONITOR: u64 = 0x8A;
     pub const MWAIT: u64 = 0x8B;
     pub const RDPRU: u64 = 0x8E;
+    pub const XSETBV: u64 = 0x8D;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID; emulators may report only its low 32 bits.
     pub const INVALID: u64 = u64::MAX;
@@ -229,6 +232,7 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
         INVLPGA => VmExit::Instruction(GuestInstruction::Invlpga),
         MONITOR | MWAIT => VmExit::Instruction(GuestInstruction::MonitorMwait),
         ICEBP => VmExit::Instruction(GuestInstruction::Icebp),
+        XSETBV => VmExit::Instruction(GuestInstruction::Xsetbv),
         c if c == INVALID || c == 0xFFFF_FFFF => VmExit::InvalidState,
         code => VmExit::Unexpected { code, info1, info2 },
     }

@@ -72,8 +72,8 @@ pub mod interruption {
     }
 }
 
-/// Decodes an exit the backend did not handle itself (control-register accesses and XSETBV
-/// are VMX-only and stay in the backend, except CR8, which reaches the local APIC).
+/// Decodes an exit the backend did not handle itself (control-register accesses are VMX-only
+/// and stay in the backend, except CR8, which reaches the local APIC).
 pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
     use reason::*;
     let q = exit.qualification;
@@ -114,6 +114,7 @@ pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
         INVD | WBINVD => VmExit::Instruction(GuestInstruction::CacheFlush),
         RDPMC => VmExit::Instruction(GuestInstruction::Rdpmc),
         MONITOR | MWAIT => VmExit::Instruction(GuestInstruction::MonitorMwait),
+        XSETBV => VmExit::Instruction(GuestInstruction::Xsetbv),
         VMCALL => VmExit::Vmmcall,
         VMCLEAR..=VMXON | INVEPT | INVVPID | VMFUNC | GETSEC | ENCLS => {
             VmExit::Instruction(GuestInstruction::Vmx)

@@ -271,6 +271,22 @@ fn handle_instruction(
                 error_code: None,
             });
         }
+        // XCR0 is the guest's once checked; `0F 01 D1` (with any prefixes) is skipped.
+        GuestInstruction::Xsetbv => {
+            let registers = cpu.registers();
+            let (index, value) = (
+                registers.rcx as u32,
+                (registers.rdx << 32) | (registers.rax & 0xFFFF_FFFF),
+            );
+            if cpu.xsetbv(index, value) {
+                skip(cpu, machine, 3);
+            } else {
+                cpu.inject(Event::Exception {
+                    vector: exception::GENERAL_PROTECTION,
+                    error_code: Some(0),
+                });
+            }
+        }
         // INT1 is a trap: #DB with RIP after the instruction.
         GuestInstruction::Icebp => {
             skip(cpu, machine, 1);

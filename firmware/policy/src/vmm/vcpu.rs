@@ -89,6 +89,9 @@ pub trait Vcpu {
     /// it anyway; a backend with a timer of its own (VMX's preemption timer) sets that too, so
     /// the run ends even where an interrupt cannot reach the guest's CPU.
     fn set_run_deadline(&mut self, _deadline: u64) {}
+    /// XSETBV of `value` to XCR`index` for the guest, if the architectural rules and the CPU
+    /// allow it at the guest's privilege level; false: the guest gets #GP.
+    fn xsetbv(&mut self, index: u32, value: u64) -> bool;
     /// Resets the vCPU's architectural state to `state` (registers cleared first).
     fn enter(&mut self, state: EntryState);
 }

@@ -83,4 +83,5 @@ pub fn enable_on_this_cpu(host_save_area: u64) {
         efer.write(efer.read() | EFER_SVME);
         Msr::new(VM_HSAVE_PA).write(host_save_area);
     }
+    crate::virt::xstate::enable_for_host();
 }

@@ -35,8 +35,9 @@ impl SvmVcpu {
     }
 }
 
-impl Vcpu for SvmVcpu {
-    fn run(&mut self) -> VmExit {
+impl SvmVcpu {
+    /// One VMRUN: the raw (EXITCODE, EXITINFO1, EXITINFO2) of the exit that ended it.
+    fn run_once(&mut self) -> (u64, u64, u64) {
         self.vmcb.set_rax(self.registers.rax);
         self.vmcb.set_rsp(self.registers.rsp);
         let before = super::host_state::snapshot_if_checked();
@@ -55,7 +56,13 @@ impl Vcpu for SvmVcpu {
             // has EVENTINJ's format, APM vol. 2 §15.7.2).
             self.vmcb.requeue_event(interrupted);
         }
-        let (code, info1, info2) = self.vmcb.exit_info();
+        self.vmcb.exit_info()
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn run(&mut self) -> VmExit {
+        let (code, info1, info2) = self.run_once();
         decode_svm(code, info1, info2)
     }
 
@@ -151,12 +158,17 @@ impl Vcpu for SvmVcpu {
         self.vmcb.set_tsc_offset(offset);
     }
 
+    fn xsetbv(&mut self, index: u32, value: u64) -> bool {
+        crate::virt::xstate::guest_xsetbv(index, value, self.vmcb.cpl()).is_ok()
+    }
+
     fn enter(&mut self, state: EntryState) {
         self.registers = GuestRegisters::default();
         self.vmcb.clear_event();
         self.vmcb.set_interrupt_window(false);
         let arch = ArchState::of(state);
         self.vmcb.set_state(&arch);
+        crate::virt::xstate::reset_for_start();
         self.registers.rbx = arch.rbx;
         self.registers.rdx = arch.rdx;
         self.registers.rsi = arch.rsi;

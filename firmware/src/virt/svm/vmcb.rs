@@ -78,6 +78,7 @@ pub mod misc2 {
     pub const WBINVD: u32 = 1 << 9;
     pub const MONITOR: u32 = 1 << 10;
     pub const MWAIT: u32 = 1 << 11;
+    pub const XSETBV: u32 = 1 << 13;
     pub const RDPRU: u32 = 1 << 14;
 }
 
@@ -170,6 +171,7 @@ impl Vmcb {
             | misc2::CLGI
             | misc2::SKINIT
             | misc2::MONITOR
+            | misc2::XSETBV
             | misc2::MWAIT
             | misc2::ICEBP
             | misc2::WBINVD
@@ -211,6 +213,11 @@ impl Vmcb {
         self.write(RSP, 0u64);
         self.write(RAX, 0u64);
         self.write(G_PAT, state.pat);
+    }
+
+    /// The guest's current privilege level.
+    pub fn cpl(&self) -> u8 {
+        self.read(offset::CPL)
     }
 
     /// After an exit: (EXITCODE, EXITINFO1, EXITINFO2).

@@ -23,8 +23,6 @@ pub struct VmxCapabilities {
     pub misc: VmxMisc,
     pub cr0: FixedBits,
     pub cr4: FixedBits,
-    /// XCR0 bits the CPU supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX), 0 without XSAVE.
-    pub xcr0_supported: u64,
 }
 
 /// Why VMX cannot be used here.
@@ -111,12 +109,6 @@ pub fn detect() -> Result<VmxCapabilities, VmxUnavailable> {
     let controls = Controls::compute(&control_caps).map_err(VmxUnavailable::Controls)?;
     let ept = EptVpidCapabilities::of(read_msr(msr::VMX_EPT_VPID_CAP));
     ept.check().map_err(VmxUnavailable::Ept)?;
-    let xcr0_supported = if cpuid.get_feature_info().is_some_and(|f| f.has_xsave()) {
-        let leaf = raw_cpuid::native_cpuid::cpuid_count(0xD, 0);
-        ((leaf.edx as u64) << 32) | leaf.eax as u64
-    } else {
-        0
-    };
     let caps = VmxCapabilities {
         basic,
         controls,
@@ -131,7 +123,6 @@ pub fn detect() -> Result<VmxCapabilities, VmxUnavailable> {
             fixed0: read_msr(msr::VMX_CR4_FIXED0),
             fixed1: read_msr(msr::VMX_CR4_FIXED1),
         },
-        xcr0_supported,
     };
     Ok(*CAPABILITIES.call_once(|| caps))
 }
@@ -144,12 +135,11 @@ pub fn capabilities() -> &'static VmxCapabilities {
 }
 
 const CR4_VMXE: u64 = 1 << 13;
-const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// Turns VMX operation on for the calling CPU with `region` (a 4 KiB page of its own) as its
 /// VMXON region: IA32_FEATURE_CONTROL set and locked if the firmware left it open, CR0 and
 /// CR4 given the bits VMX operation fixes (and CR4.OSXSAVE, so the host can execute a
-/// guest's checked XSETBV), then VMXON.
+/// guest's checked XSETBV: `virt::xstate`), then VMXON.
 pub fn enable_on_this_cpu(region: u64) -> bool {
     let caps = capabilities();
     let mut feature_control = Msr::new(msr::FEATURE_CONTROL);
@@ -167,7 +157,7 @@ pub fn enable_on_this_cpu(region: u64) -> bool {
         (region as *mut u32).write_volatile(caps.basic.revision);
     }
     // SAFETY: setting the bits VMX operation requires in CR0 (NE) and CR4 (VMXE) changes no
-    // mapping; OSXSAVE only enables XSETBV/XGETBV, which the host runs for checked guests.
+    // mapping.
     unsafe {
         let cr0: u64;
         core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
@@ -175,11 +165,9 @@ pub fn enable_on_this_cpu(region: u64) -> bool {
         let mut cr4: u64;
         core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
         cr4 = caps.cr4.apply(cr4 | CR4_VMXE);
-        if caps.xcr0_supported != 0 {
-            cr4 |= CR4_OSXSAVE;
-        }
         core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack));
     }
+    crate::virt::xstate::enable_for_host();
     // SAFETY: the preconditions of VMXON were just established for this CPU.
     unsafe { instructions::vmxon(region) }.is_ok()
 }

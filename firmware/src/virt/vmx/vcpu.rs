@@ -1,6 +1,6 @@
 //! [`Vcpu`] for Intel VMX: the vCPU's VMCS, current on the CPU its loop runs on, plus the
 //! registers VM entry does not load. Exits that only VMX has — control-register writes to
-//! host-owned bits, XSETBV — are handled here and the guest resumed; every other exit is
+//! host-owned bits — are handled here and the guest resumed; every other exit is
 //! decoded into the shared [`VmExit`].
 //!
 //! The SYSCALL MSRs and KernelGSbase are passed through and not switched per exit: the
@@ -16,13 +16,13 @@ use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
 use numavisor_policy::vmm::vcpu::{exception, EntryState, Event, Vcpu};
-use numavisor_policy::vmm::xcr0::valid_xsetbv;
 use numavisor_policy::vmx::controls::{entry, primary};
 use numavisor_policy::vmx::fields::*;
 use x86_64::registers::model_specific::Msr;
 
 use super::instructions::{self, invept, invvpid, vmread, vmwrite, ALL_CONTEXTS, SINGLE_CONTEXT};
 use super::{capabilities, run, VmxCapabilities};
+use crate::virt::xstate;
 
 const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility state: blocking by STI, by MOV SS (SDM vol. 3C table 24-3).
@@ -390,35 +390,6 @@ impl VmxVcpu {
         true
     }
 
-    /// XSETBV (always exits on VMX): checked, then executed for the guest (XCR0 is the
-    /// guest's while its vCPU holds the CPU; the hypervisor uses no extended state).
-    fn handle_xsetbv(&mut self) {
-        let index = self.registers.rcx as u32;
-        let value = (self.registers.rdx << 32) | (self.registers.rax & 0xFFFF_FFFF);
-        let cpl = (vmread(GuestSegment::Ss.fields().access_rights) >> 5) & 3;
-        if cpl != 0 || !valid_xsetbv(index, value, self.caps.xcr0_supported) {
-            return self.raise(exception::GENERAL_PROTECTION, Some(0));
-        }
-        // SAFETY: the value passed the architectural checks against what this CPU supports,
-        // and CR4.OSXSAVE is on in the host (`enable_on_this_cpu`), so XSETBV cannot fault.
-        unsafe {
-            core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32,
-                in("edx") (value >> 32) as u32, options(nomem, nostack));
-        }
-        self.skip_instruction();
-    }
-
-    /// Resets XCR0 to its power-on value (x87 only) for a fresh start.
-    fn reset_xcr0(&self) {
-        if self.caps.xcr0_supported != 0 {
-            // SAFETY: XCR0 = 1 is always valid with XSAVE, and the host has CR4.OSXSAVE.
-            unsafe {
-                core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32,
-                    options(nomem, nostack));
-            }
-        }
-    }
-
     /// Loads the VMX-preemption timer so the run ends by its deadline even if the host's
     /// timer interrupt cannot end it (Bochs 2.7 keeps external interrupts masked in a guest
     /// entered with RFLAGS.IF = 0 despite external-interrupt exiting).
@@ -495,10 +466,6 @@ impl Vcpu for VmxVcpu {
             let reason = self.exit.reason;
             let cr8 = self.exit.qualification & 0xF == 8;
             if reason == reason::CR_ACCESS && !cr8 && self.handle_control_register() {
-                continue;
-            }
-            if reason == reason::XSETBV {
-                self.handle_xsetbv();
                 continue;
             }
             let exit = decode_vmx(&self.exit);
@@ -641,6 +608,11 @@ impl Vcpu for VmxVcpu {
         self.run_deadline = Some(deadline);
     }
 
+    fn xsetbv(&mut self, index: u32, value: u64) -> bool {
+        let cpl = ((vmread(GuestSegment::Ss.fields().access_rights) >> 5) & 3) as u8;
+        xstate::guest_xsetbv(index, value, cpl).is_ok()
+    }
+
     fn enter(&mut self, state: EntryState) {
         let arch = ArchState::of(state);
         self.registers = GuestRegisters {
@@ -694,7 +666,7 @@ impl Vcpu for VmxVcpu {
         for msr in GUEST_HELD_MSRS {
             write_msr(msr, 0);
         }
-        self.reset_xcr0();
+        xstate::reset_for_start();
         // DR6 after INIT (the guest's: VMX does not switch it).
         // SAFETY: the hypervisor uses no debug registers.
         unsafe { core::arch::asm!("mov dr6, {}", in(reg) arch.dr6, options(nomem, nostack)) };

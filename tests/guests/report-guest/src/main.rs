@@ -9,7 +9,8 @@
 //! `probe_returned` and status 2. `mode=io-loop [count=N]` makes N port reads (VM exits, for
 //! the exit-rate benchmark) and exits 0. `mode=hostile probe=NAME` probes one intercept
 //! (`prefixed-cpuid`, `rdpmc`, `efer-svme`, `unknown-msr`, `host-state`, `icebp`, `invlpga`,
-//! `cpuid`, `single-step`, `alignment-check` (ring 3; QEMU's TCG does not raise #AC), `wbinvd`).
+//! `cpuid`, `single-step`, `alignment-check` (ring 3; QEMU's TCG does not raise #AC), `wbinvd`,
+//! `xcr0`).
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`

@@ -140,6 +140,39 @@ fn hostile(probe: &str) -> ! {
                 )
             };
         }
+        // XCR0 as each (re)start finds it (x87 only: nothing of an earlier life survives),
+        // then set to x87|SSE through the hypervisor's XSETBV intercept.
+        "xcr0" => {
+            if core::arch::x86_64::__cpuid(1).ecx & (1 << 26) == 0 {
+                report!("{{\"event\":\"xcr0\",\"xsave\":false}}");
+            } else {
+                let xgetbv = || {
+                    let (low, high): (u32, u32);
+                    // SAFETY: XGETBV of XCR0 with CR4.OSXSAVE set (below) only reads it.
+                    unsafe {
+                        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") low, out("edx") high,
+                            options(nomem, nostack))
+                    };
+                    ((high as u64) << 32) | low as u64
+                };
+                // SAFETY: CR4.OSXSAVE enables XGETBV/XSETBV (CPUID says XSAVE exists); then
+                // XCR0 = x87|SSE, always valid with XSAVE.
+                unsafe {
+                    core::arch::asm!("mov rax, cr4", "bts rax, 18", "mov cr4, rax", out("rax") _,
+                        options(nomem, nostack));
+                }
+                let at_start = xgetbv();
+                // SAFETY: as above.
+                unsafe {
+                    core::arch::asm!("xsetbv", in("ecx") 0, in("eax") 3, in("edx") 0,
+                        options(nomem, nostack))
+                };
+                report!(
+                    "{{\"event\":\"xcr0\",\"xsave\":true,\"at_start\":{at_start},\"after\":{}}}",
+                    xgetbv()
+                );
+            }
+        }
         // An MSR nobody implements: #GP, not a zero.
         "unknown-msr" => {
             // SAFETY: RDMSR of an unimplemented MSR; it faults.

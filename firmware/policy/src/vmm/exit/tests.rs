@@ -23,6 +23,7 @@ struct FakeVcpu {
     rip: u64,
     efer: u64,
     pat: u64,
+    xcr0: u64,
     injected: Vec<Event>,
 }
 
@@ -87,6 +88,13 @@ impl Vcpu for FakeVcpu {
     fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn set_tsc_offset(&mut self, _offset: u64) {}
     fn enter(&mut self, _state: EntryState) {}
+    fn xsetbv(&mut self, index: u32, value: u64) -> bool {
+        let valid = crate::vmm::xcr0::valid_xsetbv(index, value, 0b111);
+        if valid {
+            self.xcr0 = value;
+        }
+        valid
+    }
 }
 
 struct FakeMemory(BTreeMap<u64, u8>);
@@ -562,6 +570,33 @@ fn isolation_instructions_get_their_answers() {
         error_code: None,
     };
     assert_eq!(run(GuestInstruction::Icebp), (0x501, vec![db]));
+}
+
+#[test]
+fn xsetbv_sets_a_valid_xcr0_and_refuses_the_rest() {
+    let machine = FakeMachine::new().code(0x800, &[0x0F, 0x01, 0xD1]);
+    let mut cpu = FakeVcpu {
+        rip: 0x800,
+        ..FakeVcpu::default()
+    };
+    cpu.registers.rax = 0b111;
+    let exit = VmExit::Instruction(GuestInstruction::Xsetbv);
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, exit, 0),
+        Next::Resume
+    );
+    assert_eq!((cpu.xcr0, cpu.rip), (0b111, 0x803));
+    // AVX without SSE: #GP, XCR0 and RIP unchanged.
+    cpu.registers.rax = 0b101;
+    handle(&mut cpu, &mut context(), &machine, exit, 0);
+    assert_eq!((cpu.xcr0, cpu.rip), (0b111, 0x803));
+    assert_eq!(
+        cpu.injected,
+        vec![Event::Exception {
+            vector: 13,
+            error_code: Some(0)
+        }]
+    );
 }
 
 #[test]
