@@ -255,6 +255,37 @@ pub fn find_table(memory: &impl TableMemory, pointer: u64) -> Result<Table, Core
     }
 }
 
+/// A record as coreboot writes one: `{tag, size}` (size counting the whole record) and
+/// `data`. With [`encode_table`], what the coreboot test loader and the tests lay out.
+pub fn encode_record(tag: u32, data: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(8 + data.len());
+    record.extend_from_slice(&tag.to_le_bytes());
+    record.extend_from_slice(&(8 + data.len() as u32).to_le_bytes());
+    record.extend_from_slice(data);
+    record
+}
+
+/// A table as coreboot writes one: the header, with both IP checksums, then `records`
+/// (each from [`encode_record`]).
+pub fn encode_table(records: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = records.concat();
+    let mut table = Vec::with_capacity(HEADER_BYTES + body.len());
+    table.extend_from_slice(&SIGNATURE);
+    for field in [
+        HEADER_BYTES as u32,
+        0,
+        body.len() as u32,
+        ip_checksum(&body) as u32,
+        records.len() as u32,
+    ] {
+        table.extend_from_slice(&field.to_le_bytes());
+    }
+    let sum = ip_checksum(&table) as u32;
+    table[8..12].copy_from_slice(&sum.to_le_bytes());
+    table.extend_from_slice(&body);
+    table
+}
+
 /// The memory map of `LB_TAG_MEMORY` records (20-byte ranges: start, size, type).
 fn memory_map(table: &Table) -> Vec<MemoryRegion> {
     table

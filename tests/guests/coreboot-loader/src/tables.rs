@@ -1,41 +1,17 @@
-//! coreboot tables as coreboot writes them: a 24-byte "LBIO" header with its two IP checksums,
-//! then `{tag, size}` records.
+//! The records of the coreboot tables the loader hands over, written with the policy crate's
+//! encoder (`bootinfo::coreboot::encode_table`): a 24-byte "LBIO" header with its two IP
+//! checksums, then `{tag, size}` records.
 
 use alloc::vec::Vec;
 
-use numavisor_policy::bootinfo::coreboot::{ip_checksum, memory_type, tag, SIGNATURE};
+use numavisor_policy::bootinfo::coreboot::{encode_record as record, memory_type, tag};
 use numavisor_policy::bootinfo::{MemoryKind, MemoryRegion};
 
 /// `LB_TAG_SERIAL`'s `LB_SERIAL_TYPE_IO_MAPPED`.
 const SERIAL_IO_MAPPED: u32 = 1;
 
-fn record(tag: u32, data: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(8 + data.len());
-    r.extend_from_slice(&tag.to_le_bytes());
-    r.extend_from_slice(&(8 + data.len() as u32).to_le_bytes());
-    r.extend_from_slice(data);
-    r
-}
-
 /// A whole table: header and `records`, checksummed.
-pub fn table(records: &[Vec<u8>]) -> Vec<u8> {
-    let body: Vec<u8> = records.concat();
-    let mut header = Vec::with_capacity(24 + body.len());
-    header.extend_from_slice(&SIGNATURE);
-    for field in [
-        24,
-        0,
-        body.len() as u32,
-        ip_checksum(&body) as u32,
-        records.len() as u32,
-    ] {
-        header.extend_from_slice(&field.to_le_bytes());
-    }
-    let sum = ip_checksum(&header) as u32;
-    header[8..12].copy_from_slice(&sum.to_le_bytes());
-    header.extend_from_slice(&body);
-    header
-}
+pub use numavisor_policy::bootinfo::coreboot::encode_table as table;
 
 /// `LB_TAG_FORWARD` to the table at `to`.
 pub fn forward(to: u64) -> Vec<u8> {

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use proptest::prelude::*;
 
 use super::*;
+use super::{encode_record as record, encode_table as table};
 
 /// Physical memory made of byte runs at addresses.
 #[derive(Default)]
@@ -21,29 +22,6 @@ impl TableMemory for Memory {
             .get(start..start.checked_add(len)?)
             .map(<[u8]>::to_vec)
     }
-}
-
-fn record(tag: u32, data: &[u8]) -> Vec<u8> {
-    let mut r = Vec::new();
-    r.extend_from_slice(&tag.to_le_bytes());
-    r.extend_from_slice(&(8 + data.len() as u32).to_le_bytes());
-    r.extend_from_slice(data);
-    r
-}
-
-/// A header plus records, with both checksums as coreboot computes them.
-fn table(records: &[Vec<u8>]) -> Vec<u8> {
-    let body: Vec<u8> = records.concat();
-    let mut header = Vec::new();
-    header.extend_from_slice(&SIGNATURE);
-    header.extend_from_slice(&24u32.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
-    header.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    header.extend_from_slice(&(ip_checksum(&body) as u32).to_le_bytes());
-    header.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    let sum = ip_checksum(&header) as u32;
-    header[8..12].copy_from_slice(&sum.to_le_bytes());
-    [header, body].concat()
 }
 
 fn range(start: u64, size: u64, kind: u32) -> Vec<u8> {
