@@ -281,10 +281,7 @@ fn handle_instruction(
             if cpu.xsetbv(index, value) {
                 skip(cpu, machine, 3);
             } else {
-                cpu.inject(Event::Exception {
-                    vector: exception::GENERAL_PROTECTION,
-                    error_code: Some(0),
-                });
+                general_protection(cpu);
             }
         }
         // INT1 is a trap: #DB with RIP after the instruction.
@@ -312,11 +309,7 @@ fn handle_cr8(
     if write {
         let value = cpu.registers().get(register);
         if value > 0xF {
-            cpu.inject(Event::Exception {
-                vector: exception::GENERAL_PROTECTION,
-                error_code: Some(0),
-            });
-            return Next::Resume;
+            return general_protection(cpu);
         }
         machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
     } else {
