@@ -265,6 +265,23 @@ pub fn encode_record(tag: u32, data: &[u8]) -> Vec<u8> {
     record
 }
 
+/// One 20-byte `LB_TAG_MEMORY` range as coreboot writes it: 64-bit start and size as
+/// low/high halves (4-byte aligned), then the type.
+pub fn encode_memory_range(start: u64, size: u64, kind: u32) -> [u8; 20] {
+    let mut range = [0u8; 20];
+    let fields = [
+        start as u32,
+        (start >> 32) as u32,
+        size as u32,
+        (size >> 32) as u32,
+        kind,
+    ];
+    for (slot, field) in range.chunks_exact_mut(4).zip(fields) {
+        slot.copy_from_slice(&field.to_le_bytes());
+    }
+    range
+}
+
 /// A table as coreboot writes one: the header, with both IP checksums, then `records`
 /// (each from [`encode_record`]).
 pub fn encode_table(records: &[Vec<u8>]) -> Vec<u8> {

@@ -4,7 +4,9 @@
 
 use alloc::vec::Vec;
 
-use numavisor_policy::bootinfo::coreboot::{encode_record as record, memory_type, tag};
+use numavisor_policy::bootinfo::coreboot::{
+    encode_memory_range, encode_record as record, memory_type, tag,
+};
 use numavisor_policy::bootinfo::{MemoryKind, MemoryRegion};
 
 /// `LB_TAG_SERIAL`'s `LB_SERIAL_TYPE_IO_MAPPED`.
@@ -22,15 +24,7 @@ pub fn forward(to: u64) -> Vec<u8> {
 pub fn memory(map: &[MemoryRegion], tables: &[(u64, u64)]) -> Vec<u8> {
     let mut data = Vec::new();
     let mut push = |base: u64, size: u64, kind: u32| {
-        for v in [
-            base as u32,
-            (base >> 32) as u32,
-            size as u32,
-            (size >> 32) as u32,
-            kind,
-        ] {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
+        data.extend_from_slice(&encode_memory_range(base, size, kind));
     };
     for region in map {
         let kind = match region.kind {

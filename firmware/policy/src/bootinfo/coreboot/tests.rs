@@ -25,17 +25,7 @@ impl TableMemory for Memory {
 }
 
 fn range(start: u64, size: u64, kind: u32) -> Vec<u8> {
-    let mut r = Vec::new();
-    for v in [
-        start as u32,
-        (start >> 32) as u32,
-        size as u32,
-        (size >> 32) as u32,
-        kind,
-    ] {
-        r.extend_from_slice(&v.to_le_bytes());
-    }
-    r
+    encode_memory_range(start, size, kind).to_vec()
 }
 
 fn forward(to: u64) -> Vec<u8> {
