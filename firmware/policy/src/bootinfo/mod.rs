@@ -1,12 +1,13 @@
 //! The one description of what a boot path hands us.
 //!
-//! Every boot protocol (PVH and multiboot2 today; EFI and coreboot later) only translates its
+//! Every boot protocol (PVH, multiboot2, coreboot and UEFI) only translates its
 //! own format into a [`BootInfo`]: a memory map, where the RSDP is, the command line and the
 //! boot modules. Nothing after the translator knows which protocol booted the image.
 
 pub mod coreboot;
 pub mod multiboot2;
 pub mod pvh;
+pub mod uefi;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -50,6 +51,8 @@ pub enum BootProtocol {
     Multiboot2,
     /// coreboot, the image as its ELF payload.
     Coreboot,
+    /// UEFI: numavisor's UEFI application (`numavisor.efi`), after `ExitBootServices`.
+    Uefi,
 }
 
 /// Where the loader says the ACPI RSDP is.

@@ -28,6 +28,9 @@ pub struct Segment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestImage {
     pub pvh_entry: u32,
+    /// The ELF header's entry (`e_entry`); guests start at `pvh_entry`, the UEFI application
+    /// enters the hypervisor's image here.
+    pub elf_entry: u64,
     pub segments: Vec<Segment>,
 }
 
@@ -130,6 +133,7 @@ pub fn parse(bytes: &[u8]) -> Result<GuestImage, ImageError> {
     let pvh_entry = pvh_entry.ok_or(ImageError::NoPvhNote)?;
     Ok(GuestImage {
         pvh_entry,
+        elf_entry: u64_at(bytes, 24).ok_or(ImageError::NotElf64)?,
         segments,
     })
 }
@@ -165,6 +169,7 @@ mod tests {
         b[4] = 2;
         b[5] = 1;
         b[18..20].copy_from_slice(&62u16.to_le_bytes());
+        b[24..32].copy_from_slice(&0x10_0020u64.to_le_bytes());
         b[32..40].copy_from_slice(&64u64.to_le_bytes());
         b[54..56].copy_from_slice(&56u16.to_le_bytes());
         b[56..58].copy_from_slice(&2u16.to_le_bytes());
@@ -191,6 +196,7 @@ mod tests {
     fn finds_segments_and_the_pvh_entry() {
         let parsed = parse(&image(18)).unwrap();
         assert_eq!(parsed.pvh_entry, 0x10_0040);
+        assert_eq!(parsed.elf_entry, 0x10_0020);
         assert_eq!(
             parsed.segments,
             [Segment {

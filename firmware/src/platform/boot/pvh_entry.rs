@@ -6,7 +6,7 @@
 //! `hvm_start_info`. The multiboot2 entry (`multiboot2_entry.rs`) joins the same path.
 //!
 //! `boot_start32` expects ESI = the loader's boot information, EBP = which entry ran
-//! ([`ENTERED_BY_PVH`] or [`ENTERED_BY_MULTIBOOT2`]) and EBX = the loader's magic (EAX at a
+//! ([`ENTERED_BY_PVH`], [`ENTERED_BY_MULTIBOOT2`], ...) and EBX = the loader's magic (EAX at a
 //! multiboot2 entry). It reads the TSC first (benchmarks count from here), zeroes `.bss`,
 //! builds an identity map of the first 4 GiB with 2 MiB pages, sets its own stack and GDT
 //! (a multiboot2 loader leaves ESP undefined and GDTR possibly invalid), enters long mode
@@ -21,6 +21,8 @@ pub const ENTERED_BY_PVH: u32 = 1;
 pub const ENTERED_BY_MULTIBOOT2: u32 = 2;
 /// `numavisor_bsp_main`'s second argument after coreboot's payload entry.
 pub const ENTERED_BY_COREBOOT: u32 = 3;
+/// `numavisor_bsp_main`'s second argument after numavisor's UEFI application.
+pub const ENTERED_BY_UEFI: u32 = 4;
 
 /// Size of the boot CPU's stack.
 pub const BSP_STACK_BYTES: usize = 64 * 1024;
