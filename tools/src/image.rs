@@ -11,6 +11,9 @@ use crate::{linux, workspace_root};
 /// The bare-metal target the image and guests are built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
+/// The target numavisor's UEFI application is built for.
+pub const EFI_TARGET: &str = "x86_64-unknown-uefi";
+
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -103,6 +106,36 @@ pub fn build_guests() -> Result<PathBuf> {
     std::fs::copy(&built, &destination)
         .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
     Ok(destination)
+}
+
+/// Builds numavisor's UEFI application (`firmware/efi`) around the image `elf` and returns a
+/// copy beside it (`numavisor-LAYOUT.efi`). The application embeds the image: one file to put
+/// on an EFI system partition or hand to OVMF's `-kernel`.
+pub fn build_efi(elf: &Path) -> Result<PathBuf> {
+    crate::packages::ensure_toolchain(EFI_TARGET, &[])?;
+    let elf = elf
+        .canonicalize()
+        .with_context(|| format!("image {}", elf.display()))?;
+    cargo(
+        &[
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "numavisor-efi",
+            "--target",
+            EFI_TARGET,
+        ],
+        &[("NUMAVISOR_ELF", &elf)],
+    )?;
+    let built = target_dir()
+        .join(EFI_TARGET)
+        .join("release")
+        .join("numavisor.efi");
+    let copy = elf.with_extension("efi");
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Builds the coreboot test loader (`tests/guests/coreboot-loader`, a PVH kernel that boots

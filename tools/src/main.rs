@@ -28,6 +28,9 @@ enum Commands {
         /// $NUMAVISOR_LAYOUT, else `default`.
         #[arg(long)]
         layout: Option<String>,
+        /// Also build the UEFI application around the image (`numavisor-LAYOUT.efi`).
+        #[arg(long)]
+        efi: bool,
     },
     /// Boot the image in QEMU (PVH) or Bochs (GRUB, multiboot2) on a named topology
     /// (tests/topologies/NAME.toml).
@@ -51,8 +54,9 @@ enum Commands {
         /// Extra words for the image's command line (e.g. "log=debug").
         #[arg(long, default_value = "")]
         append: String,
-        /// QEMU only: `pvh` (`-kernel`), or `coreboot-test` (the image as a coreboot ELF
-        /// payload, started by the test loader from coreboot tables; the command line goes
+        /// QEMU only: `pvh` (`-kernel`); `ovmf` (the UEFI application under Debian's OVMF,
+        /// the command line as its load options); or `coreboot-test` (the image as a coreboot
+        /// ELF payload, started by the test loader from coreboot tables; the command line goes
         /// into the layout's `boot_options`, as coreboot passes none).
         #[arg(long, default_value = "pvh")]
         firmware: Firmware,
@@ -74,6 +78,7 @@ enum Commands {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Firmware {
     Pvh,
+    Ovmf,
     CorebootTest,
 }
 
@@ -86,10 +91,16 @@ enum Emulator {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Commands::Build { layout } => {
+        Commands::Build { layout, efi } => {
             let path = image::build_with_layout(&image::resolve_layout(layout.as_deref())?)?;
-            let size = std::fs::metadata(&path)?.len();
-            println!("{} ({size} bytes)", path.display());
+            let mut built = vec![path.clone()];
+            if efi {
+                built.push(image::build_efi(&path)?);
+            }
+            for path in built {
+                let size = std::fs::metadata(&path)?.len();
+                println!("{} ({size} bytes)", path.display());
+            }
             Ok(())
         }
         Commands::Run {
@@ -125,6 +136,9 @@ fn run(
     firmware: Firmware,
 ) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
+    if firmware == Firmware::Ovmf {
+        packages::ensure(&[packages::OVMF])?;
+    }
     let mut layout_file = image::resolve_layout(layout)?;
     if firmware == Firmware::CorebootTest {
         let exit = if stay { "" } else { "exit=partitions" };
@@ -140,6 +154,7 @@ fn run(
     };
     let args = match firmware {
         Firmware::Pvh => qemu::command(&image, &topology, &options),
+        Firmware::Ovmf => qemu::ovmf_command(&image::build_efi(&image)?, &topology, &options),
         Firmware::CorebootTest => qemu::coreboot_test_command(
             &image::build_coreboot_loader()?,
             &image,
@@ -285,9 +300,10 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Result<()>
 }
 
 fn test() -> Result<()> {
-    packages::ensure(&[packages::QEMU, packages::IASL])?;
+    packages::ensure(&[packages::QEMU, packages::IASL, packages::OVMF])?;
     packages::ensure(&packages::BOCHS)?;
     packages::ensure_toolchain(image::TARGET, &["rustfmt", "clippy"])?;
+    packages::ensure_toolchain(image::EFI_TARGET, &[])?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -344,6 +360,22 @@ fn test() -> Result<()> {
         image.display(),
         std::fs::metadata(&image)?.len()
     );
+    // The UEFI application embeds an image; clippy checks it around the default one.
+    cargo_with_env(
+        &[
+            "clippy",
+            "-q",
+            "-p",
+            "numavisor-efi",
+            "--release",
+            "--target",
+            image::EFI_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[("NUMAVISOR_ELF", &image.canonicalize()?)],
+    )?;
     let images = image::images_dir();
     // The QEMU tests boot the images just built rather than building them again.
     cargo_with_env(

@@ -16,6 +16,11 @@ pub const QEMU: Needed = Needed {
     command: "qemu-system-x86_64",
     package: "qemu-system-x86",
 };
+/// Debian's OVMF build (UEFI firmware for QEMU).
+pub const OVMF: Needed = Needed {
+    command: crate::qemu::OVMF_CODE,
+    package: "ovmf",
+};
 /// ACPICA's compiler/disassembler.
 pub const IASL: Needed = Needed {
     command: "iasl",

@@ -70,6 +70,34 @@ pub fn command(image: &Path, topology: &TopologyFile, options: &RunOptions) -> V
     args
 }
 
+/// Debian's OVMF (package `ovmf`, the same path on bookworm and trixie): the firmware code,
+/// mapped read-only.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF's variable-store template; runs use it through a snapshot, so they never write it and
+/// can run side by side.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The QEMU command line that boots numavisor's UEFI application `efi` under OVMF: OVMF's
+/// kernel loader starts the `-kernel` PE image as an EFI application with `-append` as its
+/// load options, on the same machine and `-numa` options as [`command`].
+pub fn ovmf_command(efi: &Path, topology: &TopologyFile, options: &RunOptions) -> Vec<String> {
+    let mut args = command(efi, topology, options);
+    let at = args
+        .iter()
+        .position(|a| a == "-kernel")
+        .expect("command() passes -kernel");
+    args.splice(
+        at..at,
+        [
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,unit=1,snapshot=on,file={OVMF_VARS}"),
+        ],
+    );
+    args
+}
+
 /// The QEMU command line that boots `image` as a coreboot payload through the test `loader`
 /// (`image::build_coreboot_loader`): the loader is the PVH kernel, the image its `-initrd`;
 /// there is no `-append`, as coreboot has no command line for ELF payloads (the image's

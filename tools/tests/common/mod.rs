@@ -26,6 +26,15 @@ pub fn image_for(layout: &str) -> PathBuf {
         .expect("building the image")
 }
 
+/// numavisor's UEFI application around the image of `layout` (built from that image, in
+/// turns like image builds).
+pub fn efi_for(layout: &str) -> PathBuf {
+    let elf = image_for(layout);
+    let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    packages::ensure(&[packages::OVMF]).expect("OVMF is needed");
+    image::build_efi(&elf).expect("building the UEFI application")
+}
+
 /// One boot: the report, the guests' own lines by partition, and a failure context.
 pub struct Boot {
     pub report: Report,
@@ -66,11 +75,30 @@ impl Boot {
         };
         let args = qemu::command(&image_for(layout), &topology, &options);
         let timeout = topology.timeout_seconds.max(timeout);
-        let result = qemu::run_interactive(&args, Duration::from_secs(timeout), on_line)
+        Boot::run_qemu(
+            &args,
+            timeout,
+            &format!("layout {layout} on topology {topology_name}"),
+            None,
+            on_line,
+        )
+    }
+
+    /// Boots `args` (a QEMU command ending in `exit=partitions`) bounded by `timeout`
+    /// seconds; `booted_by` is the boot protocol the log must name (`numavisor … booted by
+    /// NAME`), if the test is about one.
+    fn run_qemu(
+        args: &[String],
+        timeout: u64,
+        description: &str,
+        booted_by: Option<&str>,
+        on_line: impl FnMut(&str) -> qemu::Reply,
+    ) -> Boot {
+        let result = qemu::run_interactive(args, Duration::from_secs(timeout), on_line)
             .expect("starting QEMU");
         let context = format!(
-            "layout {layout} on topology {topology_name}\ncommand: {}\n--- last 60 lines of the serial log ---\n{}",
-            qemu::shell_line(&args),
+            "{description}\ncommand: {}\n--- last 60 lines of the serial log ---\n{}",
+            qemu::shell_line(args),
             result.tail(60)
         );
         assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
@@ -79,9 +107,38 @@ impl Boot {
             Some(qemu::EXIT_READY),
             "QEMU exit status (33 = all partitions ended)\n{context}"
         );
+        if let Some(protocol) = booted_by {
+            let line = format!("booted by {protocol};");
+            assert!(
+                result.lines.iter().any(|l| l.contains(&line)),
+                "the log does not say \"{line}\"\n{context}"
+            );
+        }
         let report = Report::from_lines(&result.lines)
             .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
         Boot { report, context }
+    }
+
+    /// Boots `layout` on `topology_name` through numavisor's UEFI application under OVMF
+    /// (OVMF's `-kernel` loader starts it; the command line arrives as its load options),
+    /// with `exit=partitions`.
+    pub fn run_ovmf(layout: &str, topology_name: &str) -> Boot {
+        let topology = topology::load(topology_name).expect("topology file");
+        let efi = efi_for(layout);
+        let options = qemu::RunOptions {
+            exit: Some("partitions"),
+            extra_qemu_args: vec![],
+            extra_append: String::new(),
+        };
+        let args = qemu::ovmf_command(&efi, &topology, &options);
+        let description = format!("layout {layout} on topology {topology_name} under OVMF");
+        Boot::run_qemu(
+            &args,
+            topology.timeout_seconds.max(120),
+            &description,
+            Some("Uefi"),
+            |_| qemu::Reply::Continue,
+        )
     }
 
     /// Boots `layout` under Bochs (CPU model `cpu`; GRUB, multiboot2, the topology's
@@ -144,29 +201,15 @@ impl Boot {
             extra_append: String::new(),
         };
         let args = qemu::coreboot_test_command(&loader, &image, &topology, &options);
-        let timeout = Duration::from_secs(topology.timeout_seconds.max(120));
-        let result = qemu::run(&args, timeout, false).expect("starting QEMU");
-        let context = format!(
-            "layout {layout} on topology {topology_name} as a coreboot payload\ncommand: {}\n--- last 60 lines of the serial log ---\n{}",
-            qemu::shell_line(&args),
-            result.tail(60)
-        );
-        assert!(!result.timed_out, "no exit within {timeout:?}\n{context}");
-        assert_eq!(
-            result.status,
-            Some(qemu::EXIT_READY),
-            "QEMU exit status (33 = all partitions ended)\n{context}"
-        );
-        assert!(
-            result
-                .lines
-                .iter()
-                .any(|l| l.contains("booted by Coreboot")),
-            "not booted through the coreboot entry\n{context}"
-        );
-        let report = Report::from_lines(&result.lines)
-            .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
-        Boot { report, context }
+        let description =
+            format!("layout {layout} on topology {topology_name} as a coreboot payload");
+        Boot::run_qemu(
+            &args,
+            topology.timeout_seconds.max(120),
+            &description,
+            Some("Coreboot"),
+            |_| qemu::Reply::Continue,
+        )
     }
 
     pub fn events(&self, name: &str) -> Vec<&Value> {
