@@ -5,6 +5,7 @@ use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
@@ -12,10 +13,10 @@ use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
-use numavisor_policy::partition::cost;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
+use numavisor_policy::partition::{cost, zeroing};
 use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
 use numavisor_policy::slat::{
     Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat, SlatStats,
@@ -26,7 +27,7 @@ use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
-use super::control::{Control, VcpuSlot};
+use super::control::{halt_a_while, Control, VcpuSlot};
 use super::guest_memory::{GuestMemory, IdentityTables};
 use super::{Partition, PartitionState};
 use crate::platform::cpu::tsc;
@@ -193,10 +194,11 @@ pub fn build(
         vcpus,
         control: Control::default(),
         exit_counts: Default::default(),
+        zeroed_shares: AtomicUsize::new(0),
     };
     let loaded = {
         let mut state = partition.state.lock();
-        load_guest(&partition, &mut state)
+        check_guest(&partition, &mut state)
     };
     if let Err(e) = loaded {
         release(&mut partition.state.lock(), frames);
@@ -257,14 +259,14 @@ fn map_guest_memory<F: SlatFormat>(
     Ok((slat.root(), slat.stats()))
 }
 
-/// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM and sets up
-/// every vCPU's VMCB; vCPU 0 starts at the image's entry, the others wait for SIPI.
-fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), BuildError> {
+/// Writes the guest's image, boot data and ACPI tables into its (zeroed) RAM, or with a
+/// checking `memory` only checks that they fit; returns where vCPU 0 starts.
+fn write_guest(
+    partition: &Partition,
+    state: &PartitionState,
+    memory: &GuestMemory,
+) -> Result<EntryState, BuildError> {
     let spec = partition.spec;
-    let memory = GuestMemory {
-        blocks: &state.blocks,
-    };
-    memory.zero_all();
     let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
     let ranges = cost::all_guest_physical_ranges(&sizes);
     let map = start_info::memory_map(&ranges);
@@ -273,18 +275,61 @@ fn load_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), B
     if !memory.write(start_info::ACPI_GPA, &tables.image()) {
         return Err(BuildError::TooLittleRam { size: sizes[0] });
     }
-    state.entry = if bzimage::is_bzimage(spec.image) {
-        load_linux(spec, &memory, &map, tables.rsdp_address())?
+    if bzimage::is_bzimage(spec.image) {
+        load_linux(spec, memory, &map, tables.rsdp_address())
     } else {
-        load_pvh(spec, &memory, &map, tables.rsdp_address(), sizes[0])?
-    };
+        load_pvh(spec, memory, &map, tables.rsdp_address(), sizes[0])
+    }
+}
+
+/// Sets up every vCPU's control block and the guest clock for a (re)start from `entry`.
+fn prepare_start(state: &mut PartitionState, entry: EntryState) {
+    state.entry = entry;
     let (tag, root) = (state.tlb_tag, state.slat_root);
     if let Some(controls) = state.controls.as_mut() {
         Active::prepare(controls, tag, root);
     }
     // The guest's clock starts near 0, the same on every vCPU.
     state.tsc_offset = 0u64.wrapping_sub(tsc::now());
+}
+
+/// At build: checks that the guest's contents fit its RAM, writing nothing (its own CPUs zero
+/// and load it when it first starts: [`first_start_share`]), and prepares the first start.
+fn check_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), BuildError> {
+    let entry = write_guest(partition, state, &GuestMemory::checking(&state.blocks))?;
+    prepare_start(state, entry);
     Ok(())
+}
+
+/// Before a partition's first start, on the CPU of its vCPU `vcpu`: zeroes this vCPU's share
+/// of the guest RAM (`zeroing::shares`: blocks on this CPU's own node), in parallel with the
+/// partition's other CPUs. vCPU 0's CPU then waits for the others and writes the guest's
+/// contents, so each partition starts as soon as its own memory is ready.
+pub fn first_start_share(partition: &Partition, vcpu: usize) -> Result<(), BuildError> {
+    let (blocks, share) = {
+        let state = partition.state.lock();
+        let mut shares = zeroing::shares(&state.blocks, &state.vcpus);
+        let share = if vcpu < shares.len() {
+            shares.swap_remove(vcpu)
+        } else {
+            Vec::new()
+        };
+        (state.blocks.clone(), share)
+    };
+    let memory = GuestMemory::new(&blocks);
+    for block in share {
+        memory.zero_block(block);
+    }
+    partition.zeroed_shares.fetch_add(1, Ordering::SeqCst);
+    if vcpu != 0 {
+        return Ok(());
+    }
+    while partition.zeroed_shares.load(Ordering::SeqCst) < partition.vcpus.len() {
+        halt_a_while();
+    }
+    // Checked at build with the same inputs: an error here is a bug, and stops the partition.
+    let state = partition.state.lock();
+    write_guest(partition, &state, &memory).map(|_| ())
 }
 
 /// A PVH ELF: its segments, `hvm_start_info`, memory map and command line.
@@ -506,11 +551,14 @@ fn host_distances() -> Option<guest_acpi::DistanceMatrix> {
 
 /// Puts a stopped guest back to its first instruction: fresh RAM contents, boot data, VMCBs.
 pub fn reset_guest(partition: &Partition, state: &mut PartitionState) {
-    if let Err(e) = load_guest(partition, state) {
-        log::error!(
+    let memory = GuestMemory::new(&state.blocks);
+    memory.zero_all();
+    match write_guest(partition, state, &memory) {
+        Ok(entry) => prepare_start(state, entry),
+        Err(e) => log::error!(
             "partition \"{}\": cannot reload its guest: {e}",
             partition.name()
-        );
+        ),
     }
 }
 

@@ -8,10 +8,29 @@ use numavisor_policy::slat::TableMemory;
 
 /// The partition's guest RAM as its blocks (sorted by guest-physical address).
 pub struct GuestMemory<'a> {
-    pub blocks: &'a [GuestBlock],
+    blocks: &'a [GuestBlock],
+    /// Writes only check that their bytes fall in guest RAM (a build-time dry run).
+    checking: bool,
 }
 
-impl GuestMemory<'_> {
+impl<'a> GuestMemory<'a> {
+    /// Guest RAM that `write` fills.
+    pub fn new(blocks: &'a [GuestBlock]) -> Self {
+        GuestMemory {
+            blocks,
+            checking: false,
+        }
+    }
+
+    /// Guest RAM whose `write` only says whether the bytes would fit: the contents can be
+    /// checked when the partition is built and written when its CPUs start it.
+    pub fn checking(blocks: &'a [GuestBlock]) -> Self {
+        GuestMemory {
+            blocks,
+            checking: true,
+        }
+    }
+
     /// The host address of `gpa` and how many bytes follow it in the same block.
     fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
         let index = self
@@ -33,6 +52,11 @@ impl GuestMemory<'_> {
                 return false;
             };
             let n = (room as usize).min(bytes.len());
+            if self.checking {
+                gpa += n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
             // SAFETY: [spa, spa + n) lies inside one of this partition's guest blocks, which
             // the identity map covers and nobody else uses while the partition is built.
             unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), spa as *mut u8, n) };
@@ -42,12 +66,19 @@ impl GuestMemory<'_> {
         true
     }
 
-    /// Zeroes every block (a new or restarted guest sees no earlier contents).
+    /// Zeroes every block (a restarted guest sees no earlier contents).
     pub fn zero_all(&self) {
-        for block in self.blocks {
-            // SAFETY: the block is this partition's guest RAM, identity mapped.
-            unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, block.size.bytes() as usize) };
-        }
+        (0..self.blocks.len()).for_each(|b| self.zero_block(b));
+    }
+
+    /// Zeroes block `index` (nothing if there is no such block).
+    pub fn zero_block(&self, index: usize) {
+        let Some(block) = self.blocks.get(index).filter(|_| !self.checking) else {
+            return;
+        };
+        // SAFETY: the block is this partition's guest RAM, identity mapped; no guest runs on
+        // it while it is zeroed (before its first start, or while it is stopped).
+        unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, block.size.bytes() as usize) };
     }
 
     /// Reads a guest-physical u64, if it lies in guest RAM.

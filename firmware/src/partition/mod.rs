@@ -96,6 +96,8 @@ pub struct Partition {
     pub control: control::Control,
     /// VM exits by kind, over every vCPU, since the partition was built.
     pub exit_counts: ExitCounters,
+    /// How many of its vCPUs' CPUs have zeroed their share of its RAM for the first start.
+    pub zeroed_shares: core::sync::atomic::AtomicUsize,
 }
 
 /// VM exits by kind ([`ExitKind`]), counted by every vCPU of a partition.

@@ -31,6 +31,16 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
     let Some((partition, vcpu)) = take_assignment(apic_id) else {
         return false;
     };
+    // Before virtualization is on, so that every CPU of the partition takes part even if
+    // that then fails for one of them.
+    if let Err(e) = build::first_start_share(partition, vcpu) {
+        log::error!(
+            "partition \"{}\": cannot load its guest: {e}",
+            partition.name()
+        );
+        stop_before_running(partition, "invalid-image", &alloc::format!("{e}"));
+        return true;
+    }
     let node = partition
         .state
         .lock()
@@ -44,20 +54,25 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
             "partition \"{}\": virtualization cannot be turned on for CPU {apic_id} (no memory for its host state); vCPU {vcpu} cannot run",
             partition.name()
         );
-        if partition.control.begin_stop() {
-            partition.control.wait_parked(partition.vcpus.len() - 1);
-            let _ = stop_or_restart(
-                partition,
-                numavisor_policy::vmm::exit::StopKind::Fault,
-                "no-memory",
-                "no memory for a CPU's VMRUN save area",
-            );
-            partition.control.finish_stop(false);
-        }
+        stop_before_running(
+            partition,
+            "no-memory",
+            "no memory for a CPU's VMRUN save area",
+        );
         return true;
     }
     run_vcpu(partition, vcpu);
     true
+}
+
+/// Stops `partition` (as a fault) from a CPU whose vCPU cannot run, once its other vCPUs
+/// have parked; nothing if another vCPU is stopping it already.
+fn stop_before_running(partition: &Partition, reason: &str, detail: &str) {
+    if partition.control.begin_stop() {
+        partition.control.wait_parked(partition.vcpus.len() - 1);
+        let _ = stop_or_restart(partition, StopKind::Fault, reason, detail);
+        partition.control.finish_stop(false);
+    }
 }
 
 /// A page of hypervisor memory for a CPU's own use (the backend's host state), from the
@@ -136,7 +151,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     };
     let machine = PartitionMachine {
         partition,
-        memory: GuestMemory { blocks: &blocks },
+        memory: GuestMemory::new(&blocks),
     };
     let mut context = VcpuContext {
         index,

@@ -3,3 +3,4 @@
 pub mod cost;
 pub mod placement;
 pub mod pool;
+pub mod zeroing;
