@@ -15,6 +15,7 @@ use uefi::table::cfg::ConfigTableEntry;
 
 use crate::leave;
 use crate::load::{self, LoadError};
+use crate::pages::Pages;
 
 /// The hypervisor image, built before this application (`cargo xtask build --efi`).
 static IMAGE: &[u8] = include_bytes!(env!("NUMAVISOR_ELF"));
@@ -93,6 +94,9 @@ fn start() -> Result<core::convert::Infallible, StartError> {
         options.len()
     );
 
+    // From here on the pages are the hypervisor's.
+    let (handoff, exit_page) = (handoff.keep(), exit_page.keep());
+    placed.pages.keep();
     // SAFETY: nothing of boot services is used after this point: no allocation, no console.
     let final_map = unsafe { boot::exit_boot_services(None) };
     let meta = final_map.meta();
@@ -117,13 +121,15 @@ fn start() -> Result<core::convert::Infallible, StartError> {
     unsafe { leave::enter_image(placed.entry, handoff, exit_page) }
 }
 
-fn allocate_below_4g(what: &'static str, ty: MemoryType, pages: usize) -> Result<u64, StartError> {
-    boot::allocate_pages(BELOW_4G, ty, pages)
-        .map(|p| p.as_ptr() as u64)
-        .map_err(|e| StartError::Allocate {
-            what,
-            status: e.status(),
-        })
+fn allocate_below_4g(
+    what: &'static str,
+    ty: MemoryType,
+    pages: usize,
+) -> Result<Pages, StartError> {
+    Pages::allocate(BELOW_4G, ty, pages).map_err(|e| StartError::Allocate {
+        what,
+        status: e.status(),
+    })
 }
 
 /// The ACPI RSDP from the configuration table: the ACPI 2.0 entry, else the 1.0 one; 0 when

@@ -10,6 +10,8 @@ use core::fmt;
 use numavisor_policy::bootinfo::uefi::PAGE_BYTES;
 use numavisor_policy::guest::elf::{self, ImageError};
 use uefi::boot::{self, AllocateType, MemoryType};
+
+use crate::pages::Pages;
 use uefi::mem::memory_map::MemoryMap;
 
 /// Why the image cannot be placed.
@@ -50,11 +52,13 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// The image's entry and the physical range it now occupies.
+/// The image's entry and the physical range it now occupies (freed again if dropped before
+/// the application leaves boot services).
 pub struct Placed {
     pub entry: u64,
     pub start: u64,
     pub end: u64,
+    pub pages: Pages,
 }
 
 /// Copies the PT_LOAD segments of `image` to their physical addresses, zeroing what lies past
@@ -70,14 +74,13 @@ pub fn place(image: &[u8]) -> Result<Placed, LoadError> {
         .unwrap_or(0)
         .next_multiple_of(PAGE_BYTES);
     let pages = ((end - start) / PAGE_BYTES) as usize;
-    boot::allocate_pages(AllocateType::Address(start), MemoryType::LOADER_DATA, pages).map_err(
-        |e| LoadError::RangeTaken {
+    let pages = Pages::allocate(AllocateType::Address(start), MemoryType::LOADER_DATA, pages)
+        .map_err(|e| LoadError::RangeTaken {
             start,
             end,
             taken_by: first_taken(start, end),
             status: e.status(),
-        },
-    )?;
+        })?;
     for segment in &parsed.segments {
         let bytes = &image[segment.offset..segment.offset + segment.file_size];
         let zeroed = segment.memory_size as usize - segment.file_size;
@@ -93,6 +96,7 @@ pub fn place(image: &[u8]) -> Result<Placed, LoadError> {
         entry: parsed.elf_entry,
         start,
         end,
+        pages,
     })
 }
 

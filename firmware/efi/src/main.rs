@@ -21,6 +21,8 @@ mod app;
 mod leave;
 #[cfg(target_os = "uefi")]
 mod load;
+#[cfg(target_os = "uefi")]
+mod pages;
 
 #[cfg(not(target_os = "uefi"))]
 fn main() {}
