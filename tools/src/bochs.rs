@@ -178,7 +178,10 @@ pub fn run(prepared: &Prepared, timeout: Duration, echo: bool) -> Result<RunResu
             lines.push(line);
         }
         if let Some(status) = child.try_wait()? {
-            break (status.code(), false);
+            break (
+                status.code().or_else(|| code_asked_for(prepared, status)),
+                false,
+            );
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -195,6 +198,26 @@ pub fn run(prepared: &Prepared, timeout: Duration, echo: bool) -> Result<RunResu
         status,
         timed_out,
     })
+}
+
+/// The exit code Bochs was asked for, when Bochs itself then died of a signal: Bochs 2.7 now
+/// and then crashes while it tears down after `quit_sim`, which its log records with the code
+/// (the run's outcome, decided before the crash). `None` if the log has no such line.
+fn code_asked_for(prepared: &Prepared, status: std::process::ExitStatus) -> Option<i32> {
+    let text = std::fs::read_to_string(&prepared.log).ok()?;
+    let code = quit_code(&text)?;
+    eprintln!(
+        "bochs: {status} after `quit_sim called with exit code {code}`; taking {code} as its status"
+    );
+    Some(code)
+}
+
+/// The code in Bochs's last `quit_sim called with exit code N` log line.
+fn quit_code(log: &str) -> Option<i32> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("quit_sim called with exit code ").nth(1))
+        .and_then(|rest| rest.trim().parse().ok())
 }
 
 /// Reads whole lines from a file another process is appending to.
@@ -267,6 +290,17 @@ pub fn run_dir(name: &str, cpu: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quit_code_is_read_from_the_last_quit_line() {
+        let log = "00380235257i[CMOS  ] Last time is 1796167612\n00380235257i[SIM   ] quit_sim called with exit code 1\n00380235258i[SIM   ] quit_sim called with exit code 0\n";
+        assert_eq!(quit_code(log), Some(0));
+        assert_eq!(
+            quit_code("00380235257i[CPU3  ] | RIP=000000000200e018\n"),
+            None
+        );
+        assert_eq!(quit_code("quit_sim called with exit code x"), None);
+    }
 
     #[test]
     fn grub_cfg_loads_the_image_and_each_table() {
