@@ -9,6 +9,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use numavisor_policy::devices::lapic::LocalApic;
+use numavisor_policy::vmm::exit::StopRequest;
 use spin::Mutex;
 
 use crate::platform::cpu::apic;
@@ -90,6 +91,8 @@ pub struct Control {
     parked: AtomicUsize,
     /// The partition ended for good.
     ended: AtomicBool,
+    /// A stop or restart asked for on the monitor shell, for the first vCPU that looks.
+    operator: Mutex<Option<StopRequest>>,
 }
 
 /// What a parked vCPU does next.
@@ -110,6 +113,17 @@ impl Control {
     }
     pub fn ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Asks the partition's vCPUs to carry out `request` (from the monitor shell); the first
+    /// to look takes it. A later request replaces one not yet taken.
+    pub fn ask(&self, request: StopRequest) {
+        *self.operator.lock() = Some(request);
+    }
+
+    /// The request asked for, if any (taken: one vCPU carries it out).
+    pub fn take_asked(&self) -> Option<StopRequest> {
+        self.operator.lock().take()
     }
 
     /// Claims the stop; false if another vCPU already carries one out (then park).

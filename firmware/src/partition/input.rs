@@ -1,13 +1,16 @@
 //! Host console input: bytes typed on COM1 go to one partition's virtual UART at a time,
-//! switched with Ctrl-A and a digit (see `numavisor_policy::vmm::console_input`).
+//! switched with Ctrl-A and a digit, or to the monitor shell after Ctrl-A `m` (see
+//! `numavisor_policy::vmm::console_input`).
 
 use numavisor_policy::vmm::console_input::{InputSwitch, Routed};
+use numavisor_policy::vmm::monitor::LineEditor;
 use spin::Mutex;
 
-use super::{machine, partitions};
+use super::{machine, monitor, partitions};
 use crate::platform::console::serial;
 
-static SWITCH: Mutex<Option<InputSwitch>> = Mutex::new(None);
+/// The input switch and the monitor's line editor.
+static SWITCH: Mutex<Option<(InputSwitch, LineEditor)>> = Mutex::new(None);
 
 /// Moves whatever was typed to the selected partition; any CPU may call it, one at a time.
 pub fn poll_console_input() {
@@ -20,7 +23,8 @@ pub fn poll_console_input() {
             return;
         };
         let all = partitions();
-        let switch = guard.get_or_insert_with(|| InputSwitch::new(all.len()));
+        let (switch, editor) =
+            guard.get_or_insert_with(|| (InputSwitch::new(all.len()), LineEditor::default()));
         match switch.route(byte) {
             Routed::Deliver { index, byte } => {
                 let Some(partition) = all.get(index) else {
@@ -45,6 +49,8 @@ pub fn poll_console_input() {
                 log::info!("console input now goes to partition \"{name}\" (Ctrl-A 0 for none)");
             }
             Routed::Switched(None) => log::info!("console input goes to no partition"),
+            Routed::ToMonitor => monitor::entered(),
+            Routed::Monitor(byte) => monitor::typed(editor, byte),
             Routed::Nothing => {}
         }
     }

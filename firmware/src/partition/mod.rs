@@ -7,6 +7,7 @@ mod control;
 mod guest_memory;
 mod input;
 mod machine;
+mod monitor;
 mod vcpu_loop;
 
 use alloc::vec::Vec;
@@ -246,20 +247,29 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     let action = match kind {
         StopKind::GuestExit | StopKind::Reboot => partition.spec.on_shutdown,
         StopKind::Fault => partition.spec.on_fault,
-        StopKind::PowerOff => ExitAction::Stop,
+        StopKind::PowerOff | StopKind::Operator { restart: false } => ExitAction::Stop,
+        StopKind::Operator { restart: true } => ExitAction::Restart,
     };
+    let by_operator = matches!(kind, StopKind::Operator { .. });
     if let Some(line) = partition.devices.lock().flush_console() {
         emit_console(partition.name(), &line);
     }
     emit_exit_counts(partition);
     let mut state = partition.state.lock();
     let limit = partition.spec.restart_limit;
-    if action == ExitAction::Restart && state.restarts < limit {
-        state.restarts += 1;
+    if action == ExitAction::Restart && (state.restarts < limit || by_operator) {
+        // The operator's restarts do not count against the guest's own limit.
+        if !by_operator {
+            state.restarts += 1;
+        }
         warn!(
-            "partition \"{}\" {reason} ({detail}); restarting ({} of {limit})",
+            "partition \"{}\" {reason} ({detail}); restarting ({})",
             partition.name(),
-            state.restarts
+            if by_operator {
+                alloc::string::String::from("asked on the monitor")
+            } else {
+                alloc::format!("{} of {limit}", state.restarts)
+            }
         );
         report::emit(&events::partition_restarted(
             partition.name(),

@@ -177,6 +177,10 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             record_exits(partition, &mut exits);
             return EpochEnd::Park;
         }
+        if let Some(request) = partition.control.take_asked() {
+            record_exits(partition, &mut exits);
+            return EpochEnd::Stop(request);
+        }
         if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
             record_exits(partition, &mut exits);
             let request = StopRequest {

@@ -487,3 +487,51 @@ pub fn partition_timing(entries: &[PartitionTiming]) -> String {
         });
     })
 }
+
+/// One partition as the monitor's `partitions` command shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSummary<'a> {
+    pub name: &'a str,
+    /// `running` or `stopped`.
+    pub state: &'a str,
+    /// Each vCPU's host node.
+    pub vcpu_nodes: Vec<usize>,
+    /// Each vnode: (host node, bytes).
+    pub memory: Vec<(usize, u64)>,
+    pub pool_balance: u64,
+}
+
+/// `monitor`: a command typed on the monitor shell and its outcome (`error` when it was
+/// refused); `partitions` carries what the `partitions` command showed.
+pub fn monitor(line: &str, error: Option<&str>, partitions: &[PartitionSummary]) -> String {
+    event("monitor", |o| {
+        o.str("command", line).bool("ok", error.is_none());
+        if let Some(error) = error {
+            o.str("error", error);
+        }
+        if !partitions.is_empty() {
+            o.array("partitions", |a| {
+                for p in partitions {
+                    a.object(|r| {
+                        r.str("name", p.name).str("state", p.state);
+                        r.array("vcpu_nodes", |n| {
+                            for &node in &p.vcpu_nodes {
+                                n.u64(node as u64);
+                            }
+                        });
+                        r.array("memory", |m| {
+                            for (vnode, &(node, size)) in p.memory.iter().enumerate() {
+                                m.object(|v| {
+                                    v.u64("vnode", vnode as u64)
+                                        .u64("node", node as u64)
+                                        .u64("size", size);
+                                });
+                            }
+                        });
+                        r.u64("pool_balance", p.pool_balance);
+                    });
+                }
+            });
+        }
+    })
+}

@@ -1,6 +1,7 @@
 //! Which partition the host console's keyboard input goes to, switched by an escape
 //! sequence: **Ctrl-A** then a digit `1`–`9` selects partition 1–9 (layout order), `0`
-//! sends input nowhere, and Ctrl-A twice sends one Ctrl-A to the partition. Any other byte
+//! sends input nowhere, `m` sends it to the hypervisor's monitor shell
+//! ([`super::monitor`]), and Ctrl-A twice sends one Ctrl-A to the partition. Any other byte
 //! after Ctrl-A is dropped. Input goes to the first partition until the user switches.
 
 /// The escape byte (Ctrl-A).
@@ -13,6 +14,10 @@ pub enum Routed {
     Deliver { index: usize, byte: u8 },
     /// Input now goes to partition `index` (`None`: nowhere).
     Switched(Option<usize>),
+    /// Input now goes to the monitor shell.
+    ToMonitor,
+    /// Give the byte to the monitor shell.
+    Monitor(u8),
     /// Nothing to do (the first byte of an escape, or input while nobody listens).
     Nothing,
 }
@@ -23,6 +28,7 @@ pub struct InputSwitch {
     target: Option<usize>,
     partitions: usize,
     escaped: bool,
+    monitor: bool,
 }
 
 impl InputSwitch {
@@ -32,6 +38,7 @@ impl InputSwitch {
             target: (partitions > 0).then_some(0),
             partitions,
             escaped: false,
+            monitor: false,
         }
     }
 
@@ -48,11 +55,17 @@ impl InputSwitch {
                 ESCAPE => self.deliver(byte),
                 b'0' => {
                     self.target = None;
+                    self.monitor = false;
                     Routed::Switched(None)
                 }
                 b'1'..=b'9' if ((byte - b'1') as usize) < self.partitions => {
                     self.target = Some((byte - b'1') as usize);
+                    self.monitor = false;
                     Routed::Switched(self.target)
+                }
+                b'm' => {
+                    self.monitor = true;
+                    Routed::ToMonitor
                 }
                 _ => Routed::Nothing,
             };
@@ -65,6 +78,9 @@ impl InputSwitch {
     }
 
     fn deliver(&self, byte: u8) -> Routed {
+        if self.monitor {
+            return Routed::Monitor(byte);
+        }
         match self.target {
             Some(index) => Routed::Deliver { index, byte },
             None => Routed::Nothing,
@@ -106,6 +122,30 @@ mod tests {
         assert_eq!(s.route(ESCAPE), Routed::Nothing);
         assert_eq!(s.route(b'0'), Routed::Switched(None));
         assert_eq!(s.route(b'c'), Routed::Nothing);
+    }
+
+    #[test]
+    fn ctrl_a_m_reaches_the_monitor_until_a_digit_switches_back() {
+        let mut s = InputSwitch::new(2);
+        s.route(ESCAPE);
+        assert_eq!(s.route(b'm'), Routed::ToMonitor);
+        assert_eq!(s.route(b'h'), Routed::Monitor(b'h'));
+        s.route(ESCAPE);
+        assert_eq!(s.route(ESCAPE), Routed::Monitor(ESCAPE));
+        s.route(ESCAPE);
+        assert_eq!(s.route(b'2'), Routed::Switched(Some(1)));
+        assert_eq!(
+            s.route(b'x'),
+            Routed::Deliver {
+                index: 1,
+                byte: b'x'
+            }
+        );
+        s.route(ESCAPE);
+        s.route(b'm');
+        s.route(ESCAPE);
+        assert_eq!(s.route(b'0'), Routed::Switched(None));
+        assert_eq!(s.route(b'x'), Routed::Nothing);
     }
 
     #[test]

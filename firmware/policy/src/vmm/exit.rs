@@ -30,6 +30,9 @@ pub enum StopKind {
     Reboot,
     /// The guest did something it may not (`on_fault` applies).
     Fault,
+    /// The operator asked for it on the monitor shell: a restart (whatever the layout's
+    /// `on_shutdown`/`restart_limit` say) or a stop for good.
+    Operator { restart: bool },
 }
 
 /// A request to stop the partition, with a reason for the report and a human detail.

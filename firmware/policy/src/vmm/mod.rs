@@ -18,6 +18,7 @@ pub mod exit;
 pub mod guest_regs;
 pub mod guest_walk;
 pub mod mmio_decode;
+pub mod monitor;
 pub mod msr;
 pub mod platform;
 pub mod vcpu;
