@@ -302,8 +302,8 @@ fn check_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), 
 }
 
 /// Before a partition's first start, on the CPU of its vCPU `vcpu`: zeroes this vCPU's share
-/// of the guest RAM (`zeroing::shares`: blocks on this CPU's own node), in parallel with the
-/// partition's other CPUs. vCPU 0's CPU then waits for the others and writes the guest's
+/// of the guest RAM (`zeroing::shares`: its part of the RAM on this CPU's own node), in
+/// parallel with the partition's other CPUs. vCPU 0's CPU then waits for the others and writes the guest's
 /// contents, so each partition starts as soon as its own memory is ready.
 pub fn first_start_share(partition: &Partition, vcpu: usize) -> Result<(), BuildError> {
     let (blocks, share) = {
@@ -317,8 +317,8 @@ pub fn first_start_share(partition: &Partition, vcpu: usize) -> Result<(), Build
         (state.blocks.clone(), share)
     };
     let memory = GuestMemory::new(&blocks);
-    for block in share {
-        memory.zero_block(block);
+    for span in share {
+        memory.zero(span);
     }
     partition.zeroed_shares.fetch_add(1, Ordering::SeqCst);
     if vcpu != 0 {

@@ -4,6 +4,7 @@
 //! address only through that list, so nothing outside the partition's own blocks is touched.
 
 use numavisor_policy::partition::placement::GuestBlock;
+use numavisor_policy::partition::zeroing::Span;
 use numavisor_policy::slat::TableMemory;
 
 /// The partition's guest RAM as its blocks (sorted by guest-physical address).
@@ -68,17 +69,33 @@ impl<'a> GuestMemory<'a> {
 
     /// Zeroes every block (a restarted guest sees no earlier contents).
     pub fn zero_all(&self) {
-        (0..self.blocks.len()).for_each(|b| self.zero_block(b));
+        for (index, block) in self.blocks.iter().enumerate() {
+            self.zero(Span {
+                block: index,
+                offset: 0,
+                len: block.size.bytes(),
+            });
+        }
     }
 
-    /// Zeroes block `index` (nothing if there is no such block).
-    pub fn zero_block(&self, index: usize) {
-        let Some(block) = self.blocks.get(index).filter(|_| !self.checking) else {
+    /// Zeroes `span` of one block (nothing where it does not lie inside that block).
+    pub fn zero(&self, span: Span) {
+        let Some(block) = self.blocks.get(span.block).filter(|_| !self.checking) else {
             return;
         };
-        // SAFETY: the block is this partition's guest RAM, identity mapped; no guest runs on
-        // it while it is zeroed (before its first start, or while it is stopped).
-        unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, block.size.bytes() as usize) };
+        if span
+            .offset
+            .checked_add(span.len)
+            .is_none_or(|end| end > block.size.bytes())
+        {
+            return;
+        }
+        // SAFETY: the span lies inside one of this partition's blocks of guest RAM (checked
+        // above), identity mapped; no guest runs on it while it is zeroed (before its first
+        // start, or while it is stopped).
+        unsafe {
+            core::ptr::write_bytes((block.spa + span.offset) as *mut u8, 0, span.len as usize)
+        };
     }
 
     /// Reads a guest-physical u64, if it lies in guest RAM.
