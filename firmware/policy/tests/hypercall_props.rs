@@ -75,9 +75,29 @@ fn target() -> impl Strategy<Value = Target> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Deposit { caller: Index, target: Target, gpas: Vec<Gpa> },
-    Withdraw { caller: Index, target: Target, gpas: Vec<Gpa> },
-    Stop { partition: Index },
+    Deposit {
+        caller: Index,
+        target: Target,
+        gpas: Vec<Gpa>,
+    },
+    Withdraw {
+        caller: Index,
+        target: Target,
+        gpas: Vec<Gpa>,
+    },
+    /// A well-formed deposit by `child`'s parent of some of its mapped pages.
+    ParentDeposit {
+        child: Index,
+        picks: Vec<Index>,
+    },
+    /// A well-formed withdrawal by `child`'s parent into some of its holes.
+    ParentWithdraw {
+        child: Index,
+        picks: Vec<Index>,
+    },
+    Stop {
+        partition: Index,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -87,6 +107,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(caller, target, gpas)| Op::Deposit { caller, target, gpas }),
         4 => (any::<Index>(), target(), list())
             .prop_map(|(caller, target, gpas)| Op::Withdraw { caller, target, gpas }),
+        4 => (any::<Index>(), prop::collection::vec(any::<Index>(), 1..5))
+            .prop_map(|(child, picks)| Op::ParentDeposit { child, picks }),
+        4 => (any::<Index>(), prop::collection::vec(any::<Index>(), 1..5))
+            .prop_map(|(child, picks)| Op::ParentWithdraw { child, picks }),
         1 => any::<Index>().prop_map(|partition| Op::Stop { partition }),
     ]
 }
@@ -97,6 +121,21 @@ fn raw_target(target: &Target, count: usize) -> PartitionId {
         Target::Caller => PartitionId::Caller,
         Target::Unknown(v) => PartitionId::decode(*v).unwrap_or(PartitionId::Index(usize::MAX)),
     }
+}
+
+/// An operation as the bank sees it.
+enum Resolved {
+    Deposit {
+        caller: usize,
+        target: PartitionId,
+        gpas: Vec<u64>,
+    },
+    Withdraw {
+        caller: usize,
+        target: PartitionId,
+        gpas: Vec<u64>,
+    },
+    Stop(usize),
 }
 
 /// Every page's place: `(pool owner or None, [(partition, gpa)] mapping it)`.
@@ -127,6 +166,21 @@ fn ledger(bank: &Bank, spaces: &Spaces, freed: &BTreeMap<u64, usize>, nodes: usi
         per_node[node] += 1;
     }
     per_node
+}
+
+/// The distinct pages `picks` chooses out of `pages`, in pick order.
+fn picked(pages: &[u64], picks: &[Index]) -> Vec<u64> {
+    let mut chosen: Vec<u64> = Vec::new();
+    if pages.is_empty() {
+        return Vec::new();
+    }
+    for pick in picks {
+        let gpa = pages[pick.index(pages.len())];
+        if !chosen.contains(&gpa) {
+            chosen.push(gpa);
+        }
+    }
+    chosen
 }
 
 proptest! {
@@ -164,16 +218,44 @@ proptest! {
         let mut stopped = BTreeSet::new();
         let start = ledger(&bank, &spaces, &freed, nodes);
         let mut pool_of: BTreeMap<u64, usize> = BTreeMap::new();
+        let (mut deposits, mut withdrawals) = (0u32, 0u32);
 
         for op in ops {
             let before_spaces = spaces.clone();
             let before_pools: Vec<_> = bank.pool_pages().collect();
-            let refused = match &op {
-                Op::Deposit { caller, target, gpas } => {
-                    let caller = caller.index(count);
-                    let target = raw_target(target, count);
-                    let gpas: Vec<u64> = gpas.iter().map(Gpa::value).collect();
-                    match bank.plan_deposit(caller, target, &gpas, &spaces) {
+            // Every operation as the call a guest makes (or a stop).
+            let call = match &op {
+                Op::Deposit { caller, target, gpas } => Resolved::Deposit {
+                    caller: caller.index(count),
+                    target: raw_target(target, count),
+                    gpas: gpas.iter().map(Gpa::value).collect(),
+                },
+                Op::Withdraw { caller, target, gpas } => Resolved::Withdraw {
+                    caller: caller.index(count),
+                    target: raw_target(target, count),
+                    gpas: gpas.iter().map(Gpa::value).collect(),
+                },
+                Op::ParentDeposit { child, picks } => {
+                    let child = child.index(count);
+                    let caller = parents[child].unwrap_or(child);
+                    let mapped: Vec<u64> = spaces.0[caller].keys().copied().collect();
+                    Resolved::Deposit { caller, target: PartitionId::Index(child), gpas: picked(&mapped, picks) }
+                }
+                Op::ParentWithdraw { child, picks } => {
+                    let child = child.index(count);
+                    let caller = parents[child].unwrap_or(child);
+                    let holes: Vec<u64> = (0..PAGES)
+                        .map(|p| p * PAGE)
+                        .filter(|gpa| !spaces.0[caller].contains_key(gpa))
+                        .collect();
+                    Resolved::Withdraw { caller, target: PartitionId::Index(child), gpas: picked(&holes, picks) }
+                }
+                Op::Stop { partition } => Resolved::Stop(partition.index(count)),
+            };
+            let refused = match &call {
+                Resolved::Deposit { caller, target, gpas } => {
+                    let caller = *caller;
+                    match bank.plan_deposit(caller, *target, gpas, &spaces) {
                         Ok(plan) => {
                             prop_assert_eq!(bank.parent_of(plan.child()), Some(caller));
                             prop_assert!(!stopped.contains(&caller) && !stopped.contains(&plan.child()));
@@ -182,16 +264,15 @@ proptest! {
                                 prop_assert_eq!((b.spa, b.node, b.vnode), (m.spa, m.node, m.vnode));
                             }
                             bank.commit_deposit(plan);
+                            deposits += 1;
                             None
                         }
                         Err(status) => Some(status),
                     }
                 }
-                Op::Withdraw { caller, target, gpas } => {
-                    let caller = caller.index(count);
-                    let target = raw_target(target, count);
-                    let gpas: Vec<u64> = gpas.iter().map(Gpa::value).collect();
-                    match bank.plan_withdraw(caller, target, &gpas) {
+                Resolved::Withdraw { caller, target, gpas } => {
+                    let caller = *caller;
+                    match bank.plan_withdraw(caller, *target, gpas) {
                         Ok(plan) => {
                             prop_assert_eq!(bank.parent_of(plan.child()), Some(caller));
                             for m in plan.moves() {
@@ -199,13 +280,14 @@ proptest! {
                                 spaces.0[caller].insert(m.gpa, Backing { spa: m.spa, node: m.node, vnode: m.vnode });
                             }
                             bank.commit_withdraw(plan);
+                            withdrawals += 1;
                             None
                         }
                         Err(status) => Some(status),
                     }
                 }
-                Op::Stop { partition } => {
-                    let partition = partition.index(count);
+                Resolved::Stop(partition) => {
+                    let partition = *partition;
                     stopped.insert(partition);
                     // The edge frees the partition's RAM and its pool.
                     for b in std::mem::take(&mut spaces.0[partition]).into_values() {
@@ -222,10 +304,14 @@ proptest! {
                 prop_assert_eq!(&spaces, &before_spaces, "a refused call changed a GPA space");
                 prop_assert_eq!(bank.pool_pages().collect::<Vec<_>>(), before_pools);
             }
-            if let Op::Deposit { caller, target: Target::Index(t), .. }
-            | Op::Withdraw { caller, target: Target::Index(t), .. } = &op
+            if let Resolved::Deposit { caller, target: PartitionId::Index(t), .. }
+            | Resolved::Withdraw { caller, target: PartitionId::Index(t), .. } = &call
             {
-                let (t, caller) = (t.index(count), caller.index(count));
+                let (t, caller) = (*t, *caller);
+                if t >= count {
+                    prop_assert_eq!(refused, Some(Status::InvalidPartitionId));
+                    continue;
+                }
                 if stopped.contains(&t) {
                     prop_assert_eq!(refused, Some(Status::InvalidPartitionId));
                 } else if bank.parent_of(t) != Some(caller) || stopped.contains(&caller) {
@@ -255,5 +341,26 @@ proptest! {
                 prop_assert_eq!(bank.deposited_pages(p, NodeFilter::All), pooled);
             }
         }
+        COVERAGE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.0 += deposits;
+            c.1 += withdrawals;
+        });
     }
+}
+
+thread_local! {
+    /// Successful deposits and withdrawals over every case, so the test can fail when the
+    /// generator stops reaching the interesting paths.
+    static COVERAGE: std::cell::RefCell<(u32, u32)> = const { std::cell::RefCell::new((0, 0)) };
+}
+
+#[test]
+fn the_generator_reaches_successful_deposits_and_withdrawals() {
+    pools_and_gpa_spaces_keep_their_invariants();
+    let (deposits, withdrawals) = COVERAGE.with(|c| *c.borrow());
+    assert!(
+        deposits > 100 && withdrawals > 30,
+        "{deposits} deposits, {withdrawals} withdrawals"
+    );
 }

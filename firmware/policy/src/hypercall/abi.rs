@@ -339,7 +339,10 @@ mod tests {
             Call::decode(0x1_0001, 0, 0, 0),
             Err(Status::InvalidHypercallCode)
         );
-        assert_eq!(Call::decode(0x99, 0, 0, 0), Err(Status::InvalidHypercallCode));
+        assert_eq!(
+            Call::decode(0x99, 0, 0, 0),
+            Err(Status::InvalidHypercallCode)
+        );
         assert_eq!(Call::decode(1, 7, 7, 7), Ok(Call::GetPartitionId));
     }
 
@@ -369,7 +372,10 @@ mod tests {
                 }
             })
         );
-        assert_eq!(Call::decode(4, 0, 0x5000, 1), Err(Status::InvalidPartitionId));
+        assert_eq!(
+            Call::decode(4, 0, 0x5000, 1),
+            Err(Status::InvalidPartitionId)
+        );
         assert_eq!(page_gpa(0x1001), Err(Status::InvalidAlignment));
         assert_eq!(page_gpa(0x2000), Ok(0x2000));
     }

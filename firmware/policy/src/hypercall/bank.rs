@@ -186,9 +186,7 @@ impl Bank {
             if !seen.insert(gpa) {
                 return Err(Status::InvalidParameter);
             }
-            let backing = space
-                .backing(caller, gpa)
-                .ok_or(Status::InvalidParameter)?;
+            let backing = space.backing(caller, gpa).ok_or(Status::InvalidParameter)?;
             moves.push(PageMove {
                 gpa,
                 spa: backing.spa,
@@ -311,7 +309,9 @@ impl Bank {
         };
         account.live = false;
         account.slots.clear();
-        core::mem::take(&mut account.deposited).into_iter().collect()
+        core::mem::take(&mut account.deposited)
+            .into_iter()
+            .collect()
     }
 
     /// Every page deposited by a parent into a pool, with the pool's index (for tests and
@@ -357,7 +357,10 @@ mod tests {
                 bank.plan_deposit(caller, child, &[0x1000], &space),
                 Err(Status::AccessDenied)
             );
-            assert_eq!(bank.plan_withdraw(caller, child, &[0x1000]), Err(Status::AccessDenied));
+            assert_eq!(
+                bank.plan_withdraw(caller, child, &[0x1000]),
+                Err(Status::AccessDenied)
+            );
         }
         assert_eq!(
             bank.plan_deposit(0, PartitionId::Caller, &[0x1000], &space),
@@ -389,7 +392,9 @@ mod tests {
             bank.plan_deposit(0, child, &[16 * 4096], &space),
             Err(Status::InvalidParameter)
         );
-        let plan = bank.plan_deposit(0, child, &[0x2000, 0x3000], &space).unwrap();
+        let plan = bank
+            .plan_deposit(0, child, &[0x2000, 0x3000], &space)
+            .unwrap();
         assert_eq!(plan.moves()[0].spa, (1 << 20) + 0x2000);
         for m in plan.moves() {
             space.0.insert((0, m.gpa));
@@ -405,7 +410,10 @@ mod tests {
             Err(Status::InvalidParameter)
         );
         // Withdrawal only into slots, and only as many as were deposited.
-        assert_eq!(bank.plan_withdraw(0, child, &[0x4000]), Err(Status::InvalidParameter));
+        assert_eq!(
+            bank.plan_withdraw(0, child, &[0x4000]),
+            Err(Status::InvalidParameter)
+        );
         assert_eq!(
             bank.plan_withdraw(0, PartitionId::Index(1), &[0x2000]),
             Err(Status::InsufficientMemory)
