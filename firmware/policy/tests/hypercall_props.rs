@@ -138,9 +138,12 @@ enum Resolved {
     Stop(usize),
 }
 
-/// Every page's place: `(pool owner or None, [(partition, gpa)] mapping it)`.
-fn places(bank: &Bank, spaces: &Spaces) -> BTreeMap<u64, (Vec<usize>, Vec<(usize, u64)>)> {
-    let mut at: BTreeMap<u64, (Vec<usize>, Vec<(usize, u64)>)> = BTreeMap::new();
+/// Where one host page is: the pools holding it, and the (partition, GPA) pairs mapping it.
+type Place = (Vec<usize>, Vec<(usize, u64)>);
+
+/// Every page's place.
+fn places(bank: &Bank, spaces: &Spaces) -> BTreeMap<u64, Place> {
+    let mut at: BTreeMap<u64, Place> = BTreeMap::new();
     for (pool, spa, _) in bank.pool_pages() {
         at.entry(spa).or_default().0.push(pool);
     }
