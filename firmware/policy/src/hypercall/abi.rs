@@ -82,6 +82,23 @@ impl CallCode {
     }
 }
 
+/// The calls this image carries out, advertised in CPUID leaf 0x4000_0001 EBX. Deposit and
+/// withdrawal are decoded, checked and planned (the [`Bank`](super::Bank)), but the hardware
+/// edge does not move pages yet: they answer [`Status::InvalidHypercallCode`] until it does.
+pub const OFFERED: [CallCode; 4] = [
+    CallCode::GetPartitionId,
+    CallCode::ListPartitions,
+    CallCode::GetBalance,
+    CallCode::GetMemoryInfo,
+];
+
+/// The [`OFFERED`] calls as CPUID feature bits.
+pub fn offered_feature_bits() -> u32 {
+    OFFERED
+        .iter()
+        .fold(0, |bits, code| bits | code.feature_bit())
+}
+
 /// The status returned in `RAX` (values of the TLFS's `HV_STATUS_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]

@@ -8,6 +8,8 @@
 
 pub mod abi;
 pub mod bank;
+pub mod dispatch;
 
 pub use abi::{Call, CallCode, PartitionId, Status};
 pub use bank::{Bank, DepositPlan, PageMove, WithdrawPlan};
+pub use dispatch::{handle, Partitions, Reply};
