@@ -125,3 +125,8 @@ fn l_alignment_check_and_icebp_reach_the_guest_through_the_hypervisor() {
 fn m_xcr0_is_reset_at_every_start() {
     cases::xcr0_is_reset_at_every_start(&vmx("hostile-xcr0", "two-nodes"));
 }
+
+#[test]
+fn n_hypercalls_through_vmcall() {
+    cases::parent_reads_its_child_and_a_stranger_is_denied(&vmx("hypercalls", "two-nodes"));
+}

@@ -53,6 +53,9 @@ pub struct PartitionSpec {
     /// How many times `on_fault`/`on_shutdown = "restart"` may restart the partition before
     /// it is stopped for good (default 8).
     pub restart_limit: u32,
+    /// The partition (by name) that may deposit into and withdraw from this one's pool
+    /// through hypercalls (`docs/hypercalls.md`); checked to exist and to form no cycle.
+    pub parent: Option<&'static str>,
 }
 
 impl PartitionSpec {
@@ -183,6 +186,7 @@ mod tests {
         on_shutdown: ExitAction::Restart,
         time_limit_ms: None,
         restart_limit: 8,
+        parent: None,
     };
 
     #[test]

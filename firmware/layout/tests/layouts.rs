@@ -106,6 +106,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         pool_check: PoolCheck::Build,
         time_limit_ms: None,
         restart_limit: 8,
+        parent: None,
     }
 }
 
@@ -260,6 +261,7 @@ fn layouts_in_the_other_forms_check_too() {
             pool_check: PoolCheck::Build,
             time_limit_ms: None,
             restart_limit: 8,
+            parent: None,
         }]
     );
 }
@@ -522,4 +524,35 @@ fn build_helper_writes_the_tables_or_reports_every_error() {
         written,
         "kept on error"
     );
+}
+
+#[test]
+fn a_parent_may_have_several_children_and_chains_are_allowed() {
+    let guests = Guests::new();
+    let text = [
+        partition("root", 0, "64M", ""),
+        partition("left", 0, "64M", "parent = \"root\""),
+        partition("right", 1, "64M", "parent = \"root\""),
+        partition("grandchild", 1, "64M", "parent = \"right\""),
+    ]
+    .concat();
+    let layout = guests.load_text(&text).unwrap();
+    let parents: Vec<Option<&str>> = layout
+        .partitions
+        .iter()
+        .map(|p| p.parent.as_deref())
+        .collect();
+    assert_eq!(parents, [None, Some("root"), Some("root"), Some("right")]);
+    let emitted = emit_rust(&layout);
+    assert!(emitted.contains("parent: Some(\"right\"),"), "{emitted}");
+    // A longer cycle is named on each partition in it.
+    let cycle = [
+        partition("a", 0, "64M", "parent = \"c\""),
+        partition("b", 0, "64M", "parent = \"a\""),
+        partition("c", 0, "64M", "parent = \"b\""),
+    ]
+    .concat();
+    let errors = guests.load_text(&cycle).unwrap_err().to_string();
+    assert!(errors.contains("(a -> c -> b -> a)"), "{errors}");
+    assert!(errors.contains("(c -> b -> a -> c)"), "{errors}");
 }

@@ -12,6 +12,7 @@ pub mod acpi;
 pub mod bootinfo;
 pub mod devices;
 pub mod guest;
+pub mod hypercall;
 pub mod memory;
 pub mod partition;
 pub mod report;

@@ -13,7 +13,10 @@ use numavisor_policy::vmm::cpuid::HostCpuid;
 use numavisor_policy::vmm::exit::Machine;
 use numavisor_policy::vmm::platform::PlatformDevices;
 
+use numavisor_policy::hypercall::{Call, Reply};
+
 use super::guest_memory::GuestMemory;
+use super::hypercalls::CallerView;
 use super::{emit_console, Partition};
 
 /// One vCPU's view of its partition.
@@ -60,6 +63,14 @@ impl<'a> Machine for PartitionMachine<'a> {
 
     fn console(&self, line: &str) {
         emit_console(self.partition.name(), line);
+    }
+
+    fn hypercall(&self, call: &Call) -> Reply {
+        let view = CallerView {
+            caller: self.partition,
+            memory: &self.memory,
+        };
+        numavisor_policy::hypercall::handle(call, &view)
     }
 }
 

@@ -5,6 +5,7 @@
 mod build;
 mod control;
 mod guest_memory;
+mod hypercalls;
 mod input;
 mod machine;
 mod monitor;

@@ -229,6 +229,7 @@ impl Vcpu for ActiveVcpu {
         ref paging() -> PagingState;
         ref cpu_mode() -> CpuMode;
         ref code_base() -> u64;
+        ref cpl() -> u8;
         ref interrupts_enabled() -> bool;
         ref interruptible() -> bool;
         ref next_rip() -> Option<u64>;

@@ -54,9 +54,13 @@ pub(crate) fn check(
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut cpus: HashMap<u32, (PartitionLabel, String)> = HashMap::new();
     let mut node_memory: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut parents: Vec<(PartitionLabel, String, String)> = Vec::new();
     for (index, table) in tables {
         let partition = parse_partition(index, table, report);
         let label = partition.label.clone();
+        if let (Some(name), Some(Some(parent))) = (&partition.name, &partition.parent) {
+            parents.push((label.clone(), name.clone(), parent.clone()));
+        }
         if let Some(name) = &partition.name {
             check_name(&label, name, report);
             if let Some(first) = names.get(name) {
@@ -90,6 +94,7 @@ pub(crate) fn check(
             checked.partitions.push(partition);
         }
     }
+    check_parents(&parents, &names, report);
     for (node, total) in node_memory {
         if total > MAX_NODE_MEMORY {
             report.layout(format!(
@@ -101,6 +106,57 @@ pub(crate) fn check(
         }
     }
     checked
+}
+
+/// Checks every `parent = "NAME"` (partition label, own name, parent's name): the parent is
+/// another partition of the layout, and following parents never comes back to where it
+/// started. A cycle is reported once, on each partition in it.
+fn check_parents(
+    parents: &[(PartitionLabel, String, String)],
+    names: &HashMap<String, usize>,
+    report: &mut Report,
+) {
+    let parent_of: HashMap<&str, &str> = parents
+        .iter()
+        .map(|(_, name, parent)| (name.as_str(), parent.as_str()))
+        .collect();
+    for (label, name, parent) in parents {
+        if parent == name {
+            report.field(label, "parent", "a partition cannot be its own parent");
+            continue;
+        }
+        if !names.contains_key(parent) {
+            report.field(
+                label,
+                "parent",
+                format!("{parent:?} is not the name of a partition of this layout"),
+            );
+            continue;
+        }
+        // Follow the chain from the parent: coming back to `name` within as many steps as
+        // there are parents is a cycle through it (a cycle elsewhere is reported there).
+        let mut chain = vec![name.as_str(), parent.as_str()];
+        let mut at = parent.as_str();
+        for _ in 0..parents.len() {
+            let Some(&next) = parent_of.get(at) else {
+                break;
+            };
+            chain.push(next);
+            if next == name {
+                report.field(
+                    label,
+                    "parent",
+                    format!(
+                        "the parents form a cycle ({}); a parent chain must end at a \
+                         partition without a parent",
+                        chain.join(" -> ")
+                    ),
+                );
+                break;
+            }
+            at = next;
+        }
+    }
 }
 
 /// Checks one partition's own fields; `None` if any is missing or wrong.
@@ -168,6 +224,7 @@ fn check_partition(
         pool_check: raw.pool_check?,
         time_limit_ms: raw.time_limit_ms?,
         restart_limit: raw.restart_limit?,
+        parent: raw.parent?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);

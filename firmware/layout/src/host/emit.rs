@@ -111,6 +111,7 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
     let _ = writeln!(out, "            on_shutdown: {},", action(p.on_shutdown));
     let _ = writeln!(out, "            time_limit_ms: {:?},", p.time_limit_ms);
     let _ = writeln!(out, "            restart_limit: {},", p.restart_limit);
+    let _ = writeln!(out, "            parent: {:?},", p.parent);
     let _ = writeln!(out, "        }},");
 }
 

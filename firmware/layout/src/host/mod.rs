@@ -82,6 +82,9 @@ pub struct CheckedPartition {
     pub time_limit_ms: Option<u64>,
     /// How many restarts `"restart"` actions may make.
     pub restart_limit: u32,
+    /// The partition that may deposit into and withdraw from this one's pool through
+    /// hypercalls (`docs/hypercalls.md`): another partition of the layout, no cycles.
+    pub parent: Option<String>,
 }
 
 impl CheckedPartition {

@@ -13,7 +13,7 @@ use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 13] = [
+pub(crate) const PARTITION_KEYS: [&str; 14] = [
     "name",
     "image",
     "initrd",
@@ -27,6 +27,7 @@ pub(crate) const PARTITION_KEYS: [&str; 13] = [
     "pool_check",
     "time_limit",
     "restart_limit",
+    "parent",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -49,6 +50,9 @@ pub(crate) struct RawPartition {
     /// `Some(None)`: no `time_limit` key.
     pub(crate) time_limit_ms: Option<Option<u64>>,
     pub(crate) restart_limit: Option<u32>,
+    /// `Some(None)`: no `parent` key. Whether the name exists, and cycles, are checked once
+    /// every partition is read.
+    pub(crate) parent: Option<Option<String>>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -234,6 +238,7 @@ pub(crate) fn parse_partition(
     let pool_check = fields.optional("pool_check", pool_check, PoolCheck::Build);
     let time_limit_ms = fields.optional("time_limit", time_limit, None);
     let restart_limit = fields.optional("restart_limit", restart_limit, DEFAULT_RESTART_LIMIT);
+    let parent = fields.optional("parent", some_string, None);
     RawPartition {
         label,
         name,
@@ -249,6 +254,7 @@ pub(crate) fn parse_partition(
         pool_check,
         time_limit_ms,
         restart_limit,
+        parent,
     }
 }
 

@@ -134,10 +134,14 @@ impl CpuidPolicy {
 pub const MAX_BASIC_LEAF: u32 = 0x16;
 /// The highest extended leaf offered (address sizes; 0x8000_001D/1E are not offered).
 pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
-/// The hypervisor leaves: signature and interface version.
+/// The hypervisor leaves: 0x4000_0000 signature, 0x4000_0001 the hypercall interface
+/// (`docs/hypercalls.md`). The signature is our own, which Linux's hypervisor probes (KVM,
+/// Xen, Hyper-V, VMware, ACRN, Jailhouse) do not recognise: they leave the guest alone.
 pub const HYPERVISOR_MAX_LEAF: u32 = 0x4000_0001;
 /// The vendor signature in leaf 0x4000_0000 EBX, ECX, EDX.
 pub const HYPERVISOR_SIGNATURE: &[u8; 12] = b"numavisor\0\0\0";
+/// Leaf 0x4000_0001 EAX: the hypercall interface's version.
+pub const HYPERCALL_INTERFACE_VERSION: u32 = 1;
 /// The brand string of leaves 0x8000_0002–4, zero-padded to 48 bytes.
 pub const BRAND: &str = "numavisor virtual CPU";
 
@@ -235,7 +239,14 @@ pub fn emulate(host: &impl HostCpuid, policy: &CpuidPolicy, leaf: u32, subleaf: 
                 signature(8),
             ]
         }
-        0x4000_0001 => [1, 0, 0, 0],
+        // Interface version, the calls offered (bit `code`), the highest call code.
+        0x4000_0001 => [
+            HYPERCALL_INTERFACE_VERSION,
+            crate::hypercall::abi::offered_feature_bits(),
+            crate::hypercall::abi::CallCode::ALL[crate::hypercall::abi::CallCode::ALL.len() - 1]
+                as u32,
+            0,
+        ],
         0x8000_0000 => {
             let [_, ebx, ecx, edx] = host.cpuid(0x8000_0000, 0);
             [max_extended, ebx, ecx, edx]

@@ -16,6 +16,7 @@ use super::platform::{MmioDevice, PlatformDevices, PortEffect};
 use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::ioapic::IoApicDelivery;
 use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
+use crate::hypercall::{Call, Reply};
 use crate::vmexit::{GuestInstruction, IoAccess, VmExit};
 
 /// Why a partition should stop (or restart, per its layout).
@@ -79,6 +80,8 @@ pub trait Machine: HostCpuid {
     fn deliver_ioapic(&self, delivery: IoApicDelivery);
     /// A finished line of guest console output.
     fn console(&self, line: &str);
+    /// Answers a decoded hypercall of this partition (`docs/hypercalls.md`).
+    fn hypercall(&self, call: &Call) -> Reply;
 }
 
 /// What one vCPU carries between exits besides its backend state.
@@ -130,11 +133,7 @@ pub fn handle<V: Vcpu, M: Machine>(
             skip(cpu, machine, 1);
             Next::Halt
         }
-        VmExit::Vmmcall => {
-            cpu.registers().rax = u64::MAX; // no hypercalls yet: "unknown call"
-            skip(cpu, machine, 3);
-            Next::Resume
-        }
+        VmExit::Vmmcall => handle_hypercall(cpu, machine),
         VmExit::Exception {
             vector: exception::MACHINE_CHECK,
             ..
@@ -245,6 +244,34 @@ fn prefix_bytes(cpu: &impl Vcpu, machine: &impl Machine) -> u64 {
         .take(MOST as usize)
         .take_while(|&&b| is_prefix(b))
         .count() as u64
+}
+
+/// VMMCALL / VMCALL (3 bytes each): a hypercall at CPL 0, #UD elsewhere (as on a machine
+/// without a hypervisor). RAX = call code, arguments in RBX, RCX, RDX; the status goes to
+/// RAX, results to RBX and RCX; no other register changes (`docs/hypercalls.md`).
+fn handle_hypercall(cpu: &mut impl Vcpu, machine: &impl Machine) -> Next {
+    if cpu.cpl() != 0 {
+        cpu.inject(Event::Exception {
+            vector: exception::INVALID_OPCODE,
+            error_code: None,
+        });
+        return Next::Resume;
+    }
+    let registers = cpu.registers();
+    let reply = match Call::decode(registers.rax, registers.rbx, registers.rcx, registers.rdx) {
+        Ok(call) => machine.hypercall(&call),
+        Err(status) => Reply {
+            status,
+            rbx: 0,
+            rcx: 0,
+        },
+    };
+    let registers = cpu.registers();
+    registers.rax = reply.status.code();
+    registers.rbx = reply.rbx;
+    registers.rcx = reply.rcx;
+    skip(cpu, machine, 3);
+    Next::Resume
 }
 
 /// The answers to the instructions intercepted for isolation.

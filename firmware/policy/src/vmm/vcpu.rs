@@ -65,6 +65,8 @@ pub trait Vcpu {
     fn paging(&self) -> PagingState;
     /// The mode the guest's code runs in (from CR0.PE, EFER.LMA and CS.L/D).
     fn cpu_mode(&self) -> CpuMode;
+    /// The guest's current privilege level (SS.DPL; 0 in real mode).
+    fn cpl(&self) -> u8;
     /// CS's base: the linear address of RIP is `code_base + rip`.
     fn code_base(&self) -> u64;
     /// RFLAGS.IF: whether an interrupt would wake the guest from HLT.

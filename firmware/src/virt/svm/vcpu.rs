@@ -118,6 +118,10 @@ impl Vcpu for SvmVcpu {
         self.vmcb.cs().base
     }
 
+    fn cpl(&self) -> u8 {
+        self.vmcb.cpl()
+    }
+
     fn interrupts_enabled(&self) -> bool {
         self.vmcb.rflags() & RFLAGS_IF != 0
     }

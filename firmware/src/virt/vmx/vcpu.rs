@@ -547,6 +547,11 @@ impl Vcpu for VmxVcpu {
         vmread(GuestSegment::Cs.fields().base)
     }
 
+    /// SS.DPL from the guest's access rights (SDM vol. 3C §28.4.1: the CPL is SS.DPL).
+    fn cpl(&self) -> u8 {
+        ((vmread(GuestSegment::Ss.fields().access_rights) >> 5) & 3) as u8
+    }
+
     fn interrupts_enabled(&self) -> bool {
         vmread(GUEST_RFLAGS) & RFLAGS_IF != 0
     }
@@ -609,8 +614,7 @@ impl Vcpu for VmxVcpu {
     }
 
     fn xsetbv(&mut self, index: u32, value: u64) -> bool {
-        let cpl = ((vmread(GuestSegment::Ss.fields().access_rights) >> 5) & 3) as u8;
-        xstate::guest_xsetbv(index, value, cpl).is_ok()
+        xstate::guest_xsetbv(index, value, self.cpl()).is_ok()
     }
 
     fn enter(&mut self, state: EntryState) {

@@ -14,7 +14,7 @@
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
-//! executes `ud2`. A CPU exception prints `exception` and exits with status 3,
+//! executes `ud2`. `mode=hypercalls [target=ID]` calls the hypervisor (`hypercalls` event). A CPU exception prints `exception` and exits with status 3,
 //! a panic `panic` with status 4.
 //!
 //! Built for the host this is an empty program, so `cargo test`/`clippy` on the workspace work.
@@ -33,6 +33,8 @@ mod entry;
 mod exceptions;
 #[cfg(target_os = "none")]
 mod heap;
+#[cfg(target_os = "none")]
+mod hypercalls;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]

@@ -84,6 +84,9 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             exit(SUCCESS)
         }
         "hostile" => hostile(option("probe").unwrap_or("")),
+        "hypercalls" => {
+            crate::hypercalls::run(option("target").and_then(parse_number).unwrap_or(2))
+        }
         "timer-loop" => timer_loop(option("count").and_then(parse_number).unwrap_or(1000)),
         "spin" => {
             // A hostile guest: interrupts off, an endless loop. Only the hypervisor's own
@@ -99,7 +102,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)

@@ -123,7 +123,12 @@ fn hypervisor_leaves() {
     signature[4..8].copy_from_slice(&ecx.to_le_bytes());
     signature[8..].copy_from_slice(&edx.to_le_bytes());
     assert_eq!(&signature, b"numavisor\0\0\0");
-    assert_eq!(emulate(&epyc(), &one, 0x4000_0001, 0), [1, 0, 0, 0]);
+    // Version 1; get-ID, list, balance and memory-info offered (bits 1, 2, 5, 6); codes up
+    // to 6.
+    assert_eq!(
+        emulate(&epyc(), &one, 0x4000_0001, 0),
+        [1, 0b110_0110, 6, 0]
+    );
     for leaf in [0x4000_0002, 0x4000_0010, 0x4000_0100, 0x4FFF_FFFF] {
         assert_eq!(emulate(&xeon(), &one, leaf, 0), [0; 4]);
     }

@@ -10,6 +10,7 @@ use core::cell::RefCell;
 
 use super::*;
 use crate::devices::lapic::{IpiDelivery, LocalApic};
+use crate::hypercall::{Call, Reply, Status};
 use crate::vmexit::GuestInstruction;
 use crate::vmm::guest_regs::GuestRegisters;
 use crate::vmm::guest_walk::PagingState;
@@ -25,6 +26,7 @@ struct FakeVcpu {
     pat: u64,
     xcr0: u64,
     injected: Vec<Event>,
+    cpl: u8,
 }
 
 impl Vcpu for FakeVcpu {
@@ -63,6 +65,9 @@ impl Vcpu for FakeVcpu {
     }
     fn cpu_mode(&self) -> CpuMode {
         CpuMode::Protected32
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
     }
     fn code_base(&self) -> u64 {
         0
@@ -171,6 +176,12 @@ impl Machine for FakeMachine {
     }
     fn console(&self, line: &str) {
         self.console.borrow_mut().push(line.into());
+    }
+    fn hypercall(&self, call: &Call) -> Reply {
+        match call {
+            Call::GetPartitionId => Reply::ok(7, 0),
+            _ => Reply::error(Status::AccessDenied),
+        }
     }
 }
 
@@ -691,4 +702,48 @@ fn prefixes_across_a_page_boundary_are_counted() {
     };
     handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
     assert_eq!(cpu.rip, 0x2002);
+}
+
+#[test]
+fn hypercalls_answer_at_cpl0_and_raise_ud_elsewhere() {
+    let machine = FakeMachine::new().code(0x1000, &[0x0F, 0x01, 0xD9]);
+    let mut cpu = FakeVcpu {
+        rip: 0x1000,
+        ..FakeVcpu::default()
+    };
+    cpu.registers.rax = 1; // get own partition ID
+    cpu.registers.rdx = 0x55;
+    let next = handle(&mut cpu, &mut context(), &machine, VmExit::Vmmcall, 0);
+    assert_eq!(next, Next::Resume);
+    assert_eq!(
+        (cpu.registers.rax, cpu.registers.rbx, cpu.registers.rdx),
+        (0, 7, 0x55),
+        "status in RAX, result in RBX, RDX untouched"
+    );
+    assert_eq!(cpu.rip, 0x1003);
+    // A call the partition may not make: the status, RIP moves on.
+    cpu.registers.rax = 5;
+    cpu.registers.rbx = 2;
+    cpu.registers.rcx = u64::MAX;
+    cpu.rip = 0x1000;
+    handle(&mut cpu, &mut context(), &machine, VmExit::Vmmcall, 0);
+    assert_eq!(cpu.registers.rax, Status::AccessDenied.code());
+    // Unknown code: decoded before the machine sees it.
+    cpu.registers.rax = 0x7777;
+    cpu.rip = 0x1000;
+    handle(&mut cpu, &mut context(), &machine, VmExit::Vmmcall, 0);
+    assert_eq!(cpu.registers.rax, Status::InvalidHypercallCode.code());
+    // CPL 3: #UD, nothing changes.
+    cpu.cpl = 3;
+    cpu.rip = 0x1000;
+    cpu.registers.rax = 1;
+    handle(&mut cpu, &mut context(), &machine, VmExit::Vmmcall, 0);
+    assert_eq!((cpu.rip, cpu.registers.rax), (0x1000, 1));
+    assert_eq!(
+        cpu.injected,
+        alloc::vec![Event::Exception {
+            vector: exception::INVALID_OPCODE,
+            error_code: None
+        }]
+    );
 }
