@@ -3,10 +3,11 @@
 //! must match every topology file of the matrix as it does under PVH, and the partitions
 //! must still run on their nodes.
 
+#[macro_use]
 mod common;
 
-use common::{cases, efi_for, Boot};
-use tools::{expect, qemu, report::Report, topology};
+use common::{cases, check_ready_report, efi_for, Boot};
+use tools::{qemu, topology};
 
 /// Boots the default layout's application on `name` up to `ready` and checks the report
 /// against the topology file.
@@ -18,58 +19,24 @@ fn topology_matches(name: &str) {
         extra_append: String::new(),
     };
     let args = qemu::ovmf_command(&efi_for("default"), &topology, &options);
-    let timeout = topology.timeout_seconds.max(120);
-    let result =
-        qemu::run(&args, std::time::Duration::from_secs(timeout), false).expect("starting QEMU");
-    let context = format!(
-        "topology {name} under OVMF\ncommand: {}\n--- last 40 lines of the serial log ---\n{}",
-        qemu::shell_line(&args),
-        result.tail(40)
-    );
-    assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
-    assert_eq!(
-        result.status,
-        Some(qemu::EXIT_READY),
-        "QEMU exit status (33 = ready, 35 = fatal)\n{context}"
+    let (report, lines, context) = check_ready_report(
+        &args,
+        name,
+        " under OVMF",
+        topology.timeout_seconds.max(120),
     );
     assert!(
-        result.lines.iter().any(|l| l.contains("booted by Uefi;")),
+        lines.iter().any(|l| l.contains("booted by Uefi;")),
         "not booted through the UEFI application\n{context}"
     );
-    let report =
-        Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
     let acpi = report
         .event("acpi")
         .unwrap_or_else(|| panic!("no acpi event\n{context}"));
     assert_eq!(acpi["root"], "xsdt", "OVMF publishes an XSDT\n{context}");
-    let problems = expect::check(&report, &topology.expect);
-    assert!(
-        problems.is_empty(),
-        "report does not match {name}.toml:\n  {}\n{context}",
-        problems.join("\n  ")
-    );
 }
 
-macro_rules! topology_tests {
-    ($($test:ident => $file:literal),* $(,)?) => {
-        $(
-            #[test]
-            fn $test() {
-                topology_matches($file);
-            }
-        )*
-
-        #[test]
-        fn every_topology_file_runs_under_ovmf_too() {
-            let listed = [$($file),*];
-            for name in topology::all_names().expect("reading tests/topologies") {
-                assert!(listed.contains(&name.as_str()), "tests/topologies/{name}.toml has no OVMF test in qemu_ovmf.rs");
-            }
-        }
-    };
-}
-
-topology_tests! {
+topology_matrix! {
+    topology_matches, every_topology_file_runs_under_ovmf_too, "qemu_ovmf.rs";
     no_srat_under_ovmf => "no-srat",
     two_symmetric_domains_under_ovmf => "two-nodes",
     two_unequal_domains_below_3g_under_ovmf => "two-nodes-2g5",

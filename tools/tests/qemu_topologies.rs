@@ -4,11 +4,15 @@
 //! Each boot is bounded by the file's timeout; a failure prints the problems found and the
 //! tail of the serial log.
 
+#[macro_use]
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tools::{expect, image, packages, qemu, report::Report, topology};
+use common::check_ready_report;
+use tools::{image, packages, qemu, report::Report, topology};
 
 /// Builds the image once per test binary (or uses `NUMAVISOR_IMAGE`).
 fn image() -> PathBuf {
@@ -97,44 +101,18 @@ fn divide_error_is_reported_and_exits_with_failure() {
 }
 
 fn boot_and_check(name: &str) {
-    let (result, context, timeout) = boot(name, "");
-    assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
-    assert_eq!(
-        result.status,
-        Some(qemu::EXIT_READY),
-        "QEMU exit status (33 = ready, 35 = fatal)\n{context}"
-    );
-    let report =
-        Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
-    let expectation = topology::load(name).expect("topology file").expect;
-    let problems = expect::check(&report, &expectation);
-    assert!(
-        problems.is_empty(),
-        "report does not match {name}.toml:\n  {}\n{context}",
-        problems.join("\n  ")
-    );
-}
-
-macro_rules! topology_tests {
-    ($($test:ident => $file:literal),* $(,)?) => {
-        $(
-            #[test]
-            fn $test() {
-                boot_and_check($file);
-            }
-        )*
-
-        #[test]
-        fn every_topology_file_has_a_test() {
-            let listed = [$($file),*];
-            for name in topology::all_names().expect("reading tests/topologies") {
-                assert!(listed.contains(&name.as_str()), "tests/topologies/{name}.toml has no test in qemu_topologies.rs");
-            }
-        }
+    let topology = topology::load(name).expect("topology file");
+    let options = qemu::RunOptions {
+        exit: Some("ready"),
+        extra_qemu_args: vec![],
+        extra_append: String::new(),
     };
+    let args = qemu::command(&image(), &topology, &options);
+    check_ready_report(&args, name, "", topology.timeout_seconds);
 }
 
-topology_tests! {
+topology_matrix! {
+    boot_and_check, every_topology_file_has_a_test, "qemu_topologies.rs";
     no_srat => "no-srat",
     two_symmetric_domains => "two-nodes",
     two_unequal_domains_below_3g => "two-nodes-2g5",

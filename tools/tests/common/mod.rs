@@ -35,6 +35,62 @@ pub fn efi_for(layout: &str) -> PathBuf {
     image::build_efi(&elf).expect("building the UEFI application")
 }
 
+/// Runs `args`, a QEMU command with `exit=ready` on topology `name` (`how`: the boot path,
+/// for messages), bounded by `timeout` seconds; checks that it reached `ready` and that the
+/// whole report matches the topology file. Returns the report, the serial lines and a failure
+/// context.
+pub fn check_ready_report(
+    args: &[String],
+    name: &str,
+    how: &str,
+    timeout: u64,
+) -> (Report, Vec<String>, String) {
+    let result = qemu::run(args, Duration::from_secs(timeout), false).expect("starting QEMU");
+    let context = format!(
+        "topology {name}{how}\ncommand: {}\n--- last 40 lines of the serial log ---\n{}",
+        qemu::shell_line(args),
+        result.tail(40)
+    );
+    assert!(!result.timed_out, "no exit within {timeout} s\n{context}");
+    assert_eq!(
+        result.status,
+        Some(qemu::EXIT_READY),
+        "QEMU exit status (33 = ready, 35 = fatal)\n{context}"
+    );
+    let report =
+        Report::from_lines(&result.lines).unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+    let expectation = topology::load(name).expect("topology file").expect;
+    let problems = tools::expect::check(&report, &expectation);
+    assert!(
+        problems.is_empty(),
+        "report does not match {name}.toml:\n  {}\n{context}",
+        problems.join("\n  ")
+    );
+    (report, result.lines, context)
+}
+
+/// One test per topology file, each running `$check(file)`, and `$guard`, which fails when a
+/// file in tests/topologies has no test here (`$suite` names this test file in its message).
+#[allow(unused_macros)] // like the rest of this module, only some test binaries use it
+macro_rules! topology_matrix {
+    ($check:ident, $guard:ident, $suite:literal; $($test:ident => $file:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $check($file);
+            }
+        )*
+
+        #[test]
+        fn $guard() {
+            let listed = [$($file),*];
+            for name in tools::topology::all_names().expect("reading tests/topologies") {
+                assert!(listed.contains(&name.as_str()), "tests/topologies/{name}.toml has no test in {}", $suite);
+            }
+        }
+    };
+}
+
 /// One boot: the report, the guests' own lines by partition, and a failure context.
 pub struct Boot {
     pub report: Report,
