@@ -19,16 +19,8 @@ use alloc::vec::Vec;
 
 use super::abi::{page_gpa, NodeFilter, PartitionId, Status};
 
-/// What backs one of a partition's guest pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backing {
-    /// The host page (4 KiB aligned).
-    pub spa: u64,
-    /// Its host node.
-    pub node: usize,
-    /// The vnode the GPA belongs to.
-    pub vnode: usize,
-}
+/// What backs one of a partition's guest pages (its host page, host node and vnode).
+pub use crate::partition::guest_ram::PageBacking as Backing;
 
 /// A partition's guest RAM as the bank needs to see it: what a 4 KiB GPA page is backed by,
 /// if it is mapped RAM (not a slot, not a device, not outside RAM).
@@ -276,6 +268,42 @@ impl Bank {
         }
     }
 
+    /// Partition `parent` restarts and wants its whole RAM back: every slot of it is
+    /// refilled, where a running child's pool still holds a page it deposited on the slot's
+    /// node, with that page (the lowest first). Returns those moves (child, page) and the
+    /// slots left (GPA, node, vnode), whose pages went to free memory when their child
+    /// stopped; the parent has no slots afterwards either way.
+    pub fn reclaim(&mut self, parent: usize) -> (Vec<(usize, PageMove)>, Vec<PageMove>) {
+        let Some(account) = self.accounts.get_mut(parent) else {
+            return (Vec::new(), Vec::new());
+        };
+        let slots = core::mem::take(&mut account.slots);
+        let mut moved = Vec::new();
+        let mut left = Vec::new();
+        for (gpa, slot) in slots {
+            let found = self.accounts.iter().enumerate().find_map(|(child, a)| {
+                (a.live && a.parent == Some(parent))
+                    .then(|| a.deposited.iter().find(|&(_, &n)| n == slot.node))
+                    .flatten()
+                    .map(|(&spa, _)| (child, spa))
+            });
+            let page = |spa| PageMove {
+                gpa,
+                spa,
+                node: slot.node,
+                vnode: slot.vnode,
+            };
+            match found {
+                Some((child, spa)) => {
+                    self.accounts[child].deposited.remove(&spa);
+                    moved.push((child, page(spa)));
+                }
+                None => left.push(page(0)),
+            }
+        }
+        (moved, left)
+    }
+
     /// Pages `index`'s parent deposited into its pool and may withdraw, on `node`.
     pub fn deposited_pages(&self, index: usize, node: NodeFilter) -> u64 {
         self.accounts.get(index).map_or(0, |a| {
@@ -423,6 +451,13 @@ mod tests {
         bank.commit_withdraw(plan);
         assert_eq!(bank.deposited_pages(2, NodeFilter::All), 1);
         assert!(!bank.is_slot(0, 0x3000) && bank.is_slot(0, 0x2000));
+        // A restarting parent takes back what its children's pools still hold.
+        let mut copy = bank.clone();
+        let (moved, left) = copy.reclaim(0);
+        assert_eq!(moved.len(), 1);
+        assert_eq!((moved[0].0, moved[0].1.gpa), (2, 0x2000));
+        assert!(left.is_empty() && !copy.is_slot(0, 0x2000));
+        assert_eq!(copy.deposited_pages(2, NodeFilter::All), 0);
         // A stopped child hands its deposited pages back and takes no calls.
         assert_eq!(bank.close(2), alloc::vec![((1 << 20) + 0x3000, 0)]);
         assert_eq!(

@@ -92,6 +92,9 @@ pub enum FreeError {
     OverlapsFree { start: u64, end: u64 },
     /// No reservation of exactly `[start, end)` (rounded out to pages) exists.
     NotReserved { start: u64, end: u64 },
+    /// The live blocks in `[start, end)` do not cover it exactly (a gap, or a block reaching
+    /// past either end): it is not one owner's memory.
+    NotTiled { start: u64, end: u64 },
 }
 
 impl fmt::Display for FreeError {
@@ -123,6 +126,10 @@ impl fmt::Display for FreeError {
                     "cannot free [{start:#x}, {end:#x}): no reservation of that exact range"
                 )
             }
+            FreeError::NotTiled { start, end } => write!(
+                f,
+                "cannot free [{start:#x}, {end:#x}): the blocks allocated there do not cover it exactly"
+            ),
         }
     }
 }

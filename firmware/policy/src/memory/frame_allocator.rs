@@ -202,6 +202,81 @@ impl FrameAllocator {
         Ok(())
     }
 
+    /// Splits the live block holding `page` until `page` is a live 4 KiB block of its own
+    /// (a 1 GiB block becomes 512 blocks of 2 MiB, the one holding `page` 512 of 4 KiB): the
+    /// same memory, owner and usage, so the ledger does not change. Lets a single page of a
+    /// partition's large block move to a pool or back to free memory while the rest stays.
+    /// Refused if no live block holds `page`.
+    pub fn carve(&mut self, page: u64) -> Result<(), FreeError> {
+        let page = page & !(PAGE_SIZE - 1);
+        loop {
+            let (addr, block) = self
+                .blocks
+                .range(..=page)
+                .next_back()
+                .map(|(&a, &b)| (a, b))
+                .filter(|&(a, b)| page < a + b.size.bytes())
+                .ok_or(FreeError::NotAllocated {
+                    addr: page,
+                    size: BlockSize::Size4K,
+                })?;
+            let smaller = match block.size {
+                BlockSize::Size4K => return Ok(()),
+                BlockSize::Size2M => BlockSize::Size4K,
+                BlockSize::Size1G => BlockSize::Size2M,
+            };
+            self.blocks.remove(&addr);
+            for piece in (addr..addr + block.size.bytes()).step_by(smaller.bytes() as usize) {
+                self.blocks.insert(
+                    piece,
+                    LiveBlock {
+                        size: smaller,
+                        ..block
+                    },
+                );
+            }
+        }
+    }
+
+    /// Counts the live block at `addr` under `usage` from now on (a guest page deposited
+    /// into a pool, or withdrawn back into guest RAM): the ledger moves its bytes from the
+    /// old column to the new one. Refused if no live block starts at `addr`.
+    pub fn retag(&mut self, addr: u64, usage: Usage) -> Result<(), FreeError> {
+        let block = self.blocks.get_mut(&addr).ok_or(FreeError::NotAllocated {
+            addr,
+            size: BlockSize::Size4K,
+        })?;
+        let ledger = &mut self.nodes[block.node].ledger;
+        ledger.give_back(block.size.bytes(), block.usage);
+        ledger.take(block.size.bytes(), usage);
+        block.usage = usage;
+        Ok(())
+    }
+
+    /// Frees every live block in `[start, end)`, which they must cover exactly (what a
+    /// partition holds of a block it carved). All or nothing.
+    pub fn free_range(&mut self, start: u64, end: u64) -> Result<(), FreeError> {
+        let mut at = start;
+        let pieces: Vec<(u64, BlockSize)> = self
+            .blocks
+            .range(start..end)
+            .map(|(&addr, block)| (addr, block.size))
+            .collect();
+        for &(addr, size) in &pieces {
+            if addr != at {
+                return Err(FreeError::NotTiled { start, end });
+            }
+            at = addr + size.bytes();
+        }
+        if at != end || start >= end {
+            return Err(FreeError::NotTiled { start, end });
+        }
+        for (addr, size) in pieces {
+            self.free(addr, size)?;
+        }
+        Ok(())
+    }
+
     /// Marks `[start, end)`, rounded out to whole pages, as taken for `usage`, even across
     /// nodes or partly outside managed memory: only the managed parts are taken and counted.
     ///

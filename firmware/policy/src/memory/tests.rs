@@ -395,3 +395,36 @@ fn eight_large_nodes_cost_a_few_ranges() {
         assert_eq!(fa.free_ranges(l.node).count(), 2);
     }
 }
+
+#[test]
+fn a_carved_block_moves_single_pages_and_frees_what_is_left() {
+    let mut fa = FrameAllocator::new(&[vec![(0, 2 * GIB)]]);
+    let block = fa.allocate_on(0, BlockSize::Size1G, Usage::Guest).unwrap();
+    let page = block + 3 * MIB + 8 * KIB;
+    fa.carve(page + 5).unwrap();
+    // Carving changes no ledger column; the page is now a block of its own.
+    assert_eq!(fa.ledger()[0].guest, GIB);
+    fa.retag(page, Usage::Pool).unwrap();
+    assert_eq!(
+        (fa.ledger()[0].guest, fa.ledger()[0].pools),
+        (GIB - 4 * KIB, 4 * KIB)
+    );
+    assert_balanced(&fa);
+    // The block's owner frees all but the page: the ranges on either side of it.
+    fa.free_range(block, page).unwrap();
+    fa.free_range(page + 4 * KIB, block + GIB).unwrap();
+    assert_eq!(fa.ledger()[0].guest, 0);
+    // A range that a block reaches past, or that has a gap, is refused and changes nothing.
+    assert_eq!(
+        fa.free_range(page, page + 8 * KIB),
+        Err(FreeError::NotTiled {
+            start: page,
+            end: page + 8 * KIB
+        })
+    );
+    fa.free(page, BlockSize::Size4K).unwrap();
+    assert_eq!(fa.ledger()[0].free, 2 * GIB);
+    assert_balanced(&fa);
+    assert!(fa.carve(page).is_err());
+    assert!(fa.retag(page, Usage::Guest).is_err());
+}

@@ -20,6 +20,8 @@ use super::sizing::{entry_shift, leaf_level, leaf_runs, GPA_LIMIT, SPA_LIMIT};
 use super::table_memory::{TableMemory, ENTRIES_PER_TABLE};
 use super::{Permissions, SlatError, SlatStats, Translation};
 
+mod unmap;
+
 /// One partition's SLAT, in format `F` ([`Npt`](super::Npt) or [`Ept`](super::Ept)).
 #[derive(Debug)]
 pub struct SlatBuilder<F: SlatFormat> {

@@ -23,6 +23,8 @@ pub enum SlatError {
     HostAddressTooLarge { spa: u64, len: u64 },
     /// The leaf of `size` at `gpa` would overlap a mapping made earlier.
     AlreadyMapped { gpa: u64, size: BlockSize },
+    /// The 4 KiB page at `gpa` is not mapped (or was listed twice), so it cannot be unmapped.
+    NotMapped { gpa: u64 },
     /// The format cannot grant exactly these permissions (NPT needs read; EPT refuses write
     /// without read, and "no access" is no mapping at all).
     Permissions {
@@ -60,6 +62,10 @@ impl fmt::Display for SlatError {
                 f,
                 "cannot map the {size} page at guest-physical {gpa:#x}: it overlaps an earlier \
                  mapping"
+            ),
+            SlatError::NotMapped { gpa } => write!(
+                f,
+                "cannot unmap the page at guest-physical {gpa:#x}: it is not mapped"
             ),
             SlatError::Permissions { format, perms } => write!(
                 f,

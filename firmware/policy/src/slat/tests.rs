@@ -223,3 +223,92 @@ fn table_entries_in_both_formats() {
     check::<Npt>(0b111, 0);
     check::<Ept>(0b111, 0x1e);
 }
+
+#[test]
+fn unmapping_a_page_splits_the_leaves_above_it_and_only_it_stops_mapping() {
+    for max in [Size1G, Size2M, Size4K] {
+        let (_frames, mut pool, mut memory) = setup(4096);
+        let mut slat = SlatBuilder::<Ept>::new(&mut memory, &mut pool, max).unwrap();
+        slat.map(&mut memory, &mut pool, 0, 4 * GIB, 2 * GIB, RWX)
+            .unwrap();
+        let before = slat.stats();
+        let (a, b) = (GIB + 6 * MIB + 12 * KIB, GIB + 6 * MIB + 16 * KIB);
+        let balance = pool.balance_pages();
+        let spas = slat.unmap_pages(&mut memory, &mut pool, &[a, b]).unwrap();
+        assert_eq!(spas, vec![a + 4 * GIB, b + 4 * GIB]);
+        let tables = match max {
+            Size1G => 2, // the 1 GiB leaf into 2 MiB ones, one of those into 4 KiB ones
+            Size2M => 1,
+            Size4K => 0,
+        };
+        assert_eq!(balance - pool.balance_pages(), tables, "{max}");
+        let after = slat.stats();
+        assert_eq!(
+            after.table_bytes,
+            before.table_bytes + tables as u64 * PAGE_SIZE
+        );
+        assert_eq!(
+            after.mapped_bytes(),
+            before.mapped_bytes() - 2 * PAGE_SIZE,
+            "{max}"
+        );
+        for gpa in [a, b + 100] {
+            assert_eq!(slat.translate(&memory, gpa), None, "{max}");
+        }
+        // Every neighbour keeps its host page and permissions.
+        for gpa in [0, a - 1, b + 4 * KIB, GIB, GIB + 2 * MIB, 2 * GIB - 8] {
+            let t = slat.translate(&memory, gpa).unwrap();
+            assert_eq!((t.spa, t.perms), (gpa + 4 * GIB, RWX), "{max} {gpa:#x}");
+        }
+        // Unmapped pages can be mapped again, at another host page, with no new table.
+        let balance = pool.balance_pages();
+        slat.map(&mut memory, &mut pool, a, 0x30_0000, PAGE_SIZE, RWX)
+            .unwrap();
+        assert_eq!(pool.balance_pages(), balance);
+        assert_eq!(slat.translate(&memory, a + 8).unwrap().spa, 0x30_0008);
+        // A reopened builder carries on from the same tables and figures.
+        let mut reopened = SlatBuilder::<Ept>::open(slat.root(), max, slat.stats());
+        assert_eq!(
+            reopened.unmap_pages(&mut memory, &mut pool, &[a]).unwrap(),
+            vec![0x30_0000]
+        );
+    }
+}
+
+#[test]
+fn a_refused_unmap_changes_nothing() {
+    let (_frames, mut pool, mut memory) = setup(3);
+    let mut slat = SlatBuilder::<Npt>::new(&mut memory, &mut pool, Size1G).unwrap();
+    slat.map(&mut memory, &mut pool, 0, GIB, 2 * GIB, RWX)
+        .unwrap();
+    let stats = slat.stats();
+    let pages = memory.page_count();
+    for (gpas, error) in [
+        (
+            vec![0x1000, 0x1001],
+            SlatError::Unaligned {
+                gpa: 0x1001,
+                spa: 0,
+                len: PAGE_SIZE,
+            },
+        ),
+        (vec![0x1000, 0x1000], SlatError::NotMapped { gpa: 0x1000 }),
+        (vec![0x1000, 2 * GIB], SlatError::NotMapped { gpa: 2 * GIB }),
+        (
+            vec![u64::MAX & !0xFFF],
+            SlatError::NotMapped {
+                gpa: u64::MAX & !0xFFF,
+            },
+        ),
+    ] {
+        assert_eq!(slat.unmap_pages(&mut memory, &mut pool, &gpas), Err(error));
+    }
+    // Two 1 GiB leaves to split take four tables; the pool has one page left.
+    let refused = slat.unmap_pages(&mut memory, &mut pool, &[0x1000, GIB]);
+    assert!(matches!(
+        refused,
+        Err(SlatError::Pool(PoolError::InsufficientMemory { .. }))
+    ));
+    assert_eq!((slat.stats(), memory.page_count()), (stats, pages));
+    assert_eq!(slat.translate(&memory, 0x1000).unwrap().spa, GIB + 0x1000);
+}

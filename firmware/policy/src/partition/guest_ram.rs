@@ -1,0 +1,268 @@
+//! A partition's guest RAM as the hypervisor reaches it: the blocks it was built with, and
+//! the single 4 KiB pages that changed since (given up by a deposit or a balloon inflation,
+//! or refilled with another host page by a withdrawal or a deflation).
+//!
+//! Only changed pages are recorded, so a partition that never moves memory costs nothing,
+//! and one that moves a few hundred MiB in 4 KiB pages costs one map entry per page: the
+//! blocks themselves are never split here (the SLAT and the frame allocator split theirs).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::memory::PAGE_SIZE;
+
+use super::placement::GuestBlock;
+
+/// What backs one guest page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageBacking {
+    /// Its host page.
+    pub spa: u64,
+    /// The host node of that page.
+    pub node: usize,
+    /// The vnode the GPA belongs to.
+    pub vnode: usize,
+}
+
+/// The guest RAM of one partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestRam {
+    /// As built, sorted by GPA.
+    blocks: Vec<GuestBlock>,
+    /// Pages that changed since: `None` given up (a hole), `Some(spa)` backed by another
+    /// host page than its block's (on the block's node).
+    changed: BTreeMap<u64, Option<u64>>,
+}
+
+impl GuestRam {
+    /// RAM of these blocks (sorted by GPA, not overlapping), nothing changed.
+    pub fn new(blocks: Vec<GuestBlock>) -> Self {
+        GuestRam {
+            blocks,
+            changed: BTreeMap::new(),
+        }
+    }
+
+    /// The blocks it was built with (holes and refills are not shown here).
+    pub fn blocks(&self) -> &[GuestBlock] {
+        &self.blocks
+    }
+
+    fn block_of(&self, gpa: u64) -> Option<&GuestBlock> {
+        let index = self
+            .blocks
+            .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
+        self.blocks.get(index).filter(|b| b.gpa <= gpa)
+    }
+
+    /// The host address of `gpa` and how many bytes follow it at contiguous host addresses
+    /// in this RAM; `None` outside RAM or in a hole.
+    pub fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
+        let block = self.block_of(gpa)?;
+        let page = gpa & !(PAGE_SIZE - 1);
+        let offset = gpa - page;
+        match self.changed.get(&page) {
+            Some(None) => None,
+            Some(Some(spa)) => Some((spa + offset, PAGE_SIZE - offset)),
+            None => {
+                let end = block.gpa + block.size.bytes();
+                let next_change = self
+                    .changed
+                    .range(page..end)
+                    .next()
+                    .map_or(end, |(&at, _)| at);
+                Some((block.spa + (gpa - block.gpa), next_change - gpa))
+            }
+        }
+    }
+
+    /// What backs the page at `gpa` (4 KiB aligned): `None` outside RAM or in a hole.
+    pub fn backing(&self, gpa: u64) -> Option<PageBacking> {
+        let block = self.block_of(gpa)?;
+        let (spa, _) = self.translate(gpa)?;
+        Some(PageBacking {
+            spa: spa & !(PAGE_SIZE - 1),
+            node: block.node,
+            vnode: block.vnode,
+        })
+    }
+
+    /// Whether `gpa`'s page is a hole: RAM whose page was given up.
+    pub fn is_hole(&self, gpa: u64) -> bool {
+        self.changed.get(&(gpa & !(PAGE_SIZE - 1))) == Some(&None)
+    }
+
+    /// Gives up the page at `gpa` (4 KiB aligned): its backing, or `None` (nothing changed)
+    /// if it is outside RAM or a hole already.
+    pub fn unmap_page(&mut self, gpa: u64) -> Option<PageBacking> {
+        let backing = self
+            .backing(gpa)
+            .filter(|_| gpa.is_multiple_of(PAGE_SIZE))?;
+        self.changed.insert(gpa, None);
+        Some(backing)
+    }
+
+    /// Backs the hole at `gpa` with host page `spa`; false (nothing changed) if `gpa` is
+    /// not a hole.
+    pub fn map_page(&mut self, gpa: u64, spa: u64) -> bool {
+        let Some(block) = self.block_of(gpa).copied() else {
+            return false;
+        };
+        if !self.is_hole(gpa) || !gpa.is_multiple_of(PAGE_SIZE) {
+            return false;
+        }
+        if block.spa + (gpa - block.gpa) == spa {
+            self.changed.remove(&gpa);
+        } else {
+            self.changed.insert(gpa, Some(spa));
+        }
+        true
+    }
+
+    /// The holes, by GPA.
+    pub fn holes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.changed
+            .iter()
+            .filter(|(_, spa)| spa.is_none())
+            .map(|(&gpa, _)| gpa)
+    }
+
+    /// Bytes of RAM mapped (holes left out) in `vnode` on host `node` (any node: `None`).
+    pub fn mapped_bytes(&self, vnode: usize, node: Option<usize>) -> u64 {
+        let mut bytes = 0;
+        for block in &self.blocks {
+            if block.vnode != vnode || node.is_some_and(|n| n != block.node) {
+                continue;
+            }
+            let end = block.gpa + block.size.bytes();
+            let holes = self
+                .changed
+                .range(block.gpa..end)
+                .filter(|(_, spa)| spa.is_none())
+                .count() as u64;
+            bytes += block.size.bytes() - holes * PAGE_SIZE;
+        }
+        bytes
+    }
+
+    /// Holes in `vnode` on host `node` (any node: `None`).
+    pub fn holes_in(&self, vnode: usize, node: Option<usize>) -> u64 {
+        self.holes()
+            .filter(|&gpa| {
+                self.block_of(gpa)
+                    .is_some_and(|b| b.vnode == vnode && node.is_none_or(|n| n == b.node))
+            })
+            .count() as u64
+    }
+
+    /// Every host range `[start, end)` backing this RAM, merged where adjacent and sorted:
+    /// what the partition gives back when it stops, and what a restart zeroes.
+    pub fn host_ranges(&self) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for block in &self.blocks {
+            let end = block.gpa + block.size.bytes();
+            let mut at = block.gpa;
+            for (&page, &spa) in self.changed.range(block.gpa..end) {
+                if page > at {
+                    ranges.push((block.spa + (at - block.gpa), block.spa + (page - block.gpa)));
+                }
+                if let Some(spa) = spa {
+                    ranges.push((spa, spa + PAGE_SIZE));
+                }
+                at = page + PAGE_SIZE;
+            }
+            if end > at {
+                ranges.push((block.spa + (at - block.gpa), block.spa + block.size.bytes()));
+            }
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::BlockSize;
+    use alloc::vec;
+
+    const MIB: u64 = 1 << 20;
+
+    /// 4 MiB of RAM: two 2 MiB blocks, the second on node 1 at a distant host address.
+    fn ram() -> GuestRam {
+        GuestRam::new(vec![
+            GuestBlock {
+                gpa: 0,
+                spa: 0x1000_0000,
+                size: BlockSize::Size2M,
+                vnode: 0,
+                node: 0,
+            },
+            GuestBlock {
+                gpa: 2 * MIB,
+                spa: 0x8000_0000,
+                size: BlockSize::Size2M,
+                vnode: 1,
+                node: 1,
+            },
+        ])
+    }
+
+    #[test]
+    fn holes_and_refills_change_only_their_page() {
+        let mut ram = ram();
+        assert_eq!(ram.translate(0x10), Some((0x1000_0010, 2 * MIB - 0x10)));
+        assert_eq!(ram.translate(4 * MIB), None);
+        let given = ram.unmap_page(0x3000).unwrap();
+        assert_eq!((given.spa, given.node, given.vnode), (0x1000_3000, 0, 0));
+        assert_eq!(ram.unmap_page(0x3000), None, "a hole twice");
+        assert_eq!(ram.unmap_page(0x4001), None, "unaligned");
+        assert_eq!(ram.translate(0x3008), None);
+        // Bytes before a hole stop at it; after it they run to the block's end.
+        assert_eq!(ram.translate(0x1000), Some((0x1000_1000, 0x2000)));
+        assert_eq!(ram.translate(0x4000), Some((0x1000_4000, 2 * MIB - 0x4000)));
+        assert!(ram.is_hole(0x3fff) && !ram.is_hole(0x4000));
+        assert_eq!(ram.mapped_bytes(0, None), 2 * MIB - 0x1000);
+        assert_eq!(ram.mapped_bytes(0, Some(1)), 0);
+        assert_eq!(ram.holes_in(0, Some(0)), 1);
+        // Refilled with another host page: reached there, one page at a time.
+        assert!(ram.map_page(0x3000, 0x5000_0000));
+        assert!(!ram.map_page(0x3000, 0x5000_0000), "not a hole any more");
+        assert!(!ram.map_page(0x9000, 0x5000_0000), "never a hole");
+        assert_eq!(ram.translate(0x3010), Some((0x5000_0010, 0xff0)));
+        assert_eq!(ram.translate(0x1000), Some((0x1000_1000, 0x2000)));
+        assert_eq!(ram.backing(0x3000).map(|b| b.spa), Some(0x5000_0000));
+        // Refilled with its own page: as built again.
+        ram.unmap_page(0x3000);
+        assert!(ram.map_page(0x3000, 0x1000_3000));
+        assert_eq!(ram, self::ram());
+    }
+
+    #[test]
+    fn host_ranges_leave_out_holes_and_add_refills() {
+        let mut ram = ram();
+        assert_eq!(
+            ram.host_ranges(),
+            vec![(0x1000_0000, 0x1020_0000), (0x8000_0000, 0x8020_0000)]
+        );
+        ram.unmap_page(0);
+        ram.unmap_page(0x5000);
+        ram.unmap_page(2 * MIB + 0x1f_f000);
+        ram.map_page(0x5000, 0x1020_0000); // just past the first block's host range
+        assert_eq!(
+            ram.host_ranges(),
+            vec![
+                (0x1000_1000, 0x1000_5000),
+                (0x1000_6000, 0x1020_1000),
+                (0x8000_0000, 0x801f_f000)
+            ]
+        );
+    }
+}
