@@ -3,6 +3,7 @@
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
+use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
@@ -154,7 +156,7 @@ pub fn build(
     pool.deposit(frames, spec.pool_bytes)?;
     let mut state = PartitionState {
         pool: Some(pool),
-        blocks: Vec::new(),
+        ram: Default::default(),
         vcpus,
         controls: None,
         slat_root: 0,
@@ -195,6 +197,7 @@ pub fn build(
         control: Control::default(),
         exit_counts: Default::default(),
         zeroed_shares: AtomicUsize::new(0),
+        memory_generation: core::sync::atomic::AtomicU64::new(0),
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -216,15 +219,24 @@ fn fund(
 ) -> Result<(), BuildError> {
     let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
     let max_page = Active::clamp_page(spec.max_page);
+    let mut blocks = Vec::new();
     for (vnode, ranges) in cost::guest_physical_ranges(&sizes).into_iter().enumerate() {
         let node = spec.memory[vnode].node as usize;
-        let blocks = placement::back_guest_ranges(frames, vnode, node, &ranges, max_page)?;
-        state.blocks.extend(blocks);
+        let backed = placement::back_guest_ranges(frames, vnode, node, &ranges, max_page);
+        match backed {
+            Ok(backed) => blocks.extend(backed),
+            Err(e) => {
+                // Given back by `release` with the rest.
+                state.ram = Arc::new(GuestRam::new(blocks));
+                return Err(e.into());
+            }
+        }
     }
+    state.ram = Arc::new(GuestRam::new(blocks));
     let pool = state.pool.as_mut().expect("pool deposited above");
     let (root, stats) = match Active::arch() {
-        Arch::Svm => map_guest_memory::<Npt>(&state.blocks, pool, max_page)?,
-        Arch::Vmx => map_guest_memory::<Ept>(&state.blocks, pool, max_page)?,
+        Arch::Svm => map_guest_memory::<Npt>(state.ram.blocks(), pool, max_page)?,
+        Arch::Vmx => map_guest_memory::<Ept>(state.ram.blocks(), pool, max_page)?,
     };
     state.slat_root = root;
     state.slat = stats;
@@ -296,7 +308,7 @@ fn prepare_start(state: &mut PartitionState, entry: EntryState) {
 /// At build: checks that the guest's contents fit its RAM, writing nothing (its own CPUs zero
 /// and load it when it first starts: [`first_start_share`]), and prepares the first start.
 fn check_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), BuildError> {
-    let entry = write_guest(partition, state, &GuestMemory::checking(&state.blocks))?;
+    let entry = write_guest(partition, state, &GuestMemory::checking(state.ram.clone()))?;
     prepare_start(state, entry);
     Ok(())
 }
@@ -306,17 +318,17 @@ fn check_guest(partition: &Partition, state: &mut PartitionState) -> Result<(), 
 /// parallel with the partition's other CPUs. vCPU 0's CPU then waits for the others and writes the guest's
 /// contents, so each partition starts as soon as its own memory is ready.
 pub fn first_start_share(partition: &Partition, vcpu: usize) -> Result<(), BuildError> {
-    let (blocks, share) = {
+    let (ram, share) = {
         let state = partition.state.lock();
-        let mut shares = zeroing::shares(&state.blocks, &state.vcpus);
+        let mut shares = zeroing::shares(state.ram.blocks(), &state.vcpus);
         let share = if vcpu < shares.len() {
             shares.swap_remove(vcpu)
         } else {
             Vec::new()
         };
-        (state.blocks.clone(), share)
+        (state.ram.clone(), share)
     };
-    let memory = GuestMemory::new(&blocks);
+    let memory = GuestMemory::new(ram);
     for span in share {
         memory.zero(span);
     }
@@ -551,7 +563,7 @@ fn host_distances() -> Option<guest_acpi::DistanceMatrix> {
 
 /// Puts a stopped guest back to its first instruction: fresh RAM contents, boot data, VMCBs.
 pub fn reset_guest(partition: &Partition, state: &mut PartitionState) {
-    let memory = GuestMemory::new(&state.blocks);
+    let memory = GuestMemory::new(state.ram.clone());
     memory.zero_all();
     match write_guest(partition, state, &memory) {
         Ok(entry) => prepare_start(state, entry),
@@ -564,9 +576,10 @@ pub fn reset_guest(partition: &Partition, state: &mut PartitionState) {
 
 /// Gives every page the partition holds back to the free memory of its node.
 pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
-    for block in state.blocks.drain(..) {
-        if let Err(e) = frames.free(block.spa, block.size) {
-            log::error!("returning guest block {:#x}: {e}", block.spa);
+    // Carved blocks (pages deposited or ballooned away) go back as the pieces still held.
+    for (start, end) in core::mem::take(&mut state.ram).host_ranges() {
+        if let Err(e) = frames.free_range(start, end) {
+            log::error!("returning guest memory [{start:#x}, {end:#x}): {e}");
         }
     }
     if let Some(pool) = state.pool.take() {
@@ -582,7 +595,7 @@ pub fn release(state: &mut PartitionState, frames: &mut FrameAllocator) {
 pub fn report_event(partition: &Partition, state_name: &str) -> String {
     let state = partition.state.lock();
     let mut memory: Vec<VnodeReport> = Vec::new();
-    for block in &state.blocks {
+    for block in state.ram.blocks() {
         let size = block.size.bytes();
         match memory.iter_mut().find(|m| m.vnode == block.vnode) {
             Some(report) => {

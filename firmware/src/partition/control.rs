@@ -26,6 +26,9 @@ pub struct VcpuSlot {
     sipi: AtomicU32,
     /// An NMI arrived.
     nmi: AtomicBool,
+    /// The partition's memory generation this vCPU has caught up with, or
+    /// [`memory_sync::AWAY`](super::memory_sync::AWAY) while it runs no epoch.
+    pub memory_seen: core::sync::atomic::AtomicU64,
 }
 
 impl VcpuSlot {
@@ -36,6 +39,7 @@ impl VcpuSlot {
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             nmi: AtomicBool::new(false),
+            memory_seen: core::sync::atomic::AtomicU64::new(super::memory_sync::AWAY),
         }
     }
 

@@ -1,49 +1,44 @@
 //! Reaching guest memory and SLAT tables through the hypervisor's identity map.
 //!
-//! Guest RAM is a list of host blocks; a guest-physical address is turned into a host
-//! address only through that list, so nothing outside the partition's own blocks is touched.
+//! Guest RAM is a [`GuestRam`]: host blocks, less the pages given up since and plus their
+//! refills; a guest-physical address is turned into a host address only through it, so
+//! nothing outside the partition's own pages is touched. Each vCPU holds a shared copy
+//! (`Arc`), replaced when the partition's memory changes (`Partition::memory_generation`).
 
-use numavisor_policy::partition::placement::GuestBlock;
+use alloc::sync::Arc;
+
+use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::zeroing::Span;
 use numavisor_policy::slat::TableMemory;
 
-/// The partition's guest RAM as its blocks (sorted by guest-physical address).
-pub struct GuestMemory<'a> {
-    blocks: &'a [GuestBlock],
+/// The partition's guest RAM, as one vCPU (or the builder) sees it.
+pub struct GuestMemory {
+    ram: Arc<GuestRam>,
     /// Writes only check that their bytes fall in guest RAM (a build-time dry run).
     checking: bool,
 }
 
-impl<'a> GuestMemory<'a> {
+impl GuestMemory {
     /// Guest RAM that `write` fills.
-    pub fn new(blocks: &'a [GuestBlock]) -> Self {
+    pub fn new(ram: Arc<GuestRam>) -> Self {
         GuestMemory {
-            blocks,
+            ram,
             checking: false,
         }
     }
 
     /// Guest RAM whose `write` only says whether the bytes would fit: the contents can be
     /// checked when the partition is built and written when its CPUs start it.
-    pub fn checking(blocks: &'a [GuestBlock]) -> Self {
+    pub fn checking(ram: Arc<GuestRam>) -> Self {
         GuestMemory {
-            blocks,
+            ram,
             checking: true,
         }
     }
 
-    /// The host address of `gpa` and how many bytes follow it in the same block.
+    /// The host address of `gpa` and how many bytes follow it at contiguous host addresses.
     fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
-        let index = self
-            .blocks
-            .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
-        let block = self.blocks.get(index)?;
-        (block.gpa <= gpa).then(|| {
-            (
-                block.spa + (gpa - block.gpa),
-                block.gpa + block.size.bytes() - gpa,
-            )
-        })
+        self.ram.translate(gpa)
     }
 
     /// Copies `bytes` to guest-physical `gpa`; false if any byte falls outside guest RAM.
@@ -58,8 +53,8 @@ impl<'a> GuestMemory<'a> {
                 bytes = &bytes[n..];
                 continue;
             }
-            // SAFETY: [spa, spa + n) lies inside one of this partition's guest blocks, which
-            // the identity map covers and nobody else uses while the partition is built.
+            // SAFETY: [spa, spa + n) is host memory backing this partition's guest RAM, which
+            // the identity map covers; the guest may race with it, the hypervisor does not.
             unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), spa as *mut u8, n) };
             gpa += n as u64;
             bytes = &bytes[n..];
@@ -67,20 +62,23 @@ impl<'a> GuestMemory<'a> {
         true
     }
 
-    /// Zeroes every block (a restarted guest sees no earlier contents).
+    /// Zeroes every host page of the RAM (a restarted guest sees no earlier contents).
     pub fn zero_all(&self) {
-        for (index, block) in self.blocks.iter().enumerate() {
-            self.zero(Span {
-                block: index,
-                offset: 0,
-                len: block.size.bytes(),
-            });
+        if self.checking {
+            return;
+        }
+        for (start, end) in self.ram.host_ranges() {
+            // SAFETY: a host range backing this partition's guest RAM (its blocks less the
+            // pages it gave up, plus their refills), identity mapped; no guest runs on it
+            // while it is zeroed (the partition is stopped).
+            unsafe { core::ptr::write_bytes(start as *mut u8, 0, (end - start) as usize) };
         }
     }
 
-    /// Zeroes `span` of one block (nothing where it does not lie inside that block).
+    /// Zeroes `span` of one block (nothing where it does not lie inside that block). Only
+    /// before the first start, when no page has moved.
     pub fn zero(&self, span: Span) {
-        let Some(block) = self.blocks.get(span.block).filter(|_| !self.checking) else {
+        let Some(block) = self.ram.blocks().get(span.block).filter(|_| !self.checking) else {
             return;
         };
         if span
@@ -104,7 +102,7 @@ impl<'a> GuestMemory<'a> {
         if room < 8 {
             return None;
         }
-        // SAFETY: eight bytes inside one guest block, identity mapped.
+        // SAFETY: eight bytes of host memory backing this partition's RAM, identity mapped.
         Some(unsafe { (spa as *const u64).read_unaligned() })
     }
 }
@@ -130,10 +128,10 @@ impl TableMemory for IdentityTables {
     }
 }
 
-impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory<'_> {
+impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory {
     fn read_u8(&self, gpa: u64) -> Option<u8> {
         let (spa, _) = self.translate(gpa)?;
-        // SAFETY: one byte inside one of this partition's guest blocks, identity mapped; a
+        // SAFETY: one byte of host memory backing this partition's RAM, identity mapped; a
         // racing guest write only changes the value read.
         Some(unsafe { (spa as *const u8).read_volatile() })
     }

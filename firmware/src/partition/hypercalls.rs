@@ -1,20 +1,21 @@
 //! The firmware's side of the hypercall dispatcher (`numavisor_policy::hypercall`,
 //! `docs/hypercalls.md`): the partitions as one caller sees them, over the partition list
 //! and each partition's state lock (taken one at a time, never while the caller's own vCPU
-//! holds its own; the vCPU loop keeps a copy of its blocks and holds no lock while it
-//! handles an exit).
+//! holds its own; the vCPU loop keeps a copy of its RAM and holds no lock while it handles
+//! an exit). Deposits and withdrawals are carried out by `page_moves`.
 
 use numavisor_policy::hypercall::abi::{NodeFilter, Status};
 use numavisor_policy::hypercall::{Call, Partitions};
 use numavisor_policy::memory::PAGE_SIZE;
 
 use super::guest_memory::GuestMemory;
-use super::{partitions, Partition};
+use super::{page_moves, partitions, Partition};
 
-/// One calling partition and its RAM.
+/// One calling partition, the vCPU that calls, and its RAM.
 pub struct CallerView<'a> {
     pub caller: &'a Partition,
-    pub memory: &'a GuestMemory<'a>,
+    pub vcpu: usize,
+    pub memory: &'a GuestMemory,
 }
 
 impl CallerView<'_> {
@@ -50,14 +51,17 @@ impl Partitions for CallerView<'_> {
         let Some(partition) = self.partition(index) else {
             return (0, 0);
         };
-        let state = partition.state.lock();
-        let pages = state
-            .pool
-            .as_ref()
-            .filter(|pool| node.accepts(pool.node()))
-            .map_or(0, |pool| pool.balance_pages() as u64);
-        // No page is deposited by a parent while deposits are not offered (abi::OFFERED).
-        (pages, 0)
+        let own = {
+            let state = partition.state.lock();
+            state
+                .pool
+                .as_ref()
+                .filter(|pool| node.accepts(pool.node()))
+                .map_or(0, |pool| pool.balance_pages() as u64)
+        };
+        // The bank is not taken with a state lock held (page_moves' lock order).
+        let deposited = page_moves::deposited_pages(index, node);
+        (own + deposited, deposited)
     }
 
     fn memory(&self, index: usize, vnode: usize, node: NodeFilter) -> Option<(u64, u64)> {
@@ -66,13 +70,12 @@ impl Partitions for CallerView<'_> {
             return None;
         }
         let state = partition.state.lock();
-        let bytes: u64 = state
-            .blocks
-            .iter()
-            .filter(|b| b.vnode == vnode && node.accepts(b.node))
-            .map(|b| b.size.bytes())
-            .sum();
-        Some((bytes / PAGE_SIZE, 0))
+        let node = match node {
+            NodeFilter::All => None,
+            NodeFilter::Node(n) => Some(n),
+        };
+        let mapped = state.ram.mapped_bytes(vnode, node) / PAGE_SIZE;
+        Some((mapped, state.ram.holes_in(vnode, node)))
     }
 
     fn write_guest(&self, gpa: u64, bytes: &[u8]) -> bool {
@@ -80,11 +83,24 @@ impl Partitions for CallerView<'_> {
     }
 
     fn move_memory(&self, call: &Call) -> (Status, u64) {
-        log::debug!(
-            "partition \"{}\": {} is not offered by this image",
-            self.caller.name(),
-            call.code().name()
-        );
-        (Status::InvalidHypercallCode, 0)
+        let (target, list, deposit) = match *call {
+            Call::DepositMemory { target, pages } => (target, pages, true),
+            Call::WithdrawMemory { target, pages } => (target, pages, false),
+            _ => return (Status::InvalidHypercallCode, 0),
+        };
+        // The list lies within one page (checked at decode); read it once, before anything
+        // moves (it may name its own page).
+        let mut gpas = alloc::vec::Vec::with_capacity(list.count);
+        for entry in 0..list.count as u64 {
+            match self.memory.read_u64(list.gpa + entry * 8) {
+                Some(gpa) => gpas.push(gpa),
+                None => return (Status::InvalidParameter, 0),
+            }
+        }
+        if deposit {
+            page_moves::deposit(self.caller, self.vcpu, target, &gpas)
+        } else {
+            page_moves::withdraw(self.caller, self.vcpu, target, &gpas)
+        }
     }
 }

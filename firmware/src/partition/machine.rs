@@ -22,7 +22,9 @@ use super::{emit_console, Partition};
 /// One vCPU's view of its partition.
 pub struct PartitionMachine<'a> {
     pub partition: &'a Partition,
-    pub memory: GuestMemory<'a>,
+    /// The vCPU this view belongs to.
+    pub vcpu: usize,
+    pub memory: GuestMemory,
 }
 
 impl HostCpuid for PartitionMachine<'_> {
@@ -33,7 +35,7 @@ impl HostCpuid for PartitionMachine<'_> {
 }
 
 impl<'a> Machine for PartitionMachine<'a> {
-    type Memory = GuestMemory<'a>;
+    type Memory = GuestMemory;
 
     fn memory(&self) -> &Self::Memory {
         &self.memory
@@ -68,6 +70,7 @@ impl<'a> Machine for PartitionMachine<'a> {
     fn hypercall(&self, call: &Call) -> Reply {
         let view = CallerView {
             caller: self.partition,
+            vcpu: self.vcpu,
             memory: &self.memory,
         };
         numavisor_policy::hypercall::handle(call, &view)

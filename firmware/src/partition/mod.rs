@@ -8,7 +8,9 @@ mod guest_memory;
 mod hypercalls;
 mod input;
 mod machine;
+mod memory_sync;
 mod monitor;
+mod page_moves;
 mod vcpu_loop;
 
 use alloc::vec::Vec;
@@ -17,7 +19,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{info, warn};
 use numavisor_layout::{ExitAction, Layout, PartitionSpec};
 use numavisor_policy::memory::FrameAllocator;
-use numavisor_policy::partition::placement::{GuestBlock, VcpuPlan};
+use numavisor_policy::partition::guest_ram::GuestRam;
+use numavisor_policy::partition::placement::VcpuPlan;
 use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::report::events;
 use numavisor_policy::topology::Topology;
@@ -100,6 +103,10 @@ pub struct Partition {
     pub exit_counts: ExitCounters,
     /// How many of its vCPUs' CPUs have zeroed their share of its RAM for the first start.
     pub zeroed_shares: core::sync::atomic::AtomicUsize,
+    /// Moves when its guest RAM or SLAT changes after build (pages deposited, withdrawn,
+    /// ballooned): each vCPU then renews its copy of the RAM and flushes its TLB tag before
+    /// it enters the guest again, and says so in its slot (`memory::sync`).
+    pub memory_generation: AtomicU64,
 }
 
 /// VM exits by kind ([`ExitKind`]), counted by every vCPU of a partition.
@@ -135,7 +142,8 @@ pub fn emit_exit_counts(partition: &Partition) {
 /// What a partition owns while it exists.
 pub struct PartitionState {
     pub pool: Option<PartitionPool>,
-    pub blocks: Vec<GuestBlock>,
+    /// Its guest RAM; vCPUs hold copies, renewed when `Partition::memory_generation` moves.
+    pub ram: alloc::sync::Arc<GuestRam>,
     pub vcpus: Vec<VcpuPlan>,
     /// The backend's control blocks and permission bitmaps, from the pool.
     pub controls: Option<ControlPages>,
@@ -203,6 +211,7 @@ pub fn build_all(
         }
     }
     reserve_host_pages();
+    page_moves::open_bank(&PARTITIONS.lock());
     if let Some(frames) = FRAMES.lock().as_ref() {
         report::emit(&events::ledger(&frames.ledger()));
     }
@@ -258,7 +267,13 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     emit_exit_counts(partition);
     let mut state = partition.state.lock();
     let limit = partition.spec.restart_limit;
-    if action == ExitAction::Restart && (state.restarts < limit || by_operator) {
+    let mut restart = action == ExitAction::Restart && (state.restarts < limit || by_operator);
+    // A restarted guest gets its whole RAM: the pages it deposited come back first. (The
+    // bank after the state lock is safe here: only this partition's own vCPUs, all parked,
+    // take the bank and then this state.)
+    let refilled = !restart || page_moves::reclaim(partition, &mut state);
+    restart &= refilled;
+    if restart {
         // The operator's restarts do not count against the guest's own limit.
         if !by_operator {
             state.restarts += 1;
@@ -279,13 +294,15 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         ));
         build::reset_guest(partition, &mut state);
         drop(state);
-        // Nothing is freed or taken by a restart; the ledger says so.
+        // A restart takes nothing but what refills pages it deposited; the ledger says so.
         if let Some(frames) = FRAMES.lock().as_ref() {
             report::emit(&events::ledger(&frames.ledger()));
         }
         return true;
     }
-    let detail = if action == ExitAction::Restart {
+    let detail = if !refilled {
+        alloc::format!("{detail}; not restarted: free memory cannot refill the pages it deposited")
+    } else if action == ExitAction::Restart {
         alloc::format!("{detail}; restart limit ({limit}) reached")
     } else {
         alloc::string::String::from(detail)
@@ -308,10 +325,13 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     let mut frames_guard = FRAMES.lock();
     if let Some(frames) = frames_guard.as_mut() {
         build::release(&mut state, frames);
-        report::emit(&events::ledger(&frames.ledger()));
     }
     drop(frames_guard);
     drop(state);
+    page_moves::close(partition.index);
+    if let Some(frames) = FRAMES.lock().as_ref() {
+        report::emit(&events::ledger(&frames.ledger()));
+    }
     if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
         all_stopped();
     }

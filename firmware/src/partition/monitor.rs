@@ -188,7 +188,8 @@ fn summary(partition: &'static Partition) -> PartitionSummary<'static> {
             .spec
             .memory
             .iter()
-            .map(|v| (v.node as usize, v.size))
+            .enumerate()
+            .map(|(vnode, v)| (v.node as usize, state.ram.mapped_bytes(vnode, None)))
             .collect(),
         pool_balance: state.pool.as_ref().map_or(0, |p| p.balance_bytes()),
     }

@@ -15,6 +15,7 @@ use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 use super::control::{halt_a_while, AfterStop};
 use super::guest_memory::GuestMemory;
 use super::machine::PartitionMachine;
+use super::memory_sync::MemorySync;
 use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
 use crate::platform::cpu::{apic, tsc};
 use crate::virt::{Active, ActiveVcpu};
@@ -111,6 +112,7 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
         let end = match cpu {
             Some(mut cpu) => {
                 let end = run_epoch(partition, index, &mut cpu);
+                MemorySync::leave(partition, index);
                 // Gives the control block back before its partition's memory may be reused.
                 drop(cpu);
                 end
@@ -145,13 +147,15 @@ enum EpochEnd {
 
 /// One life of the partition, from its entry state to its next stop.
 fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> EpochEnd {
-    let (entry, offset, blocks) = {
+    let (entry, offset, mut sync, ram) = {
         let state = partition.state.lock();
-        (state.entry, state.tsc_offset, state.blocks.clone())
+        let (sync, ram) = MemorySync::start(partition, index, &state);
+        (state.entry, state.tsc_offset, sync, ram)
     };
-    let machine = PartitionMachine {
+    let mut machine = PartitionMachine {
         partition,
-        memory: GuestMemory::new(&blocks),
+        vcpu: index,
+        memory: GuestMemory::new(ram),
     };
     let mut context = VcpuContext {
         index,
@@ -194,6 +198,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             };
             return EpochEnd::Stop(request);
         }
+        renew_memory(partition, index, &mut sync, &mut machine, cpu);
         if slot.take_init() {
             running = false;
             machine.with_lapic(index, |l| l.reset());
@@ -225,6 +230,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         cpu.set_run_deadline(wake);
         let exit = cpu.run();
         exits += 1;
+        renew_memory(partition, index, &mut sync, &mut machine, cpu);
         if log::log_enabled!(log::Level::Trace) {
             let rip = cpu.rip();
             let (rax, rcx) = (cpu.registers().rax, cpu.registers().rcx);
@@ -263,6 +269,21 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
                 return EpochEnd::Stop(request);
             }
         }
+    }
+}
+
+/// A checkpoint of `memory_sync`: if the partition's RAM changed, takes the new copy and
+/// drops this CPU's cached SLAT translations before the next entry.
+fn renew_memory(
+    partition: &Partition,
+    index: usize,
+    sync: &mut MemorySync,
+    machine: &mut PartitionMachine,
+    cpu: &mut BackendVcpu,
+) {
+    if let Some(ram) = sync.renew(partition, index) {
+        machine.memory = GuestMemory::new(ram);
+        cpu.flush_guest_translations();
     }
 }
 
@@ -308,6 +329,8 @@ fn idle(
         {
             return;
         }
+        // Nothing here reads guest memory; the loop renews its copy before the next entry.
+        MemorySync::acknowledge(partition, index);
         if index == 0 {
             poll_platform_timers(machine, now);
         }

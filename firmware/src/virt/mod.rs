@@ -192,6 +192,17 @@ pub enum ActiveVcpu {
     Vmx(vmx::vcpu::VmxVcpu),
 }
 
+impl ActiveVcpu {
+    /// Drops this CPU's cached translations of the partition's SLAT (and the guest's through
+    /// it) before the vCPU next runs: pages left the SLAT.
+    pub fn flush_guest_translations(&mut self) {
+        match self {
+            ActiveVcpu::Svm(cpu) => cpu.flush_guest_translations(),
+            ActiveVcpu::Vmx(cpu) => cpu.flush_guest_translations(),
+        }
+    }
+}
+
 /// Forwards each `Vcpu` method to the backend's vCPU (`ref`: takes `&self`, `mut`:
 /// `&mut self`).
 macro_rules! forward {

@@ -379,7 +379,7 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
     assert_eq!(boss["signature"], "numavisor", "{boss}\n{context}");
     assert_eq!(boss["max_leaf"], 0x4000_0001, "{boss}");
     assert_eq!(boss["version"], 1, "{boss}");
-    assert_eq!(boss["features"], 0b110_0110, "{boss}");
+    assert_eq!(boss["features"], 0b111_1110, "{boss}");
     assert_eq!(boss["max_code"], 6, "{boss}");
     assert_eq!(boss["id"], serde_json::json!(["success", 1]), "{boss}");
     // Three partitions; the worker's parent is the boss.
@@ -400,9 +400,8 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
         serde_json::json!(["success", 4096]),
         "{boss}"
     );
-    // Deposits are not carried out by this image yet (CPUID says so), malformed calls get
-    // their status.
-    assert_eq!(boss["deposit"], "invalid-hypercall-code", "{boss}");
+    // A deposit of one of its pages, then malformed calls, each with its status.
+    assert_eq!(boss["deposit"], "success", "{boss}");
     assert_eq!(boss["unaligned"], "invalid-alignment", "{boss}");
     assert_eq!(boss["bad_code"], "invalid-hypercall-code", "{boss}");
     assert_eq!(boss["bad_id"], "invalid-partition-id", "{boss}");
@@ -424,9 +423,89 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
         "{stranger}"
     );
     assert_eq!(stranger["self_balance"][0], "success", "{stranger}");
-    // Nothing a guest asked stopped anyone but the spinner's own time limit.
+    assert_eq!(stranger["deposit"], "access-denied", "{stranger}");
+
+    // Four more pages into the worker's pool: its balance counts the five the boss gave
+    // (its own pages besides), the boss's vnode has five pages fewer and five holes; two come
+    // back, are RAM again, and a mapped page is no slot to withdraw into.
+    let moves = &boss["moves"];
+    assert_eq!(
+        moves["deposit"],
+        serde_json::json!(["success", 4]),
+        "{boss}"
+    );
+    assert_eq!(moves["balance"][0], "success", "{boss}");
+    assert_eq!(moves["balance"][1], balance + 5, "{boss}");
+    assert_eq!(moves["balance"][2], 5, "{boss}");
+    assert_eq!(
+        moves["memory"],
+        serde_json::json!(["success", 4091, 5]),
+        "{boss}"
+    );
+    assert_eq!(
+        moves["withdraw"],
+        serde_json::json!(["success", 2]),
+        "{boss}"
+    );
+    assert_eq!(moves["reused"], true, "{boss}");
+    assert_eq!(moves["withdraw_mapped"], "invalid-parameter", "{boss}");
+    assert_eq!(
+        moves["after"],
+        serde_json::json!(["success", balance + 3, 3]),
+        "{boss}"
+    );
+    let denied = &stranger["moves"];
+    for call in ["deposit", "withdraw", "balance"] {
+        assert_eq!(denied[call][0], "access-denied", "{call}: {stranger}");
+    }
+    assert_eq!(
+        denied["memory"],
+        serde_json::json!(["success", 4096, 0]),
+        "{stranger}"
+    );
+
+    // The report shows every move, each page on the boss's node 0, and the ledger follows.
+    let deposits = boot.events("pool_deposit");
+    let withdrawals = boot.events("pool_withdraw");
+    assert_eq!((deposits.len(), withdrawals.len()), (2, 1), "{context}");
+    let moved = |e: &serde_json::Value, key: &str| -> Vec<u64> {
+        e["moves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[key].as_u64().unwrap())
+            .collect()
+    };
+    for event in deposits.iter().chain(&withdrawals) {
+        assert_eq!(event["parent"], "boss", "{event}");
+        assert_eq!(event["child"], "worker", "{event}");
+        assert!(moved(event, "node").iter().all(|&n| n == 0), "{event}");
+    }
+    assert_eq!(deposits[1]["pages"], 4, "{}", deposits[1]);
+    let slots = moved(deposits[1], "gpa");
+    assert_eq!(
+        moved(withdrawals[0], "gpa"),
+        slots[..2].to_vec(),
+        "into their old GPAs"
+    );
+    // The refills are host pages the boss deposited, not new ones.
+    let deposited: Vec<u64> = deposits.iter().flat_map(|e| moved(e, "spa")).collect();
+    for spa in moved(withdrawals[0], "spa") {
+        assert!(deposited.contains(&spa), "{spa:#x} in {deposited:x?}");
+    }
+
+    // Touching a page it gave up stops the boss, not the hypervisor or the worker.
+    let stopped = boot.stopped("boss");
+    assert_eq!(stopped["reason"], "outside-memory", "{context}");
+    let detail = stopped["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{:#x}", slots[2])), "{stopped}");
     assert_eq!(boot.stopped("worker")["reason"], "time-limit", "{context}");
-    for name in ["boss", "stranger"] {
-        assert_eq!(boot.stopped(name)["reason"], "exit", "{name}\n{context}");
+    assert_eq!(boot.stopped("stranger")["reason"], "exit", "{context}");
+    // Everything is free again at the end: the worker's stop returned what the boss had
+    // left in its pool.
+    let ledgers = boot.events("ledger");
+    for node in ledgers.last().unwrap()["nodes"].as_array().unwrap() {
+        assert_eq!(node["guest"], 0, "{node}");
+        assert_eq!(node["pools"], 0, "{node}");
     }
 }

@@ -82,12 +82,12 @@ impl CallCode {
     }
 }
 
-/// The calls this image carries out, advertised in CPUID leaf 0x4000_0001 EBX. Deposit and
-/// withdrawal are decoded, checked and planned (the [`Bank`](super::Bank)), but the hardware
-/// edge does not move pages yet: they answer [`Status::InvalidHypercallCode`] until it does.
-pub const OFFERED: [CallCode; 4] = [
+/// The calls this image carries out, advertised in CPUID leaf 0x4000_0001 EBX.
+pub const OFFERED: [CallCode; 6] = [
     CallCode::GetPartitionId,
     CallCode::ListPartitions,
+    CallCode::DepositMemory,
+    CallCode::WithdrawMemory,
     CallCode::GetBalance,
     CallCode::GetMemoryInfo,
 ];

@@ -535,3 +535,36 @@ pub fn monitor(line: &str, error: Option<&str>, partitions: &[PartitionSummary])
         }
     })
 }
+
+/// Which way a parent moved pages between its guest RAM and a child's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMove {
+    /// `pool_deposit`: from the parent's RAM into the child's pool.
+    Deposit,
+    /// `pool_withdraw`: from the child's pool back into the parent's RAM.
+    Withdraw,
+    /// `pool_reclaim`: back into a restarting parent's RAM, by the hypervisor.
+    Reclaim,
+}
+
+/// `pool_deposit` / `pool_withdraw` / `pool_reclaim`: one call's pages, moved between
+/// `parent`'s RAM and `child`'s pool: the parent's GPA, the host page and its node of each.
+pub fn pool_move(kind: PoolMove, parent: &str, child: &str, pages: &[(u64, u64, usize)]) -> String {
+    let name = match kind {
+        PoolMove::Deposit => "pool_deposit",
+        PoolMove::Withdraw => "pool_withdraw",
+        PoolMove::Reclaim => "pool_reclaim",
+    };
+    event(name, |o| {
+        o.str("parent", parent)
+            .str("child", child)
+            .u64("pages", pages.len() as u64)
+            .array("moves", |a| {
+                for &(gpa, spa, node) in pages {
+                    a.object(|m| {
+                        m.u64("gpa", gpa).u64("spa", spa).u64("node", node as u64);
+                    });
+                }
+            });
+    })
+}

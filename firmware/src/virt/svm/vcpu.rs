@@ -36,6 +36,12 @@ impl SvmVcpu {
 }
 
 impl SvmVcpu {
+    /// Drops the guest's translations through the nested page tables before its next run
+    /// on this CPU (TLB_CONTROL = 1: this ASID), after pages were unmapped from them.
+    pub fn flush_guest_translations(&mut self) {
+        self.vmcb.set_tlb_flush();
+    }
+
     /// One VMRUN: the raw (EXITCODE, EXITINFO1, EXITINFO2) of the exit that ended it.
     fn run_once(&mut self) -> (u64, u64, u64) {
         self.vmcb.set_rax(self.registers.rax);

@@ -239,6 +239,11 @@ impl Vmcb {
         self.read(offset::NEXT_RIP)
     }
 
+    /// Flush this ASID's TLB entries on the next VMRUN (the nested page tables lost pages).
+    pub fn set_tlb_flush(&mut self) {
+        self.write(offset::TLB_CONTROL, 1u8);
+    }
+
     /// No TLB flush on the next VMRUN (after the first run).
     pub fn clear_tlb_flush(&mut self) {
         self.write(offset::TLB_CONTROL, 0u8);

@@ -176,12 +176,7 @@ impl VmxVcpu {
         vmwrite(HOST_RIP, run::exit_point());
 
         // The partition's EPT may have been rebuilt since its tag was last used here.
-        let ept_kind = if caps.ept.invept_single_context {
-            SINGLE_CONTEXT
-        } else {
-            ALL_CONTEXTS
-        };
-        invept(ept_kind, setup.eptp);
+        flush_ept(caps, setup.eptp);
         let mut host_msrs = [0; GUEST_HELD_MSRS.len()];
         for (saved, &msr) in host_msrs.iter_mut().zip(GUEST_HELD_MSRS.iter()) {
             *saved = read_msr(msr);
@@ -202,6 +197,13 @@ impl VmxVcpu {
         };
         vcpu.flush_linear_translations();
         Some(vcpu)
+    }
+
+    /// Drops what this CPU cached of the partition's EPT and the guest's translations
+    /// through it (pages were unmapped from the EPT since this vCPU last ran).
+    pub fn flush_guest_translations(&mut self) {
+        flush_ept(self.caps, self.setup.eptp);
+        self.flush_linear_translations();
     }
 
     /// Drops the guest's cached linear translations (its paging mode changed by emulation,
@@ -676,4 +678,14 @@ impl Vcpu for VmxVcpu {
         unsafe { core::arch::asm!("mov dr6, {}", in(reg) arch.dr6, options(nomem, nostack)) };
         self.flush_linear_translations();
     }
+}
+
+/// INVEPT for `eptp` on this CPU: single-context where the CPU offers it, else all contexts.
+fn flush_ept(caps: &VmxCapabilities, eptp: u64) {
+    let kind = if caps.ept.invept_single_context {
+        SINGLE_CONTEXT
+    } else {
+        ALL_CONTEXTS
+    };
+    invept(kind, eptp);
 }

@@ -1,8 +1,11 @@
 //! `mode=hypercalls [target=ID]`: finds the hypervisor through CPUID 0x4000_0000/1, then
 //! calls it (`docs/hypercalls.md`): its own partition ID, the partition list, the balance and
 //! memory of partition `target` (a child, or not), a deposit into it, a misaligned list, an
-//! unknown call code and partition ID 0. Prints one `hypercalls` event with every status and
-//! result, and exits 0. (CPL 3 callers get #UD; the exit handler's host test covers that.)
+//! unknown call code and partition ID 0; then it deposits four pages, reads the balance and
+//! its own memory, withdraws two into their old GPAs, uses them, and tries a withdrawal into
+//! a mapped page. Prints one `hypercalls` event with every status and result, then with
+//! `touch=1` writes to a page it deposited (the hypervisor stops it: outside its memory),
+//! else exits 0. (CPL 3 callers get #UD; the exit handler's host test covers that.)
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -49,7 +52,7 @@ fn status(code: u64) -> &'static str {
     Status::from_code(code).map_or("unknown", Status::name)
 }
 
-pub fn run(target: u64) -> ! {
+pub fn run(target: u64, touch_slot: bool) -> ! {
     let leaf0 = __cpuid(0x4000_0000);
     let mut signature = [0u8; 12];
     for (i, word) in [leaf0.ebx, leaf0.ecx, leaf0.edx].into_iter().enumerate() {
@@ -85,11 +88,18 @@ pub fn run(target: u64) -> ! {
     list.0[..8].copy_from_slice(&at.to_le_bytes());
     let (deposit_status, _, _) = call(3, target, list.0.as_ptr() as u64, 1);
     let (unaligned_status, _, _) = call(3, target, list.0.as_ptr() as u64 + 4, 1);
+    let mut pages = Box::new(Pages([
+        Page([0; 4096]),
+        Page([0; 4096]),
+        Page([0; 4096]),
+        Page([0; 4096]),
+    ]));
+    let moves = move_pages(target, &mut list, &mut pages);
     let (bad_code_status, _, _) = call(0x7777, 0, 0, 0);
     let (bad_id_status, _, _) = call(5, 0, ALL_NODES, 0);
 
     report!(
-        "{{\"event\":\"hypercalls\",\"signature\":{},\"max_leaf\":{},\"version\":{},\"features\":{},\"max_code\":{},\"id\":[{},{id}],\"list\":[{},{count},{written}],\"entries\":[{}],\"balance\":[{},{balance}],\"self_balance\":[{},{self_balance}],\"memory\":[{},{memory}],\"deposit\":{},\"unaligned\":{},\"bad_code\":{},\"bad_id\":{}}}",
+        "{{\"event\":\"hypercalls\",\"signature\":{},\"max_leaf\":{},\"version\":{},\"features\":{},\"max_code\":{},\"id\":[{},{id}],\"list\":[{},{count},{written}],\"entries\":[{}],\"balance\":[{},{balance}],\"self_balance\":[{},{self_balance}],\"memory\":[{},{memory}],\"deposit\":{},\"unaligned\":{},\"bad_code\":{},\"bad_id\":{},{moves}}}",
         Json(signature.as_str()),
         leaf0.eax,
         leaf1.eax,
@@ -106,5 +116,50 @@ pub fn run(target: u64) -> ! {
         Json(status(bad_code_status)),
         Json(status(bad_id_status)),
     );
+    if touch_slot {
+        // A page given up by the deposit: the hypervisor stops this partition here.
+        // SAFETY: the guest's own (identity-mapped) heap page, still allocated.
+        unsafe { core::ptr::write_volatile(pages.0[2].0.as_mut_ptr(), 1) };
+    }
     exit(0)
+}
+
+/// Four pages of the caller's own RAM to move, page aligned.
+struct Pages([Page; 4]);
+
+/// Deposits the four pages of `PAGES` into `target`'s pool, reads the balance and memory,
+/// withdraws two back (and uses them), and refuses a withdrawal into a mapped page: the
+/// `"moves"` fields of the event.
+fn move_pages(target: u64, list: &mut Page, pages: &mut Pages) -> String {
+    let gpa = |i: usize| pages.0[i].0.as_ptr() as u64;
+    let write_list = |list: &mut Page, gpas: &[u64]| {
+        for (i, g) in gpas.iter().enumerate() {
+            list.0[i * 8..i * 8 + 8].copy_from_slice(&g.to_le_bytes());
+        }
+        list.0.as_ptr() as u64
+    };
+    let all: Vec<u64> = (0..4).map(gpa).collect();
+    let at = write_list(list, &all);
+    let (deposit_status, deposited, _) = call(3, target, at, 4);
+    let (balance_status, balance, from_parent) = call(5, target, ALL_NODES, 0);
+    let (memory_status, mapped, given_up) = call(6, PARTITION_SELF, 0, ALL_NODES);
+    let at = write_list(list, &all[..2]);
+    let (withdraw_status, withdrawn, _) = call(4, target, at, 2);
+    // The withdrawn pages are RAM again (other host pages, on the same node).
+    for i in 0..2 {
+        // SAFETY: the guest's own page, mapped again by the withdrawal just made.
+        unsafe { core::ptr::write_volatile(pages.0[i].0.as_mut_ptr(), 0x5A) };
+    }
+    let reused = (0..2).all(|i| pages.0[i].0[0] == 0x5A);
+    let (again_status, _, _) = call(4, target, at, 1);
+    let (after_status, after, after_parent) = call(5, target, ALL_NODES, 0);
+    alloc::format!(
+        "\"moves\":{{\"deposit\":[{},{deposited}],\"balance\":[{},{balance},{from_parent}],\"memory\":[{},{mapped},{given_up}],\"withdraw\":[{},{withdrawn}],\"reused\":{reused},\"withdraw_mapped\":{},\"after\":[{},{after},{after_parent}]}}",
+        Json(status(deposit_status)),
+        Json(status(balance_status)),
+        Json(status(memory_status)),
+        Json(status(withdraw_status)),
+        Json(status(again_status)),
+        Json(status(after_status)),
+    )
 }

@@ -84,9 +84,10 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             exit(SUCCESS)
         }
         "hostile" => hostile(option("probe").unwrap_or("")),
-        "hypercalls" => {
-            crate::hypercalls::run(option("target").and_then(parse_number).unwrap_or(2))
-        }
+        "hypercalls" => crate::hypercalls::run(
+            option("target").and_then(parse_number).unwrap_or(2),
+            option("touch") == Some("1"),
+        ),
         "timer-loop" => timer_loop(option("count").and_then(parse_number).unwrap_or(1000)),
         "spin" => {
             // A hostile guest: interrupts off, an endless loop. Only the hypervisor's own

@@ -127,7 +127,7 @@ fn hypervisor_leaves() {
     // to 6.
     assert_eq!(
         emulate(&epyc(), &one, 0x4000_0001, 0),
-        [1, 0b110_0110, 6, 0]
+        [1, 0b111_1110, 6, 0]
     );
     for leaf in [0x4000_0002, 0x4000_0010, 0x4000_0100, 0x4FFF_FFFF] {
         assert_eq!(emulate(&xeon(), &one, leaf, 0), [0; 4]);

@@ -1,0 +1,337 @@
+//! The firmware's side of deposits and withdrawals (`docs/hypercalls.md`): the pool bank of
+//! every partition, and carrying its plans out on the SLAT, the guest RAM, the frame
+//! allocator's books and the other vCPUs' TLBs.
+//!
+//! Lock order: the bank, then a partition's state, then the frame allocator. A vCPU waiting
+//! for the bank keeps acknowledging memory changes (`memory_sync`), so two vCPUs of one
+//! partition moving pages at once cannot wait on each other.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use numavisor_policy::hypercall::abi::{PartitionId, Status};
+use numavisor_policy::hypercall::bank::{Backing, Bank, GuestSpace, PageMove};
+use numavisor_policy::memory::Usage;
+use numavisor_policy::partition::guest_ram::GuestRam;
+use numavisor_policy::report::events::{self, PoolMove};
+use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
+use spin::{Mutex, MutexGuard};
+
+use super::guest_memory::IdentityTables;
+use super::memory_sync::{self, MemorySync};
+use super::{partitions, Partition, PartitionState, FRAMES};
+use crate::platform::console::report;
+use crate::virt::{Active, Arch};
+
+/// Every partition's account: slots, and pages deposited by parents.
+static BANK: Mutex<Option<Bank>> = Mutex::new(None);
+
+/// Opens the bank for the partitions built (their layout parents, by index).
+pub fn open_bank(built: &[&'static Partition]) {
+    let parents: Vec<Option<usize>> = built
+        .iter()
+        .map(|p| {
+            p.spec
+                .parent
+                .and_then(|name| built.iter().position(|other| other.name() == name))
+        })
+        .collect();
+    *BANK.lock() = Some(Bank::new(&parents));
+}
+
+/// The bank, for a vCPU of `partition` (index `vcpu`): acknowledges memory changes of its
+/// own partition while it waits.
+fn lock_bank(partition: &Partition, vcpu: usize) -> MutexGuard<'static, Option<Bank>> {
+    loop {
+        if let Some(guard) = BANK.try_lock() {
+            return guard;
+        }
+        MemorySync::acknowledge(partition, vcpu);
+        core::hint::spin_loop();
+    }
+}
+
+/// A partition's guest RAM as the bank sees it.
+struct RamSpace<'a>(&'a GuestRam);
+
+impl GuestSpace for RamSpace<'_> {
+    fn backing(&self, _partition: usize, gpa: u64) -> Option<Backing> {
+        self.0.backing(gpa)
+    }
+}
+
+/// Pages deposited into `index`'s pool by its parent, on `node` (`None`: all).
+pub fn deposited_pages(index: usize, node: numavisor_policy::hypercall::abi::NodeFilter) -> u64 {
+    BANK.lock()
+        .as_ref()
+        .map_or(0, |bank| bank.deposited_pages(index, node))
+}
+
+/// Carries out a deposit by vCPU `vcpu` of `caller` into `target`'s pool of the pages at
+/// `gpas`: the status and the pages moved.
+pub fn deposit(
+    caller: &Partition,
+    vcpu: usize,
+    target: PartitionId,
+    gpas: &[u64],
+) -> (Status, u64) {
+    let mut guard = lock_bank(caller, vcpu);
+    let Some(bank) = guard.as_mut() else {
+        return (Status::InvalidHypercallCode, 0);
+    };
+    let mut state = caller.state.lock();
+    let plan = match bank.plan_deposit(caller.index, target, gpas, &RamSpace(&state.ram)) {
+        Ok(plan) => plan,
+        Err(status) => return (status, 0),
+    };
+    // Carving splits the frame allocator's record of a block; it moves nothing, so a later
+    // refusal leaves nothing to undo.
+    {
+        let mut frames = FRAMES.lock();
+        let Some(frames) = frames.as_mut() else {
+            return (Status::InsufficientMemory, 0);
+        };
+        if let Some(e) = plan.moves().iter().find_map(|m| frames.carve(m.spa).err()) {
+            log::error!("partition \"{}\": deposit: {e}", caller.name());
+            return (Status::InsufficientMemory, 0);
+        }
+    }
+    let pages: Vec<u64> = plan.moves().iter().map(|m| m.gpa).collect();
+    if let Err(e) = unmap(caller, &mut state, &pages) {
+        return (slat_status(caller, e), 0);
+    }
+    let ram = Arc::make_mut(&mut state.ram);
+    for &gpa in &pages {
+        ram.unmap_page(gpa);
+    }
+    let generation = memory_sync::bump(caller, &mut state);
+    drop(state);
+    // No CPU may reach the pages through the parent once they are in the child's pool.
+    memory_sync::wait_caught_up(caller, vcpu, generation);
+    retag(plan.moves(), Usage::Pool);
+    let child = plan.child();
+    let moved = plan.moves().len() as u64;
+    report_move(PoolMove::Deposit, caller.index, child, plan.moves());
+    bank.commit_deposit(plan);
+    drop(guard);
+    emit_ledger();
+    (Status::Success, moved)
+}
+
+/// Carries out a withdrawal by vCPU `vcpu` of `caller` from `target`'s pool into its slots
+/// at `gpas`: the status and the pages moved.
+pub fn withdraw(
+    caller: &Partition,
+    vcpu: usize,
+    target: PartitionId,
+    gpas: &[u64],
+) -> (Status, u64) {
+    let mut guard = lock_bank(caller, vcpu);
+    let Some(bank) = guard.as_mut() else {
+        return (Status::InvalidHypercallCode, 0);
+    };
+    let plan = match bank.plan_withdraw(caller.index, target, gpas) {
+        Ok(plan) => plan,
+        Err(status) => return (status, 0),
+    };
+    let mut state = caller.state.lock();
+    if let Err(e) = map(caller, &mut state, plan.moves()) {
+        return (slat_status(caller, e), 0);
+    }
+    let generation = memory_sync::bump(caller, &mut state);
+    drop(state);
+    memory_sync::wait_caught_up(caller, vcpu, generation);
+    retag(plan.moves(), Usage::Guest);
+    let moved = plan.moves().len() as u64;
+    report_move(PoolMove::Withdraw, caller.index, plan.child(), plan.moves());
+    bank.commit_withdraw(plan);
+    drop(guard);
+    emit_ledger();
+    (Status::Success, moved)
+}
+
+/// A partition about to restart gets its whole RAM back: its slots are refilled from what
+/// its children's pools still hold of its deposits, and the rest from free memory of each
+/// slot's node. Called with every vCPU of it parked and its state locked; false if free
+/// memory could not refill every slot (the restart is then refused).
+pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
+    let mut guard = BANK.lock();
+    let Some(bank) = guard.as_mut() else {
+        return true;
+    };
+    let (moved, left) = bank.reclaim(partition.index);
+    drop(guard);
+    if moved.is_empty() && left.is_empty() {
+        return true;
+    }
+    let mut all: Vec<PageMove> = moved.iter().map(|&(_, m)| m).collect();
+    retag(&all, Usage::Guest);
+    for child in moved
+        .iter()
+        .map(|&(child, _)| child)
+        .collect::<alloc::collections::BTreeSet<_>>()
+    {
+        let pages: Vec<PageMove> = moved
+            .iter()
+            .filter(|&&(c, _)| c == child)
+            .map(|&(_, m)| m)
+            .collect();
+        report_move(PoolMove::Reclaim, partition.index, child, &pages);
+    }
+    let mut complete = true;
+    {
+        let mut frames = FRAMES.lock();
+        if let Some(frames) = frames.as_mut() {
+            for slot in &left {
+                match frames.allocate_on(
+                    slot.node,
+                    numavisor_policy::memory::BlockSize::Size4K,
+                    Usage::Guest,
+                ) {
+                    Ok(spa) => all.push(PageMove { spa, ..*slot }),
+                    Err(e) => {
+                        log::warn!(
+                            "partition \"{}\": guest-physical {:#x} cannot be refilled on node {}: {e}",
+                            partition.name(),
+                            slot.gpa,
+                            slot.node
+                        );
+                        complete = false;
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = map(partition, state, &all) {
+        log::error!("partition \"{}\": refilling its RAM: {e}", partition.name());
+        complete = false;
+    }
+    memory_sync::bump(partition, state);
+    complete
+}
+
+/// Partition `index` has stopped for good: the pages its parent deposited into its pool
+/// go back to free memory with the rest of it.
+pub fn close(index: usize) {
+    let pages = BANK
+        .lock()
+        .as_mut()
+        .map(|bank| bank.close(index))
+        .unwrap_or_default();
+    let mut frames = FRAMES.lock();
+    if let Some(frames) = frames.as_mut() {
+        for (spa, _) in pages {
+            if let Err(e) = frames.free(spa, numavisor_policy::memory::BlockSize::Size4K) {
+                log::error!("returning deposited page {spa:#x}: {e}");
+            }
+        }
+    }
+}
+
+/// Unmaps 4 KiB pages from the partition's SLAT (splitting leaves with pool pages).
+fn unmap(partition: &Partition, state: &mut PartitionState, gpas: &[u64]) -> Result<(), SlatError> {
+    match Active::arch() {
+        Arch::Svm => unmap_in::<Npt>(partition, state, gpas),
+        Arch::Vmx => unmap_in::<Ept>(partition, state, gpas),
+    }
+}
+
+fn unmap_in<F: SlatFormat>(
+    partition: &Partition,
+    state: &mut PartitionState,
+    gpas: &[u64],
+) -> Result<(), SlatError> {
+    let max_page = Active::clamp_page(partition.spec.max_page);
+    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
+    let Some(pool) = state.pool.as_mut() else {
+        return Err(SlatError::NotMapped {
+            gpa: gpas.first().copied().unwrap_or(0),
+        });
+    };
+    slat.unmap_pages(&mut IdentityTables, pool, gpas)?;
+    state.slat = slat.stats();
+    Ok(())
+}
+
+/// Maps each move's host page at its GPA (a hole of the RAM) read-write-execute, in the
+/// SLAT and the RAM. All or nothing.
+fn map(
+    partition: &Partition,
+    state: &mut PartitionState,
+    moves: &[PageMove],
+) -> Result<(), SlatError> {
+    match Active::arch() {
+        Arch::Svm => map_in::<Npt>(partition, state, moves),
+        Arch::Vmx => map_in::<Ept>(partition, state, moves),
+    }
+}
+
+fn map_in<F: SlatFormat>(
+    partition: &Partition,
+    state: &mut PartitionState,
+    moves: &[PageMove],
+) -> Result<(), SlatError> {
+    let max_page = Active::clamp_page(partition.spec.max_page);
+    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
+    let Some(pool) = state.pool.as_mut() else {
+        return Err(SlatError::NotMapped {
+            gpa: moves.first().map_or(0, |m| m.gpa),
+        });
+    };
+    let rwx = Permissions::READ_WRITE_EXECUTE;
+    for (done, m) in moves.iter().enumerate() {
+        if let Err(e) = slat.map(&mut IdentityTables, pool, m.gpa, m.spa, 4096, rwx) {
+            // The holes keep their split tables, so this needs no page; undo what was done.
+            let mapped: Vec<u64> = moves[..done].iter().map(|m| m.gpa).collect();
+            if !mapped.is_empty() {
+                let _ = slat.unmap_pages(&mut IdentityTables, pool, &mapped);
+            }
+            return Err(e);
+        }
+    }
+    state.slat = slat.stats();
+    let ram = Arc::make_mut(&mut state.ram);
+    for m in moves {
+        ram.map_page(m.gpa, m.spa);
+    }
+    Ok(())
+}
+
+/// The status for a SLAT change that was refused (nothing changed).
+fn slat_status(partition: &Partition, error: SlatError) -> Status {
+    match error {
+        SlatError::Pool(_) => Status::InsufficientMemory,
+        other => {
+            log::warn!(
+                "partition \"{}\": memory move refused: {other}",
+                partition.name()
+            );
+            Status::InvalidParameter
+        }
+    }
+}
+
+/// Counts the moved host pages under `usage` in the ledger.
+fn retag(moves: &[PageMove], usage: Usage) {
+    let mut frames = FRAMES.lock();
+    if let Some(frames) = frames.as_mut() {
+        for m in moves {
+            if let Err(e) = frames.retag(m.spa, usage) {
+                log::error!("page {:#x} moved as {usage}: {e}", m.spa);
+            }
+        }
+    }
+}
+
+fn report_move(kind: PoolMove, parent: usize, child: usize, moves: &[PageMove]) {
+    let all = partitions();
+    let name = |i: usize| all.get(i).map_or("?", |p| p.name());
+    let pages: Vec<(u64, u64, usize)> = moves.iter().map(|m| (m.gpa, m.spa, m.node)).collect();
+    report::emit(&events::pool_move(kind, name(parent), name(child), &pages));
+}
+
+fn emit_ledger() {
+    if let Some(frames) = FRAMES.lock().as_ref() {
+        report::emit(&events::ledger(&frames.ledger()));
+    }
+}
