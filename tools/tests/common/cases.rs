@@ -467,7 +467,8 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
     // The report shows every move, each page on the boss's node 0, and the ledger follows.
     let deposits = boot.events("pool_deposit");
     let withdrawals = boot.events("pool_withdraw");
-    assert_eq!((deposits.len(), withdrawals.len()), (2, 1), "{context}");
+    // Two of each per life of the boss, which restarts once.
+    assert_eq!((deposits.len(), withdrawals.len()), (4, 2), "{context}");
     let moved = |e: &serde_json::Value, key: &str| -> Vec<u64> {
         e["moves"]
             .as_array()
@@ -494,11 +495,33 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
         assert!(deposited.contains(&spa), "{spa:#x} in {deposited:x?}");
     }
 
-    // Touching a page it gave up stops the boss, not the hypervisor or the worker.
+    // Touching a page it gave up is a fault of the boss, not of the hypervisor or the
+    // worker: the boss restarts, and its three slots are refilled from the worker's pool
+    // (what was left there of its deposits) before it runs again.
+    let restarted = boot.events("partition_restarted");
+    assert_eq!(restarted.len(), 1, "{context}");
+    assert_eq!(restarted[0]["reason"], "outside-memory", "{context}");
+    let reclaims = boot.events("pool_reclaim");
+    assert_eq!(reclaims.len(), 1, "{context}");
+    let mut reclaimed = moved(reclaims[0], "gpa");
+    reclaimed.sort_unstable();
+    let mut expected = vec![moved(deposits[0], "gpa")[0], slots[2], slots[3]];
+    expected.sort_unstable();
+    assert_eq!(reclaimed, expected, "{}", reclaims[0]);
+    // Its second life sees the same as its first: its whole RAM, the worker's pool as before.
+    let lives: Vec<Value> = boot
+        .console_lines("boss")
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line.strip_prefix("guest: ")?).ok())
+        .filter(|v| v["event"] == "hypercalls")
+        .collect();
+    assert_eq!(lives.len(), 2, "{context}");
+    assert_eq!(lives[1]["moves"], lives[0]["moves"], "{context}");
     let stopped = boot.stopped("boss");
     assert_eq!(stopped["reason"], "outside-memory", "{context}");
     let detail = stopped["detail"].as_str().unwrap();
     assert!(detail.contains(&format!("{:#x}", slots[2])), "{stopped}");
+    assert!(detail.contains("restart limit (1) reached"), "{stopped}");
     assert_eq!(boot.stopped("worker")["reason"], "time-limit", "{context}");
     assert_eq!(boot.stopped("stranger")["reason"], "exit", "{context}");
     // Everything is free again at the end: the worker's stop returned what the boss had
