@@ -56,6 +56,9 @@ pub struct PartitionSpec {
     /// The partition (by name) that may deposit into and withdraw from this one's pool
     /// through hypercalls (`docs/hypercalls.md`); checked to exist and to form no cycle.
     pub parent: Option<&'static str>,
+    /// Dynamic Memory (`dynamic = true`): a virtio-balloon device moves the partition's
+    /// memory between `min` and `max` of each vnode by its guest's demand.
+    pub dynamic: bool,
 }
 
 impl PartitionSpec {
@@ -123,10 +126,29 @@ impl VcpuGroup {
 /// One vNUMA node of a partition: its size and the host node whose memory backs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VnodeSpec {
-    /// Bytes, a non-zero multiple of 4 KiB.
+    /// Bytes, a non-zero multiple of 4 KiB: what the guest is told it has, and what backs it
+    /// at every (re)start.
     pub size: u64,
     /// Host node index (the boot report's dense node index).
     pub node: u32,
+    /// With Dynamic Memory, the least the vnode is ballooned down to (`memory_min`); else
+    /// `size`. A multiple of 4 KiB, at most `max`.
+    pub min: u64,
+    /// With Dynamic Memory, the most the vnode holds (`memory_max`); else `size`. At most
+    /// `size`: the balloon gives back only what the guest was started with.
+    pub max: u64,
+}
+
+impl VnodeSpec {
+    /// A vnode of `size` bytes on host `node` whose memory does not move (no bounds).
+    pub const fn fixed(size: u64, node: u32) -> VnodeSpec {
+        VnodeSpec {
+            size,
+            node,
+            min: size,
+            max: size,
+        }
+    }
 }
 
 /// The kind of a partition's guest image, which decides how the partition is started.
@@ -166,16 +188,7 @@ mod tests {
                 vnode: Some(0),
             },
         ],
-        memory: &[
-            VnodeSpec {
-                size: 64 << 20,
-                node: 0,
-            },
-            VnodeSpec {
-                size: 32 << 20,
-                node: 1,
-            },
-        ],
+        memory: &[VnodeSpec::fixed(64 << 20, 0), VnodeSpec::fixed(32 << 20, 1)],
         pool_bytes: 1 << 20,
         max_page: BlockSize::Size2M,
         image: b"",
@@ -187,6 +200,7 @@ mod tests {
         time_limit_ms: None,
         restart_limit: 8,
         parent: None,
+        dynamic: false,
     };
 
     #[test]

@@ -91,10 +91,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
             count: 1,
             vnode: None,
         }],
-        memory: vec![VnodeSpec {
-            size: 64 << 20,
-            node,
-        }],
+        memory: vec![VnodeSpec::fixed(64 << 20, node)],
         pool_bytes: 256 << 10,
         max_page: BlockSize::Size2M,
         image,
@@ -107,6 +104,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         time_limit_ms: None,
         restart_limit: 8,
         parent: None,
+        dynamic: false,
     }
 }
 
@@ -160,10 +158,7 @@ fn spanning_layout_has_two_vnodes() {
     let guests = Guests::new();
     let layout = guests.load(&layouts_dir().join("spanning.toml")).unwrap();
     let mut wide = simple("wide", 0, guests.image());
-    wide.memory.push(VnodeSpec {
-        size: 64 << 20,
-        node: 1,
-    });
+    wide.memory.push(VnodeSpec::fixed(64 << 20, 1));
     assert_eq!(layout.partitions, vec![wide]);
 }
 
@@ -175,13 +170,7 @@ fn four_nodes_layout_mixes_page_sizes() {
     use BlockSize::{Size1G, Size2M};
     assert_eq!(pages, [Size2M, Size1G, Size2M, Size1G]);
     for (node, p) in layout.partitions.iter().enumerate() {
-        assert_eq!(
-            p.memory,
-            [VnodeSpec {
-                size: 1 << 30,
-                node: node as u32
-            }]
-        );
+        assert_eq!(p.memory, [VnodeSpec::fixed(1 << 30, node as u32)]);
     }
 }
 
@@ -240,16 +229,7 @@ fn layouts_in_the_other_forms_check_too() {
                     vnode: None
                 },
             ],
-            memory: vec![
-                VnodeSpec {
-                    size: 64 << 20,
-                    node: 0
-                },
-                VnodeSpec {
-                    size: 2 << 30,
-                    node: 1
-                },
-            ],
+            memory: vec![VnodeSpec::fixed(64 << 20, 0), VnodeSpec::fixed(2 << 30, 1),],
             pool_bytes: 1 << 20,
             max_page: BlockSize::Size1G,
             image,
@@ -262,6 +242,7 @@ fn layouts_in_the_other_forms_check_too() {
             time_limit_ms: None,
             restart_limit: 8,
             parent: None,
+            dynamic: false,
         }]
     );
 }

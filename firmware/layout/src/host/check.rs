@@ -12,6 +12,7 @@ use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_
 use super::error::{PartitionLabel, Report};
 use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
 use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
+use super::parse::{UNSET_MAX, UNSET_MIN};
 use super::size::{human_size, layout_size};
 use super::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
@@ -198,7 +199,7 @@ fn check_partition(
     let memory = raw
         .memory
         .as_deref()
-        .and_then(|memory| check_memory(label, memory, report));
+        .and_then(|memory| check_memory(label, memory, raw.dynamic.unwrap_or(false), report));
     let vcpus = raw
         .vcpus
         .as_deref()
@@ -225,6 +226,7 @@ fn check_partition(
         time_limit_ms: raw.time_limit_ms?,
         restart_limit: raw.restart_limit?,
         parent: raw.parent?,
+        dynamic: raw.dynamic?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);
@@ -273,6 +275,7 @@ fn check_command_line(label: &PartitionLabel, command_line: &str, report: &mut R
 fn check_memory(
     label: &PartitionLabel,
     memory: &[VnodeSpec],
+    dynamic: bool,
     report: &mut Report,
 ) -> Option<Vec<VnodeSpec>> {
     let before = report.len();
@@ -290,8 +293,10 @@ fn check_memory(
             format!("{} vnodes; at most {MAX_VNODES}", memory.len()),
         );
     }
+    let mut resolved = Vec::with_capacity(memory.len());
     for (i, vnode) in memory.iter().enumerate() {
         check_page_multiple(label, &format!("memory[{i}].size"), vnode.size, report);
+        resolved.push(check_bounds(label, i, vnode, dynamic, report));
     }
     let total = memory
         .iter()
@@ -307,7 +312,68 @@ fn check_memory(
             ),
         );
     }
-    (report.len() == before).then(|| memory.to_vec())
+    (report.len() == before).then_some(resolved)
+}
+
+/// A vnode's Dynamic Memory bounds: `memory_min` ≤ `memory_max` ≤ `size`, each a multiple of
+/// 4 KiB, only with `dynamic = true`. Unset, `memory_max` is the size and `memory_min` a
+/// quarter of it (rounded up to 4 KiB); without `dynamic` both are the size.
+fn check_bounds(
+    label: &PartitionLabel,
+    index: usize,
+    vnode: &VnodeSpec,
+    dynamic: bool,
+    report: &mut Report,
+) -> VnodeSpec {
+    let given_min = (vnode.min != UNSET_MIN).then_some(vnode.min);
+    let given_max = (vnode.max != UNSET_MAX).then_some(vnode.max);
+    if !dynamic {
+        for (name, given) in [("memory_min", given_min), ("memory_max", given_max)] {
+            if given.is_some() {
+                report.field(
+                    label,
+                    &format!("memory[{index}].{name}"),
+                    "only a partition with Dynamic Memory has bounds; add dynamic = true",
+                );
+            }
+        }
+        return VnodeSpec {
+            min: vnode.size,
+            max: vnode.size,
+            ..*vnode
+        };
+    }
+    let max = given_max.unwrap_or(vnode.size);
+    let min = given_min.unwrap_or_else(|| (vnode.size / 4).div_ceil(PAGE_SIZE) * PAGE_SIZE);
+    for (name, given) in [("memory_min", given_min), ("memory_max", given_max)] {
+        if let Some(bytes) = given {
+            check_page_multiple(label, &format!("memory[{index}].{name}"), bytes, report);
+        }
+    }
+    if max > vnode.size {
+        report.field(
+            label,
+            &format!("memory[{index}].memory_max"),
+            format!(
+                "{} is more than the vnode's size ({}); the balloon only gives back what the \
+                 guest started with, so make `size` the most it may hold",
+                human_size(max),
+                human_size(vnode.size)
+            ),
+        );
+    }
+    if min > max {
+        report.field(
+            label,
+            &format!("memory[{index}].memory_min"),
+            format!(
+                "{} is more than memory_max ({})",
+                human_size(min),
+                human_size(max)
+            ),
+        );
+    }
+    VnodeSpec { min, max, ..*vnode }
 }
 
 /// Reports `bytes` unless it is a non-zero multiple of 4 KiB; says whether it is one.

@@ -58,9 +58,11 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
     for vnode in &p.memory {
         let _ = writeln!(
             out,
-            "                numavisor_layout::VnodeSpec {{ size: {}, node: {} }}, // {}",
+            "                numavisor_layout::VnodeSpec {{ size: {}, node: {}, min: {}, max: {} }}, // {}",
             vnode.size,
             vnode.node,
+            vnode.min,
+            vnode.max,
             human_size(vnode.size)
         );
     }
@@ -112,6 +114,7 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
     let _ = writeln!(out, "            time_limit_ms: {:?},", p.time_limit_ms);
     let _ = writeln!(out, "            restart_limit: {},", p.restart_limit);
     let _ = writeln!(out, "            parent: {:?},", p.parent);
+    let _ = writeln!(out, "            dynamic: {},", p.dynamic);
     let _ = writeln!(out, "        }},");
 }
 

@@ -85,6 +85,8 @@ pub struct CheckedPartition {
     /// The partition that may deposit into and withdraw from this one's pool through
     /// hypercalls (`docs/hypercalls.md`): another partition of the layout, no cycles.
     pub parent: Option<String>,
+    /// `dynamic = true`: Dynamic Memory between each vnode's `min` and `max`.
+    pub dynamic: bool,
 }
 
 impl CheckedPartition {

@@ -13,7 +13,7 @@ use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 14] = [
+pub(crate) const PARTITION_KEYS: [&str; 15] = [
     "name",
     "image",
     "initrd",
@@ -28,6 +28,7 @@ pub(crate) const PARTITION_KEYS: [&str; 14] = [
     "time_limit",
     "restart_limit",
     "parent",
+    "dynamic",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -53,6 +54,7 @@ pub(crate) struct RawPartition {
     /// `Some(None)`: no `parent` key. Whether the name exists, and cycles, are checked once
     /// every partition is read.
     pub(crate) parent: Option<Option<String>>,
+    pub(crate) dynamic: Option<bool>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -79,12 +81,19 @@ struct VcpuEntry {
     vnode: Option<u32>,
 }
 
+/// What `memory_min` / `memory_max` read as when a vnode does not give them (no size is
+/// `u64::MAX - 1` or `u64::MAX`: sizes are checked against the partition limit).
+pub(crate) const UNSET_MIN: u64 = u64::MAX - 1;
+pub(crate) const UNSET_MAX: u64 = u64::MAX;
+
 /// An entry of `memory` as serde reads it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemoryEntry {
     size: toml::Value,
     node: u32,
+    memory_min: Option<toml::Value>,
+    memory_max: Option<toml::Value>,
 }
 
 /// The whole file, down to its `[[partition]]` tables (numbered in file order), and its
@@ -239,6 +248,7 @@ pub(crate) fn parse_partition(
     let time_limit_ms = fields.optional("time_limit", time_limit, None);
     let restart_limit = fields.optional("restart_limit", restart_limit, DEFAULT_RESTART_LIMIT);
     let parent = fields.optional("parent", some_string, None);
+    let dynamic = fields.optional("dynamic", typed, false);
     RawPartition {
         label,
         name,
@@ -255,6 +265,7 @@ pub(crate) fn parse_partition(
         time_limit_ms,
         restart_limit,
         parent,
+        dynamic,
     }
 }
 
@@ -363,9 +374,18 @@ fn vnodes(key: &str, value: &toml::Value) -> Result<Vec<VnodeSpec>, FieldError> 
     each_entry(key, value, example, |entry| {
         let entry: MemoryEntry = typed("", entry)?;
         let size = parse_size(&entry.size).map_err(|e| format!("size: {e}"))?;
+        let bound = |value: &Option<toml::Value>, name: &str, default: u64| match value {
+            Some(value) => parse_size(value).map_err(|e| format!("{name}: {e}")),
+            None => Ok(default),
+        };
+        // Unset bounds: checked against `dynamic` once the whole partition is read.
+        let min = bound(&entry.memory_min, "memory_min", UNSET_MIN)?;
+        let max = bound(&entry.memory_max, "memory_max", UNSET_MAX)?;
         Ok(VnodeSpec {
             size,
             node: entry.node,
+            min,
+            max,
         })
     })
 }
