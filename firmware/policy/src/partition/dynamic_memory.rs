@@ -1,0 +1,230 @@
+//! Dynamic Memory's policy, after Hyper-V's: how much RAM each `dynamic` partition should
+//! hold, from what its own guest reports through the balloon's statistics.
+//!
+//! Partitions are balanced per host node and never across nodes: each member is one
+//! partition whose RAM is on one node. A member's *demand* is what its guest uses (total
+//! less available memory, both from the guest); it should hold that plus a buffer
+//! (Hyper-V's "memory buffer", 20 % by default), within its layout bounds. Growth comes from
+//! the node's free memory; when that is short, members above their bare demand are squeezed
+//! toward it (never below their minimum), and the growth follows as their balloons give the
+//! memory back. Every round moves a member by at most one step, so a spike is followed, not
+//! chased.
+
+use alloc::vec::Vec;
+
+use crate::memory::PAGE_SIZE;
+
+/// What a guest reports about its memory, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Demand {
+    /// Memory the guest has now (its total, less what it has ballooned away).
+    pub total: u64,
+    /// Memory it could use without swapping (Linux's `MemAvailable`).
+    pub available: u64,
+}
+
+impl Demand {
+    /// What the guest uses.
+    pub fn used(&self) -> u64 {
+        self.total.saturating_sub(self.available)
+    }
+}
+
+/// One dynamic partition on one host node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its host node (dense index).
+    pub node: usize,
+    /// Bytes of RAM it holds now.
+    pub current: u64,
+    /// Its bounds from the layout (`memory_min`, `memory_max`), in bytes.
+    pub min: u64,
+    pub max: u64,
+    /// The last statistics of its guest; `None`: none yet (it is left as it is).
+    pub demand: Option<Demand>,
+    /// A target an operator or its parent set, which the policy keeps (clamped to bounds).
+    pub fixed: Option<u64>,
+}
+
+/// The policy's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Memory held beyond demand, in percent of demand.
+    pub buffer_percent: u64,
+    /// The most one round moves a member, in bytes.
+    pub step: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            buffer_percent: 20,
+            step: 64 << 20,
+        }
+    }
+}
+
+/// Each member's target in bytes (a multiple of 4 KiB, within its bounds), given the free
+/// memory of every node (`free[node]`, bytes).
+pub fn targets(members: &[Member], free: &[u64], policy: &Policy) -> Vec<u64> {
+    let mut targets: Vec<u64> = members.iter().map(|m| m.current).collect();
+    let nodes: alloc::collections::BTreeSet<usize> = members.iter().map(|m| m.node).collect();
+    for node in nodes {
+        let group: Vec<usize> = (0..members.len())
+            .filter(|&i| members[i].node == node)
+            .collect();
+        let free = free.get(node).copied().unwrap_or(0);
+        balance_node(members, &group, free, policy, &mut targets);
+    }
+    targets
+}
+
+/// Bytes rounded down to whole pages.
+fn pages(bytes: u64) -> u64 {
+    bytes - bytes % PAGE_SIZE
+}
+
+fn clamp(member: &Member, bytes: u64) -> u64 {
+    pages(bytes.clamp(member.min, member.max.max(member.min)))
+}
+
+/// What `member` should hold with its buffer, and at the least (its bare demand).
+fn wanted(member: &Member, policy: &Policy) -> (u64, u64) {
+    if let Some(fixed) = member.fixed {
+        let fixed = clamp(member, fixed);
+        return (fixed, fixed);
+    }
+    match member.demand {
+        None => (member.current, member.current),
+        Some(demand) => {
+            let used = demand.used();
+            let buffered = used.saturating_add(used / 100 * policy.buffer_percent);
+            (clamp(member, buffered), clamp(member, used))
+        }
+    }
+}
+
+fn balance_node(
+    members: &[Member],
+    group: &[usize],
+    free: u64,
+    policy: &Policy,
+    targets: &mut [u64],
+) {
+    let wants: Vec<(u64, u64)> = group.iter().map(|&i| wanted(&members[i], policy)).collect();
+    let growth: u64 = group
+        .iter()
+        .zip(&wants)
+        .map(|(&i, w)| w.0.saturating_sub(members[i].current))
+        .sum();
+    let short = growth > free;
+    // Growth is granted in proportion to what each member asks, up to the free memory.
+    for (&i, &(want, least)) in group.iter().zip(&wants) {
+        let member = &members[i];
+        let target = if want > member.current {
+            let ask = want - member.current;
+            let granted = if short {
+                (ask as u128 * free as u128 / growth as u128) as u64
+            } else {
+                ask
+            };
+            member.current + pages(granted.min(policy.step))
+        } else {
+            // Short of memory, members with more than their bare demand give back the rest.
+            let keep = if short && member.fixed.is_none() {
+                least
+            } else {
+                want
+            };
+            member.current - pages((member.current - keep.min(member.current)).min(policy.step))
+        };
+        targets[i] = clamp(member, target);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    const MIB: u64 = 1 << 20;
+
+    fn member(current: u64, used: u64) -> Member {
+        Member {
+            node: 0,
+            current: current * MIB,
+            min: 64 * MIB,
+            max: 512 * MIB,
+            demand: Some(Demand {
+                total: current * MIB,
+                available: (current - used) * MIB,
+            }),
+            fixed: None,
+        }
+    }
+
+    #[test]
+    fn an_idle_partition_shrinks_to_its_demand_plus_buffer_a_step_at_a_time() {
+        let policy = Policy::default();
+        let idle = member(512, 100);
+        assert_eq!(targets(&[idle], &[0], &policy), vec![448 * MIB]);
+        let idle = member(200, 100);
+        assert_eq!(targets(&[idle], &[0], &policy), vec![136 * MIB]);
+        let idle = member(130, 100);
+        assert_eq!(targets(&[idle], &[0], &policy), vec![120 * MIB]);
+        // Never below its minimum.
+        let idle = member(100, 10);
+        assert_eq!(targets(&[idle], &[0], &policy), vec![64 * MIB]);
+    }
+
+    #[test]
+    fn a_busy_partition_grows_from_free_memory_within_its_maximum() {
+        let policy = Policy::default();
+        let busy = member(128, 126);
+        let buffered = pages(126 * MIB + 126 * MIB / 100 * 20);
+        assert_eq!(targets(&[busy], &[1 << 30], &policy), vec![buffered]);
+        let small_steps = Policy {
+            step: 16 * MIB,
+            ..policy
+        };
+        let busy = member(128, 128);
+        assert_eq!(targets(&[busy], &[1 << 30], &small_steps), vec![144 * MIB]);
+        let busy = member(500, 499);
+        assert_eq!(targets(&[busy], &[1 << 30], &policy), vec![512 * MIB]);
+    }
+
+    #[test]
+    fn short_of_free_memory_the_idle_give_to_the_busy() {
+        let policy = Policy::default();
+        let busy = member(128, 127);
+        let idle = member(384, 120);
+        let t = targets(&[busy, idle], &[16 * MIB], &policy);
+        // The busy one gets what is free; the idle one goes to its bare demand, a step.
+        assert_eq!(t, vec![144 * MIB, 320 * MIB]);
+        // One that wants to grow itself keeps what it has.
+        let t = targets(&[busy, member(130, 120)], &[0], &policy);
+        assert_eq!(t, vec![128 * MIB, 130 * MIB]);
+    }
+
+    #[test]
+    fn nodes_are_balanced_apart_and_fixed_targets_are_kept() {
+        let policy = Policy::default();
+        let mut far = member(128, 127);
+        far.node = 1;
+        let near = member(384, 100);
+        // Node 1 has no free memory: the busy partition there cannot grow from node 0's.
+        let t = targets(&[far, near], &[1 << 30, 0], &policy);
+        assert_eq!(t[0], 128 * MIB);
+        let mut pinned = member(384, 100);
+        pinned.fixed = Some(300 * MIB + 5);
+        assert_eq!(targets(&[pinned], &[0], &policy), vec![320 * MIB]);
+        pinned.fixed = Some(1 << 40);
+        pinned.current = 500 * MIB;
+        assert_eq!(targets(&[pinned], &[1 << 30], &policy), vec![512 * MIB]);
+        let unknown = Member {
+            demand: None,
+            ..member(200, 0)
+        };
+        assert_eq!(targets(&[unknown], &[1 << 30], &policy), vec![200 * MIB]);
+    }
+}
