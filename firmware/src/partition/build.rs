@@ -154,9 +154,22 @@ pub fn build(
     let home = vnode_nodes[0];
     let mut pool = PartitionPool::new(spec.name, home);
     pool.deposit(frames, spec.pool_bytes)?;
+    if spec.dynamic {
+        // The tables its balloon may split, so that inflating never fails for want of them.
+        let split_pages: u64 = spec
+            .memory
+            .iter()
+            .map(|v| cost::balloon_split_pages(v.size, v.min))
+            .sum();
+        if let Err(e) = pool.deposit(frames, split_pages * numavisor_policy::memory::PAGE_SIZE) {
+            let _ = pool.release(frames);
+            return Err(e.into());
+        }
+    }
     let mut state = PartitionState {
         pool: Some(pool),
         ram: Default::default(),
+        ballooned: BTreeSet::new(),
         vcpus,
         controls: None,
         slat_root: 0,

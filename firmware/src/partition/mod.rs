@@ -144,6 +144,8 @@ pub struct PartitionState {
     pub pool: Option<PartitionPool>,
     /// Its guest RAM; vCPUs hold copies, renewed when `Partition::memory_generation` moves.
     pub ram: alloc::sync::Arc<GuestRam>,
+    /// The GPAs of its RAM its balloon holds (their pages went back to free memory).
+    pub ballooned: alloc::collections::BTreeSet<u64>,
     pub vcpus: Vec<VcpuPlan>,
     /// The backend's control blocks and permission bitmaps, from the pool.
     pub controls: Option<ControlPages>,
@@ -271,7 +273,9 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     // A restarted guest gets its whole RAM: the pages it deposited come back first. (The
     // bank after the state lock is safe here: only this partition's own vCPUs, all parked,
     // take the bank and then this state.)
-    let refilled = !restart || page_moves::reclaim(partition, &mut state);
+    let refilled = !restart
+        || (page_moves::reclaim(partition, &mut state)
+            && page_moves::refill_ballooned(partition, &mut state));
     restart &= refilled;
     if restart {
         // The operator's restarts do not count against the guest's own limit.
@@ -301,7 +305,9 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         return true;
     }
     let detail = if !refilled {
-        alloc::format!("{detail}; not restarted: free memory cannot refill the pages it deposited")
+        alloc::format!(
+            "{detail}; not restarted: free memory cannot refill the pages it deposited or ballooned"
+        )
     } else if action == ExitAction::Restart {
         alloc::format!("{detail}; restart limit ({limit}) reached")
     } else {

@@ -335,3 +335,178 @@ fn emit_ledger() {
         report::emit(&events::ledger(&frames.ledger()));
     }
 }
+
+/// Why a balloon's request could not be carried out in full.
+#[derive(Debug)]
+pub enum BalloonError {
+    /// The node backing a page to give back has no free page.
+    NoMemory { gpa: u64, node: usize },
+    /// The SLAT refused the change (a bug: the tables for it were deposited at build).
+    Slat(SlatError),
+}
+
+impl core::fmt::Display for BalloonError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BalloonError::NoMemory { gpa, node } => write!(
+                f,
+                "host node {node} has no free page to give back guest-physical {gpa:#x}"
+            ),
+            BalloonError::Slat(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The balloon of vCPU `vcpu`'s partition took the pages at `gpas` (4 KiB aligned; pages
+/// outside RAM, already ballooned or deposited, or listed twice are left out): they leave
+/// its SLAT and go back to the free memory of their own host node. Returns what moved.
+pub fn inflate(
+    partition: &Partition,
+    vcpu: usize,
+    gpas: &[u64],
+) -> Result<Vec<PageMove>, BalloonError> {
+    let mut state = partition.state.lock();
+    let mut seen = alloc::collections::BTreeSet::new();
+    let moves: Vec<PageMove> = gpas
+        .iter()
+        .filter(|&&gpa| gpa.is_multiple_of(numavisor_policy::memory::PAGE_SIZE) && seen.insert(gpa))
+        .filter_map(|&gpa| {
+            let b = state.ram.backing(gpa)?;
+            Some(PageMove {
+                gpa,
+                spa: b.spa,
+                node: b.node,
+                vnode: b.vnode,
+            })
+        })
+        .collect();
+    if moves.is_empty() {
+        return Ok(moves);
+    }
+    {
+        let mut frames = FRAMES.lock();
+        if let Some(frames) = frames.as_mut() {
+            for m in &moves {
+                frames.carve(m.spa).map_err(|_| BalloonError::NoMemory {
+                    gpa: m.gpa,
+                    node: m.node,
+                })?;
+            }
+        }
+    }
+    let pages: Vec<u64> = moves.iter().map(|m| m.gpa).collect();
+    unmap(partition, &mut state, &pages).map_err(BalloonError::Slat)?;
+    let ram = Arc::make_mut(&mut state.ram);
+    for m in &moves {
+        ram.unmap_page(m.gpa);
+    }
+    state.ballooned.extend(pages.iter().copied());
+    let generation = memory_sync::bump(partition, &mut state);
+    drop(state);
+    // The pages go to free memory only once no CPU can reach them through the partition.
+    memory_sync::wait_caught_up(partition, vcpu, generation);
+    let mut frames = FRAMES.lock();
+    if let Some(frames) = frames.as_mut() {
+        for m in &moves {
+            if let Err(e) = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K) {
+                log::error!("ballooned page {:#x}: {e}", m.spa);
+            }
+        }
+    }
+    Ok(moves)
+}
+
+/// The balloon of vCPU `vcpu`'s partition gives back the pages at `gpas` (those it holds;
+/// others are left out): each is backed again by a free page of the host node backing its
+/// vnode and mapped. All or nothing; returns what moved.
+pub fn deflate(
+    partition: &Partition,
+    vcpu: usize,
+    gpas: &[u64],
+) -> Result<Vec<PageMove>, BalloonError> {
+    let mut state = partition.state.lock();
+    let mut seen = alloc::collections::BTreeSet::new();
+    let wanted: Vec<(u64, usize, usize)> = gpas
+        .iter()
+        .filter(|&&gpa| state.ballooned.contains(&gpa) && seen.insert(gpa))
+        .filter_map(|&gpa| {
+            let block = state.ram.blocks().iter().find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            Some((gpa, block.node, block.vnode))
+        })
+        .collect();
+    let moves = take_pages(&wanted)?;
+    if moves.is_empty() {
+        return Ok(moves);
+    }
+    if let Err(e) = map(partition, &mut state, &moves) {
+        free_pages(&moves);
+        return Err(BalloonError::Slat(e));
+    }
+    for m in &moves {
+        state.ballooned.remove(&m.gpa);
+    }
+    let generation = memory_sync::bump(partition, &mut state);
+    drop(state);
+    memory_sync::wait_caught_up(partition, vcpu, generation);
+    Ok(moves)
+}
+
+/// A free page of each `(gpa, node, vnode)`'s node, as guest memory. All or nothing.
+fn take_pages(wanted: &[(u64, usize, usize)]) -> Result<Vec<PageMove>, BalloonError> {
+    let mut frames = FRAMES.lock();
+    let Some(frames) = frames.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let mut moves = Vec::with_capacity(wanted.len());
+    for &(gpa, node, vnode) in wanted {
+        match frames.allocate_on(node, numavisor_policy::memory::BlockSize::Size4K, Usage::Guest) {
+            Ok(spa) => moves.push(PageMove { gpa, spa, node, vnode }),
+            Err(_) => {
+                for m in &moves {
+                    let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
+                }
+                return Err(BalloonError::NoMemory { gpa, node });
+            }
+        }
+    }
+    Ok(moves)
+}
+
+fn free_pages(moves: &[PageMove]) {
+    if let Some(frames) = FRAMES.lock().as_mut() {
+        for m in moves {
+            let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
+        }
+    }
+}
+
+/// Before a restart: the pages its balloon held are backed again (a restarted guest has its
+/// whole RAM). False if a node has no free page for one of them.
+pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bool {
+    let wanted: Vec<(u64, usize, usize)> = state
+        .ballooned
+        .iter()
+        .filter_map(|&gpa| {
+            let block = state.ram.blocks().iter().find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            Some((gpa, block.node, block.vnode))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return true;
+    }
+    let moves = match take_pages(&wanted) {
+        Ok(moves) => moves,
+        Err(e) => {
+            log::warn!("partition \"{}\": {e}", partition.name());
+            return false;
+        }
+    };
+    if let Err(e) = map(partition, state, &moves) {
+        free_pages(&moves);
+        log::error!("partition \"{}\": refilling its balloon: {e}", partition.name());
+        return false;
+    }
+    state.ballooned.clear();
+    memory_sync::bump(partition, state);
+    true
+}

@@ -56,6 +56,17 @@ pub fn minimum_pool_bytes(ranges: &[(u64, u64)], page: BlockSize, vcpus: u64) ->
         .saturating_mul(PAGE_SIZE)
 }
 
+/// The table pages a balloon may need to split the SLAT leaves of a vnode of `size` bytes
+/// that it shrinks to as little as `min` (`SlatBuilder::unmap_pages`): one page table per
+/// 2 MiB region and one page directory per 1 GiB region it takes pages from, at most one
+/// each per page it takes. The hypervisor deposits them into a dynamic partition's pool at
+/// build, besides the layout's `pool`, so inflating never fails for want of tables.
+pub fn balloon_split_pages(size: u64, min: u64) -> u64 {
+    let pages = size.saturating_sub(min) / PAGE_SIZE;
+    let regions = |bytes: u64| size.div_ceil(bytes).min(pages);
+    regions(BlockSize::Size2M.bytes()) + regions(BlockSize::Size1G.bytes())
+}
+
 /// The guest-physical layout of a partition whose vNUMA nodes have `vnode_sizes` bytes: the
 /// vnodes back to back from GPA 0 in order, skipping the MMIO hole
 /// [[`MMIO_HOLE_START`], [`MMIO_HOLE_END`]). Returns each vnode's ranges `(gpa, len)`: one, or
@@ -109,6 +120,15 @@ pub fn minimum_pool_bytes_for_vnodes(vnode_sizes: &[u64], page: BlockSize, vcpus
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_balloon_splits_at_most_one_table_per_region_and_per_page() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(balloon_split_pages(256 * MIB, 64 * MIB), 128 + 1);
+        assert_eq!(balloon_split_pages(4 << 30, 0), 2048 + 4);
+        assert_eq!(balloon_split_pages(256 * MIB, 256 * MIB), 0);
+        assert_eq!(balloon_split_pages(256 * MIB, 256 * MIB - 4096), 2);
+    }
+
     use super::*;
     use alloc::vec;
 
