@@ -430,7 +430,11 @@ pub fn deflate(
         .iter()
         .filter(|&&gpa| state.ballooned.contains(&gpa) && seen.insert(gpa))
         .filter_map(|&gpa| {
-            let block = state.ram.blocks().iter().find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            let block = state
+                .ram
+                .blocks()
+                .iter()
+                .find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
             Some((gpa, block.node, block.vnode))
         })
         .collect();
@@ -459,8 +463,17 @@ fn take_pages(wanted: &[(u64, usize, usize)]) -> Result<Vec<PageMove>, BalloonEr
     };
     let mut moves = Vec::with_capacity(wanted.len());
     for &(gpa, node, vnode) in wanted {
-        match frames.allocate_on(node, numavisor_policy::memory::BlockSize::Size4K, Usage::Guest) {
-            Ok(spa) => moves.push(PageMove { gpa, spa, node, vnode }),
+        match frames.allocate_on(
+            node,
+            numavisor_policy::memory::BlockSize::Size4K,
+            Usage::Guest,
+        ) {
+            Ok(spa) => moves.push(PageMove {
+                gpa,
+                spa,
+                node,
+                vnode,
+            }),
             Err(_) => {
                 for m in &moves {
                     let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
@@ -487,7 +500,11 @@ pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bo
         .ballooned
         .iter()
         .filter_map(|&gpa| {
-            let block = state.ram.blocks().iter().find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            let block = state
+                .ram
+                .blocks()
+                .iter()
+                .find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
             Some((gpa, block.node, block.vnode))
         })
         .collect();
@@ -503,7 +520,10 @@ pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bo
     };
     if let Err(e) = map(partition, state, &moves) {
         free_pages(&moves);
-        log::error!("partition \"{}\": refilling its balloon: {e}", partition.name());
+        log::error!(
+            "partition \"{}\": refilling its balloon: {e}",
+            partition.name()
+        );
         return false;
     }
     state.ballooned.clear();

@@ -379,8 +379,8 @@ pub fn parent_reads_its_child_and_a_stranger_is_denied(boot: &Boot) {
     assert_eq!(boss["signature"], "numavisor", "{boss}\n{context}");
     assert_eq!(boss["max_leaf"], 0x4000_0001, "{boss}");
     assert_eq!(boss["version"], 1, "{boss}");
-    assert_eq!(boss["features"], 0b111_1110, "{boss}");
-    assert_eq!(boss["max_code"], 6, "{boss}");
+    assert_eq!(boss["features"], 0b1111_1110, "{boss}");
+    assert_eq!(boss["max_code"], 7, "{boss}");
     assert_eq!(boss["id"], serde_json::json!(["success", 1]), "{boss}");
     // Three partitions; the worker's parent is the boss.
     assert_eq!(boss["list"], serde_json::json!(["success", 3, 3]), "{boss}");

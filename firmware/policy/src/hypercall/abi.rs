@@ -46,17 +46,25 @@ pub enum CallCode {
     /// [`ALL_NODES`]. Out: `RBX` = guest RAM pages of that vnode on that node, `RCX` = the
     /// vnode's pages given up by deposits.
     GetMemoryInfo = 0x0006,
+    /// In: `RBX` = child ID, `RCX` = vnode, `RDX` = the memory the vnode should hold, in
+    /// bytes (a multiple of 4 KiB), or [`TARGET_POLICY`] to leave it to Dynamic Memory's
+    /// policy again. Out: `RBX` = the target set, within the vnode's bounds (0 for the policy).
+    SetMemoryTarget = 0x0007,
 }
+
+/// [`CallCode::SetMemoryTarget`]'s `RDX` that hands a vnode back to the policy.
+pub const TARGET_POLICY: u64 = u64::MAX;
 
 impl CallCode {
     /// Every call code, in numeric order.
-    pub const ALL: [CallCode; 6] = [
+    pub const ALL: [CallCode; 7] = [
         CallCode::GetPartitionId,
         CallCode::ListPartitions,
         CallCode::DepositMemory,
         CallCode::WithdrawMemory,
         CallCode::GetBalance,
         CallCode::GetMemoryInfo,
+        CallCode::SetMemoryTarget,
     ];
 
     /// The code for `value`, if it is one.
@@ -78,18 +86,20 @@ impl CallCode {
             CallCode::WithdrawMemory => "withdraw_memory",
             CallCode::GetBalance => "get_balance",
             CallCode::GetMemoryInfo => "get_memory_info",
+            CallCode::SetMemoryTarget => "set_memory_target",
         }
     }
 }
 
 /// The calls this image carries out, advertised in CPUID leaf 0x4000_0001 EBX.
-pub const OFFERED: [CallCode; 6] = [
+pub const OFFERED: [CallCode; 7] = [
     CallCode::GetPartitionId,
     CallCode::ListPartitions,
     CallCode::DepositMemory,
     CallCode::WithdrawMemory,
     CallCode::GetBalance,
     CallCode::GetMemoryInfo,
+    CallCode::SetMemoryTarget,
 ];
 
 /// The [`OFFERED`] calls as CPUID feature bits.
@@ -270,6 +280,12 @@ pub enum Call {
         vnode: usize,
         node: NodeFilter,
     },
+    SetMemoryTarget {
+        target: PartitionId,
+        vnode: usize,
+        /// Bytes, a multiple of 4 KiB; `None`: back to the policy.
+        bytes: Option<u64>,
+    },
 }
 
 impl Call {
@@ -307,6 +323,15 @@ impl Call {
                 vnode: usize::try_from(rcx).map_err(|_| Status::InvalidParameter)?,
                 node: NodeFilter::decode(rdx)?,
             },
+            CallCode::SetMemoryTarget => Call::SetMemoryTarget {
+                target: PartitionId::decode(rbx)?,
+                vnode: usize::try_from(rcx).map_err(|_| Status::InvalidParameter)?,
+                bytes: match rdx {
+                    TARGET_POLICY => None,
+                    bytes if bytes.is_multiple_of(PAGE_SIZE) => Some(bytes),
+                    _ => return Err(Status::InvalidAlignment),
+                },
+            },
         })
     }
 
@@ -319,6 +344,7 @@ impl Call {
             Call::WithdrawMemory { .. } => CallCode::WithdrawMemory,
             Call::GetBalance { .. } => CallCode::GetBalance,
             Call::GetMemoryInfo { .. } => CallCode::GetMemoryInfo,
+            Call::SetMemoryTarget { .. } => CallCode::SetMemoryTarget,
         }
     }
 }
@@ -342,7 +368,7 @@ mod tests {
             assert_eq!(CallCode::from_u16(code as u16), Some(code));
         }
         assert_eq!(CallCode::from_u16(0), None);
-        assert_eq!(CallCode::from_u16(7), None);
+        assert_eq!(CallCode::from_u16(8), None);
         for status in Status::ALL {
             assert_eq!(Status::from_code(status.code()), Some(status));
         }

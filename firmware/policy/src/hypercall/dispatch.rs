@@ -25,6 +25,15 @@ pub trait Partitions {
     fn write_guest(&self, gpa: u64, bytes: &[u8]) -> bool;
     /// Carries out a deposit or withdrawal: the status and the pages moved.
     fn move_memory(&self, call: &Call) -> (Status, u64);
+    /// Sets (or with `None` clears) the memory target of partition `index`'s `vnode`, asked
+    /// by its parent: the target set, within bounds. Refused with invalid-parameter when the
+    /// partition has no Dynamic Memory or no such vnode.
+    fn set_memory_target(
+        &self,
+        index: usize,
+        vnode: usize,
+        bytes: Option<u64>,
+    ) -> Result<u64, Status>;
 }
 
 /// What the caller gets back: `RAX` = status, then `RBX`, `RCX`.
@@ -99,6 +108,23 @@ pub fn handle(call: &Call, partitions: &impl Partitions) -> Reply {
             },
             Err(status) => Reply::error(status),
         },
+        Call::SetMemoryTarget {
+            target,
+            vnode,
+            bytes,
+        } => {
+            let index = target.resolve(caller);
+            if index >= partitions.count() || !partitions.is_live(index) {
+                return Reply::error(Status::InvalidPartitionId);
+            }
+            if partitions.parent_of(index) != Some(caller) {
+                return Reply::error(Status::AccessDenied);
+            }
+            match partitions.set_memory_target(index, vnode, bytes) {
+                Ok(set) => Reply::ok(set, 0),
+                Err(status) => Reply::error(status),
+            }
+        }
         Call::DepositMemory { .. } | Call::WithdrawMemory { .. } => {
             let (status, pages) = partitions.move_memory(call);
             Reply {
@@ -177,6 +203,56 @@ mod tests {
         fn move_memory(&self, _call: &Call) -> (Status, u64) {
             (Status::InsufficientMemory, 0)
         }
+        fn set_memory_target(
+            &self,
+            _index: usize,
+            vnode: usize,
+            bytes: Option<u64>,
+        ) -> Result<u64, Status> {
+            match (vnode, bytes) {
+                (0, Some(bytes)) => Ok(bytes.min(1 << 30)),
+                (0, None) => Ok(0),
+                _ => Err(Status::InvalidParameter),
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_parent_sets_a_memory_target() {
+        let set = |caller, target, vnode, bytes| {
+            handle(
+                &Call::SetMemoryTarget {
+                    target,
+                    vnode,
+                    bytes,
+                },
+                &as_caller(caller),
+            )
+        };
+        let child = PartitionId::Index(1);
+        assert_eq!(set(0, child, 0, Some(4 << 30)), Reply::ok(1 << 30, 0));
+        assert_eq!(set(0, child, 0, None), Reply::ok(0, 0));
+        assert_eq!(set(0, child, 1, None).status, Status::InvalidParameter);
+        for (caller, target) in [(1, child), (2, child), (0, PartitionId::Caller)] {
+            assert_eq!(set(caller, target, 0, None).status, Status::AccessDenied);
+        }
+        assert_eq!(
+            set(0, PartitionId::Index(7), 0, None).status,
+            Status::InvalidPartitionId
+        );
+        assert_eq!(
+            Call::decode(7, 2, 0, 4097),
+            Err(Status::InvalidAlignment),
+            "a target is whole pages"
+        );
+        assert_eq!(
+            Call::decode(7, 2, 0, u64::MAX),
+            Ok(Call::SetMemoryTarget {
+                target: PartitionId::Index(1),
+                vnode: 0,
+                bytes: None
+            })
+        );
     }
 
     fn as_caller(caller: usize) -> Three {

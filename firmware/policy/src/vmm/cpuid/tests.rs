@@ -123,11 +123,10 @@ fn hypervisor_leaves() {
     signature[4..8].copy_from_slice(&ecx.to_le_bytes());
     signature[8..].copy_from_slice(&edx.to_le_bytes());
     assert_eq!(&signature, b"numavisor\0\0\0");
-    // Version 1; get-ID, list, balance and memory-info offered (bits 1, 2, 5, 6); codes up
-    // to 6.
+    // Version 1; every call offered (bits 1 to 7); codes up to 7.
     assert_eq!(
         emulate(&epyc(), &one, 0x4000_0001, 0),
-        [1, 0b111_1110, 6, 0]
+        [1, 0b1111_1110, 7, 0]
     );
     for leaf in [0x4000_0002, 0x4000_0010, 0x4000_0100, 0x4FFF_FFFF] {
         assert_eq!(emulate(&xeon(), &one, leaf, 0), [0; 4]);
