@@ -5,12 +5,19 @@
 //! \_SB.C000 .. Cnnn   processors: _HID "ACPI0007", _UID = MADT UID, _PXM = vNUMA node
 //! \_SB.COM1           16550 UART: _HID PNP0501, _UID 1, _CRS { IO, IRQNoFlags }, [_PXM]
 //! \_SB.RTC            CMOS RTC, when present: _HID PNP0B00, _CRS { IO 0x70, IRQNoFlags 8 }
+//! \_SB.VR00 .. VR03   virtio-mmio, when present: _HID "LNRO0005", _UID = slot, _CCA 1,
+//!                     _CRS { Memory32Fixed RW, Interrupt (Level, ActiveHigh, Exclusive) }
 //! \_S5                soft-off: SLP_TYP = S5_SLP_TYP (§7.4.2)
 //! ```
+//! The virtio-mmio devices are written as QEMU writes them (hw/virtio/virtio-acpi.c); Linux's
+//! virtio_mmio driver matches "LNRO0005" in its ACPI table and takes the window and the
+//! interrupt from `_CRS`, so the guest needs no `virtio_mmio.device=` option.
 //! rust-vmm has no IRQ descriptor (§6.4.2.1), only the extended one; ISA devices on a
 //! PC use the short form, written here as [`IrqNoFlags`].
 
-use acpi_tables::aml::{Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
+use acpi_tables::aml::{
+    Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope, IO,
+};
 use acpi_tables::{Aml, AmlSink};
 use alloc::boxed::Box;
 use alloc::format;
@@ -67,6 +74,22 @@ pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
             Box::new(crs(IO::new(0x70, 0x70, 1, 2), 8)),
         ];
         devices.push(Box::new(OwnedDevice("RTC_".into(), children)));
+    }
+    for (slot, virtio) in platform.devices.virtio_mmio_devices() {
+        let window = Memory32Fixed::new(true, virtio.base, virtio.size);
+        // Consumer, level triggered, active high, exclusive.
+        let interrupt = Interrupt::new(true, false, false, false, virtio.gsi);
+        let children: Vec<Box<dyn Aml>> = alloc::vec![
+            Box::new(Name::new("_HID".into(), &"LNRO0005")),
+            Box::new(Name::new("_UID".into(), &(slot as u32))),
+            Box::new(Name::new("_CCA".into(), &1u8)),
+            Box::new(Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(alloc::vec![&window as &dyn Aml, &interrupt]),
+            )),
+        ];
+        // slot < MAX_VIRTIO_MMIO: two decimal digits.
+        devices.push(Box::new(OwnedDevice(format!("VR{slot:02}"), children)));
     }
 
     let device_refs: Vec<&dyn Aml> = devices.iter().map(|d| d.as_ref()).collect();
@@ -142,6 +165,25 @@ mod tests {
             );
         }
         assert!(contains(&dsdt, b"ACPI0007\0"));
+    }
+
+    #[test]
+    fn virtio_mmio_device() {
+        let mut platform = two_nodes_four_vcpus();
+        let plain = build(&platform);
+        assert!(!contains(&plain, b"LNRO0005"));
+        platform.devices = crate::Devices::pc_with_virtio_balloon();
+        let dsdt = build(&platform);
+        assert!(sums_to_zero(&dsdt));
+        assert!(contains(&dsdt, b"VR00"));
+        assert!(contains(&dsdt, b"LNRO0005\0"));
+        assert!(contains(&dsdt, b"_CCA"));
+        // Memory32Fixed(ReadWrite, 0xFEB00000, 0x200), then Interrupt(Consumer, Level,
+        // ActiveHigh, Exclusive) {5}, then the end tag.
+        assert!(contains(
+            &dsdt,
+            &[0x86, 9, 0, 1, 0, 0, 0xB0, 0xFE, 0, 2, 0, 0, 0x89, 6, 0, 1, 1, 5, 0, 0, 0, 0x79]
+        ));
     }
 
     #[test]

@@ -86,6 +86,14 @@ pub enum AcpiError {
     },
     /// The PM block's ports run past 0xFFFF or the SCI is not an ISA IRQ (1..15, not 2).
     BadPmBlock { port: u16, sci_irq: u8 },
+    /// A virtio-mmio device's window or interrupt cannot be described or collides with
+    /// another device's.
+    BadVirtioMmio {
+        index: usize,
+        base: u32,
+        gsi: u32,
+        reason: &'static str,
+    },
     /// The tables' base address is not 16-byte aligned (the RSDP must be).
     MisalignedBase { base: u64 },
     /// The tables need more room than the placement gives.
@@ -199,6 +207,15 @@ impl fmt::Display for AcpiError {
                 f,
                 "PM block at port {port:#x} SCI {sci_irq}: needs 12 ports below 0x10000 \
                  and an ISA IRQ 1..15 other than 2"
+            ),
+            BadVirtioMmio {
+                index,
+                base,
+                gsi,
+                reason,
+            } => write!(
+                f,
+                "virtio-mmio device {index} at {base:#x} on GSI {gsi}: {reason}"
             ),
             MisalignedBase { base } => {
                 write!(f, "table base {base:#x} is not 16-byte aligned")

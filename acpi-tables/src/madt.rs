@@ -71,6 +71,17 @@ pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
         u32::from(sci),
         LEVEL_ACTIVE_HIGH,
     ));
+    // A virtio-mmio device on an ISA IRQ is level triggered, active high, as its _CRS says:
+    // the override keeps Linux's ISA default (edge) from disagreeing with it.
+    for (_, virtio) in devices.virtio_mmio_devices() {
+        if let Ok(irq @ 0..=15) = u8::try_from(virtio.gsi) {
+            table.append_slice(&interrupt_source_override(
+                irq,
+                virtio.gsi,
+                LEVEL_ACTIVE_HIGH,
+            ));
+        }
+    }
 
     table.append_slice(&local_apic_nmi(ALL_PROCESSORS_U8, NMI_LINT));
     if any_x2apic {
@@ -158,6 +169,24 @@ mod tests {
         assert_eq!(types, [0, 1, 2, 2, 4]);
         // The SCI override: IRQ 9 -> GSI 9, level, active high.
         assert_eq!(&madt[74..84], &[2, 10, 0, 9, 9, 0, 0, 0, 0x0D, 0]);
+    }
+
+    #[test]
+    fn virtio_on_an_isa_irq_gets_a_level_override() {
+        let mut platform = one_node_one_vcpu();
+        platform.devices = crate::Devices::pc_with_virtio_balloon();
+        let madt = build(&platform);
+        assert!(sums_to_zero(&madt));
+        let types: Vec<u8> = entries(&madt).iter().map(|e| e.0).collect();
+        assert_eq!(types, [0, 1, 2, 2, 2, 4]);
+        // IRQ 5 -> GSI 5, level, active high, after the SCI's.
+        assert_eq!(&madt[84..94], &[2, 10, 0, 5, 5, 0, 0, 0, 0x0D, 0]);
+        // Above the ISA range there is nothing to override.
+        platform.devices.virtio_mmio[0] = Some(crate::VirtioMmio {
+            gsi: 16,
+            ..crate::VirtioMmio::default_placement()
+        });
+        assert_eq!(build(&platform).len(), 44 + 8 + 12 + 10 + 10 + 6);
     }
 
     #[test]

@@ -83,6 +83,49 @@ pub struct Devices {
     pub legacy_pic: bool,
     /// The guest has a CMOS RTC at ports 0x70/0x71, IRQ 8.
     pub cmos_rtc: bool,
+    /// virtio-mmio devices, described in the DSDT as `VR00`.. (empty slots are skipped).
+    /// A fixed array keeps `Devices` plain `Copy` data.
+    pub virtio_mmio: [Option<VirtioMmio>; MAX_VIRTIO_MMIO],
+}
+
+/// How many virtio-mmio devices [`Devices`] can describe.
+pub const MAX_VIRTIO_MMIO: usize = 4;
+
+/// Where the first virtio-mmio window goes by default: 0xFEB0_0000, the address QEMU's
+/// microvm machine uses, in the hole below the I/O APIC (0xFEC0_0000), the HPET range
+/// (0xFED0_0000) and the local APICs (0xFEE0_0000). Further windows follow at
+/// [`VIRTIO_MMIO_SIZE`] strides.
+pub const VIRTIO_MMIO_BASE: u32 = 0xFEB0_0000;
+/// Bytes of one virtio-mmio window (VIRTIO 1.2 §4.2.2: registers, then configuration).
+pub const VIRTIO_MMIO_SIZE: u32 = 0x200;
+/// The GSI of the first virtio-mmio device by default: ISA IRQ 5, free on our PC platform
+/// (the PIT takes 0 → GSI 2, the cascade 2, COM1 4, the RTC 8, the SCI 9) and microvm's
+/// first virtio IRQ too. Level-triggered, active high, as QEMU describes virtio-mmio; the
+/// MADT gets a matching interrupt source override.
+pub const VIRTIO_MMIO_GSI: u32 = 5;
+
+/// One virtio-mmio device window (VIRTIO 1.2 §4.2.2), found by Linux through the DSDT as
+/// `_HID "LNRO0005"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmio {
+    /// Guest-physical base of the window, below 4 GiB (a `Memory32Fixed` descriptor).
+    pub base: u32,
+    /// Bytes of the window: at least [`VIRTIO_MMIO_SIZE`].
+    pub size: u32,
+    /// Its interrupt: an I/O APIC input (GSI 0..23), level-triggered, active high.
+    pub gsi: u32,
+}
+
+impl VirtioMmio {
+    /// The first device at the default placement: [`VIRTIO_MMIO_BASE`],
+    /// [`VIRTIO_MMIO_SIZE`], [`VIRTIO_MMIO_GSI`].
+    pub const fn default_placement() -> VirtioMmio {
+        VirtioMmio {
+            base: VIRTIO_MMIO_BASE,
+            size: VIRTIO_MMIO_SIZE,
+            gsi: VIRTIO_MMIO_GSI,
+        }
+    }
 }
 
 /// A 16550 UART on the ISA port space.
@@ -153,6 +196,23 @@ impl Devices {
             },
             legacy_pic: true,
             cmos_rtc: true,
+            virtio_mmio: [None; MAX_VIRTIO_MMIO],
         }
+    }
+
+    /// [`Devices::pc`] plus one virtio-mmio device (the memory balloon) at
+    /// [`VirtioMmio::default_placement`].
+    pub const fn pc_with_virtio_balloon() -> Self {
+        let mut devices = Self::pc();
+        devices.virtio_mmio[0] = Some(VirtioMmio::default_placement());
+        devices
+    }
+
+    /// The virtio-mmio devices present, with their slot index (the `_UID` and `VRnn` name).
+    pub fn virtio_mmio_devices(&self) -> impl Iterator<Item = (usize, VirtioMmio)> + '_ {
+        self.virtio_mmio
+            .iter()
+            .enumerate()
+            .filter_map(|(index, device)| device.map(|d| (index, d)))
     }
 }

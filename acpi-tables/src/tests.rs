@@ -228,3 +228,87 @@ fn many_vcpus_fit_and_stay_consistent() {
         .filter(|t| t.signature != *b"FACS")
         .all(|t| sums_to_zero(&t.bytes)));
 }
+
+#[test]
+fn virtio_mmio_devices_are_checked() {
+    let with = |device: VirtioMmio| {
+        move |p: &mut GuestPlatform| {
+            p.devices = Devices::pc_with_virtio_balloon();
+            p.devices.virtio_mmio[1] = Some(device);
+        }
+    };
+    let bad = |base, gsi, reason| AcpiError::BadVirtioMmio {
+        index: 1,
+        base,
+        gsi,
+        reason,
+    };
+    let next = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE;
+    let ok = VirtioMmio {
+        base: next,
+        size: VIRTIO_MMIO_SIZE,
+        gsi: 6,
+    };
+    let mut platform = two_nodes_four_vcpus();
+    with(ok)(&mut platform);
+    let tables = generate(&platform).unwrap();
+    let dsdt = &tables.table(b"DSDT").unwrap().bytes;
+    assert!(dsdt.windows(4).any(|w| w == b"VR01"));
+    for (device, reason) in [
+        (
+            VirtioMmio { size: 0x100, ..ok },
+            "the window needs 0x200 bytes below 4 GiB",
+        ),
+        (
+            VirtioMmio {
+                base: 0xFFFF_FE00,
+                size: 0x400,
+                ..ok
+            },
+            "the window needs 0x200 bytes below 4 GiB",
+        ),
+        (
+            VirtioMmio {
+                base: next + 0x10,
+                ..ok
+            },
+            "the window is not 0x200-aligned",
+        ),
+        (
+            VirtioMmio {
+                base: VIRTIO_MMIO_BASE,
+                ..ok
+            },
+            "the window overlaps the APICs or another virtio-mmio window",
+        ),
+        (
+            VirtioMmio {
+                base: 0xFEC0_0800,
+                ..ok
+            },
+            "the window overlaps the APICs or another virtio-mmio window",
+        ),
+        (
+            VirtioMmio { gsi: 24, ..ok },
+            "the GSI is not an I/O APIC input (0..23)",
+        ),
+    ] {
+        assert_eq!(
+            refused(with(device)),
+            bad(device.base, device.gsi, reason),
+            "{device:?}"
+        );
+    }
+    for gsi in [0, 2, 4, 5, 8, 9] {
+        let device = VirtioMmio { gsi, ..ok };
+        assert_eq!(
+            refused(with(device)),
+            bad(
+                next,
+                gsi,
+                "the GSI is taken by the timer, cascade, COM1, RTC, SCI or another device"
+            ),
+            "GSI {gsi}"
+        );
+    }
+}

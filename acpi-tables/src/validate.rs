@@ -166,6 +166,59 @@ fn check_devices(platform: &GuestPlatform) -> Result<(), AcpiError> {
             sci_irq: pm.sci_irq,
         });
     }
+    check_virtio_mmio(devices)
+}
+
+/// The I/O APIC's inputs: GSIs 0..23.
+const IOAPIC_PINS: u32 = 24;
+/// The I/O APIC's and a local APIC's register pages, which no window may overlap.
+const APIC_PAGE: u64 = 0x1000;
+
+fn check_virtio_mmio(devices: &crate::Devices) -> Result<(), AcpiError> {
+    let mut taken_gsis = alloc::vec![0, 2, u32::from(devices.pm.sci_irq)];
+    if let Some(uart) = devices.uart {
+        taken_gsis.push(u32::from(uart.irq));
+    }
+    if devices.cmos_rtc {
+        taken_gsis.push(8);
+    }
+    let mut windows = alloc::vec![
+        (u64::from(devices.io_apic.address), APIC_PAGE),
+        (u64::from(devices.local_apic_base), APIC_PAGE),
+    ];
+    for (index, device) in devices.virtio_mmio_devices() {
+        let fail = |reason| {
+            Err(AcpiError::BadVirtioMmio {
+                index,
+                base: device.base,
+                gsi: device.gsi,
+                reason,
+            })
+        };
+        let (base, size) = (u64::from(device.base), u64::from(device.size));
+        if size < u64::from(crate::VIRTIO_MMIO_SIZE) || base + size > 1 << 32 {
+            return fail("the window needs 0x200 bytes below 4 GiB");
+        }
+        if !base.is_multiple_of(u64::from(crate::VIRTIO_MMIO_SIZE)) {
+            return fail("the window is not 0x200-aligned");
+        }
+        if windows
+            .iter()
+            .any(|&(other, len)| base < other + len && other < base + size)
+        {
+            return fail("the window overlaps the APICs or another virtio-mmio window");
+        }
+        if device.gsi >= IOAPIC_PINS {
+            return fail("the GSI is not an I/O APIC input (0..23)");
+        }
+        if taken_gsis.contains(&device.gsi) {
+            return fail(
+                "the GSI is taken by the timer, cascade, COM1, RTC, SCI or another device",
+            );
+        }
+        windows.push((base, size));
+        taken_gsis.push(device.gsi);
+    }
     Ok(())
 }
 

@@ -110,7 +110,13 @@ fn check_layout(name: &str, platform: &GuestPlatform) {
         .map(|(uid, v)| (uid as u64, u64::from(v.apic_id)))
         .collect();
     assert_eq!(cpus, asked, "{name}");
-    assert_eq!(overrides, [(0, 2, 0), (9, 9, 0xD)], "{name}");
+    let mut expected = vec![(0, 2, 0), (9, 9, 0xD)];
+    for (_, virtio) in platform.devices.virtio_mmio_devices() {
+        if virtio.gsi < 16 {
+            expected.push((u64::from(virtio.gsi), u64::from(virtio.gsi), 0xD));
+        }
+    }
+    assert_eq!(overrides, expected, "{name}");
 }
 
 #[test]
@@ -147,4 +153,29 @@ fn four_nodes_with_asymmetric_distances_and_hmat_decode_cleanly() {
 #[test]
 fn x2apic_id_300_decodes_cleanly() {
     check_layout("x2apic-300", &x2apic_300());
+}
+
+#[test]
+fn virtio_balloon_decodes_as_qemu_describes_virtio_mmio() {
+    let mut platform = two_nodes_four_vcpus();
+    platform.devices = numavisor_acpi_tables::Devices::pc_with_virtio_balloon();
+    check_layout("virtio", &platform);
+    let dsl = std::fs::read_to_string(scratch_path("virtio", "dsdt.dsl")).unwrap();
+    let device = dsl
+        .split("Device (VR00)")
+        .nth(1)
+        .expect("no Device (VR00)")
+        .split("Device (")
+        .next()
+        .unwrap();
+    let squeezed: String = device.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        r#"Name (_HID, "LNRO0005")"#,
+        "Name (_UID, Zero)",
+        "Name (_CCA, One)",
+        "Memory32Fixed (ReadWrite, 0xFEB00000, // Address Base 0x00000200, // Address Length )",
+        "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) { 0x00000005, }",
+    ] {
+        assert!(squeezed.contains(needle), "{needle:?} not in\n{device}");
+    }
 }

@@ -1,6 +1,8 @@
 //! The Linux guest material, under `<target>/linux/`: Debian's cloud kernel (`vmlinuz`, a
-//! bzImage) and a static busybox, fetched with apt, and an initramfs (`initramfs.cpio`, an
-//! uncompressed newc archive our own [`cpio`] writer builds) whose `/init` is [`DEFAULT_INIT`].
+//! bzImage), the kernel modules it needs for the virtio balloon (`modules/`, see
+//! [`GUEST_MODULES`]) and a static busybox, fetched with apt, and an initramfs
+//! (`initramfs.cpio`, an uncompressed newc archive our own [`cpio`] writer builds) whose
+//! `/init` is [`DEFAULT_INIT`].
 //! Facts about that kernel are in `/work/shared/DESIGN.md`, "Linux guests".
 
 pub mod cpio;
@@ -24,9 +26,30 @@ pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The Debian package holding a static `/bin/busybox`.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
+/// The kernel modules the guest loads at start, by name: Debian's cloud kernel (6.1) builds
+/// virtio, the virtio-mmio transport and the balloon as modules (`CONFIG_VIRTIO=m`,
+/// `CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BALLOON=m`). Their dependencies are added and the
+/// whole set ordered by [`module_load_order`].
+pub const GUEST_MODULES: [&str; 2] = ["virtio_mmio", "virtio_balloon"];
+
+/// The file in the initramfs (and in `<target>/linux/modules/`) naming the modules to load,
+/// one a line, dependencies first; `/init` loads `/lib/modules/NAME.ko` for each.
+pub const MODULE_ORDER_FILE: &str = "load-order";
+
 /// The directories of the initramfs, parents first.
-const INITRAMFS_DIRS: [&str; 10] = [
-    "bin", "sbin", "proc", "sys", "dev", "tmp", "usr", "usr/bin", "usr/sbin", "root",
+const INITRAMFS_DIRS: [&str; 12] = [
+    "bin",
+    "sbin",
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "usr",
+    "usr/bin",
+    "usr/sbin",
+    "root",
+    "lib",
+    "lib/modules",
 ];
 
 /// Where the Linux material lives: `<target>/linux`.
@@ -46,10 +69,19 @@ pub struct LinuxMaterial {
     pub vmlinuz: PathBuf,
     /// `<target>/linux/busybox`, from `busybox-static`'s `/bin/busybox`.
     pub busybox: PathBuf,
+    /// `<target>/linux/modules/NAME.ko`, uncompressed, in load order (dependencies first):
+    /// [`GUEST_MODULES`] and what they depend on.
+    pub modules: Vec<PathBuf>,
 }
 
-/// Downloads Debian's cloud kernel and static busybox (skipped when both files are there)
-/// and leaves them in [`linux_dir`]. Uses `apt-get download` (no installing); if that fails,
+/// Where [`fetch_debian_guest`] leaves the kernel modules.
+pub fn modules_dir() -> PathBuf {
+    linux_dir().join("modules")
+}
+
+/// Downloads Debian's cloud kernel, its [`GUEST_MODULES`] and static busybox (skipped when all
+/// of them are there: a cache from before the modules is refreshed) and leaves them in
+/// [`linux_dir`]. Uses `apt-get download` (no installing); if that fails,
 /// runs `apt-get update` (as root, or through sudo) and tries once more.
 pub fn fetch_debian_guest() -> Result<LinuxMaterial> {
     // One fetch at a time in this process (tests run in threads); other processes get their
@@ -59,13 +91,22 @@ pub fn fetch_debian_guest() -> Result<LinuxMaterial> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = linux_dir();
-    let material = LinuxMaterial {
-        vmlinuz: dir.join("vmlinuz"),
-        busybox: dir.join("busybox"),
-    };
-    if material.vmlinuz.is_file() && material.busybox.is_file() {
-        return Ok(material);
+    let vmlinuz = dir.join("vmlinuz");
+    let busybox = dir.join("busybox");
+    if vmlinuz.is_file() && busybox.is_file() {
+        if let Some(modules) = cached_modules(&modules_dir()) {
+            return Ok(LinuxMaterial {
+                vmlinuz,
+                busybox,
+                modules,
+            });
+        }
     }
+    let mut material = LinuxMaterial {
+        vmlinuz,
+        busybox,
+        modules: Vec::new(),
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let work = target_dir().join(format!("linux-download-{}", std::process::id()));
     if work.exists() {
@@ -97,8 +138,154 @@ pub fn fetch_debian_guest() -> Result<LinuxMaterial> {
         .with_context(|| format!("{kernel_package} holds no /boot/vmlinuz-*"))?;
     install(&vmlinuz, &material.vmlinuz, 0o644)?;
     install(&root.join("bin/busybox"), &material.busybox, 0o755)?;
+    material.modules = extract_modules(&root, &work, &modules_dir())
+        .with_context(|| format!("taking the guest modules from {kernel_package}"))?;
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     Ok(material)
+}
+
+/// The modules [`fetch_debian_guest`] left in `dir`, in load order, if its
+/// [`MODULE_ORDER_FILE`] is there and names every one of [`GUEST_MODULES`], each present.
+fn cached_modules(dir: &Path) -> Option<Vec<PathBuf>> {
+    let order = std::fs::read_to_string(dir.join(MODULE_ORDER_FILE)).ok()?;
+    let names: Vec<&str> = order.lines().filter(|l| !l.is_empty()).collect();
+    if !GUEST_MODULES.iter().all(|m| names.contains(m)) {
+        return None;
+    }
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(format!("{n}.ko"))).collect();
+    paths.iter().all(|p| p.is_file()).then_some(paths)
+}
+
+/// Copies [`GUEST_MODULES`] and their dependencies from the unpacked kernel package at `root`
+/// (`lib/modules/VERSION/kernel/**/NAME.ko`, or `.ko.xz`, decompressed through `work`) to
+/// `out/NAME.ko`, writes `out/`[`MODULE_ORDER_FILE`] last, and returns the modules in load
+/// order. The package ships no `modules.dep` (depmod makes it on installation), so the
+/// dependencies come from each module's own `depends=` field.
+fn extract_modules(root: &Path, work: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = std::collections::BTreeMap::new();
+    find_modules(&root.join("lib/modules"), &mut found)?;
+    let mut contents = std::collections::BTreeMap::new();
+    let mut load = |name: &str| -> Result<Vec<String>> {
+        let path = found
+            .get(name)
+            .with_context(|| format!("the kernel package has no module {name}"))?;
+        let bytes = read_module(path, work)?;
+        let depends = modinfo_depends(&bytes);
+        contents.insert(name.to_string(), bytes);
+        Ok(depends)
+    };
+    let order = module_load_order(&GUEST_MODULES, &mut load)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut paths = Vec::new();
+    for name in &order {
+        let path = out.join(format!("{name}.ko"));
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, &contents[name])
+            .with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path);
+    }
+    let list: String = order.iter().map(|n| format!("{n}\n")).collect();
+    let order_file = out.join(MODULE_ORDER_FILE);
+    let partial = order_file.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, list).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &order_file)
+        .with_context(|| format!("writing {}", order_file.display()))?;
+    Ok(paths)
+}
+
+/// Every `NAME.ko` / `NAME.ko.xz` under `dir`, by module name.
+fn find_modules(dir: &Path, found: &mut std::collections::BTreeMap<String, PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            find_modules(&path, found)?;
+            continue;
+        }
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(name) = file
+            .strip_suffix(".ko")
+            .or_else(|| file.strip_suffix(".ko.xz"))
+        {
+            found.insert(name.to_string(), path.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A module's bytes, through `xz -dc` when it is compressed.
+fn read_module(path: &Path, work: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let output = Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .current_dir(work)
+            .output()
+            .context("running xz")?;
+        if !output.status.success() {
+            bail!(
+                "xz -dc {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        return Ok(output.stdout);
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The `depends=` field of a module's `.modinfo` section (NUL-separated `key=value` strings):
+/// the modules it needs loaded first, comma-separated, possibly none.
+pub fn modinfo_depends(module: &[u8]) -> Vec<String> {
+    module
+        .split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"depends="))
+        .map(|list| {
+            String::from_utf8_lossy(list)
+                .split(',')
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `wanted` and everything they depend on (by `depends_of`, called once a module), ordered so
+/// that each module comes after its dependencies; a dependency cycle is an error.
+pub fn module_load_order(
+    wanted: &[&str],
+    depends_of: &mut dyn FnMut(&str) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    fn visit(
+        name: &str,
+        depends_of: &mut dyn FnMut(&str) -> Result<Vec<String>>,
+        visiting: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        if order.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        if visiting.iter().any(|n| n == name) {
+            bail!(
+                "module dependency cycle: {} -> {name}",
+                visiting.join(" -> ")
+            );
+        }
+        visiting.push(name.to_string());
+        for dependency in depends_of(name)? {
+            visit(&dependency, depends_of, visiting, order)?;
+        }
+        visiting.pop();
+        order.push(name.to_string());
+        Ok(())
+    }
+    let mut order = Vec::new();
+    for name in wanted {
+        visit(name, depends_of, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
 }
 
 /// The kernel package in a `Depends` field like `linux-image-6.1.0-57-cloud-amd64 (= 6.1.192-3)`.
@@ -112,9 +299,15 @@ pub fn kernel_package_from_depends(depends: &str) -> Option<String> {
 
 /// Writes an initramfs to `out`: the directories [`INITRAMFS_DIRS`], `/dev/console` (5:1,
 /// 0600: the kernel opens it before any devtmpfs), `/bin/busybox` (0755), `/bin/sh` →
-/// `busybox`, and `/init` (0755) holding `init_script`. Uncompressed: the kernel takes a
-/// plain newc archive as it takes a gzip one.
-pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<()> {
+/// `busybox`, each of `modules` as `/lib/modules/NAME.ko` (0644) with their names, in the
+/// order given, in `/lib/modules/`[`MODULE_ORDER_FILE`], and `/init` (0755) holding
+/// `init_script`. Uncompressed: the kernel takes a plain newc archive as it takes a gzip one.
+pub fn build_initramfs(
+    busybox: &Path,
+    modules: &[PathBuf],
+    init_script: &str,
+    out: &Path,
+) -> Result<()> {
     let busybox =
         std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let mut archive = CpioWriter::new();
@@ -124,6 +317,26 @@ pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<
     archive.char_device("dev/console", 0o600, 5, 1);
     archive.file("bin/busybox", 0o755, &busybox);
     archive.symlink("bin/sh", "busybox");
+    let mut order = String::new();
+    for module in modules {
+        let file = module
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name", module.display()))?;
+        let name = file
+            .strip_suffix(".ko")
+            .with_context(|| format!("{} is not a .ko file", module.display()))?;
+        let bytes =
+            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        archive.file(&format!("lib/modules/{file}"), 0o644, &bytes);
+        order.push_str(name);
+        order.push('\n');
+    }
+    archive.file(
+        &format!("lib/modules/{MODULE_ORDER_FILE}"),
+        0o644,
+        order.as_bytes(),
+    );
     archive.file("init", 0o755, init_script.as_bytes());
     let bytes = archive.finish();
     if let Some(parent) = out.parent() {
@@ -141,7 +354,12 @@ pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<
 /// [`initramfs_path`] (rebuilt each time: it is quick, and follows the script).
 pub fn prepare_linux_guest() -> Result<LinuxMaterial> {
     let material = fetch_debian_guest()?;
-    build_initramfs(&material.busybox, DEFAULT_INIT, &initramfs_path())?;
+    build_initramfs(
+        &material.busybox,
+        &material.modules,
+        DEFAULT_INIT,
+        &initramfs_path(),
+    )?;
     Ok(material)
 }
 
@@ -297,18 +515,33 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let busybox = dir.join("busybox");
         std::fs::write(&busybox, b"\x7fELF busybox").unwrap();
+        let modules: Vec<PathBuf> = ["virtio_ring", "virtio_balloon"]
+            .iter()
+            .map(|name| {
+                let path = dir.join(format!("{name}.ko"));
+                std::fs::write(&path, format!("\x7fELF {name} module")).unwrap();
+                path
+            })
+            .collect();
         let out = dir.join("out/initramfs.cpio");
-        build_initramfs(&busybox, DEFAULT_INIT, &out).unwrap();
+        build_initramfs(&busybox, &modules, DEFAULT_INIT, &out).unwrap();
         let archive = std::fs::read(&out).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let text = String::from_utf8_lossy(&archive);
         // Every name is there, each after a newc header, and the trailer ends it.
-        for name in INITRAMFS_DIRS
-            .iter()
-            .chain(&["dev/console", "bin/busybox", "bin/sh", "init"])
-        {
+        for name in INITRAMFS_DIRS.iter().chain(&[
+            "dev/console",
+            "bin/busybox",
+            "bin/sh",
+            "init",
+            "lib/modules/virtio_ring.ko",
+            "lib/modules/virtio_balloon.ko",
+            "lib/modules/load-order",
+        ]) {
             assert!(text.contains(&format!("{name}\0")), "{name} missing");
         }
+        assert!(text.contains("ELF virtio_balloon module"));
+        assert!(text.contains("virtio_ring\nvirtio_balloon\n"), "load order");
         assert!(archive.starts_with(cpio::NEWC_MAGIC));
         assert!(text.contains(DEFAULT_INIT));
         assert!(text.contains("TRAILER!!!\0"));
@@ -326,8 +559,69 @@ mod tests {
             "poweroff -f",
             "reboot -f",
             "exec setsid cttyhack sh",
+            "/lib/modules/load-order",
+            "insmod \"/lib/modules/$module.ko\"",
         ] {
             assert!(DEFAULT_INIT.contains(needle), "{needle} missing");
         }
+        // Modules load before the first report.
+        let insmod = DEFAULT_INIT.find("insmod").unwrap();
+        assert!(insmod < DEFAULT_INIT.find(r#"{"event":"init"}"#).unwrap());
+    }
+
+    #[test]
+    fn modinfo_depends_is_read() {
+        let module = b"\x7fELF\0\0license=GPL\0depends=virtio,virtio_ring\0vermagic=6.1\0";
+        assert_eq!(modinfo_depends(module), ["virtio", "virtio_ring"]);
+        assert!(modinfo_depends(b"\0depends=\0name=virtio_ring\0").is_empty());
+        assert!(modinfo_depends(b"no modinfo here").is_empty());
+    }
+
+    #[test]
+    fn modules_load_after_their_dependencies() {
+        // As Debian 6.1's modules declare them.
+        let mut depends = |name: &str| -> Result<Vec<String>> {
+            Ok(match name {
+                "virtio" => vec!["virtio_ring".to_string()],
+                "virtio_ring" => vec![],
+                "virtio_mmio" | "virtio_balloon" => {
+                    vec!["virtio".to_string(), "virtio_ring".to_string()]
+                }
+                other => bail!("no module {other}"),
+            })
+        };
+        assert_eq!(
+            module_load_order(&GUEST_MODULES, &mut depends).unwrap(),
+            ["virtio_ring", "virtio", "virtio_mmio", "virtio_balloon"]
+        );
+        assert!(module_load_order(&["nonesuch"], &mut depends).is_err());
+        let mut cycle = |name: &str| -> Result<Vec<String>> {
+            Ok(vec![if name == "a" { "b" } else { "a" }.to_string()])
+        };
+        let error = module_load_order(&["a"], &mut cycle).unwrap_err();
+        assert!(error.to_string().contains("cycle"), "{error}");
+    }
+
+    #[test]
+    fn module_cache_needs_every_guest_module() {
+        let dir = std::env::temp_dir().join(format!("nv-modcache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A cache from before the modules: nothing there.
+        assert_eq!(cached_modules(&dir), None);
+        let names = ["virtio_ring", "virtio", "virtio_mmio", "virtio_balloon"];
+        let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+        std::fs::write(dir.join(MODULE_ORDER_FILE), &list).unwrap();
+        // The list without its files.
+        assert_eq!(cached_modules(&dir), None);
+        for name in names {
+            std::fs::write(dir.join(format!("{name}.ko")), b"ko").unwrap();
+        }
+        let cached = cached_modules(&dir).unwrap();
+        assert_eq!(cached.len(), 4);
+        assert!(cached[3].ends_with("virtio_balloon.ko"));
+        // A list that lacks a guest module is stale.
+        std::fs::write(dir.join(MODULE_ORDER_FILE), "virtio_ring\nvirtio\n").unwrap();
+        assert_eq!(cached_modules(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,11 +39,46 @@ fn initramfs_from_debian_busybox() {
     assert!(busybox.starts_with(b"\x7fELF"), "busybox is not an ELF");
     let dir = std::env::temp_dir().join(format!("nv-linux-guest-{}", std::process::id()));
     let out = dir.join("initramfs.cpio");
-    linux::build_initramfs(&material.busybox, linux::DEFAULT_INIT, &out).unwrap();
+    linux::build_initramfs(
+        &material.busybox,
+        &material.modules,
+        linux::DEFAULT_INIT,
+        &out,
+    )
+    .unwrap();
     let archive = std::fs::read(&out).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(archive.len() > busybox.len());
     assert!(archive
         .windows(busybox.len())
         .any(|w| w == busybox.as_slice()));
+}
+
+#[test]
+fn debian_guest_modules_are_there_in_load_order() {
+    let material = linux::fetch_debian_guest().expect("fetching the Debian guest material");
+    let names: Vec<String> = material
+        .modules
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for wanted in linux::GUEST_MODULES {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} not in {names:?}"
+        );
+    }
+    let position = |name: &str| names.iter().position(|n| n == name).unwrap();
+    // virtio_ring, then virtio, before the transport and the balloon.
+    assert!(position("virtio_ring") < position("virtio"));
+    assert!(position("virtio") < position("virtio_mmio"));
+    assert!(position("virtio") < position("virtio_balloon"));
+    for module in &material.modules {
+        let bytes = std::fs::read(module).unwrap();
+        assert!(
+            bytes.starts_with(b"\x7fELF"),
+            "{} is not an ELF",
+            module.display()
+        );
+    }
 }

@@ -21,6 +21,13 @@ mount -t sysfs sysfs /sys 2>/dev/null
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp 2>/dev/null
 
+# Kernel modules, dependencies first, as /lib/modules/load-order lists them (the virtio-mmio
+# transport and the balloon: Debian's cloud kernel builds them as modules). A module that
+# will not load says so on the console and the guest carries on without it.
+for module in $(cat /lib/modules/load-order 2>/dev/null); do
+    insmod "/lib/modules/$module.ko"
+done
+
 # say JSON: one line for the host.
 say() {
     echo "@guest $1"

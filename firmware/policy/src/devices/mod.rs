@@ -10,3 +10,4 @@ pub mod pic8259;
 pub mod pit8254;
 pub mod reset;
 pub mod uart16550;
+pub mod virtio;
