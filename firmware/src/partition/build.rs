@@ -186,7 +186,7 @@ pub fn build(
         release(&mut state, frames);
         return Err(e);
     }
-    let devices = match PlatformDevices::new(platform_config()) {
+    let devices = match PlatformDevices::new(platform_config(spec)) {
         Ok(devices) => devices,
         Err(e) => {
             release(&mut state, frames);
@@ -211,6 +211,7 @@ pub fn build(
         exit_counts: Default::default(),
         zeroed_shares: AtomicUsize::new(0),
         memory_generation: core::sync::atomic::AtomicU64::new(0),
+        dynamic: Mutex::new(Default::default()),
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -458,9 +459,23 @@ fn linux_command_line(user: &str) -> alloc::string::String {
     }
 }
 
+/// The devices the guest's ACPI tables describe: a PC, with a memory balloon under Dynamic
+/// Memory.
+fn guest_devices(spec: &PartitionSpec) -> guest_acpi::Devices {
+    if spec.dynamic {
+        guest_acpi::Devices::pc_with_virtio_balloon()
+    } else {
+        guest_acpi::Devices::pc()
+    }
+}
+
 /// Where the virtual devices sit: the values the guest's ACPI tables describe.
-fn platform_config() -> PlatformConfig {
-    let devices = guest_acpi::Devices::pc();
+fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
+    let devices = guest_devices(spec);
+    let balloon = devices
+        .virtio_mmio_devices()
+        .next()
+        .map(|(_, v)| (v.base as u64, v.gsi as u8));
     let uart = devices.uart.unwrap_or(guest_acpi::Uart16550 {
         port: 0x3F8,
         irq: 4,
@@ -476,6 +491,7 @@ fn platform_config() -> PlatformConfig {
         debug_exit_port: DEBUG_EXIT_PORT,
         tsc_hz: tsc::hz(),
         rtc_epoch_seconds: RTC_EPOCH_SECONDS,
+        virtio_balloon: balloon,
     }
 }
 
@@ -485,9 +501,10 @@ fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
 
 /// Fresh devices and local APICs for a restarted guest.
 pub fn reset_devices(partition: &Partition) {
-    if let Ok(devices) = PlatformDevices::new(platform_config()) {
+    if let Ok(devices) = PlatformDevices::new(platform_config(partition.spec)) {
         *partition.devices.lock() = devices;
     }
+    super::dynamic::start(partition);
     let plans = partition.state.lock().vcpus.clone();
     for (index, slot) in partition.vcpus.iter().enumerate() {
         *slot.lapic.lock() = new_lapic(guest_apic_id(&plans, index), index);
@@ -558,7 +575,7 @@ fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::
         nodes,
         distances,
         hmat: None,
-        devices: guest_acpi::Devices::pc(),
+        devices: guest_devices(spec),
         placement: guest_acpi::TablePlacement {
             base: start_info::ACPI_GPA,
             size: start_info::ACPI_BYTES,

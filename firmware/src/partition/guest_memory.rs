@@ -62,6 +62,22 @@ impl GuestMemory {
         true
     }
 
+    /// Copies guest-physical `gpa..` into `buffer`; false if any byte falls outside guest RAM.
+    pub fn read(&self, mut gpa: u64, mut buffer: &mut [u8]) -> bool {
+        while !buffer.is_empty() {
+            let Some((spa, room)) = self.translate(gpa) else {
+                return false;
+            };
+            let n = (room as usize).min(buffer.len());
+            // SAFETY: [spa, spa + n) is host memory backing this partition's guest RAM,
+            // identity mapped; a racing guest write only changes the bytes read.
+            unsafe { core::ptr::copy_nonoverlapping(spa as *const u8, buffer.as_mut_ptr(), n) };
+            gpa += n as u64;
+            buffer = &mut buffer[n..];
+        }
+        true
+    }
+
     /// Zeroes every host page of the RAM (a restarted guest sees no earlier contents).
     pub fn zero_all(&self) {
         if self.checking {

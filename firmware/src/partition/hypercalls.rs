@@ -9,7 +9,9 @@ use numavisor_policy::hypercall::{Call, Partitions};
 use numavisor_policy::memory::PAGE_SIZE;
 
 use super::guest_memory::GuestMemory;
-use super::{page_moves, partitions, Partition};
+use numavisor_policy::report::events::TargetSetter;
+
+use super::{dynamic, page_moves, partitions, Partition};
 
 /// One calling partition, the vCPU that calls, and its RAM.
 pub struct CallerView<'a> {
@@ -80,6 +82,17 @@ impl Partitions for CallerView<'_> {
 
     fn write_guest(&self, gpa: u64, bytes: &[u8]) -> bool {
         self.memory.write(gpa, bytes)
+    }
+
+    fn set_memory_target(
+        &self,
+        index: usize,
+        vnode: usize,
+        bytes: Option<u64>,
+    ) -> Result<u64, Status> {
+        let partition = self.partition(index).ok_or(Status::InvalidPartitionId)?;
+        dynamic::set_fixed(partition, vnode, bytes, TargetSetter::Parent)
+            .map_err(|_| Status::InvalidParameter)
     }
 
     fn move_memory(&self, call: &Call) -> (Status, u64) {

@@ -67,6 +67,10 @@ impl<'a> Machine for PartitionMachine<'a> {
         emit_console(self.partition.name(), line);
     }
 
+    fn balloon_write(&self, vcpu: usize, offset: u64, size: u8, value: u64) {
+        super::dynamic::balloon_write(self.partition, vcpu, offset, size, value);
+    }
+
     fn hypercall(&self, call: &Call) -> Reply {
         let view = CallerView {
             caller: self.partition,

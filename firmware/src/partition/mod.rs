@@ -4,6 +4,7 @@
 
 mod build;
 mod control;
+mod dynamic;
 mod guest_memory;
 mod hypercalls;
 mod input;
@@ -107,6 +108,8 @@ pub struct Partition {
     /// ballooned): each vCPU then renews its copy of the RAM and flushes its TLB tag before
     /// it enters the guest again, and says so in its slot (`memory::sync`).
     pub memory_generation: AtomicU64,
+    /// Dynamic Memory's state (targets, the guest's last statistics).
+    pub dynamic: Mutex<dynamic::DynamicState>,
 }
 
 /// VM exits by kind ([`ExitKind`]), counted by every vCPU of a partition.
@@ -200,6 +203,7 @@ pub fn build_all(
                     partition.vcpus.len()
                 );
                 PARTITIONS.lock().push(partition);
+                dynamic::start(partition);
                 RUNNING.fetch_add(1, Ordering::SeqCst);
                 built += 1;
             }
@@ -213,6 +217,7 @@ pub fn build_all(
         }
     }
     reserve_host_pages();
+    dynamic::reserve_heap();
     page_moves::open_bank(&PARTITIONS.lock());
     if let Some(frames) = FRAMES.lock().as_ref() {
         report::emit(&events::ledger(&frames.ledger()));

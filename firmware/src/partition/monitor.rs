@@ -125,6 +125,22 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             ask(find(partition)?, true)?;
             Ok(Vec::new())
         }
+        Command::Balloon {
+            partition,
+            vnode,
+            bytes,
+        } => {
+            let partition = find(partition)?;
+            if partition.control.ended() {
+                return Err(alloc::format!(
+                    "partition \"{}\" has stopped for good",
+                    partition.name()
+                ));
+            }
+            let said = super::dynamic::operator_target(partition, *vnode, *bytes)?;
+            serial::write_fmt(format_args!("  {said}\r\n"));
+            Ok(Vec::new())
+        }
     }
 }
 

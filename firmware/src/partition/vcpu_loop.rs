@@ -222,6 +222,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         let now = guest_now();
         if index == 0 {
             poll_platform_timers(&machine, now);
+            super::dynamic::poll(partition);
         }
         inject_pending(cpu, &machine, index, now);
         let guest_deadline = next_deadline(&machine, index, now);
@@ -333,6 +334,7 @@ fn idle(
         MemorySync::acknowledge(partition, index);
         if index == 0 {
             poll_platform_timers(machine, now);
+            super::dynamic::poll(partition);
         }
         let pending = machine.with_lapic(index, |l| {
             l.advance(now);

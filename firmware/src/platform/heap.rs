@@ -22,3 +22,16 @@ static ALLOCATOR: Talck<spin::Mutex<()>, ClaimOnOom> = Talc::new(unsafe {
     ))
 })
 .lock();
+
+/// Adds `[start, start + len)` to the heap: memory the frame allocator handed out for the
+/// hypervisor (Dynamic Memory's bookkeeping grows with the pages its balloons move). False
+/// if the allocator refused it.
+///
+/// # Safety
+///
+/// The range must be identity mapped, writable, and used by nothing else, now or later.
+pub unsafe fn grow(start: u64, len: u64) -> bool {
+    let span = Span::from_base_size(start as *mut u8, len as usize);
+    // SAFETY: the caller hands over the range for good.
+    unsafe { ALLOCATOR.lock().claim(span) }.is_ok()
+}

@@ -86,7 +86,8 @@ pub enum FreeError {
     WrongSize {
         addr: u64,
         size: BlockSize,
-        allocated: BlockSize,
+        /// Bytes of the block there (a carved piece need not be a block size).
+        allocated: u64,
     },
     /// Part of `[start, end)` is free already (only reachable if the books were corrupted).
     OverlapsFree { start: u64, end: u64 },
@@ -112,7 +113,8 @@ impl fmt::Display for FreeError {
                 allocated,
             } => write!(
                 f,
-                "cannot free a {size} block at {addr:#x}: the block there is {allocated}"
+                "cannot free a {size} block at {addr:#x}: the block there is {}",
+                super::Bytes(allocated)
             ),
             FreeError::OverlapsFree { start, end } => {
                 write!(

@@ -24,7 +24,8 @@ struct NodeMemory {
 /// A block handed out by `allocate_*` and not yet freed.
 #[derive(Clone, Copy, Debug)]
 struct LiveBlock {
-    size: BlockSize,
+    /// Bytes: a block size, or any page multiple for a piece of a carved block.
+    len: u64,
     node: usize,
     usage: Usage,
 }
@@ -130,7 +131,14 @@ impl FrameAllocator {
             });
         };
         memory.ledger.take(size.bytes(), usage);
-        self.blocks.insert(addr, LiveBlock { size, node, usage });
+        self.blocks.insert(
+            addr,
+            LiveBlock {
+                len: size.bytes(),
+                node,
+                usage,
+            },
+        );
         Ok(addr)
     }
 
@@ -183,59 +191,64 @@ impl FrameAllocator {
             .blocks
             .get(&addr)
             .ok_or(FreeError::NotAllocated { addr, size })?;
-        if block.size != size {
+        if block.len != size.bytes() {
             return Err(FreeError::WrongSize {
                 addr,
                 size,
-                allocated: block.size,
+                allocated: block.len,
             });
         }
+        self.free_live(addr, block)
+    }
+
+    /// Frees the live block (or carved piece) `block` at `addr`.
+    fn free_live(&mut self, addr: u64, block: LiveBlock) -> Result<(), FreeError> {
         let memory = &mut self.nodes[block.node];
-        if !memory.free.insert(addr, addr + size.bytes()) {
+        if !memory.free.insert(addr, addr + block.len) {
             return Err(FreeError::OverlapsFree {
                 start: addr,
-                end: addr + size.bytes(),
+                end: addr + block.len,
             });
         }
-        memory.ledger.give_back(size.bytes(), block.usage);
+        memory.ledger.give_back(block.len, block.usage);
         self.blocks.remove(&addr);
         Ok(())
     }
 
-    /// Splits the live block holding `page` until `page` is a live 4 KiB block of its own
-    /// (a 1 GiB block becomes 512 blocks of 2 MiB, the one holding `page` 512 of 4 KiB): the
-    /// same memory, owner and usage, so the ledger does not change. Lets a single page of a
-    /// partition's large block move to a pool or back to free memory while the rest stays.
-    /// Refused if no live block holds `page`.
+    /// Makes `page` a live 4 KiB block of its own, cutting the live block holding it into at
+    /// most three pieces (before, the page, after): the same memory, owner and usage, so the
+    /// ledger does not change. Lets a single page of a partition's large block move to a
+    /// pool or back to free memory while the rest stays; the pieces are freed by
+    /// [`free_range`](Self::free_range). Refused if no live block holds `page`.
     pub fn carve(&mut self, page: u64) -> Result<(), FreeError> {
         let page = page & !(PAGE_SIZE - 1);
-        loop {
-            let (addr, block) = self
-                .blocks
-                .range(..=page)
-                .next_back()
-                .map(|(&a, &b)| (a, b))
-                .filter(|&(a, b)| page < a + b.size.bytes())
-                .ok_or(FreeError::NotAllocated {
-                    addr: page,
-                    size: BlockSize::Size4K,
-                })?;
-            let smaller = match block.size {
-                BlockSize::Size4K => return Ok(()),
-                BlockSize::Size2M => BlockSize::Size4K,
-                BlockSize::Size1G => BlockSize::Size2M,
-            };
-            self.blocks.remove(&addr);
-            for piece in (addr..addr + block.size.bytes()).step_by(smaller.bytes() as usize) {
+        let (addr, block) = self
+            .blocks
+            .range(..=page)
+            .next_back()
+            .map(|(&a, &b)| (a, b))
+            .filter(|&(a, b)| page < a + b.len)
+            .ok_or(FreeError::NotAllocated {
+                addr: page,
+                size: BlockSize::Size4K,
+            })?;
+        let end = addr + block.len;
+        for (start, stop) in [
+            (addr, page),
+            (page, page + PAGE_SIZE),
+            (page + PAGE_SIZE, end),
+        ] {
+            if start < stop {
                 self.blocks.insert(
-                    piece,
+                    start,
                     LiveBlock {
-                        size: smaller,
+                        len: stop - start,
                         ..block
                     },
                 );
             }
         }
+        Ok(())
     }
 
     /// Counts the live block at `addr` under `usage` from now on (a guest page deposited
@@ -247,8 +260,8 @@ impl FrameAllocator {
             size: BlockSize::Size4K,
         })?;
         let ledger = &mut self.nodes[block.node].ledger;
-        ledger.give_back(block.size.bytes(), block.usage);
-        ledger.take(block.size.bytes(), usage);
+        ledger.give_back(block.len, block.usage);
+        ledger.take(block.len, usage);
         block.usage = usage;
         Ok(())
     }
@@ -257,22 +270,22 @@ impl FrameAllocator {
     /// partition holds of a block it carved). All or nothing.
     pub fn free_range(&mut self, start: u64, end: u64) -> Result<(), FreeError> {
         let mut at = start;
-        let pieces: Vec<(u64, BlockSize)> = self
+        let pieces: Vec<(u64, LiveBlock)> = self
             .blocks
             .range(start..end)
-            .map(|(&addr, block)| (addr, block.size))
+            .map(|(&addr, &block)| (addr, block))
             .collect();
-        for &(addr, size) in &pieces {
+        for &(addr, block) in &pieces {
             if addr != at {
                 return Err(FreeError::NotTiled { start, end });
             }
-            at = addr + size.bytes();
+            at = addr + block.len;
         }
         if at != end || start >= end {
             return Err(FreeError::NotTiled { start, end });
         }
-        for (addr, size) in pieces {
-            self.free(addr, size)?;
+        for (addr, block) in pieces {
+            self.free_live(addr, block)?;
         }
         Ok(())
     }

@@ -338,7 +338,7 @@ fn bad_frees_are_refused_and_change_nothing() {
             FreeError::WrongSize {
                 addr: big,
                 size: s4k,
-                allocated: BlockSize::Size2M,
+                allocated: 2 * MIB,
             },
         ),
     ];
@@ -358,7 +358,7 @@ fn bad_frees_are_refused_and_change_nothing() {
         FreeError::WrongSize {
             addr: big,
             size: s4k,
-            allocated: BlockSize::Size2M
+            allocated: 2 * MIB
         }
         .to_string(),
         alloc::format!("cannot free a 4 KiB block at {big:#x}: the block there is 2 MiB")

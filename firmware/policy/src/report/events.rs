@@ -568,3 +568,71 @@ pub fn pool_move(kind: PoolMove, parent: &str, child: &str, pages: &[(u64, u64, 
             });
     })
 }
+
+/// Who set a Dynamic Memory target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSetter {
+    /// Dynamic Memory's own policy, from the guests' pressure.
+    Policy,
+    /// `balloon NAME VNODE SIZE` on the monitor.
+    Operator,
+    /// The partition's parent, by hypercall.
+    Parent,
+}
+
+impl TargetSetter {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetSetter::Policy => "policy",
+            TargetSetter::Operator => "operator",
+            TargetSetter::Parent => "parent",
+        }
+    }
+}
+
+/// `memory_target`: the memory a dynamic partition should hold from now on (its balloon
+/// inflates or deflates towards it), and who asked.
+pub fn memory_target(partition: &str, vnode: usize, bytes: u64, by: TargetSetter) -> String {
+    event("memory_target", |o| {
+        o.str("partition", partition)
+            .u64("vnode", vnode as u64)
+            .u64("bytes", bytes)
+            .str("by", by.name());
+    })
+}
+
+/// One balloon move of a dynamic partition's pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalloonMove<'a> {
+    pub partition: &'a str,
+    /// `true`: inflate (pages left the guest for the node's free memory); `false`: deflate.
+    pub inflate: bool,
+    pub vnode: usize,
+    pub node: usize,
+    pub pages: u64,
+    /// The host ranges `(start, length)` moved, merged where adjacent.
+    pub spa: Vec<(u64, u64)>,
+    /// The bytes of RAM the partition holds after the move.
+    pub size: u64,
+}
+
+/// `balloon`: pages a dynamic partition's balloon moved, all of one vnode and host node.
+pub fn balloon(m: &BalloonMove) -> String {
+    event("balloon", |o| {
+        o.str("partition", m.partition)
+            .str("kind", if m.inflate { "inflate" } else { "deflate" })
+            .u64("vnode", m.vnode as u64)
+            .u64("node", m.node as u64)
+            .u64("pages", m.pages)
+            .u64("bytes", m.pages * 4096)
+            .array("spa", |a| {
+                for &(start, length) in &m.spa {
+                    a.array(|r| {
+                        r.u64(start).u64(length);
+                    });
+                }
+            })
+            .u64("size", m.size);
+    })
+}

@@ -82,6 +82,26 @@ pub trait Machine: HostCpuid {
     fn console(&self, line: &str);
     /// Answers a decoded hypercall of this partition (`docs/hypercalls.md`).
     fn hypercall(&self, call: &Call) -> Reply;
+
+    /// A guest read of the memory balloon's window.
+    fn balloon_read(&self, offset: u64, size: u8) -> u64 {
+        self.with_devices(|d| d.balloon.as_mut().map_or(0, |b| b.mmio_read(offset, size)))
+    }
+
+    /// A guest write of the memory balloon's window by vCPU `vcpu`. This default only keeps
+    /// the registers; the firmware also carries out the queues' work (moving pages).
+    fn balloon_write(&self, vcpu: usize, offset: u64, size: u8, value: u64) {
+        let _ = vcpu;
+        let delivery = self.with_devices(|d| {
+            if let Some(balloon) = d.balloon.as_mut() {
+                let _ = balloon.mmio_write(offset, size, value);
+            }
+            d.sync_balloon_line()
+        });
+        if let Some(delivery) = delivery {
+            self.deliver_ioapic(delivery);
+        }
+    }
 }
 
 /// What one vCPU carries between exits besides its backend state.
@@ -597,6 +617,7 @@ fn mmio_read(
     match device {
         MmioDevice::LocalApic => machine.with_lapic(vcpu, |l| l.mmio_read(offset, size, now)),
         MmioDevice::IoApic => machine.with_devices(|d| d.ioapic_read(offset, size)),
+        MmioDevice::VirtioBalloon => machine.balloon_read(offset, size),
     }
 }
 
@@ -619,6 +640,7 @@ fn mmio_write(
                 machine.deliver_ioapic(delivery);
             }
         }
+        MmioDevice::VirtioBalloon => machine.balloon_write(vcpu, offset, size, value),
     }
 }
 

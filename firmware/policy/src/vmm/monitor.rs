@@ -11,7 +11,7 @@ use core::fmt;
 pub const MAX_LINE: usize = 120;
 
 /// The commands and what they take, for `help` and for errors.
-pub const COMMANDS: [(&str, &str, &str); 6] = [
+pub const COMMANDS: [(&str, &str, &str); 7] = [
     ("help", "", "list the commands"),
     (
         "partitions",
@@ -24,6 +24,11 @@ pub const COMMANDS: [(&str, &str, &str); 6] = [
         "every node's memory: free, hypervisor, guest, pools",
     ),
     ("exits", "NAME", "partition NAME's VM exits by kind"),
+    (
+        "balloon",
+        "NAME VNODE SIZE",
+        "Dynamic Memory: vnode VNODE of NAME to hold SIZE (like 128M, 1G), or `auto` for the policy",
+    ),
     (
         "stop",
         "NAME",
@@ -42,9 +47,21 @@ pub enum Command {
     Help,
     Partitions,
     Ledger,
-    Exits { partition: String },
-    Stop { partition: String },
-    Restart { partition: String },
+    Exits {
+        partition: String,
+    },
+    Stop {
+        partition: String,
+    },
+    Restart {
+        partition: String,
+    },
+    /// `balloon NAME VNODE SIZE`: `bytes` `None` for `auto`.
+    Balloon {
+        partition: String,
+        vnode: usize,
+        bytes: Option<u64>,
+    },
 }
 
 /// Why a line is not a command.
@@ -63,6 +80,11 @@ pub enum MonitorError {
     TooManyArguments { command: &'static str },
     /// A byte that is not printable ASCII.
     NotText { byte: u8 },
+    /// An argument that is not a number (or size) of the kind asked.
+    BadNumber {
+        argument: &'static str,
+        text: String,
+    },
 }
 
 impl fmt::Display for MonitorError {
@@ -88,6 +110,11 @@ impl fmt::Display for MonitorError {
             MonitorError::NotText { byte } => {
                 write!(f, "byte {byte:#04x} is not text; line dropped")
             }
+            MonitorError::BadNumber { argument, text } => write!(
+                f,
+                "{argument} \"{text}\" is not understood (VNODE: 0, 1, ...; SIZE: bytes, a number \
+                 with K, M or G, or auto)"
+            ),
         }
     }
 }
@@ -106,7 +133,7 @@ fn command(first: &str, rest: &[&str]) -> Result<Command, MonitorError> {
             word: first.to_string(),
         });
     };
-    let expected = usize::from(!argument.is_empty());
+    let expected = argument.split_whitespace().count();
     if rest.len() < expected {
         return Err(MonitorError::MissingArgument {
             command: name,
@@ -127,10 +154,35 @@ fn command(first: &str, rest: &[&str]) -> Result<Command, MonitorError> {
         "stop" => Command::Stop {
             partition: partition(),
         },
+        "balloon" => Command::Balloon {
+            partition: partition(),
+            vnode: rest[1].parse().map_err(|_| MonitorError::BadNumber {
+                argument: "VNODE",
+                text: rest[1].to_string(),
+            })?,
+            bytes: match rest[2] {
+                "auto" => None,
+                text => Some(size(text).ok_or_else(|| MonitorError::BadNumber {
+                    argument: "SIZE",
+                    text: text.to_string(),
+                })?),
+            },
+        },
         _ => Command::Restart {
             partition: partition(),
         },
     })
+}
+
+/// A size typed by the operator: bytes, or a number with `K`, `M` or `G` (powers of 1024).
+fn size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.as_bytes().last()? {
+        b'K' | b'k' => (&text[..text.len() - 1], 10),
+        b'M' | b'm' => (&text[..text.len() - 1], 20),
+        b'G' | b'g' => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// What one typed byte did to the line.
@@ -225,6 +277,30 @@ mod tests {
             }))
         );
         assert_eq!(parse("   "), None);
+        assert_eq!(
+            parse("balloon beta 0 128M"),
+            Some(Ok(Command::Balloon {
+                partition: "beta".into(),
+                vnode: 0,
+                bytes: Some(128 << 20)
+            }))
+        );
+        assert_eq!(
+            parse("balloon beta 1 auto"),
+            Some(Ok(Command::Balloon {
+                partition: "beta".into(),
+                vnode: 1,
+                bytes: None
+            }))
+        );
+        assert_eq!(
+            parse("balloon beta 0 4096"),
+            Some(Ok(Command::Balloon {
+                partition: "beta".into(),
+                vnode: 0,
+                bytes: Some(4096)
+            }))
+        );
     }
 
     #[test]
@@ -250,9 +326,33 @@ mod tests {
             parse("exits a b"),
             Some(Err(MonitorError::TooManyArguments { command: "exits" }))
         );
+        assert_eq!(
+            parse("balloon beta 0"),
+            Some(Err(MonitorError::MissingArgument {
+                command: "balloon",
+                argument: "NAME VNODE SIZE"
+            }))
+        );
+        assert_eq!(
+            parse("balloon beta x 1G"),
+            Some(Err(MonitorError::BadNumber {
+                argument: "VNODE",
+                text: "x".into()
+            }))
+        );
+        for bad in ["12Q", "M", "-1", "99999999999G"] {
+            assert_eq!(
+                parse(&alloc::format!("balloon beta 0 {bad}")),
+                Some(Err(MonitorError::BadNumber {
+                    argument: "SIZE",
+                    text: bad.into()
+                })),
+                "{bad}"
+            );
+        }
         let message = alloc::format!("{}", parse("x").unwrap().unwrap_err());
         assert!(
-            message.contains("help, partitions, ledger, exits, stop, restart"),
+            message.contains("help, partitions, ledger, exits, balloon, stop, restart"),
             "{message}"
         );
     }

@@ -5,6 +5,8 @@
 //! The addresses come from the caller's [`PlatformConfig`], filled in from the same values
 //! the guest's ACPI tables describe, so the tables and the devices cannot disagree.
 
+use crate::devices::virtio::balloon::{BalloonConfig, VirtioBalloon};
+use crate::devices::virtio::mmio::MMIO_WINDOW;
 use alloc::string::String;
 
 use super::bus::{Bus, BusError};
@@ -36,6 +38,9 @@ pub struct PlatformConfig {
     pub tsc_hz: u64,
     /// The RTC's time at guest TSC 0, in seconds since the Unix epoch.
     pub rtc_epoch_seconds: u64,
+    /// A virtio-mmio memory balloon (Dynamic Memory): its window's base and its I/O APIC
+    /// pin (level-triggered); `None`: no balloon.
+    pub virtio_balloon: Option<(u64, u8)>,
 }
 
 impl PlatformConfig {
@@ -55,6 +60,7 @@ impl PlatformConfig {
             debug_exit_port: 0xF4,
             tsc_hz,
             rtc_epoch_seconds,
+            virtio_balloon: None,
         }
     }
 }
@@ -81,6 +87,8 @@ pub enum PortDevice {
 pub enum MmioDevice {
     LocalApic,
     IoApic,
+    /// The virtio-mmio memory balloon's window.
+    VirtioBalloon,
 }
 
 /// What a port write asks of the hypervisor beyond the device's own state.
@@ -120,8 +128,12 @@ pub struct PlatformDevices {
     pub reset: ResetControl,
     pub pci: PciAbsent,
     pub ioapic: IoApic,
+    /// The memory balloon, with Dynamic Memory.
+    pub balloon: Option<VirtioBalloon>,
     /// The UART interrupt line's level as the I/O APIC last saw it.
     uart_line: bool,
+    /// The balloon's interrupt line, likewise.
+    balloon_line: bool,
 }
 
 impl PlatformDevices {
@@ -165,6 +177,17 @@ impl PlatformDevices {
                 owner: PortDevice::Uart,
             });
         }
+        if let Some((base, _)) = config.virtio_balloon {
+            if mmio
+                .claim(base, MMIO_WINDOW, MmioDevice::VirtioBalloon)
+                .is_err()
+            {
+                return Err(BusError::BadRange {
+                    start: base,
+                    length: MMIO_WINDOW,
+                });
+            }
+        }
         Ok(PlatformDevices {
             config,
             ports,
@@ -177,7 +200,11 @@ impl PlatformDevices {
             reset: ResetControl::new(),
             pci: PciAbsent::new(),
             ioapic: IoApic::new(config.ioapic_id),
+            balloon: config
+                .virtio_balloon
+                .map(|_| VirtioBalloon::new(BalloonConfig::default())),
             uart_line: false,
+            balloon_line: false,
         })
     }
 
@@ -335,6 +362,31 @@ impl PlatformDevices {
     /// Output the UART holds without a newline yet (at a stop).
     pub fn flush_console(&mut self) -> Option<String> {
         self.uart.flush()
+    }
+
+    /// Returns the balloon's statistics buffer to its driver (which refills it and hands it
+    /// back: a [`BalloonRequest::Stats`](crate::devices::virtio::balloon::BalloonRequest)),
+    /// and the interrupt that says so.
+    pub fn balloon_request_stats(
+        &mut self,
+        memory: &dyn crate::devices::virtio::QueueMemory,
+    ) -> Option<IoApicDelivery> {
+        self.balloon.as_mut()?.request_stats(memory);
+        self.sync_balloon_line()
+    }
+
+    /// Hands the balloon's interrupt line level to the I/O APIC, if it changed (after every
+    /// access to the balloon and every completion of its buffers).
+    pub fn sync_balloon_line(&mut self) -> Option<IoApicDelivery> {
+        let (Some(balloon), Some((_, pin))) = (&self.balloon, self.config.virtio_balloon) else {
+            return None;
+        };
+        let line = balloon.interrupt_asserted();
+        if line == self.balloon_line {
+            return None;
+        }
+        self.balloon_line = line;
+        self.ioapic.set_level(pin, line)
     }
 
     /// Hands level changes of the device interrupt lines to the I/O APIC.

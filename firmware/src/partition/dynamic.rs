@@ -1,0 +1,478 @@
+//! Dynamic Memory in the firmware (`docs/dynamic-memory.md`): each `dynamic` partition's
+//! virtio balloon (`devices::virtio::balloon`, in its platform devices), the pages its queues
+//! move (`page_moves::inflate` / `deflate`), its guest's statistics, and the policy
+//! (`partition::dynamic_memory`) run over every dynamic partition whenever fresh statistics
+//! arrive.
+//!
+//! Locks: a partition's devices lock is held only to drive the balloon's registers and
+//! queues, never while pages move (moving waits for the partition's other vCPUs, which may
+//! want the devices); the policy runs under `REBALANCING`, taken with `try_lock` so that
+//! concurrent arrivals of statistics run it once.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use numavisor_policy::devices::virtio::balloon::{BalloonEvent, BalloonRequest};
+use numavisor_policy::devices::virtio::QueueMemory;
+use numavisor_policy::hypercall::bank::PageMove;
+use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy};
+use numavisor_policy::report::events::{self, BalloonMove, TargetSetter};
+use numavisor_policy::vmm::exit::{StopKind, StopRequest};
+use spin::Mutex;
+
+use super::guest_memory::GuestMemory;
+use super::machine::deliver_ioapic;
+use super::page_moves;
+use super::{partitions, Partition, FRAMES};
+use crate::platform::console::report;
+use crate::platform::cpu::tsc;
+
+/// How often vCPU 0 asks its guest for fresh statistics.
+const STATS_PERIOD_MICROS: u64 = 500_000;
+/// A policy target this close to the one set last is not worth a balloon round.
+const HYSTERESIS: u64 = 2 << 20;
+
+/// One dynamic partition's Dynamic Memory state.
+#[derive(Debug, Default)]
+pub struct DynamicState {
+    /// A whole-partition target (bytes) the operator or the parent fixed; `None`: the
+    /// policy's.
+    fixed: Option<u64>,
+    /// The target last set on the balloon, in bytes.
+    target: Option<u64>,
+    /// What its guest reported last.
+    demand: Option<Demand>,
+    /// Host TSC of the next statistics request.
+    next_stats: u64,
+}
+
+/// Heap bytes Dynamic Memory's books may take per 4 KiB page a balloon can hold: the page's
+/// entry in the partition's RAM map and balloon set, a copy of those while vCPUs still hold
+/// the old map, and a free range of its own in the worst case.
+const HEAP_BYTES_PER_PAGE: u64 = 160;
+
+/// Grows the hypervisor heap, once the partitions are built, by what their balloons' books
+/// may need (`HEAP_BYTES_PER_PAGE` per page between each vnode's size and its minimum),
+/// taken from free memory in 2 MiB blocks and counted as hypervisor memory in the ledger.
+pub fn reserve_heap() {
+    let pages: u64 = partitions()
+        .iter()
+        .filter(|p| p.spec.dynamic)
+        .flat_map(|p| p.spec.memory.iter())
+        .map(|v| (v.size - v.min) / 4096)
+        .sum();
+    if pages == 0 {
+        return;
+    }
+    let block = numavisor_policy::memory::BlockSize::Size2M;
+    let blocks = (pages * HEAP_BYTES_PER_PAGE).div_ceil(block.bytes());
+    let mut frames = FRAMES.lock();
+    let Some(frames) = frames.as_mut() else {
+        return;
+    };
+    let order: Vec<usize> = (0..frames.node_count()).collect();
+    for _ in 0..blocks {
+        match frames.allocate_near(&order, block, numavisor_policy::memory::Usage::Hypervisor) {
+            // SAFETY: a 2 MiB block just handed out for the hypervisor, identity mapped, and
+            // never freed: it is the heap's from now on.
+            Ok((start, _)) => unsafe {
+                if !crate::platform::heap::grow(start, block.bytes()) {
+                    log::warn!("Dynamic Memory: the heap refused {start:#x}");
+                }
+            },
+            Err(e) => {
+                log::warn!("Dynamic Memory: no memory to grow the heap for its books: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the policy only once at a time.
+static REBALANCING: Mutex<()> = Mutex::new(());
+
+/// Why a target cannot be set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// The partition has no Dynamic Memory (`dynamic = true`).
+    NotDynamic,
+    /// It has no such vnode.
+    NoSuchVnode { vnodes: usize },
+}
+
+impl core::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TargetError::NotDynamic => {
+                f.write_str("it has no Dynamic Memory (its layout does not say dynamic = true)")
+            }
+            TargetError::NoSuchVnode { vnodes } => {
+                write!(f, "it has {vnodes} vnode(s), numbered from 0")
+            }
+        }
+    }
+}
+
+/// Guest RAM as the balloon's queues see it: the partition's RAM as it is now (not a vCPU's
+/// copy, which may predate the pages this very exit moved).
+struct CurrentRam(GuestMemory);
+
+impl CurrentRam {
+    fn of(partition: &Partition) -> CurrentRam {
+        CurrentRam(GuestMemory::new(partition.state.lock().ram.clone()))
+    }
+}
+
+impl QueueMemory for CurrentRam {
+    fn read(&self, gpa: u64, buffer: &mut [u8]) -> bool {
+        self.0.read(gpa, buffer)
+    }
+
+    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
+        self.0.write(gpa, bytes)
+    }
+}
+
+/// The bytes of RAM the partition was started with (the balloon's zero point).
+fn startup_bytes(partition: &Partition) -> u64 {
+    partition.spec.memory_bytes()
+}
+
+/// The bytes of RAM it holds now.
+fn held_bytes(partition: &Partition) -> u64 {
+    let state = partition.state.lock();
+    (0..partition.spec.memory.len())
+        .map(|vnode| state.ram.mapped_bytes(vnode, None))
+        .sum()
+}
+
+/// A fresh start of `partition` (build or restart): the balloon starts at the layout's
+/// `memory_max`, and the policy decides again.
+pub fn start(partition: &Partition) {
+    if !partition.spec.dynamic {
+        return;
+    }
+    *partition.dynamic.lock() = DynamicState::default();
+    let max: u64 = partition.spec.memory.iter().map(|v| v.max).sum();
+    if max < startup_bytes(partition) {
+        set_target(partition, max, TargetSetter::Policy);
+    }
+}
+
+/// vCPU 0's look at its partition, each pass of its loop: asks the guest for fresh
+/// statistics every [`STATS_PERIOD_MICROS`].
+pub fn poll(partition: &Partition) {
+    if !partition.spec.dynamic {
+        return;
+    }
+    let now = tsc::now();
+    {
+        let mut state = partition.dynamic.lock();
+        if now < state.next_stats {
+            return;
+        }
+        state.next_stats = tsc::deadline_after_micros(STATS_PERIOD_MICROS);
+    }
+    let ram = CurrentRam::of(partition);
+    let delivery = partition.devices.lock().balloon_request_stats(&ram);
+    if let Some(delivery) = delivery {
+        deliver_ioapic(partition, delivery);
+    }
+}
+
+/// A guest write to the balloon's window by vCPU `vcpu`: the register, then whatever queue
+/// work it started.
+pub fn balloon_write(partition: &Partition, vcpu: usize, offset: u64, size: u8, value: u64) {
+    let (event, delivery) = {
+        let mut devices = partition.devices.lock();
+        let event = devices
+            .balloon
+            .as_mut()
+            .map_or(BalloonEvent::None, |b| b.mmio_write(offset, size, value));
+        (event, devices.sync_balloon_line())
+    };
+    if let Some(delivery) = delivery {
+        deliver_ioapic(partition, delivery);
+    }
+    match event {
+        BalloonEvent::None => {}
+        BalloonEvent::QueueWork => serve_queues(partition, vcpu),
+        BalloonEvent::Reset => {
+            // A new driver believes all its RAM is its own: give it back first.
+            let ballooned: Vec<u64> = partition.state.lock().ballooned.iter().copied().collect();
+            if !ballooned.is_empty() {
+                deflate(partition, vcpu, &ballooned);
+            }
+            partition.dynamic.lock().target = None;
+        }
+    }
+}
+
+/// Takes the balloon's queued requests and carries them out, until none are left.
+fn serve_queues(partition: &Partition, vcpu: usize) {
+    // Bounded: every pass takes at most the rings' worth of buffers.
+    for _ in 0..16 {
+        let requests = {
+            let ram = CurrentRam::of(partition);
+            let mut devices = partition.devices.lock();
+            let requests = devices
+                .balloon
+                .as_mut()
+                .map(|b| b.process(&ram))
+                .unwrap_or_default();
+            let delivery = devices.sync_balloon_line();
+            drop(devices);
+            if let Some(delivery) = delivery {
+                deliver_ioapic(partition, delivery);
+            }
+            requests
+        };
+        if requests.is_empty() {
+            return;
+        }
+        let mut more = false;
+        for request in requests {
+            let completion = match request {
+                BalloonRequest::Inflate { pfns, completion } => {
+                    inflate(partition, vcpu, &gpas(&pfns));
+                    completion
+                }
+                BalloonRequest::Deflate { pfns, completion } => {
+                    deflate(partition, vcpu, &gpas(&pfns));
+                    completion
+                }
+                BalloonRequest::Stats(stats) => {
+                    if let (Some(total), Some(available)) = (stats.total, stats.available) {
+                        partition.dynamic.lock().demand = Some(Demand { total, available });
+                        rebalance();
+                    }
+                    continue;
+                }
+            };
+            let ram = CurrentRam::of(partition);
+            let mut devices = partition.devices.lock();
+            let event = devices
+                .balloon
+                .as_mut()
+                .map_or(BalloonEvent::None, |b| b.complete(completion, &ram));
+            more |= event == BalloonEvent::QueueWork;
+            let delivery = devices.sync_balloon_line();
+            drop(devices);
+            if let Some(delivery) = delivery {
+                deliver_ioapic(partition, delivery);
+            }
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+fn gpas(pfns: &[u32]) -> Vec<u64> {
+    pfns.iter().map(|&pfn| u64::from(pfn) << 12).collect()
+}
+
+fn inflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
+    match page_moves::inflate(partition, vcpu, gpas) {
+        Ok(moves) => report_moves(partition, true, &moves),
+        Err(e) => log::error!(
+            "partition \"{}\": its balloon's inflation failed: {e}",
+            partition.name()
+        ),
+    }
+}
+
+fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
+    match page_moves::deflate(partition, vcpu, gpas) {
+        Ok(moves) => report_moves(partition, false, &moves),
+        Err(e) => {
+            // The guest would use pages that nothing backs: stop it rather than let it fault.
+            log::warn!(
+                "partition \"{}\": its balloon cannot give pages back: {e}",
+                partition.name()
+            );
+            partition.control.ask(StopRequest {
+                kind: StopKind::Fault,
+                reason: "no-memory",
+                detail: alloc::format!("its balloon deflated, but {e}"),
+            });
+            for slot in &partition.vcpus {
+                slot.kick();
+            }
+        }
+    }
+}
+
+/// One `balloon` event per vnode and node of `moves`, then the ledger.
+fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove]) {
+    if moves.is_empty() {
+        return;
+    }
+    let size = held_bytes(partition);
+    let mut groups: Vec<(usize, usize)> = moves.iter().map(|m| (m.vnode, m.node)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for (vnode, node) in groups {
+        let mut spas: Vec<u64> = moves
+            .iter()
+            .filter(|m| (m.vnode, m.node) == (vnode, node))
+            .map(|m| m.spa)
+            .collect();
+        spas.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for spa in &spas {
+            match runs.last_mut() {
+                Some(run) if run.0 + run.1 == *spa => run.1 += 4096,
+                _ => runs.push((*spa, 4096)),
+            }
+        }
+        report::emit(&events::balloon(&BalloonMove {
+            partition: partition.name(),
+            inflate,
+            vnode,
+            node,
+            pages: spas.len() as u64,
+            spa: runs,
+            size,
+        }));
+    }
+    if let Some(frames) = FRAMES.lock().as_ref() {
+        report::emit(&events::ledger(&frames.ledger()));
+    }
+}
+
+/// Tells `partition`'s balloon to hold its RAM to `bytes` from now on.
+fn set_target(partition: &Partition, bytes: u64, by: TargetSetter) {
+    let pages = (startup_bytes(partition).saturating_sub(bytes) / 4096).min(u64::from(u32::MAX));
+    let delivery = {
+        let mut devices = partition.devices.lock();
+        if let Some(balloon) = devices.balloon.as_mut() {
+            balloon.set_target_pages(pages as u32);
+        }
+        devices.sync_balloon_line()
+    };
+    if let Some(delivery) = delivery {
+        deliver_ioapic(partition, delivery);
+    }
+    partition.dynamic.lock().target = Some(bytes);
+    report::emit(&events::memory_target(partition.name(), 0, bytes, by));
+}
+
+/// Fixes (or with `None` frees) the memory `vnode` of `partition` should hold: the target
+/// set, within the vnode's bounds (0 when handed back to the policy). With one balloon per
+/// partition, the guest chooses which of its pages it gives; the partition's whole target
+/// becomes this vnode's plus what its other vnodes hold now.
+pub fn set_fixed(
+    partition: &Partition,
+    vnode: usize,
+    bytes: Option<u64>,
+    by: TargetSetter,
+) -> Result<u64, TargetError> {
+    let spec = partition.spec;
+    if !spec.dynamic {
+        return Err(TargetError::NotDynamic);
+    }
+    let Some(bounds) = spec.memory.get(vnode) else {
+        return Err(TargetError::NoSuchVnode {
+            vnodes: spec.memory.len(),
+        });
+    };
+    let Some(bytes) = bytes else {
+        partition.dynamic.lock().fixed = None;
+        rebalance();
+        return Ok(0);
+    };
+    let wanted = (bytes.clamp(bounds.min, bounds.max) / 4096) * 4096;
+    let others: u64 = {
+        let state = partition.state.lock();
+        (0..spec.memory.len())
+            .filter(|&v| v != vnode)
+            .map(|v| state.ram.mapped_bytes(v, None))
+            .sum()
+    };
+    let total = wanted + others;
+    partition.dynamic.lock().fixed = Some(total);
+    set_target(partition, total, by);
+    Ok(wanted)
+}
+
+/// Runs the policy over every running dynamic partition whose RAM is on one host node, and
+/// sets the targets that changed.
+pub fn rebalance() {
+    let Some(_running) = REBALANCING.try_lock() else {
+        return;
+    };
+    let members: Vec<(&'static Partition, Member)> = partitions()
+        .into_iter()
+        .filter(|p| p.spec.dynamic && !p.control.ended() && one_node(p))
+        .map(|p| {
+            let state = p.dynamic.lock();
+            let member = Member {
+                node: p.spec.memory[0].node as usize,
+                current: 0,
+                min: p.spec.memory.iter().map(|v| v.min).sum(),
+                max: p.spec.memory.iter().map(|v| v.max).sum(),
+                demand: state.demand,
+                fixed: state.fixed,
+            };
+            drop(state);
+            (
+                p,
+                Member {
+                    current: held_bytes(p),
+                    ..member
+                },
+            )
+        })
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    let free: Vec<u64> = FRAMES
+        .lock()
+        .as_ref()
+        .map(|f| f.ledger().iter().map(|l| l.free).collect())
+        .unwrap_or_default();
+    let plain: Vec<Member> = members.iter().map(|(_, m)| *m).collect();
+    let targets = dynamic_memory::targets(&plain, &free, &Policy::default());
+    for ((partition, member), target) in members.iter().zip(targets) {
+        let last = partition
+            .dynamic
+            .lock()
+            .target
+            .unwrap_or(startup_bytes(partition));
+        let bound = target == member.min || target == member.max;
+        if member.fixed.is_none()
+            && last != target
+            && (last.abs_diff(target) >= HYSTERESIS || bound)
+        {
+            set_target(partition, target, TargetSetter::Policy);
+        }
+    }
+}
+
+/// Whether every vnode of the partition is on one host node (the policy balances per node).
+fn one_node(partition: &Partition) -> bool {
+    let first = partition.spec.memory.first().map(|v| v.node);
+    partition.spec.memory.iter().all(|v| Some(v.node) == first)
+}
+
+/// The monitor's `balloon NAME VNODE SIZE`: a message for the operator.
+pub fn operator_target(
+    partition: &Partition,
+    vnode: usize,
+    bytes: Option<u64>,
+) -> Result<String, String> {
+    match set_fixed(partition, vnode, bytes, TargetSetter::Operator) {
+        Ok(_) if bytes.is_none() => Ok(alloc::format!(
+            "partition \"{}\": memory left to Dynamic Memory's policy",
+            partition.name()
+        )),
+        Ok(set) => Ok(alloc::format!(
+            "partition \"{}\": vnode {vnode} to hold {} KiB",
+            partition.name(),
+            set >> 10
+        )),
+        Err(e) => Err(alloc::format!("partition \"{}\": {e}", partition.name())),
+    }
+}
