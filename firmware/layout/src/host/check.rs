@@ -332,7 +332,7 @@ fn check_bounds(
             if given.is_some() {
                 report.field(
                     label,
-                    &format!("memory[{index}].{name}"),
+                    format!("memory[{index}].{name}"),
                     "only a partition with Dynamic Memory has bounds; add dynamic = true",
                 );
             }
@@ -353,7 +353,7 @@ fn check_bounds(
     if max > vnode.size {
         report.field(
             label,
-            &format!("memory[{index}].memory_max"),
+            format!("memory[{index}].memory_max"),
             format!(
                 "{} is more than the vnode's size ({}); the balloon only gives back what the \
                  guest started with, so make `size` the most it may hold",
@@ -365,7 +365,7 @@ fn check_bounds(
     if min > max {
         report.field(
             label,
-            &format!("memory[{index}].memory_min"),
+            format!("memory[{index}].memory_min"),
             format!(
                 "{} is more than memory_max ({})",
                 human_size(min),

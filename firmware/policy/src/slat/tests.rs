@@ -294,12 +294,7 @@ fn a_refused_unmap_changes_nothing() {
         ),
         (vec![0x1000, 0x1000], SlatError::NotMapped { gpa: 0x1000 }),
         (vec![0x1000, 2 * GIB], SlatError::NotMapped { gpa: 2 * GIB }),
-        (
-            vec![u64::MAX & !0xFFF],
-            SlatError::NotMapped {
-                gpa: u64::MAX & !0xFFF,
-            },
-        ),
+        (vec![!0xFFF_u64], SlatError::NotMapped { gpa: !0xFFF_u64 }),
     ] {
         assert_eq!(slat.unmap_pages(&mut memory, &mut pool, &gpas), Err(error));
     }
