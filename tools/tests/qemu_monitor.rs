@@ -13,7 +13,9 @@ const STEPS: [(&str, &str); 4] = [
     // Both guests spin: enter the monitor and look, then stop beta.
     (
         "[beta] guest: {\"event\":\"spinning\"}",
-        "\x01mpartitions\rledger\rexits alpha\rreboot alpha\rstop\rstop nobody\rstop beta\r",
+        "\x01mpartitions\rledger\rexits alpha\rreboot alpha\rstop\rstop nobody\r\
+         balloon beta 0 8M\rballoon alpha 0 8M\rballoon beta 3 8M\rballoon beta 0 lots\r\
+         balloon beta 0 auto\rstop beta\r",
     ),
     // beta is gone for good: it cannot be stopped or restarted again; restart alpha.
     (
@@ -65,6 +67,18 @@ fn monitor_commands_typed_on_the_console_change_what_the_report_shows() {
         );
     }
     assert_eq!(outcome("ledger")["ok"], true);
+    // beta has Dynamic Memory: the operator's target is reported (a test guest has no
+    // balloon driver to act on it), then handed back to the policy.
+    assert_eq!(outcome("balloon beta 0 8M")["ok"], true);
+    assert_eq!(outcome("balloon beta 0 auto")["ok"], true);
+    let targets: Vec<&Value> = boot
+        .events("memory_target")
+        .into_iter()
+        .filter(|t| t["by"] == "operator")
+        .collect();
+    assert_eq!(targets.len(), 1, "{context}");
+    assert_eq!(targets[0]["partition"], "beta");
+    assert_eq!(targets[0]["bytes"], 8u64 << 20);
     assert_eq!(outcome("exits alpha")["ok"], true);
     // `ledger` and `exits` print their report events too, while alpha still runs.
     let alpha_exits = boot
@@ -79,6 +93,9 @@ fn monitor_commands_typed_on_the_console_change_what_the_report_shows() {
     for (command, error) in [
         ("reboot alpha", "unknown command \"reboot\""),
         ("stop", "stop needs NAME"),
+        ("balloon alpha 0 8M", "has no Dynamic Memory"),
+        ("balloon beta 3 8M", "it has 1 vnode(s)"),
+        ("balloon beta 0 lots", "SIZE \"lots\" is not understood"),
         (
             "stop nobody",
             "no partition \"nobody\" (partitions: alpha, beta)",

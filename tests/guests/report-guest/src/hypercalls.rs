@@ -153,13 +153,29 @@ fn move_pages(target: u64, list: &mut Page, pages: &mut Pages) -> String {
     let reused = (0..2).all(|i| pages.0[i].0[0] == 0x5A);
     let (again_status, _, _) = call(4, target, at, 1);
     let (after_status, after, after_parent) = call(5, target, ALL_NODES, 0);
+    // Memory targets for the target's vnode 0: one within its bounds, one below its
+    // minimum (clamped), one for a vnode it lacks, a ragged one, and back to the policy.
+    let targets: Vec<String> = [
+        (0, 12 << 20),
+        (0, 4 << 20),
+        (1, 8 << 20),
+        (0, 4097),
+        (0, u64::MAX),
+    ]
+    .iter()
+    .map(|&(vnode, bytes)| {
+        let (status_code, set, _) = call(7, target, vnode, bytes);
+        alloc::format!("[{},{set}]", Json(status(status_code)))
+    })
+    .collect();
     alloc::format!(
-        "\"moves\":{{\"deposit\":[{},{deposited}],\"balance\":[{},{balance},{from_parent}],\"memory\":[{},{mapped},{given_up}],\"withdraw\":[{},{withdrawn}],\"reused\":{reused},\"withdraw_mapped\":{},\"after\":[{},{after},{after_parent}]}}",
+        "\"moves\":{{\"deposit\":[{},{deposited}],\"balance\":[{},{balance},{from_parent}],\"memory\":[{},{mapped},{given_up}],\"withdraw\":[{},{withdrawn}],\"reused\":{reused},\"withdraw_mapped\":{},\"after\":[{},{after},{after_parent}],\"targets\":[{}]}}",
         Json(status(deposit_status)),
         Json(status(balance_status)),
         Json(status(memory_status)),
         Json(status(withdraw_status)),
         Json(status(again_status)),
         Json(status(after_status)),
+        targets.join(","),
     )
 }
