@@ -273,8 +273,9 @@ fn gpas(pfns: &[u32]) -> Vec<u64> {
 }
 
 fn inflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
+    let start = tsc::now();
     match page_moves::inflate(partition, vcpu, gpas) {
-        Ok(moves) => report_moves(partition, true, &moves),
+        Ok(moves) => report_moves(partition, true, &moves, tsc::now() - start),
         Err(e) => log::error!(
             "partition \"{}\": its balloon's inflation failed: {e}",
             partition.name()
@@ -283,8 +284,9 @@ fn inflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
 }
 
 fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
+    let start = tsc::now();
     match page_moves::deflate(partition, vcpu, gpas) {
-        Ok(moves) => report_moves(partition, false, &moves),
+        Ok(moves) => report_moves(partition, false, &moves, tsc::now() - start),
         Err(e) => {
             // The guest would use pages that nothing backs: stop it rather than let it fault.
             log::warn!(
@@ -303,8 +305,9 @@ fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
     }
 }
 
-/// One `balloon` event per vnode and node of `moves`, then the ledger.
-fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove]) {
+/// One `balloon` event per vnode and node of `moves` (with the `ticks` the request took),
+/// then the ledger.
+fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove], ticks: u64) {
     if moves.is_empty() {
         return;
     }
@@ -334,6 +337,7 @@ fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove]) {
             pages: spas.len() as u64,
             spa: runs,
             size,
+            ticks,
         }));
     }
     if let Some(frames) = FRAMES.lock().as_ref() {

@@ -44,7 +44,7 @@ pub enum CallCode {
     GetBalance = 0x0005,
     /// In: `RBX` = partition ID (self or a child), `RCX` = vnode, `RDX` = host node or
     /// [`ALL_NODES`]. Out: `RBX` = guest RAM pages of that vnode on that node, `RCX` = the
-    /// vnode's pages given up by deposits.
+    /// vnode's pages given up (deposited, or held by its balloon).
     GetMemoryInfo = 0x0006,
     /// In: `RBX` = child ID, `RCX` = vnode, `RDX` = the memory the vnode should hold, in
     /// bytes (a multiple of 4 KiB), or [`TARGET_POLICY`] to leave it to Dynamic Memory's

@@ -615,6 +615,9 @@ pub struct BalloonMove<'a> {
     pub spa: Vec<(u64, u64)>,
     /// The bytes of RAM the partition holds after the move.
     pub size: u64,
+    /// Host TSC ticks the hypervisor spent on the request that moved them (SLAT changes,
+    /// the other vCPUs' flushes, the frame allocator).
+    pub ticks: u64,
 }
 
 /// `balloon`: pages a dynamic partition's balloon moved, all of one vnode and host node.
@@ -633,6 +636,7 @@ pub fn balloon(m: &BalloonMove) -> String {
                     });
                 }
             })
-            .u64("size", m.size);
+            .u64("size", m.size)
+            .u64("ticks", m.ticks);
     })
 }
