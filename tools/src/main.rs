@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench_balloon;
 mod bench_linux;
 mod guest_acpi;
 mod layout_cmd;
@@ -478,6 +479,7 @@ fn bench(names: &[String]) -> Result<()> {
     }
     println!();
     io_round_trips(&looper)?;
+    bench_balloon::run()?;
     bench_linux::run()
 }
 

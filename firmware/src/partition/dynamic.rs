@@ -29,6 +29,8 @@ use crate::platform::cpu::tsc;
 
 /// How often vCPU 0 asks its guest for fresh statistics.
 const STATS_PERIOD_MICROS: u64 = 500_000;
+/// The most pages moved at once outside the driver's own requests (a reset's refill).
+const BATCH_PAGES: usize = 256;
 /// A policy target this close to the one set last is not worth a balloon round.
 const HYSTERESIS: u64 = 2 << 20;
 
@@ -64,27 +66,26 @@ pub fn reserve_heap() {
     if pages == 0 {
         return;
     }
-    let block = numavisor_policy::memory::BlockSize::Size2M;
-    let blocks = (pages * HEAP_BYTES_PER_PAGE).div_ceil(block.bytes());
+    // One contiguous run: the heap then serves allocations as large as the books grow.
+    let heap_pages = (pages * HEAP_BYTES_PER_PAGE).div_ceil(4096);
     let mut frames = FRAMES.lock();
     let Some(frames) = frames.as_mut() else {
         return;
     };
     let order: Vec<usize> = (0..frames.node_count()).collect();
-    for _ in 0..blocks {
-        match frames.allocate_near(&order, block, numavisor_policy::memory::Usage::Hypervisor) {
-            // SAFETY: a 2 MiB block just handed out for the hypervisor, identity mapped, and
-            // never freed: it is the heap's from now on.
-            Ok((start, _)) => unsafe {
-                if !crate::platform::heap::grow(start, block.bytes()) {
-                    log::warn!("Dynamic Memory: the heap refused {start:#x}");
-                }
-            },
-            Err(e) => {
-                log::warn!("Dynamic Memory: no memory to grow the heap for its books: {e}");
-                return;
+    match frames.reserve_run_near(
+        &order,
+        heap_pages,
+        numavisor_policy::memory::Usage::Hypervisor,
+    ) {
+        // SAFETY: a run just reserved for the hypervisor, identity mapped, and never freed:
+        // it is the heap's from now on.
+        Ok((start, _)) => unsafe {
+            if !crate::platform::heap::grow(start, heap_pages * 4096) {
+                log::warn!("Dynamic Memory: the heap refused {start:#x}");
             }
-        }
+        },
+        Err(e) => log::warn!("Dynamic Memory: no memory to grow the heap for its books: {e}"),
     }
 }
 
@@ -199,9 +200,19 @@ pub fn balloon_write(partition: &Partition, vcpu: usize, offset: u64, size: u8, 
         BalloonEvent::QueueWork => serve_queues(partition, vcpu),
         BalloonEvent::Reset => {
             // A new driver believes all its RAM is its own: give it back first.
-            let ballooned: Vec<u64> = partition.state.lock().ballooned.iter().copied().collect();
-            if !ballooned.is_empty() {
-                deflate(partition, vcpu, &ballooned);
+            // In bounded batches, like the driver's own.
+            loop {
+                let batch: Vec<u64> = partition
+                    .state
+                    .lock()
+                    .ballooned
+                    .iter()
+                    .take(BATCH_PAGES)
+                    .copied()
+                    .collect();
+                if batch.is_empty() || !deflate(partition, vcpu, &batch) {
+                    break;
+                }
             }
             partition.dynamic.lock().target = None;
         }
@@ -238,7 +249,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                     completion
                 }
                 BalloonRequest::Deflate { pfns, completion } => {
-                    deflate(partition, vcpu, &gpas(&pfns));
+                    let _ = deflate(partition, vcpu, &gpas(&pfns));
                     completion
                 }
                 BalloonRequest::Stats(stats) => {
@@ -283,10 +294,14 @@ fn inflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
     }
 }
 
-fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
+/// Deflates `gpas`; false if it could not (the partition is then being stopped).
+fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> bool {
     let start = tsc::now();
     match page_moves::deflate(partition, vcpu, gpas) {
-        Ok(moves) => report_moves(partition, false, &moves, tsc::now() - start),
+        Ok(moves) => {
+            report_moves(partition, false, &moves, tsc::now() - start);
+            true
+        }
         Err(e) => {
             // The guest would use pages that nothing backs: stop it rather than let it fault.
             log::warn!(
@@ -301,6 +316,7 @@ fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
             for slot in &partition.vcpus {
                 slot.kick();
             }
+            false
         }
     }
 }
@@ -420,10 +436,18 @@ pub fn rebalance() {
                 fixed: state.fixed,
             };
             drop(state);
+            let held = held_bytes(p);
+            // The guest's own total leaves out what its kernel keeps for itself: what it
+            // uses is what it holds less what it says is available.
+            let demand = member.demand.map(|d| Demand {
+                total: held,
+                available: d.available.min(held),
+            });
             (
                 p,
                 Member {
-                    current: held_bytes(p),
+                    current: held,
+                    demand,
                     ..member
                 },
             )

@@ -496,9 +496,20 @@ fn free_pages(moves: &[PageMove]) {
 /// Before a restart: the pages its balloon held are backed again (a restarted guest has its
 /// whole RAM). False if a node has no free page for one of them.
 pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bool {
+    while !state.ballooned.is_empty() {
+        if !refill_some(partition, state) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Refills up to 256 ballooned pages (bounded allocations); false if it could not.
+fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
     let wanted: Vec<(u64, usize, usize)> = state
         .ballooned
         .iter()
+        .take(256)
         .filter_map(|&gpa| {
             let block = state
                 .ram
@@ -509,6 +520,8 @@ pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bo
         })
         .collect();
     if wanted.is_empty() {
+        // Nothing left that is RAM (cannot happen: only RAM is ballooned).
+        state.ballooned.clear();
         return true;
     }
     let moves = match take_pages(&wanted) {
@@ -526,7 +539,9 @@ pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bo
         );
         return false;
     }
-    state.ballooned.clear();
+    for m in &moves {
+        state.ballooned.remove(&m.gpa);
+    }
     memory_sync::bump(partition, state);
     true
 }

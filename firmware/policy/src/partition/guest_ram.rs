@@ -155,35 +155,39 @@ impl GuestRam {
             .count() as u64
     }
 
-    /// Every host range `[start, end)` backing this RAM, merged where adjacent and sorted:
-    /// what the partition gives back when it stops, and what a restart zeroes.
-    pub fn host_ranges(&self) -> Vec<(u64, u64)> {
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for block in &self.blocks {
+    /// Every host range `[start, end)` backing this RAM, block by block in GPA order (not
+    /// merged: each is whole pieces of what the frame allocator handed out): what the
+    /// partition gives back when it stops, and what a restart zeroes. An iterator, so that a
+    /// partition with many moved pages needs no large allocation to be released.
+    pub fn host_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.blocks.iter().flat_map(move |block| {
             let end = block.gpa + block.size.bytes();
+            let host = move |gpa: u64| block.spa + (gpa - block.gpa);
             let mut at = block.gpa;
-            for (&page, &spa) in self.changed.range(block.gpa..end) {
-                if page > at {
-                    ranges.push((block.spa + (at - block.gpa), block.spa + (page - block.gpa)));
+            let mut changes = self.changed.range(block.gpa..end);
+            let mut pending: Option<(u64, u64)> = None;
+            core::iter::from_fn(move || loop {
+                if let Some(range) = pending.take() {
+                    return Some(range);
                 }
-                if let Some(spa) = spa {
-                    ranges.push((spa, spa + PAGE_SIZE));
+                match changes.next() {
+                    Some((&page, &spa)) => {
+                        let before = (page > at).then(|| (host(at), host(page)));
+                        at = page + PAGE_SIZE;
+                        pending = spa.map(|spa| (spa, spa + PAGE_SIZE));
+                        if before.is_some() {
+                            return before;
+                        }
+                    }
+                    None if end > at => {
+                        let last = (host(at), host(end));
+                        at = end;
+                        return Some(last);
+                    }
+                    None => return None,
                 }
-                at = page + PAGE_SIZE;
-            }
-            if end > at {
-                ranges.push((block.spa + (at - block.gpa), block.spa + block.size.bytes()));
-            }
-        }
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                Some(last) if last.1 == start => last.1 = end,
-                _ => merged.push((start, end)),
-            }
-        }
-        merged
+            })
+        })
     }
 }
 
@@ -248,8 +252,9 @@ mod tests {
     #[test]
     fn host_ranges_leave_out_holes_and_add_refills() {
         let mut ram = ram();
+        let ranges = |ram: &GuestRam| ram.host_ranges().collect::<alloc::vec::Vec<_>>();
         assert_eq!(
-            ram.host_ranges(),
+            ranges(&ram),
             vec![(0x1000_0000, 0x1020_0000), (0x8000_0000, 0x8020_0000)]
         );
         ram.unmap_page(0);
@@ -257,10 +262,11 @@ mod tests {
         ram.unmap_page(2 * MIB + 0x1f_f000);
         ram.map_page(0x5000, 0x1020_0000); // just past the first block's host range
         assert_eq!(
-            ram.host_ranges(),
+            ranges(&ram),
             vec![
                 (0x1000_1000, 0x1000_5000),
-                (0x1000_6000, 0x1020_1000),
+                (0x1020_0000, 0x1020_1000),
+                (0x1000_6000, 0x1020_0000),
                 (0x8000_0000, 0x801f_f000)
             ]
         );
