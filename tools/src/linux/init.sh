@@ -166,7 +166,7 @@ test_memory() {
         wanted=$(((unballooned_kb * 4 / 5 - (total_kb - available_kb)) / 1024))
         [ "$wanted" -gt 0 ] || wanted=0
         mkdir -p /tmp/load
-        mount -t tmpfs -o size=$((wanted + 1))m tmpfs /tmp/load
+        mount -t tmpfs -o size=$((wanted + MEMORY_CHUNK_MIB))m tmpfs /tmp/load
     fi
     while [ "$elapsed" -lt "$MEMORY_RUN_S" ]; do
         if [ "$mode" = load ] && [ "$elapsed" -ge "$MEMORY_IDLE_S" ]; then
@@ -179,6 +179,8 @@ test_memory() {
                     if dd if=/dev/zero of="/tmp/load/$seq" bs=1M count="$chunk" 2>/dev/null; then
                         filled=$((filled + chunk))
                     else
+                        # Out of memory or space: drop the part written, try again later.
+                        rm -f "/tmp/load/$seq"
                         failures=$((failures + 1))
                     fi
                     memory_sample
