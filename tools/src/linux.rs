@@ -570,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn default_init_has_the_dynamic_memory_tests() {
+        for needle in [
+            "memory-idle) test_memory idle ;;",
+            "memory-load) test_memory load ;;",
+            r#"{\"event\":\"meminfo\",\"mode\":\"$mode\",\"seq\":$seq,"#,
+            r#"{\"event\":\"memory_done\""#,
+            r#"{\"event\":\"balloon_driver\""#,
+            "/sys/bus/virtio/drivers/virtio_balloon",
+            "MemAvailable:",
+        ] {
+            assert!(DEFAULT_INIT.contains(needle), "{needle} missing");
+        }
+        // The fill is gated on MemAvailable, so that it never runs the guest out of memory.
+        assert!(DEFAULT_INIT.contains("chunk=$((available_kb / 1024 - MEMORY_RESERVE_MIB))"));
+    }
+
+    #[test]
     fn modinfo_depends_is_read() {
         let module = b"\x7fELF\0\0license=GPL\0depends=virtio,virtio_ring\0vermagic=6.1\0";
         assert_eq!(modinfo_depends(module), ["virtio", "virtio_ring"]);
