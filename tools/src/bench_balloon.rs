@@ -45,40 +45,69 @@ pub fn run() -> Result<()> {
             per_mib_us * 256.0
         );
     }
-    let first = report.events.iter().position(|e| {
-        e["event"] == "balloon" && e["partition"] == "busy" && e["kind"] == "deflate"
-    });
-    if let Some(first) = first {
-        // Memory moving towards the busy partition: from its first deflation to its largest
-        // size, in the report's own order (no timestamps on balloon events: use the console's).
-        let sizes: Vec<u64> = report.events[first..]
+    // Memory moving towards the busy partition under load: its deflations before it stopped
+    // (Linux deflates its whole balloon as it powers off: those come after its last report).
+    let done = report
+        .events
+        .iter()
+        .find(|e| {
+            e["event"] == "console"
+                && e["partition"] == "busy"
+                && e["line"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("\"memory_done\""))
+        })
+        .and_then(|e| e["us"].as_u64())
+        .unwrap_or(u64::MAX);
+    let busy_deflates: Vec<&&Value> = balloon
+        .iter()
+        .filter(|e| e["partition"] == "busy" && e["kind"] == "deflate")
+        .filter(|e| e["us"].as_u64().is_some_and(|us| us < done))
+        .collect();
+    let targets = report
+        .events
+        .iter()
+        .filter(|e| e["event"] == "memory_target" && e["partition"] == "busy")
+        .count();
+    if let (Some(first), Some(last)) = (busy_deflates.first(), busy_deflates.last()) {
+        let us = |e: &Value| e["us"].as_u64().unwrap_or(0) as f64;
+        let bytes: u64 = busy_deflates
             .iter()
-            .filter(|e| e["event"] == "balloon" && e["partition"] == "busy")
-            .filter_map(|e| e["size"].as_u64())
-            .collect();
-        let low = sizes.first().copied().unwrap_or(0);
-        let high = sizes.iter().copied().max().unwrap_or(0);
+            .filter_map(|e| e["bytes"].as_u64())
+            .sum();
+        let seconds = (us(last) - us(first)) / 1e6;
         println!(
-            "busy partition grew from {:.0} MiB to {:.0} MiB under load",
-            low as f64 / MIB,
-            high as f64 / MIB
+            "busy partition: {:.0} MiB given back to it by its balloon over {seconds:.1} s ({:.1} MiB/s wall clock, the policy setting {targets} targets at most 64 MiB apart, every 500 ms at most)",
+            bytes as f64 / MIB,
+            bytes as f64 / MIB / seconds.max(1e-9)
         );
     }
-    let timing = report
-        .event("partition_timing")
-        .and_then(|t| t["partitions"].as_array().cloned())
-        .unwrap_or_default();
-    let rate = |name: &str| {
-        timing.iter().find(|p| p["name"] == name).map(|p| {
-            let exits = p["exits"].as_u64().unwrap_or(0) as f64;
-            let seconds = p["run_ticks"].as_u64().unwrap_or(0) as f64 / hz;
-            exits / seconds.max(1e-9)
-        })
+    // What an idle guest's balloon costs: its exits beyond its static twin's, by kind.
+    let counts = |name: &str| {
+        report
+            .events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "exit_counts" && e["partition"] == name)
+            .cloned()
     };
-    if let (Some(idle), Some(still)) = (rate("idle"), rate("still")) {
+    if let (Some(idle), Some(still)) = (counts("idle"), counts("still")) {
+        let seconds = idle["us"].as_u64().unwrap_or(0) as f64 / 1e6;
+        let mut extra = Vec::new();
+        let mut total = 0i64;
+        if let Some(kinds) = idle["exits"].as_object() {
+            for (kind, n) in kinds {
+                let d = n.as_i64().unwrap_or(0) - still["exits"][kind].as_i64().unwrap_or(0);
+                total += d;
+                if d != 0 {
+                    extra.push(format!("{kind} {:+.1}", d as f64 / seconds.max(1e-9)));
+                }
+            }
+        }
         println!(
-            "idle guest: {idle:.0} VM exits/s with Dynamic Memory, {still:.0} without: the balloon costs {:.0} exits/s (statistics every 500 ms, and its own inflation)",
-            idle - still
+            "idle dynamic guest against its static twin: {:+.1} VM exits/s over {seconds:.0} s ({}); this includes its own shrinking and its power-off deflation",
+            total as f64 / seconds.max(1e-9),
+            extra.join(", ")
         );
     }
     println!();

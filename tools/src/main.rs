@@ -72,6 +72,9 @@ enum Commands {
     Bench {
         #[arg(long, value_delimiter = ',', default_value = "two-nodes,eight-nodes")]
         topologies: Vec<String>,
+        /// Only Dynamic Memory's figures (the balloon), not the whole bench.
+        #[arg(long)]
+        balloon_only: bool,
     },
 }
 
@@ -123,7 +126,10 @@ fn main() -> Result<()> {
             ..
         } => run(&topology, layout.as_deref(), stay, &append, firmware),
         Commands::Test => test(),
-        Commands::Bench { topologies } => bench(&topologies),
+        Commands::Bench {
+            balloon_only: true, ..
+        } => bench_balloon::run(),
+        Commands::Bench { topologies, .. } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
         Commands::CheckLayout(args) => layout_cmd::run(args),
     }

@@ -354,6 +354,7 @@ fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove], ticks:
             spa: runs,
             size,
             ticks,
+            micros: tsc::micros_since_entry(),
         }));
     }
     if let Some(frames) = FRAMES.lock().as_ref() {

@@ -6,6 +6,7 @@
 //! (`Arc`), replaced when the partition's memory changes (`Partition::memory_generation`).
 
 use alloc::sync::Arc;
+use core::cell::RefCell;
 
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::zeroing::Span;
@@ -13,7 +14,9 @@ use numavisor_policy::slat::TableMemory;
 
 /// The partition's guest RAM, as one vCPU (or the builder) sees it.
 pub struct GuestMemory {
-    ram: Arc<GuestRam>,
+    /// A cell so that the vCPU moving pages can let go of its copy meanwhile (the moves then
+    /// edit the partition's RAM in place rather than copying it).
+    ram: RefCell<Arc<GuestRam>>,
     /// Writes only check that their bytes fall in guest RAM (a build-time dry run).
     checking: bool,
 }
@@ -22,7 +25,7 @@ impl GuestMemory {
     /// Guest RAM that `write` fills.
     pub fn new(ram: Arc<GuestRam>) -> Self {
         GuestMemory {
-            ram,
+            ram: RefCell::new(ram),
             checking: false,
         }
     }
@@ -31,14 +34,27 @@ impl GuestMemory {
     /// checked when the partition is built and written when its CPUs start it.
     pub fn checking(ram: Arc<GuestRam>) -> Self {
         GuestMemory {
-            ram,
+            ram: RefCell::new(ram),
             checking: true,
         }
     }
 
+    /// Lets go of this view's copy of the RAM (it reaches nothing until [`attach`]): a vCPU
+    /// about to move pages, so the partition's RAM is edited in place, not copied.
+    ///
+    /// [`attach`]: GuestMemory::attach
+    pub fn detach(&self) {
+        *self.ram.borrow_mut() = Arc::new(GuestRam::default());
+    }
+
+    /// Reaches `ram` from now on.
+    pub fn attach(&self, ram: Arc<GuestRam>) {
+        *self.ram.borrow_mut() = ram;
+    }
+
     /// The host address of `gpa` and how many bytes follow it at contiguous host addresses.
     fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
-        self.ram.translate(gpa)
+        self.ram.borrow().translate(gpa)
     }
 
     /// Copies `bytes` to guest-physical `gpa`; false if any byte falls outside guest RAM.
@@ -83,7 +99,7 @@ impl GuestMemory {
         if self.checking {
             return;
         }
-        for (start, end) in self.ram.host_ranges() {
+        for (start, end) in self.ram.borrow().host_ranges() {
             // SAFETY: a host range backing this partition's guest RAM (its blocks less the
             // pages it gave up, plus their refills), identity mapped; no guest runs on it
             // while it is zeroed (the partition is stopped).
@@ -94,7 +110,8 @@ impl GuestMemory {
     /// Zeroes `span` of one block (nothing where it does not lie inside that block). Only
     /// before the first start, when no page has moved.
     pub fn zero(&self, span: Span) {
-        let Some(block) = self.ram.blocks().get(span.block).filter(|_| !self.checking) else {
+        let ram = self.ram.borrow();
+        let Some(block) = ram.blocks().get(span.block).filter(|_| !self.checking) else {
             return;
         };
         if span

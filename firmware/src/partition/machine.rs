@@ -68,7 +68,11 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn balloon_write(&self, vcpu: usize, offset: u64, size: u8, value: u64) {
+        // This vCPU's copy of the RAM is let go while pages move, and the current RAM taken
+        // back after (the loop renews it anyway before the next entry).
+        self.memory.detach();
         super::dynamic::balloon_write(self.partition, vcpu, offset, size, value);
+        self.memory.attach(self.partition.state.lock().ram.clone());
     }
 
     fn hypercall(&self, call: &Call) -> Reply {

@@ -618,6 +618,8 @@ pub struct BalloonMove<'a> {
     /// Host TSC ticks the hypervisor spent on the request that moved them (SLAT changes,
     /// the other vCPUs' flushes, the frame allocator).
     pub ticks: u64,
+    /// Microseconds since the hypervisor's entry, when the move was done.
+    pub micros: u64,
 }
 
 /// `balloon`: pages a dynamic partition's balloon moved, all of one vnode and host node.
@@ -637,6 +639,7 @@ pub fn balloon(m: &BalloonMove) -> String {
                 }
             })
             .u64("size", m.size)
-            .u64("ticks", m.ticks);
+            .u64("ticks", m.ticks)
+            .u64("us", m.micros);
     })
 }
