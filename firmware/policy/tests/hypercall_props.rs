@@ -3,7 +3,8 @@
 //! own guest RAM on one or two host nodes, goes through random deposits, withdrawals and
 //! stops, with hostile arguments mixed in (unaligned, duplicate, unmapped and foreign GPAs,
 //! unknown and self IDs, callers that are not the parent). A model of the hardware edge
-//! applies each committed plan (unmap for a deposit, map for a withdrawal). After every step:
+//! applies each committed plan (unmap for a deposit, map for a withdrawal), and a restart's
+//! reclaim (the children's pools first, free memory for the rest). After every step:
 //!
 //! - a page in a pool is in no GPA space;
 //! - a page is in at most one pool, and in at most one GPA space at one GPA;
@@ -98,6 +99,11 @@ enum Op {
     Stop {
         partition: Index,
     },
+    /// The partition restarts: it takes back what its children's pools hold of its
+    /// deposits, and the rest of its slots from free memory of their nodes.
+    Restart {
+        partition: Index,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -112,6 +118,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<Index>(), prop::collection::vec(any::<Index>(), 1..5))
             .prop_map(|(child, picks)| Op::ParentWithdraw { child, picks }),
         1 => any::<Index>().prop_map(|partition| Op::Stop { partition }),
+        1 => any::<Index>().prop_map(|partition| Op::Restart { partition }),
     ]
 }
 
@@ -136,6 +143,7 @@ enum Resolved {
         gpas: Vec<u64>,
     },
     Stop(usize),
+    Restart(usize),
 }
 
 /// Where one host page is: the pools holding it, and the (partition, GPA) pairs mapping it.
@@ -254,6 +262,7 @@ proptest! {
                     Resolved::Withdraw { caller, target: PartitionId::Index(child), gpas: picked(&holes, picks) }
                 }
                 Op::Stop { partition } => Resolved::Stop(partition.index(count)),
+                Op::Restart { partition } => Resolved::Restart(partition.index(count)),
             };
             let refused = match &call {
                 Resolved::Deposit { caller, target, gpas } => {
@@ -298,6 +307,32 @@ proptest! {
                     }
                     for (spa, node) in bank.close(partition) {
                         freed.insert(spa, node);
+                    }
+                    None
+                }
+                Resolved::Restart(partition) => {
+                    let partition = *partition;
+                    if !stopped.contains(&partition) {
+                        let (moved, left) = bank.reclaim(partition);
+                        for (child, m) in &moved {
+                            prop_assert_eq!(bank.parent_of(*child), Some(partition));
+                            prop_assert!(!stopped.contains(child));
+                            prop_assert!(spaces.backing(partition, m.gpa).is_none(), "slot mapped");
+                            spaces.0[partition].insert(m.gpa, Backing { spa: m.spa, node: m.node, vnode: m.vnode });
+                        }
+                        // The rest from free memory of the slot's node (the model's edge).
+                        for m in &left {
+                            let spa = freed.iter().find(|&(_, &n)| n == m.node).map(|(&spa, _)| spa);
+                            if let Some(spa) = spa {
+                                freed.remove(&spa);
+                                spaces.0[partition].insert(m.gpa, Backing { spa, node: m.node, vnode: m.vnode });
+                            }
+                        }
+                        prop_assert_eq!(
+                            (0..PAGES).filter(|p| bank.is_slot(partition, p * PAGE)).count(),
+                            0,
+                            "a restarted partition has no slots"
+                        );
                     }
                     None
                 }
