@@ -343,6 +343,8 @@ pub enum BalloonError {
     NoMemory { gpa: u64, node: usize },
     /// The SLAT refused the change (a bug: the tables for it were deposited at build).
     Slat(SlatError),
+    /// The frame allocator holds no block for a page the partition maps (corrupt books).
+    Books(numavisor_policy::memory::FreeError),
 }
 
 impl core::fmt::Display for BalloonError {
@@ -353,6 +355,7 @@ impl core::fmt::Display for BalloonError {
                 "host node {node} has no free page to give back guest-physical {gpa:#x}"
             ),
             BalloonError::Slat(e) => write!(f, "{e}"),
+            BalloonError::Books(e) => write!(f, "the frame allocator's books disagree: {e}"),
         }
     }
 }
@@ -387,10 +390,7 @@ pub fn inflate(
         let mut frames = FRAMES.lock();
         if let Some(frames) = frames.as_mut() {
             for m in &moves {
-                frames.carve(m.spa).map_err(|_| BalloonError::NoMemory {
-                    gpa: m.gpa,
-                    node: m.node,
-                })?;
+                frames.carve(m.spa).map_err(BalloonError::Books)?;
             }
         }
     }
