@@ -31,6 +31,8 @@ use crate::platform::cpu::tsc;
 const STATS_PERIOD_MICROS: u64 = 500_000;
 /// The most pages moved at once outside the driver's own requests (a reset's refill).
 const BATCH_PAGES: usize = 256;
+/// Growth in a guest's use, between two reports, that counts as rising.
+const RISING: u64 = 1 << 20;
 /// A policy target this close to the one set last is not worth a balloon round.
 const HYSTERESIS: u64 = 2 << 20;
 
@@ -44,6 +46,9 @@ pub struct DynamicState {
     target: Option<u64>,
     /// What its guest reported last.
     demand: Option<Demand>,
+    /// What it used at its report before, and whether its use has grown since.
+    last_used: Option<u64>,
+    rising: bool,
     /// Host TSC of the next statistics request.
     next_stats: u64,
 }
@@ -254,7 +259,12 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                 }
                 BalloonRequest::Stats(stats) => {
                     if let (Some(total), Some(available)) = (stats.total, stats.available) {
-                        partition.dynamic.lock().demand = Some(Demand { total, available });
+                        let used = held_bytes(partition).saturating_sub(available);
+                        let mut state = partition.dynamic.lock();
+                        state.demand = Some(Demand { total, available });
+                        state.rising = state.last_used.is_some_and(|last| used > last + RISING);
+                        state.last_used = Some(used);
+                        drop(state);
                         rebalance();
                     }
                     continue;
@@ -435,6 +445,7 @@ pub fn rebalance() {
                 max: p.spec.memory.iter().map(|v| v.max).sum(),
                 demand: state.demand,
                 fixed: state.fixed,
+                rising: state.rising,
             };
             drop(state);
             let held = held_bytes(p);

@@ -7,8 +7,9 @@
 //! (Hyper-V's "memory buffer", 20 % by default), within its layout bounds. Growth comes from
 //! the node's free memory; when that is short, members above their bare demand are squeezed
 //! toward it (never below their minimum), and the growth follows as their balloons give the
-//! memory back. Every round moves a member by at most one step, so a spike is followed, not
-//! chased.
+//! memory back. Every round grows a member by at most one step and shrinks it by at most a
+//! smaller one, and never shrinks one whose use is rising, so a spike is followed, not chased,
+//! and memory is not taken from a guest while it fills it.
 
 use alloc::vec::Vec;
 
@@ -44,6 +45,10 @@ pub struct Member {
     pub demand: Option<Demand>,
     /// A target an operator or its parent set, which the policy keeps (clamped to bounds).
     pub fixed: Option<u64>,
+    /// Its guest's use grew since its report before: it is not shrunk this round (its last
+    /// statistics may already be stale, and taking memory from a guest that is filling it
+    /// races its own allocations).
+    pub rising: bool,
 }
 
 /// The policy's settings.
@@ -51,8 +56,11 @@ pub struct Member {
 pub struct Policy {
     /// Memory held beyond demand, in percent of demand.
     pub buffer_percent: u64,
-    /// The most one round moves a member, in bytes.
+    /// The most one round grows a member, in bytes.
     pub step: u64,
+    /// The most one round shrinks a member, in bytes: memory is taken back slowly, given
+    /// quickly (as Hyper-V does).
+    pub shrink_step: u64,
 }
 
 impl Default for Policy {
@@ -60,6 +68,7 @@ impl Default for Policy {
         Policy {
             buffer_percent: 20,
             step: 64 << 20,
+            shrink_step: 16 << 20,
         }
     }
 }
@@ -129,6 +138,8 @@ fn balance_node(
                 ask
             };
             member.current + pages(granted.min(policy.step))
+        } else if member.rising && member.fixed.is_none() {
+            member.current
         } else {
             // Short of memory, members with more than their bare demand give back the rest.
             let keep = if short && member.fixed.is_none() {
@@ -136,7 +147,8 @@ fn balance_node(
             } else {
                 want
             };
-            member.current - pages((member.current - keep.min(member.current)).min(policy.step))
+            let shrink = (member.current - keep.min(member.current)).min(policy.shrink_step);
+            member.current - pages(shrink)
         };
         targets[i] = clamp(member, target);
     }
@@ -160,21 +172,27 @@ mod tests {
                 available: (current - used) * MIB,
             }),
             fixed: None,
+            rising: false,
         }
     }
 
     #[test]
     fn an_idle_partition_shrinks_to_its_demand_plus_buffer_a_step_at_a_time() {
         let policy = Policy::default();
+        // Memory is taken back 16 MiB a round at most.
         let idle = member(512, 100);
-        assert_eq!(targets(&[idle], &[0], &policy), vec![448 * MIB]);
-        let idle = member(200, 100);
-        assert_eq!(targets(&[idle], &[0], &policy), vec![136 * MIB]);
+        assert_eq!(targets(&[idle], &[0], &policy), vec![496 * MIB]);
         let idle = member(130, 100);
         assert_eq!(targets(&[idle], &[0], &policy), vec![120 * MIB]);
         // Never below its minimum.
-        let idle = member(100, 10);
+        let idle = member(70, 10);
         assert_eq!(targets(&[idle], &[0], &policy), vec![64 * MIB]);
+        // Not while its use rises.
+        let rising = Member {
+            rising: true,
+            ..member(200, 100)
+        };
+        assert_eq!(targets(&[rising], &[0], &policy), vec![200 * MIB]);
     }
 
     #[test]
@@ -200,7 +218,7 @@ mod tests {
         let idle = member(384, 120);
         let t = targets(&[busy, idle], &[16 * MIB], &policy);
         // The busy one gets what is free; the idle one goes to its bare demand, a step.
-        assert_eq!(t, vec![144 * MIB, 320 * MIB]);
+        assert_eq!(t, vec![144 * MIB, 368 * MIB]);
         // One that wants to grow itself keeps what it has.
         let t = targets(&[busy, member(130, 120)], &[0], &policy);
         assert_eq!(t, vec![128 * MIB, 130 * MIB]);
@@ -217,7 +235,7 @@ mod tests {
         assert_eq!(t[0], 128 * MIB);
         let mut pinned = member(384, 100);
         pinned.fixed = Some(300 * MIB + 5);
-        assert_eq!(targets(&[pinned], &[0], &policy), vec![320 * MIB]);
+        assert_eq!(targets(&[pinned], &[0], &policy), vec![368 * MIB]);
         pinned.fixed = Some(1 << 40);
         pinned.current = 500 * MIB;
         assert_eq!(targets(&[pinned], &[1 << 30], &policy), vec![512 * MIB]);

@@ -200,9 +200,14 @@ impl PlatformDevices {
             reset: ResetControl::new(),
             pci: PciAbsent::new(),
             ioapic: IoApic::new(config.ioapic_id),
-            balloon: config
-                .virtio_balloon
-                .map(|_| VirtioBalloon::new(BalloonConfig::default())),
+            // DEFLATE_ON_OOM: a guest about to run out of memory takes pages back from its
+            // balloon (from its vnode's node) rather than kill a process; the policy then
+            // sees its demand.
+            balloon: config.virtio_balloon.map(|_| {
+                VirtioBalloon::new(BalloonConfig {
+                    deflate_on_oom: true,
+                })
+            }),
             uart_line: false,
             balloon_line: false,
         })
