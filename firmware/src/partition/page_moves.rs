@@ -228,29 +228,18 @@ pub fn close(index: usize) {
     }
 }
 
-/// Unmaps 4 KiB pages from the partition's SLAT (splitting leaves with pool pages).
-fn unmap(partition: &Partition, state: &mut PartitionState, gpas: &[u64]) -> Result<(), SlatError> {
-    match Active::arch() {
-        Arch::Svm => unmap_in::<Npt>(partition, state, gpas),
-        Arch::Vmx => unmap_in::<Ept>(partition, state, gpas),
-    }
+/// A change to a partition's SLAT after build.
+enum SlatEdit<'a> {
+    /// Unmap these 4 KiB pages (splitting leaves with pool pages).
+    Unmap(&'a [u64]),
+    /// Map each move's host page at its GPA read-write-execute (a hole keeps its split
+    /// tables, so this takes no page).
+    Map(&'a [PageMove]),
 }
 
-fn unmap_in<F: SlatFormat>(
-    partition: &Partition,
-    state: &mut PartitionState,
-    gpas: &[u64],
-) -> Result<(), SlatError> {
-    let max_page = Active::clamp_page(partition.spec.max_page);
-    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
-    let Some(pool) = state.pool.as_mut() else {
-        return Err(SlatError::NotMapped {
-            gpa: gpas.first().copied().unwrap_or(0),
-        });
-    };
-    slat.unmap_pages(&mut IdentityTables, pool, gpas)?;
-    state.slat = slat.stats();
-    Ok(())
+/// Unmaps 4 KiB pages from the partition's SLAT.
+fn unmap(partition: &Partition, state: &mut PartitionState, gpas: &[u64]) -> Result<(), SlatError> {
+    edit_slat(partition, state, SlatEdit::Unmap(gpas))
 }
 
 /// Maps each move's host page at its GPA (a hole of the RAM) read-write-execute, in the
@@ -260,40 +249,62 @@ fn map(
     state: &mut PartitionState,
     moves: &[PageMove],
 ) -> Result<(), SlatError> {
-    match Active::arch() {
-        Arch::Svm => map_in::<Npt>(partition, state, moves),
-        Arch::Vmx => map_in::<Ept>(partition, state, moves),
-    }
-}
-
-fn map_in<F: SlatFormat>(
-    partition: &Partition,
-    state: &mut PartitionState,
-    moves: &[PageMove],
-) -> Result<(), SlatError> {
-    let max_page = Active::clamp_page(partition.spec.max_page);
-    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
-    let Some(pool) = state.pool.as_mut() else {
-        return Err(SlatError::NotMapped {
-            gpa: moves.first().map_or(0, |m| m.gpa),
-        });
-    };
-    let rwx = Permissions::READ_WRITE_EXECUTE;
-    for (done, m) in moves.iter().enumerate() {
-        if let Err(e) = slat.map(&mut IdentityTables, pool, m.gpa, m.spa, 4096, rwx) {
-            // The holes keep their split tables, so this needs no page; undo what was done.
-            let mapped: Vec<u64> = moves[..done].iter().map(|m| m.gpa).collect();
-            if !mapped.is_empty() {
-                let _ = slat.unmap_pages(&mut IdentityTables, pool, &mapped);
-            }
-            return Err(e);
-        }
-    }
-    state.slat = slat.stats();
+    edit_slat(partition, state, SlatEdit::Map(moves))?;
     let ram = Arc::make_mut(&mut state.ram);
     for m in moves {
         ram.map_page(m.gpa, m.spa);
     }
+    Ok(())
+}
+
+/// Carries out `edit` on the SLAT of the backend's format. All or nothing.
+fn edit_slat(
+    partition: &Partition,
+    state: &mut PartitionState,
+    edit: SlatEdit,
+) -> Result<(), SlatError> {
+    match Active::arch() {
+        Arch::Svm => edit_slat_in::<Npt>(partition, state, edit),
+        Arch::Vmx => edit_slat_in::<Ept>(partition, state, edit),
+    }
+}
+
+fn edit_slat_in<F: SlatFormat>(
+    partition: &Partition,
+    state: &mut PartitionState,
+    edit: SlatEdit,
+) -> Result<(), SlatError> {
+    let max_page = Active::clamp_page(partition.spec.max_page);
+    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
+    let first = match &edit {
+        SlatEdit::Unmap(gpas) => gpas.first().copied(),
+        SlatEdit::Map(moves) => moves.first().map(|m| m.gpa),
+    };
+    // A partition that has released its pool has no SLAT to change.
+    let Some(pool) = state.pool.as_mut() else {
+        return Err(SlatError::NotMapped {
+            gpa: first.unwrap_or(0),
+        });
+    };
+    match edit {
+        SlatEdit::Unmap(gpas) => {
+            slat.unmap_pages(&mut IdentityTables, pool, gpas)?;
+        }
+        SlatEdit::Map(moves) => {
+            let rwx = Permissions::READ_WRITE_EXECUTE;
+            for (done, m) in moves.iter().enumerate() {
+                if let Err(e) = slat.map(&mut IdentityTables, pool, m.gpa, m.spa, 4096, rwx) {
+                    // Undo what was done (unmapping a 4 KiB leaf takes no page).
+                    let mapped: Vec<u64> = moves[..done].iter().map(|m| m.gpa).collect();
+                    if !mapped.is_empty() {
+                        let _ = slat.unmap_pages(&mut IdentityTables, pool, &mapped);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    state.slat = slat.stats();
     Ok(())
 }
 
