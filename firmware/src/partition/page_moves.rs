@@ -441,11 +441,7 @@ pub fn deflate(
         .iter()
         .filter(|&&gpa| state.ballooned.contains(&gpa) && seen.insert(gpa))
         .filter_map(|&gpa| {
-            let block = state
-                .ram
-                .blocks()
-                .iter()
-                .find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            let block = state.ram.block_of(gpa)?;
             Some((gpa, block.node, block.vnode))
         })
         .collect();
@@ -522,11 +518,7 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
         .iter()
         .take(256)
         .filter_map(|&gpa| {
-            let block = state
-                .ram
-                .blocks()
-                .iter()
-                .find(|b| b.gpa <= gpa && gpa < b.gpa + b.size.bytes())?;
+            let block = state.ram.block_of(gpa)?;
             Some((gpa, block.node, block.vnode))
         })
         .collect();

@@ -48,7 +48,8 @@ impl GuestRam {
         &self.blocks
     }
 
-    fn block_of(&self, gpa: u64) -> Option<&GuestBlock> {
+    /// The block (as built) that `gpa` lies in, hole or not.
+    pub fn block_of(&self, gpa: u64) -> Option<&GuestBlock> {
         let index = self
             .blocks
             .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
