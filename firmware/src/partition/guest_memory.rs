@@ -140,6 +140,27 @@ impl GuestMemory {
     }
 }
 
+/// Zeroes the 4 KiB host page at `spa` before it enters a guest's address space.
+///
+/// Pages come back to free memory and to pools with their contents: another partition's
+/// data, SLAT tables (host addresses), permission bitmaps, control blocks. numavisor zeroes
+/// on map rather than on free, so no path that hands a page to a guest (balloon deflation,
+/// withdrawal, refills at restart) can skip it, and memory that was never a guest's (the
+/// firmware's leftovers at boot) is covered too. The moving vCPU zeroes, on the CPU of the
+/// partition that receives the page: a page of the node the partition's vnode lives on.
+///
+/// # Safety
+///
+/// `spa` is a 4 KiB-aligned page of RAM, identity mapped, that the caller alone holds: taken
+/// from free memory or a pool for this move, in no guest's address space and used by nothing
+/// else until the caller maps it.
+pub unsafe fn scrub_page(spa: u64) {
+    debug_assert!(spa.is_multiple_of(4096));
+    // SAFETY: the caller owns the page (this function's contract), and the identity map
+    // covers all RAM.
+    unsafe { core::ptr::write_bytes(spa as *mut u8, 0, 4096) };
+}
+
 /// SLAT tables live in pool pages, written through the identity map.
 pub struct IdentityTables;
 

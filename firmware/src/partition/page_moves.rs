@@ -17,7 +17,7 @@ use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
 use spin::{Mutex, MutexGuard};
 
-use super::guest_memory::IdentityTables;
+use super::guest_memory::{scrub_page, IdentityTables};
 use super::memory_sync::{self, MemorySync};
 use super::{partitions, Partition, PartitionState, FRAMES};
 use crate::platform::console::report;
@@ -242,13 +242,19 @@ fn unmap(partition: &Partition, state: &mut PartitionState, gpas: &[u64]) -> Res
     edit_slat(partition, state, SlatEdit::Unmap(gpas))
 }
 
-/// Maps each move's host page at its GPA (a hole of the RAM) read-write-execute, in the
-/// SLAT and the RAM. All or nothing.
+/// Maps each move's host page, zeroed first (zero-on-map: `scrub_page`), at its GPA (a hole
+/// of the RAM) read-write-execute, in the SLAT and the RAM. All or nothing.
 fn map(
     partition: &Partition,
     state: &mut PartitionState,
     moves: &[PageMove],
 ) -> Result<(), SlatError> {
+    for m in moves {
+        // SAFETY: every move's host page was just taken for this partition, from free
+        // memory or from a child's pool balance (unused), and enters no guest's address
+        // space before the SLAT edit below: this move holds it alone.
+        unsafe { scrub_page(m.spa) };
+    }
     edit_slat(partition, state, SlatEdit::Map(moves))?;
     let ram = Arc::make_mut(&mut state.ram);
     for m in moves {
