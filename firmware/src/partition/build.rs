@@ -15,6 +15,7 @@ use numavisor_policy::guest::{bzimage, elf, start_info};
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::guest_ram::GuestRam;
+use numavisor_policy::partition::memory_sync::MemoryGenerations;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
@@ -193,7 +194,7 @@ pub fn build(
             return Err(BuildError::Platform(alloc::format!("{e}")));
         }
     };
-    let vcpus = state
+    let vcpus: alloc::vec::Vec<VcpuSlot> = state
         .vcpus
         .iter()
         .map(|plan| {
@@ -201,6 +202,7 @@ pub fn build(
             VcpuSlot::new(lapic, plan.apic_id)
         })
         .collect();
+    let memory = MemoryGenerations::new(vcpus.len());
     let partition = Partition {
         index,
         spec,
@@ -210,7 +212,7 @@ pub fn build(
         control: Control::default(),
         exit_counts: Default::default(),
         zeroed_shares: AtomicUsize::new(0),
-        memory_generation: core::sync::atomic::AtomicU64::new(0),
+        memory,
         dynamic: Mutex::new(Default::default()),
     };
     let loaded = {

@@ -1,17 +1,19 @@
 //! What the vCPUs of one partition share across CPUs: each vCPU's local APIC and start-up
 //! signals, and the stop/restart handshake.
 //!
-//! A stop is carried out by the vCPU that asked for it, once every other vCPU of the
-//! partition has parked: none of them runs guest code while its memory is given back or
-//! reloaded. Parking cannot be refused by a guest, because the host timer bounds every
-//! guest run and every idle wait re-checks the stop flag.
+//! The handshake itself is `numavisor_policy::partition::stop_handshake`: a stop is carried
+//! out by the vCPU that claims it once every other vCPU of the partition has parked.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use numavisor_policy::devices::lapic::LocalApic;
+use numavisor_policy::partition::cpu_ops::CpuOps;
+pub use numavisor_policy::partition::stop_handshake::AfterStop;
+use numavisor_policy::partition::stop_handshake::StopHandshake;
 use numavisor_policy::vmm::exit::StopRequest;
 use spin::Mutex;
 
+use super::Partition;
 use crate::platform::cpu::apic;
 
 /// One vCPU's state that other CPUs touch.
@@ -26,9 +28,6 @@ pub struct VcpuSlot {
     sipi: AtomicU32,
     /// An NMI arrived.
     nmi: AtomicBool,
-    /// The partition's memory generation this vCPU has caught up with, or
-    /// [`memory_sync::AWAY`](super::memory_sync::AWAY) while it runs no epoch.
-    pub memory_seen: core::sync::atomic::AtomicU64,
 }
 
 impl VcpuSlot {
@@ -39,7 +38,6 @@ impl VcpuSlot {
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             nmi: AtomicBool::new(false),
-            memory_seen: core::sync::atomic::AtomicU64::new(super::memory_sync::AWAY),
         }
     }
 
@@ -84,39 +82,25 @@ impl VcpuSlot {
     }
 }
 
-/// The partition-wide stop handshake.
+/// The partition-wide stop handshake ([`StopHandshake`], host-tested with threads), and the
+/// operator's requests for it.
 #[derive(Default)]
 pub struct Control {
-    /// Bumped when a stop finishes (restart or end): parked vCPUs go on.
-    epoch: AtomicU32,
-    /// A vCPU is stopping the partition; the others must park.
-    stopping: AtomicBool,
-    /// vCPUs parked for the current stop.
-    parked: AtomicUsize,
-    /// The partition ended for good.
-    ended: AtomicBool,
+    handshake: StopHandshake,
     /// A stop or restart asked for on the monitor shell, for the first vCPU that looks.
     operator: Mutex<Option<StopRequest>>,
 }
 
-/// What a parked vCPU does next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterStop {
-    /// The partition restarted: start over from the entry state.
-    Restarted,
-    /// The partition is gone: give the CPU back.
-    Ended,
-}
-
 impl Control {
     pub fn epoch(&self) -> u32 {
-        self.epoch.load(Ordering::SeqCst)
+        self.handshake.epoch()
     }
     pub fn stop_requested(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+        self.handshake.stop_requested()
     }
+    /// Whether the partition ended for good: the one answer to "is it alive".
     pub fn ended(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
+        self.handshake.ended()
     }
 
     /// Asks the partition's vCPUs to carry out `request` (from the monitor shell); the first
@@ -132,45 +116,44 @@ impl Control {
 
     /// Claims the stop; false if another vCPU already carries one out (then park).
     pub fn begin_stop(&self) -> bool {
-        !self.stopping.swap(true, Ordering::SeqCst)
+        self.handshake.begin_stop()
     }
 
-    /// Waits (interrupts on, halted between checks) until `others` vCPUs have parked.
-    pub fn wait_parked(&self, others: usize) {
-        let mut waited = 0u32;
-        while self.parked.load(Ordering::SeqCst) < others {
-            halt_a_while();
-            waited = waited.saturating_add(1);
-            if waited.is_multiple_of(200) {
+    /// Waits (interrupts on, halted between checks) until `others` vCPUs of `partition` have
+    /// parked.
+    pub fn wait_parked(&self, partition: &Partition, others: usize) {
+        self.handshake
+            .wait_parked(others, &PartitionCpus(partition), |parked| {
                 log::warn!(
-                    "stop: {} of {others} vCPU(s) parked so far",
-                    self.parked.load(Ordering::SeqCst)
-                );
-            }
-        }
+                    "partition \"{}\": stop: {parked} of {others} vCPU(s) parked so far",
+                    partition.name()
+                )
+            });
     }
 
     /// Ends the stop: parked vCPUs restart or leave.
     pub fn finish_stop(&self, restarted: bool) {
-        if !restarted {
-            self.ended.store(true, Ordering::SeqCst);
-        }
-        self.parked.store(0, Ordering::SeqCst);
-        self.stopping.store(false, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.handshake.finish_stop(restarted);
     }
 
-    /// Parks the calling vCPU (seen at `epoch`) until the stop is over.
-    pub fn park(&self, epoch: u32) -> AfterStop {
-        self.parked.fetch_add(1, Ordering::SeqCst);
-        while self.epoch() == epoch {
-            halt_a_while();
+    /// Parks the calling vCPU of `partition` (seen at `epoch`) until the stop is over.
+    pub fn park(&self, partition: &Partition, epoch: u32) -> AfterStop {
+        self.handshake.park(epoch, &PartitionCpus(partition))
+    }
+}
+
+/// The CPUs running a partition's vCPUs, as the protocols wait with them: a kick is a wake
+/// IPI, a pause a HLT of at most a millisecond.
+pub struct PartitionCpus<'a>(pub &'a Partition);
+
+impl CpuOps for PartitionCpus<'_> {
+    fn kick(&self, vcpu: usize) {
+        if let Some(slot) = self.0.vcpus.get(vcpu) {
+            slot.kick();
         }
-        if self.ended() {
-            AfterStop::Ended
-        } else {
-            AfterStop::Restarted
-        }
+    }
+    fn pause(&self) {
+        halt_a_while();
     }
 }
 

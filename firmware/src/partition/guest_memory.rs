@@ -3,7 +3,7 @@
 //! Guest RAM is a [`GuestRam`]: host blocks, less the pages given up since and plus their
 //! refills; a guest-physical address is turned into a host address only through it, so
 //! nothing outside the partition's own pages is touched. Each vCPU holds a shared copy
-//! (`Arc`), replaced when the partition's memory changes (`Partition::memory_generation`).
+//! (`Arc`), replaced when the partition's memory changes (`Partition::memory`).
 
 use alloc::sync::Arc;
 use core::cell::RefCell;

@@ -21,6 +21,7 @@ use log::{info, warn};
 use numavisor_layout::{ExitAction, Layout, PartitionSpec};
 use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::guest_ram::GuestRam;
+use numavisor_policy::partition::memory_sync::MemoryGenerations;
 use numavisor_policy::partition::placement::VcpuPlan;
 use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::report::events;
@@ -105,9 +106,9 @@ pub struct Partition {
     /// How many of its vCPUs' CPUs have zeroed their share of its RAM for the first start.
     pub zeroed_shares: core::sync::atomic::AtomicUsize,
     /// Moves when its guest RAM or SLAT changes after build (pages deposited, withdrawn,
-    /// ballooned): each vCPU then renews its copy of the RAM and flushes its TLB tag before
-    /// it enters the guest again, and says so in its slot (`memory::sync`).
-    pub memory_generation: AtomicU64,
+    /// ballooned): each vCPU then renews its copy of the RAM and flushes its CPU's SLAT
+    /// translations before it enters the guest again (`memory_sync`).
+    pub memory: MemoryGenerations,
     /// Dynamic Memory's state (targets, the guest's last statistics).
     pub dynamic: Mutex<dynamic::DynamicState>,
 }
@@ -145,7 +146,7 @@ pub fn emit_exit_counts(partition: &Partition) {
 /// What a partition owns while it exists.
 pub struct PartitionState {
     pub pool: Option<PartitionPool>,
-    /// Its guest RAM; vCPUs hold copies, renewed when `Partition::memory_generation` moves.
+    /// Its guest RAM; vCPUs hold copies, renewed when `Partition::memory` moves.
     pub ram: alloc::sync::Arc<GuestRam>,
     /// The GPAs of its RAM its balloon holds (their pages went back to free memory).
     pub ballooned: alloc::collections::BTreeSet<u64>,

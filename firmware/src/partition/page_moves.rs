@@ -2,9 +2,10 @@
 //! every partition, and carrying its plans out on the SLAT, the guest RAM, the frame
 //! allocator's books and the other vCPUs' TLBs.
 //!
-//! Lock order: the bank, then a partition's state, then the frame allocator. A vCPU waiting
-//! for the bank keeps acknowledging memory changes (`memory_sync`), so two vCPUs of one
-//! partition moving pages at once cannot wait on each other.
+//! Lock order: the bank, then a partition's state, then the frame allocator. No lock is held
+//! across a catch-up wait (`memory_sync::wait_caught_up`), and every wait here acknowledges
+//! memory changes for the waiting vCPU, so two vCPUs of one partition moving pages at once
+//! cannot wait on each other, and one partition's moves never hold up another's calls.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -12,13 +13,14 @@ use alloc::vec::Vec;
 use numavisor_policy::hypercall::abi::{PartitionId, Status};
 use numavisor_policy::hypercall::bank::{Backing, Bank, GuestSpace, PageMove};
 use numavisor_policy::memory::Usage;
+use numavisor_policy::partition::cpu_ops::CpuOps;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
 use spin::{Mutex, MutexGuard};
 
 use super::guest_memory::{scrub_page, IdentityTables};
-use super::memory_sync::{self, MemorySync};
+use super::memory_sync;
 use super::{partitions, Partition, PartitionState, FRAMES};
 use crate::platform::console::report;
 use crate::virt::{Active, Arch};
@@ -42,11 +44,17 @@ pub fn open_bank(built: &[&'static Partition]) {
 /// The bank, for a vCPU of `partition` (index `vcpu`): acknowledges memory changes of its
 /// own partition while it waits.
 fn lock_bank(partition: &Partition, vcpu: usize) -> MutexGuard<'static, Option<Bank>> {
-    loop {
-        if let Some(guard) = BANK.try_lock() {
-            return guard;
-        }
-        MemorySync::acknowledge(partition, vcpu);
+    partition
+        .memory
+        .wait_for(vcpu, &SpinCpus, || BANK.try_lock())
+}
+
+/// Waiting for the bank spins: it is held only for bookkeeping, never across a wait.
+struct SpinCpus;
+
+impl CpuOps for SpinCpus {
+    fn kick(&self, _vcpu: usize) {}
+    fn pause(&self) {
         core::hint::spin_loop();
     }
 }
@@ -106,14 +114,21 @@ pub fn deposit(
     }
     let generation = memory_sync::bump(caller, &mut state);
     drop(state);
-    // No CPU may reach the pages through the parent once they are in the child's pool.
+    drop(guard);
+    // No CPU may reach the pages through the parent once they are in the child's pool. The
+    // bank is let go meanwhile: the pages are out of the parent's RAM (no other deposit can
+    // name them) and in no pool yet (no withdrawal can take them).
     memory_sync::wait_caught_up(caller, vcpu, generation);
     retag(plan.moves(), Usage::Pool);
     let child = plan.child();
     let moved = plan.moves().len() as u64;
     report_move(PoolMove::Deposit, caller.index, child, plan.moves());
-    bank.commit_deposit(plan);
-    drop(guard);
+    let orphans = lock_bank(caller, vcpu)
+        .as_mut()
+        .map(|bank| bank.commit_deposit(plan))
+        .unwrap_or_default();
+    // The child stopped while the parent caught up: its pool is gone, the pages are free.
+    free_deposited(&orphans);
     emit_ledger();
     (Status::Success, moved)
 }
@@ -140,14 +155,15 @@ pub fn withdraw(
     }
     let generation = memory_sync::bump(caller, &mut state);
     drop(state);
-    memory_sync::wait_caught_up(caller, vcpu, generation);
-    retag(plan.moves(), Usage::Guest);
-    let moved = plan.moves().len() as u64;
-    report_move(PoolMove::Withdraw, caller.index, plan.child(), plan.moves());
+    // The pages are the parent's RAM now: the bank forgets them before it is let go.
+    let (child, moves) = (plan.child(), plan.moves().to_vec());
     bank.commit_withdraw(plan);
     drop(guard);
+    memory_sync::wait_caught_up(caller, vcpu, generation);
+    retag(&moves, Usage::Guest);
+    report_move(PoolMove::Withdraw, caller.index, child, &moves);
     emit_ledger();
-    (Status::Success, moved)
+    (Status::Success, moves.len() as u64)
 }
 
 /// A partition about to restart gets its whole RAM back: its slots are refilled from what
@@ -218,9 +234,16 @@ pub fn close(index: usize) {
         .as_mut()
         .map(|bank| bank.close(index))
         .unwrap_or_default();
-    let mut frames = FRAMES.lock();
-    if let Some(frames) = frames.as_mut() {
-        for (spa, _) in pages {
+    free_deposited(&pages);
+}
+
+/// Frees pages deposited into a pool that no longer exists.
+fn free_deposited(pages: &[(u64, usize)]) {
+    if pages.is_empty() {
+        return;
+    }
+    if let Some(frames) = FRAMES.lock().as_mut() {
+        for &(spa, _) in pages {
             if let Err(e) = frames.free(spa, numavisor_policy::memory::BlockSize::Size4K) {
                 log::error!("returning deposited page {spa:#x}: {e}");
             }

@@ -15,7 +15,9 @@ use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 use super::control::{halt_a_while, AfterStop};
 use super::guest_memory::GuestMemory;
 use super::machine::PartitionMachine;
-use super::memory_sync::MemorySync;
+use numavisor_policy::partition::memory_sync::MemoryView;
+
+use super::memory_sync;
 use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
 use crate::platform::cpu::{apic, tsc};
 use crate::virt::{Active, ActiveVcpu};
@@ -70,7 +72,9 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
 /// have parked; nothing if another vCPU is stopping it already.
 fn stop_before_running(partition: &Partition, reason: &str, detail: &str) {
     if partition.control.begin_stop() {
-        partition.control.wait_parked(partition.vcpus.len() - 1);
+        partition
+            .control
+            .wait_parked(partition, partition.vcpus.len() - 1);
         let _ = stop_or_restart(partition, StopKind::Fault, reason, detail);
         partition.control.finish_stop(false);
     }
@@ -112,7 +116,7 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
         let end = match cpu {
             Some(mut cpu) => {
                 let end = run_epoch(partition, index, &mut cpu);
-                MemorySync::leave(partition, index);
+                partition.memory.leave(index);
                 // Gives the control block back before its partition's memory may be reused.
                 drop(cpu);
                 end
@@ -127,7 +131,7 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
             }),
         };
         let after = match end {
-            EpochEnd::Park => partition.control.park(epoch),
+            EpochEnd::Park => partition.control.park(partition, epoch),
             EpochEnd::Stop(request) => stop(partition, index, epoch, request),
         };
         match after {
@@ -149,7 +153,7 @@ enum EpochEnd {
 fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> EpochEnd {
     let (entry, offset, mut sync, ram) = {
         let state = partition.state.lock();
-        let (sync, ram) = MemorySync::start(partition, index, &state);
+        let (sync, ram) = memory_sync::start(partition, index, &state);
         (state.entry, state.tsc_offset, sync, ram)
     };
     let mut machine = PartitionMachine {
@@ -198,7 +202,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             };
             return EpochEnd::Stop(request);
         }
-        renew_memory(partition, index, &mut sync, &mut machine, cpu);
+        renew_memory(partition, &mut sync, &mut machine, cpu);
         if slot.take_init() {
             running = false;
             machine.with_lapic(index, |l| l.reset());
@@ -231,7 +235,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         cpu.set_run_deadline(wake);
         let exit = cpu.run();
         exits += 1;
-        renew_memory(partition, index, &mut sync, &mut machine, cpu);
+        renew_memory(partition, &mut sync, &mut machine, cpu);
         if log::log_enabled!(log::Level::Trace) {
             let rip = cpu.rip();
             let (rax, rcx) = (cpu.registers().rax, cpu.registers().rcx);
@@ -277,12 +281,11 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
 /// drops this CPU's cached SLAT translations before the next entry.
 fn renew_memory(
     partition: &Partition,
-    index: usize,
-    sync: &mut MemorySync,
+    sync: &mut MemoryView,
     machine: &mut PartitionMachine,
     cpu: &mut BackendVcpu,
 ) {
-    if let Some(ram) = sync.renew(partition, index) {
+    if let Some(ram) = memory_sync::renew(partition, sync) {
         machine.memory = GuestMemory::new(ram);
         cpu.flush_guest_translations();
     }
@@ -331,7 +334,7 @@ fn idle(
             return;
         }
         // Nothing here reads guest memory; the loop renews its copy before the next entry.
-        MemorySync::acknowledge(partition, index);
+        partition.memory.acknowledge(index);
         if index == 0 {
             poll_platform_timers(machine, now);
             super::dynamic::poll(partition);
@@ -459,14 +462,16 @@ fn stop(
 ) -> AfterStop {
     if !partition.control.begin_stop() {
         // Another vCPU is already stopping the partition.
-        return partition.control.park(epoch);
+        return partition.control.park(partition, epoch);
     }
     for (other, slot) in partition.vcpus.iter().enumerate() {
         if other != index {
             slot.kick();
         }
     }
-    partition.control.wait_parked(partition.vcpus.len() - 1);
+    partition
+        .control
+        .wait_parked(partition, partition.vcpus.len() - 1);
     let restarted = stop_or_restart(partition, request.kind, request.reason, &request.detail);
     if restarted {
         build::reset_devices(partition);

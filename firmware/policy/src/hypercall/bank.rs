@@ -196,8 +196,14 @@ impl Bank {
         })
     }
 
-    /// Records a deposit whose pages the edge has unmapped from the parent.
-    pub fn commit_deposit(&mut self, plan: DepositPlan) {
+    /// Records a deposit whose pages the edge has unmapped from the parent. The edge lets go
+    /// of the bank while the parent's other vCPUs catch up, so the child may have stopped
+    /// meanwhile: its pool then takes nothing, and the pages are returned (host page, node)
+    /// for the edge to free. The parent's slots are recorded either way, so a restart of the
+    /// parent refills them.
+    pub fn commit_deposit(&mut self, plan: DepositPlan) -> Vec<(u64, usize)> {
+        let child_live = self.accounts[plan.child].live;
+        let mut orphans = Vec::new();
         for m in &plan.moves {
             self.accounts[plan.parent].slots.insert(
                 m.gpa,
@@ -206,8 +212,13 @@ impl Bank {
                     vnode: m.vnode,
                 },
             );
-            self.accounts[plan.child].deposited.insert(m.spa, m.node);
+            if child_live {
+                self.accounts[plan.child].deposited.insert(m.spa, m.node);
+            } else {
+                orphans.push((m.spa, m.node));
+            }
         }
+        orphans
     }
 
     /// Checks a withdrawal by `caller` from `target`'s pool into the slots at `gpas`. Each
@@ -401,6 +412,25 @@ mod tests {
         assert_eq!(bank.authorize_read(1, PartitionId::Caller), Ok(1));
         assert_eq!(bank.authorize_read(0, child), Ok(1));
         assert_eq!(bank.authorize_read(2, child), Err(Status::AccessDenied));
+    }
+
+    #[test]
+    fn a_deposit_committed_after_its_child_stopped_gives_its_pages_back() {
+        let mut bank = bank();
+        let space = Flat(BTreeSet::new());
+        let plan = bank
+            .plan_deposit(0, PartitionId::Index(2), &[0x2000, 0x3000], &space)
+            .unwrap();
+        // The child stops while the parent's vCPUs catch up (the bank is not held then).
+        assert!(bank.close(2).is_empty());
+        let orphans = bank.commit_deposit(plan);
+        assert_eq!(
+            orphans,
+            vec![((1 << 20) + 0x2000, 0), ((1 << 20) + 0x3000, 0)]
+        );
+        assert_eq!(bank.deposited_pages(2, NodeFilter::All), 0);
+        // The parent's GPAs are slots still: a restart of it refills them.
+        assert_eq!(bank.slots_in(0, 0, NodeFilter::All), 2);
     }
 
     #[test]
