@@ -22,7 +22,7 @@ struct Page([u8; 4096]);
 
 /// VMMCALL with RAX, RBX, RCX, RDX; returns (RAX, RBX, RCX). On Intel the hypervisor
 /// answers VMCALL the same way, and the two differ only in their last byte.
-fn call(code: u64, rbx: u64, rcx: u64, rdx: u64) -> (u64, u64, u64) {
+pub(crate) fn call(code: u64, rbx: u64, rcx: u64, rdx: u64) -> (u64, u64, u64) {
     let intel = __cpuid(0).ebx == u32::from_le_bytes(*b"Genu");
     let (rax, rbx_out, rcx_out);
     if intel {
@@ -48,7 +48,7 @@ fn call(code: u64, rbx: u64, rcx: u64, rdx: u64) -> (u64, u64, u64) {
     (rax, rbx_out, rcx_out)
 }
 
-fn status(code: u64) -> &'static str {
+pub(crate) fn status(code: u64) -> &'static str {
     Status::from_code(code).map_or("unknown", Status::name)
 }
 

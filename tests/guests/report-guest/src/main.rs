@@ -10,7 +10,9 @@
 //! the exit-rate benchmark) and exits 0. `mode=hostile probe=NAME` probes one intercept
 //! (`prefixed-cpuid`, `rdpmc`, `efer-svme`, `unknown-msr`, `host-state`, `icebp`, `invlpga`,
 //! `cpuid`, `single-step`, `alignment-check` (ring 3; QEMU's TCG does not raise #AC), `wbinvd`,
-//! `xcr0`).
+//! `xcr0`), or `balloon-scrub` (through its own virtio balloon it looks for pages handed to it
+//! without being zeroed: `scrub` event; `balloon_scrub.rs`). `mode=fill` writes a pattern over
+//! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`).
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
@@ -25,6 +27,8 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod acpi_report;
+#[cfg(target_os = "none")]
+mod balloon_scrub;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
@@ -45,6 +49,8 @@ mod start;
 mod start_info;
 #[cfg(target_os = "none")]
 mod user_mode;
+#[cfg(target_os = "none")]
+mod virtio_balloon;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

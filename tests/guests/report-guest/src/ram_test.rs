@@ -36,7 +36,7 @@ fn for_each_word(start: u64, end: u64, mut visit: impl FnMut(u64)) {
 }
 
 /// The RAM pieces to test: type-1 ranges minus `excluded` (rounded out to pages).
-fn pieces(map: &[MemRange], excluded: &[(u64, u64)]) -> Vec<(u64, u64)> {
+pub(crate) fn pieces(map: &[MemRange], excluded: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut holes: Vec<(u64, u64)> = excluded
         .iter()
         .chain([&LEGACY_HOLE])

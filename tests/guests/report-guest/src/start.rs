@@ -62,11 +62,12 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             .filter_map(|word| word.strip_prefix(key)?.strip_prefix('='))
             .next_back()
     };
+    // RAM a mode may overwrite is the memory map's less these (and the legacy hole).
+    let mut excluded = info.occupied.clone();
+    excluded.push(entry::image_range());
     match option("mode").unwrap_or("report") {
         "report" => {
             let acpi_ok = report_acpi(&info.memmap, info.rsdp);
-            let mut excluded = info.occupied.clone();
-            excluded.push(entry::image_range());
             let ram_ok = report_ram_test(&info.memmap, &excluded);
             let status = if acpi_ok && ram_ok { SUCCESS } else { FAILURE };
             report!("{{\"event\":\"done\",\"status\":{status}}}");
@@ -83,7 +84,13 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "hostile" if option("probe") == Some("balloon-scrub") => {
+            crate::balloon_scrub::scavenge(&info.memmap, &excluded, &|key| {
+                option(key).and_then(parse_number)
+            })
+        }
         "hostile" => hostile(option("probe").unwrap_or("")),
+        "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
         "hypercalls" => crate::hypercalls::run(
             option("target").and_then(parse_number).unwrap_or(2),
             option("touch") == Some("1"),
@@ -103,7 +110,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, fill, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
