@@ -8,7 +8,8 @@ use numavisor_policy::devices::{
     acpi_pm::AcpiPm, cmos_rtc::CmosRtc, ioapic::IoApic, lapic::LocalApic, pci_absent::PciAbsent,
     pic8259::Pic8259Pair, pit8254::Pit8254, reset::ResetControl, uart16550::Uart16550,
 };
-use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
+use numavisor_policy::devices::device::DeviceId;
+use numavisor_policy::vmm::platform::{MmioTarget, PlatformConfig, PlatformDevices};
 
 const TSC_HZ: u64 = 1_000_000_000;
 
@@ -48,7 +49,8 @@ enum Access {
     IoApicEoi(u8),
     Pic {
         write: bool,
-        port: u16,
+        window: u8,
+        offset: u64,
         value: u8,
     },
     Pm {
@@ -59,12 +61,14 @@ enum Access {
     },
     Reset {
         write: bool,
-        port: u16,
+        window: u8,
+        offset: u64,
         value: u8,
     },
     Pci {
         write: bool,
-        port: u16,
+        window: u8,
+        offset: u64,
         size: u8,
         value: u32,
     },
@@ -188,12 +192,16 @@ impl Machine {
             Access::IoApicEoi(vector) => discard(self.ioapic.eoi(vector)),
             Access::Pic {
                 write: true,
-                port,
+                window,
+                offset,
                 value,
-            } => self.pic.write(port, value),
+            } => self.pic.write(window, offset, value),
             Access::Pic {
-                write: false, port, ..
-            } => discard(self.pic.read(port)),
+                write: false,
+                window,
+                offset,
+                ..
+            } => discard(self.pic.read(window, offset)),
             Access::Pm {
                 write: true,
                 offset,
@@ -208,24 +216,30 @@ impl Machine {
             } => discard(self.pm.read(offset, size, now)),
             Access::Reset {
                 write: true,
-                port,
+                window,
+                offset,
                 value,
-            } => discard(self.reset.write(port, value)),
+            } => discard(self.reset.write(window, offset, value)),
             Access::Reset {
-                write: false, port, ..
-            } => discard(self.reset.read(port)),
+                write: false,
+                window,
+                offset,
+                ..
+            } => discard(self.reset.read(window, offset)),
             Access::Pci {
                 write: true,
-                port,
+                window,
+                offset,
                 size,
                 value,
-            } => self.pci.write(port, size, value),
+            } => self.pci.write(window, offset, size, value),
             Access::Pci {
                 write: false,
-                port,
+                window,
+                offset,
                 size,
                 ..
-            } => discard(self.pci.read(port, size)),
+            } => discard(self.pci.read(window, offset, size)),
             Access::Lapic {
                 write: true,
                 offset,
@@ -263,13 +277,13 @@ impl Machine {
                 offset,
                 size,
                 value,
-            } => discard(self.platform.ioapic_write(offset, size, value)),
+            } => discard(self.platform.mmio_write(ioapic(offset), size, value, now)),
             Access::PlatformIoApic {
                 write: false,
                 offset,
                 size,
                 ..
-            } => discard(self.platform.ioapic_read(offset, size)),
+            } => discard(self.platform.mmio_read(ioapic(offset), size, now)),
             Access::PlatformInput(byte) => discard(self.platform.push_input(byte)),
             Access::PlatformEoi(vector) => discard(self.platform.end_of_interrupt(vector)),
         }
@@ -286,6 +300,15 @@ impl Machine {
         let _ = self.platform.poll_timers(now);
         let _ = self.platform.next_timer_deadline(now);
         let _ = self.platform.flush_console();
+    }
+}
+
+/// The I/O APIC's window at `offset`, as the platform's MMIO bus names it.
+fn ioapic(offset: u64) -> MmioTarget {
+    MmioTarget {
+        device: DeviceId::IoApic,
+        window: 0,
+        offset,
     }
 }
 

@@ -12,6 +12,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::virtio::balloon::{BalloonEvent, BalloonRequest};
 use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::hypercall::bank::PageMove;
@@ -21,7 +22,7 @@ use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 use spin::Mutex;
 
 use super::guest_memory::GuestMemory;
-use super::machine::deliver_ioapic;
+use super::interrupts::deliver_ioapic;
 use super::page_moves;
 use super::{partitions, Partition, FRAMES};
 use crate::platform::console::report;
@@ -186,42 +187,28 @@ pub fn poll(partition: &Partition) {
     }
 }
 
-/// A guest write to the balloon's window by vCPU `vcpu`: the register, then whatever queue
-/// work it started.
-pub fn balloon_write(partition: &Partition, vcpu: usize, offset: u64, size: u8, value: u64) {
-    let (event, delivery) = {
-        let mut devices = partition.devices.lock();
-        let event = devices
-            .balloon
-            .as_mut()
-            .map_or(BalloonEvent::None, |b| b.mmio_write(offset, size, value));
-        (event, devices.sync_balloon_line())
-    };
-    if let Some(delivery) = delivery {
-        deliver_ioapic(partition, delivery);
+/// What the balloon's driver asked of vCPU `vcpu` with its last register write: its queues'
+/// work, or (`reset`) every ballooned page back, for the new driver believes all its RAM is
+/// its own.
+pub fn serve_balloon(partition: &Partition, vcpu: usize, reset: bool) {
+    if !reset {
+        return serve_queues(partition, vcpu);
     }
-    match event {
-        BalloonEvent::None => {}
-        BalloonEvent::QueueWork => serve_queues(partition, vcpu),
-        BalloonEvent::Reset => {
-            // A new driver believes all its RAM is its own: give it back first.
-            // In bounded batches, like the driver's own.
-            loop {
-                let batch: Vec<u64> = partition
-                    .state
-                    .lock()
-                    .ballooned
-                    .iter()
-                    .take(BATCH_PAGES)
-                    .copied()
-                    .collect();
-                if batch.is_empty() || !deflate(partition, vcpu, &batch) {
-                    break;
-                }
-            }
-            partition.dynamic.lock().target = None;
+    // In bounded batches, like the driver's own.
+    loop {
+        let batch: Vec<u64> = partition
+            .state
+            .lock()
+            .ballooned
+            .iter()
+            .take(BATCH_PAGES)
+            .copied()
+            .collect();
+        if batch.is_empty() || !deflate(partition, vcpu, &batch) {
+            break;
         }
     }
+    partition.dynamic.lock().target = None;
 }
 
 /// Takes the balloon's queued requests and carries them out, until none are left.
@@ -236,7 +223,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                 .as_mut()
                 .map(|b| b.process(&ram))
                 .unwrap_or_default();
-            let delivery = devices.sync_balloon_line();
+            let delivery = devices.sync_line(DeviceId::VirtioBalloon);
             drop(devices);
             if let Some(delivery) = delivery {
                 deliver_ioapic(partition, delivery);
@@ -277,7 +264,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                 .as_mut()
                 .map_or(BalloonEvent::None, |b| b.complete(completion, &ram));
             more |= event == BalloonEvent::QueueWork;
-            let delivery = devices.sync_balloon_line();
+            let delivery = devices.sync_line(DeviceId::VirtioBalloon);
             drop(devices);
             if let Some(delivery) = delivery {
                 deliver_ioapic(partition, delivery);
@@ -380,7 +367,7 @@ fn set_target(partition: &Partition, bytes: u64, by: TargetSetter) {
         if let Some(balloon) = devices.balloon.as_mut() {
             balloon.set_target_pages(pages as u32);
         }
-        devices.sync_balloon_line()
+        devices.sync_line(DeviceId::VirtioBalloon)
     };
     if let Some(delivery) = delivery {
         deliver_ioapic(partition, delivery);

@@ -6,7 +6,7 @@ use numavisor_policy::vmm::console_input::{InputSwitch, Routed};
 use numavisor_policy::vmm::monitor::LineEditor;
 use spin::Mutex;
 
-use super::{machine, monitor, partitions};
+use super::{interrupts, monitor, partitions};
 use crate::platform::console::serial;
 
 /// The input switch and the monitor's line editor.
@@ -41,7 +41,7 @@ pub fn poll_console_input() {
                     );
                 }
                 if let Some(delivery) = delivery {
-                    machine::deliver_ioapic(partition, delivery);
+                    interrupts::deliver_ioapic(partition, delivery);
                 }
             }
             Routed::Switched(Some(index)) => {

@@ -8,6 +8,7 @@ mod dynamic;
 mod guest_memory;
 mod hypercalls;
 mod input;
+mod interrupts;
 mod machine;
 mod memory_sync;
 mod monitor;

@@ -156,6 +156,26 @@ impl AcpiPm {
     }
 }
 
+impl crate::devices::device::Device for AcpiPm {
+    fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        u64::from(AcpiPm::read(self, offset, at.size, now))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        now: u64,
+    ) -> crate::devices::device::Effect {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        match AcpiPm::write(self, offset, at.size, value as u32, now) {
+            PmEffect::PowerOff => crate::devices::device::Effect::PowerOff,
+            PmEffect::None => crate::devices::device::Effect::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,31 @@ impl CmosRtc {
     }
 }
 
+impl crate::devices::device::Device for CmosRtc {
+    fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
+        u64::from(CmosRtc::read(
+            self,
+            u16::try_from(at.offset).unwrap_or(u16::MAX),
+            now,
+        ))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        now: u64,
+    ) -> crate::devices::device::Effect {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        CmosRtc::write(self, offset, value as u8, now);
+        crate::devices::device::Effect::None
+    }
+
+    fn byte_registers(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,24 @@ impl IoApic {
     }
 }
 
+impl crate::devices::device::Device for IoApic {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        self.mmio_read(at.offset, at.size)
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        match self.mmio_write(at.offset, at.size, value) {
+            Some(delivery) => crate::devices::device::Effect::Interrupt(delivery),
+            None => crate::devices::device::Effect::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

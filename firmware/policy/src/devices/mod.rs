@@ -1,8 +1,10 @@
 //! Virtual devices as register models: pure state machines the port and MMIO buses drive
-//! (see `vmm::platform`), each unit-tested without a VM.
+//! through one interface ([`device::Device`], see `vmm::platform`), each unit-tested without a
+//! VM.
 
 pub mod acpi_pm;
 pub mod cmos_rtc;
+pub mod device;
 pub mod ioapic;
 pub mod lapic;
 pub mod pci_absent;

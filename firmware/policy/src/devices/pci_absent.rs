@@ -11,7 +11,11 @@
 //! device claims the cycle; writes are ignored. Other ports, and sizes other than 1, 2 and 4,
 //! read all ones (32 bits) and ignore writes.
 
-const CONFIG_ADDRESS: u16 = 0xCF8;
+/// The device's windows: CONFIG_ADDRESS (4 bytes at 0xCF8 on a PC, less the byte at 0xCF9
+/// that the reset control register takes) and CONFIG_DATA (4 bytes at 0xCFC).
+pub const CONFIG_ADDRESS: u8 = 0;
+/// The CONFIG_DATA window.
+pub const CONFIG_DATA: u8 = 1;
 /// Bits of CONFIG_ADDRESS a guest can set: enable, bus, device, function, register.
 const ADDRESS_WRITABLE: u32 = 0x80FF_FFFC;
 
@@ -27,21 +31,38 @@ impl PciAbsent {
         PciAbsent::default()
     }
 
-    /// A guest read of `size` bytes at absolute `port`.
-    pub fn read(&mut self, port: u16, size: u8) -> u32 {
-        match (port, size) {
-            (CONFIG_ADDRESS, 4) => self.address,
-            (_, 1) => 0xFF,
-            (_, 2) => 0xFFFF,
+    /// A guest read of `size` bytes at `offset` of `window`.
+    pub fn read(&mut self, window: u8, offset: u64, size: u8) -> u32 {
+        match (window, offset, size) {
+            (CONFIG_ADDRESS, 0, 4) => self.address,
+            (_, _, 1) => 0xFF,
+            (_, _, 2) => 0xFFFF,
             _ => 0xFFFF_FFFF,
         }
     }
 
-    /// A guest write of `size` bytes at absolute `port`; only a dword at 0xCF8 has an effect.
-    pub fn write(&mut self, port: u16, size: u8, value: u32) {
-        if (port, size) == (CONFIG_ADDRESS, 4) {
+    /// A guest write of `size` bytes at `offset` of `window`; only a dword to
+    /// CONFIG_ADDRESS has an effect.
+    pub fn write(&mut self, window: u8, offset: u64, size: u8, value: u32) {
+        if (window, offset, size) == (CONFIG_ADDRESS, 0, 4) {
             self.address = value & ADDRESS_WRITABLE;
         }
+    }
+}
+
+impl crate::devices::device::Device for PciAbsent {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        u64::from(PciAbsent::read(self, at.window, at.offset, at.size))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        PciAbsent::write(self, at.window, at.offset, at.size, value as u32);
+        crate::devices::device::Effect::None
     }
 }
 
@@ -50,50 +71,74 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The device at a PC's ports.
+    impl PciAbsent {
+        fn read_port(&mut self, port: u16, size: u8) -> u32 {
+            let (window, offset) = pc_window(port);
+            self.read(window, offset, size)
+        }
+        fn write_port(&mut self, port: u16, size: u8, value: u32) {
+            let (window, offset) = pc_window(port);
+            self.write(window, offset, size, value)
+        }
+    }
+
+    fn pc_window(port: u16) -> (u8, u64) {
+        match port {
+            0xCF8..=0xCFB => (CONFIG_ADDRESS, u64::from(port - 0xCF8)),
+            0xCFC..=0xCFF => (CONFIG_DATA, u64::from(port - 0xCFC)),
+            _ => (u8::MAX, 0),
+        }
+    }
+
     #[test]
     fn linux_type1_probe_finds_nothing() {
         let mut pci = PciAbsent::new();
-        pci.write(0xCFB, 1, 0x01);
-        let saved = pci.read(0xCF8, 4);
-        pci.write(0xCF8, 4, 0x8000_0000);
-        assert_eq!(pci.read(0xCF8, 4), 0x8000_0000);
-        pci.write(0xCF8, 4, saved);
-        assert_eq!(pci.read(0xCF8, 4), saved);
+        pci.write_port(0xCFB, 1, 0x01);
+        let saved = pci.read_port(0xCF8, 4);
+        pci.write_port(0xCF8, 4, 0x8000_0000);
+        assert_eq!(pci.read_port(0xCF8, 4), 0x8000_0000);
+        pci.write_port(0xCF8, 4, saved);
+        assert_eq!(pci.read_port(0xCF8, 4), saved);
         // Vendor/device of every bus 0 device: all ones.
         for dev in 0..32u32 {
-            pci.write(0xCF8, 4, 0x8000_0000 | dev << 11);
-            assert_eq!(pci.read(0xCFC, 4), 0xFFFF_FFFF);
-            assert_eq!(pci.read(0xCFE, 2), 0xFFFF);
-            assert_eq!(pci.read(0xCFF, 1), 0xFF);
+            pci.write_port(0xCF8, 4, 0x8000_0000 | dev << 11);
+            assert_eq!(pci.read_port(0xCFC, 4), 0xFFFF_FFFF);
+            assert_eq!(pci.read_port(0xCFE, 2), 0xFFFF);
+            assert_eq!(pci.read_port(0xCFF, 1), 0xFF);
         }
     }
 
     #[test]
     fn address_register() {
         let mut pci = PciAbsent::new();
-        assert_eq!(pci.read(0xCF8, 4), 0);
-        pci.write(0xCF8, 4, 0x8012_3458);
-        assert_eq!(pci.read(0xCF8, 4), 0x8012_3458);
-        pci.write(0xCF8, 4, 0xFFFF_FFFF);
-        assert_eq!(pci.read(0xCF8, 4), 0x80FF_FFFC, "reserved bits read 0");
-        pci.write(0xCF8, 2, 0);
-        pci.write(0xCF8, 1, 0);
-        pci.write(0xCFC, 4, 0);
-        assert_eq!(pci.read(0xCF8, 4), 0x80FF_FFFC, "narrow writes ignored");
-        assert_eq!(pci.read(0xCF8, 2), 0xFFFF);
-        assert_eq!(pci.read(0xCF8, 1), 0xFF);
+        assert_eq!(pci.read_port(0xCF8, 4), 0);
+        pci.write_port(0xCF8, 4, 0x8012_3458);
+        assert_eq!(pci.read_port(0xCF8, 4), 0x8012_3458);
+        pci.write_port(0xCF8, 4, 0xFFFF_FFFF);
+        assert_eq!(pci.read_port(0xCF8, 4), 0x80FF_FFFC, "reserved bits read 0");
+        pci.write_port(0xCF8, 2, 0);
+        pci.write_port(0xCF8, 1, 0);
+        pci.write_port(0xCFC, 4, 0);
+        assert_eq!(
+            pci.read_port(0xCF8, 4),
+            0x80FF_FFFC,
+            "narrow writes ignored"
+        );
+        assert_eq!(pci.read_port(0xCF8, 2), 0xFFFF);
+        assert_eq!(pci.read_port(0xCF8, 1), 0xFF);
     }
 
     #[test]
     fn odd_sizes_and_ports() {
         let mut pci = PciAbsent::new();
         for size in [0, 3, 8, 255] {
-            assert_eq!(pci.read(0xCFC, size), 0xFFFF_FFFF);
-            assert_eq!(pci.read(0xCF8, size), 0xFFFF_FFFF);
-            pci.write(0xCF8, size, 0x8000_0000);
+            assert_eq!(pci.read_port(0xCFC, size), 0xFFFF_FFFF);
+            assert_eq!(pci.read_port(0xCF8, size), 0xFFFF_FFFF);
+            pci.write_port(0xCF8, size, 0x8000_0000);
         }
-        assert_eq!(pci.read(0xCF8, 4), 0);
-        assert_eq!(pci.read(0, 4), 0xFFFF_FFFF);
+        assert_eq!(pci.read_port(0xCF8, 4), 0);
+        assert_eq!(pci.read_port(0, 4), 0xFFFF_FFFF);
     }
 
     proptest! {
@@ -104,9 +149,9 @@ mod tests {
             let mut pci = PciAbsent::new();
             for (is_read, port, size, value) in ops {
                 if is_read {
-                    pci.read(port, size);
+                    pci.read_port(port, size);
                 } else {
-                    pci.write(port, size, value);
+                    pci.write_port(port, size, value);
                 }
             }
         }

@@ -113,34 +113,63 @@ pub struct Pic8259Pair {
 const ELCR_MASTER_MASK: u8 = 0xF8;
 const ELCR_SLAVE_MASK: u8 = 0xDE;
 
+/// The pair's windows: the master's command and data ports (0x20–0x21 on a PC), the slave's
+/// (0xA0–0xA1) and the two ELCRs (0x4D0–0x4D1).
+pub const MASTER: u8 = 0;
+/// The slave PIC's window.
+pub const SLAVE: u8 = 1;
+/// The edge/level control registers' window.
+pub const ELCR: u8 = 2;
+
+impl crate::devices::device::Device for Pic8259Pair {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        u64::from(Pic8259Pair::read(self, at.window, at.offset))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        Pic8259Pair::write(self, at.window, at.offset, value as u8);
+        crate::devices::device::Effect::None
+    }
+
+    fn byte_registers(&self) -> bool {
+        true
+    }
+}
+
 impl Pic8259Pair {
     /// Both PICs in their power-on state (IMR 0, not initialised, ELCR 0).
     pub fn new() -> Pic8259Pair {
         Pic8259Pair::default()
     }
 
-    /// A guest read of absolute `port`.
-    pub fn read(&mut self, port: u16) -> u8 {
-        match port {
-            0x20 => self.master.read_command(),
-            0x21 => self.master.imr,
-            0xA0 => self.slave.read_command(),
-            0xA1 => self.slave.imr,
-            0x4D0 => self.master.elcr,
-            0x4D1 => self.slave.elcr,
+    /// A guest read of byte `offset` of `window` ([`MASTER`], [`SLAVE`] or [`ELCR`]);
+    /// anything else reads 0xFF.
+    pub fn read(&mut self, window: u8, offset: u64) -> u8 {
+        match (window, offset) {
+            (MASTER, 0) => self.master.read_command(),
+            (MASTER, 1) => self.master.imr,
+            (SLAVE, 0) => self.slave.read_command(),
+            (SLAVE, 1) => self.slave.imr,
+            (ELCR, 0) => self.master.elcr,
+            (ELCR, 1) => self.slave.elcr,
             _ => 0xFF,
         }
     }
 
-    /// A guest write to absolute `port`; unknown ports are ignored.
-    pub fn write(&mut self, port: u16, value: u8) {
-        match port {
-            0x20 => self.master.write_command(value),
-            0x21 => self.master.write_data(value),
-            0xA0 => self.slave.write_command(value),
-            0xA1 => self.slave.write_data(value),
-            0x4D0 => self.master.elcr = value & ELCR_MASTER_MASK,
-            0x4D1 => self.slave.elcr = value & ELCR_SLAVE_MASK,
+    /// A guest write to byte `offset` of `window`; anything else is ignored.
+    pub fn write(&mut self, window: u8, offset: u64, value: u8) {
+        match (window, offset) {
+            (MASTER, 0) => self.master.write_command(value),
+            (MASTER, 1) => self.master.write_data(value),
+            (SLAVE, 0) => self.slave.write_command(value),
+            (SLAVE, 1) => self.slave.write_data(value),
+            (ELCR, 0) => self.master.elcr = value & ELCR_MASTER_MASK,
+            (ELCR, 1) => self.slave.elcr = value & ELCR_SLAVE_MASK,
             _ => {}
         }
     }
@@ -156,70 +185,91 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The pair at a PC's ports.
+    impl Pic8259Pair {
+        fn read_port(&mut self, port: u16) -> u8 {
+            let (window, offset) = pc_window(port);
+            self.read(window, offset)
+        }
+        fn write_port(&mut self, port: u16, value: u8) {
+            let (window, offset) = pc_window(port);
+            self.write(window, offset, value)
+        }
+    }
+
+    fn pc_window(port: u16) -> (u8, u64) {
+        match port {
+            0x20..=0x21 => (MASTER, u64::from(port - 0x20)),
+            0xA0..=0xA1 => (SLAVE, u64::from(port - 0xA0)),
+            0x4D0..=0x4D1 => (ELCR, u64::from(port - 0x4D0)),
+            _ => (u8::MAX, 0),
+        }
+    }
+
     #[test]
     fn linux_probe() {
         let mut pics = Pic8259Pair::new();
-        pics.write(0xA1, 0xFF);
-        pics.write(0x21, 0xFB);
-        assert_eq!(pics.read(0x21), 0xFB);
-        assert_eq!(pics.read(0xA1), 0xFF);
+        pics.write_port(0xA1, 0xFF);
+        pics.write_port(0x21, 0xFB);
+        assert_eq!(pics.read_port(0x21), 0xFB);
+        assert_eq!(pics.read_port(0xA1), 0xFF);
     }
 
     #[test]
     fn linux_init_sequence() {
         let mut pics = Pic8259Pair::new();
-        pics.write(0x21, 0xFF);
-        pics.write(0xA1, 0xFF);
+        pics.write_port(0x21, 0xFF);
+        pics.write_port(0xA1, 0xFF);
         // init_8259A: ICW1 edge + ICW4, ICW2 base, ICW3 cascade, ICW4 8086 mode.
-        pics.write(0x20, 0x11);
-        assert_eq!(pics.read(0x21), 0, "ICW1 clears IMR");
-        pics.write(0x21, 0x30);
-        pics.write(0x21, 0x04);
-        pics.write(0x21, 0x01);
-        pics.write(0xA0, 0x11);
-        pics.write(0xA1, 0x38);
-        pics.write(0xA1, 0x02);
-        pics.write(0xA1, 0x01);
+        pics.write_port(0x20, 0x11);
+        assert_eq!(pics.read_port(0x21), 0, "ICW1 clears IMR");
+        pics.write_port(0x21, 0x30);
+        pics.write_port(0x21, 0x04);
+        pics.write_port(0x21, 0x01);
+        pics.write_port(0xA0, 0x11);
+        pics.write_port(0xA1, 0x38);
+        pics.write_port(0xA1, 0x02);
+        pics.write_port(0xA1, 0x01);
         assert_eq!(pics.vector_bases(), (0x30, 0x38));
         // Now data writes are OCW1 again.
-        pics.write(0x21, 0xFB);
-        pics.write(0xA1, 0xFF);
-        assert_eq!((pics.read(0x21), pics.read(0xA1)), (0xFB, 0xFF));
+        pics.write_port(0x21, 0xFB);
+        pics.write_port(0xA1, 0xFF);
+        assert_eq!((pics.read_port(0x21), pics.read_port(0xA1)), (0xFB, 0xFF));
         // OCW2 EOIs and OCW3 read selects: IRR and ISR read 0.
-        pics.write(0x20, 0x20);
-        pics.write(0x20, 0x60 | 2);
-        pics.write(0xA0, 0x0B);
-        assert_eq!(pics.read(0xA0), 0);
-        pics.write(0xA0, 0x0A);
-        assert_eq!(pics.read(0xA0), 0);
-        pics.write(0x20, 0x0C); // poll
-        assert_eq!(pics.read(0x20), 0);
-        assert_eq!(pics.read(0x21), 0xFB, "OCWs leave the IMR alone");
+        pics.write_port(0x20, 0x20);
+        pics.write_port(0x20, 0x60 | 2);
+        pics.write_port(0xA0, 0x0B);
+        assert_eq!(pics.read_port(0xA0), 0);
+        pics.write_port(0xA0, 0x0A);
+        assert_eq!(pics.read_port(0xA0), 0);
+        pics.write_port(0x20, 0x0C); // poll
+        assert_eq!(pics.read_port(0x20), 0);
+        assert_eq!(pics.read_port(0x21), 0xFB, "OCWs leave the IMR alone");
     }
 
     #[test]
     fn single_mode_without_icw4() {
         let mut pics = Pic8259Pair::new();
-        pics.write(0x20, 0x12); // single, no ICW4
-        pics.write(0x21, 0x08);
-        pics.write(0x21, 0xAA); // OCW1 at once
-        assert_eq!(pics.read(0x21), 0xAA);
+        pics.write_port(0x20, 0x12); // single, no ICW4
+        pics.write_port(0x21, 0x08);
+        pics.write_port(0x21, 0xAA); // OCW1 at once
+        assert_eq!(pics.read_port(0x21), 0xAA);
         assert_eq!(pics.vector_bases().0, 0x08);
     }
 
     #[test]
     fn elcr_and_unknown_ports() {
         let mut pics = Pic8259Pair::new();
-        pics.write(0x4D0, 0xFF);
-        pics.write(0x4D1, 0xFF);
-        assert_eq!((pics.read(0x4D0), pics.read(0x4D1)), (0xF8, 0xDE));
-        pics.write(0x4D0, 0x20);
-        assert_eq!(pics.read(0x4D0), 0x20);
+        pics.write_port(0x4D0, 0xFF);
+        pics.write_port(0x4D1, 0xFF);
+        assert_eq!((pics.read_port(0x4D0), pics.read_port(0x4D1)), (0xF8, 0xDE));
+        pics.write_port(0x4D0, 0x20);
+        assert_eq!(pics.read_port(0x4D0), 0x20);
         for port in [0x00, 0x22, 0x1F, 0xA2, 0x4D2, 0xFFFF] {
-            assert_eq!(pics.read(port), 0xFF);
-            pics.write(port, 0);
+            assert_eq!(pics.read_port(port), 0xFF);
+            pics.write_port(port, 0);
         }
-        assert_eq!(pics.read(0x4D0), 0x20);
+        assert_eq!(pics.read_port(0x4D0), 0x20);
     }
 
     proptest! {
@@ -230,9 +280,9 @@ mod tests {
             let mut pics = Pic8259Pair::new();
             for (is_read, port, value) in ops {
                 if is_read {
-                    pics.read(port);
+                    pics.read_port(port);
                 } else {
-                    pics.write(port, value);
+                    pics.write_port(port, value);
                 }
             }
         }

@@ -402,5 +402,41 @@ impl Pit8254 {
     }
 }
 
+/// The PIT's windows: its four ports (0x40–0x43 on a PC) and the system control port B
+/// (0x61), whose bit 0 gates channel 2 and bit 5 shows its output.
+pub const COUNTERS: u8 = 0;
+/// The port 0x61 window.
+pub const PORT61: u8 = 1;
+
+impl crate::devices::device::Device for Pit8254 {
+    fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        u64::from(match at.window {
+            COUNTERS => Pit8254::read(self, offset, now),
+            PORT61 if offset == 0 => self.read_port61(now),
+            _ => 0xFF,
+        })
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        now: u64,
+    ) -> crate::devices::device::Effect {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        match at.window {
+            COUNTERS => Pit8254::write(self, offset, value as u8, now),
+            PORT61 if offset == 0 => self.write_port61(value as u8, now),
+            _ => {}
+        }
+        crate::devices::device::Effect::None
+    }
+
+    fn byte_registers(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -22,9 +22,13 @@ pub enum ResetEffect {
     Reset,
 }
 
-const KBC_DATA: u16 = 0x60;
-const KBC_STATUS_COMMAND: u16 = 0x64;
-const RESET_CONTROL: u16 = 0xCF9;
+/// The device's windows, one byte each: the 8042's data port (0x60 on a PC), its status and
+/// command port (0x64), and the reset control register (0xCF9).
+pub const KBC_DATA: u8 = 0;
+/// The 8042's status and command port.
+pub const KBC_STATUS_COMMAND: u8 = 1;
+/// The reset control register.
+pub const RESET_CONTROL: u8 = 2;
 const KBC_PULSE_RESET: u8 = 0xFE;
 const RCR_SYS_RST: u8 = 1 << 1;
 const RCR_RST_CPU: u8 = 1 << 2;
@@ -42,20 +46,20 @@ impl ResetControl {
         ResetControl::default()
     }
 
-    /// A guest read of absolute `port`.
-    pub fn read(&mut self, port: u16) -> u8 {
-        match port {
-            KBC_DATA | KBC_STATUS_COMMAND => 0,
-            RESET_CONTROL => self.cf9,
+    /// A guest read of byte `offset` of `window`.
+    pub fn read(&mut self, window: u8, offset: u64) -> u8 {
+        match (window, offset) {
+            (KBC_DATA | KBC_STATUS_COMMAND, 0) => 0,
+            (RESET_CONTROL, 0) => self.cf9,
             _ => 0xFF,
         }
     }
 
-    /// A guest write to absolute `port`.
-    pub fn write(&mut self, port: u16, value: u8) -> ResetEffect {
-        match port {
-            KBC_STATUS_COMMAND if value == KBC_PULSE_RESET => ResetEffect::Reset,
-            RESET_CONTROL => {
+    /// A guest write to byte `offset` of `window`.
+    pub fn write(&mut self, window: u8, offset: u64, value: u8) -> ResetEffect {
+        match (window, offset) {
+            (KBC_STATUS_COMMAND, 0) if value == KBC_PULSE_RESET => ResetEffect::Reset,
+            (RESET_CONTROL, 0) => {
                 self.cf9 = value & RCR_STORED;
                 let reset = RCR_SYS_RST | RCR_RST_CPU;
                 if value & reset == reset {
@@ -69,52 +73,95 @@ impl ResetControl {
     }
 }
 
+impl crate::devices::device::Device for ResetControl {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        u64::from(ResetControl::read(self, at.window, at.offset))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        match ResetControl::write(self, at.window, at.offset, value as u8) {
+            ResetEffect::Reset => crate::devices::device::Effect::Reset,
+            ResetEffect::None => crate::devices::device::Effect::None,
+        }
+    }
+
+    fn byte_registers(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The device at a PC's ports.
+    impl ResetControl {
+        fn read_port(&mut self, port: u16) -> u8 {
+            let (window, offset) = pc_window(port);
+            self.read(window, offset)
+        }
+        fn write_port(&mut self, port: u16, value: u8) -> ResetEffect {
+            let (window, offset) = pc_window(port);
+            self.write(window, offset, value)
+        }
+    }
+
+    fn pc_window(port: u16) -> (u8, u64) {
+        match port {
+            0x60 => (KBC_DATA, 0),
+            0x64 => (KBC_STATUS_COMMAND, 0),
+            0xCF9 => (RESET_CONTROL, 0),
+            _ => (u8::MAX, 0),
+        }
+    }
+
     #[test]
     fn keyboard_controller_reset() {
         let mut r = ResetControl::new();
-        assert_eq!(r.read(0x64), 0);
-        assert_eq!(r.read(0x60), 0);
+        assert_eq!(r.read_port(0x64), 0);
+        assert_eq!(r.read_port(0x60), 0);
         for cmd in [0xAA, 0xAD, 0xD1, 0xFF, 0xF0, 0x00] {
-            assert_eq!(r.write(0x64, cmd), ResetEffect::None, "{cmd:#x}");
+            assert_eq!(r.write_port(0x64, cmd), ResetEffect::None, "{cmd:#x}");
         }
         assert_eq!(
-            r.write(0x60, 0xFE),
+            r.write_port(0x60, 0xFE),
             ResetEffect::None,
             "data, not a command"
         );
-        assert_eq!(r.write(0x64, 0xFE), ResetEffect::Reset);
+        assert_eq!(r.write_port(0x64, 0xFE), ResetEffect::Reset);
     }
 
     #[test]
     fn cf9_linux_sequence() {
         let mut r = ResetControl::new();
-        let cf9 = r.read(0xCF9) & !0x0E;
-        assert_eq!(r.write(0xCF9, cf9 | 0x02), ResetEffect::None);
-        assert_eq!(r.read(0xCF9), 0x02);
-        assert_eq!(r.write(0xCF9, cf9 | 0x0E), ResetEffect::Reset);
-        assert_eq!(r.read(0xCF9), 0x0A);
-        assert_eq!(r.write(0xCF9, 0x06), ResetEffect::Reset);
+        let cf9 = r.read_port(0xCF9) & !0x0E;
+        assert_eq!(r.write_port(0xCF9, cf9 | 0x02), ResetEffect::None);
+        assert_eq!(r.read_port(0xCF9), 0x02);
+        assert_eq!(r.write_port(0xCF9, cf9 | 0x0E), ResetEffect::Reset);
+        assert_eq!(r.read_port(0xCF9), 0x0A);
+        assert_eq!(r.write_port(0xCF9, 0x06), ResetEffect::Reset);
         assert_eq!(
-            r.write(0xCF9, 0x04),
+            r.write_port(0xCF9, 0x04),
             ResetEffect::None,
             "soft reset ignored"
         );
-        assert_eq!(r.read(0xCF9), 0x00);
-        assert_eq!(r.write(0xCF9, 0xF1), ResetEffect::None);
-        assert_eq!(r.read(0xCF9), 0x00);
+        assert_eq!(r.read_port(0xCF9), 0x00);
+        assert_eq!(r.write_port(0xCF9, 0xF1), ResetEffect::None);
+        assert_eq!(r.read_port(0xCF9), 0x00);
     }
 
     #[test]
     fn other_ports() {
         let mut r = ResetControl::new();
         for port in [0x61, 0x92, 0xCF8, 0xCFA, 0xFFFF] {
-            assert_eq!(r.read(port), 0xFF);
-            assert_eq!(r.write(port, 0xFE), ResetEffect::None);
+            assert_eq!(r.read_port(port), 0xFF);
+            assert_eq!(r.write_port(port, 0xFE), ResetEffect::None);
         }
     }
 
@@ -126,9 +173,9 @@ mod tests {
             let mut r = ResetControl::new();
             for (is_read, port, value) in ops {
                 if is_read {
-                    r.read(port);
+                    r.read_port(port);
                 } else {
-                    r.write(port, value);
+                    r.write_port(port, value);
                 }
             }
         }

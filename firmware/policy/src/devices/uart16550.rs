@@ -325,6 +325,36 @@ impl Uart16550 {
     }
 }
 
+impl crate::devices::device::Device for Uart16550 {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        u64::from(Uart16550::read(
+            self,
+            u16::try_from(at.offset).unwrap_or(u16::MAX),
+        ))
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        match Uart16550::write(self, offset, value as u8) {
+            Some(line) => crate::devices::device::Effect::Console(line),
+            None => crate::devices::device::Effect::None,
+        }
+    }
+
+    fn interrupt_line(&self) -> Option<bool> {
+        Some(Uart16550::interrupt_line(self))
+    }
+
+    fn byte_registers(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

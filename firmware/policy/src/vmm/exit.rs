@@ -12,8 +12,9 @@ use super::cpuid::{self, CpuidPolicy, HostCpuid, Vendor};
 use super::guest_walk::{self, GuestPhysical};
 use super::mmio_decode::{self, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
-use super::platform::{MmioDevice, PlatformDevices, PortEffect};
+use super::platform::{MmioTarget, PlatformDevices};
 use super::vcpu::{exception, Event, Vcpu};
+use crate::devices::device::{Device, DeviceId, Effect, Effects, Register};
 use crate::devices::ioapic::IoApicDelivery;
 use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
 use crate::hypercall::{Call, Reply};
@@ -83,24 +84,11 @@ pub trait Machine: HostCpuid {
     /// Answers a decoded hypercall of this partition (`docs/hypercalls.md`).
     fn hypercall(&self, call: &Call) -> Reply;
 
-    /// A guest read of the memory balloon's window.
-    fn balloon_read(&self, offset: u64, size: u8) -> u64 {
-        self.with_devices(|d| d.balloon.as_mut().map_or(0, |b| b.mmio_read(offset, size)))
-    }
-
-    /// A guest write of the memory balloon's window by vCPU `vcpu`. This default only keeps
-    /// the registers; the firmware also carries out the queues' work (moving pages).
-    fn balloon_write(&self, vcpu: usize, offset: u64, size: u8, value: u64) {
-        let _ = vcpu;
-        let delivery = self.with_devices(|d| {
-            if let Some(balloon) = d.balloon.as_mut() {
-                let _ = balloon.mmio_write(offset, size, value);
-            }
-            d.sync_balloon_line()
-        });
-        if let Some(delivery) = delivery {
-            self.deliver_ioapic(delivery);
-        }
+    /// Carries out, for vCPU `vcpu`, what device `device` asked of the hypervisor's edge
+    /// ([`Effect::QueueWork`]: its queues have work; [`Effect::DriverReset`]: give back what
+    /// the old driver held). The default does nothing: a machine whose devices need no edge.
+    fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {
+        let _ = (vcpu, device, reset);
     }
 }
 
@@ -133,7 +121,7 @@ pub fn handle<V: Vcpu, M: Machine>(
 ) -> Next {
     let rip = cpu.rip();
     match exit {
-        VmExit::Io(access) => handle_io(cpu, machine, access, now),
+        VmExit::Io(access) => handle_io(cpu, context, machine, access, now),
         VmExit::Cpuid => {
             let registers = cpu.registers();
             let (leaf, subleaf) = (registers.rax as u32, registers.rcx as u32);
@@ -183,7 +171,7 @@ pub fn handle<V: Vcpu, M: Machine>(
         ),
         VmExit::NestedPageFault { gpa, error_code } => {
             match machine.with_devices(|d| d.mmio_device(gpa)) {
-                Some((device, offset)) => handle_mmio(cpu, context, machine, device, offset, now),
+                Some(target) => handle_mmio(cpu, context, machine, target, now),
                 None => Next::stop(
                     StopKind::Fault,
                     "outside-memory",
@@ -385,7 +373,13 @@ fn general_protection(cpu: &mut impl Vcpu) -> Next {
     Next::Resume
 }
 
-fn handle_io(cpu: &mut impl Vcpu, machine: &impl Machine, access: IoAccess, now: u64) -> Next {
+fn handle_io(
+    cpu: &mut impl Vcpu,
+    context: &VcpuContext,
+    machine: &impl Machine,
+    access: IoAccess,
+    now: u64,
+) -> Next {
     if access.string {
         return Next::stop(
             StopKind::Fault,
@@ -402,41 +396,18 @@ fn handle_io(cpu: &mut impl Vcpu, machine: &impl Machine, access: IoAccess, now:
         2 => 0xFFFF,
         _ => 0xFFFF_FFFF,
     };
+    let vcpu = context.index;
     let next = if access.write {
         let value = (cpu.registers().rax & mask) as u32;
-        let (effect, delivery) =
-            machine.with_devices(|d| d.port_write(access.port, access.size, value, now));
-        if let Some(delivery) = delivery {
-            machine.deliver_ioapic(delivery);
-        }
-        match effect {
-            PortEffect::None => Next::Resume,
-            PortEffect::Console(line) => {
-                machine.console(&line);
-                Next::Resume
-            }
-            PortEffect::PowerOff => Next::stop(
-                StopKind::PowerOff,
-                "power-off",
-                format!("ACPI soft-off (S5) through PM1a_CNT ({value:#x})"),
-            ),
-            PortEffect::Reset => Next::stop(
-                StopKind::Reboot,
-                "reboot",
-                format!("reset through port {:#x} ({value:#x})", access.port),
-            ),
-            PortEffect::DebugExit(status) => Next::stop(
-                StopKind::GuestExit,
-                "exit",
-                format!("wrote {status} to the debug-exit port"),
-            ),
+        let effects = machine.with_devices(|d| d.port_write(access.port, access.size, value, now));
+        match apply(machine, vcpu, effects) {
+            None => Next::Resume,
+            Some(effect) => stop_for(effect, format!("port {:#x} ({value:#x})", access.port)),
         }
     } else {
-        let (value, delivery) =
-            machine.with_devices(|d| d.port_read(access.port, access.size, now));
-        if let Some(delivery) = delivery {
-            machine.deliver_ioapic(delivery);
-        }
+        let (value, effects) = machine.with_devices(|d| d.port_read(access.port, access.size, now));
+        // A read only changes interrupt lines: nothing in it stops the guest.
+        let _ = apply(machine, vcpu, effects);
         let registers = cpu.registers();
         // IN writes AL/AX and leaves the rest; IN EAX zero-extends into RAX.
         registers.rax = if access.size == 4 {
@@ -530,30 +501,63 @@ fn handle_msr(
 }
 
 /// Acts on what a local APIC register write asked for.
-fn apply_lapic_effect(machine: &impl Machine, vcpu: usize, effect: LapicEffect) {
-    match effect {
-        LapicEffect::None => {}
-        LapicEffect::Eoi {
-            vector,
-            level_triggered: true,
-        } => {
-            if let Some(delivery) = machine.with_devices(|d| d.end_of_interrupt(vector)) {
-                machine.deliver_ioapic(delivery);
+/// Applies the effects of a device access by vCPU `vcpu`; returns the one that ends the
+/// guest's run (power-off, reset, debug-exit), if any, for the caller to describe.
+fn apply(machine: &impl Machine, vcpu: usize, effects: Effects) -> Option<Effect> {
+    let mut stop = None;
+    for effect in effects.into_effects() {
+        match effect {
+            Effect::None => {}
+            Effect::Console(line) => machine.console(&line),
+            Effect::Interrupt(delivery) => machine.deliver_ioapic(delivery),
+            Effect::Ipi(ipi) => machine.deliver_ipi(vcpu, ipi),
+            Effect::EndOfInterrupt(vector) => {
+                if let Some(delivery) = machine.with_devices(|d| d.end_of_interrupt(vector)) {
+                    machine.deliver_ioapic(delivery);
+                }
             }
+            Effect::QueueWork(device) => machine.serve_device(vcpu, device, false),
+            Effect::DriverReset(device) => machine.serve_device(vcpu, device, true),
+            Effect::PowerOff | Effect::Reset | Effect::DebugExit(_) => stop = Some(effect),
         }
-        LapicEffect::Eoi { .. } => {}
-        LapicEffect::Ipi(ipi) => machine.deliver_ipi(vcpu, ipi),
     }
+    stop
+}
+
+/// The stop a device asked for (an effect [`apply`] returned), the access described by
+/// `access` (where, and what was written).
+fn stop_for(effect: Effect, access: String) -> Next {
+    match effect {
+        Effect::PowerOff => Next::stop(
+            StopKind::PowerOff,
+            "power-off",
+            format!("ACPI soft-off (S5) through {access}"),
+        ),
+        Effect::DebugExit(status) => Next::stop(
+            StopKind::GuestExit,
+            "exit",
+            format!("wrote {status} to the debug-exit port"),
+        ),
+        _ => Next::stop(
+            StopKind::Reboot,
+            "reboot",
+            format!("reset through {access}"),
+        ),
+    }
+}
+
+fn apply_lapic_effect(machine: &impl Machine, vcpu: usize, effect: LapicEffect) {
+    let _ = apply(machine, vcpu, Effects::of(effect.into()));
 }
 
 fn handle_mmio(
     cpu: &mut impl Vcpu,
     context: &mut VcpuContext,
     machine: &impl Machine,
-    device: MmioDevice,
-    offset: u64,
+    target: MmioTarget,
     now: u64,
 ) -> Next {
+    let (device, offset) = (target.device, target.offset);
     let rip = cpu.rip();
     let linear = cpu.code_base().wrapping_add(rip);
     let mut bytes = [0u8; 15];
@@ -587,61 +591,59 @@ fn handle_mmio(
     let index = context.index;
     match instruction.kind {
         MmioKind::Load { .. } => {
-            let value = mmio_read(machine, index, device, offset, size, now);
+            let value = mmio_read(machine, index, target, size, now);
             instruction.complete_read(cpu.registers(), value);
         }
         MmioKind::Store { .. } => {
             let value = instruction.store_value(cpu.registers()).unwrap_or(0);
-            mmio_write(machine, index, device, offset, size, value, now);
+            if let Some(effect) = mmio_write(machine, index, target, size, value, now) {
+                return stop_for(effect, format!("{device:?}+{offset:#x} ({value:#x})"));
+            }
         }
         MmioKind::Exchange { .. } => {
             // XCHG with memory: the device sees a read, then the register's value written.
-            let old = mmio_read(machine, index, device, offset, size, now);
+            let old = mmio_read(machine, index, target, size, now);
             let value = instruction.store_value(cpu.registers()).unwrap_or(0);
-            mmio_write(machine, index, device, offset, size, value, now);
             instruction.complete_read(cpu.registers(), old);
+            if let Some(effect) = mmio_write(machine, index, target, size, value, now) {
+                return stop_for(effect, format!("{device:?}+{offset:#x} ({value:#x})"));
+            }
         }
     }
     cpu.set_rip(rip.wrapping_add(instruction.length as u64));
     Next::Resume
 }
 
-fn mmio_read(
-    machine: &impl Machine,
-    vcpu: usize,
-    device: MmioDevice,
-    offset: u64,
-    size: u8,
-    now: u64,
-) -> u64 {
-    match device {
-        MmioDevice::LocalApic => machine.with_lapic(vcpu, |l| l.mmio_read(offset, size, now)),
-        MmioDevice::IoApic => machine.with_devices(|d| d.ioapic_read(offset, size)),
-        MmioDevice::VirtioBalloon => machine.balloon_read(offset, size),
-    }
+/// A read of an MMIO device: the vCPU's own local APIC, or a device of the platform.
+fn mmio_read(machine: &impl Machine, vcpu: usize, target: MmioTarget, size: u8, now: u64) -> u64 {
+    let (value, effects) = if target.device == DeviceId::LocalApic {
+        let at = Register::new(target.window, target.offset, size);
+        let value = machine.with_lapic(vcpu, |l| l.read(at, now));
+        (value, Effects::NONE)
+    } else {
+        machine.with_devices(|d| d.mmio_read(target, size, now))
+    };
+    let _ = apply(machine, vcpu, effects);
+    value
 }
 
+/// A write to an MMIO device; the effect that ends the guest's run, if the device asked for
+/// one.
 fn mmio_write(
     machine: &impl Machine,
     vcpu: usize,
-    device: MmioDevice,
-    offset: u64,
+    target: MmioTarget,
     size: u8,
     value: u64,
     now: u64,
-) {
-    match device {
-        MmioDevice::LocalApic => {
-            let effect = machine.with_lapic(vcpu, |l| l.mmio_write(offset, size, value, now));
-            apply_lapic_effect(machine, vcpu, effect);
-        }
-        MmioDevice::IoApic => {
-            if let Some(delivery) = machine.with_devices(|d| d.ioapic_write(offset, size, value)) {
-                machine.deliver_ioapic(delivery);
-            }
-        }
-        MmioDevice::VirtioBalloon => machine.balloon_write(vcpu, offset, size, value),
-    }
+) -> Option<Effect> {
+    let effects = if target.device == DeviceId::LocalApic {
+        let at = Register::new(target.window, target.offset, size);
+        Effects::of(machine.with_lapic(vcpu, |l| l.write(at, value, now)))
+    } else {
+        machine.with_devices(|d| d.mmio_write(target, size, value, now))
+    };
+    apply(machine, vcpu, effects)
 }
 
 #[cfg(test)]

@@ -3,21 +3,26 @@
 //! I/O APIC.
 //!
 //! The addresses come from the caller's [`PlatformConfig`], filled in from the same values
-//! the guest's ACPI tables describe, so the tables and the devices cannot disagree.
+//! the guest's ACPI tables describe, so the tables and the devices cannot disagree. Every
+//! device is reached through one interface ([`Device`]): the buses map a port or an address
+//! to a device's window and an offset from its base, and an access hands back [`Effects`]
+//! for the exit handler to apply.
 
-use crate::devices::virtio::balloon::{BalloonConfig, VirtioBalloon};
-use crate::devices::virtio::mmio::MMIO_WINDOW;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::bus::{Bus, BusError};
-use crate::devices::acpi_pm::{AcpiPm, PmEffect};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos_rtc::CmosRtc;
+use crate::devices::device::{DebugExitPort, Device, DeviceId, Effect, Effects, Register};
 use crate::devices::ioapic::{IoApic, IoApicDelivery};
-use crate::devices::pci_absent::PciAbsent;
-use crate::devices::pic8259::Pic8259Pair;
-use crate::devices::pit8254::Pit8254;
-use crate::devices::reset::{ResetControl, ResetEffect};
+use crate::devices::pci_absent::{self, PciAbsent};
+use crate::devices::pic8259::{self, Pic8259Pair};
+use crate::devices::pit8254::{self, Pit8254};
+use crate::devices::reset::{self, ResetControl};
 use crate::devices::uart16550::Uart16550;
+use crate::devices::virtio::balloon::{BalloonConfig, VirtioBalloon};
+use crate::devices::virtio::mmio::MMIO_WINDOW;
 
 /// Where the platform's devices sit; the guest ACPI tables describe the same values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,44 +70,26 @@ impl PlatformConfig {
     }
 }
 
-/// Who answers a port.
+/// One window of a device on a bus: the device, which of its windows, and the window's base
+/// (offsets are from it: a window may be claimed in pieces around another device's port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PortDevice {
-    Pic,
-    Pit,
-    Keyboard,
-    Port61,
-    Rtc,
-    PostCode,
-    Elcr,
-    Pm,
-    PciConfig,
-    ResetControl,
-    Uart,
-    DebugExit,
+pub struct Slot {
+    /// The device.
+    pub device: DeviceId,
+    /// Which of its windows.
+    pub window: u8,
+    base: u64,
 }
 
-/// Who answers a guest-physical MMIO address.
+/// Where a guest-physical MMIO address lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MmioDevice {
-    LocalApic,
-    IoApic,
-    /// The virtio-mmio memory balloon's window.
-    VirtioBalloon,
-}
-
-/// What a port write asks of the hypervisor beyond the device's own state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PortEffect {
-    None,
-    /// The UART finished a line of guest output.
-    Console(String),
-    /// ACPI soft-off (S5).
-    PowerOff,
-    /// A reset through the keyboard controller or the reset control register.
-    Reset,
-    /// A write to the debug-exit port, with the value written.
-    DebugExit(u32),
+pub struct MmioTarget {
+    /// The device (the local APIC is each vCPU's own: the caller picks it).
+    pub device: DeviceId,
+    /// Which of its windows.
+    pub window: u8,
+    /// Bytes from the window's base.
+    pub offset: u64,
 }
 
 /// The I/O APIC pin the PIT's IRQ 0 arrives at (ISA IRQ 0 → GSI 2, as the guest MADT's
@@ -115,11 +102,20 @@ const LAPIC_PAGE: u64 = 0x1000;
 /// The ACPI PM block: event (4), control (2), pad (2), timer (4).
 const PM_BLOCK_PORTS: u64 = 12;
 
+/// A level-triggered device's interrupt line: its I/O APIC pin and the level the I/O APIC
+/// last saw.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    device: DeviceId,
+    pin: u8,
+    level: bool,
+}
+
 /// The shared devices of one partition.
 pub struct PlatformDevices {
     config: PlatformConfig,
-    ports: Bus<PortDevice>,
-    mmio: Bus<MmioDevice>,
+    ports: Bus<Slot>,
+    mmio: Bus<Slot>,
     pub uart: Uart16550,
     pub pit: Pit8254,
     pub rtc: CmosRtc,
@@ -128,65 +124,134 @@ pub struct PlatformDevices {
     pub reset: ResetControl,
     pub pci: PciAbsent,
     pub ioapic: IoApic,
+    debug_exit: DebugExitPort,
     /// The memory balloon, with Dynamic Memory.
     pub balloon: Option<VirtioBalloon>,
-    /// The UART interrupt line's level as the I/O APIC last saw it.
-    uart_line: bool,
-    /// The balloon's interrupt line, likewise.
-    balloon_line: bool,
+    /// Every level-triggered device's line.
+    lines: Vec<Line>,
+}
+
+/// Claims `[start, start + length)` for `device`'s `window`, based at `base`.
+fn claim(
+    bus: &mut Bus<Slot>,
+    start: u64,
+    length: u64,
+    device: DeviceId,
+    window: u8,
+    base: u64,
+) -> Result<(), BusError<DeviceId>> {
+    let slot = Slot {
+        device,
+        window,
+        base,
+    };
+    bus.claim(start, length, slot).map_err(|e| match e {
+        BusError::BadRange { start, length } => BusError::BadRange { start, length },
+        BusError::Overlap {
+            start,
+            length,
+            device,
+            owner,
+        } => BusError::Overlap {
+            start,
+            length,
+            device: device.device,
+            owner: owner.device,
+        },
+    })
 }
 
 impl PlatformDevices {
     /// The devices of a PC guest at the addresses `config` gives; refuses overlapping ones.
-    pub fn new(config: PlatformConfig) -> Result<Self, BusError<PortDevice>> {
+    pub fn new(config: PlatformConfig) -> Result<Self, BusError<DeviceId>> {
         let mut ports = Bus::new();
-        for (start, length, device) in [
-            (0x20, 2, PortDevice::Pic),
-            (0xA0, 2, PortDevice::Pic),
-            (0x40, 4, PortDevice::Pit),
-            (0x60, 1, PortDevice::Keyboard),
-            (0x64, 1, PortDevice::Keyboard),
-            (0x61, 1, PortDevice::Port61),
-            (0x70, 2, PortDevice::Rtc),
-            (0x80, 1, PortDevice::PostCode),
-            (0x4D0, 2, PortDevice::Elcr),
-            (config.pm_port as u64, PM_BLOCK_PORTS, PortDevice::Pm),
+        let (pm, uart, debug) = (
+            u64::from(config.pm_port),
+            u64::from(config.uart_port),
+            u64::from(config.debug_exit_port),
+        );
+        // (start, length, device, window, window base)
+        for (start, length, device, window, base) in [
+            (0x20, 2, DeviceId::Pic, pic8259::MASTER, 0x20),
+            (0xA0, 2, DeviceId::Pic, pic8259::SLAVE, 0xA0),
+            (0x4D0, 2, DeviceId::Pic, pic8259::ELCR, 0x4D0),
+            (0x40, 4, DeviceId::Pit, pit8254::COUNTERS, 0x40),
+            (0x61, 1, DeviceId::Pit, pit8254::PORT61, 0x61),
+            (0x60, 1, DeviceId::ResetControl, reset::KBC_DATA, 0x60),
+            (
+                0x64,
+                1,
+                DeviceId::ResetControl,
+                reset::KBC_STATUS_COMMAND,
+                0x64,
+            ),
+            (0x70, 2, DeviceId::Rtc, 0, 0x70),
+            (pm, PM_BLOCK_PORTS, DeviceId::Pm, 0, pm),
             // 0xCF8 is PCI's 32-bit address register, except that a byte at 0xCF9 is the
             // reset control register (as on Intel chipsets).
-            (0xCF8, 1, PortDevice::PciConfig),
-            (0xCF9, 1, PortDevice::ResetControl),
-            (0xCFA, 2, PortDevice::PciConfig),
-            (0xCFC, 4, PortDevice::PciConfig),
-            (config.uart_port as u64, 8, PortDevice::Uart),
-            (config.debug_exit_port as u64, 1, PortDevice::DebugExit),
+            (
+                0xCF8,
+                1,
+                DeviceId::PciConfig,
+                pci_absent::CONFIG_ADDRESS,
+                0xCF8,
+            ),
+            (
+                0xCF9,
+                1,
+                DeviceId::ResetControl,
+                reset::RESET_CONTROL,
+                0xCF9,
+            ),
+            (
+                0xCFA,
+                2,
+                DeviceId::PciConfig,
+                pci_absent::CONFIG_ADDRESS,
+                0xCF8,
+            ),
+            (
+                0xCFC,
+                4,
+                DeviceId::PciConfig,
+                pci_absent::CONFIG_DATA,
+                0xCFC,
+            ),
+            (uart, 8, DeviceId::Uart, 0, uart),
+            (debug, 1, DeviceId::DebugExit, 0, debug),
         ] {
-            ports.claim(start, length, device)?;
+            claim(&mut ports, start, length, device, window, base)?;
         }
         let mut mmio = Bus::new();
-        // Two fixed pages that cannot overlap unless the config is nonsense; report that as a
-        // port-bus-style error would lose the device name, so map it onto the I/O APIC.
-        if mmio
-            .claim(config.lapic_base, LAPIC_PAGE, MmioDevice::LocalApic)
-            .and_then(|()| mmio.claim(config.ioapic_base, IOAPIC_WINDOW, MmioDevice::IoApic))
-            .is_err()
-        {
-            return Err(BusError::Overlap {
-                start: config.ioapic_base,
-                length: IOAPIC_WINDOW,
-                device: PortDevice::Uart,
-                owner: PortDevice::Uart,
+        let (lapic, ioapic) = (config.lapic_base, config.ioapic_base);
+        claim(&mut mmio, lapic, LAPIC_PAGE, DeviceId::LocalApic, 0, lapic)?;
+        claim(
+            &mut mmio,
+            ioapic,
+            IOAPIC_WINDOW,
+            DeviceId::IoApic,
+            0,
+            ioapic,
+        )?;
+        let mut lines = alloc::vec![Line {
+            device: DeviceId::Uart,
+            pin: config.uart_irq,
+            level: false,
+        }];
+        if let Some((base, pin)) = config.virtio_balloon {
+            claim(
+                &mut mmio,
+                base,
+                MMIO_WINDOW,
+                DeviceId::VirtioBalloon,
+                0,
+                base,
+            )?;
+            lines.push(Line {
+                device: DeviceId::VirtioBalloon,
+                pin,
+                level: false,
             });
-        }
-        if let Some((base, _)) = config.virtio_balloon {
-            if mmio
-                .claim(base, MMIO_WINDOW, MmioDevice::VirtioBalloon)
-                .is_err()
-            {
-                return Err(BusError::BadRange {
-                    start: base,
-                    length: MMIO_WINDOW,
-                });
-            }
         }
         Ok(PlatformDevices {
             config,
@@ -200,6 +265,7 @@ impl PlatformDevices {
             reset: ResetControl::new(),
             pci: PciAbsent::new(),
             ioapic: IoApic::new(config.ioapic_id),
+            debug_exit: DebugExitPort,
             // DEFLATE_ON_OOM: a guest about to run out of memory takes pages back from its
             // balloon (from its vnode's node) rather than kill a process; the policy then
             // sees its demand.
@@ -208,8 +274,7 @@ impl PlatformDevices {
                     deflate_on_oom: true,
                 })
             }),
-            uart_line: false,
-            balloon_line: false,
+            lines,
         })
     }
 
@@ -218,121 +283,153 @@ impl PlatformDevices {
         &self.config
     }
 
-    /// The MMIO device at guest-physical `gpa`, and the offset into its window.
-    pub fn mmio_device(&self, gpa: u64) -> Option<(MmioDevice, u64)> {
-        self.mmio.find(gpa)
+    /// The one place a [`DeviceId`] becomes its model. The local APIC is not here: it is
+    /// each vCPU's own.
+    fn device(&mut self, id: DeviceId) -> Option<&mut dyn Device> {
+        Some(match id {
+            DeviceId::Pic => &mut self.pic,
+            DeviceId::Pit => &mut self.pit,
+            DeviceId::ResetControl => &mut self.reset,
+            DeviceId::Rtc => &mut self.rtc,
+            DeviceId::Pm => &mut self.pm,
+            DeviceId::PciConfig => &mut self.pci,
+            DeviceId::Uart => &mut self.uart,
+            DeviceId::DebugExit => &mut self.debug_exit,
+            DeviceId::IoApic => &mut self.ioapic,
+            DeviceId::VirtioBalloon => self.balloon.as_mut()?,
+            DeviceId::LocalApic => return None,
+        })
+    }
+
+    /// The MMIO device window at guest-physical `gpa`, and the offset into it.
+    pub fn mmio_device(&self, gpa: u64) -> Option<MmioTarget> {
+        let (slot, _) = self.mmio.find(gpa)?;
+        Some(MmioTarget {
+            device: slot.device,
+            window: slot.window,
+            offset: gpa - slot.base,
+        })
+    }
+
+    /// A guest read of an MMIO device of the platform (not the local APIC: see
+    /// [`PlatformDevices::device`]); nothing there reads 0.
+    pub fn mmio_read(&mut self, target: MmioTarget, size: u8, now: u64) -> (u64, Effects) {
+        let at = Register::new(target.window, target.offset, size);
+        let value = self
+            .device(target.device)
+            .map_or(0, |device| device.read(at, now));
+        (value, self.after_access(target.device, Effect::None))
+    }
+
+    /// A guest write to an MMIO device of the platform.
+    pub fn mmio_write(&mut self, target: MmioTarget, size: u8, value: u64, now: u64) -> Effects {
+        let at = Register::new(target.window, target.offset, size);
+        let effect = self
+            .device(target.device)
+            .map_or(Effect::None, |device| device.write(at, value, now));
+        self.after_access(target.device, effect)
     }
 
     /// A guest `IN` of `size` bytes (1, 2 or 4) from `port`. Ports nobody claims read all
-    /// ones, as an empty ISA bus floats high. Also returns an interrupt the read raised.
-    pub fn port_read(&mut self, port: u16, size: u8, now: u64) -> (u32, Option<IoApicDelivery>) {
+    /// ones, as an empty ISA bus floats high.
+    pub fn port_read(&mut self, port: u16, size: u8, now: u64) -> (u32, Effects) {
         let size = normalise(size);
-        let value = match self.ports.find(port as u64) {
-            Some((PortDevice::Pm, offset)) => self.pm.read(offset as u16, size, now),
-            Some((PortDevice::PciConfig, _)) => self.pci.read(port, size),
+        let slot = self.port_slot(u64::from(port));
+        let value = match slot {
+            Some(slot) if !self.byte_wide(slot.device) => {
+                let at = Register::new(slot.window, u64::from(port) - slot.base, size);
+                self.device(slot.device).map_or(0, |d| d.read(at, now)) as u32
+            }
             _ => {
                 // Byte-wide devices: a wider access reads consecutive ports, as the ISA bus
                 // splits it.
                 let mut value = 0u32;
                 for i in 0..size {
-                    let byte = self.read_byte(port.wrapping_add(i as u16), now);
-                    value |= (byte as u32) << (8 * i);
+                    let byte = port.wrapping_add(u16::from(i));
+                    let read = match self.port_slot(u64::from(byte)) {
+                        Some(slot) => {
+                            let at = Register::new(slot.window, u64::from(byte) - slot.base, 1);
+                            self.device(slot.device).map_or(0xFF, |d| d.read(at, now)) as u8
+                        }
+                        None => 0xFF,
+                    };
+                    value |= u32::from(read) << (8 * i);
                 }
                 value
             }
         };
-        (value & mask(size), self.sync_interrupt_lines())
-    }
-
-    fn read_byte(&mut self, port: u16, now: u64) -> u8 {
-        match self.ports.find(port as u64) {
-            Some((PortDevice::Pic, _)) | Some((PortDevice::Elcr, _)) => self.pic.read(port),
-            Some((PortDevice::Pit, offset)) => self.pit.read(offset as u16, now),
-            Some((PortDevice::Port61, _)) => self.pit.read_port61(now),
-            Some((PortDevice::Keyboard, _)) | Some((PortDevice::ResetControl, _)) => {
-                self.reset.read(port)
-            }
-            Some((PortDevice::Rtc, offset)) => self.rtc.read(offset as u16, now),
-            Some((PortDevice::Uart, offset)) => self.uart.read(offset as u16),
-            Some((PortDevice::Pm, offset)) => self.pm.read(offset as u16, 1, now) as u8,
-            Some((PortDevice::PciConfig, _)) => self.pci.read(port, 1) as u8,
-            Some((PortDevice::PostCode, _)) | Some((PortDevice::DebugExit, _)) | None => 0xFF,
-        }
+        let effects = match slot {
+            Some(slot) => self.after_access(slot.device, Effect::None),
+            None => Effects::NONE,
+        };
+        (value & mask(size), effects)
     }
 
     /// A guest `OUT` of `size` bytes of `value` to `port`; unclaimed ports ignore it.
-    pub fn port_write(
-        &mut self,
-        port: u16,
-        size: u8,
-        value: u32,
-        now: u64,
-    ) -> (PortEffect, Option<IoApicDelivery>) {
+    pub fn port_write(&mut self, port: u16, size: u8, value: u32, now: u64) -> Effects {
         let size = normalise(size);
         let value = value & mask(size);
-        let effect = match self.ports.find(port as u64) {
-            Some((PortDevice::Pm, offset)) => {
-                match self.pm.write(offset as u16, size, value, now) {
-                    PmEffect::PowerOff => PortEffect::PowerOff,
-                    PmEffect::None => PortEffect::None,
-                }
+        let slot = self.port_slot(u64::from(port));
+        let effect = match slot {
+            Some(slot) if !self.byte_wide(slot.device) => {
+                let at = Register::new(slot.window, u64::from(port) - slot.base, size);
+                self.device(slot.device)
+                    .map_or(Effect::None, |d| d.write(at, u64::from(value), now))
             }
-            Some((PortDevice::PciConfig, _)) => {
-                self.pci.write(port, size, value);
-                PortEffect::None
-            }
-            Some((PortDevice::DebugExit, _)) => PortEffect::DebugExit(value),
             _ => {
-                let mut effect = PortEffect::None;
+                let mut effect = Effect::None;
                 for i in 0..size {
-                    let byte = (value >> (8 * i)) as u8;
-                    let this = self.write_byte(port.wrapping_add(i as u16), byte, now);
-                    if this != PortEffect::None {
+                    let byte = port.wrapping_add(u16::from(i));
+                    let Some(slot) = self.port_slot(u64::from(byte)) else {
+                        continue;
+                    };
+                    let at = Register::new(slot.window, u64::from(byte) - slot.base, 1);
+                    let part = u64::from(value >> (8 * i)) & 0xFF;
+                    let this = self
+                        .device(slot.device)
+                        .map_or(Effect::None, |d| d.write(at, part, now));
+                    if this != Effect::None {
                         effect = this;
                     }
                 }
                 effect
             }
         };
-        (effect, self.sync_interrupt_lines())
-    }
-
-    fn write_byte(&mut self, port: u16, value: u8, now: u64) -> PortEffect {
-        match self.ports.find(port as u64) {
-            Some((PortDevice::Pic, _)) | Some((PortDevice::Elcr, _)) => self.pic.write(port, value),
-            Some((PortDevice::Pit, offset)) => self.pit.write(offset as u16, value, now),
-            Some((PortDevice::Port61, _)) => self.pit.write_port61(value, now),
-            Some((PortDevice::Keyboard, _)) | Some((PortDevice::ResetControl, _)) => {
-                if self.reset.write(port, value) == ResetEffect::Reset {
-                    return PortEffect::Reset;
-                }
-            }
-            Some((PortDevice::Rtc, offset)) => self.rtc.write(offset as u16, value, now),
-            Some((PortDevice::Uart, offset)) => {
-                if let Some(line) = self.uart.write(offset as u16, value) {
-                    return PortEffect::Console(line);
-                }
-            }
-            Some((PortDevice::Pm, offset)) => {
-                if self.pm.write(offset as u16, 1, value as u32, now) == PmEffect::PowerOff {
-                    return PortEffect::PowerOff;
-                }
-            }
-            Some((PortDevice::DebugExit, _)) => return PortEffect::DebugExit(value as u32),
-            Some((PortDevice::PciConfig, _)) => self.pci.write(port, 1, value as u32),
-            Some((PortDevice::PostCode, _)) | None => {}
+        match slot {
+            Some(slot) => self.after_access(slot.device, effect),
+            None => Effects::of(effect),
         }
-        PortEffect::None
     }
 
-    /// A guest read of the I/O APIC window.
-    pub fn ioapic_read(&mut self, offset: u64, size: u8) -> u64 {
-        self.ioapic.mmio_read(offset, size)
+    fn port_slot(&self, port: u64) -> Option<Slot> {
+        self.ports.find(port).map(|(slot, _)| slot)
     }
 
-    /// A guest write to the I/O APIC window; an unmasked pin may deliver at once.
-    pub fn ioapic_write(&mut self, offset: u64, size: u8, value: u64) -> Option<IoApicDelivery> {
-        self.ioapic.mmio_write(offset, size, value)
+    fn byte_wide(&mut self, id: DeviceId) -> bool {
+        self.device(id).is_some_and(|d| d.byte_registers())
+    }
+
+    /// The effects of an access to `device`: its own, then its interrupt line's change.
+    fn after_access(&mut self, device: DeviceId, effect: Effect) -> Effects {
+        Effects {
+            device: (effect != Effect::None).then_some(effect),
+            interrupt: self.sync_line(device),
+        }
+    }
+
+    /// Hands `device`'s interrupt line level to the I/O APIC, if it changed (after every
+    /// access, and whenever the hypervisor changes the device's state: console input, a
+    /// balloon completion).
+    pub fn sync_line(&mut self, device: DeviceId) -> Option<IoApicDelivery> {
+        let index = self.lines.iter().position(|l| l.device == device)?;
+        let level = self.device(device)?.interrupt_line()?;
+        let line = &mut self.lines[index];
+        if line.level == level {
+            return None;
+        }
+        line.level = level;
+        let pin = line.pin;
+        self.ioapic.set_level(pin, level)
     }
 
     /// A local APIC's EOI of a level-triggered `vector`: the I/O APIC may deliver again.
@@ -344,7 +441,7 @@ impl PlatformDevices {
     /// full (the byte is dropped and the caller says so).
     pub fn push_input(&mut self, byte: u8) -> (bool, Option<IoApicDelivery>) {
         let accepted = self.uart.push_input(byte);
-        (accepted, self.sync_interrupt_lines())
+        (accepted, self.sync_line(DeviceId::Uart))
     }
 
     /// Raises the interrupts the platform's timers owe at guest TSC `now`: a rising edge of
@@ -377,31 +474,7 @@ impl PlatformDevices {
         memory: &dyn crate::devices::virtio::QueueMemory,
     ) -> Option<IoApicDelivery> {
         self.balloon.as_mut()?.request_stats(memory);
-        self.sync_balloon_line()
-    }
-
-    /// Hands the balloon's interrupt line level to the I/O APIC, if it changed (after every
-    /// access to the balloon and every completion of its buffers).
-    pub fn sync_balloon_line(&mut self) -> Option<IoApicDelivery> {
-        let (Some(balloon), Some((_, pin))) = (&self.balloon, self.config.virtio_balloon) else {
-            return None;
-        };
-        let line = balloon.interrupt_asserted();
-        if line == self.balloon_line {
-            return None;
-        }
-        self.balloon_line = line;
-        self.ioapic.set_level(pin, line)
-    }
-
-    /// Hands level changes of the device interrupt lines to the I/O APIC.
-    fn sync_interrupt_lines(&mut self) -> Option<IoApicDelivery> {
-        let line = self.uart.interrupt_line();
-        if line == self.uart_line {
-            return None;
-        }
-        self.uart_line = line;
-        self.ioapic.set_level(self.config.uart_irq, line)
+        self.sync_line(DeviceId::VirtioBalloon)
     }
 }
 
@@ -423,6 +496,16 @@ fn mask(size: u8) -> u32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A guest write to the I/O APIC's window.
+    pub(crate) fn ioapic_write(p: &mut PlatformDevices, offset: u64, size: u8, value: u64) {
+        let target = MmioTarget {
+            device: DeviceId::IoApic,
+            window: 0,
+            offset,
+        };
+        let _ = p.mmio_write(target, size, value, 0);
+    }
 
     pub(crate) fn pc() -> PlatformConfig {
         PlatformConfig::pc(1_000_000_000, 1_796_083_200)
@@ -458,14 +541,17 @@ pub(crate) mod tests {
         assert_eq!(p.port_read(0xCF8, 4, 0).0, 0x8000_0000);
         assert_eq!(p.port_read(0xCFC, 4, 0).0, u32::MAX);
         // The debug-exit port and POST codes.
-        assert_eq!(p.port_write(0xF4, 1, 3, 0).0, PortEffect::DebugExit(3));
-        assert_eq!(p.port_write(0x80, 1, 0x55, 0).0, PortEffect::None);
+        assert_eq!(
+            p.port_write(0xF4, 1, 3, 0).device,
+            Some(Effect::DebugExit(3))
+        );
+        assert_eq!(p.port_write(0x80, 1, 0x55, 0).device, None);
         // Reset through the keyboard controller.
-        assert_eq!(p.port_write(0x64, 1, 0xFE, 0).0, PortEffect::Reset);
+        assert_eq!(p.port_write(0x64, 1, 0xFE, 0).device, Some(Effect::Reset));
         // Soft-off: SLP_TYP 5 | SLP_EN.
         assert_eq!(
-            p.port_write(0x604, 2, (5 << 10) | (1 << 13), 0).0,
-            PortEffect::PowerOff
+            p.port_write(0x604, 2, (5 << 10) | (1 << 13), 0).device,
+            Some(Effect::PowerOff)
         );
     }
 
@@ -473,11 +559,11 @@ pub(crate) mod tests {
     fn console_lines_come_out_of_port_writes() {
         let mut p = PlatformDevices::new(pc()).unwrap();
         for b in b"hi" {
-            assert_eq!(p.port_write(0x3F8, 1, *b as u32, 0).0, PortEffect::None);
+            assert_eq!(p.port_write(0x3F8, 1, *b as u32, 0).device, None);
         }
         assert_eq!(
-            p.port_write(0x3F8, 1, b'\n' as u32, 0).0,
-            PortEffect::Console("hi".into())
+            p.port_write(0x3F8, 1, b'\n' as u32, 0).device,
+            Some(Effect::Console("hi".into()))
         );
     }
 
@@ -485,10 +571,10 @@ pub(crate) mod tests {
     fn uart_receive_interrupt_reaches_the_ioapic() {
         let mut p = PlatformDevices::new(pc()).unwrap();
         // I/O APIC pin 4: vector 0x24, edge, physical destination 1, unmasked.
-        p.ioapic_write(0, 4, 0x10 + 2 * 4);
-        p.ioapic_write(0x10, 4, 0x24);
-        p.ioapic_write(0, 4, 0x10 + 2 * 4 + 1);
-        p.ioapic_write(0x10, 4, 1 << 24);
+        ioapic_write(&mut p, 0, 4, 0x10 + 2 * 4);
+        ioapic_write(&mut p, 0x10, 4, 0x24);
+        ioapic_write(&mut p, 0, 4, 0x10 + 2 * 4 + 1);
+        ioapic_write(&mut p, 0x10, 4, 1 << 24);
         // UART: OUT2 (IRQ gate) and receive interrupts on.
         p.port_write(0x3FC, 1, 0x08, 0);
         p.port_write(0x3F9, 1, 0x01, 0);
@@ -503,8 +589,8 @@ pub(crate) mod tests {
     fn pit_channel_0_interrupts_arrive_at_pin_2() {
         let mut p = PlatformDevices::new(pc()).unwrap();
         // I/O APIC pin 2: vector 0x30, edge, physical destination 0, unmasked.
-        p.ioapic_write(0, 4, 0x10 + 2 * 2);
-        p.ioapic_write(0x10, 4, 0x30);
+        ioapic_write(&mut p, 0, 4, 0x10 + 2 * 2);
+        ioapic_write(&mut p, 0x10, 4, 0x30);
         assert_eq!(p.poll_timers(0), None);
         assert_eq!(p.next_timer_deadline(0), None);
         // Channel 0, LSB then MSB, mode 2 (rate generator), 1193 ticks ≈ 1 ms.
@@ -534,11 +620,15 @@ pub(crate) mod tests {
     #[test]
     fn mmio_windows() {
         let p = PlatformDevices::new(pc()).unwrap();
-        assert_eq!(
-            p.mmio_device(0xFEE0_0300),
-            Some((MmioDevice::LocalApic, 0x300))
-        );
-        assert_eq!(p.mmio_device(0xFEC0_0010), Some((MmioDevice::IoApic, 0x10)));
+        let at = |device, offset| {
+            Some(MmioTarget {
+                device,
+                window: 0,
+                offset,
+            })
+        };
+        assert_eq!(p.mmio_device(0xFEE0_0300), at(DeviceId::LocalApic, 0x300));
+        assert_eq!(p.mmio_device(0xFEC0_0010), at(DeviceId::IoApic, 0x10));
         assert_eq!(p.mmio_device(0xFED0_0000), None);
     }
 }

@@ -424,3 +424,27 @@ fn config_slice(offset: u64, size: u8) -> Option<core::ops::Range<usize>> {
     }
     Some(at as usize..(at + size) as usize)
 }
+
+impl crate::devices::device::Device for VirtioBalloon {
+    fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
+        self.mmio_read(at.offset, at.size)
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        _now: u64,
+    ) -> crate::devices::device::Effect {
+        let id = crate::devices::device::DeviceId::VirtioBalloon;
+        match self.mmio_write(at.offset, at.size, value) {
+            BalloonEvent::None => crate::devices::device::Effect::None,
+            BalloonEvent::QueueWork => crate::devices::device::Effect::QueueWork(id),
+            BalloonEvent::Reset => crate::devices::device::Effect::DriverReset(id),
+        }
+    }
+
+    fn interrupt_line(&self) -> Option<bool> {
+        Some(self.interrupt_asserted())
+    }
+}

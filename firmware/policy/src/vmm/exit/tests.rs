@@ -429,7 +429,7 @@ fn mmio_loads_from_the_io_apic_fill_the_register() {
         rip: 0x2000,
         ..FakeVcpu::default()
     };
-    machine.with_devices(|d| d.ioapic_write(0, 4, 1)); // IOREGSEL = VER
+    machine.with_devices(|d| crate::vmm::platform::tests::ioapic_write(d, 0, 4, 1)); // IOREGSEL = VER
     let fault = VmExit::NestedPageFault {
         gpa: 0xFEC0_0010,
         error_code: 0x5,
