@@ -111,14 +111,14 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
         cpu_startup: t_done - t_smp,
         waiting: tsc::wait_ticks(),
     }));
-    partition::READY_TSC.store(tsc::now(), core::sync::atomic::Ordering::SeqCst);
+    let ready_tsc = tsc::now();
     report::emit(&events::ready());
     info!("ready");
     if boot.option("exit") == Some("ready") {
         debug_exit::exit(debug_exit::READY);
         error!("exit=ready given but no isa-debug-exit device answered at the port");
     }
-    run_partitions(&boot, &topology, frames, &cpus);
+    run_partitions(&boot, &topology, frames, &cpus, ready_tsc);
 }
 
 /// Builds the embedded layout's partitions, starts them on their CPUs, and serves this CPU's
@@ -128,18 +128,21 @@ fn run_partitions(
     topology: &Topology,
     frames: FrameAllocator,
     cpus: &[CpuReport],
+    ready_tsc: u64,
 ) -> ! {
-    *partition::FRAMES.lock() = Some(frames);
-    *partition::HOST_DISTANCES.lock() = topology.distances();
     let layout = &crate::embedded_layout::LAYOUT;
-    let exit_when_done = boot.option("exit") == Some("partitions");
-    if let Some(ms) = boot
+    let exit_stats_period = boot
         .option("exit-stats")
         .and_then(|v| v.parse::<u64>().ok())
-    {
-        let ticks = ms.saturating_mul(tsc::hz() / 1000);
-        partition::EXIT_STATS_PERIOD.store(ticks, core::sync::atomic::Ordering::Relaxed);
-    }
+        .map_or(0, |ms| ms.saturating_mul(tsc::hz() / 1000));
+    // The one context every CPU shares from now on.
+    let hv = partition::Hypervisor::new(partition::Boot {
+        frames,
+        distances: topology.distances(),
+        exit_when_all_stopped: boot.option("exit") == Some("partitions"),
+        ready_tsc,
+        exit_stats_period,
+    });
     match crate::virt::select() {
         Ok(selection) => {
             info!("{}", selection.summary);
@@ -154,7 +157,7 @@ fn run_partitions(
                 .filter(|c| c.failure.is_none())
                 .map(|c| c.apic_id)
                 .collect();
-            partition::build_all(layout, topology, &online, exit_when_done);
+            partition::build_all(hv, layout, topology, &online);
         }
         Err(why) => {
             for spec in layout.partitions {
@@ -164,11 +167,13 @@ fn run_partitions(
                 ));
             }
             error!("partitions cannot run: {why}");
-            partition::build_all(&EMPTY_LAYOUT, topology, &[], exit_when_done);
+            partition::build_all(hv, &EMPTY_LAYOUT, topology, &[]);
         }
     }
-    smp::register_work(partition::run_assigned_vcpu);
-    partition::start_all(apic::wake);
+    smp::register_work(alloc::boxed::Box::leak(alloc::boxed::Box::new(
+        move |apic_id| partition::run_assigned_vcpu(hv, apic_id),
+    )));
+    partition::start_all(hv, apic::wake);
     smp::serve_vcpus()
 }
 

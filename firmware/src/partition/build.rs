@@ -32,7 +32,7 @@ use spin::Mutex;
 
 use super::control::{halt_a_while, Control, VcpuSlot};
 use super::guest_memory::{GuestMemory, IdentityTables};
-use super::{Partition, PartitionState};
+use super::{Hypervisor, Partition, PartitionState};
 use crate::platform::cpu::tsc;
 use crate::virt::{Active, Arch, NoTlbTag};
 
@@ -120,6 +120,7 @@ fn cpu_requests(spec: &PartitionSpec) -> Vec<CpuRequest> {
 /// Builds partition `index` from `spec`, or says why it cannot run here. On error every page
 /// taken is given back.
 pub fn build(
+    hv: &'static Hypervisor,
     index: usize,
     spec: &'static PartitionSpec,
     topology: &Topology,
@@ -204,6 +205,7 @@ pub fn build(
         .collect();
     let memory = MemoryGenerations::new(vcpus.len());
     let partition = Partition {
+        hv,
         index,
         spec,
         state: Mutex::new(state),
@@ -570,7 +572,8 @@ fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::
         })
         .collect();
     let backing: Vec<u32> = spec.memory.iter().map(|v| v.node).collect();
-    let distances = host_distances()
+    let distances = guest_acpi::DistanceMatrix::from_rows(&partition.hv.distances)
+        .ok()
         .and_then(|host| guest_acpi::DistanceMatrix::guest_from_host(&host, &backing).ok());
     guest_acpi::GuestPlatform {
         vcpus,
@@ -583,14 +586,6 @@ fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::
             size: start_info::ACPI_BYTES,
         },
     }
-}
-
-/// The host's distance matrix (by dense node), set once at boot.
-pub static HOST_DISTANCES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-fn host_distances() -> Option<guest_acpi::DistanceMatrix> {
-    let rows = HOST_DISTANCES.lock().clone();
-    guest_acpi::DistanceMatrix::from_rows(&rows).ok()
 }
 
 /// Puts a stopped guest back to its first instruction: fresh RAM contents, boot data, VMCBs.

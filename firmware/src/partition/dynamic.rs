@@ -6,7 +6,7 @@
 //!
 //! Locks: a partition's devices lock is held only to drive the balloon's registers and
 //! queues, never while pages move (moving waits for the partition's other vCPUs, which may
-//! want the devices); the policy runs under `REBALANCING`, taken with `try_lock` so that
+//! want the devices); the policy runs under `Hypervisor::rebalancing`, taken with `try_lock` so that
 //! concurrent arrivals of statistics run it once.
 
 use alloc::string::String;
@@ -19,12 +19,11 @@ use numavisor_policy::hypercall::bank::PageMove;
 use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy};
 use numavisor_policy::report::events::{self, BalloonMove, TargetSetter};
 use numavisor_policy::vmm::exit::{StopKind, StopRequest};
-use spin::Mutex;
 
 use super::guest_memory::GuestMemory;
 use super::interrupts::deliver_ioapic;
 use super::page_moves;
-use super::{partitions, Partition, FRAMES};
+use super::{Hypervisor, Partition};
 use crate::platform::console::report;
 use crate::platform::cpu::tsc;
 
@@ -62,8 +61,9 @@ const HEAP_BYTES_PER_PAGE: u64 = 160;
 /// Grows the hypervisor heap, once the partitions are built, by what their balloons' books
 /// may need (`HEAP_BYTES_PER_PAGE` per page between each vnode's size and its minimum),
 /// taken from free memory in 2 MiB blocks and counted as hypervisor memory in the ledger.
-pub fn reserve_heap() {
-    let pages: u64 = partitions()
+pub fn reserve_heap(hv: &Hypervisor) {
+    let pages: u64 = hv
+        .partitions()
         .iter()
         .filter(|p| p.spec.dynamic)
         .flat_map(|p| p.spec.memory.iter())
@@ -74,10 +74,7 @@ pub fn reserve_heap() {
     }
     // One contiguous run: the heap then serves allocations as large as the books grow.
     let heap_pages = (pages * HEAP_BYTES_PER_PAGE).div_ceil(4096);
-    let mut frames = FRAMES.lock();
-    let Some(frames) = frames.as_mut() else {
-        return;
-    };
+    let mut frames = hv.frames.lock();
     let order: Vec<usize> = (0..frames.node_count()).collect();
     match frames.reserve_run_near(
         &order,
@@ -94,9 +91,6 @@ pub fn reserve_heap() {
         Err(e) => log::warn!("Dynamic Memory: no memory to grow the heap for its books: {e}"),
     }
 }
-
-/// Runs the policy only once at a time.
-static REBALANCING: Mutex<()> = Mutex::new(());
 
 /// Why a target cannot be set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,7 +246,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                         state.rising = state.last_used.is_some_and(|last| used > last + RISING);
                         state.last_used = Some(used);
                         drop(state);
-                        rebalance();
+                        rebalance(partition.hv);
                     }
                     continue;
                 }
@@ -354,9 +348,7 @@ fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove], ticks:
             micros: tsc::micros_since_entry(),
         }));
     }
-    if let Some(frames) = FRAMES.lock().as_ref() {
-        report::emit(&events::ledger(&frames.ledger()));
-    }
+    partition.hv.emit_ledger();
 }
 
 /// Tells `partition`'s balloon to hold its RAM to `bytes` from now on.
@@ -397,7 +389,7 @@ pub fn set_fixed(
     };
     let Some(bytes) = bytes else {
         partition.dynamic.lock().fixed = None;
-        rebalance();
+        rebalance(partition.hv);
         return Ok(0);
     };
     let wanted = (bytes.clamp(bounds.min, bounds.max) / 4096) * 4096;
@@ -416,12 +408,14 @@ pub fn set_fixed(
 
 /// Runs the policy over every running dynamic partition whose RAM is on one host node, and
 /// sets the targets that changed.
-pub fn rebalance() {
-    let Some(_running) = REBALANCING.try_lock() else {
+pub fn rebalance(hv: &Hypervisor) {
+    let Some(_running) = hv.rebalancing.try_lock() else {
         return;
     };
-    let members: Vec<(&'static Partition, Member)> = partitions()
-        .into_iter()
+    let members: Vec<(&'static Partition, Member)> = hv
+        .partitions()
+        .iter()
+        .copied()
         .filter(|p| p.spec.dynamic && !p.control.ended() && one_node(p))
         .map(|p| {
             let state = p.dynamic.lock();
@@ -455,11 +449,7 @@ pub fn rebalance() {
     if members.is_empty() {
         return;
     }
-    let free: Vec<u64> = FRAMES
-        .lock()
-        .as_ref()
-        .map(|f| f.ledger().iter().map(|l| l.free).collect())
-        .unwrap_or_default();
+    let free: Vec<u64> = hv.frames.lock().ledger().iter().map(|l| l.free).collect();
     let plain: Vec<Member> = members.iter().map(|(_, m)| *m).collect();
     let targets = dynamic_memory::targets(&plain, &free, &Policy::default());
     for ((partition, member), target) in members.iter().zip(targets) {

@@ -11,7 +11,7 @@ use numavisor_policy::memory::PAGE_SIZE;
 use super::guest_memory::GuestMemory;
 use numavisor_policy::report::events::TargetSetter;
 
-use super::{dynamic, page_moves, partitions, Partition};
+use super::{dynamic, page_moves, Partition};
 
 /// One calling partition, the vCPU that calls, and its RAM.
 pub struct CallerView<'a> {
@@ -22,7 +22,7 @@ pub struct CallerView<'a> {
 
 impl CallerView<'_> {
     fn partition(&self, index: usize) -> Option<&'static Partition> {
-        partitions().get(index).copied()
+        self.caller.hv.partitions().get(index).copied()
     }
 }
 
@@ -32,18 +32,18 @@ impl Partitions for CallerView<'_> {
     }
 
     fn count(&self) -> usize {
-        partitions().len()
+        self.caller.hv.partitions().len()
     }
 
     fn is_live(&self, index: usize) -> bool {
-        // A stopped partition has released its pool (`build::release`).
-        self.partition(index)
-            .is_some_and(|p| p.state.lock().pool.is_some())
+        self.partition(index).is_some_and(|p| !p.control.ended())
     }
 
     fn parent_of(&self, index: usize) -> Option<usize> {
         let parent = self.partition(index)?.spec.parent?;
-        partitions()
+        self.caller
+            .hv
+            .partitions()
             .iter()
             .find(|p| p.name() == parent)
             .map(|p| p.index)
@@ -62,7 +62,7 @@ impl Partitions for CallerView<'_> {
                 .map_or(0, |pool| pool.balance_pages() as u64)
         };
         // The bank is not taken with a state lock held (page_moves' lock order).
-        let deposited = page_moves::deposited_pages(index, node);
+        let deposited = page_moves::deposited_pages(self.caller.hv, index, node);
         (own + deposited, deposited)
     }
 

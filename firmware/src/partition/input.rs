@@ -2,19 +2,14 @@
 //! switched with Ctrl-A and a digit, or to the monitor shell after Ctrl-A `m` (see
 //! `numavisor_policy::vmm::console_input`).
 
+use super::{interrupts, monitor, Hypervisor};
+use crate::platform::console::serial;
 use numavisor_policy::vmm::console_input::{InputSwitch, Routed};
 use numavisor_policy::vmm::monitor::LineEditor;
-use spin::Mutex;
-
-use super::{interrupts, monitor, partitions};
-use crate::platform::console::serial;
-
-/// The input switch and the monitor's line editor.
-static SWITCH: Mutex<Option<(InputSwitch, LineEditor)>> = Mutex::new(None);
 
 /// Moves whatever was typed to the selected partition; any CPU may call it, one at a time.
-pub fn poll_console_input() {
-    let Some(mut guard) = SWITCH.try_lock() else {
+pub fn poll_console_input(hv: &Hypervisor) {
+    let Some(mut guard) = hv.input.try_lock() else {
         return;
     };
     // At most a FIFO's worth per call, so one CPU is not kept here.
@@ -22,7 +17,7 @@ pub fn poll_console_input() {
         let Some(byte) = serial::try_read_byte() else {
             return;
         };
-        let all = partitions();
+        let all = hv.partitions();
         let (switch, editor) =
             guard.get_or_insert_with(|| (InputSwitch::new(all.len()), LineEditor::default()));
         match switch.route(byte) {
@@ -50,7 +45,7 @@ pub fn poll_console_input() {
             }
             Routed::Switched(None) => log::info!("console input goes to no partition"),
             Routed::ToMonitor => monitor::entered(),
-            Routed::Monitor(byte) => monitor::typed(editor, byte),
+            Routed::Monitor(byte) => monitor::typed(hv, editor, byte),
             Routed::Nothing => {}
         }
     }

@@ -7,6 +7,7 @@ mod control;
 mod dynamic;
 mod guest_memory;
 mod hypercalls;
+mod hypervisor;
 mod input;
 mod interrupts;
 mod machine;
@@ -16,11 +17,10 @@ mod page_moves;
 mod vcpu_loop;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use log::{info, warn};
 use numavisor_layout::{ExitAction, Layout, PartitionSpec};
-use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::memory_sync::MemoryGenerations;
 use numavisor_policy::partition::placement::VcpuPlan;
@@ -37,43 +37,15 @@ use crate::platform::console::report;
 use crate::platform::debug_exit;
 use crate::virt::ControlPages;
 
-pub use build::HOST_DISTANCES;
 pub use control::VcpuSlot;
+pub use hypervisor::{Boot, Hypervisor};
 pub use input::poll_console_input;
 pub use vcpu_loop::run_assigned_vcpu;
 
-/// The machine's free memory after boot, shared by every CPU (partition stops return memory).
-pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
-
-/// The partitions that were built, by index.
-static PARTITIONS: Mutex<Vec<&'static Partition>> = Mutex::new(Vec::new());
-
-/// Partitions still running; `exit=partitions` ends the run when it reaches zero.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static EXIT_WHEN_ALL_STOPPED: AtomicUsize = AtomicUsize::new(0);
-
-/// The TSC at `ready`, for the ready-to-first-guest-instruction figure.
-pub static READY_TSC: AtomicU64 = AtomicU64::new(0);
-
-/// vCPUs waiting for their CPU: (APIC ID, partition index, vCPU index).
-static ASSIGNMENTS: Mutex<Vec<(u32, usize, usize)>> = Mutex::new(Vec::new());
-
-/// The host pages each vCPU-running CPU's virtualization needs (`Backend::enable_this_cpu`),
-/// by APIC ID, taken from the CPU's node when the partitions are built: so the ledger printed
-/// then already counts them, and a CPU's start cannot fail for lack of memory later.
-static HOST_PAGES: Mutex<alloc::collections::BTreeMap<u32, Vec<u64>>> =
-    Mutex::new(alloc::collections::BTreeMap::new());
-
-/// Takes the host pages reserved for the CPU with `apic_id` (none if it has them already).
-pub fn take_host_pages(apic_id: u32) -> Vec<u64> {
-    HOST_PAGES.lock().remove(&apic_id).unwrap_or_default()
-}
-
 /// Reserves each vCPU's CPU its host pages on its node, once per CPU.
-fn reserve_host_pages() {
+fn reserve_host_pages(hv: &Hypervisor, built: &[&'static Partition]) {
     let per_cpu = crate::virt::Active::host_pages_per_cpu();
-    let mut reserved = HOST_PAGES.lock();
-    for partition in PARTITIONS.lock().iter() {
+    for partition in built {
         let plans: Vec<(u32, usize)> = partition
             .state
             .lock()
@@ -82,17 +54,15 @@ fn reserve_host_pages() {
             .map(|plan| (plan.apic_id, plan.node))
             .collect();
         for (apic_id, node) in plans {
-            reserved.entry(apic_id).or_insert_with(|| {
-                (0..per_cpu)
-                    .filter_map(|_| vcpu_loop::host_page(node))
-                    .collect()
-            });
+            hv.reserve_host_pages(apic_id, per_cpu, || vcpu_loop::host_page(hv, node));
         }
     }
 }
 
 /// One partition: its layout entry, what it owns, its devices and its vCPUs' shared state.
 pub struct Partition {
+    /// The hypervisor's shared state.
+    pub hv: &'static Hypervisor,
     pub index: usize,
     pub spec: &'static PartitionSpec,
     pub state: Mutex<PartitionState>,
@@ -131,9 +101,6 @@ impl ExitCounters {
             .collect()
     }
 }
-
-/// Host TSC ticks between `exit_counts` events (`exit-stats=MS`); 0: only at stops.
-pub static EXIT_STATS_PERIOD: AtomicU64 = AtomicU64::new(0);
 
 /// Prints partition `partition`'s exit counts now.
 pub fn emit_exit_counts(partition: &Partition) {
@@ -180,22 +147,19 @@ impl Partition {
 /// Builds every partition of `layout` that fits this machine; refuses (and reports) the rest.
 /// Returns how many were built.
 pub fn build_all(
+    hv: &'static Hypervisor,
     layout: &'static Layout,
     topology: &Topology,
     online: &[u32],
-    exit_when_all_stopped: bool,
 ) -> usize {
-    EXIT_WHEN_ALL_STOPPED.store(exit_when_all_stopped as usize, Ordering::SeqCst);
     let mut available: alloc::collections::BTreeSet<u32> = online.iter().copied().collect();
-    let mut built = 0;
+    let mut built: Vec<&'static Partition> = Vec::new();
     for spec in layout.partitions {
-        let index = PARTITIONS.lock().len();
-        let mut frames_guard = FRAMES.lock();
-        let Some(frames) = frames_guard.as_mut() else {
-            return built;
-        };
-        match build::build(index, spec, topology, frames, &mut available) {
+        let index = built.len();
+        let mut frames = hv.frames.lock();
+        match build::build(hv, index, spec, topology, &mut frames, &mut available) {
             Ok(partition) => {
+                drop(frames);
                 let partition: &'static Partition =
                     alloc::boxed::Box::leak(alloc::boxed::Box::new(partition));
                 report::emit(&build::report_event(partition, "running"));
@@ -204,12 +168,10 @@ pub fn build_all(
                     spec.name,
                     partition.vcpus.len()
                 );
-                PARTITIONS.lock().push(partition);
-                dynamic::start(partition);
-                RUNNING.fetch_add(1, Ordering::SeqCst);
-                built += 1;
+                built.push(partition);
             }
             Err(reason) => {
+                drop(frames);
                 warn!("partition \"{}\" refused: {reason}", spec.name);
                 report::emit(&events::partition_refused(
                     spec.name,
@@ -218,46 +180,33 @@ pub fn build_all(
             }
         }
     }
-    reserve_host_pages();
-    dynamic::reserve_heap();
-    page_moves::open_bank(&PARTITIONS.lock());
-    if let Some(frames) = FRAMES.lock().as_ref() {
-        report::emit(&events::ledger(&frames.ledger()));
+    reserve_host_pages(hv, &built);
+    page_moves::open_bank(hv, &built);
+    hv.set_partitions(built);
+    for &partition in hv.partitions() {
+        dynamic::start(partition);
     }
-    built
+    dynamic::reserve_heap(hv);
+    report::emit(&events::ledger(&hv.frames.lock().ledger()));
+    hv.partitions().len()
 }
 
 /// Queues every vCPU of every partition for its pinned CPU and wakes the CPUs: vCPU 0 enters
 /// the guest, the others wait for the guest's INIT and start-up IPIs.
-pub fn start_all(wake: impl Fn(u32)) {
-    let partitions = PARTITIONS.lock().clone();
+pub fn start_all(hv: &Hypervisor, wake: impl Fn(u32)) {
     let mut queued = Vec::new();
-    for partition in partitions {
+    for partition in hv.partitions() {
         for (index, slot) in partition.vcpus.iter().enumerate() {
             queued.push((slot.host_apic_id, partition.index, index));
         }
     }
-    ASSIGNMENTS.lock().extend(queued.iter().copied());
+    hv.assign(&queued);
     for (apic_id, _, _) in queued {
         wake(apic_id);
     }
-    if RUNNING.load(Ordering::SeqCst) == 0 {
-        all_stopped();
+    if hv.running() == 0 {
+        all_stopped(hv);
     }
-}
-
-/// The vCPU queued for the CPU with `apic_id`, if any.
-pub fn take_assignment(apic_id: u32) -> Option<(&'static Partition, usize)> {
-    let mut queue = ASSIGNMENTS.lock();
-    let position = queue.iter().position(|&(id, _, _)| id == apic_id)?;
-    let (_, index, vcpu) = queue.remove(position);
-    let partition = *PARTITIONS.lock().get(index)?;
-    Some((partition, vcpu))
-}
-
-/// Every partition built, by index (the console input switch reads it).
-pub fn partitions() -> Vec<&'static Partition> {
-    PARTITIONS.lock().clone()
 }
 
 /// Ends or restarts `partition` after `reason`, once every vCPU of it is parked; returns
@@ -306,9 +255,7 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         build::reset_guest(partition, &mut state);
         drop(state);
         // A restart takes nothing but what refills pages it deposited; the ledger says so.
-        if let Some(frames) = FRAMES.lock().as_ref() {
-            report::emit(&events::ledger(&frames.ledger()));
-        }
+        partition.hv.emit_ledger();
         return true;
     }
     let detail = if !refilled {
@@ -335,26 +282,20 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         reason,
         &detail,
     ));
-    let mut frames_guard = FRAMES.lock();
-    if let Some(frames) = frames_guard.as_mut() {
-        build::release(&mut state, frames);
-    }
-    drop(frames_guard);
+    build::release(&mut state, &mut partition.hv.frames.lock());
     drop(state);
-    page_moves::close(partition.index);
-    if let Some(frames) = FRAMES.lock().as_ref() {
-        report::emit(&events::ledger(&frames.ledger()));
-    }
-    if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
-        all_stopped();
+    page_moves::close(partition);
+    partition.hv.emit_ledger();
+    if partition.hv.one_stopped() {
+        all_stopped(partition.hv);
     }
     false
 }
 
-fn all_stopped() {
-    let ready = READY_TSC.load(Ordering::SeqCst);
-    let partitions = PARTITIONS.lock().clone();
-    let timings: Vec<events::PartitionTiming> = partitions
+fn all_stopped(hv: &Hypervisor) {
+    let ready = hv.ready_tsc;
+    let timings: Vec<events::PartitionTiming> = hv
+        .partitions()
         .iter()
         .filter_map(|p| {
             let state = p.state.lock();
@@ -370,7 +311,7 @@ fn all_stopped() {
     report::emit(&events::partition_timing(&timings));
     report::emit(&events::all_stopped());
     info!("every partition has stopped");
-    if EXIT_WHEN_ALL_STOPPED.load(Ordering::SeqCst) != 0 {
+    if hv.exit_when_all_stopped() {
         debug_exit::exit(debug_exit::READY);
     }
 }

@@ -10,7 +10,7 @@ use numavisor_policy::report::events::{self, PartitionSummary};
 use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 use numavisor_policy::vmm::monitor::{self, Command, Edit, LineEditor, COMMANDS};
 
-use super::{emit_exit_counts, partitions, Partition, FRAMES};
+use super::{emit_exit_counts, Hypervisor, Partition};
 use crate::platform::console::{report, serial};
 
 /// The prompt, printed when the monitor is entered and after each command.
@@ -24,7 +24,7 @@ pub fn entered() {
 }
 
 /// One byte typed into the monitor.
-pub fn typed(editor: &mut LineEditor, byte: u8) {
+pub fn typed(hv: &Hypervisor, editor: &mut LineEditor, byte: u8) {
     match editor.push(byte) {
         Edit::Echo(byte) => serial::write_fmt(format_args!("{}", byte as char)),
         Edit::Erased => serial::write_fmt(format_args!("\x08 \x08")),
@@ -32,7 +32,7 @@ pub fn typed(editor: &mut LineEditor, byte: u8) {
         Edit::Line(line) => {
             serial::write_fmt(format_args!("\r\n"));
             match line {
-                Ok(line) => run_line(&line),
+                Ok(line) => run_line(hv, &line),
                 Err(problem) => refuse("", &alloc::format!("{problem}")),
             }
             serial::write_fmt(format_args!("{PROMPT}"));
@@ -40,11 +40,11 @@ pub fn typed(editor: &mut LineEditor, byte: u8) {
     }
 }
 
-fn run_line(line: &str) {
+fn run_line(hv: &Hypervisor, line: &str) {
     let outcome = match monitor::parse(line) {
         None => return,
         Some(Err(problem)) => Err(alloc::format!("{problem}")),
-        Some(Ok(command)) => run(&command),
+        Some(Ok(command)) => run(hv, &command),
     };
     match outcome {
         Ok(summaries) => report::emit(&events::monitor(line, None, &summaries)),
@@ -58,7 +58,7 @@ fn refuse(line: &str, problem: &str) {
 }
 
 /// Carries out `command`; the `partitions` rows it showed, if any.
-fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
+fn run(hv: &Hypervisor, command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
     match command {
         Command::Help => {
             for (name, argument, what) in COMMANDS {
@@ -67,7 +67,8 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             Ok(Vec::new())
         }
         Command::Partitions => {
-            let rows: Vec<PartitionSummary> = partitions().into_iter().map(summary).collect();
+            let rows: Vec<PartitionSummary> =
+                hv.partitions().iter().copied().map(summary).collect();
             for row in &rows {
                 let memory: Vec<String> = row
                     .memory
@@ -90,11 +91,7 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             Ok(rows)
         }
         Command::Ledger => {
-            let ledger = FRAMES
-                .lock()
-                .as_ref()
-                .map(|f| f.ledger())
-                .unwrap_or_default();
+            let ledger = hv.frames.lock().ledger();
             for row in &ledger {
                 serial::write_fmt(format_args!(
                     "  node {}: {} MiB usable, {} MiB free, hypervisor {} KiB, guests {} MiB, pools {} KiB\r\n",
@@ -110,7 +107,7 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             Ok(Vec::new())
         }
         Command::Exits { partition } => {
-            let partition = find(partition)?;
+            let partition = find(hv, partition)?;
             for (kind, count) in partition.exit_counts.snapshot() {
                 serial::write_fmt(format_args!("  {kind:<10} {count}\r\n"));
             }
@@ -118,11 +115,11 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             Ok(Vec::new())
         }
         Command::Stop { partition } => {
-            ask(find(partition)?, false)?;
+            ask(find(hv, partition)?, false)?;
             Ok(Vec::new())
         }
         Command::Restart { partition } => {
-            ask(find(partition)?, true)?;
+            ask(find(hv, partition)?, true)?;
             Ok(Vec::new())
         }
         Command::Balloon {
@@ -130,7 +127,7 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
             vnode,
             bytes,
         } => {
-            let partition = find(partition)?;
+            let partition = find(hv, partition)?;
             if partition.control.ended() {
                 return Err(alloc::format!(
                     "partition \"{}\" has stopped for good",
@@ -145,12 +142,13 @@ fn run(command: &Command) -> Result<Vec<PartitionSummary<'static>>, String> {
 }
 
 /// The partition named `name`.
-fn find(name: &str) -> Result<&'static Partition, String> {
-    partitions()
-        .into_iter()
+fn find(hv: &Hypervisor, name: &str) -> Result<&'static Partition, String> {
+    let all = hv.partitions();
+    all.iter()
+        .copied()
         .find(|p| p.name() == name)
         .ok_or_else(|| {
-            let names: Vec<&str> = partitions().iter().map(|p| p.name()).collect();
+            let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
             alloc::format!("no partition \"{name}\" (partitions: {})", names.join(", "))
         })
 }

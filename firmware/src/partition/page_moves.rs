@@ -17,19 +17,16 @@ use numavisor_policy::partition::cpu_ops::CpuOps;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
-use spin::{Mutex, MutexGuard};
+use spin::MutexGuard;
 
 use super::guest_memory::{scrub_page, IdentityTables};
 use super::memory_sync;
-use super::{partitions, Partition, PartitionState, FRAMES};
+use super::{Hypervisor, Partition, PartitionState};
 use crate::platform::console::report;
 use crate::virt::{Active, Arch};
 
-/// Every partition's account: slots, and pages deposited by parents.
-static BANK: Mutex<Option<Bank>> = Mutex::new(None);
-
 /// Opens the bank for the partitions built (their layout parents, by index).
-pub fn open_bank(built: &[&'static Partition]) {
+pub fn open_bank(hv: &Hypervisor, built: &[&'static Partition]) {
     let parents: Vec<Option<usize>> = built
         .iter()
         .map(|p| {
@@ -38,15 +35,16 @@ pub fn open_bank(built: &[&'static Partition]) {
                 .and_then(|name| built.iter().position(|other| other.name() == name))
         })
         .collect();
-    *BANK.lock() = Some(Bank::new(&parents));
+    *hv.bank.lock() = Bank::new(&parents);
 }
 
 /// The bank, for a vCPU of `partition` (index `vcpu`): acknowledges memory changes of its
 /// own partition while it waits.
-fn lock_bank(partition: &Partition, vcpu: usize) -> MutexGuard<'static, Option<Bank>> {
+fn lock_bank(partition: &Partition, vcpu: usize) -> MutexGuard<'static, Bank> {
+    let bank = &partition.hv.bank;
     partition
         .memory
-        .wait_for(vcpu, &SpinCpus, || BANK.try_lock())
+        .wait_for(vcpu, &SpinCpus, || bank.try_lock())
 }
 
 /// Waiting for the bank spins: it is held only for bookkeeping, never across a wait.
@@ -69,10 +67,12 @@ impl GuestSpace for RamSpace<'_> {
 }
 
 /// Pages deposited into `index`'s pool by its parent, on `node` (`None`: all).
-pub fn deposited_pages(index: usize, node: numavisor_policy::hypercall::abi::NodeFilter) -> u64 {
-    BANK.lock()
-        .as_ref()
-        .map_or(0, |bank| bank.deposited_pages(index, node))
+pub fn deposited_pages(
+    hv: &Hypervisor,
+    index: usize,
+    node: numavisor_policy::hypercall::abi::NodeFilter,
+) -> u64 {
+    hv.bank.lock().deposited_pages(index, node)
 }
 
 /// Carries out a deposit by vCPU `vcpu` of `caller` into `target`'s pool of the pages at
@@ -83,22 +83,16 @@ pub fn deposit(
     target: PartitionId,
     gpas: &[u64],
 ) -> (Status, u64) {
-    let mut guard = lock_bank(caller, vcpu);
-    let Some(bank) = guard.as_mut() else {
-        return (Status::InvalidHypercallCode, 0);
-    };
+    let guard = lock_bank(caller, vcpu);
     let mut state = caller.state.lock();
-    let plan = match bank.plan_deposit(caller.index, target, gpas, &RamSpace(&state.ram)) {
+    let plan = match guard.plan_deposit(caller.index, target, gpas, &RamSpace(&state.ram)) {
         Ok(plan) => plan,
         Err(status) => return (status, 0),
     };
     // Carving splits the frame allocator's record of a block; it moves nothing, so a later
     // refusal leaves nothing to undo.
     {
-        let mut frames = FRAMES.lock();
-        let Some(frames) = frames.as_mut() else {
-            return (Status::InsufficientMemory, 0);
-        };
+        let mut frames = caller.hv.frames.lock();
         if let Some(e) = plan.moves().iter().find_map(|m| frames.carve(m.spa).err()) {
             log::error!("partition \"{}\": deposit: {e}", caller.name());
             return (Status::InsufficientMemory, 0);
@@ -119,17 +113,15 @@ pub fn deposit(
     // bank is let go meanwhile: the pages are out of the parent's RAM (no other deposit can
     // name them) and in no pool yet (no withdrawal can take them).
     memory_sync::wait_caught_up(caller, vcpu, generation);
-    retag(plan.moves(), Usage::Pool);
+    let hv = caller.hv;
+    retag(hv, plan.moves(), Usage::Pool);
     let child = plan.child();
     let moved = plan.moves().len() as u64;
-    report_move(PoolMove::Deposit, caller.index, child, plan.moves());
-    let orphans = lock_bank(caller, vcpu)
-        .as_mut()
-        .map(|bank| bank.commit_deposit(plan))
-        .unwrap_or_default();
+    report_move(hv, PoolMove::Deposit, caller.index, child, plan.moves());
+    let orphans = lock_bank(caller, vcpu).commit_deposit(plan);
     // The child stopped while the parent caught up: its pool is gone, the pages are free.
-    free_deposited(&orphans);
-    emit_ledger();
+    free_deposited(hv, &orphans);
+    hv.emit_ledger();
     (Status::Success, moved)
 }
 
@@ -141,10 +133,7 @@ pub fn withdraw(
     target: PartitionId,
     gpas: &[u64],
 ) -> (Status, u64) {
-    let mut guard = lock_bank(caller, vcpu);
-    let Some(bank) = guard.as_mut() else {
-        return (Status::InvalidHypercallCode, 0);
-    };
+    let mut bank = lock_bank(caller, vcpu);
     let plan = match bank.plan_withdraw(caller.index, target, gpas) {
         Ok(plan) => plan,
         Err(status) => return (status, 0),
@@ -158,11 +147,12 @@ pub fn withdraw(
     // The pages are the parent's RAM now: the bank forgets them before it is let go.
     let (child, moves) = (plan.child(), plan.moves().to_vec());
     bank.commit_withdraw(plan);
-    drop(guard);
+    drop(bank);
     memory_sync::wait_caught_up(caller, vcpu, generation);
-    retag(&moves, Usage::Guest);
-    report_move(PoolMove::Withdraw, caller.index, child, &moves);
-    emit_ledger();
+    let hv = caller.hv;
+    retag(hv, &moves, Usage::Guest);
+    report_move(hv, PoolMove::Withdraw, caller.index, child, &moves);
+    hv.emit_ledger();
     (Status::Success, moves.len() as u64)
 }
 
@@ -171,17 +161,13 @@ pub fn withdraw(
 /// slot's node. Called with every vCPU of it parked and its state locked; false if free
 /// memory could not refill every slot (the restart is then refused).
 pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
-    let mut guard = BANK.lock();
-    let Some(bank) = guard.as_mut() else {
-        return true;
-    };
-    let (moved, left) = bank.reclaim(partition.index);
-    drop(guard);
+    let hv = partition.hv;
+    let (moved, left) = hv.bank.lock().reclaim(partition.index);
     if moved.is_empty() && left.is_empty() {
         return true;
     }
     let mut all: Vec<PageMove> = moved.iter().map(|&(_, m)| m).collect();
-    retag(&all, Usage::Guest);
+    retag(hv, &all, Usage::Guest);
     for child in moved
         .iter()
         .map(|&(child, _)| child)
@@ -192,28 +178,26 @@ pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
             .filter(|&&(c, _)| c == child)
             .map(|&(_, m)| m)
             .collect();
-        report_move(PoolMove::Reclaim, partition.index, child, &pages);
+        report_move(hv, PoolMove::Reclaim, partition.index, child, &pages);
     }
     let mut complete = true;
     {
-        let mut frames = FRAMES.lock();
-        if let Some(frames) = frames.as_mut() {
-            for slot in &left {
-                match frames.allocate_on(
-                    slot.node,
-                    numavisor_policy::memory::BlockSize::Size4K,
-                    Usage::Guest,
-                ) {
-                    Ok(spa) => all.push(PageMove { spa, ..*slot }),
-                    Err(e) => {
-                        log::warn!(
-                            "partition \"{}\": guest-physical {:#x} cannot be refilled on node {}: {e}",
-                            partition.name(),
-                            slot.gpa,
-                            slot.node
-                        );
-                        complete = false;
-                    }
+        let mut frames = hv.frames.lock();
+        for slot in &left {
+            match frames.allocate_on(
+                slot.node,
+                numavisor_policy::memory::BlockSize::Size4K,
+                Usage::Guest,
+            ) {
+                Ok(spa) => all.push(PageMove { spa, ..*slot }),
+                Err(e) => {
+                    log::warn!(
+                        "partition \"{}\": guest-physical {:#x} cannot be refilled on node {}: {e}",
+                        partition.name(),
+                        slot.gpa,
+                        slot.node
+                    );
+                    complete = false;
                 }
             }
         }
@@ -226,27 +210,19 @@ pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
     complete
 }
 
-/// Partition `index` has stopped for good: the pages its parent deposited into its pool
-/// go back to free memory with the rest of it.
-pub fn close(index: usize) {
-    let pages = BANK
-        .lock()
-        .as_mut()
-        .map(|bank| bank.close(index))
-        .unwrap_or_default();
-    free_deposited(&pages);
+/// `partition` has stopped for good: the pages its parent deposited into its pool go back
+/// to free memory with the rest of it.
+pub fn close(partition: &Partition) {
+    let pages = partition.hv.bank.lock().close(partition.index);
+    free_deposited(partition.hv, &pages);
 }
 
 /// Frees pages deposited into a pool that no longer exists.
-fn free_deposited(pages: &[(u64, usize)]) {
-    if pages.is_empty() {
-        return;
-    }
-    if let Some(frames) = FRAMES.lock().as_mut() {
-        for &(spa, _) in pages {
-            if let Err(e) = frames.free(spa, numavisor_policy::memory::BlockSize::Size4K) {
-                log::error!("returning deposited page {spa:#x}: {e}");
-            }
+fn free_deposited(hv: &Hypervisor, pages: &[(u64, usize)]) {
+    let mut frames = hv.frames.lock();
+    for &(spa, _) in pages {
+        if let Err(e) = frames.free(spa, numavisor_policy::memory::BlockSize::Size4K) {
+            log::error!("returning deposited page {spa:#x}: {e}");
         }
     }
 }
@@ -352,28 +328,20 @@ fn slat_status(partition: &Partition, error: SlatError) -> Status {
 }
 
 /// Counts the moved host pages under `usage` in the ledger.
-fn retag(moves: &[PageMove], usage: Usage) {
-    let mut frames = FRAMES.lock();
-    if let Some(frames) = frames.as_mut() {
-        for m in moves {
-            if let Err(e) = frames.retag(m.spa, usage) {
-                log::error!("page {:#x} moved as {usage}: {e}", m.spa);
-            }
+fn retag(hv: &Hypervisor, moves: &[PageMove], usage: Usage) {
+    let mut frames = hv.frames.lock();
+    for m in moves {
+        if let Err(e) = frames.retag(m.spa, usage) {
+            log::error!("page {:#x} moved as {usage}: {e}", m.spa);
         }
     }
 }
 
-fn report_move(kind: PoolMove, parent: usize, child: usize, moves: &[PageMove]) {
-    let all = partitions();
+fn report_move(hv: &Hypervisor, kind: PoolMove, parent: usize, child: usize, moves: &[PageMove]) {
+    let all = hv.partitions();
     let name = |i: usize| all.get(i).map_or("?", |p| p.name());
     let pages: Vec<(u64, u64, usize)> = moves.iter().map(|m| (m.gpa, m.spa, m.node)).collect();
     report::emit(&events::pool_move(kind, name(parent), name(child), &pages));
-}
-
-fn emit_ledger() {
-    if let Some(frames) = FRAMES.lock().as_ref() {
-        report::emit(&events::ledger(&frames.ledger()));
-    }
 }
 
 /// Why a balloon's request could not be carried out in full.
@@ -427,11 +395,9 @@ pub fn inflate(
         return Ok(moves);
     }
     {
-        let mut frames = FRAMES.lock();
-        if let Some(frames) = frames.as_mut() {
-            for m in &moves {
-                frames.carve(m.spa).map_err(BalloonError::Books)?;
-            }
+        let mut frames = partition.hv.frames.lock();
+        for m in &moves {
+            frames.carve(m.spa).map_err(BalloonError::Books)?;
         }
     }
     let pages: Vec<u64> = moves.iter().map(|m| m.gpa).collect();
@@ -445,14 +411,13 @@ pub fn inflate(
     drop(state);
     // The pages go to free memory only once no CPU can reach them through the partition.
     memory_sync::wait_caught_up(partition, vcpu, generation);
-    let mut frames = FRAMES.lock();
-    if let Some(frames) = frames.as_mut() {
-        for m in &moves {
-            if let Err(e) = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K) {
-                log::error!("ballooned page {:#x}: {e}", m.spa);
-            }
+    let mut frames = partition.hv.frames.lock();
+    for m in &moves {
+        if let Err(e) = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K) {
+            log::error!("ballooned page {:#x}: {e}", m.spa);
         }
     }
+    drop(frames);
     Ok(moves)
 }
 
@@ -474,12 +439,12 @@ pub fn deflate(
             Some((gpa, block.node, block.vnode))
         })
         .collect();
-    let moves = take_pages(&wanted)?;
+    let moves = take_pages(partition.hv, &wanted)?;
     if moves.is_empty() {
         return Ok(moves);
     }
     if let Err(e) = map(partition, &mut state, &moves) {
-        free_pages(&moves);
+        free_pages(partition.hv, &moves);
         return Err(BalloonError::Slat(e));
     }
     for m in &moves {
@@ -492,11 +457,11 @@ pub fn deflate(
 }
 
 /// A free page of each `(gpa, node, vnode)`'s node, as guest memory. All or nothing.
-fn take_pages(wanted: &[(u64, usize, usize)]) -> Result<Vec<PageMove>, BalloonError> {
-    let mut frames = FRAMES.lock();
-    let Some(frames) = frames.as_mut() else {
-        return Ok(Vec::new());
-    };
+fn take_pages(
+    hv: &Hypervisor,
+    wanted: &[(u64, usize, usize)],
+) -> Result<Vec<PageMove>, BalloonError> {
+    let mut frames = hv.frames.lock();
     let mut moves = Vec::with_capacity(wanted.len());
     for &(gpa, node, vnode) in wanted {
         match frames.allocate_on(
@@ -521,11 +486,10 @@ fn take_pages(wanted: &[(u64, usize, usize)]) -> Result<Vec<PageMove>, BalloonEr
     Ok(moves)
 }
 
-fn free_pages(moves: &[PageMove]) {
-    if let Some(frames) = FRAMES.lock().as_mut() {
-        for m in moves {
-            let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
-        }
+fn free_pages(hv: &Hypervisor, moves: &[PageMove]) {
+    let mut frames = hv.frames.lock();
+    for m in moves {
+        let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
     }
 }
 
@@ -556,7 +520,7 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
         state.ballooned.clear();
         return true;
     }
-    let moves = match take_pages(&wanted) {
+    let moves = match take_pages(partition.hv, &wanted) {
         Ok(moves) => moves,
         Err(e) => {
             log::warn!("partition \"{}\": {e}", partition.name());
@@ -564,7 +528,7 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
         }
     };
     if let Err(e) = map(partition, state, &moves) {
-        free_pages(&moves);
+        free_pages(partition.hv, &moves);
         log::error!(
             "partition \"{}\": refilling its balloon: {e}",
             partition.name()

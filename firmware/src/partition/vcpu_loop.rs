@@ -4,7 +4,6 @@
 //! the stop of its own partition.
 
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
 use numavisor_policy::memory::{BlockSize, Usage};
 use numavisor_policy::vmexit::VmExit;
@@ -18,7 +17,7 @@ use super::machine::PartitionMachine;
 use numavisor_policy::partition::memory_sync::MemoryView;
 
 use super::memory_sync;
-use super::{build, poll_console_input, stop_or_restart, take_assignment, Partition, FRAMES};
+use super::{build, poll_console_input, stop_or_restart, Hypervisor, Partition};
 use crate::platform::cpu::{apic, tsc};
 use crate::virt::{Active, ActiveVcpu};
 
@@ -30,8 +29,8 @@ const SLICE_MICROS: u64 = 10_000;
 
 /// Runs the vCPU queued for this CPU, if any, until its partition stops. Returns whether
 /// there was one.
-pub fn run_assigned_vcpu(apic_id: u32) -> bool {
-    let Some((partition, vcpu)) = take_assignment(apic_id) else {
+pub fn run_assigned_vcpu(hv: &Hypervisor, apic_id: u32) -> bool {
+    let Some((partition, vcpu)) = hv.take_assignment(apic_id) else {
         return false;
     };
     // Before virtualization is on, so that every CPU of the partition takes part even if
@@ -50,8 +49,8 @@ pub fn run_assigned_vcpu(apic_id: u32) -> bool {
         .vcpus
         .get(vcpu)
         .map_or(0, |plan| plan.node);
-    let mut reserved = super::take_host_pages(apic_id);
-    let mut allocate = || reserved.pop().or_else(|| host_page(node));
+    let mut reserved = hv.take_host_pages(apic_id);
+    let mut allocate = || reserved.pop().or_else(|| host_page(hv, node));
     if !Active::enable_this_cpu(apic_id, &mut allocate) {
         log::error!(
             "partition \"{}\": virtualization cannot be turned on for CPU {apic_id} (no memory for its host state); vCPU {vcpu} cannot run",
@@ -82,18 +81,16 @@ fn stop_before_running(partition: &Partition, reason: &str, detail: &str) {
 
 /// A page of hypervisor memory for a CPU's own use (the backend's host state), from the
 /// CPU's own node `node`, else the nearest one that has a page.
-pub(super) fn host_page(node: usize) -> Option<u64> {
-    let distances = super::HOST_DISTANCES.lock().clone();
-    FRAMES.lock().as_mut().and_then(|frames| {
-        let mut order: Vec<usize> = (0..frames.node_count()).collect();
-        if let Some(row) = distances.get(node) {
-            order.sort_by_key(|&other| (other != node, row.get(other).copied().unwrap_or(u8::MAX)));
-        }
-        frames
-            .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
-            .ok()
-            .map(|(page, _)| page)
-    })
+pub(super) fn host_page(hv: &Hypervisor, node: usize) -> Option<u64> {
+    let mut frames = hv.frames.lock();
+    let mut order: Vec<usize> = (0..frames.node_count()).collect();
+    if let Some(row) = hv.distances.get(node) {
+        order.sort_by_key(|&other| (other != node, row.get(other).copied().unwrap_or(u8::MAX)));
+    }
+    frames
+        .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
+        .ok()
+        .map(|(page, _)| page)
 }
 
 /// Lets the host take the interrupt that made the guest exit (the wake stub acknowledges it).
@@ -178,7 +175,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     let guest_now = || tsc::now().wrapping_add(offset);
     let limit = time_limit_ticks(partition);
     let mut exits: u64 = 0;
-    let mut stats = StatsClock::new();
+    let mut stats = StatsClock::new(partition);
     let mut timer = HostTimer::default();
     loop {
         if partition.control.stop_requested() {
@@ -251,7 +248,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
         if exit == VmExit::PhysicalInterrupt {
             take_host_interrupt();
             timer.fired();
-            poll_console_input();
+            poll_console_input(partition.hv);
         }
         if exit == VmExit::PhysicalNmi {
             // Taken by the host's NMI handler at STGI; the platform's, not the guest's.
@@ -353,7 +350,7 @@ fn idle(
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         timer.fired();
-        poll_console_input();
+        poll_console_input(partition.hv);
     }
 }
 
@@ -403,14 +400,14 @@ struct StatsClock {
 }
 
 impl StatsClock {
-    fn new() -> StatsClock {
+    fn new(partition: &Partition) -> StatsClock {
         StatsClock {
-            next: tsc::now().saturating_add(super::EXIT_STATS_PERIOD.load(Ordering::Relaxed)),
+            next: tsc::now().saturating_add(partition.hv.exit_stats_period),
         }
     }
 
     fn tick(&mut self, partition: &Partition) {
-        let period = super::EXIT_STATS_PERIOD.load(Ordering::Relaxed);
+        let period = partition.hv.exit_stats_period;
         let now = tsc::now();
         if period != 0 && now >= self.next {
             super::emit_exit_counts(partition);

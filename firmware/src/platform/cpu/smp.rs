@@ -161,8 +161,8 @@ extern "C" fn ap_main(index: u64) -> ! {
 
 /// What a parked CPU runs: given its APIC ID, the work queued for it (a vCPU until its
 /// partition stops); false when there is none. The partition manager registers it at
-/// start-up, so this layer never calls up into it.
-pub type CpuWork = fn(u32) -> bool;
+/// start-up, with its context, so this layer never calls up into it.
+pub type CpuWork = &'static (dyn Fn(u32) -> bool + Sync);
 
 static WORK: spin::Once<CpuWork> = spin::Once::new();
 
