@@ -12,12 +12,12 @@
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use tools::image;
+use tools::{image, paths};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
 pub fn run() -> Result<()> {
-    let image = image::build_with_layout(&image::layouts_dir().join("bench-balloon.toml"))?;
+    let image = image::build_with_layout(&paths::layouts_dir().join("bench-balloon.toml"))?;
     let report = crate::boot_report(&image, "two-nodes-2g5", Some("partitions"), false)?;
     let hz = report
         .event("timing")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use tools::{image, linux, qemu, report::Report, topology};
+use tools::{image, linux, paths, qemu, report::Report, topology};
 
 /// Plain and numavisor boots each, alternated.
 const ROUNDS: usize = 3;
@@ -19,9 +19,9 @@ const INIT_MARKER: &str = r#"@guest {"event":"init"}"#;
 
 /// Runs every Linux figure and prints it.
 pub fn run() -> Result<()> {
-    let boot_image = image::build_with_layout(&image::layouts_dir().join("linux-sleep.toml"))?;
+    let boot_image = image::build_with_layout(&paths::layouts_dir().join("linux-sleep.toml"))?;
     boot_ratio(&boot_image, "")?;
-    let quiet = image::build_with_layout(&image::layouts_dir().join("linux-quiet.toml"))?;
+    let quiet = image::build_with_layout(&paths::layouts_dir().join("linux-quiet.toml"))?;
     boot_ratio(&quiet, " quiet")?;
     exit_rates(&boot_image)?;
     timer_round_trip()
@@ -226,7 +226,7 @@ fn exit_rates(image_path: &Path) -> Result<()> {
 /// Instructions per local APIC timer round trip (guest programs a one-shot count, halts,
 /// takes the interrupt, EOIs) under `-icount shift=0`, where a TSC tick is an instruction.
 fn timer_round_trip() -> Result<()> {
-    let image_path = image::build_with_layout(&image::layouts_dir().join("timer-loop.toml"))?;
+    let image_path = image::build_with_layout(&paths::layouts_dir().join("timer-loop.toml"))?;
     let topology = topology::load("two-nodes")?;
     let options = qemu::RunOptions {
         exit: Some("partitions"),

@@ -282,7 +282,7 @@ pub fn command_line(extra: &str) -> String {
 
 /// Where runs for `name` keep their files (under the target directory).
 pub fn run_dir(name: &str, cpu: &str) -> PathBuf {
-    crate::image::target_dir()
+    crate::paths::target_dir()
         .join("bochs")
         .join(format!("{name}-{cpu}"))
 }

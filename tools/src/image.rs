@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::paths::{guest_dir, images_dir, layouts_dir, target_dir};
 use crate::{linux, workspace_root};
 
 /// The bare-metal target the image and guests are built for.
@@ -14,26 +15,9 @@ pub const TARGET: &str = "x86_64-unknown-none";
 /// The target numavisor's UEFI application is built for.
 pub const EFI_TARGET: &str = "x86_64-unknown-uefi";
 
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// Where `build` leaves the image of the default layout.
 pub fn image_path() -> PathBuf {
     target_dir().join(TARGET).join("release").join("numavisor")
-}
-
-/// The folder layouts find guest images in (`image = "NAME"` → `NAME.elf`).
-pub fn guest_dir() -> PathBuf {
-    target_dir().join("guests")
-}
-
-/// Where images of named layouts are kept (`numavisor-LAYOUT.elf`).
-pub fn images_dir() -> PathBuf {
-    target_dir().join("images")
 }
 
 /// The layout file `arg` names: a path to a file (anything with a `/` or ending in `.toml`),
@@ -63,11 +47,6 @@ pub fn resolve_layout(arg: Option<&str>) -> Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// The layouts folder.
-pub fn layouts_dir() -> PathBuf {
-    workspace_root().join("layouts")
 }
 
 fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> Result<()> {

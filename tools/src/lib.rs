@@ -9,6 +9,7 @@ pub mod expect;
 pub mod image;
 pub mod linux;
 pub mod packages;
+pub mod paths;
 pub mod qemu;
 pub mod report;
 pub mod topology;

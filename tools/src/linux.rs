@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use numavisor_layout::{LINUX_IMAGE_NAME, LINUX_INITRD_NAME};
 
-use crate::image::target_dir;
+use crate::paths::target_dir;
 use cpio::CpioWriter;
 
 /// The /init script for busybox sh: reports `@guest {json}` lines and runs the `nv.test=`

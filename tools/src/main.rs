@@ -12,7 +12,7 @@ mod bench_linux;
 mod guest_acpi;
 mod layout_cmd;
 
-use tools::{expect, image, packages, qemu, report::Report, topology, workspace_root};
+use tools::{expect, image, packages, paths, qemu, report::Report, topology, workspace_root};
 
 #[derive(Parser)]
 #[command(name = "tools", about = "Build, run, test and benchmark numavisor")]
@@ -325,7 +325,7 @@ fn test() -> Result<()> {
     // fetch them before clippy compiles the image.
     image::build_guests()?;
     tools::linux::prepare_linux_guest().context("preparing the Linux guest material")?;
-    let guests = image::guest_dir();
+    let guests = paths::guest_dir();
     let linux_dir = tools::linux::linux_dir();
     for package in [
         "numavisor-firmware",
@@ -352,7 +352,7 @@ fn test() -> Result<()> {
         )?;
     }
     // One image per layout the partition tests boot, then the default one last.
-    let mut layouts: Vec<_> = std::fs::read_dir(image::layouts_dir())?
+    let mut layouts: Vec<_> = std::fs::read_dir(paths::layouts_dir())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
@@ -383,7 +383,7 @@ fn test() -> Result<()> {
         ],
         &[("NUMAVISOR_ELF", &image.canonicalize()?)],
     )?;
-    let images = image::images_dir();
+    let images = paths::images_dir();
     // The QEMU tests boot the images just built rather than building them again.
     cargo_with_env(
         &["test", "-q", "--workspace"],
@@ -396,9 +396,9 @@ fn test() -> Result<()> {
 fn bench(names: &[String]) -> Result<()> {
     packages::ensure(&[packages::QEMU])?;
     // The size of numavisor itself: the image of the test-guest layout, less that guest.
-    let image = image::build_with_layout(&image::layouts_dir().join("test-guests.toml"))?;
+    let image = image::build_with_layout(&paths::layouts_dir().join("test-guests.toml"))?;
     let image_bytes = std::fs::metadata(&image)?.len();
-    let guest_bytes = std::fs::metadata(image::guest_dir().join("test-guest.elf"))?.len();
+    let guest_bytes = std::fs::metadata(paths::guest_dir().join("test-guest.elf"))?.len();
     println!(
         "image {image_bytes} bytes: {} of numavisor, {guest_bytes} of the embedded test guest (both partitions share it)",
         image_bytes.saturating_sub(guest_bytes)
@@ -429,7 +429,7 @@ fn bench(names: &[String]) -> Result<()> {
     println!("(instructions: under -icount shift=0 one TSC tick is one guest instruction, summed over CPUs)\n");
 
     // Partitions: ready → first guest instruction of four 1 GiB partitions (instructions).
-    let four = image::build_with_layout(&image::layouts_dir().join("bench-four.toml"))?;
+    let four = image::build_with_layout(&paths::layouts_dir().join("bench-four.toml"))?;
     let report = boot_report(&four, "four-nodes-8g", Some("partitions"), true)?;
     println!(
         "{:<10} {:>22} {:>10} {:>8} {:>8} {:>8} {:>12} {:>12}",
@@ -465,7 +465,7 @@ fn bench(names: &[String]) -> Result<()> {
     parallel_preparation(&four)?;
 
     // VM exits per second for a guest looping on port reads (plain TCG, wall-clock TSC).
-    let looper = image::build_with_layout(&image::layouts_dir().join("io-loop.toml"))?;
+    let looper = image::build_with_layout(&paths::layouts_dir().join("io-loop.toml"))?;
     let report = boot_report(&looper, "two-nodes", Some("partitions"), false)?;
     let hz = report
         .event("timing")
@@ -495,7 +495,7 @@ fn bench(names: &[String]) -> Result<()> {
 /// this runs multi-threaded TCG (one host thread per vCPU), where it can, up to the number of
 /// host cores. Median of three boots each.
 fn parallel_preparation(four: &std::path::Path) -> Result<()> {
-    let one = image::build_with_layout(&image::layouts_dir().join("bench-one.toml"))?;
+    let one = image::build_with_layout(&paths::layouts_dir().join("bench-one.toml"))?;
     let last_first_entry_ms = |image: &std::path::Path| -> Result<f64> {
         let mut runs = Vec::new();
         for _ in 0..3 {

@@ -16,14 +16,14 @@ fn a_pvh_module_replaces_qemus_srat() {
         .iter()
         .find(|t| t.signature == "SRAT")
         .unwrap();
-    let dir = tools::image::target_dir().join("pvh-override");
+    let dir = tools::paths::target_dir().join("pvh-override");
     std::fs::create_dir_all(&dir).unwrap();
     let module = dir.join("srat.aml");
     std::fs::write(&module, &srat.bytes).unwrap();
     let image = match std::env::var_os("NUMAVISOR_IMAGES").filter(|d| !d.is_empty()) {
         Some(dir) => std::path::PathBuf::from(dir).join("numavisor-test-guests.elf"),
         None => {
-            tools::image::build_with_layout(&tools::image::layouts_dir().join("test-guests.toml"))
+            tools::image::build_with_layout(&tools::paths::layouts_dir().join("test-guests.toml"))
                 .expect("building the image")
         }
     };

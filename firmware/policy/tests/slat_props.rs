@@ -9,9 +9,10 @@
 
 use numavisor_policy::memory::{BlockSize, FrameAllocator, PAGE_SIZE};
 use numavisor_policy::partition::cost::slat_table_pages;
-use numavisor_policy::partition::pool::{PartitionPool, PoolError};
+use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::slat::{
-    table_pages_needed, Ept, HeapTableMemory, Npt, Permissions, SlatBuilder, SlatError, SlatFormat,
+    table_pages_needed, Ept, HeapTableMemory, Npt, OutOfTablePages, Permissions, SlatBuilder,
+    SlatError, SlatFormat,
 };
 use proptest::prelude::*;
 
@@ -215,7 +216,7 @@ fn small_pool_changes_nothing<F: SlatFormat>(
     let mut memory = HeapTableMemory::new();
     let mut slat = match SlatBuilder::<F>::new(&mut memory, &mut pool, max) {
         Ok(slat) => slat,
-        Err(SlatError::Pool(PoolError::InsufficientMemory { .. })) if pages == 0 => return Ok(()),
+        Err(SlatError::Pool(OutOfTablePages { .. })) if pages == 0 => return Ok(()),
         Err(other) => return Err(TestCaseError::fail(other.to_string())),
     };
     for r in ranges {
@@ -225,7 +226,7 @@ fn small_pool_changes_nothing<F: SlatFormat>(
                 let t = slat.translate(&memory, r.gpa).unwrap();
                 prop_assert_eq!(t.spa, r.spa);
             }
-            Err(SlatError::Pool(PoolError::InsufficientMemory {
+            Err(SlatError::Pool(OutOfTablePages {
                 partition,
                 needed_pages,
                 balance_pages,

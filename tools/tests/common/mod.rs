@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
-use tools::{bochs, bochs_machine, image, packages, qemu, report::Report, topology};
+use tools::{bochs, bochs_machine, image, packages, paths, qemu, report::Report, topology};
 
 /// Image builds change one output file, so they take turns (or come prebuilt from
 /// `NUMAVISOR_IMAGES`, as `cargo xtask test` does).
@@ -22,7 +22,7 @@ pub fn image_for(layout: &str) -> PathBuf {
     }
     let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     packages::ensure(&[packages::QEMU]).expect("QEMU is needed");
-    image::build_with_layout(&image::layouts_dir().join(format!("{layout}.toml")))
+    image::build_with_layout(&paths::layouts_dir().join(format!("{layout}.toml")))
         .expect("building the image")
 }
 
@@ -243,7 +243,7 @@ impl Boot {
             let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
             packages::ensure(&[packages::QEMU]).expect("QEMU is needed");
             let derived = image::layout_with_boot_options(
-                &image::layouts_dir().join(format!("{layout}.toml")),
+                &paths::layouts_dir().join(format!("{layout}.toml")),
                 "exit=partitions",
             )
             .expect("the layout with boot_options");

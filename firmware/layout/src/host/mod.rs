@@ -10,6 +10,7 @@ mod error;
 mod files;
 mod parse;
 mod size;
+mod toml_value;
 
 use std::path::{Path, PathBuf};
 

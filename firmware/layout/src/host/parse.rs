@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::error::{PartitionLabel, Report};
 use super::size::parse_size;
+use super::toml_value::a_type;
 use super::PoolCheck;
 use crate::{BlockSize, ExitAction, VnodeSpec};
 
@@ -497,17 +498,6 @@ fn serde_message(error: &toml::de::Error) -> String {
         .trim_end()
         .replace("unknown field", "unknown key")
         .replace("missing field", "missing key")
-}
-
-/// "an integer", "a string": a TOML value's type with its article, for messages.
-pub(crate) fn a_type(value: &toml::Value) -> String {
-    let name = value.type_str();
-    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {name}")
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

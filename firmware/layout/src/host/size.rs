@@ -1,7 +1,7 @@
 //! Byte sizes as a layout writes them: an integer (bytes) or a string with a K, M or G suffix
 //! (powers of 1024), and back.
 
-use super::parse::a_type;
+use super::toml_value::a_type;
 
 /// Reads a size field. Errors say what was found and how to write a size.
 pub(crate) fn parse_size(value: &toml::Value) -> Result<u64, String> {

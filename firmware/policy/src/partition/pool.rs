@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::memory::{AllocError, BlockSize, Bytes, FrameAllocator, FreeError, Usage, PAGE_SIZE};
+use crate::slat::TablePages;
 
 /// One partition's pool of host pages on its home node.
 #[derive(Clone, Debug)]
@@ -185,6 +186,22 @@ impl PartitionPool {
             needed_pages,
             balance_pages: self.balance.len(),
         }
+    }
+}
+
+/// The SLAT builder draws its table pages from the partition's pool, lowest first, and
+/// reports a short pool with the pool's own figures (partition, pages needed, balance).
+impl TablePages for PartitionPool {
+    fn partition(&self) -> &str {
+        &self.partition
+    }
+
+    fn pages_left(&self) -> usize {
+        self.balance.len()
+    }
+
+    fn withdraw_page(&mut self) -> Option<u64> {
+        self.withdraw().ok()
     }
 }
 

@@ -1,23 +1,22 @@
 //! Builds one partition's SLAT tables (AMD APM vol. 2 §15.25.5 nested page tables, Intel SDM
 //! vol. 3C §29.3.2 EPT translation): maps guest-physical ranges onto host-physical ones with
 //! the largest leaves their alignment allows, every table page withdrawn from the partition's
-//! pool.
+//! pool (any [`TablePages`]).
 //!
 //! `map` is all or nothing: a first walk checks that nothing in the range is mapped yet and
-//! counts the table pages that are missing; those are withdrawn from the pool in one go
-//! (failing with the pool's "insufficient memory" before anything is written), and only then
-//! does a second walk write the entries.
+//! counts the table pages that are missing; the pool must hold that many (else the map fails
+//! with "insufficient memory" before anything is written), and only then does a second walk
+//! write the entries, withdrawing each table page as it makes it.
 
 use alloc::collections::BTreeSet;
-use alloc::vec::IntoIter;
 use core::marker::PhantomData;
 
 use crate::memory::{BlockSize, PAGE_SIZE};
-use crate::partition::pool::PartitionPool;
 
 use super::format::{SlatFormat, ADDRESS_MASK, LARGE_PAGE};
 use super::sizing::{entry_shift, leaf_level, leaf_runs, GPA_LIMIT, SPA_LIMIT};
 use super::table_memory::{TableMemory, ENTRIES_PER_TABLE};
+use super::table_pages::{ensure_pages, withdraw_table_page, TablePages};
 use super::{Permissions, SlatError, SlatStats, Translation};
 
 mod unmap;
@@ -44,10 +43,10 @@ impl<F: SlatFormat> SlatBuilder<F> {
     /// need CPUID `Fn8000_0001_EDX[26]` or `IA32_VMX_EPT_VPID_CAP` bit 17).
     pub fn new(
         memory: &mut impl TableMemory,
-        pool: &mut PartitionPool,
+        pool: &mut impl TablePages,
         max_page: BlockSize,
     ) -> Result<Self, SlatError> {
-        let root = pool.withdraw()?;
+        let root = withdraw_table_page(pool)?;
         memory.zero(root);
         Ok(SlatBuilder {
             root,
@@ -70,7 +69,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
     pub fn map(
         &mut self,
         memory: &mut impl TableMemory,
-        pool: &mut PartitionPool,
+        pool: &mut impl TablePages,
         gpa: u64,
         spa: u64,
         len: u64,
@@ -112,14 +111,10 @@ impl<F: SlatFormat> SlatBuilder<F> {
         for (at, size) in leaves() {
             self.plan(memory, at, size, &mut missing)?;
         }
-        let mut fresh = pool.withdraw_many(missing.len())?.into_iter();
+        ensure_pages(pool, missing.len())?;
         for (at, size) in leaves() {
             let entry = F::leaf_entry(at - gpa + spa, size, perms);
-            self.install(memory, pool, &mut fresh, at, size, entry)?;
-        }
-        // The plan counted exactly the tables installed; nothing is left over.
-        for page in fresh {
-            pool.give_back(page)?;
+            self.install(memory, pool, at, size, entry)?;
         }
         Ok(())
     }
@@ -197,13 +192,12 @@ impl<F: SlatFormat> SlatBuilder<F> {
         Ok(())
     }
 
-    /// Second walk: creates the missing tables (from `fresh`, which the plan sized) and writes
-    /// the leaf `entry`.
+    /// Second walk: creates the missing tables (with pages from `pool`, which the plan found
+    /// holds enough) and writes the leaf `entry`.
     fn install(
         &mut self,
         memory: &mut impl TableMemory,
-        pool: &mut PartitionPool,
-        fresh: &mut IntoIter<u64>,
+        pool: &mut impl TablePages,
         gpa: u64,
         size: BlockSize,
         entry: u64,
@@ -215,10 +209,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
             table = match Self::decode(memory.read(table, slot), level) {
                 Entry::Table(next) => next,
                 Entry::Empty => {
-                    let page = match fresh.next() {
-                        Some(page) => page,
-                        None => pool.withdraw()?,
-                    };
+                    let page = withdraw_table_page(pool)?;
                     memory.zero(page);
                     memory.write(table, slot, F::table_entry(page));
                     self.stats.table_bytes += PAGE_SIZE;

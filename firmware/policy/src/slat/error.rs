@@ -4,9 +4,8 @@
 use core::fmt;
 
 use crate::memory::BlockSize;
-use crate::partition::pool::PoolError;
 
-use super::Permissions;
+use super::{OutOfTablePages, Permissions};
 
 /// Why [`SlatBuilder::new`](super::SlatBuilder::new) or
 /// [`SlatBuilder::map`](super::SlatBuilder::map) failed.
@@ -14,7 +13,7 @@ use super::Permissions;
 pub enum SlatError {
     /// The partition's pool cannot supply the table pages (it names the partition, the pages
     /// needed and the balance).
-    Pool(PoolError),
+    Pool(OutOfTablePages),
     /// GPA, SPA or length is not a multiple of 4 KiB.
     Unaligned { gpa: u64, spa: u64, len: u64 },
     /// `[gpa, gpa + len)` reaches past the 48-bit guest-physical space of a 4-level walk.
@@ -33,8 +32,8 @@ pub enum SlatError {
     },
 }
 
-impl From<PoolError> for SlatError {
-    fn from(error: PoolError) -> Self {
+impl From<OutOfTablePages> for SlatError {
+    fn from(error: OutOfTablePages) -> Self {
         SlatError::Pool(error)
     }
 }

@@ -5,9 +5,10 @@
 //!
 //! [`SlatBuilder`] is generic over the [`SlatFormat`] ([`Npt`], [`Ept`]) and writes tables
 //! through [`TableMemory`], so it runs on the host in tests. Every table page is withdrawn
-//! from the partition's [`PartitionPool`](crate::partition::pool::PartitionPool); a pool too
-//! small fails the mapping with the pool's "insufficient memory" error, never a panic. 4-level
-//! tables only (48-bit GPA).
+//! from the partition's pool, seen here as [`TablePages`] (the partition module's pool
+//! implements it, so this module does not depend on it); a pool too small fails the mapping
+//! with [`OutOfTablePages`], "insufficient memory", never a panic. 4-level tables only
+//! (48-bit GPA).
 //!
 //! # Table memory per GiB of guest RAM
 //!
@@ -30,6 +31,7 @@ mod error;
 mod format;
 mod sizing;
 mod table_memory;
+mod table_pages;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +44,7 @@ pub use error::SlatError;
 pub use format::{Ept, Npt, SlatFormat, ADDRESS_MASK, LARGE_PAGE};
 pub use sizing::{table_pages_needed, GPA_LIMIT, SPA_LIMIT};
 pub use table_memory::{HeapTableMemory, TableMemory, ENTRIES_PER_TABLE};
+pub use table_pages::{OutOfTablePages, TablePages};
 
 /// What a mapping lets the guest do with the memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

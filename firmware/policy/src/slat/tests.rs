@@ -5,7 +5,7 @@ use alloc::vec;
 
 use super::*;
 use crate::memory::{FrameAllocator, PAGE_SIZE};
-use crate::partition::pool::{PartitionPool, PoolError};
+use crate::partition::pool::PartitionPool;
 use BlockSize::*;
 
 const KIB: u64 = 1 << 10;
@@ -104,7 +104,7 @@ fn a_small_pool_fails_with_insufficient_memory_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(
         err,
-        SlatError::Pool(PoolError::InsufficientMemory {
+        SlatError::Pool(OutOfTablePages {
             partition: "vm".to_string(),
             needed_pages: 3,
             balance_pages: 2
@@ -126,7 +126,7 @@ fn a_small_pool_fails_with_insufficient_memory_and_changes_nothing() {
     let mut empty = PartitionPool::new("empty", 0);
     assert!(matches!(
         SlatBuilder::<Ept>::new(&mut memory, &mut empty, Size1G),
-        Err(SlatError::Pool(PoolError::InsufficientMemory { .. }))
+        Err(SlatError::Pool(OutOfTablePages { .. }))
     ));
 }
 
@@ -302,7 +302,7 @@ fn a_refused_unmap_changes_nothing() {
     let refused = slat.unmap_pages(&mut memory, &mut pool, &[0x1000, GIB]);
     assert!(matches!(
         refused,
-        Err(SlatError::Pool(PoolError::InsufficientMemory { .. }))
+        Err(SlatError::Pool(OutOfTablePages { .. }))
     ));
     assert_eq!((slat.stats(), memory.page_count()), (stats, pages));
     assert_eq!(slat.translate(&memory, 0x1000).unwrap().spa, GIB + 0x1000);

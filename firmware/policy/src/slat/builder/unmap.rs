@@ -4,18 +4,18 @@
 //! §29.3.2 allow mixed leaf sizes at any level), so only the page itself stops being mapped.
 //!
 //! Like `map`, `unmap_pages` is all or nothing: a first pass checks every page and counts the
-//! table pages the splits need, which are withdrawn from the pool in one go before anything
-//! is written. The caller flushes the partition's TLB tag on every CPU that ran it before the
-//! host pages are reused.
+//! table pages the splits need, which the pool must hold before anything is written. The
+//! caller flushes the partition's TLB tag on every CPU that ran it before the host pages are
+//! reused.
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use crate::memory::{BlockSize, PAGE_SIZE};
-use crate::partition::pool::PartitionPool;
 use crate::slat::format::SlatFormat;
 use crate::slat::sizing::GPA_LIMIT;
 use crate::slat::table_memory::{TableMemory, ENTRIES_PER_TABLE};
+use crate::slat::table_pages::{ensure_pages, TablePages};
 use crate::slat::{SlatError, SlatStats};
 
 use super::{index, Entry, SlatBuilder};
@@ -42,7 +42,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
     pub fn unmap_pages(
         &mut self,
         memory: &mut impl TableMemory,
-        pool: &mut PartitionPool,
+        pool: &mut impl TablePages,
         gpas: &[u64],
     ) -> Result<Vec<u64>, SlatError> {
         let mut seen = BTreeSet::new();
@@ -67,20 +67,20 @@ impl<F: SlatFormat> SlatBuilder<F> {
                 splits.insert((BlockSize::Size2M, gpa & !(BlockSize::Size2M.bytes() - 1)));
             }
         }
-        let mut fresh = pool.withdraw_many(splits.len())?.into_iter();
+        ensure_pages(pool, splits.len())?;
         let mut spas = Vec::with_capacity(gpas.len());
         for &gpa in gpas {
-            spas.push(self.unmap_one(memory, &mut fresh, gpa));
+            spas.push(self.unmap_one(memory, pool, gpa));
         }
         Ok(spas)
     }
 
     /// Walks to `gpa`'s 4 KiB leaf, splitting the large leaves on the way with pages from
-    /// `fresh` (counted by the caller), and clears it: the host page it mapped.
+    /// `pool` (which the caller found holds enough), and clears it: the host page it mapped.
     fn unmap_one(
         &mut self,
         memory: &mut impl TableMemory,
-        fresh: &mut impl Iterator<Item = u64>,
+        pool: &mut impl TablePages,
         gpa: u64,
     ) -> u64 {
         let mut table = self.root;
@@ -90,7 +90,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
             table = match Self::decode(entry, level) {
                 Entry::Table(next) => next,
                 Entry::Leaf(base, size) => {
-                    let Some(page) = fresh.next() else {
+                    let Some(page) = pool.withdraw_page() else {
                         // The plan counted every split; reaching here means it did not.
                         return 0;
                     };

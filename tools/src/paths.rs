@@ -1,0 +1,29 @@
+//! Where the tools find and keep things: Cargo's target directory and the folders they use
+//! under it, and the workspace's layouts folder. Every module that builds or runs something
+//! takes its paths from here.
+
+use std::path::PathBuf;
+
+use crate::workspace_root;
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The folder layouts find guest images in (`image = "NAME"` → `NAME.elf`).
+pub fn guest_dir() -> PathBuf {
+    target_dir().join("guests")
+}
+
+/// Where images of named layouts are kept (`numavisor-LAYOUT.elf`).
+pub fn images_dir() -> PathBuf {
+    target_dir().join("images")
+}
+
+/// The layouts folder.
+pub fn layouts_dir() -> PathBuf {
+    workspace_root().join("layouts")
+}
