@@ -80,7 +80,9 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
     );
 
     let t_acpi = tsc::now();
-    let memory = IdentityMapped { top: identity.top };
+    // SAFETY: `identity` is the map just built over all of RAM below its top; the ACPI
+    // tables and boot data read through it are the firmware's, written by no one now.
+    let memory = unsafe { IdentityMapped::new(identity.top) };
     let findings = discover_acpi(&boot, &memory);
     let usable_ram = boot.usable_ram();
     let topology = build_topology(findings.as_ref(), &usable_ram);

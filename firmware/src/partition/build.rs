@@ -269,7 +269,9 @@ fn map_guest_memory<F: SlatFormat>(
     pool: &mut PartitionPool,
     max_page: BlockSize,
 ) -> Result<(u64, SlatStats), BuildError> {
-    let mut tables = IdentityTables;
+    // SAFETY: the builder names only the tables of this new SLAT, drawn from `pool`, which
+    // this build owns.
+    let mut tables = unsafe { IdentityTables::new() };
     let mut slat = SlatBuilder::<F>::new(&mut tables, pool, max_page)?;
     let rwx = Permissions {
         read: true,

@@ -131,6 +131,12 @@ impl Control {
             });
     }
 
+    /// The partition will not run again (its stopping vCPU decided so): it reads as ended
+    /// while its memory is given back.
+    pub fn end(&self) {
+        self.handshake.end();
+    }
+
     /// Ends the stop: parked vCPUs restart or leave.
     pub fn finish_stop(&self, restarted: bool) {
         self.handshake.finish_stop(restarted);

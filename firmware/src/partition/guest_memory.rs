@@ -8,6 +8,8 @@
 use alloc::sync::Arc;
 use core::cell::RefCell;
 
+use numavisor_policy::hypercall::bank::PageMove;
+use numavisor_policy::memory::HostPage;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::zeroing::Span;
 use numavisor_policy::slat::TableMemory;
@@ -140,29 +142,86 @@ impl GuestMemory {
     }
 }
 
-/// Zeroes the 4 KiB host page at `spa` before it enters a guest's address space.
+/// A host page on its way into a guest's address space, held by this move alone until it is
+/// mapped: made from an owned [`HostPage`] taken from free memory, or (`unsafe`, the caller
+/// vouching for it) from a page a pool hands back.
 ///
 /// Pages come back to free memory and to pools with their contents: another partition's
-/// data, SLAT tables (host addresses), permission bitmaps, control blocks. numavisor zeroes
-/// on map rather than on free, so no path that hands a page to a guest (balloon deflation,
-/// withdrawal, refills at restart) can skip it, and memory that was never a guest's (the
-/// firmware's leftovers at boot) is covered too. The moving vCPU zeroes, on the CPU of the
-/// partition that receives the page: a page of the node the partition's vnode lives on.
-///
-/// # Safety
-///
-/// `spa` is a 4 KiB-aligned page of RAM, identity mapped, that the caller alone holds: taken
-/// from free memory or a pool for this move, in no guest's address space and used by nothing
-/// else until the caller maps it.
-pub unsafe fn scrub_page(spa: u64) {
-    debug_assert!(spa.is_multiple_of(4096));
-    // SAFETY: the caller owns the page (this function's contract), and the identity map
-    // covers all RAM.
-    unsafe { core::ptr::write_bytes(spa as *mut u8, 0, 4096) };
+/// data, SLAT tables (host addresses), permission bitmaps, control blocks. numavisor zeroes on
+/// map rather than on free: the SLAT edit that maps pages after build takes only
+/// [`ZeroedMove`]s, and [`IncomingPage::zeroed`] is the only way to make one, so no path that
+/// hands a page to a guest (balloon deflation, withdrawal, refills at restart) can skip the
+/// zeroing, and memory that was never a guest's (the firmware's leftovers at boot) is covered
+/// too. The moving vCPU zeroes, on a CPU of the partition that receives the page.
+pub struct IncomingPage {
+    spa: u64,
 }
 
-/// SLAT tables live in pool pages, written through the identity map.
-pub struct IdentityTables;
+/// A move whose page was zeroed on its way in: what the SLAT edit maps.
+#[derive(Clone, Copy, Debug)]
+pub struct ZeroedMove(PageMove);
+
+impl ZeroedMove {
+    /// The move, for the books (GPA, host page, node, vnode).
+    pub fn page_move(&self) -> PageMove {
+        self.0
+    }
+}
+
+impl IncomingPage {
+    /// A page taken from free memory.
+    pub fn from_free(page: HostPage) -> IncomingPage {
+        IncomingPage {
+            spa: page.into_address(),
+        }
+    }
+
+    /// A page a pool hands back for this move.
+    ///
+    /// # Safety
+    ///
+    /// `spa` is a 4 KiB-aligned page of RAM, identity mapped, that the caller alone holds:
+    /// taken out of a pool's balance (unused) for this move, in no guest's address space and
+    /// used by nothing else until it is mapped.
+    pub unsafe fn from_pool(spa: u64) -> IncomingPage {
+        IncomingPage { spa }
+    }
+
+    /// Zeroes the page and makes it the move of `gpa` (with its host node and vnode).
+    pub fn zeroed(self, gpa: u64, node: usize, vnode: usize) -> ZeroedMove {
+        debug_assert!(self.spa.is_multiple_of(4096));
+        // SAFETY: an IncomingPage is held by its move alone (an owned HostPage, or a pool
+        // page its `from_pool` caller vouched for), and the identity map covers all RAM.
+        unsafe { core::ptr::write_bytes(self.spa as *mut u8, 0, 4096) };
+        ZeroedMove(PageMove {
+            gpa,
+            spa: self.spa,
+            node,
+            vnode,
+        })
+    }
+}
+
+/// SLAT tables live in pool pages, written through the identity map. Holding one is the
+/// token for raw writes at any address the SLAT builder names: only `unsafe` makes one.
+pub struct IdentityTables {
+    _token: (),
+}
+
+impl IdentityTables {
+    /// The tables of one SLAT being built or edited.
+    ///
+    /// # Safety
+    ///
+    /// Every page the builder is given through this value is a table page of the one SLAT it
+    /// builds or edits: its root, a page it withdrew for a table from the partition's pool, or
+    /// a table it reached from that root. The builder only names such pages (it walks its own
+    /// tables and takes new ones from the pool); the caller holds the partition's state lock
+    /// (or owns the partition being built), so nothing else writes them meanwhile.
+    pub unsafe fn new() -> IdentityTables {
+        IdentityTables { _token: () }
+    }
+}
 
 impl TableMemory for IdentityTables {
     fn zero(&mut self, page: u64) {

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use numavisor_policy::hypercall::bank::Bank;
-use numavisor_policy::memory::FrameAllocator;
+use numavisor_policy::memory::{FrameAllocator, HostPage};
 use numavisor_policy::vmm::console_input::InputSwitch;
 use numavisor_policy::vmm::monitor::LineEditor;
 use spin::{Mutex, Once};
@@ -62,7 +62,7 @@ pub struct Hypervisor {
     /// The host pages each vCPU-running CPU's virtualization needs, by APIC ID, taken from
     /// the CPU's node when the partitions are built: so the ledger printed then already
     /// counts them, and a CPU's start cannot fail for lack of memory later.
-    host_pages: Mutex<BTreeMap<u32, Vec<u64>>>,
+    host_pages: Mutex<BTreeMap<u32, Vec<HostPage>>>,
     /// Dynamic Memory's policy pass: one CPU at a time.
     pub rebalancing: Mutex<()>,
     /// The console input switch and the monitor's line editor.
@@ -125,7 +125,7 @@ impl Hypervisor {
         &self,
         apic_id: u32,
         per_cpu: usize,
-        mut allocate: impl FnMut() -> Option<u64>,
+        mut allocate: impl FnMut() -> Option<HostPage>,
     ) {
         self.host_pages
             .lock()
@@ -134,7 +134,7 @@ impl Hypervisor {
     }
 
     /// Takes the host pages reserved for the CPU with `apic_id` (none if it has them already).
-    pub fn take_host_pages(&self, apic_id: u32) -> Vec<u64> {
+    pub fn take_host_pages(&self, apic_id: u32) -> Vec<HostPage> {
         self.host_pages.lock().remove(&apic_id).unwrap_or_default()
     }
 

@@ -282,6 +282,7 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         reason,
         &detail,
     ));
+    partition.control.end();
     build::release(&mut state, &mut partition.hv.frames.lock());
     drop(state);
     page_moves::close(partition);

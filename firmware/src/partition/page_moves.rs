@@ -19,7 +19,7 @@ use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
 use spin::MutexGuard;
 
-use super::guest_memory::{scrub_page, IdentityTables};
+use super::guest_memory::{IdentityTables, IncomingPage, ZeroedMove};
 use super::memory_sync;
 use super::{Hypervisor, Partition, PartitionState};
 use crate::platform::console::report;
@@ -138,8 +138,16 @@ pub fn withdraw(
         Ok(plan) => plan,
         Err(status) => return (status, 0),
     };
+    // SAFETY: each planned page is one this parent deposited into the child's pool and the
+    // pool still holds unused (the bank's books); the bank, held, gives it to this move
+    // alone, and it is in no guest's address space.
+    let incoming = plan
+        .moves()
+        .iter()
+        .map(|m| unsafe { IncomingPage::from_pool(m.spa) }.zeroed(m.gpa, m.node, m.vnode))
+        .collect::<Vec<_>>();
     let mut state = caller.state.lock();
-    if let Err(e) = map(caller, &mut state, plan.moves()) {
+    if let Err(e) = map(caller, &mut state, &incoming) {
         return (slat_status(caller, e), 0);
     }
     let generation = memory_sync::bump(caller, &mut state);
@@ -166,8 +174,15 @@ pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
     if moved.is_empty() && left.is_empty() {
         return true;
     }
-    let mut all: Vec<PageMove> = moved.iter().map(|&(_, m)| m).collect();
-    retag(hv, &all, Usage::Guest);
+    let from_pools: Vec<PageMove> = moved.iter().map(|&(_, m)| m).collect();
+    retag(hv, &from_pools, Usage::Guest);
+    // SAFETY: each page is one this partition deposited into a running child's pool, which
+    // the bank has just taken out of that pool's books for this refill; unused, in no guest's
+    // address space.
+    let mut all: Vec<ZeroedMove> = from_pools
+        .iter()
+        .map(|m| unsafe { IncomingPage::from_pool(m.spa) }.zeroed(m.gpa, m.node, m.vnode))
+        .collect();
     for child in moved
         .iter()
         .map(|&(child, _)| child)
@@ -184,12 +199,10 @@ pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
     {
         let mut frames = hv.frames.lock();
         for slot in &left {
-            match frames.allocate_on(
-                slot.node,
-                numavisor_policy::memory::BlockSize::Size4K,
-                Usage::Guest,
-            ) {
-                Ok(spa) => all.push(PageMove { spa, ..*slot }),
+            match frames.allocate_page_on(slot.node, Usage::Guest) {
+                Ok(page) => {
+                    all.push(IncomingPage::from_free(page).zeroed(slot.gpa, slot.node, slot.vnode))
+                }
                 Err(e) => {
                     log::warn!(
                         "partition \"{}\": guest-physical {:#x} cannot be refilled on node {}: {e}",
@@ -241,22 +254,17 @@ fn unmap(partition: &Partition, state: &mut PartitionState, gpas: &[u64]) -> Res
     edit_slat(partition, state, SlatEdit::Unmap(gpas))
 }
 
-/// Maps each move's host page, zeroed first (zero-on-map: `scrub_page`), at its GPA (a hole
-/// of the RAM) read-write-execute, in the SLAT and the RAM. All or nothing.
+/// Maps each move's host page (zeroed on its way in: [`ZeroedMove`]) at its GPA (a hole of
+/// the RAM) read-write-execute, in the SLAT and the RAM. All or nothing.
 fn map(
     partition: &Partition,
     state: &mut PartitionState,
-    moves: &[PageMove],
+    zeroed: &[ZeroedMove],
 ) -> Result<(), SlatError> {
-    for m in moves {
-        // SAFETY: every move's host page was just taken for this partition, from free
-        // memory or from a child's pool balance (unused), and enters no guest's address
-        // space before the SLAT edit below: this move holds it alone.
-        unsafe { scrub_page(m.spa) };
-    }
-    edit_slat(partition, state, SlatEdit::Map(moves))?;
+    let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
+    edit_slat(partition, state, SlatEdit::Map(&moves))?;
     let ram = Arc::make_mut(&mut state.ram);
-    for m in moves {
+    for m in &moves {
         ram.map_page(m.gpa, m.spa);
     }
     Ok(())
@@ -291,18 +299,21 @@ fn edit_slat_in<F: SlatFormat>(
             gpa: first.unwrap_or(0),
         });
     };
+    // SAFETY: the builder was opened on this partition's own SLAT root and draws new tables
+    // from its pool; the caller holds the partition's state lock.
+    let mut tables = unsafe { IdentityTables::new() };
     match edit {
         SlatEdit::Unmap(gpas) => {
-            slat.unmap_pages(&mut IdentityTables, pool, gpas)?;
+            slat.unmap_pages(&mut tables, pool, gpas)?;
         }
         SlatEdit::Map(moves) => {
             let rwx = Permissions::READ_WRITE_EXECUTE;
             for (done, m) in moves.iter().enumerate() {
-                if let Err(e) = slat.map(&mut IdentityTables, pool, m.gpa, m.spa, 4096, rwx) {
+                if let Err(e) = slat.map(&mut tables, pool, m.gpa, m.spa, 4096, rwx) {
                     // Undo what was done (unmapping a 4 KiB leaf takes no page).
                     let mapped: Vec<u64> = moves[..done].iter().map(|m| m.gpa).collect();
                     if !mapped.is_empty() {
-                        let _ = slat.unmap_pages(&mut IdentityTables, pool, &mapped);
+                        let _ = slat.unmap_pages(&mut tables, pool, &mapped);
                     }
                     return Err(e);
                 }
@@ -439,11 +450,12 @@ pub fn deflate(
             Some((gpa, block.node, block.vnode))
         })
         .collect();
-    let moves = take_pages(partition.hv, &wanted)?;
+    let zeroed = take_pages(partition.hv, &wanted)?;
+    let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
     if moves.is_empty() {
         return Ok(moves);
     }
-    if let Err(e) = map(partition, &mut state, &moves) {
+    if let Err(e) = map(partition, &mut state, &zeroed) {
         free_pages(partition.hv, &moves);
         return Err(BalloonError::Slat(e));
     }
@@ -456,34 +468,32 @@ pub fn deflate(
     Ok(moves)
 }
 
-/// A free page of each `(gpa, node, vnode)`'s node, as guest memory. All or nothing.
+/// A free page of each `(gpa, node, vnode)`'s node, as guest memory, zeroed. All or nothing.
 fn take_pages(
     hv: &Hypervisor,
     wanted: &[(u64, usize, usize)],
-) -> Result<Vec<PageMove>, BalloonError> {
-    let mut frames = hv.frames.lock();
-    let mut moves = Vec::with_capacity(wanted.len());
-    for &(gpa, node, vnode) in wanted {
-        match frames.allocate_on(
-            node,
-            numavisor_policy::memory::BlockSize::Size4K,
-            Usage::Guest,
-        ) {
-            Ok(spa) => moves.push(PageMove {
-                gpa,
-                spa,
-                node,
-                vnode,
-            }),
-            Err(_) => {
-                for m in &moves {
-                    let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
+) -> Result<Vec<ZeroedMove>, BalloonError> {
+    let mut pages = Vec::with_capacity(wanted.len());
+    {
+        let mut frames = hv.frames.lock();
+        for &(gpa, node, _) in wanted {
+            match frames.allocate_page_on(node, Usage::Guest) {
+                Ok(page) => pages.push(page),
+                Err(_) => {
+                    for page in pages {
+                        let _ = frames.free_page(page);
+                    }
+                    return Err(BalloonError::NoMemory { gpa, node });
                 }
-                return Err(BalloonError::NoMemory { gpa, node });
             }
         }
     }
-    Ok(moves)
+    // Zeroed without the frame allocator's lock: other CPUs need it meanwhile.
+    Ok(pages
+        .into_iter()
+        .zip(wanted)
+        .map(|(page, &(gpa, node, vnode))| IncomingPage::from_free(page).zeroed(gpa, node, vnode))
+        .collect())
 }
 
 fn free_pages(hv: &Hypervisor, moves: &[PageMove]) {
@@ -520,14 +530,15 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
         state.ballooned.clear();
         return true;
     }
-    let moves = match take_pages(partition.hv, &wanted) {
-        Ok(moves) => moves,
+    let zeroed = match take_pages(partition.hv, &wanted) {
+        Ok(zeroed) => zeroed,
         Err(e) => {
             log::warn!("partition \"{}\": {e}", partition.name());
             return false;
         }
     };
-    if let Err(e) = map(partition, state, &moves) {
+    let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
+    if let Err(e) = map(partition, state, &zeroed) {
         free_pages(partition.hv, &moves);
         log::error!(
             "partition \"{}\": refilling its balloon: {e}",

@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use numavisor_policy::memory::{BlockSize, Usage};
+use numavisor_policy::memory::{HostPage, Usage};
 use numavisor_policy::vmexit::VmExit;
 use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
 use numavisor_policy::vmm::msr::MsrState;
@@ -81,14 +81,14 @@ fn stop_before_running(partition: &Partition, reason: &str, detail: &str) {
 
 /// A page of hypervisor memory for a CPU's own use (the backend's host state), from the
 /// CPU's own node `node`, else the nearest one that has a page.
-pub(super) fn host_page(hv: &Hypervisor, node: usize) -> Option<u64> {
+pub(super) fn host_page(hv: &Hypervisor, node: usize) -> Option<HostPage> {
     let mut frames = hv.frames.lock();
     let mut order: Vec<usize> = (0..frames.node_count()).collect();
     if let Some(row) = hv.distances.get(node) {
         order.sort_by_key(|&other| (other != node, row.get(other).copied().unwrap_or(u8::MAX)));
     }
     frames
-        .allocate_near(&order, BlockSize::Size4K, Usage::Hypervisor)
+        .allocate_page_near(&order, Usage::Hypervisor)
         .ok()
         .map(|(page, _)| page)
 }

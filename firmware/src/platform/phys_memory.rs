@@ -2,9 +2,22 @@
 
 use numavisor_policy::acpi::PhysicalMemory;
 
-/// The identity-mapped physical address space below `top`.
+/// The identity-mapped physical address space below `top`, to read: holding one is the token
+/// for raw reads anywhere below `top`, and only `unsafe` makes one.
 pub struct IdentityMapped {
-    pub top: u64,
+    top: u64,
+}
+
+impl IdentityMapped {
+    /// Reads of physical memory below `top`.
+    ///
+    /// # Safety
+    ///
+    /// The identity map covers every page below `top`, and what the reader is pointed at
+    /// (firmware tables, boot data) is not written while it reads.
+    pub unsafe fn new(top: u64) -> IdentityMapped {
+        IdentityMapped { top }
+    }
 }
 
 impl PhysicalMemory for IdentityMapped {

@@ -11,6 +11,7 @@ pub mod vmx;
 pub mod xstate;
 
 use alloc::vec::Vec;
+use numavisor_policy::memory::HostPage;
 
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
@@ -178,7 +179,7 @@ impl Active {
         }
     }
 
-    pub fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool {
+    pub fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<HostPage>) -> bool {
         match Self::arch() {
             Arch::Svm => SvmBackend::enable_this_cpu(apic_id, allocate),
             Arch::Vmx => VmxBackend::enable_this_cpu(apic_id, allocate),
@@ -302,5 +303,5 @@ pub trait Backend {
     fn vcpu(controls: &ControlPages, index: usize) -> Option<Self::Vcpu>;
     /// Turns virtualization on for the calling CPU; `allocate` gives a page of host memory
     /// if the backend needs one per CPU. False if it cannot.
-    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool;
+    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<HostPage>) -> bool;
 }

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use super::block::{align_down, align_up, BlockSize, Usage, PAGE_SIZE};
 use super::error::{AllocError, FreeError, ReserveError};
 use super::free_ranges::FreeRanges;
+use super::host_page::HostPage;
 use super::ledger::NodeLedger;
 use super::reservation::{Reservation, ReservedPiece};
 
@@ -182,6 +183,28 @@ impl FrameAllocator {
             free_bytes,
             free_ranges,
         })
+    }
+
+    /// Takes one 4 KiB page from `node` only, as an owned [`HostPage`].
+    pub fn allocate_page_on(&mut self, node: usize, usage: Usage) -> Result<HostPage, AllocError> {
+        self.allocate_on(node, BlockSize::Size4K, usage)
+            .map(HostPage::taken)
+    }
+
+    /// Takes one 4 KiB page from the first node in `order` that has one (as
+    /// [`FrameAllocator::allocate_near`]): the page and its node.
+    pub fn allocate_page_near(
+        &mut self,
+        order: &[usize],
+        usage: Usage,
+    ) -> Result<(HostPage, usize), AllocError> {
+        self.allocate_near(order, BlockSize::Size4K, usage)
+            .map(|(address, node)| (HostPage::taken(address), node))
+    }
+
+    /// Returns a page from [`FrameAllocator::allocate_page_on`] to free memory.
+    pub fn free_page(&mut self, page: HostPage) -> Result<(), FreeError> {
+        self.free(page.into_address(), BlockSize::Size4K)
     }
 
     /// Returns a block from `allocate_*`, merging it with free neighbours. Only the exact

@@ -428,3 +428,22 @@ fn a_carved_block_moves_single_pages_and_frees_what_is_left() {
     assert!(fa.carve(page).is_err());
     assert!(fa.retag(page, Usage::Guest).is_err());
 }
+
+#[test]
+fn host_pages_are_owned_handles_from_and_back_to_free_memory() {
+    let mut fa = FrameAllocator::new(&[vec![(0, 2 * MIB)], vec![(4 * MIB, 6 * MIB)]]);
+    let page = fa.allocate_page_on(1, Usage::Hypervisor).unwrap();
+    assert_eq!(fa.node_of(page.address()), Some(1));
+    assert_eq!(fa.ledger()[1].hypervisor, 4 * KIB);
+    // Node 0 first, then node 1.
+    let (near, node) = fa.allocate_page_near(&[0, 1], Usage::Guest).unwrap();
+    assert_eq!(node, 0);
+    assert_balanced(&fa);
+    fa.free_page(page).unwrap();
+    fa.free_page(near).unwrap();
+    assert_eq!(
+        (fa.ledger()[0].free, fa.ledger()[1].free),
+        (2 * MIB, 2 * MIB)
+    );
+    assert!(fa.allocate_page_on(2, Usage::Guest).is_err());
+}

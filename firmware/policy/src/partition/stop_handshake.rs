@@ -78,6 +78,12 @@ impl StopHandshake {
         }
     }
 
+    /// The stopping vCPU has decided the partition will not run again: from now on it reads as
+    /// ended, while its memory is given back (before [`finish_stop`](Self::finish_stop)).
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
     /// Ends the stop: parked vCPUs restart (`restarted`) or leave.
     pub fn finish_stop(&self, restarted: bool) {
         if !restarted {

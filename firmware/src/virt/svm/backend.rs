@@ -3,6 +3,7 @@
 
 use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicBool, Ordering};
+use numavisor_policy::memory::HostPage;
 
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::partition::cost;
@@ -118,7 +119,7 @@ impl Backend for SvmBackend {
         ))
     }
 
-    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool {
+    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<HostPage>) -> bool {
         let mut pages = HOST_PAGES.lock();
         if pages.contains_key(&apic_id) {
             return true;
@@ -127,7 +128,12 @@ impl Backend for SvmBackend {
             return false;
         };
         super::enable_on_this_cpu(save_area);
-        pages.insert(apic_id, HostPages { host_state });
+        pages.insert(
+            apic_id,
+            HostPages {
+                host_state: host_state.into_address(),
+            },
+        );
         true
     }
 }

@@ -6,6 +6,7 @@ pub mod run;
 pub mod vcpu;
 pub mod vmcb;
 
+use numavisor_policy::memory::HostPage;
 use raw_cpuid::CpuId;
 use x86_64::registers::model_specific::Msr;
 
@@ -75,13 +76,13 @@ pub fn detect() -> Result<SvmCapabilities, SvmUnavailable> {
 }
 
 /// Turns SVM on for the calling CPU with `host_save_area` (a 4 KiB page of its own).
-pub fn enable_on_this_cpu(host_save_area: u64) {
+pub fn enable_on_this_cpu(host_save_area: HostPage) {
     // SAFETY: detect() found SVM usable; EFER.SVME and VM_HSAVE_PA are its architected
-    // controls, and the save area is a page reserved for this CPU alone.
+    // controls, and the save area is a page this CPU owns (handed to the CPU for good).
     unsafe {
         let mut efer = Msr::new(EFER);
         efer.write(efer.read() | EFER_SVME);
-        Msr::new(VM_HSAVE_PA).write(host_save_area);
+        Msr::new(VM_HSAVE_PA).write(host_save_area.into_address());
     }
     crate::virt::xstate::enable_for_host();
 }

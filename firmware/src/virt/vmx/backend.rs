@@ -3,6 +3,7 @@
 //! write-back, 4-level EPT pointer (§24.6.11), and a VPID per partition (§28.1).
 
 use alloc::collections::BTreeSet;
+use numavisor_policy::memory::HostPage;
 
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
@@ -98,7 +99,7 @@ impl Backend for VmxBackend {
         })
     }
 
-    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<u64>) -> bool {
+    fn enable_this_cpu(apic_id: u32, allocate: &mut dyn FnMut() -> Option<HostPage>) -> bool {
         let mut enabled = ENABLED.lock();
         if enabled.contains(&apic_id) {
             return true;

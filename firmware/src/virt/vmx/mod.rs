@@ -6,6 +6,7 @@ mod instructions;
 pub mod run;
 pub mod vcpu;
 
+use numavisor_policy::memory::HostPage;
 use numavisor_policy::vmx::capabilities::{
     msr, EptUnusable, EptVpidCapabilities, FeatureControl, FixedBits, VmxBasic, VmxMisc,
 };
@@ -140,7 +141,7 @@ const CR4_VMXE: u64 = 1 << 13;
 /// VMXON region: IA32_FEATURE_CONTROL set and locked if the firmware left it open, CR0 and
 /// CR4 given the bits VMX operation fixes (and CR4.OSXSAVE, so the host can execute a
 /// guest's checked XSETBV: `virt::xstate`), then VMXON.
-pub fn enable_on_this_cpu(region: u64) -> bool {
+pub fn enable_on_this_cpu(region: HostPage) -> bool {
     let caps = capabilities();
     let mut feature_control = Msr::new(msr::FEATURE_CONTROL);
     // SAFETY: IA32_FEATURE_CONTROL exists on VMX CPUs; detect() rejected a locked-off one,
@@ -150,7 +151,8 @@ pub fn enable_on_this_cpu(region: u64) -> bool {
             feature_control.write(write);
         }
     }
-    // SAFETY: the region is a page reserved for this CPU (the caller's allocation), identity
+    let region = region.into_address();
+    // SAFETY: the region is a page this CPU owns (a HostPage handed over for good), identity
     // mapped; the revision id goes in its first 4 bytes as VMXON requires (SDM §24.11.5).
     unsafe {
         core::ptr::write_bytes(region as *mut u8, 0, 4096);
