@@ -12,8 +12,8 @@
 
 use alloc::string::String;
 
-use super::ioapic::IoApicDelivery;
-use super::lapic::Ipi;
+use super::ioapic::delivery::IoApicDelivery;
+use super::lapic::icr::Ipi;
 
 /// Where an access lands inside a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

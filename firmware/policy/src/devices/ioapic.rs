@@ -22,6 +22,9 @@ pub const IOAPIC_PINS: u8 = 24;
 /// VER register: maximum redirection entry 23, version 0x11.
 pub const IOAPIC_VERSION: u32 = 0x0017_0011;
 
+pub(crate) mod delivery;
+
+pub use delivery::{DeliveryMode, IoApicDelivery};
 const IOREGSEL: u64 = 0x00;
 const IOWIN: u64 = 0x10;
 const REG_ID: u8 = 0x00;
@@ -40,56 +43,6 @@ const RTE_DEST_LOGICAL: u64 = 1 << 11;
 const RTE_WRITABLE: u64 =
     RTE_DESTINATION | RTE_MASK | RTE_LEVEL | RTE_POLARITY | RTE_DEST_LOGICAL | 0x7FF;
 const RTE_DESTINATION: u64 = 0xFF << 56;
-
-/// A redirection entry's delivery mode (bits 8–10).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryMode {
-    /// 0b000: deliver to all destination processors.
-    Fixed,
-    /// 0b001: deliver to the lowest-priority destination processor.
-    LowestPriority,
-    /// 0b010: system management interrupt.
-    Smi,
-    /// 0b100: non-maskable interrupt.
-    Nmi,
-    /// 0b101: INIT.
-    Init,
-    /// 0b111: external (8259-style) interrupt.
-    ExtInt,
-    /// 0b011 or 0b110, reserved encodings, passed on as they are.
-    Reserved(u8),
-}
-
-impl DeliveryMode {
-    fn from_bits(bits: u8) -> DeliveryMode {
-        match bits & 7 {
-            0 => DeliveryMode::Fixed,
-            1 => DeliveryMode::LowestPriority,
-            2 => DeliveryMode::Smi,
-            4 => DeliveryMode::Nmi,
-            5 => DeliveryMode::Init,
-            7 => DeliveryMode::ExtInt,
-            other => DeliveryMode::Reserved(other),
-        }
-    }
-}
-
-/// An interrupt message the I/O APIC sends to the local APICs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoApicDelivery {
-    /// Interrupt vector (bits 0–7).
-    pub vector: u8,
-    /// Delivery mode (bits 8–10).
-    pub delivery_mode: DeliveryMode,
-    /// Logical destination mode (bit 11) rather than physical.
-    pub logical: bool,
-    /// Destination APIC ID or logical set (bits 56–63).
-    pub destination: u8,
-    /// The pin is level-triggered (the receiver must EOI it back).
-    pub level_triggered: bool,
-    /// The input pin that caused it.
-    pub pin: u8,
-}
 
 /// The I/O APIC's registers and input levels.
 #[derive(Clone, Debug)]

@@ -23,42 +23,10 @@
 //!   APIC here refuses every vector through [`LocalApic::accept`].
 //! - ESR bit 7 (illegal register address) is never set.
 
-mod icr;
+pub(crate) mod icr;
 mod registers;
 mod timer;
 mod vectors;
-
-/// The xAPIC MMIO page as a bus device. Its effects are the accessing vCPU's: an IPI from
-/// it, or the end of a level-triggered interrupt it took.
-impl crate::devices::device::Device for LocalApic {
-    fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
-        self.mmio_read(at.offset, at.size, now)
-    }
-
-    fn write(
-        &mut self,
-        at: crate::devices::device::Register,
-        value: u64,
-        now: u64,
-    ) -> crate::devices::device::Effect {
-        self.mmio_write(at.offset, at.size, value, now).into()
-    }
-}
-
-impl From<LapicEffect> for crate::devices::device::Effect {
-    /// The end of an edge-triggered interrupt concerns no one beyond the local APIC.
-    fn from(effect: LapicEffect) -> Self {
-        match effect {
-            LapicEffect::None => crate::devices::device::Effect::None,
-            LapicEffect::Eoi {
-                vector,
-                level_triggered: true,
-            } => crate::devices::device::Effect::EndOfInterrupt(vector),
-            LapicEffect::Eoi { .. } => crate::devices::device::Effect::None,
-            LapicEffect::Ipi(ipi) => crate::devices::device::Effect::Ipi(ipi),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;
@@ -504,5 +472,37 @@ impl LocalApic {
             return LapicEffect::None;
         }
         LapicEffect::Ipi(ipi)
+    }
+}
+
+/// The xAPIC MMIO page as a bus device. Its effects are the accessing vCPU's: an IPI from
+/// it, or the end of a level-triggered interrupt it took.
+impl crate::devices::device::Device for LocalApic {
+    fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
+        self.mmio_read(at.offset, at.size, now)
+    }
+
+    fn write(
+        &mut self,
+        at: crate::devices::device::Register,
+        value: u64,
+        now: u64,
+    ) -> crate::devices::device::Effect {
+        self.mmio_write(at.offset, at.size, value, now).into()
+    }
+}
+
+impl From<LapicEffect> for crate::devices::device::Effect {
+    /// The end of an edge-triggered interrupt concerns no one beyond the local APIC.
+    fn from(effect: LapicEffect) -> Self {
+        match effect {
+            LapicEffect::None => crate::devices::device::Effect::None,
+            LapicEffect::Eoi {
+                vector,
+                level_triggered: true,
+            } => crate::devices::device::Effect::EndOfInterrupt(vector),
+            LapicEffect::Eoi { .. } => crate::devices::device::Effect::None,
+            LapicEffect::Ipi(ipi) => crate::devices::device::Effect::Ipi(ipi),
+        }
     }
 }
