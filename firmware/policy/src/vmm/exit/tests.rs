@@ -2,6 +2,7 @@
 //! MSR, CPUID, MMIO and HLT exits do, and that malformed or forbidden ones get a defined
 //! answer (a #GP, or a stop with a reason) instead of a panic.
 
+use crate::devices::device::DeviceId;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
@@ -117,6 +118,8 @@ struct FakeMachine {
     ipis: RefCell<Vec<(usize, Ipi)>>,
     deliveries: RefCell<Vec<IoApicDelivery>>,
     console: RefCell<Vec<String>>,
+    /// Device work asked of the edge: (vCPU, device, reset).
+    served: RefCell<Vec<(usize, DeviceId, bool)>>,
 }
 
 impl FakeMachine {
@@ -133,7 +136,16 @@ impl FakeMachine {
             ipis: RefCell::new(Vec::new()),
             deliveries: RefCell::new(Vec::new()),
             console: RefCell::new(Vec::new()),
+            served: RefCell::new(Vec::new()),
         }
+    }
+
+    /// With a virtio-mmio balloon at 0xFEB0_0000 on pin 5.
+    fn with_balloon(self) -> FakeMachine {
+        let mut config = pc();
+        config.virtio_balloon = Some((0xFEB0_0000, 5));
+        *self.devices.borrow_mut() = PlatformDevices::new(config).unwrap();
+        self
     }
 
     /// Places instruction bytes at guest-physical `at`.
@@ -182,6 +194,9 @@ impl Machine for FakeMachine {
             Call::GetPartitionId => Reply::ok(7, 0),
             _ => Reply::error(Status::AccessDenied),
         }
+    }
+    fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {
+        self.served.borrow_mut().push((vcpu, device, reset));
     }
 }
 
@@ -419,6 +434,48 @@ fn mmio_stores_to_the_local_apic_send_ipis() {
     let ipis = machine.ipis.borrow();
     assert_eq!(ipis.len(), 1);
     assert_eq!(ipis[0].1.delivery, IpiDelivery::Init);
+}
+
+#[test]
+fn device_work_reaches_the_machine_through_one_effect() {
+    // mov [ebx+0x70], eax (virtio-mmio Status) at 0x1000: 89 43 70.
+    let machine = FakeMachine::new()
+        .with_balloon()
+        .code(0x1000, &[0x89, 0x43, 0x70]);
+    let mut cpu = FakeVcpu {
+        rip: 0x1000,
+        ..FakeVcpu::default()
+    };
+    cpu.registers.rax = 0; // Status 0: the driver resets the device.
+    let fault = VmExit::NestedPageFault {
+        gpa: 0xFEB0_0070,
+        error_code: 0x7,
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, fault, 0),
+        Next::Resume
+    );
+    assert_eq!(cpu.rip, 0x1003);
+    assert_eq!(
+        *machine.served.borrow(),
+        alloc::vec![(0, DeviceId::VirtioBalloon, true)]
+    );
+    // A read of the window is the device's own: the magic value, no work.
+    let machine = machine.code(0x2000, &[0x8B, 0x41, 0x00]); // mov eax, [ecx]
+    let mut cpu = FakeVcpu {
+        rip: 0x2000,
+        ..FakeVcpu::default()
+    };
+    let fault = VmExit::NestedPageFault {
+        gpa: 0xFEB0_0000,
+        error_code: 0x5,
+    };
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, fault, 0),
+        Next::Resume
+    );
+    assert_eq!(cpu.registers.rax, 0x7472_6976); // "virt"
+    assert_eq!(machine.served.borrow().len(), 1);
 }
 
 #[test]
