@@ -190,6 +190,12 @@ impl ArchState {
                         attributes: 0x82,
                         ..real(0, 0)
                     },
+                    // The real-mode IVT at 0 (SDM vol. 3A Table 10-1, AMD APM vol. 2 Table
+                    // 14-1: IDTR and GDTR base 0, limit 0xFFFF), not the PVH template's empty
+                    // IDT: an exception or NMI in the start-up code must reach the guest's
+                    // handlers, not triple-fault the partition.
+                    gdtr: Segment::table(0, 0xFFFF),
+                    idtr: Segment::table(0, 0xFFFF),
                     cr0: cr0::CD | cr0::NW | cr0::ET,
                     rip: 0,
                     rdx: INIT_EDX,
@@ -253,5 +259,12 @@ mod tests {
         assert_eq!(s.rdx, INIT_EDX);
         assert_eq!(s.tr.vmx_access_rights(), 0x8B);
         assert_eq!(s.ldtr.vmx_access_rights(), 0x82);
+        // The rest of the INIT state of the SDM's Table 10-1 and the APM's Table 14-1.
+        assert_eq!((s.idtr.base, s.idtr.limit), (0, 0xFFFF));
+        assert_eq!((s.gdtr.base, s.gdtr.limit), (0, 0xFFFF));
+        assert_eq!((s.data.selector, s.data.base, s.data.limit), (0, 0, 0xFFFF));
+        assert_eq!((s.cr3, s.cr4, s.efer), (0, 0, 0));
+        assert_eq!((s.rflags, s.dr6, s.dr7), (0x2, 0xFFFF_0FF0, 0x400));
+        assert_eq!((s.rbx, s.rsi), (0, 0));
     }
 }
