@@ -160,13 +160,4 @@ impl Effects {
             interrupt: None,
         }
     }
-
-    /// The effects, in the order to apply them: the interrupt the access raised or lowered
-    /// first (the line's level is the device's state after the access), then the device's.
-    pub fn into_effects(self) -> impl Iterator<Item = Effect> {
-        self.interrupt
-            .map(Effect::Interrupt)
-            .into_iter()
-            .chain(self.device)
-    }
 }

@@ -335,6 +335,10 @@ impl PlatformDevices {
     pub fn port_read(&mut self, port: u16, size: u8, now: u64) -> (u32, Effects) {
         let size = normalise(size);
         let slot = self.port_slot(u64::from(port));
+        if slot.is_none() && size == 1 {
+            // The common probe (port 0x80, an absent COM port): nobody answers.
+            return (0xFF, Effects::NONE);
+        }
         let value = match slot {
             Some(slot) if !self.byte_wide(slot.device) => {
                 let at = Register::new(slot.window, u64::from(port) - slot.base, size);
