@@ -130,3 +130,10 @@ fn m_xcr0_is_reset_at_every_start() {
 fn n_hypercalls_through_vmcall() {
     cases::parent_reads_its_child_and_a_stranger_is_denied(&vmx("hypercalls", "two-nodes"));
 }
+
+/// Zero-on-map on VMX + EPT (`layouts/scrub-vmx.toml`): every page a deflation maps reads
+/// zero after a neighbour left its pages full of a pattern.
+#[test]
+fn p_a_deflated_page_reads_zero_on_vmx() {
+    cases::deflated_pages_are_zeroed(&vmx("scrub-vmx", "two-nodes"), 2_000);
+}

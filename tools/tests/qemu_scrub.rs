@@ -8,5 +8,5 @@ use common::{cases, Boot};
 
 #[test]
 fn a_deflated_page_reads_zero_even_after_a_neighbour_filled_the_node() {
-    cases::deflated_pages_are_zeroed(&Boot::run("scrub", "two-nodes"));
+    cases::deflated_pages_are_zeroed(&Boot::run("scrub", "two-nodes"), 10_000);
 }
