@@ -19,7 +19,7 @@ pub mod spec;
 mod host;
 
 pub use numavisor_policy::memory::BlockSize;
-pub use spec::{ExitAction, ImageKind, Layout, PartitionSpec, VcpuGroup, VnodeSpec};
+pub use spec::{ConsoleMode, ExitAction, ImageKind, Layout, PartitionSpec, VcpuGroup, VnodeSpec};
 
 #[cfg(feature = "host")]
 pub use host::{

@@ -59,6 +59,8 @@ pub struct PartitionSpec {
     /// Dynamic Memory (`dynamic = true`): a virtio-balloon device moves the partition's
     /// memory between `min` and `max` of each vnode by its guest's demand.
     pub dynamic: bool,
+    /// How the guest's console lines reach the host console (`console`).
+    pub console: ConsoleMode,
 }
 
 impl PartitionSpec {
@@ -162,6 +164,16 @@ pub enum ImageKind {
     LinuxBzImage,
 }
 
+/// How a partition's console lines reach the host console (`docs/layout.md`, `console`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// Every control character but TAB shown escaped (`^[`, `^K`, `\u{85}`): the guest
+    /// cannot start a line of its own or drive the operator's terminal. The default.
+    Escaped,
+    /// The guest's bytes unchanged, escape sequences included (an interactive shell).
+    Raw,
+}
+
 /// What happens to a partition when its guest stops running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitAction {
@@ -201,6 +213,7 @@ mod tests {
         restart_limit: 8,
         parent: None,
         dynamic: false,
+        console: ConsoleMode::Escaped,
     };
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use numavisor_layout::{
     emit_rust, generate_for_build, load_str, load_with, BlockSize, CheckedLayout, CheckedPartition,
-    CheckedVcpuGroup, ExitAction, ImageKind, LayoutErrors, LoadOptions, PoolCheck, VnodeSpec,
+    CheckedVcpuGroup, ConsoleMode, ExitAction, ImageKind, LayoutErrors, LoadOptions, PoolCheck,
+    VnodeSpec,
 };
 
 /// A minimal bzImage header that passes the boot-protocol checks: protocol `version`, one
@@ -105,6 +106,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         restart_limit: 8,
         parent: None,
         dynamic: false,
+        console: ConsoleMode::Escaped,
     }
 }
 
@@ -243,6 +245,7 @@ fn layouts_in_the_other_forms_check_too() {
             restart_limit: 8,
             parent: None,
             dynamic: false,
+            console: ConsoleMode::Escaped,
         }]
     );
 }

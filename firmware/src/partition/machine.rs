@@ -62,7 +62,7 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn console(&self, line: &str) {
-        emit_console(self.partition.name(), line);
+        emit_console(self.partition, line);
     }
 
     fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {

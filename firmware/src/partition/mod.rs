@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use log::{info, warn};
-use numavisor_layout::{ExitAction, Layout, PartitionSpec};
+use numavisor_layout::{ConsoleMode, ExitAction, Layout, PartitionSpec};
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::memory_sync::MemoryGenerations;
 use numavisor_policy::partition::placement::VcpuPlan;
@@ -28,6 +28,7 @@ use numavisor_policy::partition::pool::PartitionPool;
 use numavisor_policy::report::events;
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmexit::ExitKind;
+use numavisor_policy::vmm::console_output::escape_controls;
 use numavisor_policy::vmm::exit::StopKind;
 use numavisor_policy::vmm::platform::PlatformDevices;
 use numavisor_policy::vmm::vcpu::EntryState;
@@ -220,7 +221,7 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     };
     let by_operator = matches!(kind, StopKind::Operator { .. });
     if let Some(line) = partition.devices.lock().flush_console() {
-        emit_console(partition.name(), &line);
+        emit_console(partition, &line);
     }
     emit_exit_counts(partition);
     let mut state = partition.state.lock();
@@ -317,9 +318,16 @@ fn all_stopped(hv: &Hypervisor) {
     }
 }
 
-/// Prints a guest's console line, human and `@nv`.
-pub fn emit_console(name: &str, line: &str) {
-    crate::platform::console::serial::write_fmt(format_args!("[{name}] {line}\n"));
+/// Prints a guest's console line, human and `@nv`. The human line shows control characters
+/// escaped unless the layout says `console = "raw"` (`vmm::console_output`); the report's
+/// JSON carries the line as the guest wrote it (its encoding escapes them).
+pub fn emit_console(partition: &Partition, line: &str) {
+    let name = partition.name();
+    let shown = match partition.spec.console {
+        ConsoleMode::Escaped => escape_controls(line),
+        ConsoleMode::Raw => alloc::borrow::Cow::Borrowed(line),
+    };
+    crate::platform::console::serial::write_fmt(format_args!("[{name}] {shown}\n"));
     report::emit(&events::console(
         name,
         line,

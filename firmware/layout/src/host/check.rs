@@ -227,6 +227,7 @@ fn check_partition(
         restart_limit: raw.restart_limit?,
         parent: raw.parent?,
         dynamic: raw.dynamic?,
+        console: raw.console?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);

@@ -11,7 +11,7 @@ use super::{
     load, CheckedLayout, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV, LAYOUT_ENV,
     LINUX_DIR_ENV,
 };
-use crate::{BlockSize, ExitAction, ImageKind};
+use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind};
 
 /// Rust source defining `pub static LAYOUT: numavisor_layout::Layout` for `layout`. Every path
 /// it names is absolute; strings are escaped as Rust literals.
@@ -115,6 +115,14 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
     let _ = writeln!(out, "            restart_limit: {},", p.restart_limit);
     let _ = writeln!(out, "            parent: {:?},", p.parent);
     let _ = writeln!(out, "            dynamic: {},", p.dynamic);
+    let console = match p.console {
+        ConsoleMode::Escaped => "Escaped",
+        ConsoleMode::Raw => "Raw",
+    };
+    let _ = writeln!(
+        out,
+        "            console: numavisor_layout::ConsoleMode::{console},"
+    );
     let _ = writeln!(out, "        }},");
 }
 

@@ -19,7 +19,7 @@ pub use error::{LayoutError, LayoutErrors, PartitionLabel};
 
 use numavisor_policy::partition::cost;
 
-use crate::{BlockSize, ExitAction, ImageKind, VnodeSpec};
+use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind, VnodeSpec};
 use error::Report;
 
 /// The environment variable naming the layout the firmware build embeds (a path, relative
@@ -88,6 +88,8 @@ pub struct CheckedPartition {
     pub parent: Option<String>,
     /// `dynamic = true`: Dynamic Memory between each vnode's `min` and `max`.
     pub dynamic: bool,
+    /// How its console lines reach the host console.
+    pub console: ConsoleMode,
 }
 
 impl CheckedPartition {

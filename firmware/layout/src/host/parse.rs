@@ -11,10 +11,10 @@ use super::error::{PartitionLabel, Report};
 use super::size::parse_size;
 use super::toml_value::a_type;
 use super::PoolCheck;
-use crate::{BlockSize, ExitAction, VnodeSpec};
+use crate::{BlockSize, ConsoleMode, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 15] = [
+pub(crate) const PARTITION_KEYS: [&str; 16] = [
     "name",
     "image",
     "initrd",
@@ -30,6 +30,7 @@ pub(crate) const PARTITION_KEYS: [&str; 15] = [
     "restart_limit",
     "parent",
     "dynamic",
+    "console",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -56,6 +57,7 @@ pub(crate) struct RawPartition {
     /// every partition is read.
     pub(crate) parent: Option<Option<String>>,
     pub(crate) dynamic: Option<bool>,
+    pub(crate) console: Option<ConsoleMode>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -250,6 +252,7 @@ pub(crate) fn parse_partition(
     let restart_limit = fields.optional("restart_limit", restart_limit, DEFAULT_RESTART_LIMIT);
     let parent = fields.optional("parent", some_string, None);
     let dynamic = fields.optional("dynamic", typed, false);
+    let console = fields.optional("console", console_mode, ConsoleMode::Escaped);
     RawPartition {
         label,
         name,
@@ -267,6 +270,7 @@ pub(crate) fn parse_partition(
         restart_limit,
         parent,
         dynamic,
+        console,
     }
 }
 
@@ -435,6 +439,16 @@ fn exit_action(_key: &str, value: &toml::Value) -> Result<ExitAction, String> {
         Some("restart") => Ok(ExitAction::Restart),
         _ => Err(format!(
             "{value} is not an action; use \"stop\" or \"restart\""
+        )),
+    }
+}
+
+fn console_mode(_key: &str, value: &toml::Value) -> Result<ConsoleMode, String> {
+    match value.as_str() {
+        Some("escaped") => Ok(ConsoleMode::Escaped),
+        Some("raw") => Ok(ConsoleMode::Raw),
+        _ => Err(format!(
+            "{value} is not a console mode; use \"escaped\" or \"raw\""
         )),
     }
 }

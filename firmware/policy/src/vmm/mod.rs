@@ -12,6 +12,7 @@
 
 pub mod bus;
 pub mod console_input;
+pub mod console_output;
 pub mod cpuid;
 pub mod entry_state;
 pub mod exit;
