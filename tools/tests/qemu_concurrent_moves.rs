@@ -12,7 +12,7 @@ use tools::qemu;
 
 /// Rounds each loop makes (the layout's `count=`).
 const ROUNDS: u64 = 2000;
-/// Seconds the boot may take (it takes about SECONDS_TYPICAL here).
+/// Seconds the boot may take (about 60 s here, the image build included).
 const TIMEOUT: u64 = 300;
 
 #[test]
