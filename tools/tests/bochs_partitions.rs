@@ -140,7 +140,9 @@ fn n_hypercalls_through_vmcall() {
 }
 
 /// Two vCPUs of one partition moving pages at once (balloon and deposits), on VMX: the
-/// second vCPU starts through INIT/SIPI into real mode under unrestricted guest.
+/// second vCPU starts through INIT/SIPI into real mode under unrestricted guest. Its 40
+/// rounds did not meet the catch-up hang without the fix (one run); `qemu_concurrent_moves`
+/// is the test that fails then.
 #[test]
 fn o_two_vcpus_moving_pages_at_once() {
     let boot = common::run_or_explain_hang(
