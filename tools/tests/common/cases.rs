@@ -650,3 +650,57 @@ fn number_at(value: &Value, index: usize) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no number at [{index}] in {value}"))
 }
+
+/// `concurrent-moves` on `two-nodes`: two vCPUs of "movers" move pages at once (balloon on
+/// vCPU 0, deposits into "pool" on vCPU 1), `count` rounds each. Judged by the guests' own
+/// reports: both loops finished every round with success, movers holds all its RAM again,
+/// the watcher (movers' parent, reading it through the same pool bank) and the pool kept
+/// calling to the end, and nobody was stopped by its time limit.
+pub fn concurrent_moves_finish_and_the_neighbours_go_on(boot: &Boot, count: u64) {
+    let context = &boot.context;
+    let moves = boot.guest("movers", "concurrent_moves");
+    eprintln!("concurrent moves: {moves}");
+    assert!(
+        moves["error"].is_null(),
+        "the probe could not run: {moves}\n{context}"
+    );
+    assert_eq!(moves["count"], count, "{moves}\n{context}");
+    for (what, by) in [
+        ("balloon", "vCPU 0's balloon"),
+        ("deposits", "vCPU 1's deposits"),
+    ] {
+        assert_eq!(
+            moves[what]["status"], "success",
+            "{by} were refused: {moves}\n{context}"
+        );
+        assert_eq!(
+            moves[what]["done"], count,
+            "{by} stopped early: {moves}\n{context}"
+        );
+    }
+    assert_eq!(
+        moves["given_up_after"],
+        serde_json::json!(["success", 0]),
+        "movers does not hold all its RAM again: {moves}\n{context}"
+    );
+    assert_eq!(
+        boot.guest("movers", "hostile_done")["count"],
+        2 * count,
+        "{context}"
+    );
+    let watcher = boot.guest("watcher", "watch");
+    eprintln!("watcher: {watcher}");
+    assert_eq!(watcher["ended"], "stopped", "{watcher}\n{context}");
+    assert!(
+        number(&watcher, "rounds") > 0 && number(&watcher, "moving") > 0,
+        "the watcher never saw movers' pages away: {watcher}\n{context}"
+    );
+    let pool = boot.guest("pool", "watch");
+    eprintln!("pool: {pool}");
+    assert_eq!(pool["ended"], "until", "{pool}\n{context}");
+    for name in ["watcher", "movers", "pool"] {
+        let stopped = boot.stopped(name);
+        assert_eq!(stopped["reason"], "exit", "{name}: {stopped}\n{context}");
+    }
+    boot.check_ledgers();
+}

@@ -402,3 +402,24 @@ impl Boot {
         assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", self.context);
     }
 }
+
+/// Runs `boot`; if it panics because the run never ended ("no exit within"), panics again
+/// with `hang` first, then the original message (its serial tail shows where the guests
+/// were). A guest that loops for ever is stopped by its time limit; only a vCPU stuck inside
+/// the hypervisor keeps the run from ending.
+pub fn run_or_explain_hang(boot: impl FnOnce() -> Boot, hang: &str) -> Boot {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(boot)) {
+        Ok(boot) => boot,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if message.starts_with("no exit within") {
+                panic!("{hang}\n{message}");
+            }
+            std::panic::resume_unwind(payload)
+        }
+    }
+}

@@ -94,6 +94,18 @@ pub fn report_acpi(map: &[MemRange], rsdp: u64) -> bool {
     true
 }
 
+/// The APIC IDs of the partition's processors, as its MADT lists them (present ones only).
+pub fn apic_ids(map: &[MemRange], rsdp: u64) -> Result<Vec<u32>, &'static str> {
+    let memory = GuestMemory { map };
+    let rsdp = match rsdp {
+        0 => find_rsdp_in_bios_areas(&memory).ok_or("no RSDP")?,
+        address => address,
+    };
+    let findings = discover(&memory, rsdp);
+    let madt = findings.madt.as_ref().ok_or("no usable MADT")?;
+    Ok(madt.present_apic_ids())
+}
+
 /// `"cpus":[...],"memory":[...],"distances":[[...]...]` (null where a table is absent).
 fn layout(findings: &AcpiFindings) -> String {
     let mut out = String::from("\"cpus\":[");

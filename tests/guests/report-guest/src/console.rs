@@ -15,6 +15,12 @@ const DEBUG_EXIT: u16 = 0xF4;
 
 /// Whether the last byte written ended a line (an exception handler starts a fresh one).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+/// Held while a report line is written, so the lines of two vCPUs
+/// (`probe=concurrent-moves`) do not interleave.
+static WRITING: AtomicBool = AtomicBool::new(false);
+/// Spins for [`WRITING`] before writing anyway: a CPU that faults while it holds the lock
+/// still gets its exception report out.
+const WRITING_SPINS: u64 = 100_000_000;
 
 fn outb(port: u16, value: u8) {
     // SAFETY: the guest owns COM1; writing it has no effect on memory.
@@ -50,10 +56,22 @@ impl Write for Console {
 
 /// Print one report line: `guest: ` + the JSON object + newline.
 pub fn write_report(args: fmt::Arguments) {
+    let held = (0..WRITING_SPINS).any(|_| {
+        let taken = WRITING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if !taken {
+            core::hint::spin_loop();
+        }
+        taken
+    });
     if !AT_LINE_START.load(Ordering::Relaxed) {
         write_byte(b'\n');
     }
     let _ = Console.write_fmt(format_args!("guest: {args}\n"));
+    if held {
+        WRITING.store(false, Ordering::Release);
+    }
 }
 
 /// `report!("{{\"event\":...}}", ...)`: one JSON report line.

@@ -13,6 +13,11 @@
 //! `xcr0`), or `balloon-scrub` (through its own virtio balloon it looks for pages handed to it
 //! without being zeroed: `scrub` event; `balloon_scrub.rs`). `mode=fill` writes a pattern over
 //! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`).
+//! `probe=concurrent-moves child=ID` starts the partition's second vCPU (INIT/SIPI, `smp.rs`)
+//! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
+//! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `mode=watch target=ID|self
+//! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
+//! the neighbour of `concurrent-moves`.
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
@@ -30,6 +35,8 @@ mod acpi_report;
 #[cfg(target_os = "none")]
 mod balloon_scrub;
 #[cfg(target_os = "none")]
+mod concurrent_moves;
+#[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod entry;
@@ -44,6 +51,8 @@ mod paging;
 #[cfg(target_os = "none")]
 mod ram_test;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod start;
 #[cfg(target_os = "none")]
 mod start_info;
@@ -51,6 +60,8 @@ mod start_info;
 mod user_mode;
 #[cfg(target_os = "none")]
 mod virtio_balloon;
+#[cfg(target_os = "none")]
+mod watch;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -89,7 +89,13 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
                 option(key).and_then(parse_number)
             })
         }
+        "hostile" if option("probe") == Some("concurrent-moves") => {
+            crate::concurrent_moves::run(&info.memmap, info.rsdp, &|key| {
+                option(key).and_then(parse_number)
+            })
+        }
         "hostile" => hostile(option("probe").unwrap_or("")),
+        "watch" => crate::watch::run(option("target"), option("until").and_then(parse_number)),
         "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
         "hypercalls" => crate::hypercalls::run(
             option("target").and_then(parse_number).unwrap_or(2),
@@ -110,7 +116,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, fill, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, fill, watch, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
@@ -370,7 +376,7 @@ fn probe(map: &[MemRange], requested: Option<&str>) -> ! {
 }
 
 /// `0x`-prefixed hex or decimal.
-fn parse_number(text: &str) -> Option<u64> {
+pub(crate) fn parse_number(text: &str) -> Option<u64> {
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => text.parse().ok(),
