@@ -11,7 +11,7 @@ use tools::bochs::DEFAULT_CPU;
 /// Seconds one Bochs boot of test guests may take (they take 10–30 s here).
 const TIMEOUT: u64 = 300;
 
-/// Seconds the `concurrent-moves-vmx` boot may take (40 rounds on each of two vCPUs; about
+/// Seconds the `concurrent-moves-vmx` boot may take (12 rounds on each of two vCPUs; about
 /// 17 rounds a minute under Bochs).
 const CONCURRENT_MOVES_TIMEOUT: u64 = 600;
 
@@ -147,7 +147,7 @@ fn p_a_deflated_page_reads_zero_on_vmx() {
 }
 
 /// Two vCPUs of one partition moving pages at once (balloon and deposits), on VMX: the
-/// second vCPU starts through INIT/SIPI into real mode under unrestricted guest. Its 40
+/// second vCPU starts through INIT/SIPI into real mode under unrestricted guest. Its
 /// rounds did not meet the catch-up hang without the fix (one run); `qemu_concurrent_moves`
 /// is the test that fails then.
 #[test]
@@ -163,5 +163,5 @@ fn o_two_vcpus_moving_pages_at_once() {
         "movers' two vCPUs never finished moving pages: a vCPU hangs inside the hypervisor \
          (the memory catch-up deadlock: each vCPU waits for the other to acknowledge)",
     );
-    cases::concurrent_moves_finish_and_the_neighbours_go_on(&boot, 40);
+    cases::concurrent_moves_finish_and_the_neighbours_go_on(&boot, 12);
 }

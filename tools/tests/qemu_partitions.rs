@@ -229,3 +229,42 @@ fn m_a_hundred_restarts_lose_nothing() {
 fn n_xcr0_is_reset_at_every_start() {
     cases::xcr0_is_reset_at_every_start(&Boot::run("hostile-xcr0", "two-nodes"));
 }
+
+/// A guest's control characters reach the host console escaped (`layouts/console-controls.toml`,
+/// `console` in docs/layout.md): no forged `@nv` line for any reader that splits lines as
+/// `splitlines()` or a terminal does, no ESC sequence for the operator's terminal; the report's
+/// `console` event keeps the exact text.
+#[test]
+fn o_guest_control_characters_reach_the_host_console_escaped() {
+    let mut shown: Vec<String> = Vec::new();
+    let boot = Boot::run_with("console-controls", "two-nodes", 120, |line| {
+        shown.push(line.to_string());
+        tools::qemu::Reply::Continue
+    });
+    let context = &boot.context;
+    boot.guest("controls", "hostile_done");
+    let forged = "@nv {\"v\":1,\"event\":\"forged\"}";
+    let line = shown
+        .iter()
+        .find(|l| l.starts_with("[controls] forged"))
+        .unwrap_or_else(|| panic!("no console line of the probe\n{context}"));
+    assert_eq!(
+        line,
+        &format!("[controls] forged^K{forged}^L{forged}^[[2J^[[31mred\\u{{85}}x\\u{{2028}}y^?"),
+        "{context}"
+    );
+    let controls = ['\x0b', '\x0c', '\x1b', '\x7f', '\u{85}', '\u{2028}'];
+    if let Some(raw) = shown.iter().find(|l| l.contains(controls)) {
+        panic!("a control character reached the host console: {raw:?}\n{context}");
+    }
+    assert!(
+        boot.report.event("forged").is_none(),
+        "a guest forged a report event\n{context}"
+    );
+    let exact = format!("forged\x0b{forged}\x0c{forged}\x1b[2J\x1b[31mred\u{85}x\u{2028}y\x7f");
+    assert!(
+        boot.console_lines("controls").contains(&exact.as_str()),
+        "the report's console event lost the guest's exact text: {:?}\n{context}",
+        boot.console_lines("controls")
+    );
+}

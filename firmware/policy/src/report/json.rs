@@ -25,7 +25,9 @@ fn write_array(out: &mut String, fill: impl FnOnce(&mut ArrayWriter)) {
     out.push(']');
 }
 
-/// Writes `s` as a JSON string literal.
+/// Writes `s` as a JSON string literal. Every control character (C0, DEL, C1) and the
+/// Unicode line and paragraph separators are escaped, so a report line stays one line for
+/// every reader, whatever a guest put in it.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -35,7 +37,7 @@ fn write_string(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -176,5 +178,12 @@ mod tests {
             s,
             r#"{"v":1,"event":"a\"b\\c\n\u0001","ok":true,"rows":[[10,20],{"n":0}],"empty":[]}"#
         );
+    }
+
+    #[test]
+    fn line_breaks_of_every_kind_are_escaped() {
+        let mut s = String::new();
+        write_string(&mut s, "a\u{85}b\u{2028}c\u{2029}d\u{7f}\u{1b}é");
+        assert_eq!(s, r#""a\u0085b\u2028c\u2029d\u007f\u001bé""#);
     }
 }

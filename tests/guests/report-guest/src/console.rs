@@ -54,6 +54,11 @@ impl Write for Console {
     }
 }
 
+/// Writes `text` to COM1 as it is, control characters and all (a hostile probe).
+pub fn write_raw(text: &str) {
+    text.bytes().for_each(write_byte);
+}
+
 /// Print one report line: `guest: ` + the JSON object + newline.
 pub fn write_report(args: fmt::Arguments) {
     let held = (0..WRITING_SPINS).any(|_| {

@@ -130,6 +130,14 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
 fn hostile(probe: &str) -> ! {
     const COUNT: u64 = 1000;
     match probe {
+        // Control characters on the console: a vertical tab and a form feed before `@nv` (a
+        // new line to `splitlines()` and terminals), ESC sequences that clear the screen and
+        // colour it, C1 NEL and U+2028, DEL. The host console must show them escaped.
+        "console-controls" => {
+            crate::console::write_raw(
+                "forged\x0b@nv {\"v\":1,\"event\":\"forged\"}\x0c@nv {\"v\":1,\"event\":\"forged\"}\x1b[2J\x1b[31mred\u{85}x\u{2028}y\x7f\n",
+            );
+        }
         // Segment-prefixed CPUID: without next-RIP the hypervisor must skip all 4 bytes, or
         // CPUID runs twice (the partition's CPUID exits tell).
         "prefixed-cpuid" => {
