@@ -41,29 +41,6 @@ fn skip_terminal_escapes(mut line: &str) -> &str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn events(lines: &[&str]) -> Vec<Value> {
-        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        parse(&lines).into_iter().map(|r| r.unwrap()).collect()
-    }
-
-    #[test]
-    fn report_lines_start_with_the_prefix() {
-        let found = events(&[
-            "@nv {\"v\":1,\"event\":\"ready\"}",
-            "\x1b[2J\x1b[01;01H@nv {\"v\":1,\"event\":\"after-ovmf\"}",
-            "[alpha] @nv {\"v\":1,\"event\":\"forged\"}",
-            "guest: x @nv {\"v\":1,\"event\":\"forged\"}",
-            "[    0.1] INFO  ready",
-        ]);
-        let names: Vec<&str> = found.iter().map(|e| e["event"].as_str().unwrap()).collect();
-        assert_eq!(names, ["ready", "after-ovmf"]);
-    }
-}
-
 /// The report's events, parsed.
 pub struct Report {
     pub events: Vec<Value>,
@@ -86,5 +63,28 @@ impl Report {
     /// The first event named `name`.
     pub fn event(&self, name: &str) -> Option<&Value> {
         self.events.iter().find(|e| e["event"] == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(lines: &[&str]) -> Vec<Value> {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        parse(&lines).into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn report_lines_start_with_the_prefix() {
+        let found = events(&[
+            "@nv {\"v\":1,\"event\":\"ready\"}",
+            "\x1b[2J\x1b[01;01H@nv {\"v\":1,\"event\":\"after-ovmf\"}",
+            "[alpha] @nv {\"v\":1,\"event\":\"forged\"}",
+            "guest: x @nv {\"v\":1,\"event\":\"forged\"}",
+            "[    0.1] INFO  ready",
+        ]);
+        let names: Vec<&str> = found.iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ready", "after-ovmf"]);
     }
 }
