@@ -4,5 +4,5 @@ use super::serial;
 
 /// Prints one report event, already serialized as a JSON object.
 pub fn emit(json: &str) {
-    serial::write_fmt(format_args!("@nv {json}\n"));
+    serial::write_line_fmt(format_args!("@nv {json}\n"));
 }

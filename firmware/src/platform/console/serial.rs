@@ -5,6 +5,7 @@
 //! crashed CPU may hold.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 use uart_16550::SerialPort;
@@ -12,6 +13,22 @@ use uart_16550::SerialPort;
 const COM1: u16 = 0x3F8;
 
 static CONSOLE: Mutex<Option<SerialPort>> = Mutex::new(None);
+
+/// Whether the last byte written ended a line (a prompt or an echo may leave one open; at
+/// boot, the firmware before us may have).
+static AT_LINE_START: AtomicBool = AtomicBool::new(false);
+
+/// The port, noting whether what it wrote last ended a line.
+struct Tracked<'a>(&'a mut SerialPort);
+
+impl Write for Tracked<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(&last) = s.as_bytes().last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+        self.0.write_str(s)
+    }
+}
 
 /// Programs COM1 (115200 8N1, FIFO on).
 pub fn init() {
@@ -24,6 +41,19 @@ pub fn init() {
 /// Writes pre-formatted arguments as one unit.
 pub fn write_fmt(args: fmt::Arguments) {
     if let Some(port) = CONSOLE.lock().as_mut() {
+        let _ = Tracked(port).write_fmt(args);
+    }
+}
+
+/// Writes pre-formatted arguments as one unit that starts a line of its own: after a newline
+/// if the console's last line is still open (the monitor's prompt, a typed echo). Report lines
+/// go this way, so that each one starts with `@nv`.
+pub fn write_line_fmt(args: fmt::Arguments) {
+    if let Some(port) = CONSOLE.lock().as_mut() {
+        let mut port = Tracked(port);
+        if !AT_LINE_START.load(Ordering::Relaxed) {
+            let _ = port.write_str("\n");
+        }
         let _ = port.write_fmt(args);
     }
 }
