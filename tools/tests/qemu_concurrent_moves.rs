@@ -11,7 +11,7 @@ use common::{cases, Boot};
 use tools::qemu;
 
 /// Rounds each loop makes (the layout's `count=`).
-const ROUNDS: u64 = 2000;
+const ROUNDS: u64 = 500;
 /// Seconds the boot may take (about 60 s here, the image build included).
 const TIMEOUT: u64 = 300;
 
