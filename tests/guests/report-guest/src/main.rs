@@ -15,7 +15,9 @@
 //! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`).
 //! `probe=concurrent-moves child=ID` starts the partition's second vCPU (INIT/SIPI, `smp.rs`)
 //! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
-//! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `mode=watch target=ID|self
+//! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `probe=init-idt` starts the
+//! second vCPU with a #UD as its first real-mode instruction, which must reach the IVT's
+//! handler (`init_idt` event; `init_idt.rs`). `mode=watch target=ID|self
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
 //! the neighbour of `concurrent-moves`.
 //! `mode=spin` prints `spinning`, disables interrupts and
@@ -46,6 +48,8 @@ mod exceptions;
 mod heap;
 #[cfg(target_os = "none")]
 mod hypercalls;
+#[cfg(target_os = "none")]
+mod init_idt;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]

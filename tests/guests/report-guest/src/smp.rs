@@ -11,11 +11,13 @@
 //! 32-bit code segment for the step through protected mode. The trampoline counts itself in
 //! at [`ARRIVED`] once it is in long mode; the BSP waits for that, bounded.
 //!
-//! numavisor's INIT/SIPI entry state (`EntryState::Startup`) takes the PVH template's IDTR,
-//! limit 0, where hardware has 0xFFFF after INIT: any exception or interrupt before the
-//! trampoline's `lidt` is a triple fault. So the trampoline runs with interrupts off, touches
-//! nothing that can fault before long mode, and loads the BSP's IDT first thing there; it
-//! never relies on the IDTR it started with.
+//! The trampoline runs with interrupts off, touches nothing that can fault before long mode,
+//! and loads the BSP's IDT first thing there; it never relies on the IDTR it started with
+//! (numavisor's INIT/SIPI entry state once left it at limit 0, where hardware has the
+//! real-mode IVT, base 0 and limit 0xFFFF: any exception before the `lidt` was a triple
+//! fault). Except on purpose: [`start_cpu_through_a_real_mode_fault`] (`probe=init-idt`,
+//! `init_idt.rs`) makes the AP raise #UD in real mode first, which the IVT at 0 sends to a
+//! handler in the trampoline page (`ap_real_mode_ud`).
 
 use core::arch::{asm, global_asm};
 use core::ptr::{read_volatile, write_volatile};
@@ -38,7 +40,18 @@ const BSP_IDTR: usize = 0x58;
 const STACK_TOP: usize = 0x68;
 const JOB: usize = 0x70;
 const ARRIVED: usize = 0x78;
+/// `probe=init-idt`: non-zero makes the AP execute `ud2` in real mode before anything else
+/// (u16); the #UD handler counts its runs at [`HANDLER_RAN`] (u16).
+const FAULT_FIRST: usize = 0x7C;
+const HANDLER_RAN: usize = 0x7E;
 const CODE: usize = 0x80;
+
+/// The real-mode IVT entry of #UD (vector 6): 4 bytes at linear 6 * 4, offset then segment
+/// (Intel SDM vol. 3A §20.1.4, AMD APM vol. 2 §8.9.1).
+const IVT_UD: u64 = 6 * 4;
+/// The real-mode stack of the #UD handler: SS = the trampoline's segment, SP = the top of
+/// its page (the blob is far shorter than the page).
+const REAL_MODE_STACK_TOP: u16 = 0x1000;
 
 /// The local APIC's MMIO window and the registers used here (SDM vol. 3A Table 11-1).
 const XAPIC: u64 = 0xFEE0_0000;
@@ -82,18 +95,35 @@ ap_trampoline_start:
     .long {trampoline} + {gdt}
     .skip {code} - {gdt_pointer} - 6    /* CR0, CR3, GDTR, IDTR, stack, job, arrived */
 
-    /* Real mode, CS = the trampoline's page, IDTR limit 0 (see the module note): no
-       exception may happen here. */
+    /* Real mode, CS = the trampoline's page: no exception may happen here (see the module
+       note), unless the BSP asked for one. */
     cli
     cld
     mov ax, cs
     mov ds, ax
+    cmp word ptr [{fault_first}], 0
+    je 3f
+    mov ss, ax                          /* the handler's stack: the top of this page */
+    mov sp, {real_mode_stack_top}
+    ud2                                 /* #UD through the IVT to ap_real_mode_ud */
+3:
     lgdt [{gdt_pointer}]
     mov eax, 0x11                       /* CR0: PE | ET (clears the reset CD and NW) */
     mov cr0, eax
     .byte 0x66, 0xEA                    /* ljmpl 0x18:ap_trampoline_32 */
     .long {trampoline} + (ap_trampoline_32 - ap_trampoline_start)
     .word 0x18
+
+    /* The #UD handler of probe=init-idt, reached through the real-mode IVT (the BSP wrote
+       vector 6's entry): count the run, step the saved IP over the 2-byte ud2, return. */
+    .global ap_real_mode_ud
+ap_real_mode_ud:
+    push bp
+    mov bp, sp
+    add word ptr [bp + 2], 2            /* IP, CS, FLAGS above the saved BP */
+    inc word ptr cs:[{handler_ran}]
+    pop bp
+    iret
 
     .code32
 ap_trampoline_32:
@@ -154,11 +184,15 @@ ap_trampoline_end:
     stack_top = const STACK_TOP,
     job = const JOB,
     arrived = const ARRIVED,
+    fault_first = const FAULT_FIRST,
+    handler_ran = const HANDLER_RAN,
+    real_mode_stack_top = const REAL_MODE_STACK_TOP,
 );
 
 unsafe extern "C" {
     static ap_trampoline_start: u8;
     static ap_trampoline_end: u8;
+    static ap_real_mode_ud: u8;
 }
 
 /// A plain 4-byte `mov` to the local APIC (what the hypervisor's MMIO decoder takes).
@@ -205,6 +239,29 @@ fn control_registers() -> (u64, u64) {
 /// Starts the CPU with local APIC ID `apic_id` on `job` (which must never return; it runs on
 /// the AP's own stack with interrupts off). Returns once the AP has reached long mode.
 pub fn start_cpu(apic_id: u32, job: extern "C" fn() -> !) -> Result<(), &'static str> {
+    start(apic_id, job, false).map(|_| ())
+}
+
+/// [`start_cpu`], with the AP executing `ud2` in real mode first, right after INIT/SIPI: the
+/// #UD must go through the real-mode IVT at 0 (IDTR base 0, limit 0xFFFF after INIT) to the
+/// trampoline's handler, whose entry this writes into the IVT. Returns once the AP has
+/// reached long mode, with the number of times the handler ran.
+pub fn start_cpu_through_a_real_mode_fault(
+    apic_id: u32,
+    job: extern "C" fn() -> !,
+) -> Result<u16, &'static str> {
+    let handler = &raw const ap_real_mode_ud as u64 - &raw const ap_trampoline_start as u64;
+    let segment = TRAMPOLINE >> 4;
+    // SAFETY: the IVT's #UD entry, 4 aligned bytes of guest RAM at linear 0x18 (the memory
+    // map's first RAM range starts at 0; the entry code identity maps it, writable). Nothing
+    // in this guest uses the real-mode IVT; only the AP reads it, in real mode.
+    unsafe { write_volatile(IVT_UD as *mut u32, ((segment << 16) | handler) as u32) };
+    start(apic_id, job, true)
+}
+
+/// Copies the trampoline, fills its header, sends INIT and start-up IPIs and waits for the
+/// AP in long mode; returns how often the real-mode #UD handler ran.
+fn start(apic_id: u32, job: extern "C" fn() -> !, fault_first: bool) -> Result<u16, &'static str> {
     let start = &raw const ap_trampoline_start as u64;
     let end = &raw const ap_trampoline_end as u64;
     let length = (end - start) as usize;
@@ -237,6 +294,8 @@ pub fn start_cpu(apic_id: u32, job: extern "C" fn() -> !) -> Result<(), &'static
         write_volatile(page.add(STACK_TOP) as *mut u64, stack_top);
         write_volatile(page.add(JOB) as *mut u64, job as usize as u64);
         write_volatile(page.add(ARRIVED) as *mut u32, 0);
+        write_volatile(page.add(FAULT_FIRST) as *mut u16, fault_first.into());
+        write_volatile(page.add(HANDLER_RAN) as *mut u16, 0);
     }
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     let arrived = || {
@@ -256,7 +315,8 @@ pub fn start_cpu(apic_id: u32, job: extern "C" fn() -> !) -> Result<(), &'static
         for _ in 0..ARRIVAL_POLLS {
             if arrived() {
                 report!("{{\"event\":\"ap_started\",\"apic_id\":{apic_id}}}");
-                return Ok(());
+                // SAFETY: the handler's counter, inside the page above; the AP is past it.
+                return Ok(unsafe { read_volatile(page.add(HANDLER_RAN) as *const u16) });
             }
             core::hint::spin_loop();
         }
