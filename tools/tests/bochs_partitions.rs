@@ -165,3 +165,13 @@ fn o_two_vcpus_moving_pages_at_once() {
     );
     cases::concurrent_moves_finish_and_the_neighbours_go_on(&boot, 12);
 }
+
+/// An exception in the real-mode start-up code of a vCPU started by INIT/SIPI, on VMX
+/// (unrestricted guest): the #UD reaches the guest's IVT handler, no triple fault.
+#[test]
+fn q_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
+    cases::real_mode_exception_after_init_sipi_reaches_the_ivt(&vmx(
+        "hostile-init-idt",
+        "two-nodes",
+    ));
+}

@@ -268,3 +268,14 @@ fn o_guest_control_characters_reach_the_host_console_escaped() {
         boot.console_lines("controls")
     );
 }
+
+/// An exception in the real-mode start-up code of a vCPU started by INIT/SIPI
+/// (`layouts/hostile-init-idt.toml`): the #UD reaches the guest's IVT handler and the vCPU
+/// goes on into long mode, rather than a triple fault stopping the partition.
+#[test]
+fn p_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
+    cases::real_mode_exception_after_init_sipi_reaches_the_ivt(&Boot::run(
+        "hostile-init-idt",
+        "two-nodes",
+    ));
+}

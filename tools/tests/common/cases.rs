@@ -367,6 +367,47 @@ pub fn xcr0_is_reset_at_every_start(boot: &Boot) {
     }
 }
 
+/// `hostile-init-idt` on `two-nodes`: "starter"'s second vCPU, started by INIT/SIPI, raises
+/// #UD as its first real-mode instruction; the IVT at 0 (IDTR limit 0xFFFF after INIT) takes
+/// it to the guest's handler, and the vCPU goes on into long mode. Judged by the guest's
+/// `init_idt` event; a partition stopped otherwise than by its own exit says how.
+pub fn real_mode_exception_after_init_sipi_reaches_the_ivt(boot: &Boot) {
+    let context = &boot.context;
+    let stopped = boot.stopped("starter");
+    if stopped["reason"] == "triple-fault" {
+        panic!(
+            "the AP's #UD in real mode, right after INIT/SIPI, triple-faulted the partition:              its IDT limit was not the real-mode IVT's 0xFFFF (SDM vol. 3A Table 10-1, APM              vol. 2 Table 14-1; `EntryState::Startup`)
+{stopped}
+{context}"
+        );
+    }
+    assert_eq!(
+        stopped["reason"], "exit",
+        "the partition did not end by its own exit: {stopped}
+{context}"
+    );
+    let seen = boot.guest("starter", "init_idt");
+    eprintln!("init idt: {seen}");
+    assert!(
+        seen["error"].is_null(),
+        "the probe could not run: {seen}
+{context}"
+    );
+    assert_eq!(
+        (&seen["handler_ran"], &seen["handler_runs"]),
+        (&true.into(), &1.into()),
+        "the real-mode #UD handler did not run exactly once: {seen}
+{context}"
+    );
+    assert_eq!(
+        seen["ap_reached_long_mode"], true,
+        "the AP did not run its job in long mode after the handler: {seen}
+{context}"
+    );
+    boot.guest("starter", "hostile_done");
+    boot.check_ledgers();
+}
+
 fn hypercalls_of(boot: &Boot, name: &str) -> Value {
     boot.guest(name, "hypercalls")
 }
