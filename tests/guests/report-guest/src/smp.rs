@@ -47,7 +47,7 @@ const HANDLER_RAN: usize = 0x7E;
 const CODE: usize = 0x80;
 
 /// The real-mode IVT entry of #UD (vector 6): 4 bytes at linear 6 * 4, offset then segment
-/// (Intel SDM vol. 3A §20.1.4, AMD APM vol. 2 §8.9.1).
+/// (Intel SDM vol. 3B §20.1.4, AMD APM vol. 2 "Real-Mode Interrupt Control Transfers").
 const IVT_UD: u64 = 6 * 4;
 /// The real-mode stack of the #UD handler: SS = the trampoline's segment, SP = the top of
 /// its page (the blob is far shorter than the page).
@@ -239,7 +239,7 @@ fn control_registers() -> (u64, u64) {
 /// Starts the CPU with local APIC ID `apic_id` on `job` (which must never return; it runs on
 /// the AP's own stack with interrupts off). Returns once the AP has reached long mode.
 pub fn start_cpu(apic_id: u32, job: extern "C" fn() -> !) -> Result<(), &'static str> {
-    start(apic_id, job, false).map(|_| ())
+    start_ap(apic_id, job, false).map(|_| ())
 }
 
 /// [`start_cpu`], with the AP executing `ud2` in real mode first, right after INIT/SIPI: the
@@ -256,17 +256,22 @@ pub fn start_cpu_through_a_real_mode_fault(
     // map's first RAM range starts at 0; the entry code identity maps it, writable). Nothing
     // in this guest uses the real-mode IVT; only the AP reads it, in real mode.
     unsafe { write_volatile(IVT_UD as *mut u32, ((segment << 16) | handler) as u32) };
-    start(apic_id, job, true)
+    start_ap(apic_id, job, true)
 }
 
 /// Copies the trampoline, fills its header, sends INIT and start-up IPIs and waits for the
 /// AP in long mode; returns how often the real-mode #UD handler ran.
-fn start(apic_id: u32, job: extern "C" fn() -> !, fault_first: bool) -> Result<u16, &'static str> {
+fn start_ap(
+    apic_id: u32,
+    job: extern "C" fn() -> !,
+    fault_first: bool,
+) -> Result<u16, &'static str> {
     let start = &raw const ap_trampoline_start as u64;
     let end = &raw const ap_trampoline_end as u64;
     let length = (end - start) as usize;
-    if length > 4096 {
-        return Err("the AP trampoline does not fit in one page");
+    // The real-mode #UD handler's frame (IP, CS, FLAGS, BP) lies at the page's top.
+    if length > REAL_MODE_STACK_TOP as usize - 8 {
+        return Err("the AP trampoline does not fit in one page below its real-mode stack");
     }
     let (cr0, cr3) = control_registers();
     if cr3 >> 32 != 0 {
