@@ -26,12 +26,17 @@ const JOB_POLLS: u64 = 20_000_000;
 /// The probe (see the module note).
 pub fn run(map: &[MemRange], rsdp: u64) -> ! {
     let own = crate::smp::own_apic_id();
-    let ids = crate::acpi_report::apic_ids(map, rsdp).unwrap_or_else(|e| fail(e));
+    let ids = match crate::acpi_report::apic_ids(map, rsdp) {
+        Ok(ids) => ids,
+        Err(message) => fail(message),
+    };
     let Some(&other) = ids.iter().find(|&&id| id != own) else {
         fail("the MADT lists no second processor");
     };
-    let handler_runs =
-        crate::smp::start_cpu_through_a_real_mode_fault(other, parked).unwrap_or_else(|e| fail(e));
+    let handler_runs = match crate::smp::start_cpu_through_a_real_mode_fault(other, parked) {
+        Ok(runs) => runs,
+        Err(message) => fail(message),
+    };
     let running = (0..JOB_POLLS).any(|_| {
         core::hint::spin_loop();
         AP_RUNNING.load(Ordering::SeqCst) != 0
