@@ -376,33 +376,29 @@ pub fn real_mode_exception_after_init_sipi_reaches_the_ivt(boot: &Boot) {
     let stopped = boot.stopped("starter");
     if stopped["reason"] == "triple-fault" {
         panic!(
-            "the AP's #UD in real mode, right after INIT/SIPI, triple-faulted the partition:              its IDT limit was not the real-mode IVT's 0xFFFF (SDM vol. 3A Table 10-1, APM              vol. 2 Table 14-1; `EntryState::Startup`)
-{stopped}
-{context}"
+            "the AP's #UD in real mode, right after INIT/SIPI, triple-faulted the partition: \
+             its IDT limit was not the real-mode IVT's 0xFFFF (SDM vol. 3A Table 10-1, APM \
+             vol. 2 Table 14-1; `EntryState::Startup`)\n{stopped}\n{context}"
         );
     }
     assert_eq!(
         stopped["reason"], "exit",
-        "the partition did not end by its own exit: {stopped}
-{context}"
+        "the partition did not end by its own exit: {stopped}\n{context}"
     );
     let seen = boot.guest("starter", "init_idt");
     eprintln!("init idt: {seen}");
     assert!(
         seen["error"].is_null(),
-        "the probe could not run: {seen}
-{context}"
+        "the probe could not run: {seen}\n{context}"
     );
     assert_eq!(
         (&seen["handler_ran"], &seen["handler_runs"]),
         (&true.into(), &1.into()),
-        "the real-mode #UD handler did not run exactly once: {seen}
-{context}"
+        "the real-mode #UD handler did not run exactly once: {seen}\n{context}"
     );
     assert_eq!(
         seen["ap_reached_long_mode"], true,
-        "the AP did not run its job in long mode after the handler: {seen}
-{context}"
+        "the AP did not run its job in long mode after the handler: {seen}\n{context}"
     );
     boot.guest("starter", "hostile_done");
     boot.check_ledgers();
