@@ -14,7 +14,9 @@
 //! 5. [`Hypervisor::frames`] (free memory), taken last and briefly.
 //!
 //! The input switch ([`Hypervisor::input`]) is taken with `try_lock` from any CPU's idle or
-//! exit path, and takes a partition's `devices` under it. No lock is held across a wait for
+//! exit path, and takes a partition's `devices` under it. The CPU assignments and the
+//! reserved host pages are leaves, except that reserving host pages takes `frames` under them
+//! (once, at build). No lock is held across a wait for
 //! other vCPUs (`memory_sync`, `control`): every such wait acknowledges memory changes and
 //! passes checkpoints, so no vCPU waits on one that waits on it.
 //!
