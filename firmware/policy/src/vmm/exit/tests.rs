@@ -587,14 +587,23 @@ fn prefixed_instructions_are_skipped_whole_without_next_rip() {
     };
     handle(&mut cpu, &mut context(), &machine, VmExit::Cpuid, 0);
     assert_eq!(cpu.rip, 0x3004);
-    // A run of prefixes longer than any instruction may have is still bounded.
-    let machine = FakeMachine::new().code(0x4000, &[0x66; 15]);
+    // Two prefixes before HLT: three bytes, exactly.
+    let machine = FakeMachine::new().code(0x5000, &[0x66, 0x2E, 0xF4, 0x90]);
+    let mut cpu = FakeVcpu {
+        rip: 0x5000,
+        ..FakeVcpu::default()
+    };
+    handle(&mut cpu, &mut context(), &machine, VmExit::Hlt, 0);
+    assert_eq!(cpu.rip, 0x5003);
+    // A run of prefixes longer than any instruction may have is cut at 14 (the most a
+    // one-byte opcode may carry within 15 bytes): RIP moves by exactly 15, not past it.
+    let machine = FakeMachine::new().code(0x4000, &[0x66; 20]);
     let mut cpu = FakeVcpu {
         rip: 0x4000,
         ..FakeVcpu::default()
     };
     handle(&mut cpu, &mut context(), &machine, VmExit::Hlt, 0);
-    assert!(cpu.rip <= 0x4000 + 15, "{:#x}", cpu.rip);
+    assert_eq!(cpu.rip, 0x4000 + 15);
 }
 
 #[test]
