@@ -40,8 +40,12 @@ for target in $targets; do
   echo "fuzz: $target (${limits[*]})"
   mkdir -p "$scratch/$target"
   log="$scratch/$target.log"
+  # The layout parser's seeds are the layouts themselves, read where they live, so a new or
+  # changed layout is a seed at once (a committed copy went stale).
+  seeds=("corpus/$target")
+  if [ "$target" = layout_parse ]; then seeds=(../layouts ../layouts/bad); fi
   cargo +nightly fuzz run --target-dir "$target_dir" "$target" "$scratch/$target" \
-    "corpus/$target" -- "${limits[@]}" -print_final_stats=1 2>&1 | tee "$log"
+    "${seeds[@]}" -- "${limits[@]}" -print_final_stats=1 2>&1 | tee "$log"
   # libFuzzer's last words: "Done N runs in S second(s)", and before them the final status
   # line "#N DONE cov: C ft: F corp: ...".
   read -r runs seconds < <(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 \2/p' "$log") ||
