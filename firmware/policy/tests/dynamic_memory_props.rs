@@ -1,7 +1,9 @@
 //! Property tests of Dynamic Memory's policy (`partition::dynamic_memory`): whatever the
 //! guests report, every target lies within its member's bounds, in whole pages, at most one
 //! step from where it is (a smaller one down, none down while its use rises), and the growth
-//! on each node never exceeds that node's free memory.
+//! on each node never exceeds that node's free memory; and every target moves toward what
+//! its guest wants (its use plus the buffer, or a fixed target), never away from it, and does
+//! move when it can (a policy that kept every size as it is fails here).
 
 use numavisor_policy::partition::dynamic_memory::{targets, Demand, Member, Policy};
 use proptest::prelude::*;
@@ -61,5 +63,65 @@ proptest! {
         for node in 0..3 {
             prop_assert!(growth[node] <= free[node] + PAGE * members.len() as u64, "node {node}");
         }
+    }
+
+    #[test]
+    fn targets_move_toward_what_the_guest_wants(
+        members in proptest::collection::vec(member(), 1..8),
+        free in proptest::collection::vec(0u64..(2 << 30), 3),
+        step in 1u64..256,
+    ) {
+        let policy = Policy { buffer_percent: 20, step: step * MIB, shrink_step: step * MIB / 4 };
+        let t = targets(&members, &free, &policy);
+        // What each member asks to grow by, per node: the policy is short where that is more
+        // than the node has free.
+        let mut asked = [0u64; 3];
+        for m in &members {
+            asked[m.node] += wanted(m, &policy).saturating_sub(m.current);
+        }
+        for (m, &target) in members.iter().zip(&t) {
+            let want = wanted(m, &policy);
+            if m.demand.is_none() && m.fixed.is_none() {
+                prop_assert_eq!(target, page_down(m.current.clamp(m.min, m.max)), "{:?}", m);
+                continue;
+            }
+            if want > m.current {
+                // Growing: never past what it wants, never down.
+                prop_assert!(target >= page_down(m.current) && target <= want, "{m:?} -> {target}");
+                let room = free[m.node] >= asked[m.node];
+                if room && want - m.current >= PAGE && policy.step >= PAGE {
+                    prop_assert!(target > page_down(m.current), "{m:?} did not grow toward {want}");
+                }
+            } else {
+                // Shrinking (or staying): never up, never below its bare use.
+                prop_assert!(target <= m.current, "{m:?} -> {target}");
+                let shrinks = !m.rising || m.fixed.is_some();
+                let room = free[m.node] >= asked[m.node];
+                if shrinks && room && m.current - want >= PAGE && policy.shrink_step >= PAGE {
+                    prop_assert!(target < m.current, "{m:?} did not shrink toward {want}");
+                    prop_assert!(target >= want, "{m:?} shrank past {want}: {target}");
+                }
+            }
+        }
+    }
+}
+
+/// Bytes rounded down to whole pages.
+fn page_down(bytes: u64) -> u64 {
+    bytes - bytes % PAGE
+}
+
+/// What a member should hold (the oracle, from the policy's documentation): a fixed target,
+/// else its guest's use plus the buffer, within its bounds and in whole pages; without a
+/// report, what it holds.
+fn wanted(m: &Member, policy: &Policy) -> u64 {
+    let bounded = |bytes: u64| page_down(bytes.clamp(m.min, m.max.max(m.min)));
+    match (m.fixed, m.demand) {
+        (Some(fixed), _) => bounded(fixed),
+        (None, Some(demand)) => {
+            let used = demand.used();
+            bounded(used.saturating_add(used / 100 * policy.buffer_percent))
+        }
+        (None, None) => m.current,
     }
 }
