@@ -93,7 +93,23 @@ enum Emulator {
     Bochs,
 }
 
-fn main() -> Result<()> {
+/// Errors reach the user as their message and its causes, one per line, and nothing else:
+/// an anyhow error returned from `main` would print a backtrace under them whenever
+/// `RUST_BACKTRACE` is set, as it is for many Rust users.
+fn main() -> std::process::ExitCode {
+    match run_command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> Result<()> {
     match Cli::parse().command {
         Commands::Build { layout, efi } => {
             let path = image::build_with_layout(&image::resolve_layout(layout.as_deref())?)?;
