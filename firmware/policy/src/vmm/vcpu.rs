@@ -1,5 +1,5 @@
-//! The one interface every virtualization backend implements for a virtual CPU (SVM today,
-//! VMX next): enter the guest and get its exit decoded once, read and change the guest state
+//! The one interface every virtualization backend implements for a virtual CPU (SVM with NPT
+//! and VMX with EPT): enter the guest and get its exit decoded once, read and change the guest state
 //! the shared exit handlers need, inject events, and put the vCPU into one of the entry
 //! states a partition starts from.
 
