@@ -434,23 +434,40 @@ fn page_size(_key: &str, value: &toml::Value) -> Result<BlockSize, String> {
 }
 
 fn exit_action(_key: &str, value: &toml::Value) -> Result<ExitAction, String> {
-    match value.as_str() {
-        Some("stop") => Ok(ExitAction::Stop),
-        Some("restart") => Ok(ExitAction::Restart),
-        _ => Err(format!(
-            "{value} is not an action; use \"stop\" or \"restart\""
-        )),
-    }
+    one_of(
+        value,
+        "an action",
+        &[("stop", ExitAction::Stop), ("restart", ExitAction::Restart)],
+    )
 }
 
 fn console_mode(_key: &str, value: &toml::Value) -> Result<ConsoleMode, String> {
-    match value.as_str() {
-        Some("escaped") => Ok(ConsoleMode::Escaped),
-        Some("raw") => Ok(ConsoleMode::Raw),
-        _ => Err(format!(
-            "{value} is not a console mode; use \"escaped\" or \"raw\""
-        )),
+    one_of(
+        value,
+        "a console mode",
+        &[("escaped", ConsoleMode::Escaped), ("raw", ConsoleMode::Raw)],
+    )
+}
+
+/// The choice `value` names among `choices`, or an error saying it is not `what` and listing
+/// them: `"halt" is not an action; use "stop" or "restart"`.
+fn one_of<T: Copy>(value: &toml::Value, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    if let Some(&(_, choice)) = choices
+        .iter()
+        .find(|(name, _)| Some(*name) == value.as_str())
+    {
+        return Ok(choice);
     }
+    let names: Vec<String> = choices
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    let listed = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(format!("{value} is not {what}; use {listed}"))
 }
 
 /// How often a partition may restart when the layout does not say.
