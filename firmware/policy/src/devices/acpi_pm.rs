@@ -158,7 +158,7 @@ impl AcpiPm {
 
 impl crate::devices::device::Device for AcpiPm {
     fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         u64::from(AcpiPm::read(self, offset, at.size, now))
     }
 
@@ -168,7 +168,7 @@ impl crate::devices::device::Device for AcpiPm {
         value: u64,
         now: u64,
     ) -> crate::devices::device::Effect {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         match AcpiPm::write(self, offset, at.size, value as u32, now) {
             PmEffect::PowerOff => crate::devices::device::Effect::PowerOff,
             PmEffect::None => crate::devices::device::Effect::None,

@@ -167,11 +167,7 @@ impl CmosRtc {
 
 impl crate::devices::device::Device for CmosRtc {
     fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
-        u64::from(CmosRtc::read(
-            self,
-            u16::try_from(at.offset).unwrap_or(u16::MAX),
-            now,
-        ))
+        u64::from(CmosRtc::read(self, at.port_offset(), now))
     }
 
     fn write(
@@ -180,7 +176,7 @@ impl crate::devices::device::Device for CmosRtc {
         value: u64,
         now: u64,
     ) -> crate::devices::device::Effect {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         CmosRtc::write(self, offset, value as u8, now);
         crate::devices::device::Effect::None
     }

@@ -35,6 +35,12 @@ impl Register {
             size,
         }
     }
+
+    /// The offset as the 16-bit register index a port device's model takes; an offset past
+    /// that names no register (it saturates to 0xFFFF, which no model answers).
+    pub fn port_offset(&self) -> u16 {
+        u16::try_from(self.offset).unwrap_or(u16::MAX)
+    }
 }
 
 /// Which device of a partition's platform, for effects that need the hypervisor's edge.

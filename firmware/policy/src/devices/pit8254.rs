@@ -410,7 +410,7 @@ pub const PORT61: u8 = 1;
 
 impl crate::devices::device::Device for Pit8254 {
     fn read(&mut self, at: crate::devices::device::Register, now: u64) -> u64 {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         u64::from(match at.window {
             COUNTERS => Pit8254::read(self, offset, now),
             PORT61 if offset == 0 => self.read_port61(now),
@@ -424,7 +424,7 @@ impl crate::devices::device::Device for Pit8254 {
         value: u64,
         now: u64,
     ) -> crate::devices::device::Effect {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         match at.window {
             COUNTERS => Pit8254::write(self, offset, value as u8, now),
             PORT61 if offset == 0 => self.write_port61(value as u8, now),

@@ -327,10 +327,7 @@ impl Uart16550 {
 
 impl crate::devices::device::Device for Uart16550 {
     fn read(&mut self, at: crate::devices::device::Register, _now: u64) -> u64 {
-        u64::from(Uart16550::read(
-            self,
-            u16::try_from(at.offset).unwrap_or(u16::MAX),
-        ))
+        u64::from(Uart16550::read(self, at.port_offset()))
     }
 
     fn write(
@@ -339,7 +336,7 @@ impl crate::devices::device::Device for Uart16550 {
         value: u64,
         _now: u64,
     ) -> crate::devices::device::Effect {
-        let offset = u16::try_from(at.offset).unwrap_or(u16::MAX);
+        let offset = at.port_offset();
         match Uart16550::write(self, offset, value as u8) {
             Some(line) => crate::devices::device::Effect::Console(line),
             None => crate::devices::device::Effect::None,

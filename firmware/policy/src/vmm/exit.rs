@@ -14,7 +14,7 @@ use super::mmio_decode::{self, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
 use super::platform::{MmioTarget, PlatformDevices};
 use super::vcpu::{exception, Event, Vcpu};
-use crate::devices::device::{Device, DeviceId, Effect, Effects, Register};
+use crate::devices::device::{Device, DeviceId, Effect, Effects};
 use crate::devices::ioapic::IoApicDelivery;
 use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
 use crate::hypercall::{Call, Reply};
@@ -621,7 +621,7 @@ fn handle_mmio(
 /// A read of an MMIO device: the vCPU's own local APIC, or a device of the platform.
 fn mmio_read(machine: &impl Machine, vcpu: usize, target: MmioTarget, size: u8, now: u64) -> u64 {
     let (value, effects) = if target.device == DeviceId::LocalApic {
-        let at = Register::new(target.window, target.offset, size);
+        let at = target.register(size);
         let value = machine.with_lapic(vcpu, |l| l.read(at, now));
         (value, Effects::NONE)
     } else {
@@ -642,7 +642,7 @@ fn mmio_write(
     now: u64,
 ) -> Option<Effect> {
     let effects = if target.device == DeviceId::LocalApic {
-        let at = Register::new(target.window, target.offset, size);
+        let at = target.register(size);
         Effects::of(machine.with_lapic(vcpu, |l| l.write(at, value, now)))
     } else {
         machine.with_devices(|d| d.mmio_write(target, size, value, now))

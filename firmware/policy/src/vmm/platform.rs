@@ -81,6 +81,13 @@ pub struct Slot {
     base: u64,
 }
 
+impl Slot {
+    /// The register an access of `size` bytes at `address` (inside this window) reaches.
+    fn register(&self, address: u64, size: u8) -> Register {
+        Register::new(self.window, address - self.base, size)
+    }
+}
+
 /// Where a guest-physical MMIO address lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmioTarget {
@@ -90,6 +97,13 @@ pub struct MmioTarget {
     pub window: u8,
     /// Bytes from the window's base.
     pub offset: u64,
+}
+
+impl MmioTarget {
+    /// The register an access of `size` bytes here reaches.
+    pub fn register(&self, size: u8) -> Register {
+        Register::new(self.window, self.offset, size)
+    }
 }
 
 /// The I/O APIC pin the PIT's IRQ 0 arrives at (ISA IRQ 0 → GSI 2, as the guest MADT's
@@ -314,7 +328,7 @@ impl PlatformDevices {
     /// A guest read of an MMIO device of the platform (not the local APIC: see
     /// [`PlatformDevices::device`]); nothing there reads 0.
     pub fn mmio_read(&mut self, target: MmioTarget, size: u8, now: u64) -> (u64, Effects) {
-        let at = Register::new(target.window, target.offset, size);
+        let at = target.register(size);
         let value = self
             .device(target.device)
             .map_or(0, |device| device.read(at, now));
@@ -323,7 +337,7 @@ impl PlatformDevices {
 
     /// A guest write to an MMIO device of the platform.
     pub fn mmio_write(&mut self, target: MmioTarget, size: u8, value: u64, now: u64) -> Effects {
-        let at = Register::new(target.window, target.offset, size);
+        let at = target.register(size);
         let effect = self
             .device(target.device)
             .map_or(Effect::None, |device| device.write(at, value, now));
@@ -341,7 +355,7 @@ impl PlatformDevices {
         }
         let value = match slot {
             Some(slot) if !self.byte_wide(slot.device) => {
-                let at = Register::new(slot.window, u64::from(port) - slot.base, size);
+                let at = slot.register(u64::from(port), size);
                 self.device(slot.device).map_or(0, |d| d.read(at, now)) as u32
             }
             _ => {
@@ -352,7 +366,7 @@ impl PlatformDevices {
                     let byte = port.wrapping_add(u16::from(i));
                     let read = match self.port_slot(u64::from(byte)) {
                         Some(slot) => {
-                            let at = Register::new(slot.window, u64::from(byte) - slot.base, 1);
+                            let at = slot.register(u64::from(byte), 1);
                             self.device(slot.device).map_or(0xFF, |d| d.read(at, now)) as u8
                         }
                         None => 0xFF,
@@ -376,7 +390,7 @@ impl PlatformDevices {
         let slot = self.port_slot(u64::from(port));
         let effect = match slot {
             Some(slot) if !self.byte_wide(slot.device) => {
-                let at = Register::new(slot.window, u64::from(port) - slot.base, size);
+                let at = slot.register(u64::from(port), size);
                 self.device(slot.device)
                     .map_or(Effect::None, |d| d.write(at, u64::from(value), now))
             }
@@ -387,7 +401,7 @@ impl PlatformDevices {
                     let Some(slot) = self.port_slot(u64::from(byte)) else {
                         continue;
                     };
-                    let at = Register::new(slot.window, u64::from(byte) - slot.base, 1);
+                    let at = slot.register(u64::from(byte), 1);
                     let part = u64::from(value >> (8 * i)) & 0xFF;
                     let this = self
                         .device(slot.device)
@@ -416,8 +430,8 @@ impl PlatformDevices {
     /// The effects of an access to `device`: its own, then its interrupt line's change.
     fn after_access(&mut self, device: DeviceId, effect: Effect) -> Effects {
         Effects {
-            device: (effect != Effect::None).then_some(effect),
             interrupt: self.sync_line(device),
+            ..Effects::of(effect)
         }
     }
 
