@@ -120,7 +120,11 @@ pub fn deposit(
     report_move(hv, PoolMove::Deposit, caller.index, child, plan.moves());
     let orphans = lock_bank(caller, vcpu).commit_deposit(plan);
     // The child stopped while the parent caught up: its pool is gone, the pages are free.
-    free_deposited(hv, &orphans);
+    free_host_pages(
+        hv,
+        orphans.iter().map(|&(spa, _)| spa),
+        "returning deposited page",
+    );
     hv.emit_ledger();
     (Status::Success, moved)
 }
@@ -227,15 +231,17 @@ pub fn reclaim(partition: &Partition, state: &mut PartitionState) -> bool {
 /// to free memory with the rest of it.
 pub fn close(partition: &Partition) {
     let pages = partition.hv.bank.lock().close(partition.index);
-    free_deposited(partition.hv, &pages);
+    let spas = pages.iter().map(|&(spa, _)| spa);
+    free_host_pages(partition.hv, spas, "returning deposited page");
 }
 
-/// Frees pages deposited into a pool that no longer exists.
-fn free_deposited(hv: &Hypervisor, pages: &[(u64, usize)]) {
+/// Gives 4 KiB host pages back to the free memory of their nodes; a page the frame
+/// allocator does not hold as taken (its books disagree) is logged as `what` and left.
+fn free_host_pages(hv: &Hypervisor, spas: impl IntoIterator<Item = u64>, what: &str) {
     let mut frames = hv.frames.lock();
-    for &(spa, _) in pages {
+    for spa in spas {
         if let Err(e) = frames.free(spa, numavisor_policy::memory::BlockSize::Size4K) {
-            log::error!("returning deposited page {spa:#x}: {e}");
+            log::error!("{what} {spa:#x}: {e}");
         }
     }
 }
@@ -246,7 +252,7 @@ enum SlatEdit<'a> {
     Unmap(&'a [u64]),
     /// Map each move's host page at its GPA read-write-execute (a hole keeps its split
     /// tables, so this takes no page).
-    Map(&'a [PageMove]),
+    Map(&'a [ZeroedMove]),
 }
 
 /// Unmaps 4 KiB pages from the partition's SLAT.
@@ -261,10 +267,9 @@ fn map(
     state: &mut PartitionState,
     zeroed: &[ZeroedMove],
 ) -> Result<(), SlatError> {
-    let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
-    edit_slat(partition, state, SlatEdit::Map(&moves))?;
+    edit_slat(partition, state, SlatEdit::Map(zeroed))?;
     let ram = Arc::make_mut(&mut state.ram);
-    for m in &moves {
+    for m in zeroed.iter().map(ZeroedMove::page_move) {
         ram.map_page(m.gpa, m.spa);
     }
     Ok(())
@@ -291,7 +296,7 @@ fn edit_slat_in<F: SlatFormat>(
     let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
     let first = match &edit {
         SlatEdit::Unmap(gpas) => gpas.first().copied(),
-        SlatEdit::Map(moves) => moves.first().map(|m| m.gpa),
+        SlatEdit::Map(moves) => moves.first().map(|m| m.page_move().gpa),
     };
     // A partition that has released its pool has no SLAT to change.
     let Some(pool) = state.pool.as_mut() else {
@@ -308,10 +313,11 @@ fn edit_slat_in<F: SlatFormat>(
         }
         SlatEdit::Map(moves) => {
             let rwx = Permissions::READ_WRITE_EXECUTE;
-            for (done, m) in moves.iter().enumerate() {
+            for (done, m) in moves.iter().map(ZeroedMove::page_move).enumerate() {
                 if let Err(e) = slat.map(&mut tables, pool, m.gpa, m.spa, 4096, rwx) {
                     // Undo what was done (unmapping a 4 KiB leaf takes no page).
-                    let mapped: Vec<u64> = moves[..done].iter().map(|m| m.gpa).collect();
+                    let mapped: Vec<u64> =
+                        moves[..done].iter().map(|m| m.page_move().gpa).collect();
                     if !mapped.is_empty() {
                         let _ = slat.unmap_pages(&mut tables, pool, &mapped);
                     }
@@ -422,13 +428,7 @@ pub fn inflate(
     drop(state);
     // The pages go to free memory only once no CPU can reach them through the partition.
     memory_sync::wait_caught_up(partition, vcpu, generation);
-    let mut frames = partition.hv.frames.lock();
-    for m in &moves {
-        if let Err(e) = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K) {
-            log::error!("ballooned page {:#x}: {e}", m.spa);
-        }
-    }
-    drop(frames);
+    free_host_pages(partition.hv, moves.iter().map(|m| m.spa), "ballooned page");
     Ok(moves)
 }
 
@@ -456,7 +456,11 @@ pub fn deflate(
         return Ok(moves);
     }
     if let Err(e) = map(partition, &mut state, &zeroed) {
-        free_pages(partition.hv, &moves);
+        free_host_pages(
+            partition.hv,
+            moves.iter().map(|m| m.spa),
+            "page taken for a failed move",
+        );
         return Err(BalloonError::Slat(e));
     }
     for m in &moves {
@@ -496,13 +500,6 @@ fn take_pages(
         .collect())
 }
 
-fn free_pages(hv: &Hypervisor, moves: &[PageMove]) {
-    let mut frames = hv.frames.lock();
-    for m in moves {
-        let _ = frames.free(m.spa, numavisor_policy::memory::BlockSize::Size4K);
-    }
-}
-
 /// Before a restart: the pages its balloon held are backed again (a restarted guest has its
 /// whole RAM). False if a node has no free page for one of them.
 pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bool {
@@ -539,7 +536,11 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
     };
     let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
     if let Err(e) = map(partition, state, &zeroed) {
-        free_pages(partition.hv, &moves);
+        free_host_pages(
+            partition.hv,
+            moves.iter().map(|m| m.spa),
+            "page taken for a failed move",
+        );
         log::error!(
             "partition \"{}\": refilling its balloon: {e}",
             partition.name()
