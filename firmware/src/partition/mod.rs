@@ -157,10 +157,16 @@ pub fn build_all(
     let mut built: Vec<&'static Partition> = Vec::new();
     for spec in layout.partitions {
         let index = built.len();
-        let mut frames = hv.frames.lock();
-        match build::build(hv, index, spec, topology, &mut frames, &mut available) {
+        let result = build::build(
+            hv,
+            index,
+            spec,
+            topology,
+            &mut hv.frames.lock(),
+            &mut available,
+        );
+        match result {
             Ok(partition) => {
-                drop(frames);
                 let partition: &'static Partition =
                     alloc::boxed::Box::leak(alloc::boxed::Box::new(partition));
                 report::emit(&build::report_event(partition, "running"));
@@ -172,7 +178,6 @@ pub fn build_all(
                 built.push(partition);
             }
             Err(reason) => {
-                drop(frames);
                 warn!("partition \"{}\" refused: {reason}", spec.name);
                 report::emit(&events::partition_refused(
                     spec.name,
@@ -188,7 +193,7 @@ pub fn build_all(
         dynamic::start(partition);
     }
     dynamic::reserve_heap(hv);
-    report::emit(&events::ledger(&hv.frames.lock().ledger()));
+    hv.emit_ledger();
     hv.partitions().len()
 }
 
