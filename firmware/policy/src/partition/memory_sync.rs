@@ -50,13 +50,6 @@ pub struct MemoryView {
     seen: u64,
 }
 
-impl MemoryView {
-    /// The vCPU this view belongs to.
-    pub fn vcpu(&self) -> usize {
-        self.vcpu
-    }
-}
-
 impl MemoryGenerations {
     /// A partition of `vcpus` vCPUs, all away, at generation 0.
     pub fn new(vcpus: usize) -> MemoryGenerations {
@@ -72,7 +65,7 @@ impl MemoryGenerations {
     }
 
     /// What vCPU `vcpu` has caught up with ([`AWAY`] while it runs no epoch).
-    pub fn seen_by(&self, vcpu: usize) -> u64 {
+    fn seen_by(&self, vcpu: usize) -> u64 {
         self.seen
             .get(vcpu)
             .map_or(AWAY, |s| s.load(Ordering::SeqCst))
