@@ -46,7 +46,7 @@ proptest! {
         free in proptest::collection::vec(0u64..(2 << 30), 3),
         step in 1u64..256,
     ) {
-        let policy = Policy { buffer_percent: 20, step: step * MIB, shrink_step: step * MIB / 4 };
+        let policy = policy(step);
         let t = targets(&members, &free, &policy);
         prop_assert_eq!(t.len(), members.len());
         let mut growth = [0u64; 3];
@@ -71,7 +71,7 @@ proptest! {
         free in proptest::collection::vec(0u64..(2 << 30), 3),
         step in 1u64..256,
     ) {
-        let policy = Policy { buffer_percent: 20, step: step * MIB, shrink_step: step * MIB / 4 };
+        let policy = policy(step);
         let t = targets(&members, &free, &policy);
         // What each member asks to grow by, per node: the policy is short where that is more
         // than the node has free.
@@ -103,6 +103,15 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// The policy with a growth step of `step` MiB and a quarter of it to shrink.
+fn policy(step: u64) -> Policy {
+    Policy {
+        buffer_percent: 20,
+        step: step * MIB,
+        shrink_step: step * MIB / 4,
     }
 }
 
