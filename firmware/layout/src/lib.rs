@@ -19,7 +19,10 @@ pub mod spec;
 mod host;
 
 pub use numavisor_policy::memory::BlockSize;
-pub use spec::{ConsoleMode, ExitAction, ImageKind, Layout, PartitionSpec, VcpuGroup, VnodeSpec};
+pub use spec::{
+    default_mac, ConsoleMode, ExitAction, ImageKind, Layout, NetworkSpec, NicSpec, PartitionSpec,
+    VcpuGroup, VnodeSpec,
+};
 
 #[cfg(feature = "host")]
 pub use host::{

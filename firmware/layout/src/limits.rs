@@ -12,6 +12,11 @@ pub const MAX_NAME_LEN: usize = 32;
 pub const MAX_COMMAND_LINE: usize = 1024;
 /// The most vCPUs one partition has: guest xAPIC IDs are 0..=254 (255 is broadcast).
 pub const MAX_VCPUS_PER_PARTITION: u32 = 255;
+/// The most network cards one partition has (each is a virtio-mmio window and an I/O APIC
+/// pin of its own).
+pub const MAX_NICS_PER_PARTITION: usize = 4;
+/// The most networks one layout holds.
+pub const MAX_NETWORKS: usize = 64;
 /// The most vNUMA nodes one partition has.
 pub const MAX_VNODES: usize = 64;
 /// The most guest memory one partition has, summed over its vnodes: 1 TiB.

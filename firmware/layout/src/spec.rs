@@ -11,6 +11,8 @@ pub struct Layout {
     pub name: &'static str,
     /// The partitions, at least one and at most [`MAX_PARTITIONS`](crate::limits::MAX_PARTITIONS).
     pub partitions: &'static [PartitionSpec],
+    /// The networks (`[[network]]`), in file order; a NIC names one by its index here.
+    pub networks: &'static [NetworkSpec],
     /// The hypervisor's command line where the boot path gives none (coreboot's ELF payload
     /// call has no command line); empty if the layout sets none.
     pub boot_options: &'static str,
@@ -61,6 +63,9 @@ pub struct PartitionSpec {
     pub dynamic: bool,
     /// How the guest's console lines reach the host console (`console`).
     pub console: ConsoleMode,
+    /// The partition's network cards (`nics`), in file order: virtio-net device `n` is
+    /// `nics[n]`.
+    pub nics: &'static [NicSpec],
 }
 
 impl PartitionSpec {
@@ -154,6 +159,32 @@ impl VnodeSpec {
 }
 
 /// The kind of a partition's guest image, which decides how the partition is started.
+/// One network (`[[network]]`): a learning switch inside the hypervisor joining the NICs of
+/// its members (`docs/network.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Its name, unique in the layout.
+    pub name: &'static str,
+}
+
+/// One network card of a partition (`nics = [{ network = "…", mac = "…" }]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicSpec {
+    /// The network it joins: an index into [`Layout::networks`].
+    pub network: usize,
+    /// Its MAC address: unicast, unique in the layout ([`default_mac`] unless the layout
+    /// gives one).
+    pub mac: [u8; 6],
+}
+
+/// The MAC address of NIC `nic` of the layout's partition `partition` (both from 0, in file
+/// order) when the layout gives none: `02:6e:76:00:PP:NN` — locally administered and
+/// unicast (first octet 0x02), "nv" in the second and third octets, then the two indices.
+/// The layout limits keep both indices below 256.
+pub const fn default_mac(partition: usize, nic: usize) -> [u8; 6] {
+    [0x02, 0x6E, 0x76, 0x00, partition as u8, nic as u8]
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageKind {
     /// An ELF64 with a Xen PVH entry note: entered in 32-bit protected mode with
@@ -214,6 +245,7 @@ mod tests {
         parent: None,
         dynamic: false,
         console: ConsoleMode::Escaped,
+        nics: &[],
     };
 
     #[test]

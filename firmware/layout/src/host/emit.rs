@@ -33,6 +33,7 @@ pub fn emit_rust(layout: &CheckedLayout) -> String {
         emit_partition(&mut out, partition);
     }
     let _ = writeln!(out, "    ],");
+    let _ = writeln!(out, "    networks: &[],");
     let _ = writeln!(out, "    boot_options: {:?},", layout.boot_options);
     let _ = writeln!(out, "}};");
     out
@@ -123,6 +124,7 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
         out,
         "            console: numavisor_layout::ConsoleMode::{console},"
     );
+    let _ = writeln!(out, "            nics: &[],");
     let _ = writeln!(out, "        }},");
 }
 

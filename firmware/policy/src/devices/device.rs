@@ -68,6 +68,8 @@ pub enum DeviceId {
     LocalApic,
     /// The virtio-mmio memory balloon.
     VirtioBalloon,
+    /// The partition's virtio-mmio network card `n` (its `nics[n]` in the layout).
+    VirtioNet(u8),
 }
 
 /// What an access asks of the hypervisor beyond the device's own state. The exit handler

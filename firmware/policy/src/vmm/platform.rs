@@ -311,7 +311,7 @@ impl PlatformDevices {
             DeviceId::DebugExit => &mut self.debug_exit,
             DeviceId::IoApic => &mut self.ioapic,
             DeviceId::VirtioBalloon => self.balloon.as_mut()?,
-            DeviceId::LocalApic => return None,
+            DeviceId::LocalApic | DeviceId::VirtioNet(_) => return None,
         })
     }
 
