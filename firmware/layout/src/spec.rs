@@ -158,7 +158,6 @@ impl VnodeSpec {
     }
 }
 
-/// The kind of a partition's guest image, which decides how the partition is started.
 /// One network (`[[network]]`): a learning switch inside the hypervisor joining the NICs of
 /// its members (`docs/network.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +184,7 @@ pub const fn default_mac(partition: usize, nic: usize) -> [u8; 6] {
     [0x02, 0x6E, 0x76, 0x00, partition as u8, nic as u8]
 }
 
+/// The kind of a partition's guest image, which decides how the partition is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageKind {
     /// An ELF64 with a Xen PVH entry note: entered in 32-bit protected mode with
