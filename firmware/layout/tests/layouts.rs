@@ -107,6 +107,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         parent: None,
         dynamic: false,
         console: ConsoleMode::Escaped,
+        nics: vec![],
     }
 }
 
@@ -149,6 +150,7 @@ fn test_guests_layout_checks_into_two_partitions() {
                 simple("alpha", 0, guests.image()),
                 simple("beta", 1, guests.image()),
             ],
+            networks: vec![],
             boot_options: String::new(),
             warnings: vec![],
         }
@@ -246,6 +248,7 @@ fn layouts_in_the_other_forms_check_too() {
             parent: None,
             dynamic: false,
             console: ConsoleMode::Escaped,
+            nics: vec![],
         }]
     );
 }
@@ -370,6 +373,7 @@ fn text_checks_as_its_file_does() {
     let mut files = toml_files(&layouts_dir());
     files.extend(toml_files(&layouts_dir().join("bad")));
     files.push(tests_dir().join("linux.toml"));
+    files.push(tests_dir().join("networks.toml"));
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(
@@ -407,7 +411,7 @@ fn portable(source: &str, guests: &Guests) -> String {
         .replace(&guest_dir.display().to_string(), "$GUESTS")
 }
 
-/// This crate's `tests/`, holding layouts that are not ready-made (the Linux one).
+/// This crate's `tests/`, holding layouts that are not ready-made (Linux, networks).
 fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
@@ -462,8 +466,8 @@ fn linux_images_by_path_and_their_limits() {
 #[test]
 fn emitted_rust_matches_the_snapshot() {
     let guests = Guests::new();
-    for name in ["default", "spanning", "four-nodes", "linux"] {
-        let dir = if name == "linux" {
+    for name in ["default", "spanning", "four-nodes", "linux", "networks"] {
+        let dir = if ["linux", "networks"].contains(&name) {
             tests_dir()
         } else {
             layouts_dir()

@@ -1,6 +1,7 @@
 //! The raw form checked into the validated form (`docs/layout.md`, "Validation"): names,
-//! images (found and classified in [`files`](super::files)), sizes, vCPU placement, vnode references, pools against the cost model, and the
-//! limits in [`crate::limits`]. Every error is collected; a field that could not be read is
+//! images (found and classified in [`files`](super::files)), sizes, vCPU placement, vnode
+//! references, pools against the cost model, networks and NICs (in
+//! [`network`](super::network)), and the limits in [`crate::limits`]. Every error is collected; a field that could not be read is
 //! skipped here, as it was already reported.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,33 +12,37 @@ use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_
 
 use super::error::{PartitionLabel, Report};
 use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
+use super::network::Networks;
 use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
 use super::parse::{UNSET_MAX, UNSET_MIN};
 use super::size::{human_size, layout_size};
-use super::{CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
+use super::{CheckedNetwork, CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
     MAX_COMMAND_LINE, MAX_NAME_LEN, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
     MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
 };
-use crate::VnodeSpec;
+use crate::{NicSpec, VnodeSpec};
 
 /// What checking produced: the partitions that passed (all of them when nothing was
 /// reported) and the warnings.
 pub(crate) struct Checked {
     pub(crate) partitions: Vec<CheckedPartition>,
+    pub(crate) networks: Vec<CheckedNetwork>,
     pub(crate) warnings: Vec<String>,
 }
 
-/// Reads and checks every partition in file order (so each partition's errors come
-/// together), then the layout as a whole.
+/// Reads and checks the networks, then every partition in file order (so each partition's
+/// errors come together), then the layout as a whole.
 pub(crate) fn check(
     tables: Option<Vec<(usize, toml::Table)>>,
+    network_tables: Option<Vec<(usize, toml::Table)>>,
     layout_dir: &Path,
     options: &LoadOptions,
     report: &mut Report,
 ) -> Checked {
     let mut checked = Checked {
         partitions: Vec::new(),
+        networks: Vec::new(),
         warnings: Vec::new(),
     };
     let Some(tables) = tables else {
@@ -52,6 +57,7 @@ pub(crate) fn check(
             tables.len()
         ));
     }
+    let mut networks = Networks::read(network_tables, report);
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut cpus: HashMap<u32, (PartitionLabel, String)> = HashMap::new();
     let mut node_memory: BTreeMap<u32, u64> = BTreeMap::new();
@@ -79,11 +85,18 @@ pub(crate) fn check(
         if let Some(vcpus) = &partition.vcpus {
             check_cpus_unshared(&label, vcpus, &mut cpus, report);
         }
+        let nics = match &partition.nics {
+            Some(nics) => networks.check_nics(index, &label, nics, report),
+            None => {
+                networks.nics_unreadable();
+                None
+            }
+        };
         for vnode in partition.memory.iter().flatten() {
             let total = node_memory.entry(vnode.node).or_default();
             *total = total.saturating_add(vnode.size);
         }
-        if let Some(partition) = check_partition(partition, layout_dir, options, report) {
+        if let Some(partition) = check_partition(partition, nics, layout_dir, options, report) {
             if partition.pool_check == PoolCheck::Boot {
                 checked.warnings.push(format!(
                     "partition {:?}: pool_check = \"boot\": its pool ({}) is not checked at \
@@ -96,6 +109,8 @@ pub(crate) fn check(
         }
     }
     check_parents(&parents, &names, report);
+    networks.check_members(report);
+    checked.networks = networks.into_checked();
     for (node, total) in node_memory {
         if total > MAX_NODE_MEMORY {
             report.layout(format!(
@@ -160,9 +175,11 @@ fn check_parents(
     }
 }
 
-/// Checks one partition's own fields; `None` if any is missing or wrong.
+/// Checks one partition's own fields; `None` if any is missing or wrong (`nics`: its checked
+/// NICs, `None` if they were refused).
 fn check_partition(
     raw: RawPartition,
+    nics: Option<Vec<NicSpec>>,
     layout_dir: &Path,
     options: &LoadOptions,
     report: &mut Report,
@@ -228,6 +245,7 @@ fn check_partition(
         parent: raw.parent?,
         dynamic: raw.dynamic?,
         console: raw.console?,
+        nics: nics?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);
@@ -236,20 +254,23 @@ fn check_partition(
 }
 
 fn check_name(label: &PartitionLabel, name: &str, report: &mut Report) {
+    if let Some(problem) = name_problem(name) {
+        report.field(label, "name", problem);
+    }
+}
+
+/// What is wrong with a partition's or network's name, if anything: names are 1 to
+/// [`MAX_NAME_LEN`] bytes of `[a-z0-9-]`.
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     let fix = "use lowercase letters, digits and '-', like \"data-plane\"";
     if name.is_empty() {
-        report.field(label, "name", format!("empty; {fix}"));
+        Some(format!("empty; {fix}"))
     } else if name.len() > MAX_NAME_LEN {
-        report.field(
-            label,
-            "name",
-            format!("{} bytes long; at most {MAX_NAME_LEN}", name.len()),
-        );
-    } else if let Some(bad) = name
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
-    {
-        report.field(label, "name", format!("{bad:?} is not allowed; {fix}"));
+        Some(format!("{} bytes long; at most {MAX_NAME_LEN}", name.len()))
+    } else {
+        name.chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+            .map(|bad| format!("{bad:?} is not allowed; {fix}"))
     }
 }
 

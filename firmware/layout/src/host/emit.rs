@@ -6,10 +6,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::network::format_mac;
 use super::size::human_size;
 use super::{
-    load, CheckedLayout, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV, LAYOUT_ENV,
-    LINUX_DIR_ENV,
+    load, CheckedLayout, CheckedNetwork, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV,
+    LAYOUT_ENV, LINUX_DIR_ENV,
 };
 use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind};
 
@@ -30,16 +31,29 @@ pub fn emit_rust(layout: &CheckedLayout) -> String {
     let _ = writeln!(out, "    name: {:?},", layout.name);
     let _ = writeln!(out, "    partitions: &[");
     for partition in &layout.partitions {
-        emit_partition(&mut out, partition);
+        emit_partition(&mut out, partition, &layout.networks);
     }
     let _ = writeln!(out, "    ],");
-    let _ = writeln!(out, "    networks: &[],");
+    if layout.networks.is_empty() {
+        let _ = writeln!(out, "    networks: &[],");
+    } else {
+        let _ = writeln!(out, "    networks: &[");
+        for network in &layout.networks {
+            let _ = writeln!(
+                out,
+                "        numavisor_layout::NetworkSpec {{ name: {:?} }},",
+                network.name
+            );
+        }
+        let _ = writeln!(out, "    ],");
+    }
     let _ = writeln!(out, "    boot_options: {:?},", layout.boot_options);
     let _ = writeln!(out, "}};");
     out
 }
 
-fn emit_partition(out: &mut String, p: &CheckedPartition) {
+/// One `PartitionSpec`; `networks` names the networks its NICs join, in comments.
+fn emit_partition(out: &mut String, p: &CheckedPartition, networks: &[CheckedNetwork]) {
     let _ = writeln!(out, "        numavisor_layout::PartitionSpec {{");
     let _ = writeln!(out, "            name: {:?},", p.name);
     let _ = writeln!(out, "            vcpus: &[");
@@ -124,7 +138,22 @@ fn emit_partition(out: &mut String, p: &CheckedPartition) {
         out,
         "            console: numavisor_layout::ConsoleMode::{console},"
     );
-    let _ = writeln!(out, "            nics: &[],");
+    if p.nics.is_empty() {
+        let _ = writeln!(out, "            nics: &[],");
+    } else {
+        let _ = writeln!(out, "            nics: &[");
+        for nic in &p.nics {
+            let network = networks.get(nic.network).map_or("?", |n| n.name.as_str());
+            let _ = writeln!(
+                out,
+                "                numavisor_layout::NicSpec {{ network: {}, mac: {:?} }}, // {network}, {}",
+                nic.network,
+                nic.mac,
+                format_mac(&nic.mac)
+            );
+        }
+        let _ = writeln!(out, "            ],");
+    }
     let _ = writeln!(out, "        }},");
 }
 

@@ -1,5 +1,5 @@
-//! Errors in the layout's own terms: each names the file, the partition, the field, what is
-//! wrong and what would fix it. Validation collects all of them before reporting.
+//! Errors in the layout's own terms: each names the file, the partition (or network), the
+//! field, what is wrong and what would fix it. Validation collects all of them before reporting.
 
 use std::fmt;
 
@@ -21,6 +21,24 @@ impl fmt::Display for PartitionLabel {
     }
 }
 
+/// Which network an error is about: by name when it has a usable one, else by position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkLabel {
+    /// `network "lan"`: the `name` the layout gave it (even if the name itself is invalid).
+    Name(String),
+    /// `network[1]`: the second `[[network]]` table, which has no string `name`.
+    Index(usize),
+}
+
+impl fmt::Display for NetworkLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkLabel::Name(name) => write!(f, "network {name:?}"),
+            NetworkLabel::Index(index) => write!(f, "network[{index}]"),
+        }
+    }
+}
+
 /// One thing wrong with a layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayoutError {
@@ -30,6 +48,8 @@ pub struct LayoutError {
     pub location: Option<(usize, usize)>,
     /// The partition at fault, if the error is about one.
     pub partition: Option<PartitionLabel>,
+    /// The network at fault, if the error is about one (then `partition` is `None`).
+    pub network: Option<NetworkLabel>,
     /// The field at fault (`memory[1].size`), if the error is about one.
     pub field: Option<String>,
     /// What is wrong and what would fix it.
@@ -44,6 +64,9 @@ impl fmt::Display for LayoutError {
         }
         if let Some(partition) = &self.partition {
             write!(f, ": {partition}")?;
+        }
+        if let Some(network) = &self.network {
+            write!(f, ": {network}")?;
         }
         if let Some(field) = &self.field {
             write!(f, ": field {field}")?;
@@ -87,12 +110,12 @@ impl Report {
 
     /// A TOML syntax error at `line`:`column`.
     pub(crate) fn syntax(&mut self, line: usize, column: usize, message: String) {
-        self.push(Some((line, column)), None, None, message);
+        self.push(Some((line, column)), Subject::Layout, None, message);
     }
 
     /// An error about the layout as a whole.
     pub(crate) fn layout(&mut self, message: impl Into<String>) {
-        self.push(None, None, None, message.into());
+        self.push(None, Subject::Layout, None, message.into());
     }
 
     /// An error about `field` of `partition`.
@@ -104,8 +127,23 @@ impl Report {
     ) {
         self.push(
             None,
-            Some(partition.clone()),
+            Subject::Partition(partition.clone()),
             Some(field.into()),
+            message.into(),
+        );
+    }
+
+    /// An error about `network`, or about its `field` if one is given.
+    pub(crate) fn network(
+        &mut self,
+        network: &NetworkLabel,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        self.push(
+            None,
+            Subject::Network(network.clone()),
+            field.map(str::to_string),
             message.into(),
         );
     }
@@ -126,16 +164,29 @@ impl Report {
     fn push(
         &mut self,
         location: Option<(usize, usize)>,
-        partition: Option<PartitionLabel>,
+        subject: Subject,
         field: Option<String>,
         message: String,
     ) {
+        let (partition, network) = match subject {
+            Subject::Layout => (None, None),
+            Subject::Partition(label) => (Some(label), None),
+            Subject::Network(label) => (None, Some(label)),
+        };
         self.errors.push(LayoutError {
             file: self.file.clone(),
             location,
             partition,
+            network,
             field,
             message,
         });
     }
+}
+
+/// What one error is about: the layout as a whole, a partition or a network.
+enum Subject {
+    Layout,
+    Partition(PartitionLabel),
+    Network(NetworkLabel),
 }

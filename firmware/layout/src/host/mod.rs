@@ -8,6 +8,7 @@ mod check;
 mod emit;
 mod error;
 mod files;
+mod network;
 mod parse;
 mod size;
 mod toml_value;
@@ -15,11 +16,12 @@ mod toml_value;
 use std::path::{Path, PathBuf};
 
 pub use emit::{emit_rust, generate_for_build};
-pub use error::{LayoutError, LayoutErrors, PartitionLabel};
+pub use error::{LayoutError, LayoutErrors, NetworkLabel, PartitionLabel};
+pub use network::format_mac;
 
 use numavisor_policy::partition::cost;
 
-use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind, VnodeSpec};
+use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind, NicSpec, VnodeSpec};
 use error::Report;
 
 /// The environment variable naming the layout the firmware build embeds (a path, relative
@@ -46,6 +48,8 @@ pub struct CheckedLayout {
     pub source: PathBuf,
     /// The partitions, in file order.
     pub partitions: Vec<CheckedPartition>,
+    /// The networks, in file order; a NIC's `network` is an index here.
+    pub networks: Vec<CheckedNetwork>,
     /// The hypervisor's command line where the boot path gives none (printable ASCII).
     pub boot_options: String,
     /// Things that are allowed but worth saying (a pool check deferred to boot).
@@ -90,6 +94,17 @@ pub struct CheckedPartition {
     pub dynamic: bool,
     /// How its console lines reach the host console.
     pub console: ConsoleMode,
+    /// Its network cards, in file order: each on a network of the layout (an index into
+    /// [`CheckedLayout::networks`]) that it joins once, each MAC unicast and unique in the
+    /// layout, the defaults ([`default_mac`](crate::default_mac)) filled in.
+    pub nics: Vec<NicSpec>,
+}
+
+/// One checked network; see [`NetworkSpec`](crate::NetworkSpec).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedNetwork {
+    /// Unique among networks, `[a-z0-9-]`, at most 32 bytes; at least two partitions join it.
+    pub name: String,
 }
 
 impl CheckedPartition {
@@ -255,7 +270,13 @@ pub fn load_str(
     let layout_dir = path.parent().unwrap_or(Path::new("."));
     let document = parse::parse_document(text, &mut report);
     let boot_options = document.boot_options;
-    let checked = check::check(document.partitions, layout_dir, options, &mut report);
+    let checked = check::check(
+        document.partitions,
+        document.networks,
+        layout_dir,
+        options,
+        &mut report,
+    );
     if !report.is_empty() {
         return Err(report.into_errors());
     }
@@ -268,6 +289,7 @@ pub fn load_str(
         name,
         source: path.to_path_buf(),
         partitions: checked.partitions,
+        networks: checked.networks,
         boot_options,
         warnings: checked.warnings,
     })

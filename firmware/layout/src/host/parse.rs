@@ -1,6 +1,8 @@
 //! TOML into the raw form: every `[[partition]]` table read field by field, so that one bad
 //! field does not hide the others. Unknown keys are refused: a partition's keys against
-//! [`PARTITION_KEYS`], the entries of `vcpus` and `memory` by serde's `deny_unknown_fields`.
+//! [`PARTITION_KEYS`], the entries of `vcpus`, `memory` and `nics` by serde's
+//! `deny_unknown_fields`. The `[[network]]` tables and the NICs' own fields are read in
+//! [`network`](super::network).
 //! What a field *means* (limits, overlaps, pools) is [`check`](super::check)'s job; here a
 //! field is either read into its raw type, or reported and left `None`.
 
@@ -8,13 +10,14 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::{PartitionLabel, Report};
+use super::network::{nic_list, RawNic};
 use super::size::parse_size;
 use super::toml_value::a_type;
 use super::PoolCheck;
 use crate::{BlockSize, ConsoleMode, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 16] = [
+pub(crate) const PARTITION_KEYS: [&str; 17] = [
     "name",
     "image",
     "initrd",
@@ -31,6 +34,7 @@ pub(crate) const PARTITION_KEYS: [&str; 16] = [
     "parent",
     "dynamic",
     "console",
+    "nics",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -58,6 +62,9 @@ pub(crate) struct RawPartition {
     pub(crate) parent: Option<Option<String>>,
     pub(crate) dynamic: Option<bool>,
     pub(crate) console: Option<ConsoleMode>,
+    /// Empty if there is no `nics` key. Networks, MACs and limits are checked once the
+    /// networks are known.
+    pub(crate) nics: Option<Vec<RawNic>>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -99,30 +106,14 @@ struct MemoryEntry {
     memory_max: Option<toml::Value>,
 }
 
-/// The whole file, down to its `[[partition]]` tables (numbered in file order), and its
-/// `boot_options` (empty if absent or bad; see [`boot_options_of`]). `None` means nothing
-/// could be read (a syntax error, `partition` not a list); an empty list means the file has
-/// no `[[partition]]`.
+/// The whole file, down to its `[[partition]]` and `[[network]]` tables (each numbered in
+/// file order), and its `boot_options` (empty if absent or bad; see [`boot_options_of`]).
 pub(crate) fn parse_document(text: &str, report: &mut Report) -> Document {
-    let mut boot_options = String::new();
-    let partitions = parse_tables(text, &mut boot_options, report);
-    Document {
-        partitions,
-        boot_options,
-    }
-}
-
-/// What [`parse_document`] read.
-pub(crate) struct Document {
-    pub(crate) partitions: Option<Vec<(usize, toml::Table)>>,
-    pub(crate) boot_options: String,
-}
-
-fn parse_tables(
-    text: &str,
-    boot_options: &mut String,
-    report: &mut Report,
-) -> Option<Vec<(usize, toml::Table)>> {
+    let mut document = Document {
+        partitions: None,
+        networks: None,
+        boot_options: String::new(),
+    };
     let mut table: toml::Table = match text.parse() {
         Ok(table) => table,
         Err(error) => {
@@ -135,35 +126,57 @@ fn parse_tables(
                 column,
                 format!("TOML syntax: {}", error.message().trim_end()),
             );
-            return None;
+            return document;
         }
     };
     let partitions = table.remove("partition");
+    let networks = table.remove("network");
     if let Some(value) = table.remove(BOOT_OPTIONS_KEY) {
-        *boot_options = boot_options_of(&value, report);
+        document.boot_options = boot_options_of(&value, report);
     }
     for key in table.keys() {
         report.layout(format!(
-            "unknown top-level key `{key}`; a layout holds `{BOOT_OPTIONS_KEY}` and [[partition]] tables"
+            "unknown top-level key `{key}`; a layout holds `{BOOT_OPTIONS_KEY}`, [[network]] \
+             and [[partition]] tables"
         ));
     }
-    let partitions = match partitions {
+    document.partitions = tables_of("partition", partitions, report);
+    document.networks = tables_of("network", networks, report);
+    document
+}
+
+/// What [`parse_document`] read. `None` means nothing could be read (a syntax error,
+/// `partition` or `network` not a list); an empty list means the file has no such table.
+pub(crate) struct Document {
+    pub(crate) partitions: Option<Vec<(usize, toml::Table)>>,
+    pub(crate) networks: Option<Vec<(usize, toml::Table)>>,
+    pub(crate) boot_options: String,
+}
+
+/// The `[[key]]` tables of the file, each with its index in the list; entries that are not
+/// tables are reported and left out.
+fn tables_of(
+    key: &str,
+    value: Option<toml::Value>,
+    report: &mut Report,
+) -> Option<Vec<(usize, toml::Table)>> {
+    let entries = match value {
         None => return Some(Vec::new()),
-        Some(toml::Value::Array(partitions)) => partitions,
+        Some(toml::Value::Array(entries)) => entries,
         Some(other) => {
             report.layout(format!(
-                "`partition` is {}; write each partition as a [[partition]] table",
+                "`{key}` is {}; write each {key} as a [[{key}]] table",
                 a_type(&other)
             ));
             return None;
         }
     };
-    let mut tables = Vec::with_capacity(partitions.len());
-    for (index, value) in partitions.into_iter().enumerate() {
+    let mut tables = Vec::with_capacity(entries.len());
+    for (index, value) in entries.into_iter().enumerate() {
         match value {
             toml::Value::Table(table) => tables.push((index, table)),
             other => report.layout(format!(
-                "partition[{index}] is {}; write each partition as a [[partition]] table",
+                "{key}[{index}] is {}; write each {key} as a [[{key}]] table",
                 a_type(&other)
             )),
         }
@@ -253,6 +266,7 @@ pub(crate) fn parse_partition(
     let parent = fields.optional("parent", some_string, None);
     let dynamic = fields.optional("dynamic", typed, false);
     let console = fields.optional("console", console_mode, ConsoleMode::Escaped);
+    let nics = fields.optional("nics", nic_list, Vec::new());
     RawPartition {
         label,
         name,
@@ -271,6 +285,7 @@ pub(crate) fn parse_partition(
         parent,
         dynamic,
         console,
+        nics,
     }
 }
 
@@ -345,7 +360,7 @@ impl Fields<'_> {
 }
 
 /// A value of a plain serde type (string, integer list), with serde's message.
-fn typed<T: DeserializeOwned>(_key: &str, value: &toml::Value) -> Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(_key: &str, value: &toml::Value) -> Result<T, String> {
     value.clone().try_into().map_err(|e| serde_message(&e))
 }
 
@@ -378,9 +393,9 @@ fn vnodes(key: &str, value: &toml::Value) -> Result<Vec<VnodeSpec>, FieldError> 
     let example = "[{ size = \"64M\", node = 0 }]";
     each_entry(key, value, example, |entry| {
         let entry: MemoryEntry = typed("", entry)?;
-        let size = parse_size(&entry.size).map_err(|e| format!("size: {e}"))?;
-        let bound = |value: &Option<toml::Value>, name: &str, default: u64| match value {
-            Some(value) => parse_size(value).map_err(|e| format!("{name}: {e}")),
+        let size = parse_size(&entry.size).map_err(|e| EntryError::at("size", e))?;
+        let bound = |value: &Option<toml::Value>, name: &'static str, default: u64| match value {
+            Some(value) => parse_size(value).map_err(|e| EntryError::at(name, e)),
             None => Ok(default),
         };
         // Unset bounds: checked against `dynamic` once the whole partition is read.
@@ -395,12 +410,45 @@ fn vnodes(key: &str, value: &toml::Value) -> Result<Vec<VnodeSpec>, FieldError> 
     })
 }
 
-/// Reads every entry of an array field; the first bad entry is reported as `key[i]`.
-fn each_entry<T>(
+/// Why one entry of an array field could not be read: what is wrong, and the entry's field at
+/// fault when the error is about one (`size` of `memory[1]`).
+pub(crate) struct EntryError {
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl EntryError {
+    /// An error about the entry's `field`.
+    pub(crate) fn at(field: &'static str, message: String) -> Self {
+        EntryError {
+            field: Some(field),
+            message,
+        }
+    }
+}
+
+impl From<String> for EntryError {
+    fn from(message: String) -> Self {
+        EntryError {
+            field: None,
+            message,
+        }
+    }
+}
+
+impl From<&str> for EntryError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+/// Reads every entry of an array field; the first bad entry is reported as `key[i]`, or
+/// `key[i].field` when the error names a field of the entry.
+pub(crate) fn each_entry<T>(
     key: &str,
     value: &toml::Value,
     example: &str,
-    read: impl Fn(&toml::Value) -> Result<T, String>,
+    read: impl Fn(&toml::Value) -> Result<T, EntryError>,
 ) -> Result<Vec<T>, FieldError> {
     let toml::Value::Array(entries) = value else {
         return Err(format!("expected a list like {example}, found {}", a_type(value)).into());
@@ -409,11 +457,10 @@ fn each_entry<T>(
     for (i, entry) in entries.iter().enumerate() {
         match read(entry) {
             Ok(item) => out.push(item),
-            Err(message) => {
-                // `size: ...` errors name the sub-field; put it into the path.
-                let (path, message) = match message.strip_prefix("size: ") {
-                    Some(rest) => (format!("{key}[{i}].size"), rest.to_string()),
-                    None => (format!("{key}[{i}]"), message),
+            Err(EntryError { field, message }) => {
+                let path = match field {
+                    Some(field) => format!("{key}[{i}].{field}"),
+                    None => format!("{key}[{i}]"),
                 };
                 return Err(FieldError {
                     path: Some(path),
