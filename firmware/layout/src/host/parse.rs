@@ -612,6 +612,7 @@ mod tests {
             on_fault = "stop"
             on_shutdown = "restart"
             pool_check = "build"
+            nics = [{ network = "lan", mac = "02:00:00:00:00:01" }]
         "#;
         let mut report = Report::new("x.toml".into());
         let mut tables = parse_document(text, &mut report).partitions.unwrap();
