@@ -1,14 +1,15 @@
 //! `cargo xtask check-layout FILE`: checks a partition layout (`docs/layout.md`) exactly as the
 //! firmware build does, and prints what it describes: per partition its vCPUs, its vNUMA nodes
-//! with their guest-physical ranges, its pool against the minimum the cost model asks for, and
-//! the guest image. Every error is listed, one per line, naming file, partition and field.
+//! with their guest-physical ranges, its pool against the minimum the cost model asks for, the
+//! guest image, and its NICs (network and MAC). Every error is listed, one per line, naming file, partition and field.
 //! `--emit` prints the Rust tables the firmware would embed instead.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use numavisor_layout::{
-    CheckedPartition, CheckedVcpuGroup, ImageKind, LoadOptions, PoolCheck, LINUX_DIR_ENV,
+    format_mac, CheckedNetwork, CheckedPartition, CheckedVcpuGroup, ImageKind, LoadOptions,
+    PoolCheck, LINUX_DIR_ENV,
 };
 
 use tools::linux;
@@ -56,13 +57,14 @@ pub fn run(args: CheckLayoutArgs) -> Result<()> {
         print!("{}", numavisor_layout::emit_rust(&layout));
     } else {
         println!(
-            "{}: layout {:?}, {} partition(s), valid",
+            "{}: layout {:?}, {} partition(s), {} network(s), valid",
             args.file.display(),
             layout.name,
-            layout.partitions.len()
+            layout.partitions.len(),
+            layout.networks.len()
         );
         for partition in &layout.partitions {
-            print_partition(partition);
+            print_partition(partition, &layout.networks);
         }
     }
     for warning in &layout.warnings {
@@ -71,7 +73,8 @@ pub fn run(args: CheckLayoutArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_partition(p: &CheckedPartition) {
+/// One partition's summary; `networks` names the networks its NICs join.
+fn print_partition(p: &CheckedPartition, networks: &[CheckedNetwork]) {
     println!("partition {:?}", p.name);
     for group in &p.vcpus {
         let (what, vnode) = match group {
@@ -124,6 +127,13 @@ fn print_partition(p: &CheckedPartition) {
         "  on fault: {:?}, on shutdown: {:?}",
         p.on_fault, p.on_shutdown
     );
+    for (index, nic) in p.nics.iter().enumerate() {
+        let network = networks.get(nic.network).map_or("?", |n| n.name.as_str());
+        println!(
+            "  nic {index}: network {network:?}, MAC {}",
+            format_mac(&nic.mac)
+        );
+    }
 }
 
 /// `bytes` in MiB when whole, else KiB (layout sizes are 4 KiB multiples).
