@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use numavisor_layout::{
-    emit_rust, generate_for_build, load_str, load_with, BlockSize, CheckedLayout, CheckedPartition,
-    CheckedVcpuGroup, ConsoleMode, ExitAction, ImageKind, LayoutErrors, LoadOptions, PoolCheck,
-    VnodeSpec,
+    default_mac, emit_rust, generate_for_build, load_str, load_with, BlockSize, CheckedLayout,
+    CheckedPartition, CheckedVcpuGroup, ConsoleMode, ExitAction, ImageKind, LayoutErrors,
+    LoadOptions, NicSpec, PoolCheck, VnodeSpec,
 };
 
 /// A minimal bzImage header that passes the boot-protocol checks: protocol `version`, one
@@ -543,4 +543,54 @@ fn a_parent_may_have_several_children_and_chains_are_allowed() {
     let errors = guests.load_text(&cycle).unwrap_err().to_string();
     assert!(errors.contains("(a -> c -> b -> a)"), "{errors}");
     assert!(errors.contains("(c -> b -> a -> c)"), "{errors}");
+}
+
+#[test]
+fn networks_and_nics_check_into_the_layout() {
+    let guests = Guests::new();
+    // A network may share a partition's name; MACs are read in either case.
+    let text = [
+        "[[network]]\nname = \"alpha\"\n[[network]]\nname = \"san\"\n".to_string(),
+        partition(
+            "alpha",
+            0,
+            "64M",
+            "nics = [{ network = \"san\" }, { network = \"alpha\", mac = \"02:AB:cd:00:00:01\" }]",
+        ),
+        partition("beta", 1, "64M", "nics = [{ network = \"alpha\" }]"),
+        partition("gamma", 1, "64M", "nics = [{ network = \"san\" }]"),
+    ]
+    .concat();
+    let layout = guests.load_text(&text).unwrap();
+    let names: Vec<&str> = layout.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "san"]);
+    let nics: Vec<Vec<NicSpec>> = layout.partitions.iter().map(|p| p.nics.clone()).collect();
+    assert_eq!(
+        nics,
+        [
+            vec![
+                NicSpec {
+                    network: 1,
+                    mac: default_mac(0, 0)
+                },
+                NicSpec {
+                    network: 0,
+                    mac: [0x02, 0xAB, 0xCD, 0, 0, 1]
+                },
+            ],
+            vec![NicSpec {
+                network: 0,
+                mac: default_mac(1, 0)
+            }],
+            vec![NicSpec {
+                network: 1,
+                mac: default_mac(2, 0)
+            }],
+        ]
+    );
+    let emitted = emit_rust(&layout);
+    assert!(
+        emitted.contains("numavisor_layout::NicSpec { network: 0, mac: [2, 171, 205, 0, 0, 1] }, // alpha, 02:ab:cd:00:00:01"),
+        "{emitted}"
+    );
 }
