@@ -14,6 +14,8 @@ pub mod net;
 pub mod queue;
 
 #[cfg(test)]
+mod net_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

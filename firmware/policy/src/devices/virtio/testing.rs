@@ -89,10 +89,6 @@ impl DriverQueue {
             seen_used: 0,
         }
     }
-    /// The first byte past the rings (the used ring's `avail_event` included).
-    pub(crate) fn end(&self) -> u64 {
-        self.used + 6 + 8 * u64::from(self.size)
-    }
     pub(crate) fn put_desc(
         &self,
         mem: &FakeMemory,
