@@ -14,6 +14,7 @@ pub mod devices;
 pub mod guest;
 pub mod hypercall;
 pub mod memory;
+pub mod network;
 pub mod partition;
 pub mod report;
 pub mod slat;

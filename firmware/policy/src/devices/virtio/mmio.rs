@@ -15,6 +15,10 @@
 //! kicks its statistics queue before that. A guest that breaks a rule sets
 //! DEVICE_NEEDS_RESET and, with DRIVER_OK, raises a configuration-change interrupt (§2.1.2);
 //! the device then does no more queue work until it is reset.
+//!
+//! VIRTIO_F_EVENT_IDX is in use only when the device offered it and the driver accepted it
+//! with FEATURES_OK ([`MmioTransport::event_idx`]); the transport tells every queue so when
+//! the queue is made ready or FEATURES_OK sticks, whichever comes last.
 
 use alloc::vec::Vec;
 
@@ -197,6 +201,12 @@ impl MmioTransport {
         self.driver_features & self.device_features
     }
 
+    /// Whether VIRTIO_F_EVENT_IDX is in use: offered, accepted, and FEATURES_OK set.
+    pub fn event_idx(&self) -> bool {
+        self.status & status::FEATURES_OK != 0
+            && self.negotiated_features() & feature::EVENT_IDX != 0
+    }
+
     /// The device status register.
     pub fn status(&self) -> u32 {
         self.status
@@ -269,6 +279,11 @@ impl MmioTransport {
         self.is_live() && self.notified != 0
     }
 
+    /// Whether `queue` is notified and not yet serviced (and the device is live).
+    pub fn is_notified(&self, queue: u16) -> bool {
+        self.is_live() && queue < 32 && self.notified & (1 << queue) != 0
+    }
+
     /// Queue `index`, if the driver has made it ready.
     pub fn queue_mut(&mut self, index: u16) -> Option<&mut SplitQueue> {
         self.queues
@@ -317,6 +332,7 @@ impl MmioTransport {
     }
 
     fn write_queue_ready(&mut self, value: u32) {
+        let event_idx = self.event_idx();
         let Ok(index) = u16::try_from(self.queue_sel) else {
             return;
         };
@@ -335,7 +351,10 @@ impl MmioTransport {
             return;
         }
         match SplitQueue::new(index, slot.config, slot.max_size) {
-            Ok(queue) => slot.live = Some(queue),
+            Ok(mut queue) => {
+                queue.set_event_idx(event_idx);
+                slot.live = Some(queue);
+            }
             Err(error) => self.fail(error),
         }
     }
@@ -374,6 +393,10 @@ impl MmioTransport {
             }
         }
         self.status = new;
+        let event_idx = self.event_idx();
+        for queue in self.queues.iter_mut().filter_map(|slot| slot.live.as_mut()) {
+            queue.set_event_idx(event_idx);
+        }
         if !was_live && self.is_live() && self.notified != 0 {
             TransportEvent::QueueWork
         } else {

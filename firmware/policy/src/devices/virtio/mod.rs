@@ -1,6 +1,6 @@
 //! Virtio devices over the virtio-mmio transport (VIRTIO 1.2, OASIS, 2022): the register
-//! window ([`mmio`], §4.2.2), split virtqueues ([`queue`], §2.7) and the traditional memory
-//! balloon ([`balloon`], §5.5).
+//! window ([`mmio`], §4.2.2), split virtqueues ([`queue`], §2.7), the traditional memory
+//! balloon ([`balloon`], §5.5) and the network card ([`net`], §5.1).
 //!
 //! Everything here reads guest-controlled memory through [`QueueMemory`], which the firmware
 //! implements over the partition's RAM. A guest that breaks the queue rules (a descriptor loop,
@@ -10,8 +10,13 @@
 
 pub mod balloon;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 
+#[cfg(test)]
+mod net_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +53,10 @@ pub mod feature {
     /// The device follows VIRTIO 1.x, not the legacy interface (bit 32). A version-2
     /// virtio-mmio device must offer it, and Linux refuses one that does not.
     pub const VERSION_1: u64 = 1 << 32;
+    /// Event suppression by index (bit 29, §2.7.10): the driver's `used_event` and the
+    /// device's `avail_event` replace the rings' flags. Only a device that offers it and a
+    /// driver that accepts it use it ([`MmioTransport::event_idx`](super::mmio::MmioTransport::event_idx)).
+    pub const EVENT_IDX: u64 = 1 << 29;
 }
 
 /// Interrupt status bits (§4.2.2, InterruptStatus).

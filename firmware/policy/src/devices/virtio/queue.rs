@@ -6,10 +6,20 @@
 //! QueueNumMax: packed rings are not offered) and the ring alignments. Every later read is
 //! bounded: a chain holds at most `size` descriptors (more is a loop), the available index may
 //! run at most `size` entries ahead, and the bytes a chain describes are capped by the caller.
-//! Indirect descriptors (VIRTIO_F_INDIRECT_DESC) and event suppression by index
-//! (VIRTIO_F_EVENT_IDX) are not offered, so neither is accepted.
+//! Indirect descriptors (VIRTIO_F_INDIRECT_DESC) are not offered, so none is accepted.
+//!
+//! Used-buffer interrupts are suppressed one of two ways (§2.7.7, §2.7.10). Without
+//! VIRTIO_F_EVENT_IDX the driver's NO_INTERRUPT flag in the available ring says "none"; with
+//! it (a device offers it and the transport tells the queue, [`SplitQueue::set_event_idx`])
+//! the driver names the used index it wants an interrupt at (`used_event`, after the available
+//! ring's entries) and the device names the available index it wants a notification at
+//! (`avail_event`, after the used ring's entries). Completions can be batched: add several
+//! with [`SplitQueue::add_used`], then ask once with [`SplitQueue::needs_interrupt`].
+//! Both words lie inside the rings the driver sized, so reading or writing one outside guest
+//! RAM is the same structural error as any ring access there.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{fence, Ordering};
 
 use super::{GuestError, QueueMemory};
 
@@ -97,6 +107,11 @@ pub struct SplitQueue {
     next_avail: u16,
     /// The used ring's idx as the device last wrote it (free-running, mod 2^16).
     next_used: u16,
+    /// The used index at the last interrupt decision: the completions after it are the ones
+    /// [`needs_interrupt`](Self::needs_interrupt) decides on.
+    signalled_used: u16,
+    /// VIRTIO_F_EVENT_IDX was negotiated: `used_event` and `avail_event` are in use.
+    event_idx: bool,
 }
 
 impl SplitQueue {
@@ -122,7 +137,26 @@ impl SplitQueue {
             device: config.device,
             next_avail: 0,
             next_used: 0,
+            signalled_used: 0,
+            event_idx: false,
         })
+    }
+
+    /// Turns event suppression by index on or off: the transport's word on whether
+    /// VIRTIO_F_EVENT_IDX was offered and accepted.
+    pub fn set_event_idx(&mut self, on: bool) {
+        self.event_idx = on;
+    }
+
+    /// Whether event suppression by index is in use.
+    pub fn event_idx(&self) -> bool {
+        self.event_idx
+    }
+
+    /// Whether the driver has made a chain available that the device has not taken yet.
+    pub fn has_available(&self, memory: &dyn QueueMemory) -> Result<bool, GuestError> {
+        let avail_idx = read_u16(memory, self.driver.wrapping_add(2))?;
+        Ok(avail_idx != self.next_avail)
     }
 
     /// The queue's index on its device.
@@ -142,7 +176,13 @@ impl SplitQueue {
         memory: &dyn QueueMemory,
         max_bytes: u64,
     ) -> Result<Option<Chain>, GuestError> {
-        let avail_idx = read_u16(memory, self.driver.wrapping_add(2))?;
+        let mut avail_idx = read_u16(memory, self.driver.wrapping_add(2))?;
+        if avail_idx == self.next_avail && self.event_idx {
+            // Empty: ask for a notification at the next entry, then look once more, so that
+            // an entry added before the driver could see the request is not missed (§2.7.10).
+            self.publish_avail_event(memory)?;
+            avail_idx = read_u16(memory, self.driver.wrapping_add(2))?;
+        }
         let pending = avail_idx.wrapping_sub(self.next_avail);
         if pending == 0 {
             return Ok(None);
@@ -209,14 +249,27 @@ impl SplitQueue {
 
     /// Returns chain `head` to the driver with `written` bytes written into it: the used
     /// element first, then the used index, so the driver never sees an index ahead of its
-    /// element. Returns whether the driver wants an interrupt for it (its available ring's
-    /// NO_INTERRUPT flag clear).
+    /// element. Returns whether the driver wants an interrupt for it; the same as
+    /// [`add_used`](Self::add_used) then [`needs_interrupt`](Self::needs_interrupt).
     pub fn push_used(
         &mut self,
         memory: &dyn QueueMemory,
         head: u16,
         written: u32,
     ) -> Result<bool, GuestError> {
+        self.add_used(memory, head, written)?;
+        self.needs_interrupt(memory)
+    }
+
+    /// Returns chain `head` to the driver with `written` bytes written into it (element, then
+    /// index), deciding nothing about interrupts: call [`needs_interrupt`](Self::needs_interrupt)
+    /// once after a batch.
+    pub fn add_used(
+        &mut self,
+        memory: &dyn QueueMemory,
+        head: u16,
+        written: u32,
+    ) -> Result<(), GuestError> {
         let slot = u64::from(self.next_used % self.size);
         let at = self
             .device
@@ -230,10 +283,51 @@ impl SplitQueue {
             memory,
             self.device.wrapping_add(2),
             &self.next_used.to_le_bytes(),
-        )?;
-        let flags = read_u16(memory, self.driver)?;
-        Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
+        )
     }
+
+    /// Whether the driver wants a used-buffer interrupt for the completions added since the
+    /// last decision: none were added, no; with EVENT_IDX, whether the used index crossed the
+    /// driver's `used_event` (`vring_need_event`, §2.7.10); without, whether the available
+    /// ring's NO_INTERRUPT flag is clear.
+    pub fn needs_interrupt(&mut self, memory: &dyn QueueMemory) -> Result<bool, GuestError> {
+        let old = self.signalled_used;
+        let new = self.next_used;
+        if old == new {
+            return Ok(false);
+        }
+        self.signalled_used = new;
+        // The used index must be visible before the driver's word is read, or a driver that
+        // re-armed in between would wait for an interrupt that never comes.
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let used_event_at = RING_HEADER + 2 * u64::from(self.size);
+            let event = read_u16(memory, self.driver.wrapping_add(used_event_at))?;
+            Ok(need_event(event, new, old))
+        } else {
+            let flags = read_u16(memory, self.driver)?;
+            Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    /// Writes `avail_event` = the next entry the device will take: the driver notifies again
+    /// once it makes that entry available.
+    fn publish_avail_event(&self, memory: &dyn QueueMemory) -> Result<(), GuestError> {
+        let avail_event_at = RING_HEADER + USED_ELEM_SIZE * u64::from(self.size);
+        write_bytes(
+            memory,
+            self.device.wrapping_add(avail_event_at),
+            &self.next_avail.to_le_bytes(),
+        )?;
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// `vring_need_event` (§2.7.10): whether moving an index from `old` to `new` crossed `event`,
+/// all free-running mod 2^16.
+pub fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 fn read_u16(memory: &dyn QueueMemory, gpa: u64) -> Result<u16, GuestError> {

@@ -1,64 +1,15 @@
 //! The balloon over virtio-mmio as Linux's drivers (virtio_mmio.c, virtio_balloon.c) drive
 //! it, and as a hostile guest might.
 
-use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use proptest::prelude::*;
 
 use super::balloon::*;
 use super::mmio::{MAGIC, VENDOR_ID, VERSION};
 use super::queue::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
-use super::{feature, interrupt, status, GuestError, QueueMemory};
-
-/// Guest RAM from 0 to `len`; anything past it is refused.
-struct FakeMemory(RefCell<Vec<u8>>);
-
-impl FakeMemory {
-    fn new(len: usize) -> FakeMemory {
-        FakeMemory(RefCell::new(vec![0; len]))
-    }
-    fn range(&self, gpa: u64, len: usize) -> Option<core::ops::Range<usize>> {
-        let start = usize::try_from(gpa).ok()?;
-        let end = start.checked_add(len)?;
-        (end <= self.0.borrow().len()).then_some(start..end)
-    }
-    fn put(&self, gpa: u64, bytes: &[u8]) {
-        assert!(self.write(gpa, bytes));
-    }
-    fn u16_at(&self, gpa: u64) -> u16 {
-        let mut b = [0; 2];
-        assert!(self.read(gpa, &mut b));
-        u16::from_le_bytes(b)
-    }
-    fn u32_at(&self, gpa: u64) -> u32 {
-        let mut b = [0; 4];
-        assert!(self.read(gpa, &mut b));
-        u32::from_le_bytes(b)
-    }
-}
-
-impl QueueMemory for FakeMemory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        match self.range(gpa, buf.len()) {
-            Some(r) => {
-                buf.copy_from_slice(&self.0.borrow()[r]);
-                true
-            }
-            None => false,
-        }
-    }
-    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
-        match self.range(gpa, bytes.len()) {
-            Some(r) => {
-                self.0.borrow_mut()[r].copy_from_slice(bytes);
-                true
-            }
-            None => false,
-        }
-    }
-}
+use super::testing::FakeMemory;
+use super::{feature, interrupt, status, GuestError};
 
 const RAM: usize = 0x10_0000;
 /// Queue `q`'s rings at 0x1000 * (q + 1): descriptors, available ring at +0x400, used at +0x800.

@@ -1,0 +1,500 @@
+//! The network card (VIRTIO 1.2 §5.1, device ID 1) on a virtio-mmio window: one receive
+//! queue (0) and one transmit queue (1), no control queue, no multiqueue.
+//!
+//! Features offered: VERSION_1, MAC (the host chooses the address, [`NetConfig::mac`]),
+//! STATUS (the host sets the link, [`VirtioNet::set_link`]) and EVENT_IDX. No checksum or
+//! segmentation offloads and no mergeable receive buffers, so every frame is a whole Ethernet
+//! frame behind a 12-byte `virtio_net_hdr` (§5.1.6) in one descriptor chain. The
+//! configuration space (§5.1.4) is `mac[6]` then `status` (le16); reads of 1, 2 or 4 bytes,
+//! naturally aligned and inside it, answer, others read 0; writes are ignored.
+//!
+//! The device holds no frames and no buffers. [`VirtioNet::take_transmits`] takes what the
+//! guest sent (bounded per call; a flooding guest pays with its own exits) and gives every
+//! chain straight back; [`VirtioNet::receive`] copies one frame into the next buffer the
+//! guest posted, or drops it. A guest that breaks the queue rules (a descriptor loop, a ring
+//! outside its RAM, an index past the ring) puts the device into DEVICE_NEEDS_RESET, as for
+//! every virtio device here; a guest that gets one frame or one buffer wrong loses that frame
+//! only: it is dropped, counted in [`NicCounters`], and its chain returned with nothing
+//! written, so the driver goes on.
+
+use alloc::vec::Vec;
+
+use super::mmio::{MmioTransport, TransportEvent, CONFIG_OFFSET};
+use super::queue::{Chain, Descriptor};
+use super::{feature, interrupt, GuestError, QueueMemory};
+use crate::devices::device::{Device, DeviceId, Effect, Register};
+
+/// Device type 1: a network card.
+pub const DEVICE_ID: u32 = 1;
+/// VIRTIO_NET_F_MAC: the configuration space holds the card's address.
+pub const F_MAC: u64 = 1 << 5;
+/// VIRTIO_NET_F_STATUS: the configuration space holds the link status.
+pub const F_STATUS: u64 = 1 << 16;
+/// VIRTIO_NET_S_LINK_UP in the `status` field.
+pub const S_LINK_UP: u16 = 1;
+/// QueueNumMax of both queues.
+pub const QUEUE_SIZE: u16 = 256;
+/// Bytes of `virtio_net_hdr` with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,
+/// csum_offset (one byte each for the first two, le16 for the rest) and num_buffers (le16).
+pub const HEADER_LEN: usize = 12;
+/// Bytes of an Ethernet header: destination, source, EtherType.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// The longest frame the card carries (without the virtio header): a 64 KiB packet with its
+/// Ethernet header, as Linux's GSO limit allows.
+pub const MAX_FRAME_LEN: usize = 65_550;
+
+const RECEIVE_QUEUE: u16 = 0;
+const TRANSMIT_QUEUE: u16 = 1;
+/// Bytes of configuration space: `mac` and `status`.
+const CONFIG_SIZE: u64 = 8;
+/// `virtio_net_hdr.flags`: the driver left the checksum to the device (needs CSUM, not
+/// offered).
+const HDR_F_NEEDS_CSUM: u8 = 1;
+
+/// The host's choices for one card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The card's MAC address, reported in the configuration space.
+    pub mac: [u8; 6],
+    /// The card's index within its partition (the `n` of [`DeviceId::VirtioNet`]).
+    pub index: u8,
+}
+
+/// Why [`VirtioNet::receive`] dropped a frame (each counted in [`NicCounters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxDrop {
+    /// The driver is not running (no DRIVER_OK yet, or the device needs a reset).
+    NotLive,
+    /// The host has the link down.
+    LinkDown,
+    /// The frame is shorter than an Ethernet header or longer than [`MAX_FRAME_LEN`].
+    BadFrame,
+    /// The driver has no receive buffer posted (or no receive queue).
+    NoBuffer,
+    /// The posted buffer is shorter than the header and the frame.
+    BufferTooSmall,
+    /// The posted buffer has a device-readable descriptor.
+    BufferNotWritable,
+    /// The posted buffer lies (partly) outside the receiver's RAM.
+    BufferOutsideRam,
+    /// The receive ring itself is broken: the device now needs a reset.
+    RingBroken(GuestError),
+}
+
+/// Frame and drop counts of one card since it was made (a driver reset keeps them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NicCounters {
+    /// Frames the guest sent that left the card.
+    pub tx_frames: u64,
+    /// Their bytes, without the virtio header.
+    pub tx_bytes: u64,
+    /// Sent chains dropped as malformed: a device-writable descriptor, or a header asking
+    /// for an offload that was not offered (gso_type, NEEDS_CSUM).
+    pub tx_dropped_malformed: u64,
+    /// Sent chains shorter than the header and an Ethernet header.
+    pub tx_dropped_too_short: u64,
+    /// Sent chains whose frame is longer than [`MAX_FRAME_LEN`].
+    pub tx_dropped_too_large: u64,
+    /// Sent chains whose bytes lie outside the sender's RAM.
+    pub tx_dropped_outside_ram: u64,
+    /// Frames sent while the host had the link down.
+    pub tx_dropped_link_down: u64,
+    /// Frames written into the guest's receive buffers.
+    pub rx_frames: u64,
+    /// Their bytes, without the virtio header.
+    pub rx_bytes: u64,
+    /// Frames dropped because the driver was not running or the link was down.
+    pub rx_dropped_not_live: u64,
+    /// Frames dropped because no receive buffer was posted.
+    pub rx_dropped_no_buffer: u64,
+    /// Frames dropped because the posted buffer was too small.
+    pub rx_dropped_too_small: u64,
+    /// Frames dropped because the posted buffer (or the ring) was bad.
+    pub rx_dropped_bad_buffer: u64,
+    /// Frames handed to the card that no card could carry (too short or too long).
+    pub rx_dropped_bad_frame: u64,
+}
+
+impl NicCounters {
+    /// Every counter with its name, in a fixed order (for the console's JSON).
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
+        [
+            ("tx_frames", self.tx_frames),
+            ("tx_bytes", self.tx_bytes),
+            ("tx_dropped_malformed", self.tx_dropped_malformed),
+            ("tx_dropped_too_short", self.tx_dropped_too_short),
+            ("tx_dropped_too_large", self.tx_dropped_too_large),
+            ("tx_dropped_outside_ram", self.tx_dropped_outside_ram),
+            ("tx_dropped_link_down", self.tx_dropped_link_down),
+            ("rx_frames", self.rx_frames),
+            ("rx_bytes", self.rx_bytes),
+            ("rx_dropped_not_live", self.rx_dropped_not_live),
+            ("rx_dropped_no_buffer", self.rx_dropped_no_buffer),
+            ("rx_dropped_too_small", self.rx_dropped_too_small),
+            ("rx_dropped_bad_buffer", self.rx_dropped_bad_buffer),
+            ("rx_dropped_bad_frame", self.rx_dropped_bad_frame),
+        ]
+    }
+
+    /// Sent chains dropped, for every reason.
+    pub fn tx_dropped(&self) -> u64 {
+        self.tx_dropped_malformed
+            + self.tx_dropped_too_short
+            + self.tx_dropped_too_large
+            + self.tx_dropped_outside_ram
+            + self.tx_dropped_link_down
+    }
+
+    /// Frames to receive dropped, for every reason.
+    pub fn rx_dropped(&self) -> u64 {
+        self.rx_dropped_not_live
+            + self.rx_dropped_no_buffer
+            + self.rx_dropped_too_small
+            + self.rx_dropped_bad_buffer
+            + self.rx_dropped_bad_frame
+    }
+}
+
+/// Why one sent chain is not a frame.
+enum TxDrop {
+    Malformed,
+    TooShort,
+    TooLarge,
+    OutsideRam,
+}
+
+/// A virtio network card behind a virtio-mmio window.
+#[derive(Clone, Debug)]
+pub struct VirtioNet {
+    transport: MmioTransport,
+    mac: [u8; 6],
+    index: u8,
+    link_up: bool,
+    counters: NicCounters,
+}
+
+impl VirtioNet {
+    /// A card with the link down.
+    pub fn new(config: NetConfig) -> VirtioNet {
+        VirtioNet {
+            transport: MmioTransport::new(
+                DEVICE_ID,
+                F_MAC | F_STATUS | feature::EVENT_IDX,
+                &[QUEUE_SIZE; 2],
+            ),
+            mac: config.mac,
+            index: config.index,
+            link_up: false,
+            counters: NicCounters::default(),
+        }
+    }
+
+    /// A guest read of `size` bytes at `offset` in the window.
+    pub fn mmio_read(&mut self, offset: u64, size: u8) -> u64 {
+        if offset < CONFIG_OFFSET {
+            return u64::from(self.transport.read(offset, size));
+        }
+        let config = self.config_bytes();
+        config_slice(offset, size)
+            .and_then(|range| config.get(range))
+            .map_or(0, |bytes| {
+                let mut value = [0u8; 8];
+                value[..bytes.len()].copy_from_slice(bytes);
+                u64::from_le_bytes(value)
+            })
+    }
+
+    /// A guest write of `size` bytes at `offset` in the window; configuration writes are
+    /// ignored (nothing in it is the driver's). [`TransportEvent::QueueWork`] only when the
+    /// transmit queue has work: receive-queue notifications (new buffers) need nothing.
+    pub fn mmio_write(&mut self, offset: u64, size: u8, value: u64) -> TransportEvent {
+        if offset >= CONFIG_OFFSET {
+            return TransportEvent::None;
+        }
+        // Registers are 32 bits; wider accesses are refused by the transport.
+        match self.transport.write(offset, size, value as u32) {
+            TransportEvent::QueueWork if !self.has_pending_transmits() => TransportEvent::None,
+            event => event,
+        }
+    }
+
+    /// Sets the link; a change updates `status` and raises a configuration-change interrupt
+    /// once the driver is running.
+    pub fn set_link(&mut self, up: bool) {
+        if up != self.link_up {
+            self.link_up = up;
+            self.transport.config_changed();
+        }
+    }
+
+    /// Whether the host has the link up.
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// The card's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The card's index within its partition.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Whether the driver has notified the transmit queue and the device has not yet taken
+    /// everything (a [`take_transmits`](Self::take_transmits) stopped at its limit).
+    pub fn has_pending_transmits(&self) -> bool {
+        self.transport.is_notified(TRANSMIT_QUEUE)
+    }
+
+    /// Takes up to `max_frames` (and at most [`QUEUE_SIZE`]) frames the guest sent, without their virtio header, and
+    /// returns every chain taken to the driver (nothing written), with a used-buffer
+    /// interrupt if the driver wants one. A chain that is not a good frame is dropped and
+    /// counted. If more chains wait, the queue stays notified
+    /// ([`has_pending_transmits`](Self::has_pending_transmits)). A guest error puts the
+    /// device into DEVICE_NEEDS_RESET; the frames taken before it are returned.
+    pub fn take_transmits(&mut self, memory: &dyn QueueMemory, max_frames: usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        if !self.has_pending_transmits() {
+            return frames;
+        }
+        // Only the transmit bit matters: receive notifications need no work.
+        let _ = self.transport.take_notified();
+        match self.drain_transmits(memory, max_frames, &mut frames) {
+            Ok(true) => self.transport.raise(interrupt::USED_BUFFER),
+            Ok(false) => {}
+            Err(error) => self.transport.fail(error),
+        }
+        frames
+    }
+
+    /// Copies `frame` (an Ethernet frame, no virtio header) into the next receive buffer the
+    /// driver posted, behind a header that says "one buffer, nothing to do", and returns the
+    /// buffer with a used-buffer interrupt if the driver wants one. A frame that cannot be
+    /// delivered is dropped and counted; a bad buffer goes back to the driver empty.
+    pub fn receive(&mut self, memory: &dyn QueueMemory, frame: &[u8]) -> Result<(), RxDrop> {
+        let result = self.try_receive(memory, frame);
+        let counters = &mut self.counters;
+        match result {
+            Ok(()) => {
+                counters.rx_frames += 1;
+                counters.rx_bytes += frame.len() as u64;
+            }
+            Err(RxDrop::NotLive | RxDrop::LinkDown) => counters.rx_dropped_not_live += 1,
+            Err(RxDrop::BadFrame) => counters.rx_dropped_bad_frame += 1,
+            Err(RxDrop::NoBuffer) => counters.rx_dropped_no_buffer += 1,
+            Err(RxDrop::BufferTooSmall) => counters.rx_dropped_too_small += 1,
+            Err(RxDrop::BufferNotWritable | RxDrop::BufferOutsideRam | RxDrop::RingBroken(_)) => {
+                counters.rx_dropped_bad_buffer += 1
+            }
+        }
+        result
+    }
+
+    /// The card's counters.
+    pub fn counters(&self) -> NicCounters {
+        self.counters
+    }
+
+    /// Whether the interrupt line is asserted (InterruptStatus is non-zero): a level, to be
+    /// driven onto the device's I/O APIC pin after every access, transmit pass and receive.
+    pub fn interrupt_asserted(&self) -> bool {
+        self.transport.interrupt_status() != 0
+    }
+
+    /// Whether the device is in DEVICE_NEEDS_RESET, and the guest error that put it there.
+    pub fn guest_error(&self) -> Option<GuestError> {
+        self.transport.last_error()
+    }
+
+    /// The features the driver accepted.
+    pub fn negotiated_features(&self) -> u64 {
+        self.transport.negotiated_features()
+    }
+
+    /// Takes chains until the ring is empty or `max_frames` were taken; returns whether the
+    /// driver wants an interrupt for them.
+    fn drain_transmits(
+        &mut self,
+        memory: &dyn QueueMemory,
+        max_frames: usize,
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, GuestError> {
+        let link_up = self.link_up;
+        let Some(ring) = self.transport.queue_mut(TRANSMIT_QUEUE) else {
+            return Ok(false);
+        };
+        // At most a ring's worth a call, however fast the driver refills it.
+        let limit = max_frames.min(usize::from(QUEUE_SIZE));
+        let mut taken = 0;
+        while taken < limit {
+            // No byte cap here: a chain's length is judged (and counted) below, before any of
+            // its bytes are read.
+            let Some(chain) = ring.pop(memory, u64::MAX)? else {
+                break;
+            };
+            taken += 1;
+            ring.add_used(memory, chain.head, 0)?;
+            match read_frame(&chain, memory) {
+                Ok(_) if !link_up => self.counters.tx_dropped_link_down += 1,
+                Ok(frame) => {
+                    self.counters.tx_frames += 1;
+                    self.counters.tx_bytes += frame.len() as u64;
+                    frames.push(frame);
+                }
+                Err(TxDrop::Malformed) => self.counters.tx_dropped_malformed += 1,
+                Err(TxDrop::TooShort) => self.counters.tx_dropped_too_short += 1,
+                Err(TxDrop::TooLarge) => self.counters.tx_dropped_too_large += 1,
+                Err(TxDrop::OutsideRam) => self.counters.tx_dropped_outside_ram += 1,
+            }
+        }
+        let more = ring.has_available(memory)?;
+        let interrupt = ring.needs_interrupt(memory)?;
+        if more {
+            self.transport.renotify(TRANSMIT_QUEUE);
+        }
+        Ok(interrupt)
+    }
+
+    fn try_receive(&mut self, memory: &dyn QueueMemory, frame: &[u8]) -> Result<(), RxDrop> {
+        if !self.transport.is_live() {
+            return Err(RxDrop::NotLive);
+        }
+        if !self.link_up {
+            return Err(RxDrop::LinkDown);
+        }
+        if frame.len() < ETHERNET_HEADER_LEN || frame.len() > MAX_FRAME_LEN {
+            return Err(RxDrop::BadFrame);
+        }
+        let Some(ring) = self.transport.queue_mut(RECEIVE_QUEUE) else {
+            return Err(RxDrop::NoBuffer);
+        };
+        let outcome = match ring.pop(memory, u64::MAX) {
+            Ok(Some(chain)) => {
+                let written = write_frame(&chain, memory, frame);
+                let used_len = written.as_ref().map_or(0, |&len| len);
+                ring.add_used(memory, chain.head, used_len)
+                    .and_then(|()| ring.needs_interrupt(memory))
+                    .map(|interrupt| (interrupt, written.map(|_| ())))
+            }
+            Ok(None) => return Err(RxDrop::NoBuffer),
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok((interrupt, delivered)) => {
+                if interrupt {
+                    self.transport.raise(interrupt::USED_BUFFER);
+                }
+                delivered
+            }
+            Err(error) => {
+                self.transport.fail(error);
+                Err(RxDrop::RingBroken(error))
+            }
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; CONFIG_SIZE as usize] {
+        let mut bytes = [0u8; CONFIG_SIZE as usize];
+        bytes[..6].copy_from_slice(&self.mac);
+        let status = if self.link_up { S_LINK_UP } else { 0 };
+        bytes[6..].copy_from_slice(&status.to_le_bytes());
+        bytes
+    }
+}
+
+/// The frame a transmit chain carries, its header checked and stripped.
+fn read_frame(chain: &Chain, memory: &dyn QueueMemory) -> Result<Vec<u8>, TxDrop> {
+    if chain.descriptors.iter().any(|d| d.writable) {
+        return Err(TxDrop::Malformed);
+    }
+    let total: u64 = chain.descriptors.iter().map(|d| u64::from(d.len)).sum();
+    if total < (HEADER_LEN + ETHERNET_HEADER_LEN) as u64 {
+        return Err(TxDrop::TooShort);
+    }
+    if total > (HEADER_LEN + MAX_FRAME_LEN) as u64 {
+        return Err(TxDrop::TooLarge);
+    }
+    // Bounded by the check above.
+    let mut bytes = Vec::with_capacity(total as usize);
+    for descriptor in &chain.descriptors {
+        let start = bytes.len();
+        bytes.resize(start + descriptor.len as usize, 0);
+        if !memory.read(descriptor.addr, &mut bytes[start..]) {
+            return Err(TxDrop::OutsideRam);
+        }
+    }
+    let (flags, gso_type) = (bytes[0], bytes[1]);
+    if gso_type != 0 || flags & HDR_F_NEEDS_CSUM != 0 {
+        return Err(TxDrop::Malformed);
+    }
+    Ok(bytes.split_off(HEADER_LEN))
+}
+
+/// Writes the header and `frame` into a receive chain; the bytes written.
+fn write_frame(chain: &Chain, memory: &dyn QueueMemory, frame: &[u8]) -> Result<u32, RxDrop> {
+    if chain.descriptors.iter().any(|d| !d.writable) {
+        return Err(RxDrop::BufferNotWritable);
+    }
+    let room: u64 = chain.descriptors.iter().map(|d| u64::from(d.len)).sum();
+    let needed = HEADER_LEN + frame.len();
+    if room < needed as u64 {
+        return Err(RxDrop::BufferTooSmall);
+    }
+    let mut header = [0u8; HEADER_LEN];
+    // num_buffers: without mergeable buffers, always 1.
+    header[10..].copy_from_slice(&1u16.to_le_bytes());
+    let mut rest = [&header[..], frame];
+    for &Descriptor { addr, len, .. } in &chain.descriptors {
+        let mut at = addr;
+        let mut left = len as usize;
+        for part in &mut rest {
+            let n = part.len().min(left);
+            if n == 0 {
+                continue;
+            }
+            if !memory.write(at, &part[..n]) {
+                return Err(RxDrop::BufferOutsideRam);
+            }
+            *part = &part[n..];
+            at = at.wrapping_add(n as u64);
+            left -= n;
+        }
+        if rest.iter().all(|part| part.is_empty()) {
+            break;
+        }
+    }
+    // At most HEADER_LEN + MAX_FRAME_LEN, checked by the caller.
+    Ok(needed as u32)
+}
+
+/// The configuration-space byte range an access of `size` bytes at window `offset` covers,
+/// if it is 1, 2 or 4 bytes, naturally aligned, inside the space.
+fn config_slice(offset: u64, size: u8) -> Option<core::ops::Range<usize>> {
+    let at = offset.checked_sub(CONFIG_OFFSET)?;
+    let size = u64::from(size);
+    if !matches!(size, 1 | 2 | 4) || !at.is_multiple_of(size) || at + size > CONFIG_SIZE {
+        return None;
+    }
+    Some(at as usize..(at + size) as usize)
+}
+
+impl Device for VirtioNet {
+    fn read(&mut self, at: Register, _now: u64) -> u64 {
+        self.mmio_read(at.offset, at.size)
+    }
+
+    /// Transmit work comes back as [`Effect::QueueWork`]; receive-queue notifications and a
+    /// driver reset need nothing, since the device holds no frames and no buffers.
+    fn write(&mut self, at: Register, value: u64, _now: u64) -> Effect {
+        match self.mmio_write(at.offset, at.size, value) {
+            TransportEvent::QueueWork => Effect::QueueWork(DeviceId::VirtioNet(self.index)),
+            TransportEvent::None | TransportEvent::Reset => Effect::None,
+        }
+    }
+
+    fn interrupt_line(&self) -> Option<bool> {
+        Some(self.interrupt_asserted())
+    }
+}

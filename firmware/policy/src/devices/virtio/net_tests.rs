@@ -1,0 +1,591 @@
+//! The network card over virtio-mmio as Linux's virtio_net.c drives it, and as a hostile
+//! guest might.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::mmio::TransportEvent;
+use super::net::*;
+use super::queue::{need_event, DESC_F_NEXT, DESC_F_WRITE};
+use super::testing::{ethernet, FakeMemory, NetGuest, NET_QUEUE, RX_BUFFER, SCRATCH};
+use super::{feature, interrupt, status, GuestError};
+use crate::devices::device::{Device, DeviceId, Effect, Register};
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const PEER: [u8; 6] = [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF];
+
+fn frame(len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len - 14).map(|i| i as u8).collect();
+    ethernet(PEER, MAC, &payload)
+}
+
+fn plain() -> u64 {
+    feature::VERSION_1 | F_MAC | F_STATUS
+}
+
+#[test]
+fn offers_mac_status_and_event_idx_only() {
+    let mut g = NetGuest::new(MAC);
+    assert_eq!(g.r(0x008), DEVICE_ID);
+    g.w(0x014, 0);
+    assert_eq!(u64::from(g.r(0x010)), F_MAC | F_STATUS | feature::EVENT_IDX);
+    g.w(0x014, 1);
+    assert_eq!(g.r(0x010), 1, "VERSION_1");
+    for q in 0..2 {
+        g.w(0x030, q);
+        assert_eq!(g.r(0x034), u32::from(QUEUE_SIZE));
+    }
+    g.w(0x030, 2);
+    assert_eq!(g.r(0x034), 0, "no control queue");
+    // An offload the device never offered (MRG_RXBUF, bit 15) is refused.
+    let mut g = NetGuest::new(MAC);
+    g.w(0x070, status::ACKNOWLEDGE | status::DRIVER);
+    g.w(0x024, 1);
+    g.w(0x020, 1);
+    g.w(0x024, 0);
+    g.w(0x020, 1 << 15);
+    g.w(
+        0x070,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    assert_eq!(g.r(0x070) & status::FEATURES_OK, 0);
+    let g = NetGuest::running(MAC, NetGuest::linux_features(), 0);
+    assert_eq!(g.nic.negotiated_features(), NetGuest::linux_features());
+}
+
+#[test]
+fn config_space_holds_mac_and_link() {
+    let mut g = NetGuest::new(MAC);
+    assert_eq!(g.nic.mac(), MAC);
+    assert!(!g.nic.link_up(), "the link starts down");
+    for (i, byte) in MAC.iter().enumerate() {
+        assert_eq!(g.nic.mmio_read(0x100 + i as u64, 1), u64::from(*byte));
+    }
+    assert_eq!(g.nic.mmio_read(0x100, 4), 0x1200_5452);
+    assert_eq!(g.nic.mmio_read(0x104, 2), 0x5634);
+    assert_eq!(g.nic.mmio_read(0x106, 2), 0);
+    g.nic.set_link(true);
+    assert_eq!(g.nic.mmio_read(0x106, 2), u64::from(S_LINK_UP));
+    assert_eq!(g.nic.mmio_read(0x104, 4), 0x0001_5634);
+    // Misaligned, 8-byte and out-of-space reads are 0; writes change nothing.
+    assert_eq!(g.nic.mmio_read(0x101, 2), 0);
+    assert_eq!(g.nic.mmio_read(0x100, 8), 0);
+    assert_eq!(g.nic.mmio_read(0x108, 1), 0);
+    assert_eq!(g.nic.mmio_read(0x106, 4), 0);
+    g.nic.mmio_write(0x100, 4, 0xFFFF_FFFF);
+    g.nic.mmio_write(0x106, 2, 0);
+    assert_eq!(g.nic.mac(), MAC);
+    assert_eq!(g.nic.mmio_read(0x106, 2), 1);
+}
+
+#[test]
+fn link_changes_raise_a_config_interrupt_once_running() {
+    let mut g = NetGuest::new(MAC);
+    g.nic.set_link(true);
+    assert!(!g.nic.interrupt_asserted(), "not before DRIVER_OK");
+    let mut g = NetGuest::running(MAC, NetGuest::linux_features(), 0);
+    let generation = g.r(0x0FC);
+    g.nic.set_link(true);
+    assert!(!g.nic.interrupt_asserted(), "no change");
+    g.nic.set_link(false);
+    assert_eq!(g.r(0x060), interrupt::CONFIG_CHANGE);
+    assert_ne!(g.r(0x0FC), generation);
+    assert_eq!(g.nic.mmio_read(0x106, 2), 0);
+    assert!(g.nic.interrupt_line() == Some(true));
+    g.w(0x064, interrupt::CONFIG_CHANGE);
+    assert!(!g.nic.interrupt_asserted());
+}
+
+#[test]
+fn transmit_and_receive_round_trip() {
+    let mut g = NetGuest::running(MAC, plain(), 4);
+    let sent = frame(100);
+    g.send(&sent);
+    assert!(g.nic.has_pending_transmits());
+    let frames = g.nic.take_transmits(&g.mem, 16);
+    assert_eq!(frames, core::slice::from_ref(&sent));
+    assert!(!g.nic.has_pending_transmits());
+    assert_eq!(g.tx.take_used(&g.mem), [(0, 0)]);
+    assert_eq!(g.r(0x060), interrupt::USED_BUFFER);
+    g.w(0x064, interrupt::USED_BUFFER);
+
+    let incoming = ethernet(MAC, PEER, b"hello, partition");
+    assert_eq!(g.nic.receive(&g.mem, &incoming), Ok(()));
+    assert!(g.nic.interrupt_asserted());
+    assert_eq!(g.received(), core::slice::from_ref(&incoming));
+    let c = g.nic.counters();
+    assert_eq!((c.tx_frames, c.tx_bytes), (1, 100));
+    assert_eq!((c.rx_frames, c.rx_bytes), (1, incoming.len() as u64));
+    assert_eq!(c.tx_dropped() + c.rx_dropped(), 0);
+    assert_eq!(g.nic.guest_error(), None);
+}
+
+#[test]
+fn header_and_frame_may_be_split_across_descriptors() {
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    // Transmit: header in one descriptor, frame in two more.
+    let sent = frame(60);
+    g.mem.put(SCRATCH, &[0; HEADER_LEN]);
+    g.mem.put(SCRATCH + 0x100, &sent[..20]);
+    g.mem.put(SCRATCH + 0x200, &sent[20..]);
+    g.tx.put_desc(&g.mem, 5, SCRATCH, HEADER_LEN as u32, DESC_F_NEXT, 9);
+    g.tx.put_desc(&g.mem, 9, SCRATCH + 0x100, 20, DESC_F_NEXT, 2);
+    g.tx.put_desc(&g.mem, 2, SCRATCH + 0x200, 40, 0, 0);
+    g.tx.make_available(&g.mem, 5);
+    g.w(0x050, 1);
+    assert_eq!(
+        g.nic.take_transmits(&g.mem, 1),
+        core::slice::from_ref(&sent)
+    );
+    assert_eq!(g.tx.take_used(&g.mem), [(5, 0)]);
+    // Receive: a 5-byte descriptor then a big one.
+    let rx = SCRATCH + 0x1000;
+    g.rx.put_desc(&g.mem, 0, rx, 5, DESC_F_WRITE | DESC_F_NEXT, 1);
+    g.rx.put_desc(&g.mem, 1, rx + 0x100, 1000, DESC_F_WRITE, 0);
+    g.rx.make_available(&g.mem, 0);
+    assert_eq!(g.nic.receive(&g.mem, &sent), Ok(()));
+    let len = HEADER_LEN + sent.len();
+    assert_eq!(g.rx.take_used(&g.mem), [(0, len as u32)]);
+    let mut got = g.mem.bytes(rx, 5);
+    got.extend(g.mem.bytes(rx + 0x100, len - 5));
+    assert_eq!(got[10], 1, "num_buffers");
+    assert_eq!(got[HEADER_LEN..], sent[..]);
+}
+
+#[test]
+fn no_interrupt_flag_is_honoured_without_event_idx() {
+    let mut g = NetGuest::running(MAC, plain(), 2);
+    g.tx.set_avail_flags(&g.mem, 1);
+    g.rx.set_avail_flags(&g.mem, 1);
+    g.send(&frame(60));
+    assert_eq!(g.nic.take_transmits(&g.mem, 8).len(), 1);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert!(!g.nic.interrupt_asserted());
+    // And avail_event stays untouched.
+    assert_eq!(g.tx.avail_event(&g.mem), 0);
+}
+
+#[test]
+fn need_event_follows_the_spec() {
+    assert!(need_event(0, 1, 0));
+    assert!(
+        !need_event(1, 1, 0),
+        "the driver wants the interrupt after entry 1"
+    );
+    assert!(need_event(1, 2, 0));
+    assert!(need_event(3, 5, 2));
+    assert!(!need_event(5, 5, 2));
+    assert!(need_event(0xFFFF, 1, 0xFFFE), "across the wrap");
+}
+
+#[test]
+fn used_event_suppresses_interrupts_with_event_idx() {
+    let mut g = NetGuest::running(MAC, NetGuest::linux_features(), 8);
+    // NO_INTERRUPT means nothing with EVENT_IDX.
+    g.tx.set_avail_flags(&g.mem, 1);
+    // The driver wants an interrupt only when the used index passes 2 (after the third).
+    g.tx.set_used_event(&g.mem, 2);
+    g.queue_frame(&frame(60));
+    g.queue_frame(&frame(61));
+    g.send(&frame(62));
+    assert_eq!(g.nic.take_transmits(&g.mem, 2).len(), 2);
+    assert!(!g.nic.interrupt_asserted(), "used index 2 has not passed 2");
+    assert!(g.nic.has_pending_transmits(), "one frame left");
+    assert_eq!(g.nic.take_transmits(&g.mem, 2).len(), 1);
+    assert_eq!(g.r(0x060), interrupt::USED_BUFFER);
+    g.w(0x064, interrupt::USED_BUFFER);
+    // A batch that jumps over used_event still interrupts once.
+    g.tx.set_used_event(&g.mem, 4);
+    for n in 0..4 {
+        g.queue_frame(&frame(60 + n));
+    }
+    g.w(0x050, 1);
+    assert_eq!(g.nic.take_transmits(&g.mem, 8).len(), 4);
+    assert!(g.nic.interrupt_asserted());
+    g.w(0x064, interrupt::USED_BUFFER);
+    // Receive: used_event far ahead suppresses.
+    g.rx.set_used_event(&g.mem, 100);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert!(!g.nic.interrupt_asserted());
+    g.rx.set_used_event(&g.mem, 1);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert!(g.nic.interrupt_asserted());
+}
+
+#[test]
+fn avail_event_is_written_with_event_idx() {
+    let mut g = NetGuest::running(MAC, NetGuest::linux_features(), 0);
+    for n in 0..3 {
+        g.queue_frame(&frame(60 + n));
+    }
+    g.w(0x050, 1);
+    assert_eq!(g.nic.take_transmits(&g.mem, 64).len(), 3);
+    assert_eq!(g.tx.avail_event(&g.mem), 3, "notify me at the next entry");
+    // The receive ring, empty, asks to hear of the next buffer.
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NoBuffer));
+    assert_eq!(g.rx.avail_event(&g.mem), 0);
+    g.post_rx(2);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NoBuffer));
+    assert_eq!(g.rx.avail_event(&g.mem), 2);
+}
+
+#[test]
+fn transmit_work_is_bounded_and_resumes() {
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    for n in 0..40 {
+        g.queue_frame(&frame(60 + n));
+    }
+    assert_eq!(
+        g.nic.write(Register::new(0, 0x050, 4), 1, 0),
+        Effect::QueueWork(DeviceId::VirtioNet(0))
+    );
+    let mut total = 0;
+    let mut calls = 0;
+    while g.nic.has_pending_transmits() {
+        let frames = g.nic.take_transmits(&g.mem, 16);
+        assert!(frames.len() <= 16);
+        total += frames.len();
+        calls += 1;
+    }
+    assert_eq!((total, calls), (40, 3));
+    assert_eq!(g.tx.take_used(&g.mem).len(), 40);
+    // max_frames 0 takes nothing and keeps the work.
+    g.send(&frame(60));
+    assert!(g.nic.take_transmits(&g.mem, 0).is_empty());
+    assert!(g.nic.has_pending_transmits());
+    assert_eq!(g.nic.take_transmits(&g.mem, 1).len(), 1);
+}
+
+#[test]
+fn notifications_map_to_effects() {
+    let mut g = NetGuest::new(MAC);
+    assert!(g.negotiate(plain()));
+    g.setup_queues();
+    // Before DRIVER_OK: a transmit kick is kept, nothing is done.
+    g.queue_frame(&frame(60));
+    assert_eq!(g.nic.write(Register::new(0, 0x050, 4), 1, 0), Effect::None);
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    assert_eq!(
+        g.nic.mmio_write(0x070, 4, 0xF),
+        TransportEvent::QueueWork,
+        "DRIVER_OK makes the kept kick work"
+    );
+    g.nic.set_link(true);
+    assert_eq!(g.nic.take_transmits(&g.mem, 8).len(), 1);
+    // Receive kicks and resets need nothing from the hypervisor.
+    assert_eq!(g.nic.write(Register::new(0, 0x050, 4), 0, 0), Effect::None);
+    assert!(!g.nic.has_pending_transmits());
+    assert_eq!(g.nic.write(Register::new(0, 0x070, 4), 0, 0), Effect::None);
+    assert_eq!(g.r(0x070), 0);
+    let nic1 = VirtioNet::new(NetConfig { mac: MAC, index: 3 });
+    assert_eq!(nic1.index(), 3);
+}
+
+#[test]
+fn link_down_and_not_live_drop_frames() {
+    let mut g = NetGuest::new(MAC);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NotLive));
+    let mut g = NetGuest::running(MAC, plain(), 4);
+    g.nic.set_link(false);
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::LinkDown));
+    g.send(&frame(60));
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    assert_eq!(
+        g.tx.take_used(&g.mem),
+        [(0, 0)],
+        "the chain still goes back"
+    );
+    let c = g.nic.counters();
+    assert_eq!((c.rx_dropped_not_live, c.tx_dropped_link_down), (1, 1));
+    assert_eq!(g.nic.receive(&g.mem, &[0; 13]), Err(RxDrop::LinkDown));
+    g.nic.set_link(true);
+    assert_eq!(g.nic.receive(&g.mem, &[0; 13]), Err(RxDrop::BadFrame));
+    assert_eq!(
+        g.nic.receive(&g.mem, &vec![0; MAX_FRAME_LEN + 1]),
+        Err(RxDrop::BadFrame)
+    );
+    assert_eq!(g.nic.counters().rx_dropped_bad_frame, 2);
+    assert!(g.received().is_empty());
+}
+
+/// A running card whose transmit descriptor 0 `set_up` builds; offered and taken.
+fn transmit_hostile(set_up: impl FnOnce(&NetGuest)) -> (NetGuest, Vec<Vec<u8>>) {
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    set_up(&g);
+    g.tx.make_available(&g.mem, 0);
+    g.w(0x050, 1);
+    let frames = g.nic.take_transmits(&g.mem, 8);
+    (g, frames)
+}
+
+/// The frame was dropped and counted, the chain returned empty, the device still fine.
+fn assert_tx_dropped((mut g, frames): (NetGuest, Vec<Vec<u8>>), counter: fn(&NicCounters) -> u64) {
+    assert!(frames.is_empty());
+    assert_eq!(counter(&g.nic.counters()), 1);
+    assert_eq!(g.nic.counters().tx_dropped(), 1);
+    assert_eq!(g.tx.take_used(&g.mem), [(0, 0)]);
+    assert_eq!(g.nic.guest_error(), None);
+    // The next good frame goes through.
+    g.tx.avail_idx = 1;
+    g.send(&frame(60));
+    assert_eq!(g.nic.take_transmits(&g.mem, 8).len(), 1);
+}
+
+fn with_header(frame: &[u8], flags: u8, gso_type: u8) -> Vec<u8> {
+    let mut bytes = vec![flags, gso_type, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    bytes.extend_from_slice(frame);
+    bytes
+}
+
+#[test]
+fn bad_transmit_chains_are_dropped_and_returned() {
+    let good = with_header(&frame(60), 0, 0);
+    // A device-writable descriptor in the chain.
+    assert_tx_dropped(
+        transmit_hostile(|g| {
+            g.mem.put(SCRATCH, &good);
+            g.tx.put_desc(&g.mem, 0, SCRATCH, 20, DESC_F_NEXT, 1);
+            g.tx.put_desc(&g.mem, 1, SCRATCH + 20, 52, DESC_F_WRITE, 0);
+        }),
+        |c| c.tx_dropped_malformed,
+    );
+    // Offloads that were not offered.
+    for (flags, gso) in [(0, 1), (0, 0x80), (1, 0)] {
+        assert_tx_dropped(
+            transmit_hostile(|g| {
+                g.mem.put(SCRATCH, &with_header(&frame(60), flags, gso));
+                g.tx.put_desc(&g.mem, 0, SCRATCH, 72, 0, 0);
+            }),
+            |c| c.tx_dropped_malformed,
+        );
+    }
+    // Shorter than header + Ethernet header; an empty descriptor.
+    for len in [0, 25] {
+        assert_tx_dropped(
+            transmit_hostile(|g| g.tx.put_desc(&g.mem, 0, SCRATCH, len, 0, 0)),
+            |c| c.tx_dropped_too_short,
+        );
+    }
+    // Longer than the largest frame, in one descriptor or spread over several (no byte of
+    // it is read: the address is nowhere).
+    assert_tx_dropped(
+        transmit_hostile(|g| {
+            let len = (HEADER_LEN + MAX_FRAME_LEN + 1) as u32;
+            g.tx.put_desc(&g.mem, 0, u64::MAX, len, 0, 0);
+        }),
+        |c| c.tx_dropped_too_large,
+    );
+    assert_tx_dropped(
+        transmit_hostile(|g| {
+            g.tx.put_desc(&g.mem, 0, SCRATCH, u32::MAX, DESC_F_NEXT, 1);
+            g.tx.put_desc(&g.mem, 1, SCRATCH, u32::MAX, 0, 0);
+        }),
+        |c| c.tx_dropped_too_large,
+    );
+    // The largest frame itself is fine.
+    let (g, frames) = transmit_hostile(|g| {
+        g.mem
+            .put(SCRATCH, &with_header(&vec![0xAA; MAX_FRAME_LEN], 0, 0));
+        g.tx.put_desc(
+            &g.mem,
+            0,
+            SCRATCH,
+            (HEADER_LEN + MAX_FRAME_LEN) as u32,
+            0,
+            0,
+        );
+    });
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].len(), MAX_FRAME_LEN);
+    assert_eq!(g.nic.counters().tx_bytes, MAX_FRAME_LEN as u64);
+    // Bytes outside RAM.
+    for addr in [(1 << 20) - 10, 1 << 40, u64::MAX - 5] {
+        assert_tx_dropped(
+            transmit_hostile(|g| g.tx.put_desc(&g.mem, 0, addr, 72, 0, 0)),
+            |c| c.tx_dropped_outside_ram,
+        );
+    }
+}
+
+/// A running card with receive descriptor 0 as `set_up` builds it, posted; `frame` received.
+fn receive_hostile(set_up: impl FnOnce(&NetGuest), frame: &[u8]) -> (NetGuest, Result<(), RxDrop>) {
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    set_up(&g);
+    g.rx.make_available(&g.mem, 0);
+    let result = g.nic.receive(&g.mem, frame);
+    (g, result)
+}
+
+/// A receive buffer's set-up, the drop it gets and the counter that counts it.
+type RxCase = (fn(&NetGuest), RxDrop, fn(&NicCounters) -> u64);
+
+#[test]
+fn bad_receive_buffers_are_returned_empty() {
+    let f = frame(100);
+    let cases: [RxCase; 4] = [
+        (
+            |g| g.rx.put_desc(&g.mem, 0, SCRATCH, RX_BUFFER, 0, 0),
+            RxDrop::BufferNotWritable,
+            |c| c.rx_dropped_bad_buffer,
+        ),
+        (
+            |g| g.rx.put_desc(&g.mem, 0, SCRATCH, 111, DESC_F_WRITE, 0),
+            RxDrop::BufferTooSmall,
+            |c| c.rx_dropped_too_small,
+        ),
+        (
+            |g| {
+                g.rx.put_desc(&g.mem, 0, (1 << 20) - 50, RX_BUFFER, DESC_F_WRITE, 0)
+            },
+            RxDrop::BufferOutsideRam,
+            |c| c.rx_dropped_bad_buffer,
+        ),
+        (
+            |g| {
+                g.rx.put_desc(&g.mem, 0, SCRATCH, 10, DESC_F_WRITE | DESC_F_NEXT, 1);
+                g.rx.put_desc(&g.mem, 1, u64::MAX - 4, RX_BUFFER, DESC_F_WRITE, 0);
+            },
+            RxDrop::BufferOutsideRam,
+            |c| c.rx_dropped_bad_buffer,
+        ),
+    ];
+    for (set_up, why, counter) in cases {
+        let (mut g, result) = receive_hostile(set_up, &f);
+        assert_eq!(result, Err(why));
+        assert_eq!(counter(&g.nic.counters()), 1);
+        assert_eq!(g.nic.counters().rx_dropped(), 1);
+        assert_eq!(g.rx.take_used(&g.mem), [(0, 0)]);
+        assert_eq!(g.nic.guest_error(), None);
+        g.post_rx(1);
+        assert_eq!(g.nic.receive(&g.mem, &f), Ok(()));
+        assert_eq!(g.received(), core::slice::from_ref(&f));
+    }
+    // Exactly big enough is enough.
+    let (_, result) = receive_hostile(
+        |g| g.rx.put_desc(&g.mem, 0, SCRATCH, 112, DESC_F_WRITE, 0),
+        &f,
+    );
+    assert_eq!(result, Ok(()));
+}
+
+fn assert_needs_reset(g: &mut NetGuest, error: GuestError) {
+    assert_eq!(g.nic.guest_error(), Some(error));
+    assert_ne!(g.r(0x070) & status::DEVICE_NEEDS_RESET, 0);
+    assert_ne!(g.r(0x060) & interrupt::CONFIG_CHANGE, 0);
+    // No more work until the driver resets: frames are dropped, kicks ignored.
+    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NotLive));
+    g.send(&frame(60));
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    g.w(0x070, 0);
+    assert_eq!(g.nic.guest_error(), None);
+}
+
+#[test]
+fn broken_rings_need_a_reset() {
+    // A descriptor loop on the transmit queue.
+    let (mut g, frames) = transmit_hostile(|g| {
+        g.tx.put_desc(&g.mem, 0, SCRATCH, 40, DESC_F_NEXT, 1);
+        g.tx.put_desc(&g.mem, 1, SCRATCH, 40, DESC_F_NEXT, 0);
+    });
+    assert!(frames.is_empty());
+    assert_needs_reset(&mut g, GuestError::ChainTooLong);
+    // A `next` past the ring.
+    let (mut g, _) = transmit_hostile(|g| {
+        g.tx.put_desc(&g.mem, 0, SCRATCH, 40, DESC_F_NEXT, NET_QUEUE);
+    });
+    assert_needs_reset(&mut g, GuestError::DescriptorIndex { index: NET_QUEUE });
+    // A head past the ring on the receive queue.
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    g.rx.make_available(&g.mem, 999);
+    assert_eq!(
+        g.nic.receive(&g.mem, &frame(60)),
+        Err(RxDrop::RingBroken(GuestError::DescriptorIndex {
+            index: 999
+        }))
+    );
+    assert_eq!(g.nic.counters().rx_dropped_bad_buffer, 1);
+    assert_needs_reset(&mut g, GuestError::DescriptorIndex { index: 999 });
+    // The available index a whole ring ahead.
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    g.tx.avail_idx = NET_QUEUE;
+    g.send(&frame(60));
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    assert_needs_reset(
+        &mut g,
+        GuestError::AvailIndexJump {
+            avail_idx: NET_QUEUE + 1,
+            last_seen: 0,
+        },
+    );
+}
+
+#[test]
+fn rings_outside_ram_need_a_reset() {
+    // The used ring (and its avail_event) past the end of RAM: the first completion fails.
+    let mut g = NetGuest::new(MAC);
+    g.tx.used = (1 << 20) - 8;
+    assert!(g.negotiate(NetGuest::linux_features()));
+    g.setup_queues();
+    g.driver_ok();
+    g.nic.set_link(true);
+    g.send(&frame(60));
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    assert!(matches!(
+        g.nic.guest_error(),
+        Some(GuestError::BadAddress { .. })
+    ));
+    // used_event past the end of RAM: the interrupt decision fails.
+    let mut g = NetGuest::new(MAC);
+    g.rx.avail = (1 << 20) - 4 - 2 * u64::from(NET_QUEUE);
+    assert!(g.negotiate(NetGuest::linux_features()));
+    g.setup_queues();
+    g.driver_ok();
+    g.nic.set_link(true);
+    g.post_rx(1);
+    assert!(matches!(
+        g.nic.receive(&g.mem, &frame(60)),
+        Err(RxDrop::RingBroken(GuestError::BadAddress { .. }))
+    ));
+}
+
+#[test]
+fn a_flood_of_hostile_chains_is_bounded() {
+    // Every descriptor chains to the next, the last back to the first: each pop walks at
+    // most the ring, and a call takes at most max_frames chains.
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    for i in 0..NET_QUEUE {
+        g.tx.put_desc(&g.mem, i, SCRATCH, 12, 0, 0);
+    }
+    for _ in 0..NET_QUEUE {
+        g.tx.make_available(&g.mem, 0);
+    }
+    g.w(0x050, 1);
+    assert!(g.nic.take_transmits(&g.mem, 10).is_empty());
+    assert_eq!(g.nic.counters().tx_dropped_too_short, 10);
+    assert!(g.nic.has_pending_transmits());
+}
+
+#[test]
+fn memory_of_another_size_is_just_ram() {
+    // A guest with 64 KiB of RAM: the rings fit, the buffers past 64 KiB do not.
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    g.mem = FakeMemory::new(0x1_0000);
+    g.tx.put_desc(&g.mem, 0, SCRATCH, 72, 0, 0);
+    g.tx.make_available(&g.mem, 0);
+    g.w(0x050, 1);
+    assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
+    assert_eq!(g.nic.counters().tx_dropped_outside_ram, 1);
+}
+
+#[test]
+fn counters_list_every_field_once() {
+    let g = NetGuest::running(MAC, plain(), 0);
+    let fields = g.nic.counters().fields();
+    let mut names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), fields.len());
+    assert!(fields.iter().all(|(_, value)| *value == 0));
+}

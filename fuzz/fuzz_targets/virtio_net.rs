@@ -1,0 +1,231 @@
+//! The virtio network card and the learning switch (`devices::virtio::net`, `network`):
+//! three cards on one switch, each with its own guest RAM; card 0's RAM and the steps are
+//! fuzzed. With `probe` set, Linux's probe runs on every card first (features, two 16-entry
+//! queues at fixed addresses, DRIVER_OK, link up), so that the steps reach the queue code.
+//! Checked on every transmit pass: each frame's delivery counts add up to its route.
+#![no_main]
+
+use std::cell::RefCell;
+
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+use numavisor_policy::devices::virtio::net::{NetConfig, VirtioNet, MAX_FRAME_LEN};
+use numavisor_policy::devices::virtio::QueueMemory;
+use numavisor_policy::network::{deliver, Ports, Route, Switch};
+
+/// Guest RAM of each card, from address 0; card 0's is filled from the fuzzed bytes.
+const RAM: usize = 0x4000;
+const CARDS: usize = 3;
+
+#[derive(Arbitrary, Debug)]
+enum Step {
+    Read {
+        card: u8,
+        offset: u16,
+        size: u8,
+    },
+    Write {
+        card: u8,
+        offset: u16,
+        size: u8,
+        value: u64,
+    },
+    Notify {
+        card: u8,
+        queue: u8,
+    },
+    Poke {
+        card: u8,
+        at: u16,
+        bytes: Vec<u8>,
+    },
+    Transmit {
+        card: u8,
+        max_frames: u8,
+    },
+    Inject {
+        card: u8,
+        frame: Vec<u8>,
+    },
+    Link {
+        card: u8,
+        up: bool,
+    },
+    Forget(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    probe: bool,
+    event_idx: bool,
+    memory: Vec<u8>,
+    steps: Vec<Step>,
+}
+
+struct Ram(RefCell<Vec<u8>>);
+
+impl QueueMemory for Ram {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let ram = self.0.borrow();
+        let Some(range) = range(gpa, buf.len(), ram.len()) else {
+            return false;
+        };
+        buf.copy_from_slice(&ram[range]);
+        true
+    }
+    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
+        let mut ram = self.0.borrow_mut();
+        let Some(range) = range(gpa, bytes.len(), ram.len()) else {
+            return false;
+        };
+        ram[range].copy_from_slice(bytes);
+        true
+    }
+}
+
+fn range(gpa: u64, len: usize, ram: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(gpa).ok()?;
+    let end = start.checked_add(len)?;
+    (end <= ram).then_some(start..end)
+}
+
+struct Card {
+    nic: RefCell<VirtioNet>,
+    ram: Ram,
+}
+
+struct Cards(Vec<Card>);
+
+impl Ports for Cards {
+    fn port_count(&self) -> usize {
+        self.0.len()
+    }
+    fn with_port<R>(
+        &self,
+        port: usize,
+        f: impl FnOnce(&mut VirtioNet, &dyn QueueMemory) -> R,
+    ) -> Option<R> {
+        let card = self.0.get(port)?;
+        Some(f(&mut card.nic.borrow_mut(), &card.ram))
+    }
+}
+
+/// Linux's virtio_mmio + virtio_net probe; queue `q`'s rings at 0x1000 * q: descriptors,
+/// available ring at +0x100, used ring at +0x200.
+fn probe(nic: &mut VirtioNet, event_idx: bool) {
+    let mut w = |offset: u64, value: u32| {
+        nic.mmio_write(offset, 4, u64::from(value));
+    };
+    w(0x070, 0);
+    w(0x070, 1);
+    w(0x070, 3);
+    w(0x024, 1);
+    w(0x020, 1);
+    w(0x024, 0);
+    w(0x020, (1 << 5) | (1 << 16) | (u32::from(event_idx) << 29));
+    w(0x070, 0xB);
+    for q in 0..2u32 {
+        w(0x030, q);
+        w(0x038, 16);
+        w(0x080, 0x1000 * q);
+        w(0x090, 0x1000 * q + 0x100);
+        w(0x0A0, 0x1000 * q + 0x200);
+        w(0x044, 1);
+    }
+    w(0x070, 0xF);
+    nic.set_link(true);
+}
+
+fuzz_target!(|input: Input| {
+    let cards = Cards(
+        (0..CARDS)
+            .map(|n| {
+                let mut ram = vec![0u8; RAM];
+                if n == 0 {
+                    let len = input.memory.len().min(RAM);
+                    ram[..len].copy_from_slice(&input.memory[..len]);
+                }
+                let mut nic = VirtioNet::new(NetConfig {
+                    mac: [0x52, 0x54, 0, 0, 0, n as u8],
+                    index: n as u8,
+                });
+                if input.probe {
+                    probe(&mut nic, input.event_idx);
+                }
+                Card {
+                    nic: RefCell::new(nic),
+                    ram: Ram(RefCell::new(ram)),
+                }
+            })
+            .collect(),
+    );
+    let mut switch = Switch::new(CARDS);
+    let card = |n: u8| &cards.0[usize::from(n) % CARDS];
+    for step in input.steps {
+        match step {
+            Step::Read {
+                card: n,
+                offset,
+                size,
+            } => {
+                card(n).nic.borrow_mut().mmio_read(u64::from(offset), size);
+            }
+            Step::Write {
+                card: n,
+                offset,
+                size,
+                value,
+            } => {
+                card(n)
+                    .nic
+                    .borrow_mut()
+                    .mmio_write(u64::from(offset), size, value);
+            }
+            Step::Notify { card: n, queue } => {
+                card(n)
+                    .nic
+                    .borrow_mut()
+                    .mmio_write(0x050, 4, u64::from(queue));
+            }
+            Step::Poke { card: n, at, bytes } => {
+                card(n).ram.write(u64::from(at), &bytes);
+            }
+            Step::Transmit {
+                card: n,
+                max_frames,
+            } => {
+                let from = usize::from(n) % CARDS;
+                let sender = card(n);
+                let frames = sender
+                    .nic
+                    .borrow_mut()
+                    .take_transmits(&sender.ram, usize::from(max_frames));
+                assert!(frames.len() <= usize::from(max_frames));
+                for frame in frames {
+                    assert!((14..=MAX_FRAME_LEN).contains(&frame.len()));
+                    let route = switch.route(from, &frame);
+                    let delivery = deliver(&cards, from, route, &frame);
+                    let expected = match route {
+                        Route::Port(_) => 1,
+                        Route::Flood => CARDS - 1,
+                        Route::Drop(_) => 0,
+                    };
+                    assert_eq!(delivery.destinations(), expected);
+                }
+            }
+            Step::Inject { card: n, frame } => {
+                let from = usize::from(n) % CARDS;
+                let route = switch.route(from, &frame);
+                deliver(&cards, from, route, &frame);
+            }
+            Step::Link { card: n, up } => card(n).nic.borrow_mut().set_link(up),
+            Step::Forget(port) => switch.forget(usize::from(port)),
+        }
+        for card in &cards.0 {
+            let nic = card.nic.borrow();
+            let _ = nic.interrupt_asserted();
+            let c = nic.counters();
+            assert!(c.rx_bytes <= c.rx_frames * MAX_FRAME_LEN as u64);
+        }
+    }
+});
