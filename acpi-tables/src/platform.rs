@@ -89,7 +89,7 @@ pub struct Devices {
 }
 
 /// How many virtio-mmio devices [`Devices`] can describe.
-pub const MAX_VIRTIO_MMIO: usize = 4;
+pub const MAX_VIRTIO_MMIO: usize = 8;
 
 /// Where the first virtio-mmio window goes by default: 0xFEB0_0000, the address QEMU's
 /// microvm machine uses, in the hole below the I/O APIC (0xFEC0_0000), the HPET range
@@ -103,6 +103,10 @@ pub const VIRTIO_MMIO_SIZE: u32 = 0x200;
 /// first virtio IRQ too. Level-triggered, active high, as QEMU describes virtio-mmio; the
 /// MADT gets a matching interrupt source override.
 pub const VIRTIO_MMIO_GSI: u32 = 5;
+/// The GSI of the device in slot 1; slot `n` ≥ 1 takes `VIRTIO_MMIO_PCI_GSI + n - 1`: the
+/// I/O APIC's inputs above the ISA range (16..23), which no ISA device claims and which
+/// `_CRS` describes as level-triggered, active high like slot 0's.
+pub const VIRTIO_MMIO_PCI_GSI: u32 = 16;
 
 /// One virtio-mmio device window (VIRTIO 1.2 §4.2.2), found by Linux through the DSDT as
 /// `_HID "LNRO0005"`.
@@ -120,10 +124,21 @@ impl VirtioMmio {
     /// The first device at the default placement: [`VIRTIO_MMIO_BASE`],
     /// [`VIRTIO_MMIO_SIZE`], [`VIRTIO_MMIO_GSI`].
     pub const fn default_placement() -> VirtioMmio {
+        Self::at_slot(0)
+    }
+
+    /// The device of slot `slot` (below [`MAX_VIRTIO_MMIO`]) at its default placement: its
+    /// window [`VIRTIO_MMIO_SIZE`] × `slot` above [`VIRTIO_MMIO_BASE`], its interrupt
+    /// [`VIRTIO_MMIO_GSI`] for slot 0 and [`VIRTIO_MMIO_PCI_GSI`] + `slot` − 1 after.
+    pub const fn at_slot(slot: usize) -> VirtioMmio {
         VirtioMmio {
-            base: VIRTIO_MMIO_BASE,
+            base: VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * slot as u32,
             size: VIRTIO_MMIO_SIZE,
-            gsi: VIRTIO_MMIO_GSI,
+            gsi: if slot == 0 {
+                VIRTIO_MMIO_GSI
+            } else {
+                VIRTIO_MMIO_PCI_GSI + slot as u32 - 1
+            },
         }
     }
 }

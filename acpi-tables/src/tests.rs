@@ -230,6 +230,26 @@ fn many_vcpus_fit_and_stay_consistent() {
 }
 
 #[test]
+fn every_virtio_slot_at_its_default_placement_is_valid() {
+    let mut platform = two_nodes_four_vcpus();
+    for slot in 0..MAX_VIRTIO_MMIO {
+        platform.devices.virtio_mmio[slot] = Some(VirtioMmio::at_slot(slot));
+    }
+    assert_eq!(VirtioMmio::at_slot(0), VirtioMmio::default_placement());
+    assert_eq!(VirtioMmio::at_slot(1).gsi, 16);
+    assert_eq!(
+        VirtioMmio::at_slot(1).base,
+        VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE
+    );
+    let tables = generate(&platform).unwrap();
+    let dsdt = &tables.table(b"DSDT").unwrap().bytes;
+    for slot in 0..MAX_VIRTIO_MMIO {
+        let name = format!("VR{slot:02}");
+        assert!(dsdt.windows(4).any(|w| w == name.as_bytes()), "{name}");
+    }
+}
+
+#[test]
 fn virtio_mmio_devices_are_checked() {
     let with = |device: VirtioMmio| {
         move |p: &mut GuestPlatform| {

@@ -182,6 +182,7 @@ fn run_partitions(
 static EMPTY_LAYOUT: numavisor_layout::Layout = numavisor_layout::Layout {
     name: "none",
     partitions: &[],
+    networks: &[],
     boot_options: "",
 };
 

@@ -1,5 +1,5 @@
 //! The Linux guest material, under `<target>/linux/`: Debian's cloud kernel (`vmlinuz`, a
-//! bzImage), the kernel modules it needs for the virtio balloon (`modules/`, see
+//! bzImage), the kernel modules it needs for its virtio devices (`modules/`, see
 //! [`GUEST_MODULES`]) and a static busybox, fetched with apt, and an initramfs
 //! (`initramfs.cpio`, an uncompressed newc archive our own [`cpio`] writer builds) whose
 //! `/init` is [`DEFAULT_INIT`].
@@ -27,10 +27,11 @@ pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
 /// The kernel modules the guest loads at start, by name: Debian's cloud kernel (6.1) builds
-/// virtio, the virtio-mmio transport and the balloon as modules (`CONFIG_VIRTIO=m`,
-/// `CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BALLOON=m`). Their dependencies are added and the
-/// whole set ordered by [`module_load_order`].
-pub const GUEST_MODULES: [&str; 2] = ["virtio_mmio", "virtio_balloon"];
+/// virtio, the virtio-mmio transport, the balloon and the network driver as modules
+/// (`CONFIG_VIRTIO=m`, `CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BALLOON=m`,
+/// `CONFIG_VIRTIO_NET=m`, which needs `net_failover` and `failover`). Their dependencies are
+/// added and the whole set ordered by [`module_load_order`].
+pub const GUEST_MODULES: [&str; 3] = ["virtio_mmio", "virtio_balloon", "virtio_net"];
 
 /// The file in the initramfs (and in `<target>/linux/modules/`) naming the modules to load,
 /// one a line, dependencies first; `/init` loads `/lib/modules/NAME.ko` for each.
@@ -604,12 +605,25 @@ mod tests {
                 "virtio_mmio" | "virtio_balloon" => {
                     vec!["virtio".to_string(), "virtio_ring".to_string()]
                 }
+                "virtio_net" => ["net_failover", "virtio", "virtio_ring"]
+                    .map(str::to_string)
+                    .to_vec(),
+                "net_failover" => vec!["failover".to_string()],
+                "failover" => vec![],
                 other => bail!("no module {other}"),
             })
         };
         assert_eq!(
             module_load_order(&GUEST_MODULES, &mut depends).unwrap(),
-            ["virtio_ring", "virtio", "virtio_mmio", "virtio_balloon"]
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_mmio",
+                "virtio_balloon",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
         );
         assert!(module_load_order(&["nonesuch"], &mut depends).is_err());
         let mut cycle = |name: &str| -> Result<Vec<String>> {
@@ -625,7 +639,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // A cache from before the modules: nothing there.
         assert_eq!(cached_modules(&dir), None);
-        let names = ["virtio_ring", "virtio", "virtio_mmio", "virtio_balloon"];
+        let names = [
+            "virtio_ring",
+            "virtio",
+            "virtio_mmio",
+            "virtio_balloon",
+            "failover",
+            "net_failover",
+            "virtio_net",
+        ];
         let list: String = names.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(dir.join(MODULE_ORDER_FILE), &list).unwrap();
         // The list without its files.
@@ -634,8 +656,9 @@ mod tests {
             std::fs::write(dir.join(format!("{name}.ko")), b"ko").unwrap();
         }
         let cached = cached_modules(&dir).unwrap();
-        assert_eq!(cached.len(), 4);
+        assert_eq!(cached.len(), 7);
         assert!(cached[3].ends_with("virtio_balloon.ko"));
+        assert!(cached[6].ends_with("virtio_net.ko"));
         // A list that lacks a guest module is stale.
         std::fs::write(dir.join(MODULE_ORDER_FILE), "virtio_ring\nvirtio\n").unwrap();
         assert_eq!(cached_modules(&dir), None);

@@ -223,18 +223,34 @@ fn run(
                 event["pool"]["deposited"].as_u64().unwrap_or(0) / 1024,
                 event["pool"]["node"],
             ),
+            Some("network") => {
+                for network in event["networks"].as_array().into_iter().flatten() {
+                    let members: Vec<String> = network["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|m| format!("{} eth{} {} on node(s) {}", m["partition"], m["nic"], m["mac"], m["nodes"]))
+                        .collect();
+                    println!("  network {}: {}", network["name"], members.join("; "));
+                }
+            }
             Some("console") => {
-                // What a Linux guest's /init reported about itself (`@guest {"event":"linux"}`).
+                // What a Linux guest's /init reported about itself (`@guest {...}` lines).
                 let seen = event["line"]
                     .as_str()
                     .and_then(|l| l.strip_prefix("@guest "))
-                    .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
-                    .filter(|v| v["event"] == "linux");
-                if let Some(seen) = seen {
-                    println!(
+                    .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+                let Some(seen) = seen else { continue };
+                match seen["event"].as_str() {
+                    Some("linux") => println!(
                         "  partition {} sees: nproc {}, {} node(s), distances {}, MemTotal {} KiB",
                         event["partition"], seen["nproc"], seen["nodes"], seen["distances"], seen["memtotal_kb"]
-                    );
+                    ),
+                    Some("ping") => println!(
+                        "  partition {} pinged {}: {} of {} answered, average round trip {} ms",
+                        event["partition"], seen["peer"], seen["received"], seen["transmitted"], seen["rtt_avg_ms"]
+                    ),
+                    _ => {}
                 }
             }
             Some("partition_refused") => println!("  partition {} refused: {}", event["name"], event["reason"]),

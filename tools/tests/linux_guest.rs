@@ -73,6 +73,9 @@ fn debian_guest_modules_are_there_in_load_order() {
     assert!(position("virtio_ring") < position("virtio"));
     assert!(position("virtio") < position("virtio_mmio"));
     assert!(position("virtio") < position("virtio_balloon"));
+    // The network driver after its failover helpers.
+    assert!(position("failover") < position("net_failover"));
+    assert!(position("net_failover") < position("virtio_net"));
     for module in &material.modules {
         let bytes = std::fs::read(module).unwrap();
         assert!(

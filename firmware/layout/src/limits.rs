@@ -14,7 +14,7 @@ pub const MAX_COMMAND_LINE: usize = 1024;
 pub const MAX_VCPUS_PER_PARTITION: u32 = 255;
 /// The most network cards one partition has (each is a virtio-mmio window and an I/O APIC
 /// pin of its own).
-pub const MAX_NICS_PER_PARTITION: usize = 4;
+pub const MAX_NICS_PER_PARTITION: usize = numavisor_policy::vmm::platform::MAX_NICS;
 /// The most networks one layout holds.
 pub const MAX_NETWORKS: usize = 64;
 /// The most vNUMA nodes one partition has.

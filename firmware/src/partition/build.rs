@@ -26,7 +26,7 @@ use numavisor_policy::slat::{
 };
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
-use numavisor_policy::vmm::platform::{PlatformConfig, PlatformDevices};
+use numavisor_policy::vmm::platform::{NicWindow, PlatformConfig, PlatformDevices, MAX_NICS};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
@@ -465,23 +465,38 @@ fn linux_command_line(user: &str) -> alloc::string::String {
     }
 }
 
+/// The virtio-mmio slot of the memory balloon; network card `n` takes slot `NIC_SLOT + n`
+/// (the guest's DSDT lists them in slot order, so Linux names the cards eth0, eth1, … in the
+/// layout's order).
+const BALLOON_SLOT: usize = 0;
+const NIC_SLOT: usize = 1;
+
 /// The devices the guest's ACPI tables describe: a PC, with a memory balloon under Dynamic
-/// Memory.
+/// Memory and a virtio-net card per `nics` entry.
 fn guest_devices(spec: &PartitionSpec) -> guest_acpi::Devices {
+    let mut devices = guest_acpi::Devices::pc();
     if spec.dynamic {
-        guest_acpi::Devices::pc_with_virtio_balloon()
-    } else {
-        guest_acpi::Devices::pc()
+        devices.virtio_mmio[BALLOON_SLOT] = Some(guest_acpi::VirtioMmio::at_slot(BALLOON_SLOT));
     }
+    // The layout allows at most MAX_NICS_PER_PARTITION (4) cards: slots 1..=4 of 8.
+    for slot in (NIC_SLOT..).take(spec.nics.len()) {
+        devices.virtio_mmio[slot] = Some(guest_acpi::VirtioMmio::at_slot(slot));
+    }
+    devices
 }
 
 /// Where the virtual devices sit: the values the guest's ACPI tables describe.
 fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
     let devices = guest_devices(spec);
-    let balloon = devices
-        .virtio_mmio_devices()
-        .next()
-        .map(|(_, v)| (v.base as u64, v.gsi as u8));
+    let window = |slot: usize| devices.virtio_mmio[slot].map(|v| (u64::from(v.base), v.gsi as u8));
+    let mut nics = [None; MAX_NICS];
+    for (index, nic) in spec.nics.iter().enumerate().take(MAX_NICS) {
+        nics[index] = window(NIC_SLOT + index).map(|(base, pin)| NicWindow {
+            base,
+            pin,
+            mac: nic.mac,
+        });
+    }
     let uart = devices.uart.unwrap_or(guest_acpi::Uart16550 {
         port: 0x3F8,
         irq: 4,
@@ -497,7 +512,8 @@ fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
         debug_exit_port: DEBUG_EXIT_PORT,
         tsc_hz: tsc::hz(),
         rtc_epoch_seconds: RTC_EPOCH_SECONDS,
-        virtio_balloon: balloon,
+        virtio_balloon: window(BALLOON_SLOT),
+        nics,
     }
 }
 
@@ -516,6 +532,8 @@ pub fn reset_devices(partition: &Partition) {
         *slot.lapic.lock() = new_lapic(guest_apic_id(&plans, index), index);
         slot.clear_signals();
     }
+    // Its new cards start with the link down.
+    super::network::refresh_links(partition.hv.networks());
 }
 
 /// The CPUID view of vCPU `index`: its APIC ID and a topology whose packages are the

@@ -14,7 +14,6 @@ use alloc::vec::Vec;
 
 use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::virtio::balloon::{BalloonEvent, BalloonRequest};
-use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::hypercall::bank::PageMove;
 use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy};
 use numavisor_policy::report::events::{self, BalloonMove, TargetSetter};
@@ -116,22 +115,8 @@ impl core::fmt::Display for TargetError {
 
 /// Guest RAM as the balloon's queues see it: the partition's RAM as it is now (not a vCPU's
 /// copy, which may predate the pages this very exit moved).
-struct CurrentRam(GuestMemory);
-
-impl CurrentRam {
-    fn of(partition: &Partition) -> CurrentRam {
-        CurrentRam(GuestMemory::new(partition.state.lock().ram.clone()))
-    }
-}
-
-impl QueueMemory for CurrentRam {
-    fn read(&self, gpa: u64, buffer: &mut [u8]) -> bool {
-        self.0.read(gpa, buffer)
-    }
-
-    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
-        self.0.write(gpa, bytes)
-    }
+fn current_ram(partition: &Partition) -> GuestMemory {
+    GuestMemory::new(partition.state.lock().ram.clone())
 }
 
 /// The bytes of RAM the partition was started with (the balloon's zero point).
@@ -174,7 +159,7 @@ pub fn poll(partition: &Partition) {
         }
         state.next_stats = tsc::deadline_after_micros(STATS_PERIOD_MICROS);
     }
-    let ram = CurrentRam::of(partition);
+    let ram = current_ram(partition);
     let delivery = partition.devices.lock().balloon_request_stats(&ram);
     if let Some(delivery) = delivery {
         deliver_ioapic(partition, delivery);
@@ -210,7 +195,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
     // Bounded: every pass takes at most the rings' worth of buffers.
     for _ in 0..16 {
         let requests = {
-            let ram = CurrentRam::of(partition);
+            let ram = current_ram(partition);
             let mut devices = partition.devices.lock();
             let requests = devices
                 .balloon
@@ -251,7 +236,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                     continue;
                 }
             };
-            let ram = CurrentRam::of(partition);
+            let ram = current_ram(partition);
             let mut devices = partition.devices.lock();
             let event = devices
                 .balloon

@@ -8,11 +8,23 @@
 use alloc::sync::Arc;
 use core::cell::RefCell;
 
+use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::hypercall::bank::PageMove;
 use numavisor_policy::memory::HostPage;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::zeroing::Span;
 use numavisor_policy::slat::TableMemory;
+
+/// A device's queues reach guest memory through the same checked copies.
+impl QueueMemory for GuestMemory {
+    fn read(&self, gpa: u64, buffer: &mut [u8]) -> bool {
+        GuestMemory::read(self, gpa, buffer)
+    }
+
+    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
+        GuestMemory::write(self, gpa, bytes)
+    }
+}
 
 /// The partition's guest RAM, as one vCPU (or the builder) sees it.
 pub struct GuestMemory {

@@ -10,7 +10,9 @@
 //!    a wait);
 //! 3. a partition's `state` (its RAM, pool, SLAT);
 //! 4. a partition's `devices` — never held with a local APIC; no two local APICs at once
-//!    (interrupts are collected first, then delivered: `interrupts`);
+//!    (interrupts are collected first, then delivered: `interrupts`); a network's switch is
+//!    taken alone, and a frame is copied into a receiver under that receiver's `state` and
+//!    `devices` only, never with another partition's lock held (`network`);
 //! 5. [`Hypervisor::frames`] (free memory), taken last and briefly.
 //!
 //! The input switch ([`Hypervisor::input`]) is taken with `try_lock` from any CPU's idle or
@@ -33,6 +35,7 @@ use numavisor_policy::vmm::console_input::InputSwitch;
 use numavisor_policy::vmm::monitor::LineEditor;
 use spin::{Mutex, Once};
 
+use super::network::Network;
 use super::Partition;
 
 /// What boot hands the partition manager.
@@ -57,6 +60,8 @@ pub struct Hypervisor {
     pub distances: Vec<Vec<u8>>,
     /// The partitions that were built, by index (set once, when they all are).
     partitions: Once<Vec<&'static Partition>>,
+    /// The layout's networks over the partitions built (set once, with them).
+    networks: Once<Vec<Network>>,
     /// Every partition's account: slots, and pages deposited by parents.
     pub bank: Mutex<Bank>,
     /// vCPUs waiting for their CPU: (APIC ID, partition index, vCPU index).
@@ -85,6 +90,7 @@ impl Hypervisor {
             frames: Mutex::new(boot.frames),
             distances: boot.distances,
             partitions: Once::new(),
+            networks: Once::new(),
             bank: Mutex::new(Bank::default()),
             assignments: Mutex::new(Vec::new()),
             host_pages: Mutex::new(BTreeMap::new()),
@@ -106,6 +112,16 @@ impl Hypervisor {
     pub(super) fn set_partitions(&self, built: Vec<&'static Partition>) {
         self.running.store(built.len(), Ordering::SeqCst);
         self.partitions.call_once(|| built);
+    }
+
+    /// The layout's networks, by layout index (none before the partitions are built).
+    pub fn networks(&self) -> &[Network] {
+        self.networks.get().map_or(&[], |all| all.as_slice())
+    }
+
+    /// Records the networks (once).
+    pub(super) fn set_networks(&self, networks: Vec<Network>) {
+        self.networks.call_once(|| networks);
     }
 
     /// Queues vCPUs for their CPUs.

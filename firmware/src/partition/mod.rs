@@ -13,6 +13,7 @@ mod interrupts;
 mod machine;
 mod memory_sync;
 mod monitor;
+mod network;
 mod page_moves;
 mod vcpu_loop;
 
@@ -103,13 +104,14 @@ impl ExitCounters {
     }
 }
 
-/// Prints partition `partition`'s exit counts now.
+/// Prints partition `partition`'s exit counts, and its network cards' counters, now.
 pub fn emit_exit_counts(partition: &Partition) {
     report::emit(&events::exit_counts(
         partition.name(),
         crate::platform::cpu::tsc::micros_since_entry(),
         &partition.exit_counts.snapshot(),
     ));
+    network::emit_counts(partition);
 }
 
 /// What a partition owns while it exists.
@@ -189,6 +191,11 @@ pub fn build_all(
     reserve_host_pages(hv, &built);
     page_moves::open_bank(hv, &built);
     hv.set_partitions(built);
+    hv.set_networks(network::build_networks(layout, hv.partitions()));
+    if !layout.networks.is_empty() {
+        network::emit_report(hv.networks());
+    }
+    network::refresh_links(hv.networks());
     for &partition in hv.partitions() {
         dynamic::start(partition);
     }
@@ -260,6 +267,9 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         ));
         build::reset_guest(partition, &mut state);
         drop(state);
+        // What the switches learned of it is stale (its new cards get their links with the
+        // new devices: `build::reset_devices`).
+        network::leave(partition);
         // A restart takes nothing but what refills pages it deposited; the ledger says so.
         partition.hv.emit_ledger();
         return true;
@@ -291,6 +301,8 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     partition.control.end();
     build::release(&mut state, &mut partition.hv.frames.lock());
     drop(state);
+    network::leave(partition);
+    network::refresh_links(partition.hv.networks());
     page_moves::close(partition);
     partition.hv.emit_ledger();
     if partition.hv.one_stopped() {

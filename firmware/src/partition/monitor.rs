@@ -114,6 +114,15 @@ fn run(hv: &Hypervisor, command: &Command) -> Result<Vec<PartitionSummary<'stati
             emit_exit_counts(partition);
             Ok(Vec::new())
         }
+        Command::Nics { network } => {
+            let all = hv.networks();
+            let network = all.iter().find(|n| n.name == network).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|n| n.name).collect();
+                alloc::format!("no network \"{network}\" (networks: {})", names.join(", "))
+            })?;
+            super::network::show(network);
+            Ok(Vec::new())
+        }
         Command::Stop { partition } => {
             ask(find(hv, partition)?, false)?;
             Ok(Vec::new())

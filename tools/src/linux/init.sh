@@ -9,9 +9,22 @@
 #   memory-idle  Dynamic Memory, the idle side: 56 s of meminfo reports (see test_memory)
 #   memory-load  Dynamic Memory, the busy side: idle 12 s, then fill a tmpfs towards 80 % of
 #             MemTotal as free memory allows, keep it until 56 s; meminfo reports throughout
+#   ping      ping nv.peer until it answers (at most PING_WAIT_S), then PING_COUNT times
+#                                                      -> {"event":"ping",...}
+#   send      send nv.mib MiB (default 64) of pseudo-random data to nv.peer's port
+#             NET_PORT with busybox nc                 -> {"event":"sent",...}
+#   receive   take one transfer on port NET_PORT       -> {"event":"received",...}
+#   wait-peer  wait (at most PING_WAIT_S) until nv.peer says it is done (tell-peer)
+#   tell-peer  tell nv.peer this guest is done: a pair of guests that ping each other
+#             and then power off use them so neither stops before the other has finished
+#                                                      -> {"event":"peer-done",...}
 #   poweroff  power off (poweroff -f)
 #   reboot    reboot (reboot -f)
 # Without nv.test (or after tests that do not end the guest) it starts a shell on the console.
+#
+# Networking needs no script either: nv.ip=ADDR/PREFIX[,ADDR/PREFIX...] gives eth0, eth1, ...
+# (the partition's NICs in layout order) those addresses and brings them up, and the guest
+# reports its interfaces ({"event":"network",...}).
 
 # busybox applets as links in /bin, /sbin, /usr/bin, /usr/sbin (the initramfs holds only
 # /bin/busybox and /bin/sh).
@@ -58,6 +71,117 @@ say "{\"event\":\"linux\",\"nproc\":$nproc,\"nodes\":$nodes,\"distances\":[$dist
 
 # --- Tests named on the command line. ---
 
+# The nv.* words of the kernel command line.
+tests=""
+ips=""
+peer=""
+mib=64
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        nv.test=*) tests="$tests $(echo "${word#nv.test=}" | tr ',' ' ')" ;;
+        nv.ip=*) ips="${word#nv.ip=}" ;;
+        nv.peer=*) peer="${word#nv.peer=}" ;;
+        nv.mib=*) mib="${word#nv.mib=}" ;;
+    esac
+done
+
+# --- The network (nv.ip): addresses in NIC order, then one report of every interface. ---
+PING_WAIT_S=60
+PING_COUNT=5
+NET_PORT=5000
+setup_network() {
+    n=0
+    for address in $(echo "$ips" | tr ',' ' '); do
+        ip addr add "$address" dev "eth$n"
+        ip link set "eth$n" up
+        n=$((n + 1))
+    done
+    interfaces=""
+    for dev in /sys/class/net/eth*; do
+        [ -e "$dev" ] || continue
+        name=${dev##*/}
+        address=$(ip -4 -o addr show dev "$name" 2>/dev/null | awk '{ print $4 }' | head -n 1)
+        driver=""
+        [ -L "$dev/device/driver" ] && driver=$(basename "$(readlink "$dev/device/driver")")
+        interfaces="${interfaces:+$interfaces,}{\"name\":\"$name\",\"mac\":\"$(cat "$dev/address")\",\"address\":\"$address\",\"driver\":\"$driver\",\"mtu\":$(cat "$dev/mtu")}"
+    done
+    say "{\"event\":\"network\",\"interfaces\":[$interfaces]}"
+}
+[ -n "$ips" ] && setup_network
+
+# uptime_ms: /proc/uptime in milliseconds.
+uptime_ms() {
+    awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
+}
+
+# Ping nv.peer until it answers (its guest may still be booting; at most PING_WAIT_S
+# tries, a second or two each), then PING_COUNT times; the summary line of busybox ping gives
+# the counts and round trips.
+test_ping() {
+    waited=0
+    until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
+        waited=$((waited + 1))
+        [ "$waited" -ge "$PING_WAIT_S" ] && break
+        sleep 1
+    done
+    out=$(ping -c "$PING_COUNT" -i 0.2 -W 2 "$peer" 2>&1)
+    sent=$(echo "$out" | awk '/packets transmitted/ { print $1 }')
+    received=$(echo "$out" | awk '/packets transmitted/ { print $4 }')
+    avg=$(echo "$out" | awk -F'[/ ]' '/round-trip/ { print $(NF-2) }')
+    say "{\"event\":\"ping\",\"peer\":\"$peer\",\"waited_s\":$waited,\"transmitted\":${sent:-0},\"received\":${received:-0},\"rtt_avg_ms\":${avg:-null}}"
+}
+
+# The data a transfer carries: nv.mib copies of one pseudo-random MiB (made once).
+transfer_data() {
+    i=0
+    while [ "$i" -lt "$mib" ]; do
+        cat /tmp/chunk
+        i=$((i + 1))
+    done
+}
+
+# Send nv.mib MiB to nv.peer:NET_PORT; retried (once a second, PING_WAIT_S times) until the
+# receiver listens. Its sha256 is computed from a second pass over the same data.
+test_send() {
+    [ -f /tmp/chunk ] || head -c 1048576 /dev/urandom > /tmp/chunk
+    sha=$(transfer_data | sha256sum | cut -d ' ' -f 1)
+    tries=0
+    ok=false
+    start=$(uptime_ms)
+    while [ "$tries" -lt "$PING_WAIT_S" ]; do
+        tries=$((tries + 1))
+        start=$(uptime_ms)
+        if transfer_data | nc -w 5 "$peer" "$NET_PORT"; then
+            ok=true
+            break
+        fi
+        sleep 1
+    done
+    ms=$(($(uptime_ms) - start))
+    say "{\"event\":\"sent\",\"ok\":$ok,\"bytes\":$((mib * 1048576)),\"sha256\":\"$sha\",\"ms\":$ms,\"tries\":$tries}"
+}
+
+# A listening nc's standard input: a pipe that stays open and empty (fd 3). At the end of
+# its input busybox nc closes its sending half, and the sending nc ends when the other side
+# does: with /dev/null the sender would stop after its first read.
+hold_stdin() {
+    [ -p /tmp/hold ] || mkfifo /tmp/hold
+    exec 3<>/tmp/hold
+}
+
+# Take one transfer on NET_PORT into /tmp and report its size and sha256.
+test_receive() {
+    hold_stdin
+    say "{\"event\":\"listening\",\"port\":$NET_PORT}"
+    start=$(uptime_ms)
+    nc -l -p "$NET_PORT" <&3 > /tmp/received
+    ms=$(($(uptime_ms) - start))
+    bytes=$(stat -c %s /tmp/received)
+    sha=$(sha256sum /tmp/received | cut -d ' ' -f 1)
+    rm -f /tmp/received
+    say "{\"event\":\"received\",\"bytes\":$bytes,\"sha256\":\"$sha\",\"ms\":$ms}"
+}
+
 # Fill a tmpfs of its own with 3/4 of MemAvailable; ok when dd wrote all of it.
 test_fill() {
     available_kb=$(meminfo MemAvailable)
@@ -84,6 +208,24 @@ test_sleep() {
     date_after=$(date +%s)
     uptime_after=$(cut -d ' ' -f 1 /proc/uptime)
     say "{\"event\":\"sleep\",\"seconds\":5,\"date_before\":$date_before,\"date_after\":$date_after,\"uptime_before\":$uptime_before,\"uptime_after\":$uptime_after}"
+}
+
+# The barrier of a pair: wait-peer listens on BARRIER_PORT for one line, tell-peer sends it
+# (retried once a second until the other listens).
+BARRIER_PORT=5001
+test_wait_peer() {
+    hold_stdin
+    line=$(timeout "$PING_WAIT_S" nc -l -p "$BARRIER_PORT" <&3)
+    say "{\"event\":\"peer-done\",\"role\":\"wait\",\"heard\":\"$line\"}"
+}
+test_tell_peer() {
+    tries=0
+    until echo done | nc -w 5 "$peer" "$BARRIER_PORT"; do
+        tries=$((tries + 1))
+        [ "$tries" -ge "$PING_WAIT_S" ] && break
+        sleep 1
+    done
+    say "{\"event\":\"peer-done\",\"role\":\"tell\",\"tries\":$tries}"
 }
 
 # --- Dynamic Memory (memory-idle, memory-load). ---
@@ -201,18 +343,17 @@ test_memory() {
     say "{\"event\":\"memory_done\",\"mode\":\"$mode\",\"seq\":$seq,\"uptime\":$uptime,\"filled_mib\":$filled,\"wanted_mib\":$wanted,\"dd_failures\":$failures,\"memtotal_kb_first\":$total_first,\"memtotal_kb_min\":$total_min,\"memtotal_kb_max\":$total_max}"
 }
 
-tests=""
-for word in $(cat /proc/cmdline); do
-    case "$word" in
-        nv.test=*) tests="$tests $(echo "${word#nv.test=}" | tr ',' ' ')" ;;
-    esac
-done
 for t in $tests; do
     case "$t" in
         fill) test_fill ;;
         sleep) test_sleep ;;
         memory-idle) test_memory idle ;;
         memory-load) test_memory load ;;
+        ping) test_ping ;;
+        send) test_send ;;
+        receive) test_receive ;;
+        wait-peer) test_wait_peer ;;
+        tell-peer) test_tell_peer ;;
         poweroff) say '{"event":"poweroff"}'; poweroff -f ;;
         reboot) say '{"event":"reboot"}'; reboot -f ;;
         *) say "{\"event\":\"unknown-test\",\"name\":\"$t\"}" ;;

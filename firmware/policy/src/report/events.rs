@@ -643,3 +643,97 @@ pub fn balloon(m: &BalloonMove) -> String {
             .u64("us", m.micros);
     })
 }
+
+/// A MAC address as the report and the layout write it: `02:6e:76:00:00:01`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    let mut text = String::with_capacity(17);
+    for (i, byte) in mac.iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        for nibble in [byte >> 4, byte & 0xF] {
+            text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    text
+}
+
+/// One member of a network in the `network` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkMember<'a> {
+    /// The partition.
+    pub partition: &'a str,
+    /// Which of its NICs (its `nics` index; the guest's eth number).
+    pub nic: usize,
+    pub mac: [u8; 6],
+    /// The host nodes holding the partition's memory.
+    pub nodes: Vec<u32>,
+}
+
+/// One network in the `network` event: its name and the members that were built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkReport<'a> {
+    pub name: &'a str,
+    pub members: Vec<NetworkMember<'a>>,
+}
+
+/// `network`: the layout's networks as built, each with its members' NICs, MACs and nodes.
+pub fn network(networks: &[NetworkReport]) -> String {
+    event("network", |o| {
+        o.array("networks", |a| {
+            for n in networks {
+                a.object(|net| {
+                    net.str("name", n.name).array("members", |members| {
+                        for m in &n.members {
+                            members.object(|member| {
+                                member
+                                    .str("partition", m.partition)
+                                    .u64("nic", m.nic as u64)
+                                    .str("mac", &mac_string(m.mac))
+                                    .array("nodes", |nodes| {
+                                        for &node in &m.nodes {
+                                            nodes.u64(u64::from(node));
+                                        }
+                                    });
+                            });
+                        }
+                    });
+                });
+            }
+        });
+    })
+}
+
+/// One NIC's counters in a `nic_counts` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicReport<'a> {
+    pub nic: usize,
+    pub network: &'a str,
+    pub mac: [u8; 6],
+    pub link_up: bool,
+    /// Frames and bytes sent and received, and frames dropped by reason.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// `nic_counts`: a partition's NIC counters, printed with its `exit_counts` (periodically
+/// with `exit-stats=MS`, and at every stop).
+pub fn nic_counts(partition: &str, micros: u64, nics: &[NicReport]) -> String {
+    event("nic_counts", |o| {
+        o.str("partition", partition).u64("us", micros);
+        o.array("nics", |a| {
+            for n in nics {
+                a.object(|nic| {
+                    nic.u64("nic", n.nic as u64)
+                        .str("network", n.network)
+                        .str("mac", &mac_string(n.mac))
+                        .bool("link_up", n.link_up)
+                        .object("counters", |c| {
+                            for &(name, value) in &n.counters {
+                                c.u64(name, value);
+                            }
+                        });
+                });
+            }
+        });
+    })
+}

@@ -11,7 +11,7 @@ use core::fmt;
 pub const MAX_LINE: usize = 120;
 
 /// The commands and what they take, for `help` and for errors.
-pub const COMMANDS: [(&str, &str, &str); 7] = [
+pub const COMMANDS: [(&str, &str, &str); 8] = [
     ("help", "", "list the commands"),
     (
         "partitions",
@@ -24,6 +24,11 @@ pub const COMMANDS: [(&str, &str, &str); 7] = [
         "every node's memory: free, hypervisor, guest, pools",
     ),
     ("exits", "NAME", "partition NAME's VM exits by kind"),
+    (
+        "nics",
+        "NAME",
+        "the cards on network NAME: MAC, link, frames and bytes sent and received, drops",
+    ),
     (
         "balloon",
         "NAME VNODE SIZE",
@@ -49,6 +54,10 @@ pub enum Command {
     Ledger,
     Exits {
         partition: String,
+    },
+    /// `nics NAME`: the cards on network `network`.
+    Nics {
+        network: String,
     },
     Stop {
         partition: String,
@@ -150,6 +159,9 @@ fn command(first: &str, rest: &[&str]) -> Result<Command, MonitorError> {
         "ledger" => Command::Ledger,
         "exits" => Command::Exits {
             partition: partition(),
+        },
+        "nics" => Command::Nics {
+            network: partition(),
         },
         "stop" => Command::Stop {
             partition: partition(),
@@ -258,6 +270,12 @@ mod tests {
         assert_eq!(parse("help"), Some(Ok(Command::Help)));
         assert_eq!(parse("  partitions "), Some(Ok(Command::Partitions)));
         assert_eq!(parse("ledger"), Some(Ok(Command::Ledger)));
+        assert_eq!(
+            parse("nics lan"),
+            Some(Ok(Command::Nics {
+                network: "lan".into()
+            }))
+        );
         assert_eq!(
             parse("exits alpha"),
             Some(Ok(Command::Exits {

@@ -23,6 +23,19 @@ use crate::devices::reset::{self, ResetControl};
 use crate::devices::uart16550::Uart16550;
 use crate::devices::virtio::balloon::{BalloonConfig, VirtioBalloon};
 use crate::devices::virtio::mmio::MMIO_WINDOW;
+use crate::devices::virtio::net::{NetConfig, VirtioNet};
+
+/// The most network cards one partition's platform has (the layout's limit).
+pub const MAX_NICS: usize = 4;
+
+/// One virtio-mmio network card: its window's base, its I/O APIC pin (level-triggered) and
+/// its MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicWindow {
+    pub base: u64,
+    pub pin: u8,
+    pub mac: [u8; 6],
+}
 
 /// Where the platform's devices sit; the guest ACPI tables describe the same values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +59,9 @@ pub struct PlatformConfig {
     /// A virtio-mmio memory balloon (Dynamic Memory): its window's base and its I/O APIC
     /// pin (level-triggered); `None`: no balloon.
     pub virtio_balloon: Option<(u64, u8)>,
+    /// The network cards, in the layout's order (`DeviceId::VirtioNet(n)` is entry `n`);
+    /// the entries after the last card are `None`.
+    pub nics: [Option<NicWindow>; MAX_NICS],
 }
 
 impl PlatformConfig {
@@ -66,6 +82,7 @@ impl PlatformConfig {
             tsc_hz,
             rtc_epoch_seconds,
             virtio_balloon: None,
+            nics: [None; MAX_NICS],
         }
     }
 }
@@ -141,6 +158,8 @@ pub struct PlatformDevices {
     debug_exit: DebugExitPort,
     /// The memory balloon, with Dynamic Memory.
     pub balloon: Option<VirtioBalloon>,
+    /// The network cards, in the layout's order.
+    pub nics: Vec<VirtioNet>,
     /// Every level-triggered device's line.
     lines: Vec<Line>,
 }
@@ -267,6 +286,22 @@ impl PlatformDevices {
                 level: false,
             });
         }
+        let mut nics = Vec::new();
+        for (index, nic) in config.nics.iter().enumerate() {
+            let Some(nic) = nic else { break };
+            // MAX_NICS is far below 256.
+            let id = DeviceId::VirtioNet(index as u8);
+            claim(&mut mmio, nic.base, MMIO_WINDOW, id, 0, nic.base)?;
+            lines.push(Line {
+                device: id,
+                pin: nic.pin,
+                level: false,
+            });
+            nics.push(VirtioNet::new(NetConfig {
+                mac: nic.mac,
+                index: index as u8,
+            }));
+        }
         Ok(PlatformDevices {
             config,
             ports,
@@ -288,6 +323,7 @@ impl PlatformDevices {
                     deflate_on_oom: true,
                 })
             }),
+            nics,
             lines,
         })
     }
@@ -311,7 +347,8 @@ impl PlatformDevices {
             DeviceId::DebugExit => &mut self.debug_exit,
             DeviceId::IoApic => &mut self.ioapic,
             DeviceId::VirtioBalloon => self.balloon.as_mut()?,
-            DeviceId::LocalApic | DeviceId::VirtioNet(_) => return None,
+            DeviceId::VirtioNet(index) => self.nics.get_mut(usize::from(index))?,
+            DeviceId::LocalApic => return None,
         })
     }
 
