@@ -16,6 +16,7 @@
 //! are built, again when one stops for good, and on a restarted partition's new cards.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use numavisor_layout::Layout;
 use numavisor_policy::devices::device::DeviceId;
@@ -30,6 +31,7 @@ use super::guest_memory::GuestMemory;
 use super::interrupts::deliver_ioapic;
 use super::Partition;
 use crate::platform::console::{report, serial};
+use crate::platform::cpu::tsc;
 
 /// Frames one pass over a transmit queue takes (its size), and the passes one exit makes:
 /// what is left waits for the guest's next exit on the card.
@@ -47,6 +49,10 @@ struct Port {
 pub struct Network {
     pub name: &'static str,
     ports: Vec<Port>,
+    /// Per port: host TSC ticks its vCPUs spent sending (taking, switching and copying its
+    /// frames); under `qemu -icount shift=0` a tick is an instruction, so this over
+    /// `tx_frames` is the hypervisor's cost of a frame.
+    send_ticks: Vec<AtomicU64>,
     switch: Mutex<Switch>,
 }
 
@@ -93,6 +99,7 @@ pub fn build_networks(layout: &'static Layout, built: &[&'static Partition]) -> 
             Network {
                 name: spec.name,
                 switch: Mutex::new(Switch::new(ports.len())),
+                send_ticks: ports.iter().map(|_| AtomicU64::new(0)).collect(),
                 ports,
             }
         })
@@ -169,8 +176,21 @@ impl Ports for Members<'_> {
 /// Card `nic` of `partition` has frames to send (its transmit queue was notified): takes
 /// them through `memory` (the sending vCPU's RAM) and switches each to its receivers.
 pub fn transmit(partition: &Partition, nic: u8, memory: &dyn QueueMemory) {
-    let id = DeviceId::VirtioNet(nic);
+    let started = tsc::now();
     let target = find(partition, nic);
+    send(partition, nic, memory, target);
+    if let Some((network, port)) = target {
+        network.send_ticks[port].fetch_add(tsc::now().wrapping_sub(started), Ordering::Relaxed);
+    }
+}
+
+fn send(
+    partition: &Partition,
+    nic: u8,
+    memory: &dyn QueueMemory,
+    target: Option<(&'static Network, usize)>,
+) {
+    let id = DeviceId::VirtioNet(nic);
     for _ in 0..PASSES_PER_EXIT {
         let (frames, more) = {
             let mut devices = partition.devices.lock();
@@ -251,6 +271,9 @@ pub fn emit_counts(partition: &Partition) {
                 mac: spec.mac,
                 link_up: card.link_up(),
                 counters: card.counters().fields().to_vec(),
+                send_ticks: find(partition, index as u8).map_or(0, |(network, port)| {
+                    network.send_ticks[port].load(Ordering::Relaxed)
+                }),
             })
             .collect()
     };

@@ -12,19 +12,26 @@
 #   ping      ping nv.peer until it answers (at most PING_WAIT_S), then PING_COUNT times
 #                                                      -> {"event":"ping",...}
 #   send      send nv.mib MiB (default 64) of pseudo-random data to nv.peer's port
-#             NET_PORT with busybox nc                 -> {"event":"sent",...}
+#             NET_PORT with busybox nc, once it says it listens -> {"event":"sent",...}
+#   send-reboot  the same, asking the receiver to restart its guest midway
 #   receive   take one transfer on port NET_PORT       -> {"event":"received",...}
-#   wait-peer  wait (at most PING_WAIT_S) until nv.peer says it is done (tell-peer)
-#   tell-peer  tell nv.peer this guest is done: a pair of guests that ping each other
-#             and then power off use them so neither stops before the other has finished
-#                                                      -> {"event":"peer-done",...}
+#   wait-peer  wait (at most PING_WAIT_S) until a peer says it is done (tell-peer)
+#   tell-peer  tell nv.barrier (default nv.peer; a comma-separated list) this guest is
+#             done: guests that ping each other and then power off use them so none stops
+#             before the others have finished               -> {"event":"peer-done",...}
+#   ping-broadcast  ping the broadcast address of eth0's subnet until nv.responders
+#             (default 1) distinct guests answer       -> {"event":"ping-broadcast",...}
+#   wait-link-down  wait (at most PING_WAIT_S) until eth0 has no carrier: every other member
+#             of its network has stopped               -> {"event":"link-down",...}
+#   net-stats  eth0's own counts from /sys             -> {"event":"net-stats",...}
 #   poweroff  power off (poweroff -f)
 #   reboot    reboot (reboot -f)
 # Without nv.test (or after tests that do not end the guest) it starts a shell on the console.
 #
 # Networking needs no script either: nv.ip=ADDR/PREFIX[,ADDR/PREFIX...] gives eth0, eth1, ...
-# (the partition's NICs in layout order) those addresses and brings them up, and the guest
-# reports its interfaces ({"event":"network",...}).
+# (the partition's NICs in layout order) those addresses and brings them up (a card without
+# an address stays down), and the guest reports its interfaces ({"event":"network",...}).
+# It answers pings to its subnet's broadcast address (for ping-broadcast).
 
 # busybox applets as links in /bin, /sbin, /usr/bin, /usr/sbin (the initramfs holds only
 # /bin/busybox and /bin/sh).
@@ -75,6 +82,8 @@ say "{\"event\":\"linux\",\"nproc\":$nproc,\"nodes\":$nodes,\"distances\":[$dist
 tests=""
 ips=""
 peer=""
+barrier=""
+responders=1
 mib=64
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -82,6 +91,8 @@ for word in $(cat /proc/cmdline); do
         nv.ip=*) ips="${word#nv.ip=}" ;;
         nv.peer=*) peer="${word#nv.peer=}" ;;
         nv.mib=*) mib="${word#nv.mib=}" ;;
+        nv.barrier=*) barrier="${word#nv.barrier=}" ;;
+        nv.responders=*) responders="${word#nv.responders=}" ;;
     esac
 done
 
@@ -90,6 +101,7 @@ PING_WAIT_S=60
 PING_COUNT=5
 NET_PORT=5000
 setup_network() {
+    echo 0 > /proc/sys/net/ipv4/icmp_echo_ignore_broadcasts
     n=0
     for address in $(echo "$ips" | tr ',' ' '); do
         ip addr add "$address" dev "eth$n"
@@ -131,8 +143,11 @@ test_ping() {
     say "{\"event\":\"ping\",\"peer\":\"$peer\",\"waited_s\":$waited,\"transmitted\":${sent:-0},\"received\":${received:-0},\"rtt_avg_ms\":${avg:-null}}"
 }
 
-# The data a transfer carries: nv.mib copies of one pseudo-random MiB (made once).
+# The data a transfer carries: a first line naming its kind ("keep", or "reboot": the
+# receiver restarts its guest once 8 MiB have arrived), then nv.mib copies of one
+# pseudo-random MiB (made once).
 transfer_data() {
+    echo "nv-transfer $1"
     i=0
     while [ "$i" -lt "$mib" ]; do
         cat /tmp/chunk
@@ -140,25 +155,23 @@ transfer_data() {
     done
 }
 
-# Send nv.mib MiB to nv.peer:NET_PORT; retried (once a second, PING_WAIT_S times) until the
-# receiver listens. Its sha256 is computed from a second pass over the same data.
-test_send() {
+# The guest's TCP retransmissions so far (/proc/net/snmp: a header line, then the values).
+retransmitted() {
+    awk '/^Tcp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; n = 1 } else print $c }' /proc/net/snmp
+}
+
+# send KIND: wait until the receiver (nv.peer) says it listens, then send it a transfer of
+# KIND with busybox nc. Its sha256 is computed from a second pass over the same data.
+send_transfer() {
     [ -f /tmp/chunk ] || head -c 1048576 /dev/urandom > /tmp/chunk
-    sha=$(transfer_data | sha256sum | cut -d ' ' -f 1)
-    tries=0
-    ok=false
+    sha=$(transfer_data "$1" | sha256sum | cut -d ' ' -f 1)
+    barrier_wait
+    retrans=$(retransmitted)
     start=$(uptime_ms)
-    while [ "$tries" -lt "$PING_WAIT_S" ]; do
-        tries=$((tries + 1))
-        start=$(uptime_ms)
-        if transfer_data | nc -w 5 "$peer" "$NET_PORT"; then
-            ok=true
-            break
-        fi
-        sleep 1
-    done
+    ok=false
+    transfer_data "$1" | nc -w 5 "$peer" "$NET_PORT" && ok=true
     ms=$(($(uptime_ms) - start))
-    say "{\"event\":\"sent\",\"ok\":$ok,\"bytes\":$((mib * 1048576)),\"sha256\":\"$sha\",\"ms\":$ms,\"tries\":$tries}"
+    say "{\"event\":\"sent\",\"kind\":\"$1\",\"ok\":$ok,\"bytes\":$((mib * 1048576 + 13 + ${#1})),\"sha256\":\"$sha\",\"ms\":$ms,\"retransmitted\":$(($(retransmitted) - retrans)),\"heard\":\"$line\"}"
 }
 
 # A listening nc's standard input: a pipe that stays open and empty (fd 3). At the end of
@@ -169,12 +182,23 @@ hold_stdin() {
     exec 3<>/tmp/hold
 }
 
-# Take one transfer on NET_PORT into /tmp and report its size and sha256.
+# Take one transfer on NET_PORT into /tmp and report its size and sha256. The listener starts
+# first, then the sender (nv.peer) is told; a "reboot" transfer restarts this guest midway.
 test_receive() {
     hold_stdin
+    nc -l -p "$NET_PORT" <&3 > /tmp/received &
+    listener=$!
     say "{\"event\":\"listening\",\"port\":$NET_PORT}"
+    barrier_tell "$peer"
     start=$(uptime_ms)
-    nc -l -p "$NET_PORT" <&3 > /tmp/received
+    while kill -0 "$listener" 2>/dev/null; do
+        if [ "$(head -c 18 /tmp/received 2>/dev/null)" = "nv-transfer reboot" ] &&
+            [ "$(stat -c %s /tmp/received)" -ge 8388608 ]; then
+            say "{\"event\":\"rebooting\",\"bytes\":$(stat -c %s /tmp/received)}"
+            reboot -f
+        fi
+        sleep 0.2
+    done
     ms=$(($(uptime_ms) - start))
     bytes=$(stat -c %s /tmp/received)
     sha=$(sha256sum /tmp/received | cut -d ' ' -f 1)
@@ -213,19 +237,68 @@ test_sleep() {
 # The barrier of a pair: wait-peer listens on BARRIER_PORT for one line, tell-peer sends it
 # (retried once a second until the other listens).
 BARRIER_PORT=5001
-test_wait_peer() {
+# barrier_wait: take one line on BARRIER_PORT (into $line), at most PING_WAIT_S * 2 s.
+barrier_wait() {
     hold_stdin
-    line=$(timeout "$PING_WAIT_S" nc -l -p "$BARRIER_PORT" <&3)
-    say "{\"event\":\"peer-done\",\"role\":\"wait\",\"heard\":\"$line\"}"
+    line=$(timeout $((PING_WAIT_S * 2)) nc -l -p "$BARRIER_PORT" <&3)
 }
-test_tell_peer() {
+
+# barrier_tell ADDR: say "done" to ADDR's BARRIER_PORT, retried once a second (at most
+# PING_WAIT_S times) until it listens; $tries says how many failed.
+barrier_tell() {
     tries=0
-    until echo done | nc -w 5 "$peer" "$BARRIER_PORT"; do
+    until echo done | nc -w 5 "$1" "$BARRIER_PORT"; do
         tries=$((tries + 1))
         [ "$tries" -ge "$PING_WAIT_S" ] && break
         sleep 1
     done
-    say "{\"event\":\"peer-done\",\"role\":\"tell\",\"tries\":$tries}"
+}
+
+test_wait_peer() {
+    barrier_wait
+    say "{\"event\":\"peer-done\",\"role\":\"wait\",\"heard\":\"$line\"}"
+}
+test_tell_peer() {
+    for to in $(echo "${barrier:-$peer}" | tr ',' ' '); do
+        barrier_tell "$to"
+        say "{\"event\":\"peer-done\",\"role\":\"tell\",\"to\":\"$to\",\"tries\":$tries}"
+    done
+}
+
+# Ping eth0's broadcast address (busybox ping allows broadcasts without -b) until
+# nv.responders distinct guests have answered (at most
+# PING_WAIT_S rounds of two echoes); the answers' sources, as busybox ping prints them.
+test_ping_broadcast() {
+    eval "$(ipcalc -b "$(ip -4 -o addr show dev eth0 | awk '{ print $4 }' | head -n 1)")"
+    broadcast=$BROADCAST
+    rounds=0
+    found=""
+    while [ "$rounds" -lt "$PING_WAIT_S" ]; do
+        rounds=$((rounds + 1))
+        found=$(ping -c 2 -W 1 "$broadcast" 2>/dev/null | awk '/bytes from/ { sub(":", "", $4); print $4 }' | sort -u)
+        [ "$(echo "$found" | grep -c .)" -ge "$responders" ] && break
+    done
+    list=""
+    [ -n "$found" ] && list=$(echo $found | sed 's/\([^ ]*\)/"\1"/g; s/ /,/g')
+    say "{\"event\":\"ping-broadcast\",\"address\":\"$broadcast\",\"rounds\":$rounds,\"responders\":[$list]}"
+}
+
+# Wait until eth0 loses its carrier (the hypervisor sets the link down when no other member
+# of its network runs).
+test_wait_link_down() {
+    waited=0
+    while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]; do
+        waited=$((waited + 1))
+        [ "$waited" -ge $((PING_WAIT_S * 5)) ] && break
+        sleep 0.2
+    done
+    say "{\"event\":\"link-down\",\"carrier\":$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo null),\"polls\":$waited}"
+}
+
+# eth0's counts as the guest's kernel keeps them.
+test_net_stats() {
+    stats=/sys/class/net/eth0/statistics
+    say "{\"event\":\"net-stats\",\"rx_packets\":$(cat $stats/rx_packets),\"tx_packets\":$(cat $stats/tx_packets),\"rx_dropped\":$(cat $stats/rx_dropped),\"tx_dropped\":$(cat $stats/tx_dropped)}"
 }
 
 # --- Dynamic Memory (memory-idle, memory-load). ---
@@ -350,10 +423,14 @@ for t in $tests; do
         memory-idle) test_memory idle ;;
         memory-load) test_memory load ;;
         ping) test_ping ;;
-        send) test_send ;;
+        send) send_transfer keep ;;
+        send-reboot) send_transfer reboot ;;
         receive) test_receive ;;
         wait-peer) test_wait_peer ;;
         tell-peer) test_tell_peer ;;
+        ping-broadcast) test_ping_broadcast ;;
+        wait-link-down) test_wait_link_down ;;
+        net-stats) test_net_stats ;;
         poweroff) say '{"event":"poweroff"}'; poweroff -f ;;
         reboot) say '{"event":"reboot"}'; reboot -f ;;
         *) say "{\"event\":\"unknown-test\",\"name\":\"$t\"}" ;;

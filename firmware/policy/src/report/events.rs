@@ -713,6 +713,9 @@ pub struct NicReport<'a> {
     pub link_up: bool,
     /// Frames and bytes sent and received, and frames dropped by reason.
     pub counters: Vec<(&'static str, u64)>,
+    /// Host TSC ticks its partition's vCPUs spent sending its frames (instructions under
+    /// `qemu -icount shift=0`).
+    pub send_ticks: u64,
 }
 
 /// `nic_counts`: a partition's NIC counters, printed with its `exit_counts` (periodically
@@ -727,6 +730,7 @@ pub fn nic_counts(partition: &str, micros: u64, nics: &[NicReport]) -> String {
                         .str("network", n.network)
                         .str("mac", &mac_string(n.mac))
                         .bool("link_up", n.link_up)
+                        .u64("send_ticks", n.send_ticks)
                         .object("counters", |c| {
                             for &(name, value) in &n.counters {
                                 c.u64(name, value);
