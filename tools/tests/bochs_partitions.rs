@@ -82,6 +82,14 @@ fn g_restart_on_shutdown_runs_the_guest_again_until_the_limit() {
     cases::restarts_until_the_limit(&vmx("restart", "two-nodes"));
 }
 
+/// Network test (a) on VMX: two Debian Linux partitions on two nodes ping each other and move
+/// 4 MiB over the hypervisor's switch.
+#[test]
+fn r_two_linux_partitions_ping_and_move_data_over_the_network() {
+    let boot = vmx_within("linux-network-vmx", "two-nodes", 900);
+    cases::linux_pair_moves_data(&boot, 4, "02:6e:76:00:01:00");
+}
+
 /// Debian's Linux with two vCPUs over two vNUMA nodes on VMX (about two minutes of Bochs).
 #[test]
 fn h_a_debian_linux_partition_spanning_two_nodes() {

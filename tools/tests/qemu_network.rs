@@ -20,154 +20,15 @@ fn boot(layout: &str, topology: &str) -> Boot {
     Boot::run_with(layout, topology, LINUX_TIMEOUT_S, |_| Reply::Continue)
 }
 
-/// Partition `name`'s guest configured one interface, `eth0`, with `address` and `mac`, bound
-/// to the `virtio_net` driver.
-fn has_interface(boot: &Boot, name: &str, address: &str, mac: &str) {
-    let network = boot.linux(name, "network");
-    let interfaces = network["interfaces"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        interfaces.len(),
-        1,
-        "{name}: interfaces {network}\n{}",
-        boot.context
-    );
-    let eth0 = &interfaces[0];
-    assert_eq!(eth0["name"], "eth0", "{name}: {eth0}\n{}", boot.context);
-    assert_eq!(eth0["address"], address, "{name}: {eth0}\n{}", boot.context);
-    assert_eq!(eth0["mac"], mac, "{name}: {eth0}\n{}", boot.context);
-    assert_eq!(
-        eth0["driver"], "virtio_net",
-        "{name}: {eth0}\n{}",
-        boot.context
-    );
-}
-
-/// Partition `name` pinged its peer: every echo answered.
-fn pinged(boot: &Boot, name: &str, peer: &str) -> Value {
-    let ping = boot.linux(name, "ping");
-    assert_eq!(ping["peer"], peer, "{name}: {ping}\n{}", boot.context);
-    let sent = cases::number(&ping, "transmitted");
-    assert!(sent >= 5, "{name}: {ping}\n{}", boot.context);
-    assert_eq!(
-        cases::number(&ping, "received"),
-        sent,
-        "{name}: lost echoes: {ping}\n{}",
-        boot.context
-    );
-    ping
-}
-
-/// The `network` event lists `network` with these members (partition, MAC, nodes).
-fn network_event(boot: &Boot, network: &str, members: &[(&str, &str, u64)]) {
-    let event = boot
-        .report
-        .event("network")
-        .unwrap_or_else(|| panic!("no network event\n{}", boot.context));
-    let found = event["networks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == network)
-        .unwrap_or_else(|| panic!("no network {network} in {event}\n{}", boot.context));
-    let listed: Vec<(String, String, Value)> = found["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            (
-                m["partition"].as_str().unwrap_or_default().to_string(),
-                m["mac"].as_str().unwrap_or_default().to_string(),
-                m["nodes"].clone(),
-            )
-        })
-        .collect();
-    let wanted: Vec<(String, String, Value)> = members
-        .iter()
-        .map(|&(p, mac, node)| (p.to_string(), mac.to_string(), serde_json::json!([node])))
-        .collect();
-    assert_eq!(listed, wanted, "{event}\n{}", boot.context);
-}
-
-/// The last `nic_counts` event of partition `name`: its card 0's counters.
-fn counters(boot: &Boot, name: &str) -> Value {
-    let event = boot
-        .report
-        .events
-        .iter()
-        .filter(|e| e["event"] == "nic_counts" && e["partition"] == name)
-        .last()
-        .unwrap_or_else(|| panic!("no nic_counts for {name}\n{}", boot.context));
-    event["nics"][0]["counters"].clone()
-}
-
 #[test]
 fn a_two_linux_partitions_on_two_nodes_ping_and_move_64_mib() {
-    let boot = boot("linux-network", "two-nodes");
-    network_event(
-        &boot,
-        "lan",
-        &[
-            ("alpha", "02:6e:76:00:00:00", 0),
-            ("beta", "02:00:00:00:be:7a", 1),
-        ],
-    );
-    has_interface(&boot, "alpha", "10.0.0.1/24", "02:6e:76:00:00:00");
-    has_interface(&boot, "beta", "10.0.0.2/24", "02:00:00:00:be:7a");
-    pinged(&boot, "alpha", "10.0.0.2");
-    pinged(&boot, "beta", "10.0.0.1");
-    let sent = boot.linux("alpha", "sent");
-    let received = boot.linux("beta", "received");
-    assert_eq!(sent["ok"], true, "{sent}\n{}", boot.context);
-    // 64 MiB after the transfer's first line, "nv-transfer keep".
-    let bytes = (64 << 20) + 17;
-    assert_eq!(
-        cases::number(&sent, "bytes"),
-        bytes,
-        "{sent}\n{}",
-        boot.context
-    );
-    assert_eq!(
-        cases::number(&received, "bytes"),
-        bytes,
-        "{received}\n{}",
-        boot.context
-    );
-    assert_eq!(
-        sent["sha256"], received["sha256"],
-        "what beta received is not what alpha sent\n{}",
-        boot.context
-    );
-    // The hypervisor's own counts agree: at least 64 MiB left alpha's card and reached
-    // beta's, in frames no larger than the MTU allows.
-    let alpha = counters(&boot, "alpha");
-    let beta = counters(&boot, "beta");
-    assert!(
-        cases::number(&alpha, "tx_bytes") >= 64 << 20,
-        "alpha {alpha}\n{}",
-        boot.context
-    );
-    assert!(
-        cases::number(&beta, "rx_bytes") >= 64 << 20,
-        "beta {beta}\n{}",
-        boot.context
-    );
-    assert!(
-        cases::number(&beta, "rx_frames") >= (64 << 20) / 1514,
-        "beta {beta}\n{}",
-        boot.context
-    );
-    for name in ["alpha", "beta"] {
-        cases::powered_off_on_its_nodes(&boot, name);
-    }
+    cases::linux_pair_moves_data(&boot("linux-network", "two-nodes"), 64, "02:00:00:00:be:7a");
 }
 
 #[test]
 fn a_the_default_appliance_pings_across_its_network() {
     let boot = boot("default", "two-nodes");
-    network_event(
+    cases::network_event(
         &boot,
         "lan",
         &[
@@ -175,10 +36,10 @@ fn a_the_default_appliance_pings_across_its_network() {
             ("beta", "02:6e:76:00:01:00", 1),
         ],
     );
-    has_interface(&boot, "alpha", "10.0.0.1/24", "02:6e:76:00:00:00");
-    has_interface(&boot, "beta", "10.0.0.2/24", "02:6e:76:00:01:00");
-    pinged(&boot, "alpha", "10.0.0.2");
-    pinged(&boot, "beta", "10.0.0.1");
+    cases::has_interface(&boot, "alpha", "10.0.0.1/24", "02:6e:76:00:00:00");
+    cases::has_interface(&boot, "beta", "10.0.0.2/24", "02:6e:76:00:01:00");
+    cases::pinged(&boot, "alpha", "10.0.0.2");
+    cases::pinged(&boot, "beta", "10.0.0.1");
     for name in ["alpha", "beta"] {
         cases::powered_off_on_its_nodes(&boot, name);
     }
@@ -187,7 +48,7 @@ fn a_the_default_appliance_pings_across_its_network() {
 #[test]
 fn b_broadcast_reaches_every_other_member_and_nothing_crosses_networks() {
     let boot = boot("linux-network-isolation", "two-nodes");
-    network_event(
+    cases::network_event(
         &boot,
         "lan",
         &[
@@ -196,7 +57,7 @@ fn b_broadcast_reaches_every_other_member_and_nothing_crosses_networks() {
             ("gamma", "02:6e:76:00:02:00", 1),
         ],
     );
-    network_event(
+    cases::network_event(
         &boot,
         "other",
         &[
@@ -204,7 +65,7 @@ fn b_broadcast_reaches_every_other_member_and_nothing_crosses_networks() {
             ("delta", "02:6e:76:00:03:00", 1),
         ],
     );
-    pinged(&boot, "alpha", "10.0.0.2");
+    cases::pinged(&boot, "alpha", "10.0.0.2");
     // A broadcast from alpha reached both other members of lan: each answered it.
     let broadcast = boot.linux("alpha", "ping-broadcast");
     assert_eq!(
@@ -224,7 +85,7 @@ fn b_broadcast_reaches_every_other_member_and_nothing_crosses_networks() {
         "delta received frames from across the switch: {stats}\n{}",
         boot.context
     );
-    let delta = counters(&boot, "delta");
+    let delta = cases::nic_counters(&boot, "delta");
     assert_eq!(
         cases::number(&delta, "rx_frames"),
         0,

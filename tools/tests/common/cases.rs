@@ -741,3 +741,141 @@ pub fn concurrent_moves_finish_and_the_neighbours_go_on(boot: &Boot, count: u64)
     }
     boot.check_ledgers();
 }
+
+// --- Networks (docs/network.md): what the guests and the report say about their cards. ---
+
+/// Partition `name`'s guest configured one interface, `eth0`, with `address` and `mac`, bound
+/// to the `virtio_net` driver.
+pub fn has_interface(boot: &Boot, name: &str, address: &str, mac: &str) {
+    let network = boot.linux(name, "network");
+    let interfaces = network["interfaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        interfaces.len(),
+        1,
+        "{name}: interfaces {network}\n{}",
+        boot.context
+    );
+    let eth0 = &interfaces[0];
+    assert_eq!(eth0["name"], "eth0", "{name}: {eth0}\n{}", boot.context);
+    assert_eq!(eth0["address"], address, "{name}: {eth0}\n{}", boot.context);
+    assert_eq!(eth0["mac"], mac, "{name}: {eth0}\n{}", boot.context);
+    assert_eq!(
+        eth0["driver"], "virtio_net",
+        "{name}: {eth0}\n{}",
+        boot.context
+    );
+}
+
+/// Partition `name` pinged its peer: every echo answered.
+pub fn pinged(boot: &Boot, name: &str, peer: &str) -> Value {
+    let ping = boot.linux(name, "ping");
+    assert_eq!(ping["peer"], peer, "{name}: {ping}\n{}", boot.context);
+    let sent = number(&ping, "transmitted");
+    assert!(sent >= 5, "{name}: {ping}\n{}", boot.context);
+    assert_eq!(
+        number(&ping, "received"),
+        sent,
+        "{name}: lost echoes: {ping}\n{}",
+        boot.context
+    );
+    ping
+}
+
+/// The `network` event lists `network` with these members (partition, MAC, nodes).
+pub fn network_event(boot: &Boot, network: &str, members: &[(&str, &str, u64)]) {
+    let event = boot
+        .report
+        .event("network")
+        .unwrap_or_else(|| panic!("no network event\n{}", boot.context));
+    let found = event["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == network)
+        .unwrap_or_else(|| panic!("no network {network} in {event}\n{}", boot.context));
+    let listed: Vec<(String, String, Value)> = found["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["partition"].as_str().unwrap_or_default().to_string(),
+                m["mac"].as_str().unwrap_or_default().to_string(),
+                m["nodes"].clone(),
+            )
+        })
+        .collect();
+    let wanted: Vec<(String, String, Value)> = members
+        .iter()
+        .map(|&(p, mac, node)| (p.to_string(), mac.to_string(), serde_json::json!([node])))
+        .collect();
+    assert_eq!(listed, wanted, "{event}\n{}", boot.context);
+}
+
+/// The last `nic_counts` event of partition `name`: its card 0's counters.
+pub fn nic_counters(boot: &Boot, name: &str) -> Value {
+    let event = boot
+        .report
+        .events
+        .iter()
+        .rfind(|e| e["event"] == "nic_counts" && e["partition"] == name)
+        .unwrap_or_else(|| panic!("no nic_counts for {name}\n{}", boot.context));
+    event["nics"][0]["counters"].clone()
+}
+
+/// `linux-network` (QEMU) or `linux-network-vmx` (Bochs): two Linux partitions on two nodes,
+/// one network; each pinged the other, then alpha sent `mib` MiB with nc and beta received
+/// every byte (the same sha256), and the hypervisor's counts agree.
+pub fn linux_pair_moves_data(boot: &Boot, mib: u64, beta_mac: &str) {
+    network_event(
+        boot,
+        "lan",
+        &[("alpha", "02:6e:76:00:00:00", 0), ("beta", beta_mac, 1)],
+    );
+    has_interface(boot, "alpha", "10.0.0.1/24", "02:6e:76:00:00:00");
+    has_interface(boot, "beta", "10.0.0.2/24", beta_mac);
+    pinged(boot, "alpha", "10.0.0.2");
+    pinged(boot, "beta", "10.0.0.1");
+    let sent = boot.linux("alpha", "sent");
+    let received = boot.linux("beta", "received");
+    assert_eq!(sent["ok"], true, "{sent}\n{}", boot.context);
+    // `mib` MiB after the transfer's first line, "nv-transfer keep".
+    let bytes = (mib << 20) + 17;
+    assert_eq!(number(&sent, "bytes"), bytes, "{sent}\n{}", boot.context);
+    assert_eq!(
+        number(&received, "bytes"),
+        bytes,
+        "{received}\n{}",
+        boot.context
+    );
+    assert_eq!(
+        sent["sha256"], received["sha256"],
+        "what beta received is not what alpha sent\n{}",
+        boot.context
+    );
+    // The hypervisor's own counts agree: the bytes left alpha's card and reached beta's, in
+    // frames no larger than the MTU allows.
+    let alpha = nic_counters(boot, "alpha");
+    let beta = nic_counters(boot, "beta");
+    assert!(
+        number(&alpha, "tx_bytes") >= bytes,
+        "alpha {alpha}\n{}",
+        boot.context
+    );
+    assert!(
+        number(&beta, "rx_bytes") >= bytes,
+        "beta {beta}\n{}",
+        boot.context
+    );
+    assert!(
+        number(&beta, "rx_frames") >= bytes / 1514,
+        "beta {beta}\n{}",
+        boot.context
+    );
+    for name in ["alpha", "beta"] {
+        powered_off_on_its_nodes(boot, name);
+    }
+}
