@@ -15,7 +15,9 @@ const BASE: u64 = 0x500;
 impl TableMemory for Memory<'_> {
     fn read(&self, address: u64, len: usize) -> Option<Vec<u8>> {
         let start = usize::try_from(address.checked_sub(BASE)?).ok()?;
-        self.0.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
+        self.0
+            .get(start..start.checked_add(len)?)
+            .map(<[u8]>::to_vec)
     }
 }
 

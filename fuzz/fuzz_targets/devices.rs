@@ -4,11 +4,11 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::{
     acpi_pm::AcpiPm, cmos_rtc::CmosRtc, ioapic::IoApic, lapic::LocalApic, pci_absent::PciAbsent,
     pic8259::Pic8259Pair, pit8254::Pit8254, reset::ResetControl, uart16550::Uart16550,
 };
-use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::vmm::platform::{MmioTarget, PlatformConfig, PlatformDevices};
 
 const TSC_HZ: u64 = 1_000_000_000;

@@ -10,7 +10,10 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = uefi::total_size(bytes, 0x1000);
     if let Ok(info) = uefi::parse(bytes, 0x1000) {
         assert!(info.memory_map.iter().any(|r| r.kind == MemoryKind::Usable));
-        assert!(info.memory_map.iter().all(|r| r.size > 0 && r.base.checked_add(r.size).is_some()));
+        assert!(info
+            .memory_map
+            .iter()
+            .all(|r| r.size > 0 && r.base.checked_add(r.size).is_some()));
     }
     let _ = uefi::command_line(bytes);
 });

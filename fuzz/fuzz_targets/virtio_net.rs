@@ -13,6 +13,10 @@ use numavisor_policy::devices::virtio::net::{NetConfig, VirtioNet, MAX_FRAME_LEN
 use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::network::{deliver, Ports, Route, Switch};
 
+#[path = "shared/ram.rs"]
+mod ram;
+use ram::Ram;
+
 /// Guest RAM of each card, from address 0; card 0's is filled from the fuzzed bytes.
 const RAM: usize = 0x4000;
 const CARDS: usize = 3;
@@ -60,33 +64,6 @@ struct Input {
     event_idx: bool,
     memory: Vec<u8>,
     steps: Vec<Step>,
-}
-
-struct Ram(RefCell<Vec<u8>>);
-
-impl QueueMemory for Ram {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        let ram = self.0.borrow();
-        let Some(range) = range(gpa, buf.len(), ram.len()) else {
-            return false;
-        };
-        buf.copy_from_slice(&ram[range]);
-        true
-    }
-    fn write(&self, gpa: u64, bytes: &[u8]) -> bool {
-        let mut ram = self.0.borrow_mut();
-        let Some(range) = range(gpa, bytes.len(), ram.len()) else {
-            return false;
-        };
-        ram[range].copy_from_slice(bytes);
-        true
-    }
-}
-
-fn range(gpa: u64, len: usize, ram: usize) -> Option<std::ops::Range<usize>> {
-    let start = usize::try_from(gpa).ok()?;
-    let end = start.checked_add(len)?;
-    (end <= ram).then_some(start..end)
 }
 
 struct Card {

@@ -189,6 +189,52 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
     if linux::layout_uses_linux(&text) {
         linux::prepare_linux_guest().context("preparing the Linux guest material")?;
     }
+    build_firmware(&layout, &target_dir())
+}
+
+/// Builds an image for each of `layouts`, two at a time (the firmware builds on one core,
+/// and a layout's image is a build of its own): the guests and the Linux material first,
+/// once, then two workers, each with a target folder of its own. Returns the images' paths
+/// in the order of `layouts`.
+pub fn build_with_layouts(layouts: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    build_guests()?;
+    linux::prepare_linux_guest().context("preparing the Linux guest material")?;
+    let layouts: Vec<PathBuf> = layouts
+        .iter()
+        .map(|l| l.canonicalize().with_context(|| format!("layout {}", l.display())))
+        .collect::<Result<_>>()?;
+    let second = target_dir().join("second-builder");
+    let halves: [(PathBuf, Vec<(usize, &PathBuf)>); 2] = [
+        (target_dir(), layouts.iter().enumerate().step_by(2).collect()),
+        (second, layouts.iter().enumerate().skip(1).step_by(2).collect()),
+    ];
+    let mut built: Vec<(usize, PathBuf)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = halves
+            .iter()
+            .map(|(target, share)| {
+                scope.spawn(move || -> Result<Vec<(usize, PathBuf)>> {
+                    share
+                        .iter()
+                        .map(|&(index, layout)| Ok((index, build_firmware(layout, target)?)))
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| bail!("an image builder panicked")))
+            .collect::<Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    built.sort();
+    Ok(built.into_iter().map(|(_, path)| path).collect())
+}
+
+/// The firmware with `layout` (canonical; its guests and Linux material ready) embedded,
+/// built in `target`, copied to `images/numavisor-NAME.elf`.
+fn build_firmware(layout: &Path, target: &Path) -> Result<PathBuf> {
     cargo(
         &[
             "build",
@@ -200,9 +246,10 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
             TARGET,
         ],
         &[
-            ("NUMAVISOR_LAYOUT", &layout),
+            ("NUMAVISOR_LAYOUT", layout),
             ("NUMAVISOR_GUEST_DIR", &guest_dir()),
             ("NUMAVISOR_LINUX_DIR", &linux::linux_dir()),
+            ("CARGO_TARGET_DIR", target),
         ],
     )?;
     let name = layout
@@ -211,7 +258,7 @@ pub fn build_with_layout(layout: &Path) -> Result<PathBuf> {
         .unwrap_or("layout");
     let copy = images_dir().join(format!("numavisor-{name}.elf"));
     std::fs::create_dir_all(copy.parent().expect("images dir"))?;
-    std::fs::copy(image_path(), &copy)?;
+    std::fs::copy(target.join(TARGET).join("release").join("numavisor"), &copy)?;
     Ok(copy)
 }
 

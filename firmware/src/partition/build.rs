@@ -216,6 +216,7 @@ pub fn build(
         zeroed_shares: AtomicUsize::new(0),
         memory,
         dynamic: Mutex::new(Default::default()),
+        nic_backlog: core::sync::atomic::AtomicU8::new(0),
     };
     let loaded = {
         let mut state = partition.state.lock();

@@ -74,8 +74,11 @@ impl<'a> Machine for PartitionMachine<'a> {
                 super::dynamic::serve_balloon(self.partition, vcpu, reset);
                 self.memory.attach(self.partition.state.lock().ram.clone());
             }
-            DeviceId::VirtioNet(nic) if !reset => {
-                super::network::transmit(self.partition, nic, &self.memory)
+            // A driver reset leaves nothing with the hypervisor: frames are copied at once.
+            DeviceId::VirtioNet(nic) => {
+                if !reset {
+                    super::network::transmit(self.partition, nic, &self.memory)
+                }
             }
             other => log::warn!(
                 "partition \"{}\": {other:?} asked for device work it does not have",

@@ -84,6 +84,9 @@ pub struct Partition {
     pub memory: MemoryGenerations,
     /// Dynamic Memory's state (targets, the guest's last statistics).
     pub dynamic: Mutex<dynamic::DynamicState>,
+    /// The network cards with frames a transmit exit left behind, one bit a card
+    /// (`network::send_backlog`).
+    pub nic_backlog: core::sync::atomic::AtomicU8,
 }
 
 /// VM exits by kind ([`ExitKind`]), counted by every vCPU of a partition.

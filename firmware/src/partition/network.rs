@@ -217,6 +217,25 @@ fn send(
             return;
         }
     }
+    // Frames are left (the guest adds them as fast as they go): a vCPU of the partition takes
+    // them before it next enters the guest, after passing its checkpoints (stops, memory
+    // changes). Waiting for the guest's next notify could wait for ever: with EVENT_IDX the
+    // driver notifies only when its ring index crosses the one the device last published.
+    partition.nic_backlog.fetch_or(1 << nic, Ordering::Relaxed);
+}
+
+/// Takes the frames the last exits on `partition`'s cards left behind (see [`transmit`]):
+/// called by each vCPU before it enters the guest; one load when there are none.
+pub fn send_backlog(partition: &Partition, memory: &dyn QueueMemory) {
+    if partition.nic_backlog.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let backlog = partition.nic_backlog.swap(0, Ordering::Relaxed);
+    for nic in 0..u8::BITS as u8 {
+        if backlog & (1 << nic) != 0 {
+            transmit(partition, nic, memory);
+        }
+    }
 }
 
 /// Sets every card's link: up while another member of its network runs. After the

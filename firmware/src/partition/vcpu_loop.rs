@@ -200,6 +200,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
             return EpochEnd::Stop(request);
         }
         renew_memory(partition, &mut sync, &mut machine, cpu);
+        super::network::send_backlog(partition, &machine.memory);
         if slot.take_init() {
             running = false;
             machine.with_lapic(index, |l| l.reset());

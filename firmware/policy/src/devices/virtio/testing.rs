@@ -153,6 +153,43 @@ const TX_SLOT: u64 = 0x800;
 /// Free guest RAM for tests that build their own buffers.
 pub(crate) const SCRATCH: u64 = 0x8_0000;
 
+/// A driver's 4-byte register accesses to a virtio-mmio window.
+pub(crate) trait Registers {
+    fn read_register(&mut self, offset: u64) -> u32;
+    fn write_register(&mut self, offset: u64, value: u32);
+}
+
+/// Linux's probe up to FEATURES_OK (virtio_mmio.c, virtio.c): reset, ACKNOWLEDGE, DRIVER,
+/// the offered features read, `accept` of them written, FEATURES_OK; whether it stuck.
+pub(crate) fn negotiate(device: &mut impl Registers, accept: u64) -> bool {
+    device.write_register(0x070, 0);
+    device.write_register(0x070, status::ACKNOWLEDGE);
+    device.write_register(0x070, status::ACKNOWLEDGE | status::DRIVER);
+    device.write_register(0x014, 1);
+    let mut offered = u64::from(device.read_register(0x010)) << 32;
+    device.write_register(0x014, 0);
+    offered |= u64::from(device.read_register(0x010));
+    let accept = accept & offered;
+    device.write_register(0x024, 1);
+    device.write_register(0x020, (accept >> 32) as u32);
+    device.write_register(0x024, 0);
+    device.write_register(0x020, accept as u32);
+    device.write_register(
+        0x070,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    device.read_register(0x070) & status::FEATURES_OK != 0
+}
+
+impl Registers for NetGuest {
+    fn read_register(&mut self, offset: u64) -> u32 {
+        self.r(offset)
+    }
+    fn write_register(&mut self, offset: u64, value: u32) {
+        self.w(offset, value);
+    }
+}
+
 /// A partition's virtio-net driver and its RAM: receive queue rings at 0x1000, transmit
 /// rings at 0x8000, one descriptor per buffer.
 pub(crate) struct NetGuest {
@@ -195,23 +232,7 @@ impl NetGuest {
     }
     /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK; whether it stuck.
     pub(crate) fn negotiate(&mut self, accept: u64) -> bool {
-        self.w(0x070, 0);
-        self.w(0x070, status::ACKNOWLEDGE);
-        self.w(0x070, status::ACKNOWLEDGE | status::DRIVER);
-        self.w(0x014, 1);
-        let mut offered = u64::from(self.r(0x010)) << 32;
-        self.w(0x014, 0);
-        offered |= u64::from(self.r(0x010));
-        let accept = accept & offered;
-        self.w(0x024, 1);
-        self.w(0x020, (accept >> 32) as u32);
-        self.w(0x024, 0);
-        self.w(0x020, accept as u32);
-        self.w(
-            0x070,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-        );
-        self.r(0x070) & status::FEATURES_OK != 0
+        negotiate(self, accept)
     }
     pub(crate) fn setup_queues(&mut self) {
         for q in 0..2u16 {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::balloon::*;
 use super::mmio::{MAGIC, VENDOR_ID, VERSION};
 use super::queue::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
-use super::testing::FakeMemory;
+use super::testing::{negotiate, FakeMemory, Registers};
 use super::{feature, interrupt, status, GuestError};
 
 const RAM: usize = 0x10_0000;
@@ -25,6 +25,15 @@ fn used_base(q: u16) -> u64 {
 /// Buffers from 0x8000.
 const DATA: u64 = 0x8000;
 const SIZE: u16 = 16;
+
+impl Registers for Driver {
+    fn read_register(&mut self, offset: u64) -> u32 {
+        self.r(offset)
+    }
+    fn write_register(&mut self, offset: u64, value: u32) {
+        self.w(offset, value);
+    }
+}
 
 /// A driver following Linux's order, with the ring state it keeps.
 struct Driver {
@@ -52,24 +61,7 @@ impl Driver {
         assert_eq!(self.r(0x000), MAGIC);
         assert_eq!(self.r(0x004), VERSION);
         assert_eq!(self.r(0x008), DEVICE_ID);
-        self.w(0x070, 0);
-        assert_eq!(self.r(0x070), 0);
-        self.w(0x070, status::ACKNOWLEDGE);
-        self.w(0x070, status::ACKNOWLEDGE | status::DRIVER);
-        self.w(0x014, 1);
-        let mut offered = u64::from(self.r(0x010)) << 32;
-        self.w(0x014, 0);
-        offered |= u64::from(self.r(0x010));
-        let accept = accept & offered;
-        self.w(0x024, 1);
-        self.w(0x020, (accept >> 32) as u32);
-        self.w(0x024, 0);
-        self.w(0x020, accept as u32);
-        self.w(
-            0x070,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-        );
-        self.r(0x070) & status::FEATURES_OK != 0
+        negotiate(self, accept)
     }
     fn setup_queue(&mut self, q: u16, size: u32) {
         self.w(0x030, u32::from(q));
