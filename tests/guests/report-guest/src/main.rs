@@ -65,6 +65,8 @@ mod user_mode;
 #[cfg(target_os = "none")]
 mod virtio_balloon;
 #[cfg(target_os = "none")]
+mod virtio_mmio;
+#[cfg(target_os = "none")]
 mod watch;
 
 #[cfg(not(target_os = "none"))]
