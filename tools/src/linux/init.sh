@@ -11,6 +11,8 @@
 #             MemTotal as free memory allows, keep it until 56 s; meminfo reports throughout
 #   ping      ping nv.peer until it answers (at most PING_WAIT_S), then PING_COUNT times
 #                                                      -> {"event":"ping",...}
+#   ping-for  the same, nv.count times (default PING_COUNT): a pair that keeps pinging while
+#             something else happens on its network       -> {"event":"ping",...}
 #   send      send nv.mib MiB (default 64) of pseudo-random data to nv.peer's port
 #             NET_PORT with busybox nc                 -> {"event":"sent",...}
 #   receive   take one transfer on port NET_PORT       -> {"event":"received",...}
@@ -76,12 +78,14 @@ tests=""
 ips=""
 peer=""
 mib=64
+count=""
 for word in $(cat /proc/cmdline); do
     case "$word" in
         nv.test=*) tests="$tests $(echo "${word#nv.test=}" | tr ',' ' ')" ;;
         nv.ip=*) ips="${word#nv.ip=}" ;;
         nv.peer=*) peer="${word#nv.peer=}" ;;
         nv.mib=*) mib="${word#nv.mib=}" ;;
+        nv.count=*) count="${word#nv.count=}" ;;
     esac
 done
 
@@ -115,8 +119,8 @@ uptime_ms() {
 }
 
 # Ping nv.peer until it answers (its guest may still be booting; at most PING_WAIT_S
-# tries, a second or two each), then PING_COUNT times; the summary line of busybox ping gives
-# the counts and round trips.
+# tries, a second or two each), then $1 times; the summary line of busybox ping gives the
+# counts and round trips.
 test_ping() {
     waited=0
     until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
@@ -124,7 +128,7 @@ test_ping() {
         [ "$waited" -ge "$PING_WAIT_S" ] && break
         sleep 1
     done
-    out=$(ping -c "$PING_COUNT" -i 0.2 -W 2 "$peer" 2>&1)
+    out=$(ping -c "$1" -i 0.2 -W 2 "$peer" 2>&1)
     sent=$(echo "$out" | awk '/packets transmitted/ { print $1 }')
     received=$(echo "$out" | awk '/packets transmitted/ { print $4 }')
     avg=$(echo "$out" | awk -F'[/ ]' '/round-trip/ { print $(NF-2) }')
@@ -349,7 +353,8 @@ for t in $tests; do
         sleep) test_sleep ;;
         memory-idle) test_memory idle ;;
         memory-load) test_memory load ;;
-        ping) test_ping ;;
+        ping) test_ping "$PING_COUNT" ;;
+        ping-for) test_ping "${count:-$PING_COUNT}" ;;
         send) test_send ;;
         receive) test_receive ;;
         wait-peer) test_wait_peer ;;
