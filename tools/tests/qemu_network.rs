@@ -6,7 +6,7 @@
 mod common;
 
 use common::{cases, Boot};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tools::qemu::Reply;
 
 /// Linux boots take seconds of TCG each, the transfer more; a bound well above both.
@@ -165,6 +165,121 @@ fn c_a_receiver_restarted_mid_transfer_costs_drops_only_and_the_next_transfer_su
         boot.context
     );
     for name in ["alpha", "beta"] {
+        cases::powered_off_on_its_nodes(&boot, name);
+    }
+}
+
+/// The answer each hostile case of `probe=virtio-net` must observe (`virtio_net_probe.rs`):
+/// the case and the members of its `virtio_net` line that say so.
+fn probe_answers() -> Vec<(&'static str, Value)> {
+    // A bad frame: its chain comes back used, nothing written, the card still running, and
+    // the next ARP round trip to alpha works.
+    let dropped =
+        json!({"returned": true, "used_len": 0, "needs_reset": false, "then_round_trip": true});
+    let broken = json!({"needs_reset": true, "used": 0});
+    vec![
+        (
+            "notify-before-driver-ok",
+            json!({"used_before_driver_ok": 0}),
+        ),
+        (
+            "queue-size-not-power-of-two",
+            json!({"queue_ready": 0, "needs_reset": true}),
+        ),
+        ("descriptor-loop", broken.clone()),
+        ("chain-longer-than-queue", broken.clone()),
+        ("avail-index-past-queue", broken),
+        ("peer-answers", json!({})),
+        ("frame-outside-ram", dropped.clone()),
+        ("frame-in-ioapic-window", dropped.clone()),
+        ("frame-in-own-card-window", dropped.clone()),
+        ("frame-wraps-past-2^64", dropped.clone()),
+        ("frame-longer-than-65550", dropped.clone()),
+        ("frame-shorter-than-headers", dropped.clone()),
+        ("transmit-buffer-device-writable", dropped.clone()),
+        ("offload-not-offered", dropped),
+        (
+            "never-posts-receive-buffers",
+            json!({"rx_used": 0, "needs_reset": false, "then_round_trip": true}),
+        ),
+        (
+            "receive-buffer-device-readable",
+            json!({"returned": true, "used_len": 0, "untouched": true, "needs_reset": false, "then_round_trip": true}),
+        ),
+        (
+            "flood",
+            json!({"returned": 4096, "needs_reset": false, "then_round_trip": true}),
+        ),
+    ]
+}
+
+/// The `virtio_net` line partition `name`'s test guest printed for `case`.
+fn probe_case(boot: &Boot, name: &str, case: &str) -> Value {
+    boot.events("console")
+        .into_iter()
+        .filter(|c| c["partition"] == name)
+        .filter_map(|c| c["line"].as_str()?.strip_prefix("guest: "))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .find(|v| v["event"] == "virtio_net" && v["case"] == case)
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} printed no virtio_net line for {case}\n{}",
+                boot.context
+            )
+        })
+}
+
+#[test]
+fn d_hostile_card_probes_get_defined_answers_beside_pinging_linux() {
+    let boot = boot("hostile-network", "two-nodes");
+    // No hypervisor fault, whatever the probe did.
+    let fatal = boot.events("fatal");
+    assert!(fatal.is_empty(), "fatal: {fatal:?}\n{}", boot.context);
+    for (case, wanted) in probe_answers() {
+        let line = probe_case(&boot, "prober", case);
+        assert_eq!(line["ok"], true, "{case}: {line}\n{}", boot.context);
+        for (key, value) in wanted.as_object().into_iter().flatten() {
+            assert_eq!(
+                &line[key], value,
+                "{case}: {key} in {line}\n{}",
+                boot.context
+            );
+        }
+    }
+    let done = boot.guest("prober", "hostile_done");
+    assert_eq!(done["failed"], 0, "{done}\n{}", boot.context);
+    let stopped = boot.stopped("prober");
+    assert_eq!(
+        (&stopped["reason"], &stopped["detail"]),
+        (&json!("exit"), &json!("wrote 0 to the debug-exit port")),
+        "{stopped}\n{}",
+        boot.context
+    );
+    // The hypervisor counted each drop by its reason, and carried the flood.
+    let prober = cases::nic_counters(&boot, "prober");
+    for (counter, at_least) in [
+        ("tx_dropped_outside_ram", 4),
+        ("tx_dropped_too_large", 1),
+        ("tx_dropped_too_short", 1),
+        ("tx_dropped_malformed", 2),
+        ("rx_dropped_no_buffer", 1),
+        ("rx_dropped_bad_buffer", 1),
+        ("tx_frames", 4096),
+    ] {
+        assert!(
+            cases::number(&prober, counter) >= at_least,
+            "prober: {counter} below {at_least}: {prober}\n{}",
+            boot.context
+        );
+    }
+    // Beside it, the Linux pair kept pinging: every echo answered, both powered off.
+    for (name, peer) in [("alpha", "10.0.0.2"), ("beta", "10.0.0.1")] {
+        let ping = cases::pinged(&boot, name, peer);
+        assert!(
+            cases::number(&ping, "transmitted") >= 150,
+            "{name}: {ping}\n{}",
+            boot.context
+        );
         cases::powered_off_on_its_nodes(&boot, name);
     }
 }

@@ -11,6 +11,8 @@
 #             MemTotal as free memory allows, keep it until 56 s; meminfo reports throughout
 #   ping      ping nv.peer until it answers (at most PING_WAIT_S), then PING_COUNT times
 #                                                      -> {"event":"ping",...}
+#   ping-for  the same, nv.count times (default PING_COUNT): a pair that keeps pinging while
+#             something else happens on its network       -> {"event":"ping",...}
 #   send      send nv.mib MiB (default 64) of pseudo-random data to nv.peer's port
 #             NET_PORT with busybox nc, once it says it listens -> {"event":"sent",...}
 #   send-reboot  the same, asking the receiver to restart its guest midway
@@ -85,6 +87,7 @@ peer=""
 barrier=""
 responders=1
 mib=64
+count=""
 for word in $(cat /proc/cmdline); do
     case "$word" in
         nv.test=*) tests="$tests $(echo "${word#nv.test=}" | tr ',' ' ')" ;;
@@ -93,6 +96,7 @@ for word in $(cat /proc/cmdline); do
         nv.mib=*) mib="${word#nv.mib=}" ;;
         nv.barrier=*) barrier="${word#nv.barrier=}" ;;
         nv.responders=*) responders="${word#nv.responders=}" ;;
+        nv.count=*) count="${word#nv.count=}" ;;
     esac
 done
 
@@ -127,8 +131,8 @@ uptime_ms() {
 }
 
 # Ping nv.peer until it answers (its guest may still be booting; at most PING_WAIT_S
-# tries, a second or two each), then PING_COUNT times; the summary line of busybox ping gives
-# the counts and round trips.
+# tries, a second or two each), then $1 times; the summary line of busybox ping gives the
+# counts and round trips.
 test_ping() {
     waited=0
     until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
@@ -136,7 +140,7 @@ test_ping() {
         [ "$waited" -ge "$PING_WAIT_S" ] && break
         sleep 1
     done
-    out=$(ping -c "$PING_COUNT" -i 0.2 -W 2 "$peer" 2>&1)
+    out=$(ping -c "$1" -i 0.2 -W 2 "$peer" 2>&1)
     sent=$(echo "$out" | awk '/packets transmitted/ { print $1 }')
     received=$(echo "$out" | awk '/packets transmitted/ { print $4 }')
     avg=$(echo "$out" | awk -F'[/ ]' '/round-trip/ { print $(NF-2) }')
@@ -422,7 +426,8 @@ for t in $tests; do
         sleep) test_sleep ;;
         memory-idle) test_memory idle ;;
         memory-load) test_memory load ;;
-        ping) test_ping ;;
+        ping) test_ping "$PING_COUNT" ;;
+        ping-for) test_ping "${count:-$PING_COUNT}" ;;
         send) send_transfer keep ;;
         send-reboot) send_transfer reboot ;;
         receive) test_receive ;;

@@ -17,7 +17,9 @@
 //! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
 //! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `probe=init-idt` starts the
 //! second vCPU with a #UD as its first real-mode instruction, which must reach the IVT's
-//! handler (`init_idt` event; `init_idt.rs`). `mode=watch target=ID|self
+//! handler (`init_idt` event; `init_idt.rs`). `probe=virtio-net` drives its network card 0
+//! through each hostile case of `docs/network.md` and prints the answer to each
+//! (`virtio_net` events; `virtio_net_probe.rs`). `mode=watch target=ID|self
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
 //! the neighbour of `concurrent-moves`.
 //! `mode=spin` prints `spinning`, disables interrupts and
@@ -64,6 +66,10 @@ mod start_info;
 mod user_mode;
 #[cfg(target_os = "none")]
 mod virtio_balloon;
+#[cfg(target_os = "none")]
+mod virtio_mmio;
+#[cfg(target_os = "none")]
+mod virtio_net_probe;
 #[cfg(target_os = "none")]
 mod watch;
 

@@ -97,6 +97,9 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "hostile" if option("probe") == Some("init-idt") => {
             crate::init_idt::run(&info.memmap, info.rsdp)
         }
+        "hostile" if option("probe") == Some("virtio-net") => {
+            crate::virtio_net_probe::run(option("ip"), option("peer"))
+        }
         "hostile" => hostile(option("probe").unwrap_or("")),
         "watch" => crate::watch::run(option("target"), option("until").and_then(parse_number)),
         "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
