@@ -97,8 +97,8 @@ fn counters(boot: &Boot, name: &str) -> Value {
         .report
         .events
         .iter()
-        .filter(|e| e["event"] == "nic_counts" && e["partition"] == name)
-        .last()
+        .rev()
+        .find(|e| e["event"] == "nic_counts" && e["partition"] == name)
         .unwrap_or_else(|| panic!("no nic_counts for {name}\n{}", boot.context));
     event["nics"][0]["counters"].clone()
 }
