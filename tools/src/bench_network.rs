@@ -59,7 +59,7 @@ pub fn run() -> Result<()> {
     let mut plain_guests: Option<[PlainGuest; 2]> = None;
     println!("Network, alpha → beta, {mib} MiB with busybox nc (2 vCPUs and 256 MiB each, TCG):");
     for round in 1..=ROUNDS {
-        let report = numavisor_run(&nv_args, timeout)?;
+        let report = numavisor_run(&nv_args, timeout, &format!("numavisor-{round}"))?;
         let transfer = transfer_of(|name| guest_lines_of_report(&report, name), Some(&report))?;
         let window = exits_over(&report, &transfer)?;
         println!(
@@ -74,7 +74,7 @@ pub fn run() -> Result<()> {
             Some(g) => g,
             None => plain_guests.insert(plain_guests_from(&report)?),
         };
-        let transfer = plain_run(guests, timeout)?;
+        let transfer = plain_run(guests, timeout, round)?;
         println!(
             "  round {round}: plain     {:>6.2} MiB/s, ping {:>6.2} ms",
             transfer.mib_per_s, transfer.rtt_ms
@@ -97,6 +97,7 @@ pub fn run() -> Result<()> {
     );
     print_exits(&exits);
     send_cost(mib.min(ICOUNT_MIB), &topology)?;
+    println!("  (each run's console: {})", log_dir().display());
     println!();
     Ok(())
 }
@@ -144,8 +145,9 @@ fn with_mib(text: &str, mib: u64) -> Result<String> {
 }
 
 /// One numavisor run to the end (`exit=partitions`); its report.
-fn numavisor_run(args: &[String], timeout: Duration) -> Result<Report> {
+fn numavisor_run(args: &[String], timeout: Duration, log: &str) -> Result<Report> {
     let result = qemu::run(args, timeout, false)?;
+    keep_log(log, &result.lines)?;
     if result.status != Some(qemu::EXIT_READY) {
         bail!(
             "numavisor: QEMU ended with {:?} (timed out: {}); log tail:\n{}",
@@ -155,6 +157,20 @@ fn numavisor_run(args: &[String], timeout: Duration) -> Result<Report> {
         );
     }
     Report::from_lines(&result.lines).map_err(anyhow::Error::msg)
+}
+
+/// Keeps a run's console in [`log_dir`] as `NAME.log`, for reading after the bench.
+fn keep_log(name: &str, lines: &[String]) -> Result<()> {
+    let dir = log_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.log"));
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Where the runs' consoles are kept: `target/bench-network/`.
+fn log_dir() -> PathBuf {
+    paths::target_dir().join("bench-network")
 }
 
 /// Partition `name`'s console lines (numavisor), with the hypervisor's time stamp (µs).
@@ -367,7 +383,7 @@ fn plain_guests_from(report: &Report) -> Result<[PlainGuest; 2]> {
 }
 
 /// The two guests on plain QEMU, beta listening for alpha's `-netdev socket`; the transfer.
-fn plain_run(guests: &[PlainGuest; 2], timeout: Duration) -> Result<Transfer> {
+fn plain_run(guests: &[PlainGuest; 2], timeout: Duration, round: usize) -> Result<Transfer> {
     let [alpha, beta] = guests;
     let port = free_port()?;
     let beta_args = plain_qemu(beta, &format!("listen=127.0.0.1:{port}"));
@@ -382,6 +398,8 @@ fn plain_run(guests: &[PlainGuest; 2], timeout: Duration) -> Result<Transfer> {
         .join()
         .map_err(|_| anyhow::anyhow!("beta's QEMU thread panicked"))??;
     let alpha_result = alpha_result?;
+    keep_log(&format!("plain-{round}-alpha"), &alpha_result.lines)?;
+    keep_log(&format!("plain-{round}-beta"), &beta_result.lines)?;
     let lines = |name: &str| {
         let result = if name == alpha.name {
             &alpha_result
@@ -473,7 +491,11 @@ fn send_cost(mib: u64, topology: &topology::TopologyFile) -> Result<()> {
         extra_append: String::new(),
     };
     let args = qemu::command(&image, topology, &options);
-    let report = numavisor_run(&args, Duration::from_secs(600 + 60 * mib))?;
+    let report = numavisor_run(
+        &args,
+        Duration::from_secs(600 + 60 * mib),
+        "numavisor-icount",
+    )?;
     transfer_of(|name| guest_lines_of_report(&report, name), Some(&report))?;
     let card = report
         .events
