@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_balloon;
 mod bench_linux;
+mod bench_network;
 mod guest_acpi;
 mod layout_cmd;
 
@@ -75,6 +76,10 @@ enum Commands {
         /// Only Dynamic Memory's figures (the balloon), not the whole bench.
         #[arg(long)]
         balloon_only: bool,
+        /// Only the network's figures (docs/network.md, "Figures"), not the whole bench;
+        /// `$NUMAVISOR_BENCH_MIB` sets the transfer size (default 64).
+        #[arg(long, conflicts_with = "balloon_only")]
+        network_only: bool,
     },
 }
 
@@ -145,6 +150,12 @@ fn run_command() -> Result<()> {
         Commands::Bench {
             balloon_only: true, ..
         } => bench_balloon::run(),
+        Commands::Bench {
+            network_only: true, ..
+        } => {
+            packages::ensure(&[packages::QEMU])?;
+            bench_network::run()
+        }
         Commands::Bench { topologies, .. } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
         Commands::CheckLayout(args) => layout_cmd::run(args),
@@ -517,7 +528,8 @@ fn bench(names: &[String]) -> Result<()> {
     println!();
     io_round_trips(&looper)?;
     bench_balloon::run()?;
-    bench_linux::run()
+    bench_linux::run()?;
+    bench_network::run()
 }
 
 /// Wall-clock time from `ready` to the last partition's first instruction: four 1 GiB
