@@ -201,12 +201,21 @@ pub fn build_with_layouts(layouts: &[PathBuf]) -> Result<Vec<PathBuf>> {
     linux::prepare_linux_guest().context("preparing the Linux guest material")?;
     let layouts: Vec<PathBuf> = layouts
         .iter()
-        .map(|l| l.canonicalize().with_context(|| format!("layout {}", l.display())))
+        .map(|l| {
+            l.canonicalize()
+                .with_context(|| format!("layout {}", l.display()))
+        })
         .collect::<Result<_>>()?;
     let second = target_dir().join("second-builder");
     let halves: [(PathBuf, Vec<(usize, &PathBuf)>); 2] = [
-        (target_dir(), layouts.iter().enumerate().step_by(2).collect()),
-        (second, layouts.iter().enumerate().skip(1).step_by(2).collect()),
+        (
+            target_dir(),
+            layouts.iter().enumerate().step_by(2).collect(),
+        ),
+        (
+            second,
+            layouts.iter().enumerate().skip(1).step_by(2).collect(),
+        ),
     ];
     let mut built: Vec<(usize, PathBuf)> = std::thread::scope(|scope| {
         let workers: Vec<_> = halves
@@ -222,7 +231,10 @@ pub fn build_with_layouts(layouts: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| bail!("an image builder panicked")))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| bail!("an image builder panicked"))
+            })
             .collect::<Result<Vec<_>>>()
     })?
     .into_iter()

@@ -19,7 +19,8 @@
 //! second vCPU with a #UD as its first real-mode instruction, which must reach the IVT's
 //! handler (`init_idt` event; `init_idt.rs`). `probe=virtio-net` drives its network card 0
 //! through each hostile case of `docs/network.md` and prints the answer to each
-//! (`virtio_net` events; `virtio_net_probe.rs`). `mode=watch target=ID|self
+//! (`virtio_net` events; `virtio_net_probe.rs`); `probe=arp-responder ip=A` is its peer,
+//! answering ARP for A until its link goes down. `mode=watch target=ID|self
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
 //! the neighbour of `concurrent-moves`.
 //! `mode=spin` prints `spinning`, disables interrupts and
