@@ -370,7 +370,7 @@ mod tests {
         }
         let message = alloc::format!("{}", parse("x").unwrap().unwrap_err());
         assert!(
-            message.contains("help, partitions, ledger, exits, balloon, stop, restart"),
+            message.contains("help, partitions, ledger, exits, nics, balloon, stop, restart"),
             "{message}"
         );
     }
