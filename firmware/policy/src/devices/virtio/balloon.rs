@@ -24,7 +24,7 @@
 
 use alloc::vec::Vec;
 
-use super::mmio::{MmioTransport, TransportEvent, CONFIG_OFFSET};
+use super::mmio::{config_range, read_config, MmioTransport, TransportEvent, CONFIG_OFFSET};
 use super::{interrupt, GuestError, QueueMemory};
 
 /// Device type 5: the traditional memory balloon.
@@ -194,14 +194,7 @@ impl VirtioBalloon {
         if offset < CONFIG_OFFSET {
             return u64::from(self.transport.read(offset, size));
         }
-        let config = self.config_bytes();
-        config_slice(offset, size)
-            .and_then(|range| config.get(range))
-            .map_or(0, |bytes| {
-                let mut value = [0u8; 8];
-                value[..bytes.len()].copy_from_slice(bytes);
-                u64::from_le_bytes(value)
-            })
+        read_config(&self.config_bytes(), offset, size, 8)
     }
 
     /// A guest write of `size` bytes at `offset` in the window.
@@ -218,7 +211,7 @@ impl VirtioBalloon {
             };
         }
         // Only `actual` (bytes 4..8) is the driver's to write; `num_pages` is the host's.
-        if let Some(range) = config_slice(offset, size) {
+        if let Some(range) = config_range(offset, size, CONFIG_SIZE as usize, 8) {
             let mut config = self.config_bytes();
             let bytes = value.to_le_bytes();
             for (at, byte) in range.zip(bytes) {
@@ -412,17 +405,6 @@ impl VirtioBalloon {
         self.stats_head = None;
         self.in_flight = [0; 2];
     }
-}
-
-/// The configuration-space byte range an access of `size` bytes at window `offset` covers,
-/// if it is a size the spec allows (1, 2, 4 or 8), naturally aligned, inside the space.
-fn config_slice(offset: u64, size: u8) -> Option<core::ops::Range<usize>> {
-    let at = offset.checked_sub(CONFIG_OFFSET)?;
-    let size = u64::from(size);
-    if !matches!(size, 1 | 2 | 4 | 8) || !at.is_multiple_of(size) || at + size > CONFIG_SIZE {
-        return None;
-    }
-    Some(at as usize..(at + size) as usize)
 }
 
 impl crate::devices::device::Device for VirtioBalloon {

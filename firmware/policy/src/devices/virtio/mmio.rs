@@ -422,6 +422,36 @@ impl MmioTransport {
     }
 }
 
+/// The byte range of a device's configuration space (`len` bytes from [`CONFIG_OFFSET`]) that
+/// an access of `size` bytes at window `offset` covers: 1, 2, 4 or (with `widest` 8) 8 bytes,
+/// naturally aligned, inside the space; `None` for any other access.
+pub fn config_range(
+    offset: u64,
+    size: u8,
+    len: usize,
+    widest: u8,
+) -> Option<core::ops::Range<usize>> {
+    let at = offset.checked_sub(CONFIG_OFFSET)?;
+    let allowed = matches!(size, 1 | 2 | 4 | 8) && size <= widest;
+    let size = u64::from(size);
+    if !allowed || !at.is_multiple_of(size) || at + size > len as u64 {
+        return None;
+    }
+    Some(at as usize..(at + size) as usize)
+}
+
+/// A guest read of a device's configuration space `config` ([`config_range`]'s rules),
+/// little-endian; any other access reads 0 (§4.2.2.2 lets a device treat it as undefined).
+pub fn read_config(config: &[u8], offset: u64, size: u8, widest: u8) -> u64 {
+    config_range(offset, size, config.len(), widest)
+        .and_then(|range| config.get(range))
+        .map_or(0, |bytes| {
+            let mut value = [0u8; 8];
+            value[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(value)
+        })
+}
+
 fn set_low(field: &mut u64, value: u32) {
     *field = (*field & !0xFFFF_FFFF) | u64::from(value);
 }

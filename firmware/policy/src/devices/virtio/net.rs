@@ -19,7 +19,7 @@
 
 use alloc::vec::Vec;
 
-use super::mmio::{MmioTransport, TransportEvent, CONFIG_OFFSET};
+use super::mmio::{read_config, MmioTransport, TransportEvent, CONFIG_OFFSET};
 use super::queue::{Chain, Descriptor};
 use super::{feature, interrupt, GuestError, QueueMemory};
 use crate::devices::device::{Device, DeviceId, Effect, Register};
@@ -194,14 +194,8 @@ impl VirtioNet {
         if offset < CONFIG_OFFSET {
             return u64::from(self.transport.read(offset, size));
         }
-        let config = self.config_bytes();
-        config_slice(offset, size)
-            .and_then(|range| config.get(range))
-            .map_or(0, |bytes| {
-                let mut value = [0u8; 8];
-                value[..bytes.len()].copy_from_slice(bytes);
-                u64::from_le_bytes(value)
-            })
+        // Up to 4 bytes: its fields are 6 bytes and a le16.
+        read_config(&self.config_bytes(), offset, size, 4)
     }
 
     /// A guest write of `size` bytes at `offset` in the window; configuration writes are
@@ -467,17 +461,6 @@ fn write_frame(chain: &Chain, memory: &dyn QueueMemory, frame: &[u8]) -> Result<
     }
     // At most HEADER_LEN + MAX_FRAME_LEN, checked by the caller.
     Ok(needed as u32)
-}
-
-/// The configuration-space byte range an access of `size` bytes at window `offset` covers,
-/// if it is 1, 2 or 4 bytes, naturally aligned, inside the space.
-fn config_slice(offset: u64, size: u8) -> Option<core::ops::Range<usize>> {
-    let at = offset.checked_sub(CONFIG_OFFSET)?;
-    let size = u64::from(size);
-    if !matches!(size, 1 | 2 | 4) || !at.is_multiple_of(size) || at + size > CONFIG_SIZE {
-        return None;
-    }
-    Some(at as usize..(at + size) as usize)
 }
 
 impl Device for VirtioNet {
