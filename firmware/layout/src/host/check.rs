@@ -12,14 +12,15 @@ use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_
 
 use super::error::{PartitionLabel, Report};
 use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
+use super::names::name_problem;
 use super::network::Networks;
 use super::parse::{parse_partition, RawPartition, RawVcpuGroup};
 use super::parse::{UNSET_MAX, UNSET_MIN};
 use super::size::{human_size, layout_size};
 use super::{CheckedNetwork, CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
-    MAX_COMMAND_LINE, MAX_NAME_LEN, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
-    MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
+    MAX_COMMAND_LINE, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY, MAX_POOL_BYTES,
+    MAX_VCPUS_PER_PARTITION, MAX_VNODES,
 };
 use crate::{NicSpec, VnodeSpec};
 
@@ -256,21 +257,6 @@ fn check_partition(
 fn check_name(label: &PartitionLabel, name: &str, report: &mut Report) {
     if let Some(problem) = name_problem(name) {
         report.field(label, "name", problem);
-    }
-}
-
-/// What is wrong with a partition's or network's name, if anything: names are 1 to
-/// [`MAX_NAME_LEN`] bytes of `[a-z0-9-]`.
-pub(crate) fn name_problem(name: &str) -> Option<String> {
-    let fix = "use lowercase letters, digits and '-', like \"data-plane\"";
-    if name.is_empty() {
-        Some(format!("empty; {fix}"))
-    } else if name.len() > MAX_NAME_LEN {
-        Some(format!("{} bytes long; at most {MAX_NAME_LEN}", name.len()))
-    } else {
-        name.chars()
-            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
-            .map(|bad| format!("{bad:?} is not allowed; {fix}"))
     }
 }
 

@@ -8,6 +8,7 @@ mod check;
 mod emit;
 mod error;
 mod files;
+mod names;
 mod network;
 mod parse;
 mod size;

@@ -7,72 +7,15 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
-use super::check::name_problem;
 use super::error::{NetworkLabel, PartitionLabel, Report};
-use super::parse::{each_entry, typed, EntryError, FieldError};
+use super::names::name_problem;
+use super::parse::{typed, RawNic};
 use super::CheckedNetwork;
 use crate::limits::{MAX_NETWORKS, MAX_NICS_PER_PARTITION, MAX_PARTITIONS};
 use crate::{default_mac, NicSpec};
 
 /// The keys a `[[network]]` table may hold.
 pub(crate) const NETWORK_KEYS: [&str; 1] = ["name"];
-
-/// One entry of `nics` as written: the network by name (not yet looked up), and the MAC if
-/// the entry gives one (well formed, not yet checked for use).
-#[derive(Debug)]
-pub(crate) struct RawNic {
-    pub(crate) network: String,
-    pub(crate) mac: Option<[u8; 6]>,
-}
-
-/// An entry of `nics` as serde reads it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NicEntry {
-    network: String,
-    mac: Option<String>,
-}
-
-/// The partition key `nics = [{ network = "lan" }, { network = "dmz", mac = "…" }]`.
-pub(crate) fn nic_list(key: &str, value: &toml::Value) -> Result<Vec<RawNic>, FieldError> {
-    let example = "[{ network = \"lan\" }]";
-    each_entry(key, value, example, |entry| {
-        let entry: NicEntry = typed("", entry)?;
-        let mac = match entry.mac.as_deref() {
-            Some(text) => Some(parse_mac(text).map_err(|e| EntryError::at("mac", e))?),
-            None => None,
-        };
-        Ok(RawNic {
-            network: entry.network,
-            mac,
-        })
-    })
-}
-
-/// `"02:12:34:56:78:9a"` (hex digits in either case) as its six octets.
-pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
-    let malformed = || {
-        format!(
-            "{text:?} is not a MAC address; write six two-digit hex octets separated by ':', \
-             like \"02:12:34:56:78:9a\""
-        )
-    };
-    let mut octets = text.split(':');
-    let mut mac = [0u8; 6];
-    for octet in &mut mac {
-        let digits = octets
-            .next()
-            .filter(|d| d.len() == 2 && d.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(malformed)?;
-        *octet = u8::from_str_radix(digits, 16).map_err(|_| malformed())?;
-    }
-    match octets.next() {
-        Some(_) => Err(malformed()),
-        None => Ok(mac),
-    }
-}
 
 /// A MAC address as a layout writes it: `02:6e:76:00:00:01`.
 pub fn format_mac(mac: &[u8; 6]) -> String {

@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::{PartitionLabel, Report};
-use super::network::{nic_list, RawNic};
 use super::size::parse_size;
 use super::toml_value::a_type;
 use super::PoolCheck;
@@ -644,5 +643,60 @@ mod tests {
             assert_eq!(value, "", "{bad}");
             assert!(errors.is_some_and(|e| e.contains("boot_options")), "{bad}");
         }
+    }
+}
+
+/// One entry of `nics` as written: the network by name (not yet looked up), and the MAC if
+/// the entry gives one (well formed, not yet checked for use).
+#[derive(Debug)]
+pub(crate) struct RawNic {
+    pub(crate) network: String,
+    pub(crate) mac: Option<[u8; 6]>,
+}
+
+/// An entry of `nics` as serde reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NicEntry {
+    network: String,
+    mac: Option<String>,
+}
+
+/// The partition key `nics = [{ network = "lan" }, { network = "dmz", mac = "…" }]`.
+pub(crate) fn nic_list(key: &str, value: &toml::Value) -> Result<Vec<RawNic>, FieldError> {
+    let example = "[{ network = \"lan\" }]";
+    each_entry(key, value, example, |entry| {
+        let entry: NicEntry = typed("", entry)?;
+        let mac = match entry.mac.as_deref() {
+            Some(text) => Some(parse_mac(text).map_err(|e| EntryError::at("mac", e))?),
+            None => None,
+        };
+        Ok(RawNic {
+            network: entry.network,
+            mac,
+        })
+    })
+}
+
+/// `"02:12:34:56:78:9a"` (hex digits in either case) as its six octets.
+pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let malformed = || {
+        format!(
+            "{text:?} is not a MAC address; write six two-digit hex octets separated by ':', \
+             like \"02:12:34:56:78:9a\""
+        )
+    };
+    let mut octets = text.split(':');
+    let mut mac = [0u8; 6];
+    for octet in &mut mac {
+        let digits = octets
+            .next()
+            .filter(|d| d.len() == 2 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(malformed)?;
+        *octet = u8::from_str_radix(digits, 16).map_err(|_| malformed())?;
+    }
+    match octets.next() {
+        Some(_) => Err(malformed()),
+        None => Ok(mac),
     }
 }

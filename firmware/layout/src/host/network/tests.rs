@@ -1,6 +1,7 @@
 //! The network and NIC rules one by one, on [`Networks`] directly (no layout file, no images).
 
 use super::*;
+use crate::host::parse::{nic_list, parse_mac};
 
 /// The networks of `text` (a layout's `[[network]]` tables) and the report so far.
 fn read(text: &str) -> (Networks, Report) {
