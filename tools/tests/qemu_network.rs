@@ -1,7 +1,8 @@
 //! The network between partitions, under QEMU's SVM: Debian's own Linux in partitions with
 //! virtio-net cards on a switch inside the hypervisor, judged by what the guests print
 //! (`@guest` lines of `/init`: their interfaces, ping's counts, the sha256 of what nc moved)
-//! and by the boot report (`network`, `nic_counts`).
+//! and by the boot report (`network`, `nic_counts`). Test (d) is a hostile test guest's
+//! probes of its card with a test-guest peer (docs/network.md says why not beside Linux).
 
 mod common;
 
