@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use numavisor_layout::{
-    format_mac, CheckedNetwork, CheckedPartition, CheckedVcpuGroup, ImageKind, LoadOptions,
-    PoolCheck, LINUX_DIR_ENV,
+    CheckedNetwork, CheckedPartition, CheckedVcpuGroup, ImageKind, LoadOptions, PoolCheck,
+    LINUX_DIR_ENV,
 };
 
 use tools::linux;
@@ -131,7 +131,7 @@ fn print_partition(p: &CheckedPartition, networks: &[CheckedNetwork]) {
         let network = networks.get(nic.network).map_or("?", |n| n.name.as_str());
         println!(
             "  nic {index}: network {network:?}, MAC {}",
-            format_mac(&nic.mac)
+            numavisor_policy::report::events::mac_string(nic.mac)
         );
     }
 }

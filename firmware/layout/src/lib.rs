@@ -26,9 +26,8 @@ pub use spec::{
 
 #[cfg(feature = "host")]
 pub use host::{
-    default_guest_dir, default_linux_dir, emit_rust, format_mac, generate_for_build,
-    layout_path_from_env, load, load_str, load_with, workspace_root, CheckedLayout, CheckedNetwork,
-    CheckedPartition, CheckedVcpuGroup, LayoutError, LayoutErrors, LoadOptions, NetworkLabel,
-    PartitionLabel, PoolCheck, GUEST_DIR_ENV, LAYOUT_ENV, LINUX_DIR_ENV, LINUX_IMAGE_NAME,
-    LINUX_INITRD_NAME,
+    default_guest_dir, default_linux_dir, emit_rust, generate_for_build, layout_path_from_env,
+    load, load_str, load_with, workspace_root, CheckedLayout, CheckedNetwork, CheckedPartition,
+    CheckedVcpuGroup, LayoutError, LayoutErrors, LoadOptions, NetworkLabel, PartitionLabel,
+    PoolCheck, GUEST_DIR_ENV, LAYOUT_ENV, LINUX_DIR_ENV, LINUX_IMAGE_NAME, LINUX_INITRD_NAME,
 };

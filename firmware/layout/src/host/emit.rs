@@ -6,13 +6,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::network::format_mac;
 use super::size::human_size;
 use super::{
     load, CheckedLayout, CheckedNetwork, CheckedPartition, CheckedVcpuGroup, GUEST_DIR_ENV,
     LAYOUT_ENV, LINUX_DIR_ENV,
 };
 use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind};
+use numavisor_policy::report::events::mac_string;
 
 /// Rust source defining `pub static LAYOUT: numavisor_layout::Layout` for `layout`. Every path
 /// it names is absolute; strings are escaped as Rust literals.
@@ -149,7 +149,7 @@ fn emit_partition(out: &mut String, p: &CheckedPartition, networks: &[CheckedNet
                 "                numavisor_layout::NicSpec {{ network: {}, mac: {:?} }}, // {network}, {}",
                 nic.network,
                 nic.mac,
-                format_mac(&nic.mac)
+                mac_string(nic.mac)
             );
         }
         let _ = writeln!(out, "            ],");

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 pub use emit::{emit_rust, generate_for_build};
 pub use error::{LayoutError, LayoutErrors, NetworkLabel, PartitionLabel};
-pub use network::format_mac;
 
 use numavisor_policy::partition::cost;
 

@@ -13,14 +13,10 @@ use super::parse::{typed, RawNic};
 use super::CheckedNetwork;
 use crate::limits::{MAX_NETWORKS, MAX_NICS_PER_PARTITION, MAX_PARTITIONS};
 use crate::{default_mac, NicSpec};
+use numavisor_policy::report::events::mac_string;
 
 /// The keys a `[[network]]` table may hold.
 pub(crate) const NETWORK_KEYS: [&str; 1] = ["name"];
-
-/// A MAC address as a layout writes it: `02:6e:76:00:00:01`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.map(|octet| format!("{octet:02x}")).join(":")
-}
 
 /// The layout's networks, and what the partitions checked so far put on them.
 pub(crate) struct Networks {
@@ -210,7 +206,7 @@ impl Networks {
         let (mac, field, what, whose) = match given {
             Some(mac) => {
                 let field = format!("nics[{nic}].mac");
-                let shown = format_mac(&mac);
+                let shown = mac_string(mac);
                 if mac[0] & 1 != 0 {
                     report.field(
                         label,
@@ -240,7 +236,7 @@ impl Networks {
             None if partition >= MAX_PARTITIONS || nic >= MAX_NICS_PER_PARTITION => return None,
             None => {
                 let mac = default_mac(partition, nic);
-                let what = format!("its default MAC {}", format_mac(&mac));
+                let what = format!("its default MAC {}", mac_string(mac));
                 let whose = format!("nics[{nic}] (by default)");
                 (mac, format!("nics[{nic}]"), what, whose)
             }

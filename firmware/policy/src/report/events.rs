@@ -644,18 +644,10 @@ pub fn balloon(m: &BalloonMove) -> String {
     })
 }
 
-/// A MAC address as the report and the layout write it: `02:6e:76:00:00:01`.
+/// A MAC address as the report, the layout and the test guest write it:
+/// `02:6e:76:00:00:01`.
 pub fn mac_string(mac: [u8; 6]) -> String {
-    let mut text = String::with_capacity(17);
-    for (i, byte) in mac.iter().enumerate() {
-        if i > 0 {
-            text.push(':');
-        }
-        for nibble in [byte >> 4, byte & 0xF] {
-            text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
-    }
-    text
+    mac.map(|octet| alloc::format!("{octet:02x}")).join(":")
 }
 
 /// One member of a network in the `network` event.

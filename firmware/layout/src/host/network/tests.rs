@@ -264,7 +264,7 @@ fn nic_entries_read_network_and_mac() {
 fn macs_read_in_either_case_and_print_in_lowercase() {
     let mac = parse_mac("02:AB:cd:00:7f:9A").unwrap();
     assert_eq!(mac, [0x02, 0xAB, 0xCD, 0x00, 0x7F, 0x9A]);
-    assert_eq!(format_mac(&mac), "02:ab:cd:00:7f:9a");
+    assert_eq!(mac_string(mac), "02:ab:cd:00:7f:9a");
 }
 
 #[test]
