@@ -12,48 +12,14 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{fence, Ordering};
 
-/// Register offsets (§4.2.2).
-pub mod reg {
-    pub const MAGIC_VALUE: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0A0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0A4;
-    /// The device-specific configuration space.
-    pub const CONFIG: u64 = 0x100;
-}
+// The register offsets, status bits and ring flags are the device model's own (VIRTIO 1.2
+// §4.2.2, §2.1, §2.7.5): one definition for both sides of the window.
+pub use numavisor_policy::devices::virtio::mmio::{reg, CONFIG_OFFSET, MAGIC};
+pub use numavisor_policy::devices::virtio::queue::{
+    AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE,
+};
+pub use numavisor_policy::devices::virtio::status;
 
-/// Device status bits (§2.1).
-pub mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
-}
-
-/// Descriptor flags (§2.7.5).
-pub const DESC_F_NEXT: u16 = 1;
-pub const DESC_F_WRITE: u16 = 2;
-/// Available-ring flag: no used-buffer interrupts, this driver polls.
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
-
-/// "virt".
-const MAGIC: u32 = 0x7472_6976;
 /// VERSION_1 (feature bit 32): bit 0 of the high feature word.
 pub const F_VERSION_1_HIGH: u32 = 1;
 /// Polls of a register or a ring before a request counts as lost.

@@ -21,18 +21,19 @@
 //!
 //! Waits are counted in TSC ticks at an assumed [`TICKS_PER_S`]: bounds, not measurements.
 
-use numavisor_policy::devices::virtio::net::{ETHERNET_HEADER_LEN, HEADER_LEN, MAX_FRAME_LEN};
+use numavisor_policy::devices::virtio::net::{
+    DEVICE_ID as NET_DEVICE, ETHERNET_HEADER_LEN, HEADER_LEN, MAX_FRAME_LEN,
+};
+use numavisor_policy::report::events::mac_string;
 
 use crate::console::{exit, report, Json};
 use crate::virtio_mmio::{
-    reg, status, DeviceMemory, Ring, Window, DESC_F_NEXT, DESC_F_WRITE, F_VERSION_1_HIGH,
-    MAX_POLLS, RING_BYTES,
+    reg, status, DeviceMemory, Ring, Window, CONFIG_OFFSET, DESC_F_NEXT, DESC_F_WRITE,
+    F_VERSION_1_HIGH, MAX_POLLS, RING_BYTES,
 };
 
 /// Card 0's window: slot 1 (slot 0 is the balloon's, absent here).
 const WINDOW: Window = Window(0xFEB0_0200);
-/// Device type 1: a network card.
-const NET_DEVICE: u32 = 1;
 /// VIRTIO_NET_F_MAC (bit 5 of word 0).
 const F_MAC: u32 = 1 << 5;
 const RECEIVE: u16 = 0;
@@ -103,21 +104,9 @@ fn device_needs_reset() -> bool {
 /// The card's MAC from its configuration space (4-byte reads: mac[0..4], mac[4..6] and
 /// status).
 fn read_mac() -> [u8; 6] {
-    let low = WINDOW.read(reg::CONFIG).to_le_bytes();
-    let high = WINDOW.read(reg::CONFIG + 4).to_le_bytes();
+    let low = WINDOW.read(CONFIG_OFFSET).to_le_bytes();
+    let high = WINDOW.read(CONFIG_OFFSET + 4).to_le_bytes();
     [low[0], low[1], low[2], low[3], high[0], high[1]]
-}
-
-fn mac_string(mac: [u8; 6]) -> alloc::string::String {
-    alloc::format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0],
-        mac[1],
-        mac[2],
-        mac[3],
-        mac[4],
-        mac[5]
-    )
 }
 
 /// Writes the ARP request "who has `peer`, tell `ip`" from `mac` at [`ARP_AT`].
@@ -384,7 +373,7 @@ pub fn respond(ip: Option<&str>) -> ! {
 
 /// Whether the card's link is up (its configuration's status word, bit 0).
 fn link_up() -> bool {
-    let word = WINDOW.read(reg::CONFIG + 4).to_le_bytes();
+    let word = WINDOW.read(CONFIG_OFFSET + 4).to_le_bytes();
     word[2] & 1 != 0
 }
 

@@ -36,8 +36,9 @@ pub const VERSION: u32 = 2;
 /// VendorID numavisor's devices report: "NV" (0x4E56).
 pub const VENDOR_ID: u32 = 0x4E56;
 
-/// Register offsets (§4.2.2, table "MMIO Device Register Layout").
-mod reg {
+/// Register offsets (§4.2.2, table "MMIO Device Register Layout"); the test guest's drivers
+/// use them too.
+pub mod reg {
     pub const MAGIC_VALUE: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
     pub const DEVICE_ID: u64 = 0x008;
