@@ -13,9 +13,9 @@ use numavisor_policy::devices::virtio::balloon::{
 };
 use numavisor_policy::devices::virtio::QueueMemory;
 
-#[path = "shared/ram.rs"]
-mod ram;
-use ram::Ram;
+#[path = "shared/virtio.rs"]
+mod shared;
+use shared::Ram;
 
 /// Guest RAM from address 0; the fuzzed bytes fill it from the start.
 const RAM: usize = 0x4000;
@@ -44,26 +44,13 @@ struct Input {
 /// Linux's virtio_mmio + virtio_balloon probe; queue `q`'s rings at 0x1000 * q: descriptors,
 /// available ring at +0x100, used ring at +0x200.
 fn probe(device: &mut VirtioBalloon) {
-    let mut w = |offset: u64, value: u32| {
-        device.mmio_write(offset, 4, u64::from(value));
-    };
-    w(0x070, 0);
-    w(0x070, 1);
-    w(0x070, 3);
-    w(0x024, 1);
-    w(0x020, 1);
-    w(0x024, 0);
-    w(0x020, 3);
-    w(0x070, 0xB);
-    for q in 0..3u32 {
-        w(0x030, q);
-        w(0x038, 16);
-        w(0x080, 0x1000 * q);
-        w(0x090, 0x1000 * q + 0x100);
-        w(0x0A0, 0x1000 * q + 0x200);
-        w(0x044, 1);
-    }
-    w(0x070, 0xF);
+    shared::probe(
+        |offset, value| {
+            device.mmio_write(offset, 4, u64::from(value));
+        },
+        3,
+        3,
+    );
 }
 
 fuzz_target!(|input: Input| {

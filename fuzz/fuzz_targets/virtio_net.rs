@@ -13,9 +13,9 @@ use numavisor_policy::devices::virtio::net::{NetConfig, VirtioNet, MAX_FRAME_LEN
 use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::network::{deliver, Ports, Route, Switch};
 
-#[path = "shared/ram.rs"]
-mod ram;
-use ram::Ram;
+#[path = "shared/virtio.rs"]
+mod shared;
+use shared::Ram;
 
 /// Guest RAM of each card, from address 0; card 0's is filled from the fuzzed bytes.
 const RAM: usize = 0x4000;
@@ -90,26 +90,13 @@ impl Ports for Cards {
 /// Linux's virtio_mmio + virtio_net probe; queue `q`'s rings at 0x1000 * q: descriptors,
 /// available ring at +0x100, used ring at +0x200.
 fn probe(nic: &mut VirtioNet, event_idx: bool) {
-    let mut w = |offset: u64, value: u32| {
-        nic.mmio_write(offset, 4, u64::from(value));
-    };
-    w(0x070, 0);
-    w(0x070, 1);
-    w(0x070, 3);
-    w(0x024, 1);
-    w(0x020, 1);
-    w(0x024, 0);
-    w(0x020, (1 << 5) | (1 << 16) | (u32::from(event_idx) << 29));
-    w(0x070, 0xB);
-    for q in 0..2u32 {
-        w(0x030, q);
-        w(0x038, 16);
-        w(0x080, 0x1000 * q);
-        w(0x090, 0x1000 * q + 0x100);
-        w(0x0A0, 0x1000 * q + 0x200);
-        w(0x044, 1);
-    }
-    w(0x070, 0xF);
+    shared::probe(
+        |offset, value| {
+            nic.mmio_write(offset, 4, u64::from(value));
+        },
+        (1 << 5) | (1 << 16) | (u32::from(event_idx) << 29),
+        2,
+    );
     nic.set_link(true);
 }
 
