@@ -106,39 +106,16 @@ fn boot_ratio(image_path: &Path, extra: &str) -> Result<()> {
 
 /// The same guest on plain QEMU: one NUMA node with both vCPUs, as the partition sees it.
 fn plain_qemu(command_line: &str) -> Vec<String> {
-    let dir = linux::linux_dir();
-    [
-        "qemu-system-x86_64",
-        "-machine",
+    linux::plain_qemu_command(
         "q35",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        "256M",
-        "-smp",
-        "2",
-        "-object",
-        "memory-backend-ram,id=m0,size=256M",
-        "-numa",
-        "node,nodeid=0,cpus=0-1,memdev=m0",
-        "-kernel",
-        &dir.join("vmlinuz").display().to_string(),
-        "-initrd",
-        &linux::initramfs_path().display().to_string(),
-        "-append",
         command_line,
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        &[
+            "-object".into(),
+            "memory-backend-ram,id=m0,size=256M".into(),
+            "-numa".into(),
+            "node,nodeid=0,cpus=0-1,memdev=m0".into(),
+        ],
+    )
 }
 
 fn partition_event(args: &[String]) -> Result<Value> {

@@ -446,39 +446,16 @@ fn wait_for_listener<T>(port: u16, beta: &std::thread::JoinHandle<T>) -> Result<
 /// guest's `virtio_mmio` and `virtio_net` bind as under numavisor), 2 vCPUs, 256 MiB, a
 /// virtio-net card on a `-netdev socket` (`socket`: `listen=…` or `connect=…`).
 fn plain_qemu(guest: &PlainGuest, socket: &str) -> Vec<String> {
-    let dir = linux::linux_dir();
-    [
-        "qemu-system-x86_64",
-        "-machine",
+    linux::plain_qemu_command(
         "microvm",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        "256M",
-        "-smp",
-        "2",
-        "-kernel",
-        &dir.join("vmlinuz").display().to_string(),
-        "-initrd",
-        &linux::initramfs_path().display().to_string(),
-        "-append",
         &guest.command_line,
-        "-netdev",
-        &format!("socket,id=n0,{socket}"),
-        "-device",
-        &format!("virtio-net-device,netdev=n0,mac={}", guest.mac),
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        &[
+            "-netdev".into(),
+            format!("socket,id=n0,{socket}"),
+            "-device".into(),
+            format!("virtio-net-device,netdev=n0,mac={}", guest.mac),
+        ],
+    )
 }
 
 /// The hypervisor's instructions per frame alpha sent: its card's `send_ticks / tx_frames`

@@ -75,6 +75,43 @@ pub struct LinuxMaterial {
     pub modules: Vec<PathBuf>,
 }
 
+/// A QEMU command running the Linux guest material alone on `machine` (TCG, `-cpu max`,
+/// 2 vCPUs, 256 MiB: a Linux partition's shape) with `command_line`, the serial console on
+/// stdio, and `extra` arguments (NUMA nodes, devices): the benchmarks' plain-QEMU side.
+pub fn plain_qemu_command(machine: &str, command_line: &str, extra: &[String]) -> Vec<String> {
+    let dir = linux_dir();
+    let mut args: Vec<String> = [
+        "qemu-system-x86_64",
+        "-machine",
+        machine,
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "256M",
+        "-smp",
+        "2",
+        "-kernel",
+        &dir.join("vmlinuz").display().to_string(),
+        "-initrd",
+        &initramfs_path().display().to_string(),
+        "-append",
+        command_line,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Where [`fetch_debian_guest`] leaves the kernel modules.
 pub fn modules_dir() -> PathBuf {
     linux_dir().join("modules")
