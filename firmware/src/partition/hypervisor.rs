@@ -163,8 +163,13 @@ impl Hypervisor {
 
     /// Prints the ledger of every node's memory (a `ledger` event).
     pub fn emit_ledger(&self) {
-        let ledger = self.frames.lock().ledger();
+        // Printed under the frames lock: two partitions stopping at once on two CPUs must print
+        // their ledgers in the order they were taken, or the last line is not the last state
+        // (the console's lock is a leaf: nothing takes `frames` under it).
+        let frames = self.frames.lock();
+        let ledger = frames.ledger();
         crate::platform::console::report::emit(&numavisor_policy::report::events::ledger(&ledger));
+        drop(frames);
     }
 
     /// How many partitions run.
