@@ -86,6 +86,8 @@ pub enum AcpiError {
     },
     /// The PM block's ports run past 0xFFFF or the SCI is not an ISA IRQ (1..15, not 2).
     BadPmBlock { port: u16, sci_irq: u8 },
+    /// The I/O APIC's ID does not fit its ID register's four bits (82093AA).
+    BadIoApicId { id: u8 },
     /// A virtio-mmio device's window or interrupt cannot be described or collides with
     /// another device's.
     BadVirtioMmio {
@@ -202,6 +204,9 @@ impl fmt::Display for AcpiError {
                     f,
                     "{device} is on node {node}, but there are only {nodes} nodes"
                 )
+            }
+            BadIoApicId { id } => {
+                write!(f, "I/O APIC ID {id}: its ID register holds 4 bits (0..15)")
             }
             BadPmBlock { port, sci_irq } => write!(
                 f,

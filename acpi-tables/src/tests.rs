@@ -173,6 +173,10 @@ fn bad_descriptions_are_refused_with_what_is_wrong() {
         }
     );
     assert_eq!(
+        refused(|p| p.devices.io_apic.id = 16),
+        AcpiError::BadIoApicId { id: 16 }
+    );
+    assert_eq!(
         refused(|p| p.devices.pm.sci_irq = 2),
         AcpiError::BadPmBlock {
             port: 0x600,

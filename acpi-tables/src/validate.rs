@@ -158,6 +158,11 @@ fn check_devices(platform: &GuestPlatform) -> Result<(), AcpiError> {
             }
         }
     }
+    if devices.io_apic.id > 15 {
+        return Err(AcpiError::BadIoApicId {
+            id: devices.io_apic.id,
+        });
+    }
     let pm = devices.pm;
     // IRQ 0 is the timer and IRQ 2 the cascade: neither can carry the SCI.
     if pm.port > 0xFFF4 || pm.sci_irq == 0 || pm.sci_irq == 2 || pm.sci_irq > 15 {

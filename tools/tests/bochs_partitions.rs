@@ -183,3 +183,12 @@ fn q_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
         "two-nodes",
     ));
 }
+
+/// The virtual CPU and local APIC against the architecture on VMX (Intel: no AMD counters).
+#[test]
+fn s_the_virtual_platform_follows_the_architecture() {
+    cases::virtual_platform_follows_the_architecture(
+        &vmx("virtual-platform", "two-nodes"),
+        "intel",
+    );
+}

@@ -279,3 +279,13 @@ fn p_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
         "two-nodes",
     ));
 }
+
+/// The virtual CPU and local APIC against the architecture on SVM (`layouts/virtual-platform.toml`):
+/// the legacy AMD counters, TSC_AUX, CR8 as the TPR (V_TPR), a disabled APIC, the I/O APIC ID.
+#[test]
+fn q_the_virtual_platform_follows_the_architecture() {
+    cases::virtual_platform_follows_the_architecture(
+        &Boot::run("virtual-platform", "two-nodes"),
+        "amd",
+    );
+}

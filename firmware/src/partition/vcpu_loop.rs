@@ -166,6 +166,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     };
     let slot = &partition.vcpus[index];
     cpu.set_tsc_offset(offset);
+    cpu.set_tsc_aux(context.msrs.tsc_aux());
     let mut running = index == 0;
     if running {
         cpu.enter(entry);
@@ -296,10 +297,12 @@ fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize,
     if !cpu.event_queued() && slot.take_nmi() {
         cpu.inject(Event::Nmi);
     }
-    let pending = machine.with_lapic(index, |l| {
+    let (pending, tpr) = machine.with_lapic(index, |l| {
         l.advance(now);
-        l.pending_vector()
+        (l.pending_vector(), l.task_priority())
     });
+    // The guest's CR8 reads the TPR's class, however the TPR was last written.
+    cpu.load_task_priority(tpr >> 4);
     let Some(vector) = pending else {
         cpu.set_interrupt_window(false);
         return;

@@ -7,6 +7,7 @@
 
 pub mod pages;
 pub mod svm;
+pub mod tsc_aux;
 pub mod vmx;
 pub mod xstate;
 
@@ -251,6 +252,9 @@ impl Vcpu for ActiveVcpu {
         mut set_interrupt_window(wanted: bool);
         mut set_tsc_offset(offset: u64);
         mut set_run_deadline(deadline: u64);
+        mut set_tsc_aux(value: u32);
+        mut take_task_priority_write() -> Option<u8>;
+        mut load_task_priority(class: u8);
         mut xsetbv(index: u32, value: u64) -> bool;
         mut enter(state: EntryState);
     }

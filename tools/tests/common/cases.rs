@@ -879,3 +879,65 @@ pub fn linux_pair_moves_data(boot: &Boot, mib: u64, beta_mac: &str) {
         powered_off_on_its_nodes(boot, name);
     }
 }
+
+/// The virtual CPU and local APIC held to the architecture (`layouts/virtual-platform.toml`,
+/// the test guest's `platform_probe.rs`), each from what the guest itself read: the legacy AMD
+/// counters read 0 (on an AMD vendor), TSC_AUX reaches RDTSCP (and RDPID where CPUID offers
+/// it), CR8 and the TPR are one state that holds back a class-4 interrupt at class 5, a
+/// disabled or x2APIC-mode APIC has no MMIO page and a disabled one no CPUID bit, and the I/O
+/// APIC ID keeps four bits.
+pub fn virtual_platform_follows_the_architecture(boot: &Boot, vendor: &str) {
+    let context = &boot.context;
+    let pmu = boot.guest("platform", "pmu_msrs");
+    assert_eq!(pmu["vendor"], vendor, "{pmu}\n{context}");
+    if vendor == "amd" {
+        assert_eq!(pmu["values"], serde_json::json!([0, 0, 0, 0, 0, 0, 0, 0]), "{context}");
+    }
+    let aux = boot.guest("platform", "tsc_aux");
+    let written = &aux["written"];
+    assert_eq!(&aux["rdmsr"], written, "{aux}\n{context}");
+    assert_eq!(
+        &aux["rdtscp"], written,
+        "RDTSCP reads the CPU: {aux}\n{context}"
+    );
+    assert!(
+        aux["rdpid"].is_null() || &aux["rdpid"] == written,
+        "RDPID reads the CPU: {aux}\n{context}"
+    );
+    let cr8 = boot.guest("platform", "cr8_tpr");
+    assert_eq!(cr8["tpr_after_cr8"], 0xF0, "MOV CR8, 0xF: {cr8}\n{context}");
+    assert_eq!(cr8["cr8_after_tpr"], 3, "TPR 0x30: {cr8}\n{context}");
+    assert_eq!(cr8["tpr_after_zero"], 0, "{cr8}\n{context}");
+    let priority = boot.guest("platform", "task_priority");
+    assert_eq!(priority["tpr"], 0x50, "{priority}\n{context}");
+    assert_eq!(
+        priority["held"], 0,
+        "class 4 under CR8 5: {priority}\n{context}"
+    );
+    assert_eq!(priority["delivered"], 1, "CR8 0: {priority}\n{context}");
+    assert_eq!(
+        priority["xapic_page"], 0xFFFF_FFFFu32,
+        "{priority}\n{context}"
+    );
+    let disabled = boot.guest("platform", "apic_disabled");
+    assert_eq!(disabled["cpuid_apic"], false, "{disabled}\n{context}");
+    assert_eq!(disabled["version"], 0xFFFF_FFFFu32, "{disabled}\n{context}");
+    assert_eq!(disabled["tpr"], 0xFFFF_FFFFu32, "{disabled}\n{context}");
+    assert_eq!(
+        disabled["cpuid_apic_enabled"], true,
+        "{disabled}\n{context}"
+    );
+    assert_eq!(
+        disabled["version_enabled"], 0x0005_0014,
+        "{disabled}\n{context}"
+    );
+    assert_eq!(disabled["tpr_enabled"], 0, "{disabled}\n{context}");
+    let ioapic = boot.guest("platform", "ioapic_id");
+    assert_eq!(ioapic["after_all_ones"], 0x0F00_0000, "{ioapic}\n{context}");
+    assert_eq!(
+        boot.guest("platform", "hostile_done")["probe"],
+        "virtual-platform",
+        "{context}"
+    );
+    assert_eq!(boot.stopped("platform")["reason"], "exit", "{context}");
+}

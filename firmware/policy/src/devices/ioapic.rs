@@ -3,8 +3,8 @@
 //!
 //! The MMIO window is [`IOAPIC_WINDOW`] bytes: IOREGSEL at 0x00 and IOWIN at 0x10. Only 4-byte
 //! accesses at exactly those two offsets are defined; any other offset or size reads 0 and is
-//! ignored on write. Registers: ID (0x00, bits 24–31, all eight bits kept as later I/O APICs
-//! do), VER (0x01, reads [`IOAPIC_VERSION`]), ARB (0x02, reads the ID, read-only) and the
+//! ignored on write. Registers: ID (0x00, bits 24–27 as on the 82093AA and KVM's model; bits
+//! 28–31 are reserved, read 0 and ignore writes), VER (0x01, reads [`IOAPIC_VERSION`]), ARB (0x02, reads the ID, read-only) and the
 //! redirection table (0x10–0x3F, a low and a high dword per pin). Unknown register indices
 //! read 0 and ignore writes.
 //!
@@ -28,6 +28,8 @@ pub use delivery::{DeliveryMode, IoApicDelivery};
 const IOREGSEL: u64 = 0x00;
 const IOWIN: u64 = 0x10;
 const REG_ID: u8 = 0x00;
+/// The ID register's four ID bits (after the shift from bit 24).
+const IOAPIC_ID_MASK: u32 = 0xF;
 const REG_VER: u8 = 0x01;
 const REG_ARB: u8 = 0x02;
 const REG_REDIR_FIRST: u8 = 0x10;
@@ -164,7 +166,7 @@ impl IoApic {
 
     fn write_register(&mut self, index: u8, value: u32) -> Option<IoApicDelivery> {
         if index == REG_ID {
-            self.id = (value >> 24) as u8;
+            self.id = ((value >> 24) & IOAPIC_ID_MASK) as u8;
             return None;
         }
         let (pin, high) = Self::redirection_slot(index)?;
@@ -232,6 +234,10 @@ mod tests {
         assert_eq!(read_reg(&mut io, REG_VER), 0x0017_0011);
         write_reg(&mut io, REG_ID, 0x0500_0000);
         assert_eq!(read_reg(&mut io, REG_ID), 5 << 24);
+        // Four ID bits: bits 28–31 are reserved.
+        write_reg(&mut io, REG_ID, 0xFF00_0000);
+        assert_eq!(read_reg(&mut io, REG_ID), 0x0F00_0000);
+        assert_eq!(read_reg(&mut io, REG_ARB), 0x0F00_0000);
         assert_eq!(io.mmio_read(IOREGSEL, 4), 0);
         // Reset entries are masked.
         for pin in 0..24 {

@@ -160,7 +160,7 @@ const LEAF1_ECX_HIDDEN: u32 = bit(2) // DTES64: 64-bit debug store (no DS area).
     | bit(11) // SDBG: IA32_DEBUG_INTERFACE.
     | bit(15) // PDCM: IA32_PERF_CAPABILITIES.
     | bit(18) // DCA: direct cache access.
-    | bit(27); // OSXSAVE: reflects guest CR4.OSXSAVE, see `apply_guest_cr4`.
+    | bit(27); // OSXSAVE: reflects guest CR4.OSXSAVE, see `apply_guest_state`.
 const LEAF1_ECX_SET: u32 = bit(21) // x2APIC: the APIC model offers it.
     | bit(24) // TSC-deadline: the APIC model's timer (MSR 0x6E0).
     | bit(31); // Hypervisor present.
@@ -179,7 +179,7 @@ const LEAF7_EBX_HIDDEN: u32 = bit(1) // IA32_TSC_ADJUST: not emulated.
     | bit(14) // MPX: bound-config MSRs.
     | bit(15) // RDT allocation (PQE).
     | bit(25); // Intel processor trace.
-const LEAF7_ECX_HIDDEN: u32 = bit(4) // OSPKE: reflects guest CR4.PKE, see `apply_guest_cr4`.
+const LEAF7_ECX_HIDDEN: u32 = bit(4) // OSPKE: reflects guest CR4.PKE, see `apply_guest_state`.
     | bit(5) // WAITPKG: UMWAIT/TPAUSE with IA32_UMWAIT_CONTROL.
     | bit(7) // CET shadow stacks: CET MSRs.
     | bit(30); // SGX launch control.
@@ -211,7 +211,7 @@ const EXT1_ECX_HIDDEN: u32 = bit(2) // SVM: no nested virtualisation.
 const EXT8_EBX_KEPT: u32 = bit(0) | bit(2) | bit(9);
 
 /// The registers `[EAX, EBX, ECX, EDX]` CPUID returns to vCPU `policy.vcpu_index` for `leaf`
-/// and `subleaf`. OSXSAVE and OSPKE read clear; pass the result through [`apply_guest_cr4`].
+/// and `subleaf`. OSXSAVE and OSPKE read clear; pass the result through [`apply_guest_state`].
 pub fn emulate(host: &impl HostCpuid, policy: &CpuidPolicy, leaf: u32, subleaf: u32) -> [u32; 4] {
     let topology = policy.topology();
     let host_max_basic = host.cpuid(0, 0)[0];
@@ -380,12 +380,36 @@ fn extended_topology(topology: &Topology, subleaf: u32) -> [u32; 4] {
     }
 }
 
-/// Sets the bits CPUID reflects from the guest's CR4: leaf 1 ECX bit 27 OSXSAVE (CR4 bit 18)
-/// and leaf 7 subleaf 0 ECX bit 4 OSPKE (CR4 bit 22), as the hardware does natively.
-pub fn apply_guest_cr4(leaf: u32, subleaf: u32, mut registers: [u32; 4], cr4: u64) -> [u32; 4] {
+/// The guest state some CPUID bits reflect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestState {
+    /// The guest's CR4.
+    pub cr4: u64,
+    /// IA32_APIC_BASE.EN of the asking vCPU's local APIC.
+    pub apic_enabled: bool,
+}
+
+/// Sets the bits CPUID reflects from the guest's state, as the hardware does natively: leaf 1
+/// ECX bit 27 OSXSAVE (CR4 bit 18), leaf 7 subleaf 0 ECX bit 4 OSPKE (CR4 bit 22), and leaf 1
+/// EDX bit 9 APIC, clear while the local APIC is globally disabled (SDM vol. 3A §11.4.3).
+pub fn apply_guest_state(
+    leaf: u32,
+    subleaf: u32,
+    mut registers: [u32; 4],
+    guest: GuestState,
+) -> [u32; 4] {
     match (leaf, subleaf) {
-        (1, _) if cr4 & (1 << 18) != 0 => registers[2] |= bit(27),
-        (7, 0) if cr4 & (1 << 22) != 0 && registers[2] & bit(3) != 0 => registers[2] |= bit(4),
+        (1, _) => {
+            if guest.cr4 & (1 << 18) != 0 {
+                registers[2] |= bit(27);
+            }
+            if !guest.apic_enabled {
+                registers[3] &= !bit(9);
+            }
+        }
+        (7, 0) if guest.cr4 & (1 << 22) != 0 && registers[2] & bit(3) != 0 => {
+            registers[2] |= bit(4)
+        }
         _ => {}
     }
     registers

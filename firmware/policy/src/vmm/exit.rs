@@ -119,6 +119,11 @@ pub fn handle<V: Vcpu, M: Machine>(
     exit: VmExit,
     now: u64,
 ) -> Next {
+    // CR8 written without an exit (SVM's V_TPR) is the local APIC's TPR from now on (SDM vol.
+    // 3A §11.8.6.1: MOV CR8 sets TPR[7:4] and clears TPR[3:0]), before anything reads it.
+    if let Some(class) = cpu.take_task_priority_write() {
+        machine.with_lapic(context.index, |l| l.set_task_priority(class << 4));
+    }
     let rip = cpu.rip();
     match exit {
         VmExit::Io(access) => handle_io(cpu, context, machine, access, now),
@@ -126,8 +131,13 @@ pub fn handle<V: Vcpu, M: Machine>(
             let registers = cpu.registers();
             let (leaf, subleaf) = (registers.rax as u32, registers.rcx as u32);
             let out = cpuid::emulate(machine, &context.cpuid, leaf, subleaf);
-            // OSXSAVE and OSPKE mirror the guest's own CR4, as on hardware.
-            let out = cpuid::apply_guest_cr4(leaf, subleaf, out, cpu.paging().cr4);
+            // OSXSAVE and OSPKE mirror the guest's own CR4, and the APIC bit its
+            // IA32_APIC_BASE.EN, as on hardware (only leaf 1 asks the APIC).
+            let guest = cpuid::GuestState {
+                cr4: cpu.paging().cr4,
+                apic_enabled: leaf != 1 || machine.with_lapic(context.index, |l| l.enabled()),
+            };
+            let out = cpuid::apply_guest_state(leaf, subleaf, out, guest);
             let registers = cpu.registers();
             registers.rax = out[0] as u64;
             registers.rbx = out[1] as u64;
@@ -469,6 +479,10 @@ fn handle_msr(
                 }
                 Ok(MsrAction::LoadPat(pat)) => {
                     cpu.set_pat(pat);
+                    true
+                }
+                Ok(MsrAction::LoadTscAux(value)) => {
+                    cpu.set_tsc_aux(value);
                     true
                 }
                 Ok(MsrAction::Apic) | Err(_) => false,

@@ -45,6 +45,9 @@ pub enum MsrAction {
     SetEfer(u64),
     /// IA32_PAT, validated and stored: load it into the guest state (VMCB G_PAT, VMCS PAT).
     LoadPat(u64),
+    /// TSC_AUX, validated and stored: load it into the CPU for RDTSCP and RDPID, which read
+    /// the physical MSR without an exit.
+    LoadTscAux(u32),
     /// An APIC MSR: give the write to the local APIC model.
     Apic,
 }
@@ -69,6 +72,10 @@ pub const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
 pub const EFER: u32 = 0xC000_0080;
 pub const TSC_AUX: u32 = 0xC000_0103;
+/// The legacy AMD performance counters: PERF_CTL0–3 (0xC001_0000–3), PERF_CTR0–3
+/// (0xC001_0004–7). Every AMD64 CPU has them, with no CPUID bit to say so.
+pub const AMD_PERF_LEGACY_FIRST: u32 = 0xC001_0000;
+pub const AMD_PERF_LEGACY_LAST: u32 = 0xC001_0007;
 pub const AMD_SYSCFG: u32 = 0xC001_0010;
 pub const AMD_HWCR: u32 = 0xC001_0015;
 /// MSR_K8_INT_PENDING_MSG: Linux reads it on family 0Fh/10h parts to detect C1E (erratum 400).
@@ -184,6 +191,11 @@ impl MsrState {
         self.pat
     }
 
+    /// The guest's TSC_AUX, for loading into the CPU at vCPU start.
+    pub fn tsc_aux(&self) -> u32 {
+        self.tsc_aux as u32
+    }
+
     fn amd(&self) -> bool {
         self.vendor != Vendor::Intel
     }
@@ -228,8 +240,11 @@ impl MsrState {
             AMD_OSVW_ID_LENGTH | AMD_OSVW_STATUS if self.amd() => 0,
             AMD_LS_CFG if self.amd() => self.ls_cfg,
             AMD_DE_CFG if self.amd() => DE_CFG_VALUE,
-            // SPEC_CTRL, PRED_CMD, ARCH_CAPABILITIES (CPUID does not advertise them),
-            // performance counters, and everything else.
+            // No virtual PMU: the legacy counters exist (no CPUID bit can hide them) and read
+            // 0, as under other hypervisors without one.
+            AMD_PERF_LEGACY_FIRST..=AMD_PERF_LEGACY_LAST if self.amd() => 0,
+            // SPEC_CTRL, PRED_CMD, ARCH_CAPABILITIES (CPUID does not advertise them), the
+            // other performance counters, and everything else.
             _ => return Err(MsrFault::GeneralProtection),
         };
         Ok(MsrRead::Value(value))
@@ -287,7 +302,10 @@ impl MsrState {
             // Intel: Linux rewrites it (fast strings, XD disable); nothing changes here.
             IA32_MISC_ENABLE if !self.amd() => {}
             TSC_AUX if value >> 32 != 0 => return GP,
-            TSC_AUX => self.tsc_aux = value,
+            TSC_AUX => {
+                self.tsc_aux = value;
+                return Ok(MsrAction::LoadTscAux(value as u32));
+            }
             // Stored so that Linux reads back what it set (IRPERF, TscFreqSel, ...); no effect.
             AMD_HWCR if self.amd() => self.hwcr = value,
             // SME enable and friends: not offered; the write is dropped.
@@ -298,6 +316,9 @@ impl MsrState {
             AMD_LS_CFG if self.amd() => self.ls_cfg = value,
             // LFENCE-serialising is already reported set; the write is dropped.
             AMD_DE_CFG if self.amd() => {}
+            // The legacy counters count nothing: writes to their controls and counts are
+            // dropped (kvm-unit-tests clears them at start).
+            AMD_PERF_LEGACY_FIRST..=AMD_PERF_LEGACY_LAST if self.amd() => {}
             // MCG_CAP and MTRRCAP are read-only; the rest is unknown.
             _ => return GP,
         }

@@ -91,6 +91,18 @@ pub trait Vcpu {
     /// it anyway; a backend with a timer of its own (VMX's preemption timer) sets that too, so
     /// the run ends even where an interrupt cannot reach the guest's CPU.
     fn set_run_deadline(&mut self, _deadline: u64) {}
+    /// Loads the guest's TSC_AUX into the CPU it runs on: RDTSCP and RDPID read the physical
+    /// MSR without an exit, and each vCPU owns its CPU while it runs.
+    fn set_tsc_aux(&mut self, value: u32);
+    /// The task-priority class (CR8) the guest wrote during its last run, if the backend lets
+    /// the guest write CR8 without an exit (SVM's V_TPR) and the guest changed it since
+    /// [`Vcpu::load_task_priority`]. `None` where every CR8 access exits (VMX).
+    fn take_task_priority_write(&mut self) -> Option<u8> {
+        None
+    }
+    /// Loads the local APIC's task-priority class (TPR bits 7:4) where the guest's CR8 reads
+    /// it without an exit (SVM's V_TPR).
+    fn load_task_priority(&mut self, _class: u8) {}
     /// XSETBV of `value` to XCR`index` for the guest, if the architectural rules and the CPU
     /// allow it at the guest's privilege level; false: the guest gets #GP.
     fn xsetbv(&mut self, index: u32, value: u64) -> bool;

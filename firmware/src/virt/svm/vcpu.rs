@@ -20,6 +20,9 @@ pub struct SvmVcpu {
     next_rip_save: bool,
     /// The host's VMSAVE page on the CPU this vCPU runs on.
     host_state: u64,
+    /// The task-priority class last loaded into V_TPR: a different V_TPR after a run is a
+    /// guest write of CR8.
+    loaded_tpr: u8,
 }
 
 impl SvmVcpu {
@@ -31,6 +34,7 @@ impl SvmVcpu {
             registers: GuestRegisters::default(),
             next_rip_save,
             host_state,
+            loaded_tpr: 0,
         }
     }
 }
@@ -168,6 +172,25 @@ impl Vcpu for SvmVcpu {
         self.vmcb.set_tsc_offset(offset);
     }
 
+    fn set_tsc_aux(&mut self, value: u32) {
+        crate::virt::tsc_aux::load(value);
+    }
+
+    fn take_task_priority_write(&mut self) -> Option<u8> {
+        let class = self.vmcb.v_tpr();
+        (class != self.loaded_tpr).then(|| {
+            self.loaded_tpr = class;
+            class
+        })
+    }
+
+    fn load_task_priority(&mut self, class: u8) {
+        if class != self.loaded_tpr {
+            self.vmcb.set_v_tpr(class);
+            self.loaded_tpr = class;
+        }
+    }
+
     fn xsetbv(&mut self, index: u32, value: u64) -> bool {
         crate::virt::xstate::guest_xsetbv(index, value, self.vmcb.cpl()).is_ok()
     }
@@ -176,6 +199,8 @@ impl Vcpu for SvmVcpu {
         self.registers = GuestRegisters::default();
         self.vmcb.clear_event();
         self.vmcb.set_interrupt_window(false);
+        self.vmcb.set_v_tpr(0);
+        self.loaded_tpr = 0;
         let arch = ArchState::of(state);
         self.vmcb.set_state(&arch);
         crate::virt::xstate::reset_for_start();

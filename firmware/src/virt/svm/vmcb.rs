@@ -84,6 +84,8 @@ pub mod misc2 {
 
 /// V_INTR fields (APM vol. 2 §15.21.1, table B-1 offset 0x60).
 mod v_intr {
+    /// The guest's CR8 (task-priority class) while V_INTR_MASKING is set.
+    pub const V_TPR: u64 = 0xF;
     pub const V_IRQ: u64 = 1 << 8;
     pub const V_INTR_PRIO_SHIFT: u64 = 16;
     pub const V_IGN_TPR: u64 = 1 << 20;
@@ -346,6 +348,17 @@ impl Vmcb {
         }
         self.write(offset::V_INTR, v);
         self.write(offset::INTERCEPT_MISC1, m1);
+    }
+
+    /// The guest's CR8 (V_TPR): with V_INTR_MASKING set, MOV CR8 reads and writes it without
+    /// an exit (APM vol. 2 §15.21.1).
+    pub fn v_tpr(&self) -> u8 {
+        (self.read::<u64>(offset::V_INTR) & v_intr::V_TPR) as u8
+    }
+
+    pub fn set_v_tpr(&mut self, class: u8) {
+        let v = self.read::<u64>(offset::V_INTR) & !v_intr::V_TPR;
+        self.write(offset::V_INTR, v | (u64::from(class) & v_intr::V_TPR));
     }
 
     /// Queues the event of EXITINTINFO `info` again (same format as EVENTINJ).

@@ -615,6 +615,10 @@ impl Vcpu for VmxVcpu {
         self.run_deadline = Some(deadline);
     }
 
+    fn set_tsc_aux(&mut self, value: u32) {
+        crate::virt::tsc_aux::load(value);
+    }
+
     fn xsetbv(&mut self, index: u32, value: u64) -> bool {
         xstate::guest_xsetbv(index, value, self.cpl()).is_ok()
     }

@@ -22,7 +22,9 @@
 //! (`virtio_net` events; `virtio_net_probe.rs`); `probe=arp-responder ip=A` is its peer,
 //! answering ARP for A until its link goes down. `mode=watch target=ID|self
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
-//! the neighbour of `concurrent-moves`.
+//! the neighbour of `concurrent-moves`. `probe=virtual-platform` holds the virtual CPU and
+//! local APIC to the architecture (legacy AMD counters, TSC_AUX, CR8/TPR, a disabled APIC, the
+//! I/O APIC ID; `platform_probe.rs`).
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
@@ -55,6 +57,8 @@ mod hypercalls;
 mod init_idt;
 #[cfg(target_os = "none")]
 mod paging;
+#[cfg(target_os = "none")]
+mod platform_probe;
 #[cfg(target_os = "none")]
 mod ram_test;
 #[cfg(target_os = "none")]

@@ -283,6 +283,8 @@ fn hostile(probe: &str) -> ! {
                 leaf_b.ebx & 0xFFFF
             );
         }
+        // The virtual CPU and local APIC against the architecture (`platform_probe.rs`).
+        "virtual-platform" => crate::platform_probe::run(),
         // A cache flush shared with other partitions: a no-op that completes.
         "wbinvd" => {
             for _ in 0..COUNT {

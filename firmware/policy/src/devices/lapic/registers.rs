@@ -88,19 +88,27 @@ fn msr_register(msr: u32) -> Option<u32> {
 
 impl LocalApic {
     /// A guest read of `size` bytes at `offset` into the APIC page, at guest TSC `now`.
+    ///
+    /// A globally disabled APIC is no APIC (SDM vol. 3A §11.4.3), and in x2APIC mode the page
+    /// behaves as in the disabled state (§11.12.2): the read reaches nothing and returns all
+    /// ones, as an access to no device does.
     pub fn mmio_read(&mut self, offset: u64, size: u8, now: u64) -> u64 {
+        if self.mode != ApicMode::XApic {
+            return match size {
+                1 | 2 | 4 => (1u64 << (8 * size)) - 1,
+                _ => u64::MAX,
+            };
+        }
         let Some(index) = mmio_register(offset, size) else {
             return 0;
         };
-        if self.mode != ApicMode::XApic {
-            return 0;
-        }
         self.advance(now);
         self.read_register(index, now)
             .map_or(0, |value| value & 0xFFFF_FFFF)
     }
 
     /// A guest write of `size` bytes at `offset` into the APIC page, at guest TSC `now`.
+    /// Dropped while the APIC is disabled or in x2APIC mode (see [`LocalApic::mmio_read`]).
     pub fn mmio_write(&mut self, offset: u64, size: u8, value: u64, now: u64) -> LapicEffect {
         let Some(index) = mmio_register(offset, size) else {
             return LapicEffect::None;

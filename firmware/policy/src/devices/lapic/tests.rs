@@ -288,7 +288,7 @@ fn malformed_xapic_accesses_read_zero_and_are_ignored() {
     // MMIO is dead in x2APIC mode, MSRs outside it.
     assert_eq!(apic.msr_read(0x808, 0), Err(ApicFault::GeneralProtection));
     let mut x2 = x2apic(0);
-    assert_eq!(x2.mmio_read(0x030, 4, 0), 0);
+    assert_eq!(x2.mmio_read(0x030, 4, 0), 0xFFFF_FFFF);
 }
 
 #[test]
@@ -363,8 +363,8 @@ fn apic_base_transitions() {
     assert!(!apic.enabled());
     assert_eq!(apic.apic_base_msr(), 0xFEE0_0000);
     assert_eq!(apic.set_apic_base_msr(0xFEE0_0C00), gp, "disabled → x2APIC");
-    // Disabled: no MMIO, no interrupts.
-    assert_eq!(apic.mmio_read(0x030, 4, 0), 0);
+    // Disabled: no MMIO (reads reach nothing: all ones), no interrupts.
+    assert_eq!(apic.mmio_read(0x030, 4, 0), 0xFFFF_FFFF);
     apic.accept(0x40, false);
     assert_eq!(
         apic.set_apic_base_msr(0xFEE0_0900),
@@ -396,4 +396,34 @@ fn init_resets_all_but_id_and_mode() {
     assert_eq!(apic.msr_read(0x838, 0), Ok(0));
     assert_eq!(apic.msr_read(0x823, 0), Ok(0));
     assert_eq!(apic.next_deadline(), None);
+}
+
+/// A disabled APIC, and one in x2APIC mode, has no MMIO page (SDM vol. 3A §11.4.3, §11.12.2):
+/// every read there returns all ones and every write is dropped, whatever the register.
+#[test]
+fn the_mmio_page_is_gone_when_disabled_or_in_x2apic_mode() {
+    let mut apic = enabled_apic(3);
+    apic.mmio_write(0x080, 4, 0x20, 0); // TPR
+    assert_eq!(read(&mut apic, 0x080), 0x20);
+    apic.set_apic_base_msr(0xFEE0_0C00).unwrap();
+    for (offset, size, ones) in [
+        (0x030, 4, 0xFFFF_FFFF),
+        (0x080, 4, 0xFFFF_FFFF),
+        (0x020, 1, 0xFF),
+        (0x021, 2, 0xFFFF),
+        (0x008, 8, u64::MAX),
+    ] {
+        assert_eq!(apic.mmio_read(offset, size, 0), ones, "x2APIC +{offset:#x}");
+    }
+    assert_eq!(apic.mmio_write(0x080, 4, 0xF0, 0), LapicEffect::None);
+    assert_eq!(
+        apic.msr_read(0x808, 0),
+        Ok(0x20),
+        "the MMIO write reached nothing"
+    );
+    assert_eq!(apic.task_priority(), 0x20);
+    apic.set_apic_base_msr(0xFEE0_0000).unwrap();
+    apic.mmio_write(0x080, 4, 0xF0, 0);
+    assert_eq!(apic.mmio_read(0x080, 4, 0), 0xFFFF_FFFF, "disabled");
+    assert_eq!(apic.task_priority(), 0);
 }

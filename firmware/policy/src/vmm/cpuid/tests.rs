@@ -200,18 +200,53 @@ fn feature_bits() {
     assert_eq!(emulate(&amd, &one, 0xD, 1), [0xF & !bit(3), 0x340, 0, 0]);
 }
 
+fn with_cr4(cr4: u64) -> GuestState {
+    GuestState {
+        cr4,
+        apic_enabled: true,
+    }
+}
+
 #[test]
 fn guest_cr4_reflection() {
     let one = policy(0, &[0]);
     let host = xeon();
     let leaf1 = emulate(&host, &one, 1, 0);
-    assert_eq!(apply_guest_cr4(1, 0, leaf1, 0)[2] & bit(27), 0);
-    assert_ne!(apply_guest_cr4(1, 0, leaf1, 1 << 18)[2] & bit(27), 0);
+    assert_eq!(apply_guest_state(1, 0, leaf1, with_cr4(0))[2] & bit(27), 0);
+    assert_ne!(
+        apply_guest_state(1, 0, leaf1, with_cr4(1 << 18))[2] & bit(27),
+        0
+    );
     let leaf7 = emulate(&host, &one, 7, 0);
     assert_eq!(leaf7[2] & bit(4), 0);
     // PKU (bit 3) is advertised by this host, so OSPKE follows CR4.PKE.
-    assert_ne!(apply_guest_cr4(7, 0, leaf7, 1 << 22)[2] & bit(4), 0);
-    assert_eq!(apply_guest_cr4(6, 0, [1, 2, 3, 4], u64::MAX), [1, 2, 3, 4]);
+    assert_ne!(
+        apply_guest_state(7, 0, leaf7, with_cr4(1 << 22))[2] & bit(4),
+        0
+    );
+    assert_eq!(
+        apply_guest_state(6, 0, [1, 2, 3, 4], with_cr4(u64::MAX)),
+        [1, 2, 3, 4]
+    );
+}
+
+/// CPUID.1:EDX.APIC is IA32_APIC_BASE.EN (SDM vol. 3A §11.4.3); nothing else moves with it.
+#[test]
+fn the_apic_bit_follows_the_global_enable() {
+    let one = policy(0, &[0]);
+    let leaf1 = emulate(&xeon(), &one, 1, 0);
+    assert_ne!(leaf1[3] & bit(9), 0, "the host's APIC is offered");
+    let disabled = GuestState {
+        cr4: 0,
+        apic_enabled: false,
+    };
+    let seen = apply_guest_state(1, 0, leaf1, disabled);
+    assert_eq!(seen[3], leaf1[3] & !bit(9));
+    assert_eq!(seen[..3], leaf1[..3]);
+    assert_eq!(apply_guest_state(1, 0, leaf1, with_cr4(0)), leaf1);
+    // Other leaves do not carry the bit.
+    let ext = emulate(&xeon(), &one, 0x8000_0001, 0);
+    assert_eq!(apply_guest_state(0x8000_0001, 0, ext, disabled), ext);
 }
 
 #[test]
@@ -329,6 +364,6 @@ fn random_hosts_never_panic() {
         }
         let policy = CpuidPolicy { vcpu_index: index, tsc_hz: u64::from(values[0]) << 8, vnode_of_vcpu: nodes };
         let registers = emulate(&RandomHost(values), &policy, leaf, subleaf);
-        let _ = apply_guest_cr4(leaf, subleaf, registers, u64::MAX);
+        let _ = apply_guest_state(leaf, subleaf, registers, GuestState { cr4: u64::MAX, apic_enabled: index % 2 == 0 });
     });
 }

@@ -28,6 +28,12 @@ struct FakeVcpu {
     xcr0: u64,
     injected: Vec<Event>,
     cpl: u8,
+    /// TSC_AUX as loaded into "the CPU".
+    tsc_aux: u32,
+    /// A CPU whose guest writes CR8 without an exit (SVM's V_TPR): the class it holds, and
+    /// the class last loaded from the local APIC. `None`: every CR8 access exits.
+    v_tpr: Option<u8>,
+    loaded_tpr: u8,
 }
 
 impl Vcpu for FakeVcpu {
@@ -93,6 +99,20 @@ impl Vcpu for FakeVcpu {
     }
     fn set_interrupt_window(&mut self, _wanted: bool) {}
     fn set_tsc_offset(&mut self, _offset: u64) {}
+    fn set_tsc_aux(&mut self, value: u32) {
+        self.tsc_aux = value;
+    }
+    fn take_task_priority_write(&mut self) -> Option<u8> {
+        let class = self.v_tpr.filter(|&c| c != self.loaded_tpr)?;
+        self.loaded_tpr = class;
+        Some(class)
+    }
+    fn load_task_priority(&mut self, class: u8) {
+        if let Some(v_tpr) = &mut self.v_tpr {
+            *v_tpr = class;
+            self.loaded_tpr = class;
+        }
+    }
     fn enter(&mut self, _state: EntryState) {}
     fn xsetbv(&mut self, index: u32, value: u64) -> bool {
         let valid = crate::vmm::xcr0::valid_xsetbv(index, value, 0b111);
@@ -713,6 +733,135 @@ fn cr8_is_the_local_apic_task_priority_class() {
             error_code: Some(0)
         }]
     );
+}
+
+/// Where the guest writes CR8 without an exit (SVM's V_TPR), what it wrote is the TPR before
+/// anything reads it, and the TPR's priority gates what the local APIC offers; a TPR written
+/// through the APIC's own register reaches the guest's CR8 at the next entry.
+#[test]
+fn a_cr8_written_without_an_exit_is_the_task_priority() {
+    let machine = FakeMachine::new().code(0x800, &[0x0F, 0xA2]); // CPUID
+    machine.with_lapic(0, |l| {
+        l.mmio_write(0xF0, 4, 0x1FF, 0); // software-enable
+        l.accept(0x51, false);
+    });
+    let mut cpu = FakeVcpu {
+        rip: 0x800,
+        v_tpr: Some(0),
+        ..FakeVcpu::default()
+    };
+    let mut ctx = context();
+    assert_eq!(machine.with_lapic(0, |l| l.pending_vector()), Some(0x51));
+    // The guest ran `mov cr8, 0xF`, then exited for a CPUID.
+    cpu.v_tpr = Some(0xF);
+    handle(&mut cpu, &mut ctx, &machine, VmExit::Cpuid, 0);
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0xF0);
+    assert_eq!(
+        machine.with_lapic(0, |l| l.pending_vector()),
+        None,
+        "class 5 is held back by TPR 0xF0"
+    );
+    // An exit with CR8 unchanged leaves a TPR written through the register alone.
+    machine.with_lapic(0, |l| l.set_task_priority(0x43));
+    cpu.rip = 0x800;
+    handle(&mut cpu, &mut ctx, &machine, VmExit::Cpuid, 0);
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0x43);
+    // The entry path loads the register's class into CR8: the guest reads 4.
+    cpu.load_task_priority(machine.with_lapic(0, |l| l.task_priority()) >> 4);
+    assert_eq!(cpu.v_tpr, Some(4));
+    assert_eq!(machine.with_lapic(0, |l| l.pending_vector()), Some(0x51));
+}
+
+/// Each vCPU's TSC_AUX is its own, loaded into its CPU (RDTSCP and RDPID read the CPU), and
+/// RDMSR reads back what that vCPU wrote.
+#[test]
+fn tsc_aux_is_per_vcpu_and_reaches_the_cpu() {
+    let machine = FakeMachine::new();
+    machine
+        .lapics
+        .borrow_mut()
+        .push(LocalApic::new(1, false, 1_000_000_000, 1_000_000_000));
+    let mut cpus = [FakeVcpu::default(), FakeVcpu::default()];
+    let mut contexts = [
+        context(),
+        VcpuContext {
+            index: 1,
+            ..context()
+        },
+    ];
+    for (index, (cpu, ctx)) in cpus.iter_mut().zip(&mut contexts).enumerate() {
+        // Linux's value: node << 12 | CPU.
+        cpu.registers.rcx = 0xC000_0103;
+        cpu.registers.rax = (1 << 12) | index as u64;
+        handle(cpu, ctx, &machine, VmExit::Msr { write: true }, 0);
+        assert_eq!(cpu.tsc_aux, (1 << 12) | index as u32);
+    }
+    for (index, (cpu, ctx)) in cpus.iter_mut().zip(&mut contexts).enumerate() {
+        cpu.registers.rax = 0;
+        handle(cpu, ctx, &machine, VmExit::Msr { write: false }, 0);
+        assert_eq!(cpu.registers.rax, (1 << 12) | index as u64);
+    }
+    // Reserved upper half: #GP, the CPU keeps its value.
+    cpus[0].registers.rdx = 1;
+    handle(
+        &mut cpus[0],
+        &mut contexts[0],
+        &machine,
+        VmExit::Msr { write: true },
+        0,
+    );
+    assert_eq!(cpus[0].tsc_aux, 1 << 12);
+    assert_eq!(
+        cpus[0].injected,
+        vec![Event::Exception {
+            vector: 13,
+            error_code: Some(0)
+        }]
+    );
+}
+
+/// CPUID.1:EDX.APIC reads clear once the guest clears IA32_APIC_BASE.EN, and set again when
+/// it sets it.
+#[test]
+fn cpuid_shows_the_apic_only_while_it_is_enabled() {
+    let machine = FakeMachine::new().code(0x900, &[0x0F, 0xA2]);
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    let mut apic_bit = |cpu: &mut FakeVcpu, ctx: &mut VcpuContext| {
+        cpu.rip = 0x900;
+        cpu.registers.rax = 1;
+        handle(cpu, ctx, &machine, VmExit::Cpuid, 0);
+        cpu.registers.rdx & (1 << 9) != 0
+    };
+    assert!(apic_bit(&mut cpu, &mut ctx));
+    machine
+        .with_lapic(0, |l| l.set_apic_base_msr(0xFEE0_0100))
+        .unwrap();
+    assert!(!apic_bit(&mut cpu, &mut ctx));
+    machine
+        .with_lapic(0, |l| l.set_apic_base_msr(0xFEE0_0900))
+        .unwrap();
+    assert!(apic_bit(&mut cpu, &mut ctx));
+}
+
+/// The AMD legacy performance counters read 0 and take writes (kvm-unit-tests clears them
+/// before any test); RDMSR and WRMSR complete.
+#[test]
+fn amd_legacy_performance_counters_complete() {
+    let machine = FakeMachine::new().code(0xA00, &[0x0F, 0x30]);
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    for msr in 0xC001_0000u64..=0xC001_0007 {
+        for write in [true, false] {
+            cpu.rip = 0xA00;
+            cpu.registers.rcx = msr;
+            cpu.registers.rax = 0x1234;
+            handle(&mut cpu, &mut ctx, &machine, VmExit::Msr { write }, 0);
+            assert_eq!(cpu.rip, 0xA02, "{msr:#x}");
+        }
+        assert_eq!(cpu.registers.rax, 0, "{msr:#x} reads 0");
+    }
+    assert!(cpu.injected.is_empty(), "{:?}", cpu.injected);
 }
 
 #[test]

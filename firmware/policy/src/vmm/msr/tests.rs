@@ -206,10 +206,30 @@ fn amd_configuration_msrs() {
 }
 
 #[test]
+fn amd_legacy_performance_counters_read_zero_and_ignore_writes() {
+    let mut amd = MsrState::new(Vendor::Amd);
+    for msr in AMD_PERF_LEGACY_FIRST..=AMD_PERF_LEGACY_LAST {
+        assert_eq!(value(&amd, msr), Ok(0), "{msr:#x}");
+        assert_eq!(amd.write(msr, 0), Ok(MsrAction::Done), "{msr:#x}");
+        assert_eq!(amd.write(msr, 0x0043_0076), Ok(MsrAction::Done), "{msr:#x}");
+        assert_eq!(value(&amd, msr), Ok(0), "{msr:#x}: nothing counts");
+    }
+    // Intel has no such MSRs; the next AMD ones (SYSCFG aside) are not these.
+    let mut intel = MsrState::new(Vendor::Intel);
+    for msr in [AMD_PERF_LEGACY_FIRST, AMD_PERF_LEGACY_LAST] {
+        assert_eq!(intel.read(msr), Err(GP), "{msr:#x}");
+        assert_eq!(intel.write(msr, 0), Err(GP), "{msr:#x}");
+    }
+    assert_eq!(amd.read(AMD_PERF_LEGACY_LAST + 1), Err(GP));
+}
+
+#[test]
 fn tsc_aux_and_machine_check() {
     let mut state = MsrState::new(Vendor::Amd);
-    assert_eq!(state.write(TSC_AUX, 3), Ok(MsrAction::Done));
+    assert_eq!(state.tsc_aux(), 0, "reset value");
+    assert_eq!(state.write(TSC_AUX, 3), Ok(MsrAction::LoadTscAux(3)));
     assert_eq!(value(&state, TSC_AUX), Ok(3));
+    assert_eq!(state.tsc_aux(), 3);
     assert_eq!(
         state.write(TSC_AUX, 1 << 32),
         Err(GP),
@@ -233,7 +253,6 @@ fn unknown_and_hidden_msrs_fault() {
             0xC1,        // IA32_PMC0
             0x186,       // IA32_PERFEVTSEL0
             0x38F,       // IA32_PERF_GLOBAL_CTRL
-            0xC001_0000, // K7 PERF_CTL0
             0xC001_0200, // F15h PERF_CTL0
             0xC001_0114, // VM_CR
             0xC000_0104, // TSC_RATIO
