@@ -297,12 +297,18 @@ fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize,
     if !cpu.event_queued() && slot.take_nmi() {
         cpu.inject(Event::Nmi);
     }
-    let (pending, tpr) = machine.with_lapic(index, |l| {
+    let (pending, tpr, held) = machine.with_lapic(index, |l| {
         l.advance(now);
-        (l.pending_vector(), l.task_priority())
+        (
+            l.pending_vector(),
+            l.task_priority(),
+            l.held_by_task_priority(),
+        )
     });
-    // The guest's CR8 reads the TPR's class, however the TPR was last written.
+    // The guest's CR8 reads the TPR's class, however the TPR was last written; and where CR8
+    // writes do not exit, the one that lowers it below a waiting interrupt must.
     cpu.load_task_priority(tpr >> 4);
+    cpu.exit_on_task_priority_write(held);
     let Some(vector) = pending else {
         cpu.set_interrupt_window(false);
         return;

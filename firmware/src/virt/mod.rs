@@ -255,6 +255,7 @@ impl Vcpu for ActiveVcpu {
         mut set_tsc_aux(value: u32);
         mut take_task_priority_write() -> Option<u8>;
         mut load_task_priority(class: u8);
+        mut exit_on_task_priority_write(wanted: bool);
         mut xsetbv(index: u32, value: u64) -> bool;
         mut enter(state: EntryState);
     }

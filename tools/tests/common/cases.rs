@@ -891,7 +891,11 @@ pub fn virtual_platform_follows_the_architecture(boot: &Boot, vendor: &str) {
     let pmu = boot.guest("platform", "pmu_msrs");
     assert_eq!(pmu["vendor"], vendor, "{pmu}\n{context}");
     if vendor == "amd" {
-        assert_eq!(pmu["values"], serde_json::json!([0, 0, 0, 0, 0, 0, 0, 0]), "{context}");
+        assert_eq!(
+            pmu["values"],
+            serde_json::json!([0, 0, 0, 0, 0, 0, 0, 0]),
+            "{context}"
+        );
     }
     let aux = boot.guest("platform", "tsc_aux");
     let written = &aux["written"];

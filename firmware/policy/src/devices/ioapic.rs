@@ -237,7 +237,6 @@ mod tests {
         // Four ID bits: bits 28–31 are reserved.
         write_reg(&mut io, REG_ID, 0xFF00_0000);
         assert_eq!(read_reg(&mut io, REG_ID), 0x0F00_0000);
-        assert_eq!(read_reg(&mut io, REG_ARB), 0x0F00_0000);
         assert_eq!(io.mmio_read(IOREGSEL, 4), 0);
         // Reset entries are masked.
         for pin in 0..24 {

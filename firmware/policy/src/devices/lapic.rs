@@ -339,6 +339,18 @@ impl LocalApic {
         (vector >> 4 > self.ppr() >> 4).then_some(vector)
     }
 
+    /// Whether a requested interrupt waits only for the task priority: it is above the highest
+    /// in-service class but not above the TPR's. Lowering the TPR must then deliver it.
+    pub fn held_by_task_priority(&self) -> bool {
+        if !self.accepting() || self.pending_vector().is_some() {
+            return false;
+        }
+        let in_service = self.isr.highest().unwrap_or(0) >> 4;
+        self.irr
+            .highest()
+            .is_some_and(|vector| vector >> 4 > in_service && vector >> 4 <= self.tpr >> 4)
+    }
+
     /// Whether [`Self::pending_vector`] has something to inject.
     pub fn has_pending_interrupt(&self) -> bool {
         self.pending_vector().is_some()

@@ -39,9 +39,13 @@ pub enum VmExit {
     Exception { vector: u8, error_code: Option<u32> },
     /// An instruction intercepted because it touches what the guest does not own.
     Instruction(GuestInstruction),
-    /// `MOV` to or from CR8 (the task priority, VMX only: SVM keeps it in V_TPR) with
-    /// general register number `register`.
+    /// `MOV` to or from CR8 (the task priority) with general register number `register`: every
+    /// access on VMX; on SVM, which keeps CR8 in V_TPR, a write intercepted while an interrupt
+    /// waits for the task priority to drop, where the CPU decoded it (decode assists).
     Cr8 { write: bool, register: u8 },
+    /// `MOV CR8, r` intercepted on SVM without decode assists (QEMU's TCG): the handler
+    /// decodes the instruction at RIP itself.
+    MovToCr8,
     /// Anything else, with the raw exit information.
     Unexpected { code: u64, info1: u64, info2: u64 },
 }
@@ -154,6 +158,8 @@ pub struct IoAccess {
 
 /// SVM exit codes (APM vol. 2 appendix C).
 pub mod svm_code {
+    /// A write of CR8 (WRITE_CR0 + 8).
+    pub const WRITE_CR8: u64 = 0x18;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
@@ -216,6 +222,12 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
             gpa: info2,
             error_code: info1,
         },
+        // EXITINFO1 bit 63: decode assists filled in the general register (bits 3:0).
+        WRITE_CR8 if info1 & (1 << 63) != 0 => VmExit::Cr8 {
+            write: true,
+            register: (info1 & 0xF) as u8,
+        },
+        WRITE_CR8 => VmExit::MovToCr8,
         VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT => VmExit::Forbidden { code },
         c @ EXCEPTION_BASE..=0x5F => {
             let vector = (c - EXCEPTION_BASE) as u8;
@@ -250,6 +262,18 @@ mod tests {
         assert_eq!(decode_svm(svm_code::HLT, 0, 0).kind(), ExitKind::Hlt);
         assert_eq!(decode_svm(svm_code::NPF, 0, 0).kind().name(), "mmio");
         assert_eq!(decode_svm(0x99, 0, 0).kind(), ExitKind::Other);
+    }
+
+    #[test]
+    fn decodes_cr8_writes_with_and_without_decode_assists() {
+        assert_eq!(
+            decode_svm(svm_code::WRITE_CR8, (1 << 63) | 9, 0),
+            VmExit::Cr8 {
+                write: true,
+                register: 9
+            }
+        );
+        assert_eq!(decode_svm(svm_code::WRITE_CR8, 0, 0), VmExit::MovToCr8);
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub fn handle<V: Vcpu, M: Machine>(
         }
         VmExit::Instruction(instruction) => handle_instruction(cpu, machine, instruction),
         VmExit::Cr8 { write, register } => handle_cr8(cpu, context, machine, write, register),
+        VmExit::MovToCr8 => handle_mov_to_cr8(cpu, context, machine),
         VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => Next::Resume,
         VmExit::TripleFault => Next::stop(
             StopKind::Fault,
@@ -365,6 +366,40 @@ fn handle_cr8(
         cpu.registers().set(register, class as u64);
     }
     skip(cpu, machine, 3);
+    Next::Resume
+}
+
+/// `MOV CR8, r` the CPU intercepted without saying which register (SVM without decode
+/// assists): decoded from the guest's code, then handled as [`handle_cr8`] does. Code that
+/// cannot be read or is not that instruction stops the partition (the intercept fires only for
+/// it, so the guest changed its code under the CPU).
+fn handle_mov_to_cr8(cpu: &mut impl Vcpu, context: &VcpuContext, machine: &impl Machine) -> Next {
+    let rip = cpu.rip();
+    let linear = cpu.code_base().wrapping_add(rip);
+    let mut bytes = [0u8; 15];
+    let decoded =
+        guest_walk::fetch_instruction(machine.memory(), &cpu.paging(), linear, &mut bytes)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|n| {
+                mmio_decode::decode_mov_to_cr8(&bytes[..n], cpu.cpu_mode())
+                    .map_err(|e| format!("{e:?} in {:02x?}", &bytes[..n]))
+            });
+    let instruction = match decoded {
+        Ok(instruction) => instruction,
+        Err(e) => {
+            return Next::stop(
+                StopKind::Fault,
+                "cr8-decode",
+                format!("cannot decode the MOV to CR8 at RIP {rip:#x}: {e}"),
+            )
+        }
+    };
+    let value = cpu.registers().get(instruction.register);
+    if value > 0xF {
+        return general_protection(cpu);
+    }
+    machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
+    cpu.set_rip(rip.wrapping_add(u64::from(instruction.length)));
     Next::Resume
 }
 

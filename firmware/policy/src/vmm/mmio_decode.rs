@@ -169,6 +169,7 @@ impl Prefixes {
 
 const REX_W: u8 = 8;
 const REX_R: u8 = 4;
+const REX_B: u8 = 1;
 
 /// The ModRM fields that matter: `reg` (with REX.R applied). The memory operand's length has
 /// been consumed from the cursor.
@@ -227,9 +228,11 @@ fn byte_register(reg: u8, prefixes: &Prefixes) -> (u8, bool) {
     }
 }
 
-/// Decodes the instruction at the start of `bytes` (at most the first 15 are looked at).
-pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<MmioInstruction, DecodeError> {
-    let mut cursor = Cursor { bytes, position: 0 };
+/// Reads the legacy and REX prefixes in front of the opcode; returns them and the opcode.
+fn prefixes_and_opcode(
+    cursor: &mut Cursor<'_>,
+    mode: CpuMode,
+) -> Result<(Prefixes, u8), DecodeError> {
     let mut prefixes = Prefixes::default();
     let opcode = loop {
         let byte = cursor.next()?;
@@ -248,6 +251,51 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<MmioInstruction, DecodeErro
         // A legacy prefix after a REX makes that REX void (SDM vol. 2 §2.2.1).
         prefixes.rex = None;
     };
+    Ok((prefixes, opcode))
+}
+
+/// A `MOV CR8, r` the hardware intercepted without decoding it (SVM without decode assists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovToCr8 {
+    /// The source general register (x86 number 0–15).
+    pub register: u8,
+    /// The instruction's length in bytes, prefixes included.
+    pub length: u8,
+}
+
+/// Decodes `MOV CR8, r` (`0F 22 /r`, SDM vol. 2B "MOV—Move to/from Control Registers"): CR8
+/// is control register 8, so `reg` is 0 with REX.R in 64-bit mode, or 0 behind a LOCK prefix
+/// (AMD's alternative encoding of CR8, APM vol. 3). The ModRM `mod` bits are ignored (always a
+/// register operand), `rm` with REX.B is the source.
+pub fn decode_mov_to_cr8(bytes: &[u8], mode: CpuMode) -> Result<MovToCr8, DecodeError> {
+    let mut cursor = Cursor { bytes, position: 0 };
+    let (prefixes, first) = prefixes_and_opcode(&mut cursor, mode)?;
+    let second = cursor.next()?;
+    if (first, second) != (0x0F, 0x22) {
+        return Err(DecodeError::Unsupported {
+            opcode: u16::from_be_bytes([first, second]),
+        });
+    }
+    let modrm = cursor.next()?;
+    let control = ((modrm >> 3) & 7)
+        | if prefixes.rex_bit(REX_R) || prefixes.lock {
+            8
+        } else {
+            0
+        };
+    if control != 8 {
+        return Err(DecodeError::Unsupported { opcode: 0x0F22 });
+    }
+    Ok(MovToCr8 {
+        register: (modrm & 7) | if prefixes.rex_bit(REX_B) { 8 } else { 0 },
+        length: cursor.position as u8,
+    })
+}
+
+/// Decodes the instruction at the start of `bytes` (at most the first 15 are looked at).
+pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<MmioInstruction, DecodeError> {
+    let mut cursor = Cursor { bytes, position: 0 };
+    let (prefixes, opcode) = prefixes_and_opcode(&mut cursor, mode)?;
     if let Some(prefix) = prefixes.repeat {
         return Err(DecodeError::InvalidPrefix { prefix });
     }

@@ -103,6 +103,10 @@ pub trait Vcpu {
     /// Loads the local APIC's task-priority class (TPR bits 7:4) where the guest's CR8 reads
     /// it without an exit (SVM's V_TPR).
     fn load_task_priority(&mut self, _class: u8) {}
+    /// Asks for an exit when the guest next writes CR8, where such writes do not exit anyway
+    /// (SVM): an interrupt waits for the task priority to drop, and must arrive as soon as
+    /// it does.
+    fn exit_on_task_priority_write(&mut self, _wanted: bool) {}
     /// XSETBV of `value` to XCR`index` for the guest, if the architectural rules and the CPU
     /// allow it at the guest's privilege level; false: the guest gets #GP.
     fn xsetbv(&mut self, index: u32, value: u64) -> bool;

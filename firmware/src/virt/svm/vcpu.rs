@@ -191,6 +191,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn exit_on_task_priority_write(&mut self, wanted: bool) {
+        self.vmcb.set_cr8_write_intercept(wanted);
+    }
+
     fn xsetbv(&mut self, index: u32, value: u64) -> bool {
         crate::virt::xstate::guest_xsetbv(index, value, self.vmcb.cpl()).is_ok()
     }

@@ -361,6 +361,19 @@ impl Vmcb {
         self.write(offset::V_INTR, v | (u64::from(class) & v_intr::V_TPR));
     }
 
+    /// Intercepts the guest's writes of CR8 (INTERCEPT_CR bit 24: writes of CR0–15 are bits
+    /// 16–31).
+    pub fn set_cr8_write_intercept(&mut self, wanted: bool) {
+        const WRITE_CR8: u32 = 1 << 24;
+        let value = self.read::<u32>(offset::INTERCEPT_CR);
+        let value = if wanted {
+            value | WRITE_CR8
+        } else {
+            value & !WRITE_CR8
+        };
+        self.write(offset::INTERCEPT_CR, value);
+    }
+
     /// Queues the event of EXITINTINFO `info` again (same format as EVENTINJ).
     pub fn requeue_event(&mut self, info: u64) {
         self.write(offset::EVENT_INJECTION, info);

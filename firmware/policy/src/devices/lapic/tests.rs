@@ -427,3 +427,23 @@ fn the_mmio_page_is_gone_when_disabled_or_in_x2apic_mode() {
     assert_eq!(apic.mmio_read(0x080, 4, 0), 0xFFFF_FFFF, "disabled");
     assert_eq!(apic.task_priority(), 0);
 }
+
+/// An interrupt held back only by the TPR is known as such (so the hypervisor can ask to see
+/// the guest lower it); one held back by a higher in-service class, or none, is not.
+#[test]
+fn an_interrupt_held_by_the_task_priority_is_known() {
+    let mut apic = enabled_apic(0);
+    assert!(!apic.held_by_task_priority(), "nothing requested");
+    apic.set_task_priority(0x50);
+    apic.accept(0x45, false);
+    assert_eq!(apic.pending_vector(), None);
+    assert!(apic.held_by_task_priority());
+    apic.set_task_priority(0x30);
+    assert_eq!(apic.pending_vector(), Some(0x45));
+    assert!(!apic.held_by_task_priority(), "deliverable already");
+    // In service at class 6: the class-4 request waits for the EOI, not for the TPR.
+    apic.accept(0x61, false);
+    apic.acknowledge(0x61);
+    apic.set_task_priority(0x50);
+    assert!(!apic.held_by_task_priority());
+}

@@ -772,6 +772,45 @@ fn a_cr8_written_without_an_exit_is_the_task_priority() {
     assert_eq!(machine.with_lapic(0, |l| l.pending_vector()), Some(0x51));
 }
 
+/// A `MOV CR8, r` intercepted without decode assists (SVM under QEMU) is decoded from the
+/// guest's code: the TPR takes the class and RIP moves past the whole instruction; a reserved
+/// value is #GP with RIP unmoved; bytes that are not that instruction stop the partition. (The
+/// fake vCPU runs 32-bit code: AMD's LOCK form of CR8; the REX forms are the decoder's tests.)
+#[test]
+fn an_undecoded_cr8_write_is_decoded_from_the_code() {
+    // lock mov cr0, ecx (= mov cr8, ecx) at 0xB00; mov cr3, eax at 0xB20.
+    let machine = FakeMachine::new()
+        .code(0xB00, &[0xF0, 0x0F, 0x22, 0xC1])
+        .code(0xB20, &[0x0F, 0x22, 0xD8]);
+    let mut cpu = FakeVcpu {
+        rip: 0xB00,
+        ..FakeVcpu::default()
+    };
+    let mut ctx = context();
+    cpu.registers.rcx = 6;
+    assert_eq!(
+        handle(&mut cpu, &mut ctx, &machine, VmExit::MovToCr8, 0),
+        Next::Resume
+    );
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0x60);
+    assert_eq!(cpu.rip, 0xB04);
+    cpu.rip = 0xB00;
+    cpu.registers.rcx = 0x10;
+    handle(&mut cpu, &mut ctx, &machine, VmExit::MovToCr8, 0);
+    assert_eq!(cpu.rip, 0xB00);
+    assert_eq!(machine.with_lapic(0, |l| l.task_priority()), 0x60);
+    assert_eq!(
+        cpu.injected,
+        vec![Event::Exception {
+            vector: 13,
+            error_code: Some(0)
+        }]
+    );
+    cpu.rip = 0xB20;
+    let next = handle(&mut cpu, &mut ctx, &machine, VmExit::MovToCr8, 0);
+    assert_eq!(stop_reason(&next), "cr8-decode");
+}
+
 /// Each vCPU's TSC_AUX is its own, loaded into its CPU (RDTSCP and RDPID read the CPU), and
 /// RDMSR reads back what that vCPU wrote.
 #[test]
@@ -827,7 +866,7 @@ fn cpuid_shows_the_apic_only_while_it_is_enabled() {
     let machine = FakeMachine::new().code(0x900, &[0x0F, 0xA2]);
     let mut cpu = FakeVcpu::default();
     let mut ctx = context();
-    let mut apic_bit = |cpu: &mut FakeVcpu, ctx: &mut VcpuContext| {
+    let apic_bit = |cpu: &mut FakeVcpu, ctx: &mut VcpuContext| {
         cpu.rip = 0x900;
         cpu.registers.rax = 1;
         handle(cpu, ctx, &machine, VmExit::Cpuid, 0);

@@ -388,3 +388,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mov_to_cr8_forms() {
+    use crate::vmm::mmio_decode::{decode_mov_to_cr8, MovToCr8};
+    let long = CpuMode::Long64;
+    // mov cr8, rax / mov cr8, r9 / mov cr8, rcx behind a CS override.
+    assert_eq!(
+        decode_mov_to_cr8(&[0x44, 0x0F, 0x22, 0xC0], long),
+        Ok(MovToCr8 {
+            register: 0,
+            length: 4
+        })
+    );
+    assert_eq!(
+        decode_mov_to_cr8(&[0x45, 0x0F, 0x22, 0xC1], long),
+        Ok(MovToCr8 {
+            register: 9,
+            length: 4
+        })
+    );
+    assert_eq!(
+        decode_mov_to_cr8(&[0x2E, 0x44, 0x0F, 0x22, 0xC1], long),
+        Ok(MovToCr8 {
+            register: 1,
+            length: 5
+        })
+    );
+    // AMD's LOCK form in 32-bit code: lock mov cr0, edx is CR8.
+    assert_eq!(
+        decode_mov_to_cr8(&[0xF0, 0x0F, 0x22, 0xC2], CpuMode::Protected32),
+        Ok(MovToCr8 {
+            register: 2,
+            length: 4
+        })
+    );
+    // CR0, CR3, CR4 writes, a read of CR8, a REX voided by a later prefix: not this.
+    for bytes in [
+        &[0x0F, 0x22, 0xC0][..],
+        &[0x0F, 0x22, 0xD8],
+        &[0x44, 0x0F, 0x20, 0xC0],
+        &[0x44, 0x2E, 0x0F, 0x22, 0xC0],
+    ] {
+        assert!(decode_mov_to_cr8(bytes, long).is_err(), "{bytes:02x?}");
+    }
+    assert_eq!(
+        decode_mov_to_cr8(&[0x44, 0x0F], long),
+        Err(DecodeError::Truncated)
+    );
+    assert_eq!(
+        decode_mov_to_cr8(&[0x66; 20], long),
+        Err(DecodeError::TooLong)
+    );
+}
