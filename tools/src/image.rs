@@ -63,7 +63,9 @@ fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the guest images (today: the test guest) into [`guest_dir`].
+/// Builds the guest images (the test guest) and the Linux guest's own programs
+/// ([`crate::linux::GUEST_PROGRAMS`], static executables of the same bare-metal target) into
+/// [`guest_dir`]; returns the test guest's path.
 pub fn build_guests() -> Result<PathBuf> {
     crate::packages::ensure_toolchain(TARGET, &[])?;
     cargo(
@@ -73,18 +75,26 @@ pub fn build_guests() -> Result<PathBuf> {
             "--release",
             "-p",
             "numavisor-test-guest",
+            "-p",
+            "numavisor-linux-getcpu",
             "--target",
             TARGET,
         ],
         &[],
     )?;
-    let built = target_dir().join(TARGET).join("release").join("test-guest");
+    let built = target_dir().join(TARGET).join("release");
     let dir = guest_dir();
     std::fs::create_dir_all(&dir)?;
-    let destination = dir.join("test-guest.elf");
-    std::fs::copy(&built, &destination)
-        .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
-    Ok(destination)
+    let copy = |from: &str, to: &str| -> Result<PathBuf> {
+        let (from, to) = (built.join(from), dir.join(to));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        Ok(to)
+    };
+    for program in crate::linux::GUEST_PROGRAMS {
+        copy(program, program)?;
+    }
+    copy("test-guest", "test-guest.elf")
 }
 
 /// Builds numavisor's UEFI application (`firmware/efi`) around the image `elf` and returns a

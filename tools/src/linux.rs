@@ -335,13 +335,19 @@ pub fn kernel_package_from_depends(depends: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The static programs of our own the initramfs carries in `/bin` (built by
+/// [`crate::image::build_guests`] into [`crate::paths::guest_dir`]): `nv-getcpu`
+/// (`tests/guests/linux-getcpu`, `nv.test=getcpu`).
+pub const GUEST_PROGRAMS: &[&str] = &["nv-getcpu"];
+
 /// Writes an initramfs to `out`: the directories [`INITRAMFS_DIRS`], `/dev/console` (5:1,
 /// 0600: the kernel opens it before any devtmpfs), `/bin/busybox` (0755), `/bin/sh` →
-/// `busybox`, each of `modules` as `/lib/modules/NAME.ko` (0644) with their names, in the
+/// `busybox`, each of `programs` as `/bin/NAME` (0755), each of `modules` as `/lib/modules/NAME.ko` (0644) with their names, in the
 /// order given, in `/lib/modules/`[`MODULE_ORDER_FILE`], and `/init` (0755) holding
 /// `init_script`. Uncompressed: the kernel takes a plain newc archive as it takes a gzip one.
 pub fn build_initramfs(
     busybox: &Path,
+    programs: &[PathBuf],
     modules: &[PathBuf],
     init_script: &str,
     out: &Path,
@@ -355,6 +361,15 @@ pub fn build_initramfs(
     archive.char_device("dev/console", 0o600, 5, 1);
     archive.file("bin/busybox", 0o755, &busybox);
     archive.symlink("bin/sh", "busybox");
+    for program in programs {
+        let name = program
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name", program.display()))?;
+        let bytes =
+            std::fs::read(program).with_context(|| format!("reading {}", program.display()))?;
+        archive.file(&format!("bin/{name}"), 0o755, &bytes);
+    }
     let mut order = String::new();
     for module in modules {
         let file = module
@@ -388,12 +403,24 @@ pub fn build_initramfs(
     Ok(())
 }
 
-/// [`fetch_debian_guest`], then [`build_initramfs`] with [`DEFAULT_INIT`] at
-/// [`initramfs_path`] (rebuilt each time: it is quick, and follows the script).
+/// [`fetch_debian_guest`], then [`build_initramfs`] with [`GUEST_PROGRAMS`] and
+/// [`DEFAULT_INIT`] at [`initramfs_path`] (rebuilt each time: it is quick, and follows the
+/// script). The programs must have been built ([`crate::image::build_guests`]).
 pub fn prepare_linux_guest() -> Result<LinuxMaterial> {
     let material = fetch_debian_guest()?;
+    let programs: Vec<PathBuf> = GUEST_PROGRAMS
+        .iter()
+        .map(|name| crate::paths::guest_dir().join(name))
+        .collect();
+    if let Some(missing) = programs.iter().find(|p| !p.is_file()) {
+        anyhow::bail!(
+            "{} is missing: the guest programs are built with the test guest (image::build_guests)",
+            missing.display()
+        );
+    }
     build_initramfs(
         &material.busybox,
+        &programs,
         &material.modules,
         DEFAULT_INIT,
         &initramfs_path(),
@@ -561,8 +588,10 @@ mod tests {
                 path
             })
             .collect();
+        let program = dir.join("nv-getcpu");
+        std::fs::write(&program, b"\x7fELF nv-getcpu").unwrap();
         let out = dir.join("out/initramfs.cpio");
-        build_initramfs(&busybox, &modules, DEFAULT_INIT, &out).unwrap();
+        build_initramfs(&busybox, &[program], &modules, DEFAULT_INIT, &out).unwrap();
         let archive = std::fs::read(&out).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let text = String::from_utf8_lossy(&archive);
@@ -571,6 +600,7 @@ mod tests {
             "dev/console",
             "bin/busybox",
             "bin/sh",
+            "bin/nv-getcpu",
             "init",
             "lib/modules/virtio_ring.ko",
             "lib/modules/virtio_balloon.ko",
@@ -579,6 +609,7 @@ mod tests {
             assert!(text.contains(&format!("{name}\0")), "{name} missing");
         }
         assert!(text.contains("ELF virtio_balloon module"));
+        assert!(text.contains("ELF nv-getcpu"));
         assert!(text.contains("virtio_ring\nvirtio_balloon\n"), "load order");
         assert!(archive.starts_with(cpio::NEWC_MAGIC));
         assert!(text.contains(DEFAULT_INIT));

@@ -374,6 +374,7 @@ fn test() -> Result<()> {
         "numavisor-firmware",
         "numavisor-test-guest",
         "numavisor-coreboot-loader",
+        "numavisor-linux-getcpu",
     ] {
         cargo_with_env(
             &[

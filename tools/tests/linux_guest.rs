@@ -41,6 +41,7 @@ fn initramfs_from_debian_busybox() {
     let out = dir.join("initramfs.cpio");
     linux::build_initramfs(
         &material.busybox,
+        &[],
         &material.modules,
         linux::DEFAULT_INIT,
         &out,

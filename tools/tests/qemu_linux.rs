@@ -48,6 +48,7 @@ fn b_a_linux_partition_spanning_two_nodes_sees_the_host_slit() {
 fn b_a_linux_partition_with_a_vcpu_on_each_of_two_nodes_sees_the_asymmetric_slit() {
     let boot = boot("linux-wide", "four-nodes-asymmetric", |_| Reply::Continue);
     cases::linux_guest_view(&boot, "wide", 2, &[&[10, 15], &[16, 10]], 256 << 20);
+    cases::linux_getcpu_agrees(&boot, "wide", &[0, 1]);
     // One vCPU per vnode: the guest found a CPU on each node.
     assert!(
         boot.console_lines("wide")

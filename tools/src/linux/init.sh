@@ -26,6 +26,8 @@
 #   wait-link-down  wait (at most PING_WAIT_S) until eth0 has no carrier: every other member
 #             of its network has stopped               -> {"event":"link-down",...}
 #   net-stats  eth0's own counts from /sys             -> {"event":"net-stats",...}
+#   getcpu    on each online CPU: the getcpu system call, RDTSCP's and RDPID's TSC_AUX and
+#             /proc/self/stat's CPU (/bin/nv-getcpu)      -> {"event":"getcpu",...}
 #   poweroff  power off (poweroff -f)
 #   reboot    reboot (reboot -f)
 # Without nv.test (or after tests that do not end the guest) it starts a shell on the console.
@@ -436,6 +438,7 @@ for t in $tests; do
         ping-broadcast) test_ping_broadcast ;;
         wait-link-down) test_wait_link_down ;;
         net-stats) test_net_stats ;;
+        getcpu) /bin/nv-getcpu || say "{\"event\":\"getcpu\",\"error\":$?}" ;;
         poweroff) say '{"event":"poweroff"}'; poweroff -f ;;
         reboot) say '{"event":"reboot"}'; reboot -f ;;
         *) say "{\"event\":\"unknown-test\",\"name\":\"$t\"}" ;;

@@ -252,7 +252,58 @@ pub fn powered_off_on_its_nodes(boot: &Boot, name: &str) {
 /// first) reads the host's SLIT distances from its own /sys, and powers off.
 pub fn linux_spanning_sees_the_host_slit(boot: &Boot) {
     linux_guest_view(boot, "wide", 2, &[&[10, 30], &[30, 10]], 224 << 20);
+    linux_getcpu_agrees(boot, "wide", &[0, 0]);
     powered_off_on_its_nodes(boot, "wide");
+}
+
+/// What Linux partition `name`'s `nv-getcpu` saw on each of its CPUs (`nv.test=getcpu`), CPU
+/// `i` on vnode `nodes[i]`: the kernel's `getcpu`, `/proc/self/stat`'s CPU and the TSC_AUX
+/// Linux wrote for that CPU, read back by RDTSCP (and RDPID where CPUID offers it), all say
+/// the same CPU and node. Without each vCPU's own TSC_AUX in its CPU, RDTSCP reads the
+/// hypervisor's value on every CPU.
+pub fn linux_getcpu_agrees(boot: &Boot, name: &str, nodes: &[u64]) {
+    let seen = boot.linux(name, "getcpu");
+    let cpus = seen["cpus"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        cpus.len(),
+        nodes.len(),
+        "{seen}
+{}",
+        boot.context
+    );
+    for (cpu, (row, &node)) in cpus.iter().zip(nodes).enumerate() {
+        let expected = serde_json::json!([cpu, node]);
+        assert_eq!(
+            row["cpu"], cpu,
+            "{seen}
+{}",
+            boot.context
+        );
+        assert_eq!(
+            row["getcpu"], expected,
+            "getcpu: {seen}
+{}",
+            boot.context
+        );
+        assert_eq!(
+            row["stat"], cpu,
+            "/proc/self/stat: {seen}
+{}",
+            boot.context
+        );
+        assert_eq!(
+            row["rdtscp"], expected,
+            "RDTSCP: {seen}
+{}",
+            boot.context
+        );
+        assert!(
+            row["rdpid"].is_null() || row["rdpid"] == expected,
+            "RDPID: {seen}
+{}",
+            boot.context
+        );
+    }
 }
 
 /// `spin` on `two-nodes`: a guest spinning with interrupts off keeps no CPU: its `time_limit`

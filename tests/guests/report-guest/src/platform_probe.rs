@@ -184,7 +184,17 @@ fn window() -> u64 {
 /// hypervisor already had its chance (the CR8 write itself must exit where it matters).
 fn window_without_exit() -> u64 {
     // SAFETY: interrupts on for four NOPs; as for `window`.
-    unsafe { asm!("sti", "nop", "nop", "nop", "nop", "cli", options(nomem, nostack)) };
+    unsafe {
+        asm!(
+            "sti",
+            "nop",
+            "nop",
+            "nop",
+            "nop",
+            "cli",
+            options(nomem, nostack)
+        )
+    };
     TIMER_TICKS.load(Ordering::SeqCst)
 }
 
