@@ -309,6 +309,7 @@ fn ioapic(offset: u64) -> MmioTarget {
         device: DeviceId::IoApic,
         window: 0,
         offset,
+        end: 0x1000,
     }
 }
 

@@ -192,3 +192,10 @@ fn s_the_virtual_platform_follows_the_architecture() {
         "intel",
     );
 }
+
+/// A page walk into the local APIC page and a load across its end, on VMX (EPT violation
+/// qualification bits 7 and 8 tell the walk).
+#[test]
+fn t_device_pages_touched_by_a_walk_or_across_their_end_stop_the_partition() {
+    cases::hostile_mmio_stops_its_partition(&vmx("hostile-mmio", "two-nodes"));
+}

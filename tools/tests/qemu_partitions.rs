@@ -289,3 +289,10 @@ fn q_the_virtual_platform_follows_the_architecture() {
         "amd",
     );
 }
+
+/// A page walk into the local APIC page and a load across its end (`layouts/hostile-mmio.toml`):
+/// each stops its partition with the reason instead of being emulated as a register access.
+#[test]
+fn r_device_pages_touched_by_a_walk_or_across_their_end_stop_the_partition() {
+    cases::hostile_mmio_stops_its_partition(&Boot::run("hostile-mmio", "two-nodes"));
+}

@@ -996,3 +996,25 @@ pub fn virtual_platform_follows_the_architecture(boot: &Boot, vendor: &str) {
     );
     assert_eq!(boot.stopped("platform")["reason"], "exit", "{context}");
 }
+
+/// Device pages touched other than by one whole register access (`layouts/hostile-mmio.toml`):
+/// a page walk through the guest's own page tables into the APIC page, and an 8-byte load
+/// across the APIC page's end. Each partition stops with its reason; neither access came back
+/// to the guest as a value.
+pub fn hostile_mmio_stops_its_partition(boot: &Boot) {
+    for (name, reason) in [("walker", "mmio-page-walk"), ("crosser", "mmio-crossing")] {
+        let returned: Vec<&str> = boot
+            .console_lines(name)
+            .into_iter()
+            .filter(|l| l.contains("mmio_returned"))
+            .collect();
+        assert!(
+            returned.is_empty(),
+            "{name}: the access was emulated: {returned:?}\n{}",
+            boot.context
+        );
+        let stopped = boot.stopped(name);
+        assert_eq!(stopped["reason"], reason, "{stopped}\n{}", boot.context);
+    }
+    boot.check_ledgers();
+}

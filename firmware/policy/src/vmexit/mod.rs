@@ -28,8 +28,14 @@ pub enum VmExit {
     TripleFault,
     /// `VMMCALL`: a hypercall; 3 bytes long.
     Vmmcall,
-    /// An access to a guest-physical address the SLAT does not allow.
-    NestedPageFault { gpa: u64, error_code: u64 },
+    /// An access to a guest-physical address the SLAT does not allow; `walk`: the access was
+    /// the CPU reading the guest's own page tables (SVM EXITINFO1 bit 33; VMX qualification
+    /// bit 7 set, bit 8 clear), not the instruction's.
+    NestedPageFault {
+        gpa: u64,
+        error_code: u64,
+        walk: bool,
+    },
     /// VMRUN refused the guest state (exit code -1).
     InvalidState,
     /// An instruction the guest may not use (nested virtualization and the like).
@@ -221,6 +227,7 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
         NPF => VmExit::NestedPageFault {
             gpa: info2,
             error_code: info1,
+            walk: info1 & (1 << 33) != 0,
         },
         // EXITINFO1 bit 63: decode assists filled in the general register (bits 3:0).
         WRITE_CR8 if info1 & (1 << 63) != 0 => VmExit::Cr8 {
@@ -316,7 +323,17 @@ mod tests {
             decode_svm(svm_code::NPF, 0b101, 0x4000_0000),
             VmExit::NestedPageFault {
                 gpa: 0x4000_0000,
-                error_code: 0b101
+                error_code: 0b101,
+                walk: false,
+            }
+        );
+        // EXITINFO1 bit 33: the fault came from the walk of the guest's page tables.
+        assert_eq!(
+            decode_svm(svm_code::NPF, (1 << 33) | 0b101, 0xFEE0_0000),
+            VmExit::NestedPageFault {
+                gpa: 0xFEE0_0000,
+                error_code: (1 << 33) | 0b101,
+                walk: true,
             }
         );
         assert_eq!(decode_svm(svm_code::MSR, 1, 0), VmExit::Msr { write: true });

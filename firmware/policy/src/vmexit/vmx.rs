@@ -140,9 +140,12 @@ pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
             vector: 18,
             error_code: None,
         },
+        // Qualification bit 7: a guest-linear address was being translated; bit 8 clear with
+        // it: the access was to a paging-structure entry (SDM vol. 3C table 28-7).
         EPT_VIOLATION => VmExit::NestedPageFault {
             gpa: exit.guest_physical,
             error_code: q,
+            walk: q & (1 << 7) != 0 && q & (1 << 8) == 0,
         },
         _ => unexpected,
     }
@@ -272,9 +275,25 @@ mod tests {
             decode_vmx(&e),
             VmExit::NestedPageFault {
                 gpa: 0xFEE0_0030,
-                error_code: 0b010
+                error_code: 0b010,
+                walk: false,
             }
         );
+        // Bit 7 (linear address valid) without bit 8: a paging-structure access.
+        e.qualification = (1 << 7) | 0b001;
+        assert_eq!(
+            decode_vmx(&e),
+            VmExit::NestedPageFault {
+                gpa: 0xFEE0_0030,
+                error_code: (1 << 7) | 0b001,
+                walk: true,
+            }
+        );
+        e.qualification = (1 << 8) | (1 << 7) | 0b001;
+        assert!(matches!(
+            decode_vmx(&e),
+            VmExit::NestedPageFault { walk: false, .. }
+        ));
     }
 
     #[test]

@@ -99,10 +99,15 @@ impl<D: Copy + fmt::Debug> Bus<D> {
 
     /// The device owning `address` and the offset of `address` in its range.
     pub fn find(&self, address: u64) -> Option<(D, u64)> {
+        self.claim_at(address)
+            .map(|claim| (claim.device, address - claim.start))
+    }
+
+    /// The claim holding `address`.
+    pub fn claim_at(&self, address: u64) -> Option<&Claim<D>> {
         let index = self.claims.partition_point(|c| c.start <= address);
         let claim = self.claims.get(index.checked_sub(1)?)?;
-        let offset = address - claim.start;
-        (offset < claim.length).then_some((claim.device, offset))
+        (address - claim.start < claim.length).then_some(claim)
     }
 
     /// Every claim, in address order.

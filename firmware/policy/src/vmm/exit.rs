@@ -180,8 +180,22 @@ pub fn handle<V: Vcpu, M: Machine>(
                 during_event(cpu)
             ),
         ),
-        VmExit::NestedPageFault { gpa, error_code } => {
+        VmExit::NestedPageFault {
+            gpa,
+            error_code,
+            walk,
+        } => {
             match machine.with_devices(|d| d.mmio_device(gpa)) {
+                // The guest's page tables point into a device: no device answers a page walk
+                // (and emulating it as the instruction's access would be wrong).
+                Some(target) if walk => Next::stop(
+                    StopKind::Fault,
+                    "mmio-page-walk",
+                    format!(
+                        "the page-table walk for the instruction at RIP {rip:#x} read {:?}+{:#x}: the guest's page tables point into a device (error code {error_code:#x})",
+                        target.device, target.offset
+                    ),
+                ),
                 Some(target) => handle_mmio(cpu, context, machine, target, now),
                 None => Next::stop(
                     StopKind::Fault,
@@ -641,6 +655,18 @@ fn handle_mmio(
         }
     };
     let size = instruction.size;
+    // An access running past the window's end also touches whatever follows it, which this
+    // device cannot answer for: no register straddles a window's end.
+    if offset.saturating_add(u64::from(size)) > target.end {
+        return Next::stop(
+            StopKind::Fault,
+            "mmio-crossing",
+            format!(
+                "an access of {size} bytes at {device:?}+{offset:#x} by RIP {rip:#x} runs past the end of its window ({:#x} bytes)",
+                target.end
+            ),
+        );
+    }
     let index = context.index;
     match instruction.kind {
         MmioKind::Load { .. } => {

@@ -114,6 +114,8 @@ pub struct MmioTarget {
     pub window: u8,
     /// Bytes from the window's base.
     pub offset: u64,
+    /// Where the window ends, in bytes from its base: an access must end by then.
+    pub end: u64,
 }
 
 impl MmioTarget {
@@ -354,11 +356,13 @@ impl PlatformDevices {
 
     /// The MMIO device window at guest-physical `gpa`, and the offset into it.
     pub fn mmio_device(&self, gpa: u64) -> Option<MmioTarget> {
-        let (slot, _) = self.mmio.find(gpa)?;
+        let claim = self.mmio.claim_at(gpa)?;
+        let slot = claim.device;
         Some(MmioTarget {
             device: slot.device,
             window: slot.window,
             offset: gpa - slot.base,
+            end: (claim.start + claim.length).wrapping_sub(slot.base),
         })
     }
 
@@ -558,6 +562,7 @@ pub(crate) mod tests {
             device: DeviceId::IoApic,
             window: 0,
             offset,
+            end: IOAPIC_WINDOW,
         };
         let _ = p.mmio_write(target, size, value, 0);
     }
@@ -675,15 +680,22 @@ pub(crate) mod tests {
     #[test]
     fn mmio_windows() {
         let p = PlatformDevices::new(pc()).unwrap();
-        let at = |device, offset| {
+        let at = |device, offset, end| {
             Some(MmioTarget {
                 device,
                 window: 0,
                 offset,
+                end,
             })
         };
-        assert_eq!(p.mmio_device(0xFEE0_0300), at(DeviceId::LocalApic, 0x300));
-        assert_eq!(p.mmio_device(0xFEC0_0010), at(DeviceId::IoApic, 0x10));
+        assert_eq!(
+            p.mmio_device(0xFEE0_0300),
+            at(DeviceId::LocalApic, 0x300, 0x1000)
+        );
+        assert_eq!(
+            p.mmio_device(0xFEC0_0010),
+            at(DeviceId::IoApic, 0x10, IOAPIC_WINDOW)
+        );
         assert_eq!(p.mmio_device(0xFED0_0000), None);
     }
 }

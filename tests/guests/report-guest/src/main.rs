@@ -24,7 +24,9 @@
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
 //! the neighbour of `concurrent-moves`. `probe=virtual-platform` holds the virtual CPU and
 //! local APIC to the architecture (legacy AMD counters, TSC_AUX, CR8/TPR, a disabled APIC, the
-//! I/O APIC ID; `platform_probe.rs`).
+//! I/O APIC ID; `platform_probe.rs`). `probe=mmio-page-walk` points its page tables into the
+//! APIC page and `probe=mmio-crossing` reads 8 bytes across the APIC page's end: each must stop
+//! its partition (`mmio_probe.rs`).
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
@@ -55,6 +57,8 @@ mod heap;
 mod hypercalls;
 #[cfg(target_os = "none")]
 mod init_idt;
+#[cfg(target_os = "none")]
+mod mmio_probe;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]

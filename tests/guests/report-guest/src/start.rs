@@ -283,6 +283,10 @@ fn hostile(probe: &str) -> ! {
                 leaf_b.ebx & 0xFFFF
             );
         }
+        // Device pages touched by a page walk, or by an access running past their end: the
+        // partition stops (`mmio_probe.rs`).
+        "mmio-page-walk" => crate::mmio_probe::page_walk_into_the_apic(),
+        "mmio-crossing" => crate::mmio_probe::access_across_the_apic_page_end(),
         // The virtual CPU and local APIC against the architecture (`platform_probe.rs`).
         "virtual-platform" => crate::platform_probe::run(),
         // A cache flush shared with other partitions: a no-op that completes.

@@ -446,6 +446,7 @@ fn mmio_stores_to_the_local_apic_send_ipis() {
         VmExit::NestedPageFault {
             gpa: 0xFEE0_0300,
             error_code: 0x7,
+            walk: false,
         },
         0,
     );
@@ -470,6 +471,7 @@ fn device_work_reaches_the_machine_through_one_effect() {
     let fault = VmExit::NestedPageFault {
         gpa: 0xFEB0_0070,
         error_code: 0x7,
+        walk: false,
     };
     assert_eq!(
         handle(&mut cpu, &mut context(), &machine, fault, 0),
@@ -489,6 +491,7 @@ fn device_work_reaches_the_machine_through_one_effect() {
     let fault = VmExit::NestedPageFault {
         gpa: 0xFEB0_0000,
         error_code: 0x5,
+        walk: false,
     };
     assert_eq!(
         handle(&mut cpu, &mut context(), &machine, fault, 0),
@@ -510,6 +513,7 @@ fn mmio_loads_from_the_io_apic_fill_the_register() {
     let fault = VmExit::NestedPageFault {
         gpa: 0xFEC0_0010,
         error_code: 0x5,
+        walk: false,
     };
     assert_eq!(
         handle(&mut cpu, &mut context(), &machine, fault, 0),
@@ -526,6 +530,7 @@ fn faults_outside_ram_and_devices_stop_the_partition() {
     let fault = VmExit::NestedPageFault {
         gpa: 0x4000_0000,
         error_code: 0x4,
+        walk: false,
     };
     assert_eq!(
         stop_reason(&handle(&mut cpu, &mut context(), &machine, fault, 0)),
@@ -538,6 +543,7 @@ fn mmio_by_unreadable_or_undecodable_instructions_stops_with_the_reason() {
     let fault = VmExit::NestedPageFault {
         gpa: 0xFEE0_00B0,
         error_code: 0x7,
+        walk: false,
     };
     // No guest RAM at RIP.
     let machine = FakeMachine::new();
@@ -1000,4 +1006,59 @@ fn hypercalls_answer_at_cpl0_and_raise_ud_elsewhere() {
             error_code: None
         }]
     );
+}
+
+/// A guest whose own page tables point into a device page: the CPU's walk, not the
+/// instruction, touched the device (hardware would not route a walk to the APIC): the
+/// partition stops with the reason, nothing is emulated.
+#[test]
+fn a_page_walk_into_a_device_stops_the_partition() {
+    // mov eax, [ecx+0x30]: would read the APIC version if it were the data access.
+    let machine = FakeMachine::new().code(0x2000, &[0x8B, 0x41, 0x30]);
+    let mut cpu = FakeVcpu {
+        rip: 0x2000,
+        ..FakeVcpu::default()
+    };
+    let fault = VmExit::NestedPageFault {
+        gpa: 0xFEE0_0030,
+        error_code: (1 << 33) | 0x5,
+        walk: true,
+    };
+    let next = handle(&mut cpu, &mut context(), &machine, fault, 0);
+    assert_eq!(stop_reason(&next), "mmio-page-walk");
+    assert_eq!(cpu.rip, 0x2000);
+    assert_eq!(cpu.registers.rax, 0);
+}
+
+/// An access that runs past the end of a device's window (8 bytes at the last dword of the
+/// APIC page, 4 bytes at the I/O APIC page's last 2) is not the device's alone: the partition
+/// stops with the reason; one that ends at the window's last byte is emulated.
+#[test]
+fn an_access_across_the_end_of_a_device_window_stops_the_partition() {
+    // mov rax, [rcx] is 48 8B 01 in 64-bit code; the fake runs 32-bit code, where
+    // movq-like 8-byte loads are not in the decoder: use a 4-byte load across the end instead.
+    let machine = FakeMachine::new().code(0x3000, &[0x8B, 0x01]); // mov eax, [ecx]
+    for (gpa, stops) in [
+        (0xFEE0_0FFE, true),
+        (0xFEC0_0FFD, true),
+        (0xFEE0_0FFC, false),
+    ] {
+        let mut cpu = FakeVcpu {
+            rip: 0x3000,
+            ..FakeVcpu::default()
+        };
+        let fault = VmExit::NestedPageFault {
+            gpa,
+            error_code: 0x5,
+            walk: false,
+        };
+        let next = handle(&mut cpu, &mut context(), &machine, fault, 0);
+        if stops {
+            assert_eq!(stop_reason(&next), "mmio-crossing", "{gpa:#x}");
+            assert_eq!(cpu.rip, 0x3000);
+        } else {
+            assert_eq!(next, Next::Resume, "{gpa:#x}");
+            assert_eq!(cpu.rip, 0x3002);
+        }
+    }
 }
