@@ -203,8 +203,8 @@ fn run_self_test(boot: &BootInfo) {
                 core::arch::asm!("xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
             };
         }
-        // Checked after every VM exit (see `virt::svm::host_state`).
-        Some("host-state") => crate::virt::svm::host_state::enable_check(),
+        // Checked after every VM exit (see `virt::host_state`).
+        Some("host-state") => crate::virt::host_state::enable_check(),
         Some(other) => {
             warn!("selftest={other}: unknown (panic, page-fault, divide-error, host-state)")
         }

@@ -199,3 +199,25 @@ fn s_the_virtual_platform_follows_the_architecture() {
 fn t_device_pages_touched_by_a_walk_or_across_their_end_stop_the_partition() {
     cases::hostile_mmio_stops_its_partition(&vmx("hostile-mmio", "two-nodes"));
 }
+
+/// The world-switch self-check on VMX (`selftest=host-state`): a guest writes FS/GS base, the
+/// SYSCALL and SYSENTER MSRs and PAT, then exits 1000 times; after every run the host's FS/GS
+/// base, SYSENTER MSRs, EFER and PAT read as before, and the report counts the checks.
+#[test]
+fn u_guest_msr_writes_do_not_reach_the_host() {
+    let boot = Boot::run_bochs_with(
+        "hostile-state",
+        "two-nodes",
+        DEFAULT_CPU,
+        TIMEOUT,
+        "selftest=host-state",
+    );
+    assert_eq!(
+        boot.guest("setter", "hostile_done")["probe"],
+        "host-state",
+        "{}",
+        boot.context
+    );
+    assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
+    cases::host_state_was_checked(&boot, 1000);
+}

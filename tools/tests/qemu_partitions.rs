@@ -101,6 +101,16 @@ fn j_a_host_nmi_while_guests_run_is_survived() {
     let answer = answer.expect("the spinner started, and the NMI was sent");
     assert!(answer.contains("\"return\""), "QMP inject-nmi: {answer}");
     assert!(boot.events("fatal").is_empty(), "{}", boot.context);
+    // inject-nmi reaches every CPU: the hypervisor took (and counted) at least one.
+    let all = boot
+        .report
+        .event("all_stopped")
+        .unwrap_or_else(|| panic!("no all_stopped\n{}", boot.context));
+    assert!(
+        all["host_nmis"].as_u64().is_some_and(|n| n >= 1),
+        "the hypervisor's NMI count: {all}\n{}",
+        boot.context
+    );
     assert_eq!(
         boot.stopped("spinner")["reason"],
         "time-limit",
@@ -137,6 +147,7 @@ fn k_guest_msr_writes_do_not_reach_the_host() {
     );
     assert!(leaks.is_empty(), "{leaks:#?}\n{}", boot.context);
     assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
+    cases::host_state_was_checked(&boot, 1000);
 }
 
 /// INVLPGA (#UD: no SVM for guests), WBINVD (completes as a no-op), a guest's CPUID and

@@ -331,7 +331,10 @@ fn all_stopped(hv: &Hypervisor) {
         })
         .collect();
     report::emit(&events::partition_timing(&timings));
-    report::emit(&events::all_stopped());
+    report::emit(&events::all_stopped(events::HostHealth {
+        nmis: crate::platform::cpu::idt::host_nmis(),
+        host_state: crate::virt::host_state::counts(),
+    }));
     info!("every partition has stopped");
     if hv.exit_when_all_stopped() {
         debug_exit::exit(debug_exit::READY);

@@ -5,6 +5,7 @@
 //! SLAT format, tagged TLB). AMD SVM and Intel VMX are the two; [`select`] picks the one
 //! this CPU has at boot and [`Active`] dispatches to it, so one image runs on both vendors.
 
+pub mod host_state;
 pub mod pages;
 pub mod svm;
 pub mod tsc_aux;

@@ -1018,3 +1018,19 @@ pub fn hostile_mmio_stops_its_partition(boot: &Boot) {
     }
     boot.check_ledgers();
 }
+
+/// `selftest=host-state` ran (`all_stopped`'s `host_state`): at least `runs` guest runs were
+/// checked, and no host MSR changed across any of them.
+pub fn host_state_was_checked(boot: &Boot, runs: u64) {
+    let all = boot
+        .report
+        .event("all_stopped")
+        .unwrap_or_else(|| panic!("no all_stopped\n{}", boot.context));
+    let checked = &all["host_state"];
+    assert!(
+        checked["checks"].as_u64().is_some_and(|n| n >= runs),
+        "the self-check must have run after each of the guest's {runs} exits: {all}\n{}",
+        boot.context
+    );
+    assert_eq!(checked["changes"], 0, "{all}\n{}", boot.context);
+}

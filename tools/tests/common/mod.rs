@@ -200,6 +200,17 @@ impl Boot {
     /// Boots `layout` under Bochs (CPU model `cpu`; GRUB, multiboot2, the topology's
     /// override tables) with `exit=partitions`, bounded by `timeout` seconds.
     pub fn run_bochs(layout: &str, topology_name: &str, cpu: &str, timeout: u64) -> Boot {
+        Boot::run_bochs_with(layout, topology_name, cpu, timeout, "")
+    }
+
+    /// [`Boot::run_bochs`] with `options` added to numavisor's command line.
+    pub fn run_bochs_with(
+        layout: &str,
+        topology_name: &str,
+        cpu: &str,
+        timeout: u64,
+        options: &str,
+    ) -> Boot {
         packages::ensure(&packages::BOCHS).expect("Bochs and GRUB are needed");
         let image = image_for(layout);
         let machine = bochs_machine::load(topology_name).expect("Bochs machine");
@@ -208,7 +219,7 @@ impl Boot {
             image: &image,
             machine: &machine,
             cpu,
-            command_line: bochs::command_line("exit=partitions"),
+            command_line: bochs::command_line(format!("exit=partitions {options}").trim()),
         };
         let prepared = bochs::prepare(&run).expect("building the ISO");
         let started = std::time::Instant::now();

@@ -441,9 +441,26 @@ pub fn console(partition: &str, line: &str, micros: u64) -> String {
     })
 }
 
-/// `all_stopped`: every partition has ended (printed before `exit=partitions` ends the run).
-pub fn all_stopped() -> String {
-    event("all_stopped", |_| {})
+/// The hypervisor's own health when every partition has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostHealth {
+    /// NMIs the host took (the platform's: a watchdog, an operator's button).
+    pub nmis: u64,
+    /// With `selftest=host-state`: world-switch checks made, and host MSRs found changed.
+    pub host_state: Option<(u64, u64)>,
+}
+
+/// `all_stopped`: every partition has ended (printed before `exit=partitions` ends the run),
+/// with the hypervisor's own counts.
+pub fn all_stopped(health: HostHealth) -> String {
+    event("all_stopped", |o| {
+        o.u64("host_nmis", health.nmis);
+        if let Some((checks, changes)) = health.host_state {
+            o.object("host_state", |o| {
+                o.u64("checks", checks).u64("changes", changes);
+            });
+        }
+    })
 }
 
 /// One partition's run figures.

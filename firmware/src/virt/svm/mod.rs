@@ -1,7 +1,6 @@
 //! AMD SVM (AMD APM vol. 2 chapter 15): detection, per-CPU enablement, the VMCB and VMRUN.
 
 pub mod backend;
-pub mod host_state;
 pub mod run;
 pub mod vcpu;
 pub mod vmcb;

@@ -9,6 +9,7 @@ use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 
 use super::run;
 use super::vmcb::{event_type, Vmcb, EFER_SVME};
+use crate::virt::host_state;
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
@@ -50,11 +51,11 @@ impl SvmVcpu {
     fn run_once(&mut self) -> (u64, u64, u64) {
         self.vmcb.set_rax(self.registers.rax);
         self.vmcb.set_rsp(self.registers.rsp);
-        let before = super::host_state::snapshot_if_checked();
+        let before = host_state::snapshot_if_checked(&host_state::SVM_SWITCHED);
         // SAFETY: the VMCB and its nested page tables were built for this partition by the
         // partition builder; SVM is on for this CPU; interrupts are off on the run path.
         unsafe { run::run(self.vmcb.address(), &mut self.registers, self.host_state) };
-        super::host_state::check(before);
+        host_state::check(&host_state::SVM_SWITCHED, before);
         self.registers.rax = self.vmcb.rax();
         self.registers.rsp = self.vmcb.rsp();
         self.vmcb.clear_tlb_flush();

@@ -9,6 +9,8 @@
 //! MSRs" do the same).
 
 use log::error;
+
+use crate::virt::host_state;
 use numavisor_policy::vmexit::vmx::{decode_vmx, interruption, reason, VmxExitInfo};
 use numavisor_policy::vmexit::VmExit;
 use numavisor_policy::vmm::entry_state::{cr0, ArchState, EFER_LMA, EFER_LME};
@@ -442,10 +444,12 @@ impl Vcpu for VmxVcpu {
             if Self::cr2() != self.guest_cr2 {
                 Self::set_cr2(self.guest_cr2);
             }
+            let before = host_state::snapshot_if_checked(&host_state::SWITCHED);
             // SAFETY: the VMCS is current on this CPU with host state for it (`new`), its
             // guest state set by `enter`, its EPT built by the partition builder; the vCPU
             // loop runs guests with interrupts off.
             let entry = unsafe { run::run(&mut self.registers, self.launched) };
+            host_state::check(&host_state::SWITCHED, before);
             if let run::Entry::Failed { valid } = entry {
                 let why = if valid {
                     vmread(VM_INSTRUCTION_ERROR)

@@ -221,9 +221,14 @@ fn hostile(probe: &str) -> ! {
                 (0xC000_0081, 0x0023_0010_0000_0000), // STAR
                 (0xC000_0082, 0x4444_0000),           // LSTAR
                 (0xC000_0084, 0x0000_0700),           // SFMASK
+                (0x174, 0x10),                        // SYSENTER_CS
+                (0x175, 0x5555_0000),                 // SYSENTER_ESP
+                (0x176, 0x6666_0000),                 // SYSENTER_EIP
+                (0x277, 0x0407_0406_0007_0406),       // PAT (entry 7 WT)
             ] {
-                // SAFETY: these MSRs are the guest's own (passed through); the test guest
-                // uses none of them.
+                // SAFETY: these MSRs are the guest's own (passed through, or PAT kept in the
+                // guest state); the test guest uses none of them, and the PAT written keeps
+                // write-back at the entry its page tables use.
                 unsafe {
                     core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
                         in("edx") (value >> 32) as u32, options(nostack))
