@@ -220,6 +220,10 @@ fn configure_from_command_line(boot: &BootInfo) {
             boot.option("log").unwrap_or("")
         );
     }
+    // Where the instructions of each VM exit go (`exit_profile` event at the end).
+    if boot.option("profile") == Some("exits") {
+        crate::partition::enable_profile();
+    }
     if boot.option("exit").is_some() {
         if boot.option("debug-exit") == Some("bochs") {
             debug_exit::enable_bochs();

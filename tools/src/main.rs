@@ -578,8 +578,8 @@ fn parallel_preparation(four: &std::path::Path) -> Result<()> {
 /// partition's run ticks over its exits.
 fn io_round_trips(looper: &std::path::Path) -> Result<()> {
     let svm = boot_report(looper, "two-nodes", Some("partitions"), true)?;
-    let vmx = bochs_report(looper, "two-nodes")?;
-    for (backend, report) in [("SVM, QEMU -icount", svm), ("VMX, Bochs", vmx)] {
+    let vmx = bochs_report(looper, "two-nodes", "")?;
+    for (backend, report) in [("SVM, QEMU -icount", &svm), ("VMX, Bochs", &vmx)] {
         let Some(t) = report
             .event("partition_timing")
             .and_then(|t| t["partitions"].get(0).cloned())
@@ -593,12 +593,42 @@ fn io_round_trips(looper: &std::path::Path) -> Result<()> {
             ticks / exits
         );
     }
+    // Where they go: the vCPU loop's stages (`profile=exits`; the marks cost a few
+    // instructions each).
+    let options = qemu::RunOptions {
+        exit: Some("partitions"),
+        extra_qemu_args: vec!["-icount".into(), "shift=0".into()],
+        extra_append: "profile=exits".into(),
+    };
+    let svm = report_with(looper, "two-nodes", &options)?;
+    let vmx = bochs_report(looper, "two-nodes", "profile=exits")?;
+    for (backend, report) in [("SVM", &svm), ("VMX", &vmx)] {
+        let profile = report
+            .event("exit_profile")
+            .with_context(|| format!("{backend}: no exit_profile event"))?;
+        let passes = profile["passes"].as_u64().unwrap_or(0).max(1);
+        let stages: Vec<String> = profile["ticks"]
+            .as_object()
+            .map(|t| {
+                t.iter()
+                    .map(|(stage, ticks)| {
+                        format!("{stage} {}", ticks.as_u64().unwrap_or(0) / passes)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "io-loop per exit by stage ({backend}, profiled): {}",
+            stages.join(", ")
+        );
+    }
     println!();
     Ok(())
 }
 
-/// Boots `image` under Bochs on topology `name` with `exit=partitions`; its report.
-fn bochs_report(image: &std::path::Path, name: &str) -> Result<Report> {
+/// Boots `image` under Bochs on topology `name` with `exit=partitions` and `options`; its
+/// report.
+fn bochs_report(image: &std::path::Path, name: &str, options: &str) -> Result<Report> {
     packages::ensure(&tools::packages::BOCHS)?;
     let machine = tools::bochs_machine::load(name)?;
     let run = tools::bochs::BochsRun {
@@ -606,7 +636,7 @@ fn bochs_report(image: &std::path::Path, name: &str) -> Result<Report> {
         image,
         machine: &machine,
         cpu: tools::bochs::DEFAULT_CPU,
-        command_line: tools::bochs::command_line("exit=partitions"),
+        command_line: tools::bochs::command_line(&format!("exit=partitions {options}")),
     };
     let prepared = tools::bochs::prepare(&run)?;
     let result = tools::bochs::run(&prepared, Duration::from_secs(600), false)?;
@@ -627,7 +657,6 @@ fn boot_report(
     exit: Option<&'static str>,
     icount: bool,
 ) -> Result<Report> {
-    let topology = topology::load(name)?;
     let options = qemu::RunOptions {
         exit,
         extra_qemu_args: if icount {
@@ -637,7 +666,13 @@ fn boot_report(
         },
         extra_append: String::new(),
     };
-    let args = qemu::command(image, &topology, &options);
+    report_with(image, name, &options)
+}
+
+/// Boots `image` on topology `name` with `options` and returns its report.
+fn report_with(image: &std::path::Path, name: &str, options: &qemu::RunOptions) -> Result<Report> {
+    let topology = topology::load(name)?;
+    let args = qemu::command(image, &topology, options);
     let result = qemu::run(&args, Duration::from_secs(600), false)?;
     if result.status != Some(qemu::EXIT_READY) {
         bail!(

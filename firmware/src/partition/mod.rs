@@ -42,7 +42,7 @@ use crate::virt::ControlPages;
 pub use control::VcpuSlot;
 pub use hypervisor::{Boot, Hypervisor};
 pub use input::poll_console_input;
-pub use vcpu_loop::run_assigned_vcpu;
+pub use vcpu_loop::{enable_profile, run_assigned_vcpu};
 
 /// Reserves each vCPU's CPU its host pages on its node, once per CPU.
 fn reserve_host_pages(hv: &Hypervisor, built: &[&'static Partition]) {
@@ -331,6 +331,9 @@ fn all_stopped(hv: &Hypervisor) {
         })
         .collect();
     report::emit(&events::partition_timing(&timings));
+    if let Some(profile) = vcpu_loop::profile() {
+        report::emit(&events::exit_profile(&profile));
+    }
     report::emit(&events::all_stopped(events::HostHealth {
         nmis: crate::platform::cpu::idt::host_nmis(),
         host_state: crate::virt::host_state::counts(),

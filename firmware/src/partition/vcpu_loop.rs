@@ -5,9 +5,12 @@
 
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use numavisor_policy::memory::{HostPage, Usage};
 use numavisor_policy::vmexit::VmExit;
+
 use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
+use numavisor_policy::vmm::exit_profile::{ExitProfile, Stage};
 use numavisor_policy::vmm::msr::MsrState;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 
@@ -112,7 +115,11 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
             .and_then(|controls| Active::vcpu(controls, index));
         let end = match cpu {
             Some(mut cpu) => {
-                let end = run_epoch(partition, index, &mut cpu);
+                let mut profile = ExitProfile::new(PROFILE.load(Ordering::Relaxed));
+                let end = run_epoch(partition, index, &mut cpu, &mut profile);
+                if profile.enabled() {
+                    PROFILE_SUMS.lock().add(&profile);
+                }
                 partition.memory.leave(index);
                 // Gives the control block back before its partition's memory may be reused.
                 drop(cpu);
@@ -146,8 +153,30 @@ enum EpochEnd {
     Stop(StopRequest),
 }
 
+/// Whether the vCPU loop profiles its stages (`profile=exits`).
+static PROFILE: AtomicBool = AtomicBool::new(false);
+/// Every vCPU's stage sums, added at the end of each of its lives.
+static PROFILE_SUMS: spin::Mutex<ExitProfile> = spin::Mutex::new(ExitProfile::new(true));
+
+/// Turns the stage profile of the vCPU loop on (`profile=exits`).
+pub fn enable_profile() {
+    PROFILE.store(true, Ordering::Relaxed);
+}
+
+/// The stage sums so far, if profiling is on.
+pub fn profile() -> Option<ExitProfile> {
+    PROFILE
+        .load(Ordering::Relaxed)
+        .then(|| PROFILE_SUMS.lock().clone())
+}
+
 /// One life of the partition, from its entry state to its next stop.
-fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu) -> EpochEnd {
+fn run_epoch(
+    partition: &'static Partition,
+    index: usize,
+    cpu: &mut BackendVcpu,
+    profile: &mut ExitProfile,
+) -> EpochEnd {
     let (entry, offset, mut sync, ram) = {
         let state = partition.state.lock();
         let (sync, ram) = memory_sync::start(partition, index, &state);
@@ -179,6 +208,7 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
     let mut stats = StatsClock::new(partition);
     let mut timer = HostTimer::default();
     loop {
+        profile.start(tsc::now);
         if partition.control.stop_requested() {
             record_exits(partition, &mut exits);
             return EpochEnd::Park;
@@ -222,17 +252,22 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
                 }
             }
         }
+        profile.mark(Stage::Checks, tsc::now);
         let now = guest_now();
         if index == 0 {
             poll_platform_timers(&machine, now);
             super::dynamic::poll(partition);
         }
+        profile.mark(Stage::Platform, tsc::now);
         inject_pending(cpu, &machine, index, now);
+        profile.mark(Stage::Inject, tsc::now);
         let guest_deadline = next_deadline(&machine, index, now);
         let wake = host_wake(offset, [guest_deadline, limit]);
         timer.arm(wake);
         cpu.set_run_deadline(wake);
+        profile.mark(Stage::Arm, tsc::now);
         let exit = cpu.run();
+        profile.mark(Stage::Run, tsc::now);
         exits += 1;
         renew_memory(partition, &mut sync, &mut machine, cpu);
         if log::log_enabled!(log::Level::Trace) {
@@ -260,7 +295,10 @@ fn run_epoch(partition: &'static Partition, index: usize, cpu: &mut BackendVcpu)
                 crate::platform::cpu::idt::host_nmis()
             );
         }
-        match exit::handle(cpu, &mut context, &machine, exit, guest_now()) {
+        profile.mark(Stage::After, tsc::now);
+        let next = exit::handle(cpu, &mut context, &machine, exit, guest_now());
+        profile.mark(Stage::Handle, tsc::now);
+        match next {
             Next::Resume => {}
             Next::Halt => {
                 idle(partition, index, &machine, Some(&*cpu), offset, &mut timer);

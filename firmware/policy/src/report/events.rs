@@ -463,6 +463,19 @@ pub fn all_stopped(health: HostHealth) -> String {
     })
 }
 
+/// `exit_profile` (with `profile=exits`): TSC ticks (instructions under `-icount shift=0`)
+/// per stage of the vCPU loop, summed over every vCPU, and the passes that reached a guest.
+pub fn exit_profile(profile: &crate::vmm::exit_profile::ExitProfile) -> String {
+    use crate::vmm::exit_profile::Stage;
+    event("exit_profile", |o| {
+        o.u64("passes", profile.passes).object("ticks", |o| {
+            for stage in Stage::ALL {
+                o.u64(stage.name(), profile.ticks[stage as usize]);
+            }
+        });
+    })
+}
+
 /// One partition's run figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionTiming<'a> {

@@ -16,6 +16,7 @@ pub mod console_output;
 pub mod cpuid;
 pub mod entry_state;
 pub mod exit;
+pub mod exit_profile;
 pub mod guest_regs;
 pub mod guest_walk;
 pub mod mmio_decode;
