@@ -183,3 +183,10 @@ fn q_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
         "two-nodes",
     ));
 }
+
+/// NMI blocking on VMX (`layouts/hostile-nmi.toml`): the same rules through virtual NMIs
+/// (the CPU's blocking by NMI) and NMI-window exits.
+#[test]
+fn s_nmis_wait_for_the_handlers_iret_and_merge() {
+    cases::nmis_wait_for_the_handlers_iret_and_merge(&vmx("hostile-nmi", "two-nodes"));
+}

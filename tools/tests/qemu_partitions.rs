@@ -279,3 +279,11 @@ fn p_a_real_mode_exception_after_init_sipi_reaches_the_ivt() {
         "two-nodes",
     ));
 }
+
+/// NMI blocking on SVM (`layouts/hostile-nmi.toml`): an NMI the guest sends itself from its
+/// NMI handler runs only after the handler's IRET, right after it; ten sent at once merge
+/// into one more run (the hypervisor masks NMIs from injection to IRET, which it intercepts).
+#[test]
+fn q_nmis_wait_for_the_handlers_iret_and_merge() {
+    cases::nmis_wait_for_the_handlers_iret_and_merge(&Boot::run("hostile-nmi", "two-nodes"));
+}

@@ -253,10 +253,7 @@ mod tests {
             decode_vmx(&exit(reason::EXTERNAL_INTERRUPT, 0)),
             VmExit::PhysicalInterrupt
         );
-        assert_eq!(
-            decode_vmx(&exit(reason::NMI_WINDOW, 0)),
-            VmExit::NmiWindow
-        );
+        assert_eq!(decode_vmx(&exit(reason::NMI_WINDOW, 0)), VmExit::NmiWindow);
     }
 
     #[test]
