@@ -221,3 +221,10 @@ fn u_guest_msr_writes_do_not_reach_the_host() {
     assert_eq!(boot.stopped("setter")["reason"], "exit", "{}", boot.context);
     cases::host_state_was_checked(&boot, 1000);
 }
+
+/// NMI blocking on VMX (`layouts/hostile-nmi.toml`): the same rules through virtual NMIs
+/// (the CPU's blocking by NMI) and NMI-window exits.
+#[test]
+fn v_nmis_wait_for_the_handlers_iret_and_merge() {
+    cases::nmis_wait_for_the_handlers_iret_and_merge(&vmx("hostile-nmi", "two-nodes"));
+}

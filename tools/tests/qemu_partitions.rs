@@ -307,3 +307,11 @@ fn q_the_virtual_platform_follows_the_architecture() {
 fn r_device_pages_touched_by_a_walk_or_across_their_end_stop_the_partition() {
     cases::hostile_mmio_stops_its_partition(&Boot::run("hostile-mmio", "two-nodes"));
 }
+
+/// NMI blocking on SVM (`layouts/hostile-nmi.toml`): an NMI the guest sends itself from its
+/// NMI handler runs only after the handler's IRET, right after it; ten sent at once merge
+/// into one more run (the hypervisor masks NMIs from injection to IRET, which it intercepts).
+#[test]
+fn s_nmis_wait_for_the_handlers_iret_and_merge() {
+    cases::nmis_wait_for_the_handlers_iret_and_merge(&Boot::run("hostile-nmi", "two-nodes"));
+}

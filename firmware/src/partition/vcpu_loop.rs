@@ -12,6 +12,7 @@ use numavisor_policy::vmexit::VmExit;
 use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
 use numavisor_policy::vmm::exit_profile::{ExitProfile, Stage};
 use numavisor_policy::vmm::msr::MsrState;
+use numavisor_policy::vmm::nmi::NmiState;
 use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
 
 use super::control::{halt_a_while, AfterStop};
@@ -192,6 +193,7 @@ fn run_epoch(
         cpuid: build::cpuid_policy(partition, index),
         msrs: MsrState::new(build::guest_vendor()),
         vendor: build::guest_vendor(),
+        nmi: NmiState::default(),
     };
     let slot = &partition.vcpus[index];
     cpu.set_tsc_offset(offset);
@@ -235,6 +237,7 @@ fn run_epoch(
         if slot.take_init() {
             running = false;
             machine.with_lapic(index, |l| l.reset());
+            context.nmi.reset();
         }
         if running {
             // A start-up IPI only starts a CPU waiting for one (Linux sends two; the second
@@ -259,7 +262,7 @@ fn run_epoch(
             super::dynamic::poll(partition);
         }
         profile.mark(Stage::Platform, tsc::now);
-        inject_pending(cpu, &machine, index, now);
+        inject_pending(cpu, &machine, &mut context.nmi, now);
         profile.mark(Stage::Inject, tsc::now);
         let guest_deadline = next_deadline(&machine, index, now);
         let wake = host_wake(offset, [guest_deadline, limit]);
@@ -300,6 +303,8 @@ fn run_epoch(
         profile.mark(Stage::Handle, tsc::now);
         match next {
             Next::Resume => {}
+            // HLT ends at once on an NMI the guest may take.
+            Next::Halt if context.nmi.deliverable(&*cpu) => {}
             Next::Halt => {
                 idle(partition, index, &machine, Some(&*cpu), offset, &mut timer);
                 if index == 0 {
@@ -328,13 +333,22 @@ fn renew_memory(
     }
 }
 
+/// Moves a pending NMI (first: it outranks interrupts) and the highest pending interrupt of
+/// the vCPU's local APIC into the guest, or asks for the exit after which the guest can take
+/// them. NMIs sent since the last entry merge into the one `nmi` holds (`vmm::nmi`).
+fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, nmi: &mut NmiState, now: u64) {
+    let index = machine.vcpu;
+    if machine.partition.vcpus[index].take_nmi() {
+        nmi.signal();
+    }
+    nmi.inject(cpu);
+    inject_interrupt(cpu, machine, index, now);
+    nmi.arm_exit(cpu);
+}
+
 /// Moves the highest pending interrupt of the vCPU's local APIC into the guest, or asks for
 /// an interrupt window when the guest cannot take it yet.
-fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize, now: u64) {
-    let slot = &machine.partition.vcpus[index];
-    if !cpu.event_queued() && slot.take_nmi() {
-        cpu.inject(Event::Nmi);
-    }
+fn inject_interrupt(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize, now: u64) {
     let (pending, tpr, held) = machine.with_lapic(index, |l| {
         l.advance(now);
         (

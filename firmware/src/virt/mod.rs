@@ -26,7 +26,7 @@ use numavisor_policy::vmexit::VmExit;
 use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
-use numavisor_policy::vmm::vcpu::{EntryState, Event};
+use numavisor_policy::vmm::vcpu::{EntryState, Event, NmiExit};
 use spin::Once;
 
 use svm::backend::SvmBackend;
@@ -246,6 +246,9 @@ impl Vcpu for ActiveVcpu {
         ref cpl() -> u8;
         ref interrupts_enabled() -> bool;
         ref interruptible() -> bool;
+        ref interrupt_shadow() -> bool;
+        ref cpu_nmi_blocking() -> Option<bool>;
+        mut set_nmi_exit(exit: NmiExit);
         ref next_rip() -> Option<u64>;
         ref interrupted_event() -> Option<u8>;
         ref event_queued() -> bool;

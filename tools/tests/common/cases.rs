@@ -455,6 +455,38 @@ pub fn real_mode_exception_after_init_sipi_reaches_the_ivt(boot: &Boot) {
     boot.check_ledgers();
 }
 
+/// `hostile-nmi` on `two-nodes`: the guest's NMI handler sends itself one NMI, later ten
+/// (`probe=nmi-blocking`, `nmi.rs` of the test guest). Judged by the guest's own counts: no
+/// handler run nested in another, the self-sent NMI not run before the IRET (one run seen
+/// there) but right after it (two runs seen by the sender's next instruction), and the ten
+/// merged into one pending NMI (two runs).
+pub fn nmis_wait_for_the_handlers_iret_and_merge(boot: &Boot) {
+    let context = &boot.context;
+    let stopped = boot.stopped("nmi");
+    let seen = boot.guest("nmi", "nmi_blocking");
+    eprintln!("nmi blocking: {seen}");
+    assert_eq!(
+        seen["nested"], 0,
+        "an NMI ran inside the NMI handler, before its IRET: {seen}\n{context}"
+    );
+    assert_eq!(
+        seen["self_runs_in_handler"], 1,
+        "the NMI sent from the handler ran before the handler's IRET: {seen}\n{context}"
+    );
+    assert_eq!(
+        seen["self_runs_after_iret"], 2,
+        "the NMI held back by the handler did not run right after its IRET: {seen}\n{context}"
+    );
+    assert_eq!(seen["self_runs"], 2, "{seen}\n{context}");
+    assert_eq!(
+        seen["burst_runs"], 2,
+        "ten NMIs sent to a running handler must give exactly one more run: {seen}\n{context}"
+    );
+    assert_eq!(stopped["reason"], "exit", "{stopped}\n{context}");
+    boot.guest("nmi", "hostile_done");
+    boot.check_ledgers();
+}
+
 fn hypercalls_of(boot: &Boot, name: &str) -> Value {
     boot.guest(name, "hypercalls")
 }

@@ -24,6 +24,12 @@ pub enum VmExit {
     PhysicalNmi,
     /// The guest can take an interrupt now (the window the backend was asked to open).
     InterruptWindow,
+    /// The guest can take an NMI now, or has at least moved one instruction on (the exit
+    /// [`crate::vmm::vcpu::NmiExit`] armed: VMX's NMI window, SVM's single step).
+    NmiWindow,
+    /// The guest is about to execute IRET (SVM's IRET intercept, taken before the IRET
+    /// runs: APM vol. 2 §15.9): the end of its NMI handler is near.
+    Iret,
     /// The guest triple-faulted (SVM's "shutdown" intercept).
     TripleFault,
     /// `VMMCALL`: a hypercall; 3 bytes long.
@@ -118,7 +124,7 @@ impl VmExit {
             VmExit::Msr { .. } => ExitKind::Msr,
             VmExit::Hlt => ExitKind::Hlt,
             VmExit::PhysicalInterrupt | VmExit::PhysicalNmi => ExitKind::Interrupt,
-            VmExit::InterruptWindow => ExitKind::InterruptWindow,
+            VmExit::InterruptWindow | VmExit::NmiWindow => ExitKind::InterruptWindow,
             VmExit::Exception { .. } => ExitKind::Exception,
             _ => ExitKind::Other,
         }
@@ -169,6 +175,7 @@ pub mod svm_code {
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
+    pub const IRET: u64 = 0x74;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7B;
@@ -205,6 +212,7 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
         INTR => VmExit::PhysicalInterrupt,
         NMI => VmExit::PhysicalNmi,
         VINTR => VmExit::InterruptWindow,
+        IRET => VmExit::Iret,
         IOIO => VmExit::Io(IoAccess {
             port: (info1 >> 16) as u16,
             size: if info1 & (1 << 4) != 0 {
@@ -361,6 +369,7 @@ mod tests {
             VmExit::Instruction(GuestInstruction::Rdpru)
         );
         assert_eq!(decode_svm(0x64, 0, 0), VmExit::InterruptWindow);
+        assert_eq!(decode_svm(0x74, 0, 0), VmExit::Iret);
         assert_eq!(decode_svm(0xFFFF_FFFF, 0, 0), VmExit::InvalidState);
         assert_eq!(decode_svm(u64::MAX, 0, 0), VmExit::InvalidState);
         assert_eq!(

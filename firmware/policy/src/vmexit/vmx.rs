@@ -11,6 +11,7 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u32 = 1;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INTERRUPT_WINDOW: u32 = 7;
+    pub const NMI_WINDOW: u32 = 8;
     pub const CPUID: u32 = 10;
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
@@ -109,6 +110,7 @@ pub fn decode_vmx(exit: &VmxExitInfo) -> VmExit {
         EXTERNAL_INTERRUPT | PREEMPTION_TIMER => VmExit::PhysicalInterrupt,
         TRIPLE_FAULT => VmExit::TripleFault,
         INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        NMI_WINDOW => VmExit::NmiWindow,
         CPUID => VmExit::Cpuid,
         HLT => VmExit::Hlt,
         INVD | WBINVD => VmExit::Instruction(GuestInstruction::CacheFlush),
@@ -254,6 +256,7 @@ mod tests {
             decode_vmx(&exit(reason::EXTERNAL_INTERRUPT, 0)),
             VmExit::PhysicalInterrupt
         );
+        assert_eq!(decode_vmx(&exit(reason::NMI_WINDOW, 0)), VmExit::NmiWindow);
     }
 
     #[test]

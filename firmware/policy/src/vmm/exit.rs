@@ -12,6 +12,7 @@ use super::cpuid::{self, CpuidPolicy, HostCpuid, Vendor};
 use super::guest_walk::{self, GuestPhysical};
 use super::mmio_decode::{self, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
+use super::nmi::NmiState;
 use super::platform::{MmioTarget, PlatformDevices};
 use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::device::{Device, DeviceId, Effect, Effects};
@@ -103,6 +104,8 @@ pub struct VcpuContext {
     pub msrs: MsrState,
     /// The CPU vendor the guest sees (EFER rules differ).
     pub vendor: Vendor,
+    /// Its pending NMI and NMI handler (`vmm::nmi`).
+    pub nmi: NmiState,
 }
 
 /// The MSRs the local APIC model answers (IA32_APIC_BASE, IA32_TSC_DEADLINE, x2APIC).
@@ -125,6 +128,7 @@ pub fn handle<V: Vcpu, M: Machine>(
         machine.with_lapic(context.index, |l| l.set_task_priority(class << 4));
     }
     let rip = cpu.rip();
+    context.nmi.exited_at(rip);
     match exit {
         VmExit::Io(access) => handle_io(cpu, context, machine, access, now),
         VmExit::Cpuid => {
@@ -171,7 +175,14 @@ pub fn handle<V: Vcpu, M: Machine>(
         VmExit::Instruction(instruction) => handle_instruction(cpu, machine, instruction),
         VmExit::Cr8 { write, register } => handle_cr8(cpu, context, machine, write, register),
         VmExit::MovToCr8 => handle_mov_to_cr8(cpu, context, machine),
-        VmExit::PhysicalInterrupt | VmExit::PhysicalNmi | VmExit::InterruptWindow => Next::Resume,
+        VmExit::PhysicalInterrupt
+        | VmExit::PhysicalNmi
+        | VmExit::InterruptWindow
+        | VmExit::NmiWindow => Next::Resume,
+        VmExit::Iret => {
+            context.nmi.iret_at(rip);
+            Next::Resume
+        }
         VmExit::TripleFault => Next::stop(
             StopKind::Fault,
             "triple-fault",

@@ -22,6 +22,7 @@ pub mod guest_walk;
 pub mod mmio_decode;
 pub mod monitor;
 pub mod msr;
+pub mod nmi;
 pub mod platform;
 pub mod vcpu;
 pub mod xcr0;

@@ -19,6 +19,22 @@ pub enum Event {
     Exception { vector: u8, error_code: Option<u32> },
 }
 
+/// The exit a backend arms so that a held-back NMI reaches the guest as soon as the guest
+/// can take it (chosen by [`super::nmi::NmiState::arm_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NmiExit {
+    /// None needed.
+    None,
+    /// VMX: an [`VmExit::NmiWindow`] once no NMI blocking and no interrupt shadow remain
+    /// ("NMI-window exiting", SDM vol. 3C §25.2).
+    Window,
+    /// SVM: an [`VmExit::Iret`] before the guest's next IRET (the end of its NMI handler).
+    Iret,
+    /// SVM: an [`VmExit::NmiWindow`] after the guest's next instruction (single-stepped with
+    /// RFLAGS.TF, which the guest never sees, nor the #DB it raises).
+    Step,
+}
+
 /// The architectural exception vectors the shared handlers raise.
 pub mod exception {
     pub const DEBUG: u8 = 1;
@@ -74,6 +90,15 @@ pub trait Vcpu {
     /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no interrupt
     /// shadow).
     fn interruptible(&self) -> bool;
+    /// Whether the guest is in an interrupt shadow (the boundary after STI or MOV SS): no
+    /// interrupt and no NMI may be delivered there.
+    fn interrupt_shadow(&self) -> bool;
+    /// The CPU's own NMI blocking where it keeps one for the guest (VMX with virtual NMIs:
+    /// "blocking by NMI", set by an injected NMI and cleared by IRET); None where the
+    /// hypervisor must track it (SVM, [`super::nmi::NmiState`]).
+    fn cpu_nmi_blocking(&self) -> Option<bool>;
+    /// Arms `exit` for the next run (and disarms the others).
+    fn set_nmi_exit(&mut self, exit: NmiExit);
     /// The RIP after the intercepted instruction, where the hardware saved it.
     fn next_rip(&self) -> Option<u64>;
     /// The vector whose delivery the last exit interrupted, if any.

@@ -10,6 +10,9 @@ use core::fmt;
 pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The guest's NMI blocking lives in its interruptibility state, set by an injected NMI
+    /// and cleared by IRET (SDM vol. 3C §25.3, §26.6.1.2).
+    pub const VIRTUAL_NMIS: u32 = 1 << 5;
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
@@ -24,6 +27,7 @@ pub mod primary {
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const USE_IO_BITMAPS: u32 = 1 << 25;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const MONITOR_EXITING: u32 = 1 << 29;
@@ -140,7 +144,8 @@ pub struct Controls {
 
 impl Controls {
     /// What numavisor asks for: physical interrupts and NMIs always end a guest's run (so a
-    /// guest can never keep a CPU); I/O and MSR bitmaps; HLT, MWAIT/MONITOR, RDPMC, WBINVD
+    /// guest can never keep a CPU); virtual NMIs and NMI-window exiting (the guest's NMI
+    /// blocking, `vmm::nmi`); I/O and MSR bitmaps; HLT, MWAIT/MONITOR, RDPMC, WBINVD
     /// and CR8 exit; EPT with unrestricted guest (real-mode AP start) required, VPID,
     /// RDTSCP and INVPCID taken where offered (a guest told of RDTSCP or INVPCID by CPUID
     /// would fault without them); EFER and PAT switched at entry and exit.
@@ -148,7 +153,7 @@ impl Controls {
         let pin = adjust(
             ControlWord::PinBased,
             caps.pin,
-            pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
+            pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS,
             pin::PREEMPTION_TIMER,
         )?;
         let primary_required = primary::TSC_OFFSETTING
@@ -160,6 +165,7 @@ impl Controls {
             | primary::USE_IO_BITMAPS
             | primary::USE_MSR_BITMAPS
             | primary::MONITOR_EXITING
+            | primary::NMI_WINDOW_EXITING
             | primary::SECONDARY_CONTROLS;
         let mut primary = adjust(ControlWord::Primary, caps.primary, primary_required, 0)?;
         // EPT makes CR3 the guest's own: CR3 accesses must not exit (allowed-0 settings of
@@ -170,7 +176,9 @@ impl Controls {
                 bits: primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING,
             });
         }
-        primary &= !primary::INTERRUPT_WINDOW_EXITING;
+        // The windows are armed per entry, when an event waits (NMI-window exiting is required
+        // above only so that the CPU is known to allow it).
+        primary &= !(primary::INTERRUPT_WINDOW_EXITING | primary::NMI_WINDOW_EXITING);
         let secondary = adjust(
             ControlWord::Secondary,
             caps.secondary,
@@ -248,6 +256,8 @@ mod tests {
         let c = Controls::compute(&haswell()).unwrap();
         assert_ne!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING, 0);
         assert_ne!(c.pin & pin::NMI_EXITING, 0);
+        assert_ne!(c.pin & pin::VIRTUAL_NMIS, 0);
+        assert_eq!(c.primary & primary::NMI_WINDOW_EXITING, 0);
         assert!(c.preemption_timer());
         assert_eq!(
             c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING),
@@ -268,6 +278,15 @@ mod tests {
         assert_eq!(err.word, ControlWord::Secondary);
         assert_eq!(err.bits, secondary::UNRESTRICTED_GUEST);
         assert!(alloc::format!("{err}").contains("secondary"));
+    }
+
+    #[test]
+    fn a_cpu_without_virtual_nmis_is_refused() {
+        let mut caps = haswell();
+        caps.pin &= !((pin::VIRTUAL_NMIS as u64) << 32);
+        let err = Controls::compute(&caps).unwrap_err();
+        assert_eq!(err.word, ControlWord::PinBased);
+        assert_eq!(err.bits, pin::VIRTUAL_NMIS);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! [`Vcpu`] for AMD SVM: a VMCB plus the registers VMRUN does not swap.
 
-use numavisor_policy::vmexit::{decode_svm, VmExit};
+use numavisor_policy::vmexit::{decode_svm, svm_code, VmExit};
 use numavisor_policy::vmm::entry_state::ArchState;
 use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
-use numavisor_policy::vmm::vcpu::{EntryState, Event, Vcpu};
+use numavisor_policy::vmm::vcpu::{EntryState, Event, NmiExit, Vcpu};
 
 use super::run;
 use super::vmcb::{event_type, Vmcb, EFER_SVME};
@@ -13,12 +13,26 @@ use crate::virt::host_state;
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF: a #DB trap after the next instruction.
+const RFLAGS_TF: u64 = 1 << 8;
+/// DR6.BS: the #DB came from a single step.
+const DR6_BS: u64 = 1 << 14;
+
+/// A single step the hypervisor armed ([`NmiExit::Step`]): the guest's own TF and DR6, which
+/// it gets back after the step.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    guest_tf: bool,
+    dr6: u64,
+}
 
 /// One SVM vCPU.
 pub struct SvmVcpu {
     vmcb: Vmcb,
     registers: GuestRegisters,
     next_rip_save: bool,
+    /// The single step of the run about to start, if one was armed.
+    step: Option<Step>,
     /// The host's VMSAVE page on the CPU this vCPU runs on.
     host_state: u64,
     /// The task-priority class last loaded into V_TPR: a different V_TPR after a run is a
@@ -34,6 +48,7 @@ impl SvmVcpu {
             vmcb,
             registers: GuestRegisters::default(),
             next_rip_save,
+            step: None,
             host_state,
             loaded_tpr: 0,
         }
@@ -69,11 +84,32 @@ impl SvmVcpu {
         }
         self.vmcb.exit_info()
     }
+
+    /// After a single-stepped run: the guest's own TF comes back, and the step's #DB (exit
+    /// `code`) becomes [`VmExit::NmiWindow`] with the guest's DR6 restored, so the guest
+    /// never sees either. A #DB the guest's own TF asked for is the guest's, and so is every
+    /// other exit. (An IRET that pops TF = 1 while stepped loses it; KVM shares the flaw.)
+    fn end_step(&mut self, step: Step, code: u64) -> Option<VmExit> {
+        if !step.guest_tf {
+            self.vmcb.set_rflags(self.vmcb.rflags() & !RFLAGS_TF);
+        }
+        let debug = svm_code::EXCEPTION_BASE + 1;
+        if code == debug && !step.guest_tf && self.vmcb.dr6() & DR6_BS != 0 {
+            self.vmcb.set_dr6(step.dr6);
+            return Some(VmExit::NmiWindow);
+        }
+        None
+    }
 }
 
 impl Vcpu for SvmVcpu {
     fn run(&mut self) -> VmExit {
         let (code, info1, info2) = self.run_once();
+        if let Some(step) = self.step.take() {
+            if let Some(exit) = self.end_step(step, code) {
+                return exit;
+            }
+        }
         decode_svm(code, info1, info2)
     }
 
@@ -141,6 +177,29 @@ impl Vcpu for SvmVcpu {
         self.interrupts_enabled() && !self.vmcb.interrupt_shadow()
     }
 
+    fn interrupt_shadow(&self) -> bool {
+        self.vmcb.interrupt_shadow()
+    }
+
+    /// SVM keeps no NMI blocking for an injected NMI: the hypervisor tracks it.
+    fn cpu_nmi_blocking(&self) -> Option<bool> {
+        None
+    }
+
+    fn set_nmi_exit(&mut self, exit: NmiExit) {
+        self.vmcb.set_iret_intercept(exit == NmiExit::Iret);
+        if exit == NmiExit::Step && self.step.is_none() {
+            // The #DB intercept is always on (`Vmcb::set_controls`): the trap after the next
+            // instruction exits instead of reaching the guest.
+            let rflags = self.vmcb.rflags();
+            self.step = Some(Step {
+                guest_tf: rflags & RFLAGS_TF != 0,
+                dr6: self.vmcb.dr6(),
+            });
+            self.vmcb.set_rflags(rflags | RFLAGS_TF);
+        }
+    }
+
     fn next_rip(&self) -> Option<u64> {
         self.next_rip_save.then(|| self.vmcb.next_rip())
     }
@@ -206,6 +265,8 @@ impl Vcpu for SvmVcpu {
         self.vmcb.set_interrupt_window(false);
         self.vmcb.set_v_tpr(0);
         self.loaded_tpr = 0;
+        self.vmcb.set_iret_intercept(false);
+        self.step = None;
         let arch = ArchState::of(state);
         self.vmcb.set_state(&arch);
         crate::virt::xstate::reset_for_start();

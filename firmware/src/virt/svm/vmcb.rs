@@ -57,6 +57,7 @@ pub mod misc1 {
     pub const VINTR: u32 = 1 << 4;
     pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
+    pub const IRET: u32 = 1 << 20;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
@@ -283,6 +284,27 @@ impl Vmcb {
 
     pub fn rflags(&self) -> u64 {
         self.read(offset::RFLAGS)
+    }
+    pub fn set_rflags(&mut self, rflags: u64) {
+        self.write(offset::RFLAGS, rflags);
+    }
+    pub fn dr6(&self) -> u64 {
+        self.read(offset::DR6)
+    }
+    pub fn set_dr6(&mut self, dr6: u64) {
+        self.write(offset::DR6, dr6);
+    }
+
+    /// Intercepts the guest's IRET (#VMEXIT(IRET) before it executes: APM vol. 2 §15.9), or
+    /// stops doing so.
+    pub fn set_iret_intercept(&mut self, wanted: bool) {
+        let m1 = self.read::<u32>(offset::INTERCEPT_MISC1);
+        let m1 = if wanted {
+            m1 | misc1::IRET
+        } else {
+            m1 & !misc1::IRET
+        };
+        self.write(offset::INTERCEPT_MISC1, m1);
     }
     pub fn cr0(&self) -> u64 {
         self.read(offset::CR0)

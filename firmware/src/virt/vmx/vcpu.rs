@@ -17,7 +17,7 @@ use numavisor_policy::vmm::entry_state::{cr0, ArchState, EFER_LMA, EFER_LME};
 use numavisor_policy::vmm::guest_regs::GuestRegisters;
 use numavisor_policy::vmm::guest_walk::PagingState;
 use numavisor_policy::vmm::mmio_decode::CpuMode;
-use numavisor_policy::vmm::vcpu::{exception, EntryState, Event, Vcpu};
+use numavisor_policy::vmm::vcpu::{exception, EntryState, Event, NmiExit, Vcpu};
 use numavisor_policy::vmx::controls::{entry, primary};
 use numavisor_policy::vmx::fields::*;
 use x86_64::registers::model_specific::Msr;
@@ -29,6 +29,11 @@ use crate::virt::xstate;
 const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility state: blocking by STI, by MOV SS (SDM vol. 3C table 24-3).
 const BLOCKING_STI_MOVSS: u64 = 0b11;
+/// Interruptibility state: blocking by NMI (with virtual NMIs, the guest's own).
+const BLOCKING_NMI: u64 = 1 << 3;
+/// Exit interruption information and EPT-violation qualification bit 12: the exit came
+/// during an IRET that had already unblocked NMIs (SDM vol. 3C §27.2.2, §27.2.3).
+const NMI_UNBLOCKING_IRET: u64 = 1 << 12;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_PGE: u64 = 1 << 7;
 const CR4_PCIDE: u64 = 1 << 17;
@@ -288,6 +293,42 @@ impl VmxVcpu {
             }
             vmwrite(ENTRY_INSTRUCTION_LENGTH, vmread(EXIT_INSTRUCTION_LENGTH));
             self.queued = true;
+            // An NMI delivered again must find NMIs unblocked, or the entry fails (SDM vol.
+            // 3C §26.3.1.5); it blocks them again when it is delivered.
+            if interruption::kind(self.vectoring) == interruption::NMI {
+                self.set_nmi_blocking(false);
+            }
+        } else {
+            self.restore_nmi_blocking(basic);
+        }
+    }
+
+    /// An exit in the middle of an IRET that had unblocked NMIs (a fault on its stack) left
+    /// them unblocked; the IRET runs again, so the handler is not over: block them again,
+    /// as the SDM asks of the VMM (vol. 3C §27.2.3). Not after a #DF (§27.2.2).
+    fn restore_nmi_blocking(&mut self, basic: u32) {
+        let unblocked = match basic {
+            reason::EXCEPTION_OR_NMI => {
+                let info = self.exit.interruption_info as u64;
+                info & NMI_UNBLOCKING_IRET != 0 && info as u8 != 8
+            }
+            reason::EPT_VIOLATION => self.exit.qualification & NMI_UNBLOCKING_IRET != 0,
+            _ => false,
+        };
+        if unblocked {
+            self.set_nmi_blocking(true);
+        }
+    }
+
+    fn set_nmi_blocking(&mut self, blocked: bool) {
+        let state = vmread(GUEST_INTERRUPTIBILITY);
+        let new = if blocked {
+            state | BLOCKING_NMI
+        } else {
+            state & !BLOCKING_NMI
+        };
+        if new != state {
+            vmwrite(GUEST_INTERRUPTIBILITY, new);
         }
     }
 
@@ -566,6 +607,28 @@ impl Vcpu for VmxVcpu {
         self.interrupts_enabled() && vmread(GUEST_INTERRUPTIBILITY) & BLOCKING_STI_MOVSS == 0
     }
 
+    fn interrupt_shadow(&self) -> bool {
+        vmread(GUEST_INTERRUPTIBILITY) & BLOCKING_STI_MOVSS != 0
+    }
+
+    /// With virtual NMIs the CPU keeps the guest's NMI blocking: set when an NMI is
+    /// injected, cleared by the guest's IRET (SDM vol. 3C §25.3, §26.6.1.2).
+    fn cpu_nmi_blocking(&self) -> Option<bool> {
+        Some(vmread(GUEST_INTERRUPTIBILITY) & BLOCKING_NMI != 0)
+    }
+
+    fn set_nmi_exit(&mut self, exit: NmiExit) {
+        let value = if exit == NmiExit::Window {
+            self.primary | primary::NMI_WINDOW_EXITING
+        } else {
+            self.primary & !primary::NMI_WINDOW_EXITING
+        };
+        if value != self.primary {
+            self.primary = value;
+            vmwrite(PRIMARY_PROCESSOR_CONTROLS, value as u64);
+        }
+    }
+
     fn next_rip(&self) -> Option<u64> {
         (self.exit.instruction_length != 0).then(|| {
             self.exit
@@ -641,6 +704,7 @@ impl Vcpu for VmxVcpu {
         self.guest_cr2 = 0;
         vmwrite(ENTRY_INTERRUPTION_INFO, 0);
         self.set_interrupt_window(false);
+        self.set_nmi_exit(NmiExit::None);
         for segment in GuestSegment::ALL {
             let value = match segment {
                 GuestSegment::Cs => arch.cs,

@@ -111,6 +111,19 @@ pub fn install() {
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack)) };
 }
 
+/// Points gate `vector` (one of the exceptions) at `handler` instead of its reporting stub.
+pub fn set_gate(vector: usize, handler: u64) {
+    // SAFETY: the IDT is static; one 16-byte gate is rewritten by the only CPU using it,
+    // which takes no exception on that vector meanwhile (the caller's to ensure).
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    let gate = &mut idt.0[2 * vector..2 * vector + 2];
+    gate[0] = (handler & 0xFFFF)
+        | (CODE64_SELECTOR << 16)
+        | (INTERRUPT_GATE << 40)
+        | (((handler >> 16) & 0xFFFF) << 48);
+    gate[1] = handler >> 32;
+}
+
 #[repr(C, packed)]
 struct IdtPointer {
     limit: u16,

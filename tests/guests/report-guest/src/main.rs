@@ -17,7 +17,9 @@
 //! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
 //! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `probe=init-idt` starts the
 //! second vCPU with a #UD as its first real-mode instruction, which must reach the IVT's
-//! handler (`init_idt` event; `init_idt.rs`). `probe=virtio-net` drives its network card 0
+//! handler (`init_idt` event; `init_idt.rs`). `probe=nmi-blocking` sends itself NMIs from inside its
+//! NMI handler: none may run before the handler's IRET, ten sent at once give one more run
+//! (`nmi_blocking` event; `nmi.rs`). `probe=virtio-net` drives its network card 0
 //! through each hostile case of `docs/network.md` and prints the answer to each
 //! (`virtio_net` events; `virtio_net_probe.rs`); `probe=arp-responder ip=A` is its peer,
 //! answering ARP for A until its link goes down. `mode=watch target=ID|self
@@ -59,6 +61,8 @@ mod hypercalls;
 mod init_idt;
 #[cfg(target_os = "none")]
 mod mmio_probe;
+#[cfg(target_os = "none")]
+mod nmi;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]

@@ -215,6 +215,13 @@ fn apic_read(offset: u64) -> u32 {
     value
 }
 
+/// Sends the IPI of ICR low word `low` to the local APIC with ID `apic_id` (physical
+/// destination, no shorthand).
+pub fn send_ipi(apic_id: u32, low: u32) {
+    apic_write(ICR_HIGH, apic_id << 24);
+    apic_write(ICR_LOW, low);
+}
+
 /// This CPU's local APIC ID (xAPIC: ID register bits 31:24).
 pub fn own_apic_id() -> u32 {
     apic_read(APIC_ID) >> 24

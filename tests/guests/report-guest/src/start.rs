@@ -94,6 +94,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
                 option(key).and_then(parse_number)
             })
         }
+        "hostile" if option("probe") == Some("nmi-blocking") => crate::nmi::run(),
         "hostile" if option("probe") == Some("init-idt") => {
             crate::init_idt::run(&info.memmap, info.rsdp)
         }

@@ -17,7 +17,9 @@ use crate::vmm::guest_regs::GuestRegisters;
 use crate::vmm::guest_walk::PagingState;
 use crate::vmm::mmio_decode::CpuMode;
 use crate::vmm::platform::tests::pc;
-use crate::vmm::vcpu::EntryState;
+use crate::vmm::vcpu::{EntryState, NmiExit};
+
+mod nmi;
 
 #[derive(Default)]
 struct FakeVcpu {
@@ -34,6 +36,12 @@ struct FakeVcpu {
     /// the class last loaded from the local APIC. `None`: every CR8 access exits.
     v_tpr: Option<u8>,
     loaded_tpr: u8,
+    /// In an interrupt shadow (STI, MOV SS).
+    shadow: bool,
+    /// VMX's "blocking by NMI" where the fake plays a CPU that keeps it; None: SVM.
+    nmi_blocking: Option<bool>,
+    /// The NMI exit armed last.
+    nmi_exit: Option<NmiExit>,
 }
 
 impl Vcpu for FakeVcpu {
@@ -84,6 +92,15 @@ impl Vcpu for FakeVcpu {
     }
     fn interruptible(&self) -> bool {
         true
+    }
+    fn interrupt_shadow(&self) -> bool {
+        self.shadow
+    }
+    fn cpu_nmi_blocking(&self) -> Option<bool> {
+        self.nmi_blocking
+    }
+    fn set_nmi_exit(&mut self, exit: NmiExit) {
+        self.nmi_exit = Some(exit);
     }
     fn next_rip(&self) -> Option<u64> {
         None
@@ -230,6 +247,7 @@ fn context() -> VcpuContext {
         },
         msrs: MsrState::new(Vendor::Amd),
         vendor: Vendor::Amd,
+        nmi: Default::default(),
     }
 }
 
