@@ -528,6 +528,7 @@ fn bench(names: &[String]) -> Result<()> {
     }
     println!();
     io_round_trips(&looper)?;
+    cpuid_round_trips()?;
     bench_balloon::run()?;
     bench_linux::run()?;
     bench_network::run()
@@ -620,6 +621,28 @@ fn io_round_trips(looper: &std::path::Path) -> Result<()> {
         println!(
             "io-loop per exit by stage ({backend}, profiled): {}",
             stages.join(", ")
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Instructions per CPUID exit (`layouts/cpuid-loop.toml`) on SVM under `-icount shift=0` and
+/// on VMX under Bochs.
+fn cpuid_round_trips() -> Result<()> {
+    let looper = image::build_with_layout(&paths::layouts_dir().join("cpuid-loop.toml"))?;
+    let svm = boot_report(&looper, "two-nodes", Some("partitions"), true)?;
+    let vmx = bochs_report(&looper, "two-nodes", "")?;
+    for (backend, report) in [("SVM, QEMU -icount", &svm), ("VMX, Bochs", &vmx)] {
+        let t = report
+            .event("partition_timing")
+            .and_then(|t| t["partitions"].get(0).cloned())
+            .with_context(|| format!("{backend}: no partition_timing event"))?;
+        let exits = t["exits"].as_u64().unwrap_or(0).max(1);
+        let ticks = t["run_ticks"].as_u64().unwrap_or(0);
+        println!(
+            "CPUID round trip ({backend}): {} instructions per exit ({exits} exits)",
+            ticks / exits
         );
     }
     println!();

@@ -2,6 +2,7 @@
 //! over the partition's locks (interrupts are routed by `interrupts`).
 
 use core::arch::x86_64::__cpuid_count;
+use core::cell::Cell;
 
 use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::ioapic::IoApicDelivery;
@@ -23,6 +24,27 @@ pub struct PartitionMachine<'a> {
     /// The vCPU this view belongs to.
     pub vcpu: usize,
     pub memory: GuestMemory,
+    /// Whether the exit being handled reached beyond the guest's registers and the device it
+    /// read — a local APIC, an interrupt or IPI, a console line, device work, a hypercall — so
+    /// the vCPU loop must look at its whole world before the next entry.
+    touched: Cell<bool>,
+}
+
+impl<'a> PartitionMachine<'a> {
+    pub fn new(partition: &'a Partition, vcpu: usize, memory: GuestMemory) -> Self {
+        PartitionMachine {
+            partition,
+            vcpu,
+            memory,
+            touched: Cell::new(false),
+        }
+    }
+
+    /// Whether the exit handled since the last call touched more than its own device read
+    /// (see the field); clears it.
+    pub fn take_touched(&self) -> bool {
+        self.touched.replace(false)
+    }
 }
 
 impl HostCpuid for PartitionMachine<'_> {
@@ -40,6 +62,7 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn with_lapic<R>(&self, vcpu: usize, f: impl FnOnce(&mut LocalApic) -> R) -> R {
+        self.touched.set(true);
         // `vcpu` is the caller's own index, always in range; fall back to vCPU 0 otherwise.
         let slot = self
             .partition
@@ -54,18 +77,22 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn deliver_ipi(&self, from: usize, ipi: Ipi) {
+        self.touched.set(true);
         deliver_ipi(self.partition, from, ipi);
     }
 
     fn deliver_ioapic(&self, delivery: IoApicDelivery) {
+        self.touched.set(true);
         deliver_ioapic(self.partition, delivery);
     }
 
     fn console(&self, line: &str) {
+        self.touched.set(true);
         emit_console(self.partition, line);
     }
 
     fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {
+        self.touched.set(true);
         match device {
             DeviceId::VirtioBalloon => {
                 // This vCPU's copy of the RAM is let go while pages move, and the current RAM
@@ -88,6 +115,7 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn hypercall(&self, call: &Call) -> Reply {
+        self.touched.set(true);
         let view = CallerView {
             caller: self.partition,
             vcpu: self.vcpu,

@@ -183,11 +183,7 @@ fn run_epoch(
         let (sync, ram) = memory_sync::start(partition, index, &state);
         (state.entry, state.tsc_offset, sync, ram)
     };
-    let mut machine = PartitionMachine {
-        partition,
-        vcpu: index,
-        memory: GuestMemory::new(ram),
-    };
+    let mut machine = PartitionMachine::new(partition, index, GuestMemory::new(ram));
     let mut context = VcpuContext {
         index,
         cpuid: build::cpuid_policy(partition, index),
@@ -209,66 +205,71 @@ fn run_epoch(
     let mut exits: u64 = 0;
     let mut stats = StatsClock::new(partition);
     let mut timer = HostTimer::default();
+    // Set after an exit that changed nothing but the guest's registers and the device it
+    // read: the next entry needs none of the checks, injection and deadlines before it.
+    let mut resume_at_once = false;
     loop {
         profile.start(tsc::now);
-        if partition.control.stop_requested() {
-            record_exits(partition, &mut exits);
-            return EpochEnd::Park;
-        }
-        if let Some(request) = partition.control.take_asked() {
-            record_exits(partition, &mut exits);
-            return EpochEnd::Stop(request);
-        }
-        if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
-            record_exits(partition, &mut exits);
-            let request = StopRequest {
-                kind: StopKind::Fault,
-                reason: "time-limit",
-                detail: alloc::format!(
-                    "ran {} ms, its layout's time_limit ({} ms)",
-                    tsc::ticks_to_micros(guest_now()) / 1000,
-                    tsc::ticks_to_micros(limit) / 1000
-                ),
-            };
-            return EpochEnd::Stop(request);
-        }
-        renew_memory(partition, &mut sync, &mut machine, cpu);
-        super::network::send_backlog(partition, &machine.memory);
-        if slot.take_init() {
-            running = false;
-            machine.with_lapic(index, |l| l.reset());
-            context.nmi.reset();
-        }
-        if running {
-            // A start-up IPI only starts a CPU waiting for one (Linux sends two; the second
-            // finds this vCPU running): drop it, or it would end every HLT at once.
-            let _ = slot.take_startup();
-        } else {
-            match slot.take_startup() {
-                Some(vector) => {
-                    cpu.enter(EntryState::Startup { vector });
-                    running = true;
-                }
-                None => {
-                    idle(partition, index, &machine, None, offset, &mut timer);
-                    continue;
+        if !resume_at_once {
+            if partition.control.stop_requested() {
+                record_exits(partition, &mut exits);
+                return EpochEnd::Park;
+            }
+            if let Some(request) = partition.control.take_asked() {
+                record_exits(partition, &mut exits);
+                return EpochEnd::Stop(request);
+            }
+            if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
+                record_exits(partition, &mut exits);
+                let request = StopRequest {
+                    kind: StopKind::Fault,
+                    reason: "time-limit",
+                    detail: alloc::format!(
+                        "ran {} ms, its layout's time_limit ({} ms)",
+                        tsc::ticks_to_micros(guest_now()) / 1000,
+                        tsc::ticks_to_micros(limit) / 1000
+                    ),
+                };
+                return EpochEnd::Stop(request);
+            }
+            renew_memory(partition, &mut sync, &mut machine, cpu);
+            super::network::send_backlog(partition, &machine.memory);
+            if slot.take_init() {
+                running = false;
+                machine.with_lapic(index, |l| l.reset());
+                context.nmi.reset();
+            }
+            if running {
+                // A start-up IPI only starts a CPU waiting for one (Linux sends two; the second
+                // finds this vCPU running): drop it, or it would end every HLT at once.
+                let _ = slot.take_startup();
+            } else {
+                match slot.take_startup() {
+                    Some(vector) => {
+                        cpu.enter(EntryState::Startup { vector });
+                        running = true;
+                    }
+                    None => {
+                        idle(partition, index, &machine, None, offset, &mut timer);
+                        continue;
+                    }
                 }
             }
+            profile.mark(Stage::Checks, tsc::now);
+            let now = guest_now();
+            if index == 0 {
+                poll_platform_timers(&machine, now);
+                super::dynamic::poll(partition);
+            }
+            profile.mark(Stage::Platform, tsc::now);
+            inject_pending(cpu, &machine, &mut context.nmi, now);
+            profile.mark(Stage::Inject, tsc::now);
+            let guest_deadline = next_deadline(&machine, index, now);
+            let wake = host_wake(offset, [guest_deadline, limit]);
+            timer.arm(wake);
+            cpu.set_run_deadline(wake);
+            profile.mark(Stage::Arm, tsc::now);
         }
-        profile.mark(Stage::Checks, tsc::now);
-        let now = guest_now();
-        if index == 0 {
-            poll_platform_timers(&machine, now);
-            super::dynamic::poll(partition);
-        }
-        profile.mark(Stage::Platform, tsc::now);
-        inject_pending(cpu, &machine, &mut context.nmi, now);
-        profile.mark(Stage::Inject, tsc::now);
-        let guest_deadline = next_deadline(&machine, index, now);
-        let wake = host_wake(offset, [guest_deadline, limit]);
-        timer.arm(wake);
-        cpu.set_run_deadline(wake);
-        profile.mark(Stage::Arm, tsc::now);
         let exit = cpu.run();
         profile.mark(Stage::Run, tsc::now);
         exits += 1;
@@ -299,8 +300,14 @@ fn run_epoch(
             );
         }
         profile.mark(Stage::After, tsc::now);
+        machine.take_touched();
         let next = exit::handle(cpu, &mut context, &machine, exit, guest_now());
         profile.mark(Stage::Handle, tsc::now);
+        resume_at_once = next == Next::Resume
+            && quiet_exit(&exit)
+            && !machine.take_touched()
+            && !context.nmi.pending()
+            && !partition.control.stop_requested();
         match next {
             Next::Resume => {}
             // HLT ends at once on an NMI the guest may take.
@@ -316,6 +323,21 @@ fn run_epoch(
                 return EpochEnd::Stop(request);
             }
         }
+    }
+}
+
+/// Exits whose handling can change nothing but the guest's registers, the MSRs its context
+/// keeps, and the state of the device a port read reached: CPUID, MSR accesses and port
+/// reads. Whatever else the handler did (a local APIC access, an interrupt raised, device
+/// work, a hypercall) the machine notes as touched; the platform's timer deadlines change only
+/// with port writes; anything from another CPU comes with a kick, which is an exit of its
+/// own; and the host timer armed before the last full pass still bounds the run. So after
+/// such an exit the guest is entered again at once, which is what makes these exits cheap.
+fn quiet_exit(exit: &VmExit) -> bool {
+    match exit {
+        VmExit::Io(access) => !access.write,
+        VmExit::Cpuid | VmExit::Msr { .. } => true,
+        _ => false,
     }
 }
 

@@ -84,6 +84,15 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "cpuid-loop" => {
+            // Benchmark: `count=` CPUIDs (leaf 0), each one a VM exit.
+            let count = option("count").and_then(parse_number).unwrap_or(100_000);
+            for _ in 0..count {
+                core::hint::black_box(core::arch::x86_64::__cpuid(0));
+            }
+            report!("{{\"event\":\"cpuid_loop\",\"exits\":{count}}}");
+            exit(SUCCESS)
+        }
         "hostile" if option("probe") == Some("balloon-scrub") => {
             crate::balloon_scrub::scavenge(&info.memmap, &excluded, &|key| {
                 option(key).and_then(parse_number)
@@ -126,7 +135,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, timer-loop, hostile, hypercalls, fill, watch, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, cpuid-loop, timer-loop, hostile, hypercalls, fill, watch, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
