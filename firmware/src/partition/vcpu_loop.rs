@@ -187,6 +187,7 @@ fn run_epoch(
     let mut context = VcpuContext {
         index,
         cpuid: build::cpuid_policy(partition, index),
+        cpuid_cache: Default::default(),
         msrs: MsrState::new(build::guest_vendor()),
         vendor: build::guest_vendor(),
         nmi: NmiState::default(),

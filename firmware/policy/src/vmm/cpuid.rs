@@ -55,6 +55,35 @@ pub struct CpuidPolicy {
     pub vnode_of_vcpu: Vec<u32>,
 }
 
+/// The answers one vCPU got, by leaf and subleaf. [`emulate`] is a pure function of the
+/// host's CPUID and the vCPU's policy, and guests repeat the same few leaves (Linux in its
+/// delay and feature loops), so a repeated CPUID skips it; the bits that follow the guest's
+/// own state ([`apply_guest_state`]) are applied to every answer, cached or not.
+#[derive(Clone, Debug, Default)]
+pub struct CpuidCache {
+    entries: [Option<(u32, u32, [u32; 4])>; 16],
+}
+
+impl CpuidCache {
+    /// The cached answer for (`leaf`, `subleaf`), else `compute`'s, kept.
+    pub fn answer(
+        &mut self,
+        leaf: u32,
+        subleaf: u32,
+        compute: impl FnOnce() -> [u32; 4],
+    ) -> [u32; 4] {
+        let slot = (leaf ^ (leaf >> 27) ^ subleaf.wrapping_mul(5)) as usize % self.entries.len();
+        match self.entries[slot] {
+            Some((l, s, answer)) if (l, s) == (leaf, subleaf) => answer,
+            _ => {
+                let answer = compute();
+                self.entries[slot] = Some((leaf, subleaf, answer));
+                answer
+            }
+        }
+    }
+}
+
 /// The package/core position of one vCPU, as CPUID reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Topology {

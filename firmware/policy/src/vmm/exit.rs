@@ -8,7 +8,7 @@
 use alloc::format;
 use alloc::string::String;
 
-use super::cpuid::{self, CpuidPolicy, HostCpuid, Vendor};
+use super::cpuid::{self, CpuidCache, CpuidPolicy, HostCpuid, Vendor};
 use super::guest_walk::{self, GuestPhysical};
 use super::mmio_decode::{self, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
@@ -100,6 +100,8 @@ pub struct VcpuContext {
     pub index: usize,
     /// Its CPUID view.
     pub cpuid: CpuidPolicy,
+    /// The CPUID answers it got so far.
+    pub cpuid_cache: CpuidCache,
     /// Its emulated MSRs.
     pub msrs: MsrState,
     /// The CPU vendor the guest sees (EFER rules differ).
@@ -134,7 +136,10 @@ pub fn handle<V: Vcpu, M: Machine>(
         VmExit::Cpuid => {
             let registers = cpu.registers();
             let (leaf, subleaf) = (registers.rax as u32, registers.rcx as u32);
-            let out = cpuid::emulate(machine, &context.cpuid, leaf, subleaf);
+            let policy = &context.cpuid;
+            let out = context.cpuid_cache.answer(leaf, subleaf, || {
+                cpuid::emulate(machine, policy, leaf, subleaf)
+            });
             // OSXSAVE and OSPKE mirror the guest's own CR4, and the APIC bit its
             // IA32_APIC_BASE.EN, as on hardware (only leaf 1 asks the APIC).
             let guest = cpuid::GuestState {

@@ -367,3 +367,28 @@ fn random_hosts_never_panic() {
         let _ = apply_guest_state(leaf, subleaf, registers, GuestState { cr4: u64::MAX, apic_enabled: index % 2 == 0 });
     });
 }
+
+/// The cache answers a repeated (leaf, subleaf) without asking again, keeps leaves apart by
+/// subleaf, and survives collisions by recomputing.
+#[test]
+fn the_cache_answers_repeats_and_keeps_subleaves_apart() {
+    let mut cache = CpuidCache::default();
+    let mut asked = 0;
+    let mut ask = |cache: &mut CpuidCache, leaf: u32, subleaf: u32| {
+        cache.answer(leaf, subleaf, || {
+            asked += 1;
+            [leaf, subleaf, 0, 0]
+        })
+    };
+    assert_eq!(ask(&mut cache, 1, 0), [1, 0, 0, 0]);
+    assert_eq!(ask(&mut cache, 1, 0), [1, 0, 0, 0]);
+    assert_eq!(ask(&mut cache, 0xB, 1), [0xB, 1, 0, 0]);
+    assert_eq!(ask(&mut cache, 0xB, 0), [0xB, 0, 0, 0]);
+    // Every leaf and subleaf through a 16-entry cache: always the right answer.
+    for leaf in 0..64 {
+        for subleaf in 0..4 {
+            assert_eq!(ask(&mut cache, leaf, subleaf), [leaf, subleaf, 0, 0]);
+        }
+    }
+    assert!(asked >= 3 + 64 * 4 - 16);
+}

@@ -245,6 +245,7 @@ fn context() -> VcpuContext {
             tsc_hz: 1_000_000_000,
             vnode_of_vcpu: alloc::vec![0],
         },
+        cpuid_cache: CpuidCache::default(),
         msrs: MsrState::new(Vendor::Amd),
         vendor: Vendor::Amd,
         nmi: Default::default(),
