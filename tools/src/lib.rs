@@ -5,6 +5,7 @@
 
 pub mod bochs;
 pub mod bochs_machine;
+pub mod console_view;
 pub mod expect;
 pub mod image;
 pub mod linux;

@@ -198,17 +198,7 @@ fn run(
     };
     println!("$ {}", qemu::shell_line(&args));
     if stay {
-        // The terminal is the serial console: typing reaches the partitions (Ctrl-A 1..9
-        // switches between them; Ctrl-A X is QEMU's own "quit").
-        println!(
-            "(console input goes to partition 1; Ctrl-A then 1..9 switches, Ctrl-C ends QEMU)"
-        );
-        let status = Command::new(&args[0])
-            .args(&args[1..])
-            .status()
-            .with_context(|| format!("starting {}", args[0]))?;
-        println!("QEMU ended with {status}");
-        return Ok(());
+        return stay_at_the_console(&args);
     }
     let timeout = Duration::from_secs(topology.timeout_seconds.max(120));
     let result = qemu::run(&args, timeout, true)?;
@@ -276,6 +266,47 @@ fn run(
 
 /// `run --emulator bochs`: the GRUB ISO with the topology's override tables, one bounded run,
 /// the report checked against what those tables describe.
+/// `run --stay`: QEMU with the terminal as the serial console. Typing reaches the partitions
+/// (Ctrl-A 1..9 switches between them); the terminal shows the human view and the `@nv`
+/// report lines go to a file ([`tools::console_view`]).
+fn stay_at_the_console(args: &[String]) -> Result<()> {
+    use std::io::{Read, Write};
+    let report_path = paths::target_dir().join("run-report.jsonl");
+    let mut report_file = std::fs::File::create(&report_path)
+        .with_context(|| format!("creating {}", report_path.display()))?;
+    println!(
+        "(console input goes to partition 1; Ctrl-A then 1..9 switches, Ctrl-C ends QEMU; the JSON report goes to {})",
+        report_path.display()
+    );
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", args[0]))?;
+    let mut output = child.stdout.take().context("QEMU's output")?;
+    let mut view = tools::console_view::ConsoleView::default();
+    let mut buffer = [0u8; 4096];
+    let stdout = std::io::stdout();
+    loop {
+        let read = output.read(&mut buffer).context("reading QEMU's output")?;
+        if read == 0 {
+            break;
+        }
+        let (mut terminal, mut report) = (Vec::new(), Vec::new());
+        view.feed(&buffer[..read], &mut terminal, &mut report);
+        let mut out = stdout.lock();
+        out.write_all(&terminal)?;
+        out.flush()?;
+        report_file.write_all(&report)?;
+    }
+    let status = child.wait().context("waiting for QEMU")?;
+    println!(
+        "QEMU ended with {status}; the JSON report is in {}",
+        report_path.display()
+    );
+    Ok(())
+}
+
 fn run_bochs(name: &str, cpu: &str, layout: Option<&str>, stay: bool, append: &str) -> Result<()> {
     packages::ensure(&tools::packages::BOCHS)?;
     let image = image::build_with_layout(&image::resolve_layout(layout)?)?;
