@@ -100,11 +100,28 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
         .context("running apt-get install -s")?;
     let plan = AptPlan::parse(&String::from_utf8_lossy(&simulation.stdout));
     if !plan.removed.is_empty() && std::env::var_os(ALLOW_REMOVALS_ENV).is_none() {
-        bail!(
+        let refusal = format!(
             "installing {} would remove {} from this machine; install them yourself, or set {ALLOW_REMOVALS_ENV}=1 to let apt-get do it",
             missing.join(" "),
             plan.removed.join(", ")
         );
+        // At a terminal, do as apt does: say what would go and ask. Scripts keep the refusal.
+        use std::io::IsTerminal;
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            bail!(refusal);
+        }
+        eprint!(
+            "installing {} would REMOVE these packages: {}\nDo you want to continue? [y/N] ",
+            missing.join(" "),
+            plan.removed.join(" ")
+        );
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !agrees(&answer) {
+            bail!(refusal);
+        }
     }
     eprintln!(
         "installing Debian packages {} (with their dependencies: {})",
@@ -140,6 +157,12 @@ pub fn ensure(needed: &[Needed]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a typed answer says yes (`y` or `yes`, any case), as apt takes it; anything else,
+/// an empty line included, is no.
+pub fn agrees(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Set to let `ensure` install even when apt-get would remove packages.
@@ -254,6 +277,8 @@ Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.12/stable [amd64])\n\
 Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.12/stable [amd64])\n";
         let plan = AptPlan::parse(simulation);
         assert_eq!(plan.removed, ["qemu-utils"]);
+        assert!(agrees("y\n") && agrees(" YES ") && agrees("Yes"));
+        assert!(!agrees("\n") && !agrees("n") && !agrees("yep") && !agrees(""));
         assert_eq!(
             plan.installed,
             [
