@@ -188,6 +188,7 @@ fn run_epoch(
         index,
         cpuid: build::cpuid_policy(partition, index),
         cpuid_cache: Default::default(),
+        code_page: Default::default(),
         msrs: MsrState::new(build::guest_vendor()),
         vendor: build::guest_vendor(),
         nmi: NmiState::default(),

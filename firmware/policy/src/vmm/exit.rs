@@ -14,6 +14,7 @@ use super::mmio_decode::{self, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
 use super::nmi::NmiState;
 use super::platform::{MmioTarget, PlatformDevices};
+use super::skip::{skip, CodePage, Opcode};
 use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::device::{Device, DeviceId, Effect, Effects};
 use crate::devices::ioapic::IoApicDelivery;
@@ -102,6 +103,8 @@ pub struct VcpuContext {
     pub cpuid: CpuidPolicy,
     /// The CPUID answers it got so far.
     pub cpuid_cache: CpuidCache,
+    /// Where its code was at the last instruction exit ([`skip`]).
+    pub code_page: CodePage,
     /// Its emulated MSRs.
     pub msrs: MsrState,
     /// The CPU vendor the guest sees (EFER rules differ).
@@ -115,6 +118,30 @@ const MSR_APIC_BASE: u32 = 0x1B;
 const MSR_TSC_DEADLINE: u32 = 0x6E0;
 const X2APIC_FIRST: u32 = 0x800;
 const X2APIC_LAST: u32 = 0x8FF;
+
+/// The intercepted instructions RIP moves past, by opcode (SDM vol. 2; `0F 30`/`0F 32`
+/// WRMSR/RDMSR, `0F 01 D9`/`0F 01 C1` VMMCALL/VMCALL, `0F 09`/`0F 08` WBINVD/INVD, `0F 01 D1`
+/// XSETBV, `0F 22`/`0F 20` MOV CR8 with its REX counted as a prefix).
+const CPUID: Opcode = Opcode {
+    first: 0x0F,
+    length: 2,
+};
+const MSR_ACCESS: Opcode = CPUID;
+const HLT: Opcode = Opcode {
+    first: 0xF4,
+    length: 1,
+};
+const HYPERCALL: Opcode = Opcode {
+    first: 0x0F,
+    length: 3,
+};
+const CACHE_FLUSH: Opcode = CPUID;
+const XSETBV: Opcode = HYPERCALL;
+const ICEBP: Opcode = Opcode {
+    first: 0xF1,
+    length: 1,
+};
+const MOV_CR8: Opcode = HYPERCALL;
 
 /// Handles `exit` of the vCPU `cpu` at guest TSC `now`.
 pub fn handle<V: Vcpu, M: Machine>(
@@ -152,15 +179,15 @@ pub fn handle<V: Vcpu, M: Machine>(
             registers.rbx = out[1] as u64;
             registers.rcx = out[2] as u64;
             registers.rdx = out[3] as u64;
-            skip(cpu, machine, 2);
+            skip(cpu, &mut context.code_page, machine.memory(), CPUID);
             Next::Resume
         }
         VmExit::Msr { write } => handle_msr(cpu, context, machine, write, now),
         VmExit::Hlt => {
-            skip(cpu, machine, 1);
+            skip(cpu, &mut context.code_page, machine.memory(), HLT);
             Next::Halt
         }
-        VmExit::Vmmcall => handle_hypercall(cpu, machine),
+        VmExit::Vmmcall => handle_hypercall(cpu, context, machine),
         VmExit::Exception {
             vector: exception::MACHINE_CHECK,
             ..
@@ -177,7 +204,7 @@ pub fn handle<V: Vcpu, M: Machine>(
             cpu.inject(Event::Exception { vector, error_code });
             Next::Resume
         }
-        VmExit::Instruction(instruction) => handle_instruction(cpu, machine, instruction),
+        VmExit::Instruction(instruction) => handle_instruction(cpu, context, machine, instruction),
         VmExit::Cr8 { write, register } => handle_cr8(cpu, context, machine, write, register),
         VmExit::MovToCr8 => handle_mov_to_cr8(cpu, context, machine),
         VmExit::PhysicalInterrupt
@@ -241,64 +268,14 @@ pub fn handle<V: Vcpu, M: Machine>(
     }
 }
 
-/// Moves RIP past the intercepted instruction: the hardware's next RIP where it saved one,
-/// else the instruction's own length read from guest memory — `length` (its opcode bytes)
-/// plus the prefixes in front of them, so a prefixed `2E 2E 0F A2` is not resumed in its
-/// middle. An instruction that cannot be read is taken as `length` bytes.
-fn skip(cpu: &mut impl Vcpu, machine: &impl Machine, length: u64) {
-    let next = cpu.next_rip().unwrap_or_else(|| {
-        let prefixes = prefix_bytes(cpu, machine);
-        cpu.rip().wrapping_add(prefixes + length)
-    });
-    cpu.set_rip(next);
-}
-
-/// How many prefix bytes precede the opcode at the guest's RIP (legacy prefixes, and in
-/// 64-bit mode a REX byte); at most 15 minus the shortest opcode. Every CPUID, MSR and HLT
-/// exit asks, so the common case — no prefix — costs one page walk and one byte.
-fn prefix_bytes(cpu: &impl Vcpu, machine: &impl Machine) -> u64 {
-    const MOST: u64 = 14;
-    let long = cpu.cpu_mode() == mmio_decode::CpuMode::Long64;
-    let is_prefix = |b: u8| {
-        matches!(
-            b,
-            0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65
-        ) || (long && (0x40..=0x4F).contains(&b))
-    };
-    let linear = cpu.code_base().wrapping_add(cpu.rip());
-    let paging = cpu.paging();
-    let Ok(gpa) = guest_walk::translate(machine.memory(), &paging, linear) else {
-        return 0;
-    };
-    // Within the instruction's first page, byte by byte through the one translation.
-    let in_page = 0x1000 - (gpa & 0xFFF);
-    let mut count = 0;
-    while count < MOST.min(in_page) {
-        match machine.memory().read_u8(gpa.wrapping_add(count)) {
-            Some(b) if is_prefix(b) => count += 1,
-            _ => return count,
-        }
-    }
-    if count < in_page {
-        return count;
-    }
-    // Prefixes run into the next page: read the whole instruction through the walk.
-    let mut bytes = [0u8; 15];
-    let Ok(fetched) = guest_walk::fetch_instruction(machine.memory(), &paging, linear, &mut bytes)
-    else {
-        return count;
-    };
-    bytes[..fetched]
-        .iter()
-        .take(MOST as usize)
-        .take_while(|&&b| is_prefix(b))
-        .count() as u64
-}
-
 /// VMMCALL / VMCALL (3 bytes each): a hypercall at CPL 0, #UD elsewhere (as on a machine
 /// without a hypervisor). RAX = call code, arguments in RBX, RCX, RDX; the status goes to
 /// RAX, results to RBX and RCX; no other register changes (`docs/hypercalls.md`).
-fn handle_hypercall(cpu: &mut impl Vcpu, machine: &impl Machine) -> Next {
+fn handle_hypercall(
+    cpu: &mut impl Vcpu,
+    context: &mut VcpuContext,
+    machine: &impl Machine,
+) -> Next {
     if cpu.cpl() != 0 {
         cpu.inject(Event::Exception {
             vector: exception::INVALID_OPCODE,
@@ -319,19 +296,22 @@ fn handle_hypercall(cpu: &mut impl Vcpu, machine: &impl Machine) -> Next {
     registers.rax = reply.status.code();
     registers.rbx = reply.rbx;
     registers.rcx = reply.rcx;
-    skip(cpu, machine, 3);
+    skip(cpu, &mut context.code_page, machine.memory(), HYPERCALL);
     Next::Resume
 }
 
 /// The answers to the instructions intercepted for isolation.
 fn handle_instruction(
     cpu: &mut impl Vcpu,
+    context: &mut VcpuContext,
     machine: &impl Machine,
     instruction: GuestInstruction,
 ) -> Next {
     match instruction {
         // Caches are shared with other partitions; a guest's own writes are coherent anyway.
-        GuestInstruction::CacheFlush => skip(cpu, machine, 2),
+        GuestInstruction::CacheFlush => {
+            skip(cpu, &mut context.code_page, machine.memory(), CACHE_FLUSH)
+        }
         // No performance counters are offered (CR4.PCE is the guest's, the counters the host's).
         GuestInstruction::Rdpmc => {
             cpu.inject(Event::Exception {
@@ -358,14 +338,14 @@ fn handle_instruction(
                 (registers.rdx << 32) | (registers.rax & 0xFFFF_FFFF),
             );
             if cpu.xsetbv(index, value) {
-                skip(cpu, machine, 3);
+                skip(cpu, &mut context.code_page, machine.memory(), XSETBV);
             } else {
                 general_protection(cpu);
             }
         }
         // INT1 is a trap: #DB with RIP after the instruction.
         GuestInstruction::Icebp => {
-            skip(cpu, machine, 1);
+            skip(cpu, &mut context.code_page, machine.memory(), ICEBP);
             cpu.inject(Event::Exception {
                 vector: exception::DEBUG,
                 error_code: None,
@@ -380,7 +360,7 @@ fn handle_instruction(
 /// (REX); the backend that intercepts them reports the length.
 fn handle_cr8(
     cpu: &mut impl Vcpu,
-    context: &VcpuContext,
+    context: &mut VcpuContext,
     machine: &impl Machine,
     write: bool,
     register: u8,
@@ -395,7 +375,7 @@ fn handle_cr8(
         let class = machine.with_lapic(context.index, |l| l.task_priority() >> 4);
         cpu.registers().set(register, class as u64);
     }
-    skip(cpu, machine, 3);
+    skip(cpu, &mut context.code_page, machine.memory(), MOV_CR8);
     Next::Resume
 }
 
@@ -575,7 +555,7 @@ fn handle_msr(
         registers.rax = value & 0xFFFF_FFFF;
         registers.rdx = value >> 32;
     }
-    skip(cpu, machine, 2);
+    skip(cpu, &mut context.code_page, machine.memory(), MSR_ACCESS);
     Next::Resume
 }
 

@@ -24,5 +24,6 @@ pub mod monitor;
 pub mod msr;
 pub mod nmi;
 pub mod platform;
+pub mod skip;
 pub mod vcpu;
 pub mod xcr0;

@@ -23,6 +23,8 @@ mod nmi;
 
 #[derive(Default)]
 struct FakeVcpu {
+    /// The guest's paging, where a test gives it page tables.
+    paging: Option<PagingState>,
     registers: GuestRegisters,
     rip: u64,
     efer: u64,
@@ -70,13 +72,14 @@ impl Vcpu for FakeVcpu {
         self.pat = pat;
     }
     fn paging(&self) -> PagingState {
-        // Paging off: guest-virtual = guest-physical, which keeps the fetch simple.
-        PagingState {
+        // Paging off unless a test turns it on: guest-virtual = guest-physical, which keeps
+        // the fetch simple.
+        self.paging.unwrap_or(PagingState {
             cr0: 1,
             cr3: 0,
             cr4: 0,
             efer: self.efer,
-        }
+        })
     }
     fn cpu_mode(&self) -> CpuMode {
         CpuMode::Protected32
@@ -246,6 +249,7 @@ fn context() -> VcpuContext {
             vnode_of_vcpu: alloc::vec![0],
         },
         cpuid_cache: CpuidCache::default(),
+        code_page: Default::default(),
         msrs: MsrState::new(Vendor::Amd),
         vendor: Vendor::Amd,
         nmi: Default::default(),
@@ -1080,4 +1084,45 @@ fn an_access_across_the_end_of_a_device_window_stops_the_partition() {
             assert_eq!(cpu.rip, 0x3002);
         }
     }
+}
+
+/// Skipping an intercepted instruction without next-RIP save keeps its code page's
+/// translation between exits: a remapped page is still read through the old translation while
+/// the intercepted opcode is there (as a TLB would), and walked again once it is not.
+#[test]
+fn the_code_page_translation_is_kept_and_checked() {
+    // 32-bit paging: CR3 = PD at 0x10000; linear 0x40_0000 (PDE 1) -> PT at 0x11000, whose
+    // entry 0 maps page A (0x20000). CPUID at linear 0x40_0123.
+    let le = |v: u32| v.to_le_bytes();
+    let machine = FakeMachine::new()
+        .code(0x10004, &le(0x11000 | 1))
+        .code(0x11000, &le(0x20000 | 1))
+        .code(0x20123, &[0x0F, 0xA2])
+        .code(0x30123, &[0x2E, 0x0F, 0xA2]);
+    let mut cpu = FakeVcpu {
+        rip: 0x40_0123,
+        paging: Some(PagingState {
+            cr0: (1 << 31) | 1,
+            cr3: 0x10000,
+            cr4: 0,
+            efer: 0,
+        }),
+        ..FakeVcpu::default()
+    };
+    let mut ctx = context();
+    let cpuid_at = |cpu: &mut FakeVcpu, ctx: &mut VcpuContext, machine: &FakeMachine| {
+        cpu.rip = 0x40_0123;
+        cpu.registers.rax = 0;
+        handle(cpu, ctx, machine, VmExit::Cpuid, 0);
+        cpu.rip - 0x40_0123
+    };
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
+    // The guest maps page B (a prefixed CPUID) there without invalidating: the kept
+    // translation still finds CPUID in page A.
+    let machine = machine.code(0x11000, &le(0x30000 | 1));
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
+    // Page A no longer holds it: walked again, page B's three bytes.
+    let machine = machine.code(0x20123, &[0x90, 0x90]);
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
 }
