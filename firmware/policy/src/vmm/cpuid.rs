@@ -56,8 +56,9 @@ pub struct CpuidPolicy {
 }
 
 /// The answers one vCPU got, by leaf and subleaf. [`emulate`] is a pure function of the
-/// host's CPUID and the vCPU's policy, and guests repeat the same few leaves (Linux in its
-/// delay and feature loops), so a repeated CPUID skips it; the bits that follow the guest's
+/// host's CPUID and the vCPU's policy — except leaf 0xD, whose sizes follow the XCR0 the
+/// guest set (it stays loaded in the CPU the host asks), which is never kept — and guests
+/// repeat the same few leaves, so a repeated CPUID skips it; the bits that follow the guest's
 /// own state ([`apply_guest_state`]) are applied to every answer, cached or not.
 #[derive(Clone, Debug, Default)]
 pub struct CpuidCache {
@@ -72,6 +73,10 @@ impl CpuidCache {
         subleaf: u32,
         compute: impl FnOnce() -> [u32; 4],
     ) -> [u32; 4] {
+        // XSAVE sizes (EBX of subleaves 0 and 1) change with the guest's XCR0.
+        if leaf == 0xD {
+            return compute();
+        }
         let slot = (leaf ^ (leaf >> 27) ^ subleaf.wrapping_mul(5)) as usize % self.entries.len();
         match self.entries[slot] {
             Some((l, s, answer)) if (l, s) == (leaf, subleaf) => answer,
