@@ -392,10 +392,13 @@ fn the_cache_answers_repeats_and_keeps_subleaves_apart() {
     }
     assert!(asked >= 3 + 64 * 4 - 16);
     // Leaf 0xD is asked every time: its sizes follow the guest's XCR0.
-    let mut xcr0_size = 576;
-    let mut size = |cache: &mut CpuidCache| cache.answer(0xD, 0, || [7, xcr0_size, 0x340, 0])[1];
-    assert_eq!(size(&mut cache), 576);
-    xcr0_size = 832;
-    let mut size = |cache: &mut CpuidCache| cache.answer(0xD, 0, || [7, xcr0_size, 0x340, 0])[1];
-    assert_eq!(size(&mut cache), 832, "a cached leaf 0xD would say 576");
+    let size = |cache: &mut CpuidCache, xcr0_size: u32| {
+        cache.answer(0xD, 0, || [7, xcr0_size, 0x340, 0])[1]
+    };
+    assert_eq!(size(&mut cache, 576), 576);
+    assert_eq!(
+        size(&mut cache, 832),
+        832,
+        "a cached leaf 0xD would say 576"
+    );
 }
