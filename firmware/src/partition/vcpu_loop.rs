@@ -4,11 +4,10 @@
 //! the stop of its own partition.
 
 use alloc::vec::Vec;
-
 use core::sync::atomic::{AtomicBool, Ordering};
+
 use numavisor_policy::memory::{HostPage, Usage};
 use numavisor_policy::vmexit::VmExit;
-
 use numavisor_policy::vmm::exit::{self, Machine, Next, StopKind, StopRequest, VcpuContext};
 use numavisor_policy::vmm::exit_profile::{ExitProfile, Stage};
 use numavisor_policy::vmm::msr::MsrState;
