@@ -68,11 +68,14 @@ impl VcpuSlot {
     pub fn take_nmi(&self) -> bool {
         self.nmi.swap(false, Ordering::SeqCst)
     }
-    /// Whether a signal waits that should end an idle wait.
+    /// Whether a signal waits that should end a halted vCPU's idle wait.
     pub fn signalled(&self) -> bool {
-        self.init.load(Ordering::SeqCst)
-            || self.sipi.load(Ordering::SeqCst) != 0
-            || self.nmi.load(Ordering::SeqCst)
+        self.start_signalled() || self.nmi.load(Ordering::SeqCst)
+    }
+    /// Whether INIT or a start-up IPI waits: what ends a wait for SIPI. An NMI does not; it
+    /// stays pending until the vCPU runs (the wait-for-SIPI state holds NMIs).
+    pub fn start_signalled(&self) -> bool {
+        self.init.load(Ordering::SeqCst) || self.sipi.load(Ordering::SeqCst) != 0
     }
     /// Forgets signals (at a restart).
     pub fn clear_signals(&self) {

@@ -411,8 +411,12 @@ fn idle(
     let limit = time_limit_ticks(partition);
     loop {
         let now = tsc::now().wrapping_add(offset);
-        if partition.control.stop_requested() || slot.signalled() || limit.is_some_and(|l| now >= l)
-        {
+        // A vCPU waiting for SIPI (not halted) keeps an NMI pending rather than waking on it.
+        let signalled = match halted {
+            Some(_) => slot.signalled(),
+            None => slot.start_signalled(),
+        };
+        if partition.control.stop_requested() || signalled || limit.is_some_and(|l| now >= l) {
             return;
         }
         // Nothing here reads guest memory; the loop renews its copy before the next entry.
