@@ -8,8 +8,8 @@ use core::arch::asm;
 
 use crate::console::report;
 use crate::entry::page_tables;
+use crate::hw::XAPIC;
 
-const XAPIC: u64 = 0xFEE0_0000;
 const PRESENT_WRITABLE: u64 = 0x3;
 /// The linear address whose walk goes through PML4 entry 1 (bits 47:39 = 1).
 const THROUGH_PML4_1: u64 = 1 << 39;

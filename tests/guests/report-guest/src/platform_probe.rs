@@ -19,8 +19,8 @@ use core::sync::atomic::Ordering;
 
 use crate::console::report;
 use crate::exceptions::{TIMER_TICKS, TIMER_VECTOR};
+use crate::hw::{mmio_read, mmio_write, rdmsr, wrmsr, XAPIC};
 
-const XAPIC: u64 = 0xFEE0_0000;
 const XAPIC_VERSION: u64 = 0x030;
 const XAPIC_TPR: u64 = 0x080;
 const IOAPIC: u64 = 0xFEC0_0000;
@@ -42,43 +42,6 @@ pub fn run() {
     task_priority_gates_delivery();
     disabled_apic();
     ioapic_id();
-}
-
-fn rdmsr(msr: u32) -> u64 {
-    let (low, high): (u32, u32);
-    // SAFETY: only MSRs the architecture (or, for the AMD counters, every AMD64 CPU) has are
-    // read here; a refusal is a #GP the exception handlers report.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack))
-    };
-    (u64::from(high) << 32) | u64::from(low)
-}
-
-fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: as for `rdmsr`; the values written are valid for each MSR.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
-            options(nostack))
-    };
-}
-
-fn mmio_read(address: u64) -> u32 {
-    let value: u32;
-    // SAFETY: an aligned 4-byte load from a device page of the identity map (local APIC or
-    // I/O APIC); the hypervisor emulates it.
-    unsafe {
-        asm!("mov {0:e}, dword ptr [{1}]", out(reg) value, in(reg) address,
-            options(nostack, preserves_flags, readonly))
-    };
-    value
-}
-
-fn mmio_write(address: u64, value: u32) {
-    // SAFETY: as for `mmio_read`, a 4-byte store.
-    unsafe {
-        asm!("mov dword ptr [{0}], {1:e}", in(reg) address, in(reg) value,
-            options(nostack, preserves_flags))
-    };
 }
 
 fn read_cr8() -> u64 {

@@ -23,6 +23,7 @@ use core::arch::{asm, global_asm};
 use core::ptr::{read_volatile, write_volatile};
 
 use crate::console::report;
+use crate::hw::XAPIC;
 
 /// Where the trampoline is copied: a page of low RAM nothing else uses (numavisor's fixed
 /// low memory is 0x7000–0x7FFF boot data and 0x80000–0x9FFFF ACPI tables,
@@ -53,8 +54,7 @@ const IVT_UD: u64 = 6 * 4;
 /// its page (the blob is far shorter than the page).
 const REAL_MODE_STACK_TOP: u16 = 0x1000;
 
-/// The local APIC's MMIO window and the registers used here (SDM vol. 3A Table 11-1).
-const XAPIC: u64 = 0xFEE0_0000;
+// The local APIC's registers used here (SDM vol. 3A Table 11-1).
 const APIC_ID: u64 = 0x20;
 const SVR: u64 = 0xF0;
 const ICR_LOW: u64 = 0x300;
@@ -195,24 +195,13 @@ unsafe extern "C" {
     static ap_real_mode_ud: u8;
 }
 
-/// A plain 4-byte `mov` to the local APIC (what the hypervisor's MMIO decoder takes).
+/// A local APIC register write (a plain 4-byte `mov`: what the hypervisor's decoder takes).
 fn apic_write(offset: u64, value: u32) {
-    // SAFETY: an aligned 4-byte write to the local APIC's register window (identity mapped
-    // below 4 GiB by the entry code); the hypervisor intercepts it, no memory is touched.
-    unsafe {
-        asm!("mov dword ptr [{0}], {1:e}", in(reg) XAPIC + offset, in(reg) value,
-            options(nostack, preserves_flags))
-    };
+    crate::hw::mmio_write(XAPIC + offset, value);
 }
 
 fn apic_read(offset: u64) -> u32 {
-    let value: u32;
-    // SAFETY: as for `apic_write`, a 4-byte register read.
-    unsafe {
-        asm!("mov {0:e}, dword ptr [{1}]", out(reg) value, in(reg) XAPIC + offset,
-            options(nostack, preserves_flags, readonly))
-    };
-    value
+    crate::hw::mmio_read(XAPIC + offset)
 }
 
 /// Sends the IPI of ICR low word `low` to the local APIC with ID `apic_id` (physical

@@ -236,13 +236,10 @@ fn hostile(probe: &str) -> ! {
                 (0x176, 0x6666_0000),                 // SYSENTER_EIP
                 (0x277, 0x0407_0406_0007_0406),       // PAT (entry 7 WT)
             ] {
-                // SAFETY: these MSRs are the guest's own (passed through, or PAT kept in the
-                // guest state); the test guest uses none of them, and the PAT written keeps
-                // write-back at the entry its page tables use.
-                unsafe {
-                    core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
-                        in("edx") (value >> 32) as u32, options(nostack))
-                };
+                // The guest's own MSRs (passed through, or PAT kept in the guest state); the
+                // test guest uses none of them, and the PAT written keeps write-back at the
+                // entry its page tables use.
+                crate::hw::wrmsr(msr, value);
             }
             // Exits after the writes: port reads, each one a world switch.
             for _ in 0..COUNT {
@@ -331,14 +328,9 @@ fn hostile(probe: &str) -> ! {
 fn timer_loop(count: u64) -> ! {
     use crate::exceptions::{TIMER_TICKS, TIMER_VECTOR};
     use core::sync::atomic::Ordering;
-    let wrmsr = |msr: u32, value: u64| {
-        // SAFETY: architected local APIC MSRs (IA32_APIC_BASE, x2APIC SVR/LVT/TDCR/TMICT);
-        // the timer's vector has a handler in the IDT.
-        unsafe {
-            core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
-                in("edx") (value >> 32) as u32, options(nostack))
-        }
-    };
+    // Architected local APIC MSRs (IA32_APIC_BASE, x2APIC SVR/LVT/TDCR/TMICT); the timer's
+    // vector has a handler in the IDT.
+    use crate::hw::wrmsr;
     wrmsr(0x1B, 0xFEE0_0000 | (1 << 11) | (1 << 10) | (1 << 8)); // x2APIC on
     wrmsr(0x80F, 0x1FF); // SVR: software enable
     wrmsr(0x83E, 0xB); // divide by 1
