@@ -366,11 +366,9 @@ fn handle_cr8(
     register: u8,
 ) -> Next {
     if write {
-        let value = cpu.registers().get(register);
-        if value > 0xF {
-            return general_protection(cpu);
+        if let Some(refused) = write_task_priority(cpu, context, machine, register) {
+            return refused;
         }
-        machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
     } else {
         let class = machine.with_lapic(context.index, |l| l.task_priority() >> 4);
         cpu.registers().set(register, class as u64);
@@ -404,13 +402,28 @@ fn handle_mov_to_cr8(cpu: &mut impl Vcpu, context: &VcpuContext, machine: &impl 
             )
         }
     };
-    let value = cpu.registers().get(instruction.register);
-    if value > 0xF {
-        return general_protection(cpu);
+    if let Some(refused) = write_task_priority(cpu, context, machine, instruction.register) {
+        return refused;
     }
-    machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
     cpu.set_rip(rip.wrapping_add(u64::from(instruction.length)));
     Next::Resume
+}
+
+/// `MOV CR8, r` with general register `register`: the local APIC's TPR becomes the class in
+/// its bits 7:4, bits 3:0 clear. Bits 4..63 of the value are reserved: #GP, the TPR unchanged
+/// and RIP unmoved (the answer returned, for the caller to give back).
+fn write_task_priority(
+    cpu: &mut impl Vcpu,
+    context: &VcpuContext,
+    machine: &impl Machine,
+    register: u8,
+) -> Option<Next> {
+    let value = cpu.registers().get(register);
+    if value > 0xF {
+        return Some(general_protection(cpu));
+    }
+    machine.with_lapic(context.index, |l| l.set_task_priority((value as u8) << 4));
+    None
 }
 
 fn during_event(cpu: &impl Vcpu) -> String {
