@@ -91,16 +91,10 @@ fn prefix_bytes(
         return 0;
     };
     code.keep((paging, page, gpa & !0xFFF));
-    // Within the instruction's first page, byte by byte through the one translation.
-    let in_page = 0x1000 - (gpa & 0xFFF);
-    let mut count = 0;
-    while count < MOST_PREFIXES.min(in_page) {
-        match memory.read_u8(gpa.wrapping_add(count)) {
-            Some(b) if is_prefix(b, long) => count += 1,
-            _ => return count,
-        }
-    }
-    if count < in_page {
+    // Within the instruction's first page, through the one translation; prefixes up to the
+    // page's end continue on the next page.
+    let (count, _) = prefixes_in_page(memory, gpa, long);
+    if count < 0x1000 - (gpa & 0xFFF) {
         return count;
     }
     // Prefixes run into the next page: read the whole instruction through the walk.
@@ -118,14 +112,21 @@ fn prefix_bytes(
 /// The prefixes at `gpa` if, within its page, they are followed by `first`; `None` otherwise
 /// (a stale translation, or prefixes running into the next page).
 fn prefixes_before(memory: &impl GuestPhysical, gpa: u64, long: bool, first: u8) -> Option<u64> {
+    let (count, next) = prefixes_in_page(memory, gpa, long);
+    (next == Some(first)).then_some(count)
+}
+
+/// The prefix bytes at `gpa`, byte by byte within its page (at most [`MOST_PREFIXES`]), and
+/// the byte after them if that was read there: `None` when the page ended, the limit was
+/// reached or the byte is outside guest RAM.
+fn prefixes_in_page(memory: &impl GuestPhysical, gpa: u64, long: bool) -> (u64, Option<u8>) {
     let in_page = 0x1000 - (gpa & 0xFFF);
     let mut count = 0;
     while count < MOST_PREFIXES.min(in_page) {
-        let byte = memory.read_u8(gpa.wrapping_add(count))?;
-        if !is_prefix(byte, long) {
-            return (byte == first).then_some(count);
+        match memory.read_u8(gpa.wrapping_add(count)) {
+            Some(byte) if is_prefix(byte, long) => count += 1,
+            next => return (count, next),
         }
-        count += 1;
     }
-    None
+    (count, None)
 }
