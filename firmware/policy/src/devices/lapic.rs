@@ -340,9 +340,10 @@ impl LocalApic {
     }
 
     /// Whether a requested interrupt waits only for the task priority: it is above the highest
-    /// in-service class but not above the TPR's. Lowering the TPR must then deliver it.
+    /// in-service class but not above the TPR's. Lowering the TPR must then deliver it. (One
+    /// that [`Self::pending_vector`] offers is above the TPR's class, so it never counts.)
     pub fn held_by_task_priority(&self) -> bool {
-        if !self.accepting() || self.pending_vector().is_some() {
+        if !self.accepting() {
             return false;
         }
         let in_service = self.isr.highest().unwrap_or(0) >> 4;
