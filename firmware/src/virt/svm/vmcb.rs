@@ -298,13 +298,13 @@ impl Vmcb {
     /// Intercepts the guest's IRET (#VMEXIT(IRET) before it executes: APM vol. 2 §15.9), or
     /// stops doing so.
     pub fn set_iret_intercept(&mut self, wanted: bool) {
-        let m1 = self.read::<u32>(offset::INTERCEPT_MISC1);
-        let m1 = if wanted {
-            m1 | misc1::IRET
-        } else {
-            m1 & !misc1::IRET
-        };
-        self.write(offset::INTERCEPT_MISC1, m1);
+        self.set_intercept(offset::INTERCEPT_MISC1, misc1::IRET, wanted);
+    }
+
+    /// Sets or clears the intercept `bit` of the 32-bit intercept vector at `at`.
+    fn set_intercept(&mut self, at: usize, bit: u32, wanted: bool) {
+        let value = self.read::<u32>(at);
+        self.write(at, if wanted { value | bit } else { value & !bit });
     }
     pub fn cr0(&self) -> u64 {
         self.read(offset::CR0)
@@ -360,16 +360,13 @@ impl Vmcb {
     /// virtual local APIC applies the TPR itself).
     pub fn set_interrupt_window(&mut self, wanted: bool) {
         let mut v = self.read::<u64>(offset::V_INTR);
-        let mut m1 = self.read::<u32>(offset::INTERCEPT_MISC1);
         if wanted {
             v |= v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
-            m1 |= misc1::VINTR;
         } else {
             v &= !(v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT));
-            m1 &= !misc1::VINTR;
         }
         self.write(offset::V_INTR, v);
-        self.write(offset::INTERCEPT_MISC1, m1);
+        self.set_intercept(offset::INTERCEPT_MISC1, misc1::VINTR, wanted);
     }
 
     /// The guest's CR8 (V_TPR): with V_INTR_MASKING set, MOV CR8 reads and writes it without
@@ -387,13 +384,7 @@ impl Vmcb {
     /// 16–31).
     pub fn set_cr8_write_intercept(&mut self, wanted: bool) {
         const WRITE_CR8: u32 = 1 << 24;
-        let value = self.read::<u32>(offset::INTERCEPT_CR);
-        let value = if wanted {
-            value | WRITE_CR8
-        } else {
-            value & !WRITE_CR8
-        };
-        self.write(offset::INTERCEPT_CR, value);
+        self.set_intercept(offset::INTERCEPT_CR, WRITE_CR8, wanted);
     }
 
     /// Queues the event of EXITINTINFO `info` again (same format as EVENTINJ).
