@@ -609,22 +609,7 @@ fn parallel_preparation(four: &std::path::Path) -> Result<()> {
 /// ticks once per instruction of each CPU at the bochsrc's `ips`), from the io-loop
 /// partition's run ticks over its exits.
 fn io_round_trips(looper: &std::path::Path) -> Result<()> {
-    let svm = boot_report(looper, "two-nodes", Some("partitions"), true)?;
-    let vmx = bochs_report(looper, "two-nodes", "")?;
-    for (backend, report) in [("SVM, QEMU -icount", &svm), ("VMX, Bochs", &vmx)] {
-        let Some(t) = report
-            .event("partition_timing")
-            .and_then(|t| t["partitions"].get(0).cloned())
-        else {
-            bail!("{backend}: no partition_timing event");
-        };
-        let exits = t["exits"].as_u64().unwrap_or(0).max(1);
-        let ticks = t["run_ticks"].as_u64().unwrap_or(0);
-        println!(
-            "io-loop round trip ({backend}): {} instructions per exit ({exits} exits)",
-            ticks / exits
-        );
-    }
+    round_trips("io-loop", looper)?;
     // Where they go: the vCPU loop's stages (`profile=exits`; the marks cost a few
     // instructions each).
     let options = qemu::RunOptions {
@@ -662,8 +647,16 @@ fn io_round_trips(looper: &std::path::Path) -> Result<()> {
 /// on VMX under Bochs.
 fn cpuid_round_trips() -> Result<()> {
     let looper = image::build_with_layout(&paths::layouts_dir().join("cpuid-loop.toml"))?;
-    let svm = boot_report(&looper, "two-nodes", Some("partitions"), true)?;
-    let vmx = bochs_report(&looper, "two-nodes", "")?;
+    round_trips("CPUID", &looper)?;
+    println!();
+    Ok(())
+}
+
+/// Prints the instructions per exit of the one-partition loop guest `looper` (`what` names
+/// its exits) on SVM under `-icount shift=0` and on VMX under Bochs.
+fn round_trips(what: &str, looper: &std::path::Path) -> Result<()> {
+    let svm = boot_report(looper, "two-nodes", Some("partitions"), true)?;
+    let vmx = bochs_report(looper, "two-nodes", "")?;
     for (backend, report) in [("SVM, QEMU -icount", &svm), ("VMX, Bochs", &vmx)] {
         let t = report
             .event("partition_timing")
@@ -672,11 +665,10 @@ fn cpuid_round_trips() -> Result<()> {
         let exits = t["exits"].as_u64().unwrap_or(0).max(1);
         let ticks = t["run_ticks"].as_u64().unwrap_or(0);
         println!(
-            "CPUID round trip ({backend}): {} instructions per exit ({exits} exits)",
+            "{what} round trip ({backend}): {} instructions per exit ({exits} exits)",
             ticks / exits
         );
     }
-    println!();
     Ok(())
 }
 
