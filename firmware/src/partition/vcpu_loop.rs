@@ -274,6 +274,9 @@ fn run_epoch(
         let exit = cpu.run();
         profile.mark(Stage::Run, tsc::now);
         exits += 1;
+        if let Some(vector) = cpu.take_untaken_interrupt() {
+            machine.with_lapic(index, |l| l.withdraw(vector));
+        }
         renew_memory(partition, &mut sync, &mut machine, cpu);
         if log::log_enabled!(log::Level::Trace) {
             let rip = cpu.rip();

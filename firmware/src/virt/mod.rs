@@ -254,6 +254,7 @@ impl Vcpu for ActiveVcpu {
         ref event_queued() -> bool;
         mut inject(event: Event);
         mut set_interrupt_window(wanted: bool);
+        mut take_untaken_interrupt() -> Option<u8>;
         mut set_tsc_offset(offset: u64);
         mut set_run_deadline(deadline: u64);
         mut set_tsc_aux(value: u32);

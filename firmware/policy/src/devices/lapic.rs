@@ -365,6 +365,15 @@ impl LocalApic {
         }
     }
 
+    /// The vCPU did not take `vector` after all (the backend's offer lapsed): ISR → IRR,
+    /// undoing [`Self::acknowledge`]. Nothing if it is not in service.
+    pub fn withdraw(&mut self, vector: u8) {
+        if self.isr.contains(vector) {
+            self.isr.clear(vector);
+            self.irr.set(vector);
+        }
+    }
+
     /// An EOI write: the highest in-service vector ends.
     fn end_of_interrupt(&mut self) -> LapicEffect {
         let Some(vector) = self.isr.highest() else {

@@ -108,6 +108,11 @@ pub trait Vcpu {
     fn event_queued(&self) -> bool;
     /// Queues `event` for the next entry.
     fn inject(&mut self, event: Event);
+    /// An external interrupt that was handed to the guest for the last run but not delivered
+    /// (the run ended first, or the exit interrupted its delivery): the caller gives it back
+    /// to the local APIC, which offers it again. Backends whose injection always delivers at
+    /// entry, and re-deliver an interrupted one themselves, never have one.
+    fn take_untaken_interrupt(&mut self) -> Option<u8>;
     /// Asks for an [`VmExit::InterruptWindow`] as soon as the guest can take an interrupt.
     fn set_interrupt_window(&mut self, wanted: bool);
     /// Guest TSC = host TSC + `offset` (wrapping).

@@ -38,6 +38,10 @@ pub struct SvmVcpu {
     /// The task-priority class last loaded into V_TPR: a different V_TPR after a run is a
     /// guest write of CR8.
     loaded_tpr: u8,
+    /// The external interrupt offered for the run about to start ([`Vmcb::offer_interrupt`]).
+    offered: Option<u8>,
+    /// An interrupt the last run did not deliver (see [`Vcpu::take_untaken_interrupt`]).
+    untaken: Option<u8>,
 }
 
 impl SvmVcpu {
@@ -51,6 +55,8 @@ impl SvmVcpu {
             step: None,
             host_state,
             loaded_tpr: 0,
+            offered: None,
+            untaken: None,
         }
     }
 }
@@ -76,11 +82,29 @@ impl SvmVcpu {
         self.vmcb.clear_tlb_flush();
         // An injected event was delivered unless EXITINTINFO says otherwise (below).
         self.vmcb.clear_event();
+        if let Some(vector) = self.offered.take() {
+            // An offer the guest did not take ends with the run (the processor clears V_IRQ
+            // as the guest takes it): the local APIC gets it back.
+            if self.vmcb.virtual_interrupt_pending() {
+                self.untaken = Some(vector);
+            }
+            self.vmcb.clear_virtual_interrupt();
+        }
         let interrupted = self.vmcb.exit_interrupt_info();
         if interrupted & (1 << 31) != 0 {
-            // An event was being delivered when the exit came: deliver it again (EXITINTINFO
-            // has EVENTINJ's format, APM vol. 2 §15.7.2).
-            self.vmcb.requeue_event(interrupted);
+            // An event was being delivered when the exit came (EXITINTINFO has EVENTINJ's
+            // format, APM vol. 2 §15.7.2). An external interrupt goes back to the local APIC,
+            // to be offered again; anything else is delivered again. (QEMU's TCG reports an
+            // interrupt it was delivering as an exception with its vector, above 31, where no
+            // exception is.)
+            let (kind, vector) = ((interrupted >> 8) & 7, interrupted as u8);
+            let external =
+                kind == event_type::INTERRUPT || (kind == event_type::EXCEPTION && vector >= 32);
+            if external {
+                self.untaken = Some(vector);
+            } else {
+                self.vmcb.requeue_event(interrupted);
+            }
         }
         self.vmcb.exit_info()
     }
@@ -210,12 +234,20 @@ impl Vcpu for SvmVcpu {
     }
 
     fn event_queued(&self) -> bool {
-        self.vmcb.event_queued()
+        self.vmcb.event_queued() || self.offered.is_some()
     }
 
     fn inject(&mut self, event: Event) {
         match event {
-            Event::Interrupt(vector) => self.vmcb.inject_event(vector, event_type::INTERRUPT, None),
+            // Offered as a virtual interrupt, not injected with EVENTINJ: QEMU's TCG delivers
+            // an injected interrupt inside VMRUN but leaves it as the CPU's pending exception,
+            // which it delivers a second time, whatever RFLAGS.IF says, when another CPU's
+            // exclusive work (an atomic step, a code flush) next stops this one; Linux then
+            // runs its interrupt entry with the user's GS (issue 17's open defect).
+            Event::Interrupt(vector) => {
+                self.vmcb.offer_interrupt(vector);
+                self.offered = Some(vector);
+            }
             Event::Nmi => self.vmcb.inject_event(2, event_type::NMI, None),
             Event::Exception { vector, error_code } => {
                 self.vmcb
@@ -225,7 +257,15 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_interrupt_window(&mut self, wanted: bool) {
-        self.vmcb.set_interrupt_window(wanted);
+        // An offered interrupt is taken as soon as the guest can take one: the exit that a
+        // window would give is not needed, and asking for one would replace the offer.
+        if self.offered.is_none() {
+            self.vmcb.set_interrupt_window(wanted);
+        }
+    }
+
+    fn take_untaken_interrupt(&mut self) -> Option<u8> {
+        self.untaken.take()
     }
 
     fn set_tsc_offset(&mut self, offset: u64) {
@@ -263,6 +303,8 @@ impl Vcpu for SvmVcpu {
         self.registers = GuestRegisters::default();
         self.vmcb.clear_event();
         self.vmcb.set_interrupt_window(false);
+        self.offered = None;
+        self.untaken = None;
         self.vmcb.set_v_tpr(0);
         self.loaded_tpr = 0;
         self.vmcb.set_iret_intercept(false);

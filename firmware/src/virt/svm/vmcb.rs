@@ -15,6 +15,7 @@ mod offset {
     pub const ASID: usize = 0x58;
     pub const TLB_CONTROL: usize = 0x5C;
     pub const V_INTR: usize = 0x60;
+    pub const V_INTR_VECTOR: usize = 0x64;
     pub const INTERRUPT_SHADOW: usize = 0x68;
     pub const EXIT_CODE: usize = 0x70;
     pub const EXIT_INFO1: usize = 0x78;
@@ -359,14 +360,42 @@ impl Vmcb {
     /// interrupt is made pending; V_IGN_TPR so the guest's TPR does not hold it back — the
     /// virtual local APIC applies the TPR itself).
     pub fn set_interrupt_window(&mut self, wanted: bool) {
-        let mut v = self.read::<u64>(offset::V_INTR);
+        self.clear_virtual_interrupt();
         if wanted {
-            v |= v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
-        } else {
-            v &= !(v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT));
+            let v = self.read::<u64>(offset::V_INTR);
+            let fields = v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
+            self.write(offset::V_INTR, v | fields);
         }
-        self.write(offset::V_INTR, v);
         self.set_intercept(offset::INTERCEPT_MISC1, misc1::VINTR, wanted);
+    }
+
+    /// Offers the guest the external interrupt `vector` as a virtual interrupt (V_IRQ with
+    /// V_INTR_VECTOR, APM vol. 2 §15.21.4): taken like a hardware interrupt at the first
+    /// instruction boundary where RFLAGS.IF = 1 and no interrupt shadow holds it (V_IGN_TPR:
+    /// the virtual local APIC has applied the TPR), without an exit. No VINTR intercept.
+    pub fn offer_interrupt(&mut self, vector: u8) {
+        let mut v = self.read::<u64>(offset::V_INTR);
+        v &= !(0xF << v_intr::V_INTR_PRIO_SHIFT);
+        v |= v_intr::V_IRQ
+            | v_intr::V_IGN_TPR
+            | (u64::from(vector >> 4) << v_intr::V_INTR_PRIO_SHIFT);
+        self.write(offset::V_INTR, v);
+        self.write(offset::V_INTR_VECTOR, u32::from(vector));
+        self.set_intercept(offset::INTERCEPT_MISC1, misc1::VINTR, false);
+    }
+
+    /// Whether a virtual interrupt (an offer or a window request) is still pending: the guest
+    /// has not taken it (the processor clears V_IRQ as it takes one).
+    pub fn virtual_interrupt_pending(&self) -> bool {
+        self.read::<u64>(offset::V_INTR) & v_intr::V_IRQ != 0
+    }
+
+    /// Withdraws a pending virtual interrupt.
+    pub fn clear_virtual_interrupt(&mut self) {
+        let v = self.read::<u64>(offset::V_INTR);
+        let fields = v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
+        self.write(offset::V_INTR, v & !fields);
+        self.write(offset::V_INTR_VECTOR, 0u32);
     }
 
     /// The guest's CR8 (V_TPR): with V_INTR_MASKING set, MOV CR8 reads and writes it without

@@ -674,6 +674,12 @@ impl Vcpu for VmxVcpu {
         }
     }
 
+    /// VM entry delivers an injected interrupt before the guest's first instruction, and an
+    /// interrupted delivery is re-injected from the IDT-vectoring information.
+    fn take_untaken_interrupt(&mut self) -> Option<u8> {
+        None
+    }
+
     fn set_tsc_offset(&mut self, offset: u64) {
         vmwrite(TSC_OFFSET, offset);
     }

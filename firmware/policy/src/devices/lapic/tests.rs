@@ -228,6 +228,34 @@ fn eoi_ends_nested_interrupts_innermost_first_and_reports_level() {
 }
 
 #[test]
+fn a_withdrawn_interrupt_is_requested_again_and_keeps_its_trigger_mode() {
+    let mut apic = enabled_apic(0);
+    apic.accept(0x30, false);
+    assert_eq!(take(&mut apic), Some(0x30));
+    apic.accept(0x40, true);
+    assert_eq!(take(&mut apic), Some(0x40), "0x40 nests above 0x30");
+    // The guest never took 0x40 (the backend's offer lapsed): it is requested again, and
+    // 0x30 stays in service beneath it.
+    apic.withdraw(0x40);
+    assert_eq!(read(&mut apic, ISR + 0x20), 0, "0x40 out of service");
+    assert_eq!(read(&mut apic, ISR + 0x10), 1 << 16, "0x30 still in service");
+    assert_eq!(read(&mut apic, IRR + 0x20), 1, "0x40 requested again");
+    assert_eq!(read(&mut apic, TMR + 0x20), 1, "still level-triggered");
+    assert_eq!(take(&mut apic), Some(0x40), "offered again");
+    assert_eq!(
+        write(&mut apic, EOI, 0),
+        LapicEffect::Eoi {
+            vector: 0x40,
+            level_triggered: true
+        }
+    );
+    // Withdrawing a vector that is not in service changes nothing.
+    apic.withdraw(0x50);
+    assert_eq!(read(&mut apic, IRR + 0x50), 0);
+    assert_eq!(take(&mut apic), None, "0x30 is in service; nothing else requested");
+}
+
+#[test]
 fn illegal_vectors_and_write_then_read_esr() {
     let mut apic = enabled_apic(0);
     apic.accept(0x0E, false);

@@ -118,6 +118,9 @@ impl Vcpu for FakeVcpu {
         self.injected.push(event);
     }
     fn set_interrupt_window(&mut self, _wanted: bool) {}
+    fn take_untaken_interrupt(&mut self) -> Option<u8> {
+        None
+    }
     fn set_tsc_offset(&mut self, _offset: u64) {}
     fn set_tsc_aux(&mut self, value: u32) {
         self.tsc_aux = value;
