@@ -2,7 +2,7 @@
 //! virtio-net cards on a switch inside the hypervisor, judged by what the guests print
 //! (`@guest` lines of `/init`: their interfaces, ping's counts, the sha256 of what nc moved)
 //! and by the boot report (`network`, `nic_counts`). Test (d) is a hostile test guest's
-//! probes of its card with a test-guest peer (docs/network.md says why not beside Linux).
+//! probes of its card beside two Linux partitions that keep pinging each other.
 
 mod common;
 
@@ -273,12 +273,18 @@ fn d_hostile_card_probes_get_defined_answers() {
             boot.context
         );
     }
-    // Its peer answered every ARP request and ended once the prober had stopped.
-    let peer = boot.guest("peer", "arp_responder");
-    assert!(
-        cases::number(&peer, "answered") >= 10,
-        "{peer}\n{}",
-        boot.context
-    );
-    assert_eq!(boot.stopped("peer")["reason"], "exit", "{}", boot.context);
+    // Beside it, the Linux pair lost no echo, and alpha (whose ARP replies the probe's round
+    // trips used) stayed up until the prober had stopped.
+    for (name, peer) in [("alpha", "10.0.0.2"), ("beta", "10.0.0.1")] {
+        let ping = cases::pinged(&boot, name, peer);
+        assert_eq!(
+            cases::number(&ping, "transmitted"),
+            150,
+            "{ping}\n{}",
+            boot.context
+        );
+        cases::powered_off_on_its_nodes(&boot, name);
+    }
+    let link = boot.linux("alpha", "link-down");
+    assert_eq!(link["carrier"], 0, "{link}\n{}", boot.context);
 }

@@ -21,8 +21,7 @@
 //! NMI handler: none may run before the handler's IRET, ten sent at once give one more run
 //! (`nmi_blocking` event; `nmi.rs`). `probe=virtio-net` drives its network card 0
 //! through each hostile case of `docs/network.md` and prints the answer to each
-//! (`virtio_net` events; `virtio_net_probe.rs`); `probe=arp-responder ip=A` is its peer,
-//! answering ARP for A until its link goes down. `mode=watch target=ID|self
+//! (`virtio_net` events; `virtio_net_probe.rs`). `mode=watch target=ID|self
 //! [until=N]` calls get balance and get memory info on `target` until it stops (`watch.rs`),
 //! the neighbour of `concurrent-moves`. `probe=virtual-platform` holds the virtual CPU and
 //! local APIC to the architecture (legacy AMD counters, TSC_AUX, CR8/TPR, a disabled APIC, the

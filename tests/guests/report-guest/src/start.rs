@@ -107,9 +107,6 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "hostile" if option("probe") == Some("init-idt") => {
             crate::init_idt::run(&info.memmap, info.rsdp)
         }
-        "hostile" if option("probe") == Some("arp-responder") => {
-            crate::virtio_net_probe::respond(option("ip"))
-        }
         "hostile" if option("probe") == Some("virtio-net") => {
             crate::virtio_net_probe::run(option("ip"), option("peer"))
         }

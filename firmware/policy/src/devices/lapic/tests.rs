@@ -238,7 +238,11 @@ fn a_withdrawn_interrupt_is_requested_again_and_keeps_its_trigger_mode() {
     // 0x30 stays in service beneath it.
     apic.withdraw(0x40);
     assert_eq!(read(&mut apic, ISR + 0x20), 0, "0x40 out of service");
-    assert_eq!(read(&mut apic, ISR + 0x10), 1 << 16, "0x30 still in service");
+    assert_eq!(
+        read(&mut apic, ISR + 0x10),
+        1 << 16,
+        "0x30 still in service"
+    );
     assert_eq!(read(&mut apic, IRR + 0x20), 1, "0x40 requested again");
     assert_eq!(read(&mut apic, TMR + 0x20), 1, "still level-triggered");
     assert_eq!(take(&mut apic), Some(0x40), "offered again");
@@ -252,7 +256,11 @@ fn a_withdrawn_interrupt_is_requested_again_and_keeps_its_trigger_mode() {
     // Withdrawing a vector that is not in service changes nothing.
     apic.withdraw(0x50);
     assert_eq!(read(&mut apic, IRR + 0x50), 0);
-    assert_eq!(take(&mut apic), None, "0x30 is in service; nothing else requested");
+    assert_eq!(
+        take(&mut apic),
+        None,
+        "0x30 is in service; nothing else requested"
+    );
 }
 
 #[test]
