@@ -458,14 +458,14 @@ impl LocalApic {
     }
 
     /// A write to an LVT entry: only its defined bits, and masked while software-disabled
-    /// (SDM §11.4.7.2). A new timer mode disarms the timer.
-    fn write_lvt(&mut self, entry: Lvt, value: u32) {
+    /// (SDM §11.4.7.2). A new timer mode applies from `now` (see `ApicTimer::set_mode`).
+    fn write_lvt(&mut self, entry: Lvt, value: u32, now: u64) {
         let mut value = value & entry.writable();
         if !self.software_enabled() {
             value |= LVT_MASKED;
         }
         if entry == Lvt::Timer {
-            self.timer.set_mode(TimerMode::of_lvt(value));
+            self.timer.set_mode(TimerMode::of_lvt(value), now);
         }
         self.lvt[entry as usize] = value;
     }

@@ -218,7 +218,7 @@ impl LocalApic {
             ID | VERSION_REG | APR | PPR | RRD | ISR_FIRST..=IRR_LAST | CURRENT_COUNT
                 if !x2apic => {}
             _ => match lvt_entry(index) {
-                Some(entry) => self.write_lvt(entry, low),
+                Some(entry) => self.write_lvt(entry, low, now),
                 None => return Err(Refused),
             },
         }

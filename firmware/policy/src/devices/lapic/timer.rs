@@ -191,14 +191,23 @@ impl ApicTimer {
         countdown.start_tsc.checked_add(self.tsc_ticks_for(counts)?)
     }
 
-    /// A write to the LVT timer's mode bits; changing the mode disarms the timer (SDM
-    /// §11.5.4.1). The caller has advanced the timer to `now`.
-    pub(super) fn set_mode(&mut self, mode: TimerMode) {
-        if mode != self.mode {
+    /// A write to the LVT timer's mode bits at `now`. Moving into or out of TSC-deadline mode
+    /// disarms the timer (SDM §11.5.4.1); between one-shot and periodic a running count goes
+    /// on from its current value, and only what happens at 0 changes (reload or stop). The
+    /// caller has advanced the timer to `now`.
+    pub(super) fn set_mode(&mut self, mode: TimerMode, now: u64) {
+        if mode == self.mode {
+            return;
+        }
+        if (mode == TimerMode::TscDeadline) != (self.mode == TimerMode::TscDeadline) {
             self.mode = mode;
             self.countdown = None;
             self.deadline = 0;
+            return;
         }
+        let current = self.current_count(now);
+        self.mode = mode;
+        self.continue_count(current, now);
     }
 
     /// A write to TMICT: 0 stops the count, anything else (re)starts it from `now`. Ignored
@@ -220,6 +229,12 @@ impl ApicTimer {
     pub(super) fn set_divide_config(&mut self, value: u32, now: u64) {
         let current = self.current_count(now);
         self.divide_config = value & DIVIDE_CONFIG_MASK;
+        self.continue_count(current, now);
+    }
+
+    /// A running count goes on from `current` at `now`, under the timer's present mode and
+    /// rate (a count that reached 0 stays stopped).
+    fn continue_count(&mut self, current: u32, now: u64) {
         if self.countdown.is_some() {
             self.countdown = (current != 0).then_some(Countdown {
                 start_tsc: now,

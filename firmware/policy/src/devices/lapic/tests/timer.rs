@@ -173,11 +173,55 @@ fn tsc_deadline_fires_and_disarms() {
 }
 
 #[test]
-fn mode_change_disarms_a_count() {
+fn one_shot_to_periodic_goes_on_counting_then_reloads() {
+    let mut apic = enabled_apic(0);
+    // TDCR 0b1011 divides by 1: one count is 2 TSC ticks.
+    apic.mmio_write(TDCR, 4, 0b1011, 0);
+    apic.mmio_write(LVT_TIMER, 4, ONE_SHOT | 0x40, 0);
+    apic.mmio_write(TMICT, 4, 1000, 0);
+    // 400 counts in, the mode becomes periodic: the count is not restarted (SDM §11.5.4).
+    apic.mmio_write(LVT_TIMER, 4, PERIODIC | 0x40, 800);
+    assert_eq!(apic.mmio_read(TMCCT, 4, 800), 600);
+    assert_eq!(apic.next_deadline(), Some(2000));
+    apic.advance(2000);
+    assert_eq!(take(&mut apic), Some(0x40));
+    assert_eq!(apic.mmio_read(TMCCT, 4, 2000), 1000, "reloaded from TMICT");
+    assert_eq!(apic.next_deadline(), Some(4000));
+}
+
+#[test]
+fn periodic_to_one_shot_ends_the_period_then_stops() {
+    let mut apic = enabled_apic(0);
+    apic.mmio_write(TDCR, 4, 0b1011, 0);
+    apic.mmio_write(LVT_TIMER, 4, PERIODIC | 0x41, 0);
+    apic.mmio_write(TMICT, 4, 1000, 0);
+    // In the second period: the first expiry (at 2000) is requested by the write itself.
+    apic.mmio_write(LVT_TIMER, 4, ONE_SHOT | 0x41, 2400);
+    assert_eq!(take(&mut apic), Some(0x41));
+    write(&mut apic, EOI, 0);
+    assert_eq!(apic.mmio_read(TMCCT, 4, 2400), 800);
+    assert_eq!(apic.next_deadline(), Some(4000));
+    apic.advance(4000);
+    assert_eq!(take(&mut apic), Some(0x41));
+    assert_eq!(apic.mmio_read(TMCCT, 4, 4000), 0, "one-shot: no reload");
+    assert_eq!(apic.next_deadline(), None);
+    // A count that reached 0 stays there when the mode becomes periodic again.
+    apic.mmio_write(LVT_TIMER, 4, PERIODIC | 0x41, 5000);
+    assert_eq!(apic.mmio_read(TMCCT, 4, 5000), 0);
+    assert_eq!(apic.next_deadline(), None);
+}
+
+#[test]
+fn entering_or_leaving_tsc_deadline_mode_disarms() {
     let mut apic = enabled_apic(0);
     write(&mut apic, LVT_TIMER, ONE_SHOT | 0x40);
     write(&mut apic, TMICT, 1000);
-    write(&mut apic, LVT_TIMER, PERIODIC | 0x40);
+    write(&mut apic, LVT_TIMER, TSC_DEADLINE | 0x40);
     assert_eq!(apic.next_deadline(), None);
+    assert_eq!(read(&mut apic, TMCCT), 0);
+    apic.set_tsc_deadline(5000, 0);
+    assert_eq!(apic.next_deadline(), Some(5000));
+    write(&mut apic, LVT_TIMER, PERIODIC | 0x40);
+    assert_eq!(apic.next_deadline(), None, "the deadline is gone");
     assert_eq!(read(&mut apic, TMCCT), 0);
 }
