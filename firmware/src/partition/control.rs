@@ -4,7 +4,7 @@
 //! The handshake itself is `numavisor_policy::partition::stop_handshake`: a stop is carried
 //! out by the vCPU that claims it once every other vCPU of the partition has parked.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::partition::cpu_ops::CpuOps;
@@ -16,6 +16,11 @@ use spin::Mutex;
 use super::Partition;
 use crate::platform::cpu::apic;
 
+/// NMIs a vCPU's slot holds for it: two, as many as [`NmiState`] may keep pending.
+///
+/// [`NmiState`]: numavisor_policy::vmm::nmi::NmiState
+const NMIS_HELD: u8 = 2;
+
 /// One vCPU's state that other CPUs touch.
 pub struct VcpuSlot {
     /// Its virtual local APIC.
@@ -26,8 +31,8 @@ pub struct VcpuSlot {
     init: AtomicBool,
     /// A start-up IPI arrived: 0x100 | vector, or 0.
     sipi: AtomicU32,
-    /// An NMI arrived.
-    nmi: AtomicBool,
+    /// NMIs that arrived and the vCPU has not taken yet, at most [`NMIS_HELD`].
+    nmi: AtomicU8,
 }
 
 impl VcpuSlot {
@@ -37,7 +42,7 @@ impl VcpuSlot {
             host_apic_id,
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
-            nmi: AtomicBool::new(false),
+            nmi: AtomicU8::new(0),
         }
     }
 
@@ -56,7 +61,11 @@ impl VcpuSlot {
         self.sipi.store(0x100 | vector as u32, Ordering::SeqCst);
     }
     pub fn signal_nmi(&self) {
-        self.nmi.store(true, Ordering::SeqCst);
+        let _ = self
+            .nmi
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some((n + 1).min(NMIS_HELD))
+            });
     }
     pub fn take_init(&self) -> bool {
         self.init.swap(false, Ordering::SeqCst)
@@ -65,12 +74,13 @@ impl VcpuSlot {
         let value = self.sipi.swap(0, Ordering::SeqCst);
         (value != 0).then_some(value as u8)
     }
-    pub fn take_nmi(&self) -> bool {
-        self.nmi.swap(false, Ordering::SeqCst)
+    /// The NMIs that arrived since the last call (`vmm::nmi` decides how many stay pending).
+    pub fn take_nmis(&self) -> u8 {
+        self.nmi.swap(0, Ordering::SeqCst)
     }
     /// Whether a signal waits that should end a halted vCPU's idle wait.
     pub fn signalled(&self) -> bool {
-        self.start_signalled() || self.nmi.load(Ordering::SeqCst)
+        self.start_signalled() || self.nmi.load(Ordering::SeqCst) != 0
     }
     /// Whether INIT or a start-up IPI waits: what ends a wait for SIPI. An NMI does not; it
     /// stays pending until the vCPU runs (the wait-for-SIPI state holds NMIs).
@@ -81,7 +91,7 @@ impl VcpuSlot {
     pub fn clear_signals(&self) {
         self.init.store(false, Ordering::SeqCst);
         self.sipi.store(0, Ordering::SeqCst);
-        self.nmi.store(false, Ordering::SeqCst);
+        self.nmi.store(0, Ordering::SeqCst);
     }
 }
 

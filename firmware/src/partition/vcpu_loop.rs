@@ -364,8 +364,9 @@ fn renew_memory(
 /// them. NMIs sent since the last entry merge into the one `nmi` holds (`vmm::nmi`).
 fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, nmi: &mut NmiState, now: u64) {
     let index = machine.vcpu;
-    if machine.partition.vcpus[index].take_nmi() {
-        nmi.signal();
+    let arrived = machine.partition.vcpus[index].take_nmis();
+    if arrived != 0 {
+        nmi.signal(arrived, cpu);
     }
     nmi.inject(cpu);
     inject_interrupt(cpu, machine, index, now);

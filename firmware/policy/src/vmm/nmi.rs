@@ -4,7 +4,9 @@
 //! - An NMI handler is not interrupted by another NMI: from the delivery of an NMI until the
 //!   next IRET, further NMIs are held back.
 //! - At most one NMI waits meanwhile: NMIs that arrive while one is already pending merge
-//!   with it, so ten sent at once to a vCPU in its handler give one more handler run.
+//!   with it, so ten sent at once to a vCPU in its handler give one more handler run. Outside
+//!   a handler two may wait: the first is delivered, and the CPU, blocked by then, latches
+//!   the second (what KVM does too; kvm-unit-tests' "multiple nmi" sends two at once).
 //! - No NMI is delivered in an interrupt shadow (the instruction boundary after STI or
 //!   MOV SS/POP SS): the SDM allows the CPU to hold it back there, and Intel's CPUs and KVM
 //!   do, so the guest's `sti; hlt` and stack switches see the same on every backend.
@@ -35,23 +37,28 @@ enum Mask {
     LeavingAt(u64),
 }
 
-/// One vCPU's NMI state: whether an NMI is pending, and (SVM) whether its handler runs.
+/// One vCPU's NMI state: how many NMIs are pending (at most two), and (SVM) whether its
+/// handler runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NmiState {
-    pending: bool,
+    pending: u8,
     mask: Mask,
 }
 
 impl NmiState {
-    /// An NMI arrived for the vCPU. One already pending absorbs it: an NMI is an edge, and
-    /// the CPU latches at most one while NMIs are blocked (SDM vol. 3A §6.7.1).
-    pub fn signal(&mut self) {
-        self.pending = true;
+    /// `count` NMIs arrived for the vCPU. NMIs are edges, and the CPU latches at most one
+    /// while NMIs are blocked (SDM vol. 3A §6.7.1): in the handler, one pending absorbs the
+    /// rest; outside it, the first goes in and one more waits behind it.
+    pub fn signal(&mut self, count: u8, cpu: &impl Vcpu) {
+        let most = if self.blocked(cpu) { 1 } else { 2 };
+        self.pending = self
+            .pending
+            .max(self.pending.saturating_add(count).min(most));
     }
 
     /// Whether an NMI waits for delivery.
     pub fn pending(&self) -> bool {
-        self.pending
+        self.pending != 0
     }
 
     /// Whether the guest is in its NMI handler, as far as the hypervisor tracks it.
@@ -91,18 +98,18 @@ impl NmiState {
     /// Whether a pending NMI could be delivered now, interrupt shadows aside: a halted vCPU
     /// wakes for it (HLT ends on an NMI whatever RFLAGS.IF says).
     pub fn deliverable(&self, cpu: &impl Vcpu) -> bool {
-        self.pending && !self.blocked(cpu)
+        self.pending() && !self.blocked(cpu)
     }
 
     /// Before an entry, first of all events: queues the pending NMI if the guest may take it
     /// now — no event already queued (one re-queued after an interrupted delivery goes
     /// first), NMIs not blocked, no interrupt shadow.
     pub fn inject(&mut self, cpu: &mut impl Vcpu) {
-        if !self.pending || cpu.event_queued() || self.blocked(cpu) || cpu.interrupt_shadow() {
+        if !self.pending() || cpu.event_queued() || self.blocked(cpu) || cpu.interrupt_shadow() {
             return;
         }
         cpu.inject(Event::Nmi);
-        self.pending = false;
+        self.pending -= 1;
         if cpu.cpu_nmi_blocking().is_none() {
             self.mask = Mask::InHandler;
         }
@@ -117,7 +124,7 @@ impl NmiState {
     pub fn arm_exit(&self, cpu: &mut impl Vcpu) {
         let exit = match (cpu.cpu_nmi_blocking(), self.mask) {
             (None, Mask::InHandler) => NmiExit::Iret,
-            _ if !self.pending => NmiExit::None,
+            _ if !self.pending() => NmiExit::None,
             (Some(_), _) => NmiExit::Window,
             (None, _) if cpu.event_queued() => NmiExit::None,
             (None, _) => NmiExit::Step,

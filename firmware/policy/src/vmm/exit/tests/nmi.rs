@@ -36,14 +36,14 @@ fn exit_at(cpu: &mut FakeVcpu, context: &mut VcpuContext, rip: u64, exit: VmExit
 #[test]
 fn svm_holds_an_nmi_sent_in_the_handler_until_the_guest_is_past_its_iret() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     assert_eq!(cpu.injected, [Event::Nmi]);
     assert_eq!(cpu.nmi_exit, Some(NmiExit::Iret));
     assert_eq!(deliver(&mut cpu), 1);
     // The handler sends itself an NMI: held back, the IRET intercept stays armed.
     exit_at(&mut cpu, &mut context, 0x4000, VmExit::PhysicalInterrupt);
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     assert!(cpu.injected.is_empty());
     assert_eq!(cpu.nmi_exit, Some(NmiExit::Iret));
@@ -69,12 +69,12 @@ fn svm_holds_an_nmi_sent_in_the_handler_until_the_guest_is_past_its_iret() {
 fn ten_nmis_sent_to_a_handler_give_one_more_run() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
     let mut runs = 0;
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     runs += deliver(&mut cpu);
     for _ in 0..10 {
         exit_at(&mut cpu, &mut context, 0x4000, VmExit::PhysicalInterrupt);
-        context.nmi.signal();
+        context.nmi.signal(1, &cpu);
         enter(&mut cpu, &mut context);
         runs += deliver(&mut cpu);
     }
@@ -93,6 +93,43 @@ fn ten_nmis_sent_to_a_handler_give_one_more_run() {
 }
 
 #[test]
+fn two_nmis_sent_together_outside_a_handler_run_it_twice_on_both_backends() {
+    for blocking in [None, Some(false)] {
+        let mut cpu = FakeVcpu {
+            nmi_blocking: blocking,
+            ..FakeVcpu::default()
+        };
+        let mut context = context();
+        // Two arrive before the next entry (kvm-unit-tests' "multiple nmi"), and a third
+        // merges: the first is delivered, the second waits behind it for its IRET.
+        context.nmi.signal(2, &cpu);
+        context.nmi.signal(1, &cpu);
+        enter(&mut cpu, &mut context);
+        let mut runs = deliver(&mut cpu);
+        assert_eq!(runs, 1, "{blocking:?}");
+        assert!(context.nmi.pending(), "{blocking:?}");
+        // More sent inside the handler merge into the one pending.
+        exit_at(&mut cpu, &mut context, 0x4000, VmExit::PhysicalInterrupt);
+        context.nmi.signal(2, &cpu);
+        enter(&mut cpu, &mut context);
+        runs += deliver(&mut cpu);
+        // The handler's IRET (SVM: intercepted, then stepped; VMX: the CPU's blocking ends).
+        if blocking.is_some() {
+            cpu.nmi_blocking = Some(false);
+            exit_at(&mut cpu, &mut context, AFTER_IRET, VmExit::NmiWindow);
+        } else {
+            exit_at(&mut cpu, &mut context, IRET, VmExit::Iret);
+            enter(&mut cpu, &mut context);
+            exit_at(&mut cpu, &mut context, AFTER_IRET, VmExit::NmiWindow);
+        }
+        enter(&mut cpu, &mut context);
+        runs += deliver(&mut cpu);
+        assert_eq!(runs, 2, "{blocking:?}");
+        assert!(!context.nmi.pending(), "{blocking:?}");
+    }
+}
+
+#[test]
 fn an_interrupt_shadow_holds_an_nmi_back_on_both_backends() {
     for (blocking, window) in [(None, NmiExit::Step), (Some(false), NmiExit::Window)] {
         let mut cpu = FakeVcpu {
@@ -101,7 +138,7 @@ fn an_interrupt_shadow_holds_an_nmi_back_on_both_backends() {
             ..FakeVcpu::default()
         };
         let mut context = context();
-        context.nmi.signal();
+        context.nmi.signal(1, &cpu);
         enter(&mut cpu, &mut context);
         assert!(cpu.injected.is_empty(), "NMI in a shadow ({blocking:?})");
         assert_eq!(cpu.nmi_exit, Some(window));
@@ -117,7 +154,7 @@ fn an_interrupt_shadow_holds_an_nmi_back_on_both_backends() {
 fn an_nmi_waits_behind_a_queued_event_and_svm_then_does_not_step() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
     cpu.inject(Event::Interrupt(0x40));
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     assert_eq!(cpu.injected, [Event::Interrupt(0x40)]);
     // A step with an event queued would push RFLAGS.TF into the guest's interrupt frame.
@@ -135,14 +172,14 @@ fn vmx_follows_the_cpus_blocking_by_nmi_and_arms_the_nmi_window() {
         ..FakeVcpu::default()
     };
     let mut context = context();
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     assert_eq!(deliver(&mut cpu), 1);
     // No IRET intercept on VMX: the CPU clears its blocking at IRET by itself.
     assert_eq!(cpu.nmi_exit, Some(NmiExit::None));
     for _ in 0..10 {
         exit_at(&mut cpu, &mut context, 0x4000, VmExit::PhysicalInterrupt);
-        context.nmi.signal();
+        context.nmi.signal(1, &cpu);
         enter(&mut cpu, &mut context);
         assert_eq!(deliver(&mut cpu), 0);
         assert_eq!(cpu.nmi_exit, Some(NmiExit::Window));
@@ -160,12 +197,12 @@ fn vmx_follows_the_cpus_blocking_by_nmi_and_arms_the_nmi_window() {
 fn a_halted_vcpu_wakes_only_for_an_nmi_it_may_take() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
     assert!(!context.nmi.deliverable(&cpu));
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     assert!(context.nmi.deliverable(&cpu));
     enter(&mut cpu, &mut context);
     deliver(&mut cpu);
     // HLT inside the handler with another NMI pending: it stays blocked until the IRET.
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     assert!(!context.nmi.deliverable(&cpu));
 }
 
@@ -174,7 +211,7 @@ fn an_iret_outside_an_nmi_handler_changes_nothing() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
     exit_at(&mut cpu, &mut context, IRET, VmExit::Iret);
     assert!(!context.nmi.in_handler());
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
     assert_eq!(cpu.injected, [Event::Nmi]);
 }
@@ -182,9 +219,9 @@ fn an_iret_outside_an_nmi_handler_changes_nothing() {
 #[test]
 fn a_fresh_start_forgets_the_handler_and_the_pending_nmi() {
     let (mut cpu, mut context) = (FakeVcpu::default(), context());
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     enter(&mut cpu, &mut context);
-    context.nmi.signal();
+    context.nmi.signal(1, &cpu);
     context.nmi.reset();
     assert!(!context.nmi.pending() && !context.nmi.in_handler());
 }
