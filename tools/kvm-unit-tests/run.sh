@@ -5,11 +5,12 @@
 #   KVM_UNIT_TESTS_DIR  a checkout of https://gitlab.com/kvm-unit-tests/kvm-unit-tests (it
 #                       is configured and built here: ./configure --arch=x86_64; make)
 #   TEST                among xapic x2apic ioapic msr tsc eventinj smptest (default: all)
-# Each test runs once under numavisor (a partition of its vCPUs and 256 MiB (what kvm-unit-tests gives a guest) on node 0 of the
-# two-nodes topology; its environment says NR_CPUS=2 and TEST_DEVICE=0, as a partition has
-# neither fw_cfg nor pc-testdev) and once on plain QEMU as kvm-unit-tests' own runner starts
-# it (q35 would change nothing: its pc-testdev and fw_cfg are the point). Their logs go to
+# Each test runs once under numavisor (a partition of the test's vCPUs and 256 MiB on node 0
+# of the two-nodes topology, what kvm-unit-tests gives a guest; its environment says NR_CPUS
+# and TEST_DEVICE=0, as a partition has neither fw_cfg nor pc-testdev) and once on plain QEMU
+# TCG as kvm-unit-tests' own runner starts it, with fw_cfg and pc-testdev. Their logs go to
 # target/kvm-unit-tests/; the last lines printed compare their PASS/FAIL/SKIP lines.
+# EMULATOR=bochs runs the numavisor side under Bochs (VMX, an Intel vCPU) instead of QEMU.
 set -eu
 source_dir=$(cd "$1" && pwd); shift
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,10 +51,10 @@ memory = [{ size = "256M", node = 0 }]
 pool = "512K"
 on_fault = "stop"
 on_shutdown = "stop"
-time_limit = "60s"
+time_limit = "300s"
 LAYOUT
-    (cd "$root" && timeout 600 cargo xtask run --topology two-nodes \
-        --layout "$out/$test.toml" >"$out/$test.numavisor.log" 2>&1) || true
+    (cd "$root" && timeout 900 cargo xtask run --emulator "${EMULATOR:-qemu}" \
+        --topology two-nodes --layout "$out/$test.toml" >"$out/$test.numavisor.log" 2>&1) || true
     timeout 300 qemu-system-x86_64 -machine accel=tcg -cpu "$cpu_model" -smp "$cpus" -m 256 \
         -nodefaults -display none -serial stdio -no-reboot -device pc-testdev \
         -device isa-debug-exit,iobase=0xf4,iosize=0x4 -device pci-testdev \

@@ -12,13 +12,14 @@
 //! Choices where the SDM leaves room, or where we do less than hardware:
 //! - Version register 0x0005_0014: six LVT entries counted (timer, thermal, performance,
 //!   LINT0, LINT1, error, so max LVT index 5) and no EOI-broadcast suppression (bit 24 clear;
-//!   SVR bit 12 is not writable). The LVT CMCI register still reads and writes (masked at
-//!   reset) but nothing ever raises it.
+//!   SVR bit 12 is not writable). There is no LVT CMCI register: the vCPU offers no machine
+//!   check architecture, so no CMCI (MCG_CAP bit 10); offset 0x2F0 reads 0 and drops writes
+//!   in xAPIC mode, and MSR 0x82F is #GP in x2APIC mode, as for any absent register.
 //! - The base address is fixed at 0xFEE00000: an IA32_APIC_BASE write that moves it is #GP.
 //!   The BSP bit reads as constructed; the value written there is ignored.
 //! - Clearing IA32_APIC_BASE's enable bit resets the register state (the SDM leaves it
 //!   undefined from xAPIC and lost from x2APIC), keeping the APIC ID.
-//! - Thermal, performance, LINT and CMCI entries are stored only; the caller owns those
+//! - Thermal, performance and LINT entries are stored only; the caller owns those
 //!   sources. NMI, SMI, INIT and SIPI are the caller's too, which is why a software-disabled
 //!   APIC here refuses every vector through [`LocalApic::accept`].
 //! - ESR bit 7 (illegal register address) is never set.
@@ -90,13 +91,12 @@ const ESR_RECEIVE_ILLEGAL_VECTOR: u32 = 1 << 6;
 /// The local vector table entries, in `lvt` order, with the bits each can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lvt {
-    Cmci = 0,
-    Timer = 1,
-    Thermal = 2,
-    Performance = 3,
-    Lint0 = 4,
-    Lint1 = 5,
-    Error = 6,
+    Timer = 0,
+    Thermal = 1,
+    Performance = 2,
+    Lint0 = 3,
+    Lint1 = 4,
+    Error = 5,
 }
 
 impl Lvt {
@@ -105,7 +105,7 @@ impl Lvt {
     fn writable(self) -> u32 {
         match self {
             Lvt::Timer => 0x0007_00FF,
-            Lvt::Cmci | Lvt::Thermal | Lvt::Performance => 0x0001_07FF,
+            Lvt::Thermal | Lvt::Performance => 0x0001_07FF,
             Lvt::Lint0 | Lvt::Lint1 => 0x0001_A7FF,
             Lvt::Error => 0x0001_00FF,
         }
@@ -144,7 +144,7 @@ pub struct LocalApic {
     icr_low: u32,
     /// xAPIC: ICR bits 32–63 as written (destination in 24–31); x2APIC: the destination.
     icr_high: u32,
-    lvt: [u32; 7],
+    lvt: [u32; 6],
     timer: ApicTimer,
 }
 
@@ -170,7 +170,7 @@ impl LocalApic {
             esr_pending: 0,
             icr_low: 0,
             icr_high: 0,
-            lvt: [0; 7],
+            lvt: [0; 6],
             timer: ApicTimer::new(tsc_hz, timer_hz),
         };
         apic.reset();
@@ -191,7 +191,7 @@ impl LocalApic {
         self.esr_pending = 0;
         self.icr_low = 0;
         self.icr_high = 0;
-        self.lvt = [LVT_MASKED; 7];
+        self.lvt = [LVT_MASKED; 6];
         self.timer.reset();
     }
 

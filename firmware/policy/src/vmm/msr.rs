@@ -100,8 +100,11 @@ pub const MTRRCAP_VALUE: u64 = 0x508;
 pub const MTRR_DEF_TYPE_RESET: u64 = 0xC06;
 /// The architectural PAT reset value (WB, WT, UC-, UC, repeated).
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
-/// IA32_MISC_ENABLE (Intel): fast strings (bit 0), BTS unavailable (11), PEBS unavailable (12).
+/// IA32_MISC_ENABLE (Intel) at reset: fast strings (bit 0), BTS unavailable (11), PEBS
+/// unavailable (12).
 pub const MISC_ENABLE_VALUE: u64 = 0x1801;
+/// IA32_MISC_ENABLE bits a write cannot change: BTS and PEBS stay unavailable.
+const MISC_ENABLE_FIXED: u64 = (1 << 11) | (1 << 12);
 /// HWCR: TscFreqSel (bit 24), so Linux does not warn that the TSC does not count at P0 rate.
 pub const HWCR_RESET: u64 = 1 << 24;
 /// DE_CFG: LFENCE is dispatch-serialising (bit 1), which Linux relies on for its barriers.
@@ -166,6 +169,7 @@ pub struct MsrState {
     mtrr_fixed: [u64; 11],
     tsc_aux: u64,
     hwcr: u64,
+    misc_enable: u64,
     nb_cfg: u64,
     ls_cfg: u64,
 }
@@ -181,6 +185,7 @@ impl MsrState {
             mtrr_fixed: [0; 11],
             tsc_aux: 0,
             hwcr: HWCR_RESET,
+            misc_enable: MISC_ENABLE_VALUE,
             nb_cfg: 0,
             ls_cfg: 0,
         }
@@ -225,7 +230,7 @@ impl MsrState {
             // machine check in progress.
             IA32_MCG_CAP | IA32_MCG_STATUS => 0,
             // Intel only (AMD raises #GP).
-            IA32_MISC_ENABLE if !self.amd() => MISC_ENABLE_VALUE,
+            IA32_MISC_ENABLE if !self.amd() => self.misc_enable,
             // Upper half reserved; RDTSCP/RDPID return it.
             TSC_AUX => self.tsc_aux,
             // AMD family 10h+ configuration MSRs Linux reads at boot.
@@ -299,8 +304,13 @@ impl MsrState {
             }
             // Clearing MCG_STATUS is allowed; setting bits is not.
             IA32_MCG_STATUS if value == 0 => {}
-            // Intel: Linux rewrites it (fast strings, XD disable); nothing changes here.
-            IA32_MISC_ENABLE if !self.amd() => {}
+            // Intel: stored so that the guest reads back what it set (fast strings, XD
+            // disable, ...), as KVM does; nothing changes in the CPU, and BTS and PEBS stay
+            // unavailable.
+            IA32_MISC_ENABLE if !self.amd() => {
+                self.misc_enable =
+                    (value & !MISC_ENABLE_FIXED) | (MISC_ENABLE_VALUE & MISC_ENABLE_FIXED);
+            }
             TSC_AUX if value >> 32 != 0 => return GP,
             TSC_AUX => {
                 self.tsc_aux = value;

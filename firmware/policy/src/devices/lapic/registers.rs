@@ -35,7 +35,6 @@ const TMR_LAST: u32 = 0x1F;
 const IRR_FIRST: u32 = 0x20;
 const IRR_LAST: u32 = 0x27;
 const ESR: u32 = 0x28;
-const LVT_CMCI: u32 = 0x2F;
 const ICR_LOW: u32 = 0x30;
 const ICR_HIGH: u32 = 0x31;
 const LVT_TIMER: u32 = 0x32;
@@ -60,7 +59,6 @@ struct Refused;
 /// The LVT entry behind register `index`.
 fn lvt_entry(index: u32) -> Option<Lvt> {
     Some(match index {
-        LVT_CMCI => Lvt::Cmci,
         LVT_TIMER => Lvt::Timer,
         LVT_THERMAL => Lvt::Thermal,
         LVT_PERFORMANCE => Lvt::Performance,

@@ -152,8 +152,14 @@ fn vendor_specific_msrs() {
     assert_eq!(amd.read(IA32_MISC_ENABLE), Err(GP));
     assert_eq!(amd.write(IA32_MISC_ENABLE, 1), Err(GP));
     assert_eq!(value(&intel, IA32_MISC_ENABLE), Ok(MISC_ENABLE_VALUE));
+    // kvm-unit-tests' msr test writes this and reads it back; BTS/PEBS unavailable stay set.
+    assert_eq!(
+        intel.write(IA32_MISC_ENABLE, 0x4_00c5_1809),
+        Ok(MsrAction::Done)
+    );
+    assert_eq!(value(&intel, IA32_MISC_ENABLE), Ok(0x4_00c5_1809));
     assert_eq!(intel.write(IA32_MISC_ENABLE, 1 << 34), Ok(MsrAction::Done));
-    assert_eq!(value(&intel, IA32_MISC_ENABLE), Ok(MISC_ENABLE_VALUE));
+    assert_eq!(value(&intel, IA32_MISC_ENABLE), Ok((1 << 34) | 0x1800));
     assert_eq!(amd.read(IA32_PLATFORM_ID), Err(GP));
     assert_eq!(value(&intel, IA32_PLATFORM_ID), Ok(0));
     assert_eq!(amd.read(IA32_FEATURE_CONTROL), Err(GP));
