@@ -92,6 +92,8 @@ mod v_intr {
     pub const V_INTR_PRIO_SHIFT: u64 = 16;
     pub const V_IGN_TPR: u64 = 1 << 20;
     pub const V_INTR_MASKING: u64 = 1 << 24;
+    /// The fields of a virtual interrupt (offered, or asked for as a window).
+    pub const VIRTUAL_INTERRUPT: u64 = V_IRQ | V_IGN_TPR | (0xF << V_INTR_PRIO_SHIFT);
 }
 
 /// EVENTINJ types (APM vol. 2 §15.20).
@@ -363,8 +365,7 @@ impl Vmcb {
         self.clear_virtual_interrupt();
         if wanted {
             let v = self.read::<u64>(offset::V_INTR);
-            let fields = v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
-            self.write(offset::V_INTR, v | fields);
+            self.write(offset::V_INTR, v | v_intr::VIRTUAL_INTERRUPT);
         }
         self.set_intercept(offset::INTERCEPT_MISC1, misc1::VINTR, wanted);
     }
@@ -374,12 +375,12 @@ impl Vmcb {
     /// instruction boundary where RFLAGS.IF = 1 and no interrupt shadow holds it (V_IGN_TPR:
     /// the virtual local APIC has applied the TPR), without an exit. No VINTR intercept.
     pub fn offer_interrupt(&mut self, vector: u8) {
-        let mut v = self.read::<u64>(offset::V_INTR);
-        v &= !(0xF << v_intr::V_INTR_PRIO_SHIFT);
-        v |= v_intr::V_IRQ
-            | v_intr::V_IGN_TPR
-            | (u64::from(vector >> 4) << v_intr::V_INTR_PRIO_SHIFT);
-        self.write(offset::V_INTR, v);
+        let v = self.read::<u64>(offset::V_INTR) & !v_intr::VIRTUAL_INTERRUPT;
+        let priority = u64::from(vector >> 4) << v_intr::V_INTR_PRIO_SHIFT;
+        self.write(
+            offset::V_INTR,
+            v | v_intr::V_IRQ | v_intr::V_IGN_TPR | priority,
+        );
         self.write(offset::V_INTR_VECTOR, u32::from(vector));
         self.set_intercept(offset::INTERCEPT_MISC1, misc1::VINTR, false);
     }
@@ -393,8 +394,7 @@ impl Vmcb {
     /// Withdraws a pending virtual interrupt.
     pub fn clear_virtual_interrupt(&mut self) {
         let v = self.read::<u64>(offset::V_INTR);
-        let fields = v_intr::V_IRQ | v_intr::V_IGN_TPR | (0xF << v_intr::V_INTR_PRIO_SHIFT);
-        self.write(offset::V_INTR, v & !fields);
+        self.write(offset::V_INTR, v & !v_intr::VIRTUAL_INTERRUPT);
         self.write(offset::V_INTR_VECTOR, 0u32);
     }
 
