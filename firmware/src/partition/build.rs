@@ -36,8 +36,11 @@ use super::{Hypervisor, Partition, PartitionState};
 use crate::platform::cpu::tsc;
 use crate::virt::{Active, Arch, NoTlbTag};
 
-/// The virtual local APIC timer's input clock (QEMU's and many real parts' 1 GHz would do as
-/// well; Linux measures it, or uses the TSC-deadline mode and never needs it).
+/// The virtual local APIC timer's input clock (QEMU's and many real parts' 1 GHz; Linux
+/// measures it, or uses the TSC-deadline mode and never needs it), but never faster than the
+/// TSC, as on hardware, where it runs from the bus or crystal clock: under Bochs the TSC runs
+/// at about 50 MHz, and kvm-unit-tests' "APIC LVT timer one shot" checks that a count of N
+/// takes at least N TSC ticks.
 const APIC_TIMER_HZ: u64 = 1_000_000_000;
 /// The guest RTC's time at its start when nothing better is known: 2026-01-01 00:00:00 UTC.
 const RTC_EPOCH_SECONDS: u64 = 1_767_225_600;
@@ -519,7 +522,7 @@ fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
 }
 
 fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
-    LocalApic::new(apic_id, vcpu == 0, tsc::hz(), APIC_TIMER_HZ)
+    LocalApic::new(apic_id, vcpu == 0, tsc::hz(), APIC_TIMER_HZ.min(tsc::hz()))
 }
 
 /// Fresh devices and local APICs for a restarted guest.
