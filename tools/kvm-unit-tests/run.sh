@@ -12,6 +12,10 @@
 # target/kvm-unit-tests/; the last lines printed compare their PASS/FAIL/SKIP lines.
 # EMULATOR=bochs runs the numavisor side under Bochs (VMX, an Intel vCPU) instead of QEMU.
 set -eu
+if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+    echo "usage: $0 KVM_UNIT_TESTS_DIR [TEST...]" >&2
+    exit 2
+fi
 source_dir=$(cd "$1" && pwd); shift
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,7 +26,8 @@ tests=${*:-xapic x2apic ioapic msr tsc eventinj smptest}
 [ -f "$source_dir/config.mak" ] || (cd "$source_dir" && ./configure --arch=x86_64 >/dev/null)
 (cd "$source_dir" && make -s -j2 >/dev/null)
 
-# The test's file and the CPU model and vCPU count kvm-unit-tests' unittests.cfg gives it.
+# The test's file, and the CPU model and vCPU count kvm-unit-tests' unittests.cfg gives it
+# (ioapic asks for 4 vCPUs; it gets 2, the CPUs node 0 of two-nodes has for a partition).
 params() {
     case $1 in
         xapic) echo "apic qemu64,-x2apic,+tsc-deadline 2" ;;
