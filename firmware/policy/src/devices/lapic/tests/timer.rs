@@ -172,13 +172,19 @@ fn tsc_deadline_fires_and_disarms() {
     assert_eq!(apic.tsc_deadline(), 20_000);
 }
 
+/// An APIC whose timer counts 1000 from TSC 0 under LVT timer `lvt`, dividing by 1 (TDCR
+/// 0b1011): one count is 2 TSC ticks.
+fn counting_from_1000(lvt: u64) -> LocalApic {
+    let mut apic = enabled_apic(0);
+    apic.mmio_write(TDCR, 4, 0b1011, 0);
+    apic.mmio_write(LVT_TIMER, 4, lvt, 0);
+    apic.mmio_write(TMICT, 4, 1000, 0);
+    apic
+}
+
 #[test]
 fn one_shot_to_periodic_goes_on_counting_then_reloads() {
-    let mut apic = enabled_apic(0);
-    // TDCR 0b1011 divides by 1: one count is 2 TSC ticks.
-    apic.mmio_write(TDCR, 4, 0b1011, 0);
-    apic.mmio_write(LVT_TIMER, 4, ONE_SHOT | 0x40, 0);
-    apic.mmio_write(TMICT, 4, 1000, 0);
+    let mut apic = counting_from_1000(ONE_SHOT | 0x40);
     // 400 counts in, the mode becomes periodic: the count is not restarted (SDM §11.5.4).
     apic.mmio_write(LVT_TIMER, 4, PERIODIC | 0x40, 800);
     assert_eq!(apic.mmio_read(TMCCT, 4, 800), 600);
@@ -191,10 +197,7 @@ fn one_shot_to_periodic_goes_on_counting_then_reloads() {
 
 #[test]
 fn periodic_to_one_shot_ends_the_period_then_stops() {
-    let mut apic = enabled_apic(0);
-    apic.mmio_write(TDCR, 4, 0b1011, 0);
-    apic.mmio_write(LVT_TIMER, 4, PERIODIC | 0x41, 0);
-    apic.mmio_write(TMICT, 4, 1000, 0);
+    let mut apic = counting_from_1000(PERIODIC | 0x41);
     // In the second period: the first expiry (at 2000) is requested by the write itself.
     apic.mmio_write(LVT_TIMER, 4, ONE_SHOT | 0x41, 2400);
     assert_eq!(take(&mut apic), Some(0x41));
