@@ -11,15 +11,11 @@ use numavisor_policy::partition::cpu_ops::CpuOps;
 pub use numavisor_policy::partition::stop_handshake::AfterStop;
 use numavisor_policy::partition::stop_handshake::StopHandshake;
 use numavisor_policy::vmm::exit::StopRequest;
+use numavisor_policy::vmm::nmi::MAX_PENDING as NMIS_HELD;
 use spin::Mutex;
 
 use super::Partition;
 use crate::platform::cpu::apic;
-
-/// NMIs a vCPU's slot holds for it: two, as many as [`NmiState`] may keep pending.
-///
-/// [`NmiState`]: numavisor_policy::vmm::nmi::NmiState
-const NMIS_HELD: u8 = 2;
 
 /// One vCPU's state that other CPUs touch.
 pub struct VcpuSlot {
@@ -31,7 +27,8 @@ pub struct VcpuSlot {
     init: AtomicBool,
     /// A start-up IPI arrived: 0x100 | vector, or 0.
     sipi: AtomicU32,
-    /// NMIs that arrived and the vCPU has not taken yet, at most [`NMIS_HELD`].
+    /// NMIs that arrived and the vCPU has not taken yet, at most as many as `vmm::nmi` keeps
+    /// pending ([`NMIS_HELD`]).
     nmi: AtomicU8,
 }
 

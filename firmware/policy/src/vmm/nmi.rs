@@ -37,8 +37,12 @@ enum Mask {
     LeavingAt(u64),
 }
 
-/// One vCPU's NMI state: how many NMIs are pending (at most two), and (SVM) whether its
-/// handler runs.
+/// The most NMIs that wait for a vCPU: outside its handler, one to deliver and one latched
+/// behind it.
+pub const MAX_PENDING: u8 = 2;
+
+/// One vCPU's NMI state: how many NMIs are pending (at most [`MAX_PENDING`]), and (SVM)
+/// whether its handler runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NmiState {
     pending: u8,
@@ -50,7 +54,7 @@ impl NmiState {
     /// while NMIs are blocked (SDM vol. 3A §6.7.1): in the handler, one pending absorbs the
     /// rest; outside it, the first goes in and one more waits behind it.
     pub fn signal(&mut self, count: u8, cpu: &impl Vcpu) {
-        let most = if self.blocked(cpu) { 1 } else { 2 };
+        let most = if self.blocked(cpu) { 1 } else { MAX_PENDING };
         self.pending = self
             .pending
             .max(self.pending.saturating_add(count).min(most));
