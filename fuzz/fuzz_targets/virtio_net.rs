@@ -1,7 +1,10 @@
 //! The virtio network card and the learning switch (`devices::virtio::net`, `network`):
 //! three cards on one switch, each with its own guest RAM; card 0's RAM and the steps are
 //! fuzzed. With `probe` set, Linux's probe runs on every card first (features, two 16-entry
-//! queues at fixed addresses, DRIVER_OK, link up), so that the steps reach the queue code.
+//! queues at fixed addresses, DRIVER_OK, link up), so that the steps reach the queue code:
+//! card 0 accepts the fuzzed offloads, card 1 every offload, card 2 none, so that frames
+//! cross both whole and finished in software (`net_offload`). `Offloaded` injects a frame
+//! with a fuzzed offload request, as a sender's header would make it.
 //! Checked on every transmit pass: each frame's delivery counts add up to its route.
 #![no_main]
 
@@ -9,7 +12,8 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use numavisor_policy::devices::virtio::net::{NetConfig, VirtioNet, MAX_FRAME_LEN};
+use numavisor_policy::devices::virtio::net::{NetConfig, VirtioNet, F_OFFLOADS, MAX_FRAME_LEN};
+use numavisor_policy::devices::virtio::net_offload::{Frame, IpVersion, PartialChecksum};
 use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::network::{deliver, Ports, Route, Switch};
 
@@ -51,6 +55,12 @@ enum Step {
         card: u8,
         frame: Vec<u8>,
     },
+    Offloaded {
+        card: u8,
+        frame: Vec<u8>,
+        checksum: Option<(u16, u16)>,
+        segmentation: Option<(bool, u16)>,
+    },
     Link {
         card: u8,
         up: bool,
@@ -62,6 +72,7 @@ enum Step {
 struct Input {
     probe: bool,
     event_idx: bool,
+    offloads: u32,
     memory: Vec<u8>,
     steps: Vec<Step>,
 }
@@ -89,12 +100,12 @@ impl Ports for Cards {
 
 /// Linux's virtio_mmio + virtio_net probe; queue `q`'s rings at 0x1000 * q: descriptors,
 /// available ring at +0x100, used ring at +0x200.
-fn probe(nic: &mut VirtioNet, event_idx: bool) {
+fn probe(nic: &mut VirtioNet, event_idx: bool, offloads: u32) {
     shared::probe(
         |offset, value| {
             nic.mmio_write(offset, 4, u64::from(value));
         },
-        (1 << 5) | (1 << 16) | (u32::from(event_idx) << 29),
+        (1 << 5) | (1 << 16) | (u32::from(event_idx) << 29) | (offloads & F_OFFLOADS as u32),
         2,
     );
     nic.set_link(true);
@@ -114,7 +125,8 @@ fuzz_target!(|input: Input| {
                     index: n as u8,
                 });
                 if input.probe {
-                    probe(&mut nic, input.event_idx);
+                    let offloads = [input.offloads, u32::MAX, 0][n];
+                    probe(&mut nic, input.event_idx, offloads);
                 }
                 Card {
                     nic: RefCell::new(nic),
@@ -167,7 +179,7 @@ fuzz_target!(|input: Input| {
                 assert!(frames.len() <= usize::from(max_frames));
                 for frame in frames {
                     assert!((14..=MAX_FRAME_LEN).contains(&frame.len()));
-                    let route = switch.route(from, &frame);
+                    let route = switch.route(from, frame.bytes());
                     let delivery = deliver(&cards, from, route, &frame);
                     let expected = match route {
                         Route::Port(_) => 1,
@@ -180,7 +192,22 @@ fuzz_target!(|input: Input| {
             Step::Inject { card: n, frame } => {
                 let from = usize::from(n) % CARDS;
                 let route = switch.route(from, &frame);
-                deliver(&cards, from, route, &frame);
+                deliver(&cards, from, route, &Frame::plain(&frame));
+            }
+            Step::Offloaded {
+                card: n,
+                frame,
+                checksum,
+                segmentation,
+            } => {
+                let checksum = checksum.map(|(start, offset)| PartialChecksum { start, offset });
+                let segmentation = segmentation
+                    .map(|(v6, size)| (if v6 { IpVersion::V6 } else { IpVersion::V4 }, size));
+                if let Ok(frame) = Frame::checked(frame, checksum, segmentation) {
+                    let from = usize::from(n) % CARDS;
+                    let route = switch.route(from, frame.bytes());
+                    deliver(&cards, from, route, &frame);
+                }
             }
             Step::Link { card: n, up } => card(n).nic.borrow_mut().set_link(up),
             Step::Forget(port) => switch.forget(usize::from(port)),

@@ -209,7 +209,7 @@ fn send(
         if let Some((network, port)) = target {
             let members = Members(network);
             for frame in &frames {
-                let route = network.switch.lock().route(port, frame);
+                let route = network.switch.lock().route(port, frame.bytes());
                 deliver(&members, port, route, frame);
             }
         }

@@ -29,6 +29,7 @@ mod tests;
 pub use switch::{DropReason, Route, Switch};
 
 use crate::devices::virtio::net::VirtioNet;
+use crate::devices::virtio::net_offload::Frame;
 use crate::devices::virtio::QueueMemory;
 
 /// The member cards of one network, one per switch port.
@@ -66,7 +67,7 @@ impl Delivery {
 
 /// Copies `frame`, sent on port `from` and routed to `route`, into each destination's next
 /// receive buffer ([`VirtioNet::receive`]). A frame the switch dropped has no destinations.
-pub fn deliver(ports: &impl Ports, from: usize, route: Route, frame: &[u8]) -> Delivery {
+pub fn deliver(ports: &impl Ports, from: usize, route: Route, frame: &Frame) -> Delivery {
     let mut delivery = Delivery::default();
     match route {
         Route::Port(port) if port != from => deliver_to(ports, port, frame, &mut delivery),
@@ -80,7 +81,7 @@ pub fn deliver(ports: &impl Ports, from: usize, route: Route, frame: &[u8]) -> D
     delivery
 }
 
-fn deliver_to(ports: &impl Ports, port: usize, frame: &[u8], delivery: &mut Delivery) {
+fn deliver_to(ports: &impl Ports, port: usize, frame: &Frame, delivery: &mut Delivery) {
     match ports.with_port(port, |nic, memory| nic.receive(memory, frame)) {
         Some(Ok(())) => delivery.delivered += 1,
         Some(Err(_)) => delivery.dropped += 1,

@@ -208,7 +208,7 @@ impl Members {
         frames
             .iter()
             .map(|frame| {
-                let route = switch.borrow_mut().route(port, frame);
+                let route = switch.borrow_mut().route(port, frame.bytes());
                 deliver(self, port, route, frame)
             })
             .collect()
@@ -311,15 +311,20 @@ fn deliver_ignores_a_route_back_to_the_sender() {
     let members = Members::new(&[2, 2]);
     let frame = ethernet(mac(1), mac(0), b"");
     assert_eq!(
-        deliver(&members, 0, Route::Port(0), &frame),
+        deliver(&members, 0, Route::Port(0), &Frame::plain(&frame)),
         Delivery::default()
     );
     assert_eq!(
-        deliver(&members, 0, Route::Drop(DropReason::Runt), &frame),
+        deliver(
+            &members,
+            0,
+            Route::Drop(DropReason::Runt),
+            &Frame::plain(&frame)
+        ),
         Delivery::default()
     );
     assert_eq!(
-        deliver(&members, 0, Route::Port(7), &frame),
+        deliver(&members, 0, Route::Port(7), &Frame::plain(&frame)),
         Delivery {
             delivered: 0,
             dropped: 1,

@@ -1,6 +1,7 @@
 //! Virtio devices over the virtio-mmio transport (VIRTIO 1.2, OASIS, 2022): the register
 //! window ([`mmio`], §4.2.2), split virtqueues ([`queue`], §2.7), the traditional memory
-//! balloon ([`balloon`], §5.5) and the network card ([`net`], §5.1).
+//! balloon ([`balloon`], §5.5) and the network card ([`net`], §5.1) with its offloads
+//! ([`net_offload`]).
 //!
 //! Everything here reads guest-controlled memory through [`QueueMemory`], which the firmware
 //! implements over the partition's RAM. A guest that breaks the queue rules (a descriptor loop,
@@ -11,8 +12,11 @@
 pub mod balloon;
 pub mod mmio;
 pub mod net;
+pub mod net_offload;
 pub mod queue;
 
+#[cfg(test)]
+mod net_offload_tests;
 #[cfg(test)]
 mod net_tests;
 #[cfg(test)]

@@ -2,11 +2,15 @@
 //! queue (0) and one transmit queue (1), no control queue, no multiqueue.
 //!
 //! Features offered: VERSION_1, MAC (the host chooses the address, [`NetConfig::mac`]),
-//! STATUS (the host sets the link, [`VirtioNet::set_link`]) and EVENT_IDX. No checksum or
-//! segmentation offloads and no mergeable receive buffers, so every frame is a whole Ethernet
-//! frame behind a 12-byte `virtio_net_hdr` (§5.1.6) in one descriptor chain. The
-//! configuration space (§5.1.4) is `mac[6]` then `status` (le16); reads of 1, 2 or 4 bytes,
-//! naturally aligned and inside it, answer, others read 0; writes are ignored.
+//! STATUS (the host sets the link, [`VirtioNet::set_link`]), EVENT_IDX, and the checksum and
+//! TCP segmentation offloads both ways (CSUM, HOST_TSO4/6 for what the guest sends;
+//! GUEST_CSUM, GUEST_TSO4/6 for what it receives): a TCP stream crosses the switch in frames
+//! of up to 64 KiB, and a receiver whose driver did not accept an offload gets the frame
+//! finished in software ([`net_offload`](super::net_offload)). No mergeable receive buffers:
+//! every frame is one Ethernet frame behind a 12-byte `virtio_net_hdr` (§5.1.6) in one
+//! descriptor chain (Linux then posts 64 KiB "big packet" buffers). The configuration space
+//! (§5.1.4) is `mac[6]` then `status` (le16); reads of 1, 2 or 4 bytes, naturally aligned and
+//! inside it, answer, others read 0; writes are ignored.
 //!
 //! The device holds no frames and no buffers. [`VirtioNet::take_transmits`] takes what the
 //! guest sent (bounded per call; a flooding guest pays with its own exits) and gives every
@@ -20,12 +24,28 @@
 use alloc::vec::Vec;
 
 use super::mmio::{read_config, MmioTransport, TransportEvent, CONFIG_OFFSET};
+use super::net_offload::{Frame, IpVersion, Offload, PartialChecksum};
 use super::queue::{Chain, Descriptor};
 use super::{feature, interrupt, GuestError, QueueMemory};
 use crate::devices::device::{Device, DeviceId, Effect, Register};
 
 /// Device type 1: a network card.
 pub const DEVICE_ID: u32 = 1;
+/// VIRTIO_NET_F_CSUM: the device completes checksums the driver leaves partial.
+pub const F_CSUM: u64 = 1 << 0;
+/// VIRTIO_NET_F_GUEST_CSUM: the driver accepts received frames with partial checksums.
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// VIRTIO_NET_F_GUEST_TSO4: the driver accepts received TCP/IPv4 frames to segment.
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+/// VIRTIO_NET_F_GUEST_TSO6: the driver accepts received TCP/IPv6 frames to segment.
+pub const F_GUEST_TSO6: u64 = 1 << 8;
+/// VIRTIO_NET_F_HOST_TSO4: the device segments TCP/IPv4 frames the driver sends.
+pub const F_HOST_TSO4: u64 = 1 << 11;
+/// VIRTIO_NET_F_HOST_TSO6: the device segments TCP/IPv6 frames the driver sends.
+pub const F_HOST_TSO6: u64 = 1 << 12;
+/// Every offload feature offered.
+pub const F_OFFLOADS: u64 =
+    F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_HOST_TSO4 | F_HOST_TSO6;
 /// VIRTIO_NET_F_MAC: the configuration space holds the card's address.
 pub const F_MAC: u64 = 1 << 5;
 /// VIRTIO_NET_F_STATUS: the configuration space holds the link status.
@@ -47,9 +67,12 @@ const RECEIVE_QUEUE: u16 = 0;
 const TRANSMIT_QUEUE: u16 = 1;
 /// Bytes of configuration space: `mac` and `status`.
 const CONFIG_SIZE: u64 = 8;
-/// `virtio_net_hdr.flags`: the driver left the checksum to the device (needs CSUM, not
-/// offered).
+/// `virtio_net_hdr.flags`: the checksum from `csum_start` is left partial.
 const HDR_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr.gso_type` values.
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
 
 /// The host's choices for one card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +112,8 @@ pub struct NicCounters {
     /// Their bytes, without the virtio header.
     pub tx_bytes: u64,
     /// Sent chains dropped as malformed: a device-writable descriptor, or a header asking
-    /// for an offload that was not offered (gso_type, NEEDS_CSUM).
+    /// for an offload the driver did not negotiate or that does not fit the frame (a
+    /// checksum outside it, segmentation of something not TCP over IPv4/IPv6).
     pub tx_dropped_malformed: u64,
     /// Sent chains shorter than the header and an Ethernet header.
     pub tx_dropped_too_short: u64,
@@ -113,11 +137,16 @@ pub struct NicCounters {
     pub rx_dropped_bad_buffer: u64,
     /// Frames handed to the card that no card could carry (too short or too long).
     pub rx_dropped_bad_frame: u64,
+    /// Frames cut into segments for this card, whose driver did not accept them whole.
+    pub rx_segmented: u64,
+    /// Frames whose checksum was completed for this card, whose driver did not accept it
+    /// partial.
+    pub rx_checksummed: u64,
 }
 
 impl NicCounters {
     /// Every counter with its name, in a fixed order (for the console's JSON).
-    pub fn fields(&self) -> [(&'static str, u64); 14] {
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
         [
             ("tx_frames", self.tx_frames),
             ("tx_bytes", self.tx_bytes),
@@ -133,6 +162,8 @@ impl NicCounters {
             ("rx_dropped_too_small", self.rx_dropped_too_small),
             ("rx_dropped_bad_buffer", self.rx_dropped_bad_buffer),
             ("rx_dropped_bad_frame", self.rx_dropped_bad_frame),
+            ("rx_segmented", self.rx_segmented),
+            ("rx_checksummed", self.rx_checksummed),
         ]
     }
 
@@ -179,7 +210,7 @@ impl VirtioNet {
         VirtioNet {
             transport: MmioTransport::new(
                 DEVICE_ID,
-                F_MAC | F_STATUS | feature::EVENT_IDX,
+                F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS,
                 &[QUEUE_SIZE; 2],
             ),
             mac: config.mac,
@@ -248,7 +279,7 @@ impl VirtioNet {
     /// counted. If more chains wait, the queue stays notified
     /// ([`has_pending_transmits`](Self::has_pending_transmits)). A guest error puts the
     /// device into DEVICE_NEEDS_RESET; the frames taken before it are returned.
-    pub fn take_transmits(&mut self, memory: &dyn QueueMemory, max_frames: usize) -> Vec<Vec<u8>> {
+    pub fn take_transmits(&mut self, memory: &dyn QueueMemory, max_frames: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         if !self.has_pending_transmits() {
             return frames;
@@ -263,27 +294,90 @@ impl VirtioNet {
         frames
     }
 
-    /// Copies `frame` (an Ethernet frame, no virtio header) into the next receive buffer the
-    /// driver posted, behind a header that says "one buffer, nothing to do", and returns the
-    /// buffer with a used-buffer interrupt if the driver wants one. A frame that cannot be
-    /// delivered is dropped and counted; a bad buffer goes back to the driver empty.
-    pub fn receive(&mut self, memory: &dyn QueueMemory, frame: &[u8]) -> Result<(), RxDrop> {
-        let result = self.try_receive(memory, frame);
-        let counters = &mut self.counters;
+    /// Copies `frame` into the next receive buffer the driver posted, behind a header that
+    /// carries the offloads left undone, and returns the buffer with a used-buffer interrupt
+    /// if the driver wants one. An offload the driver did not accept is done here first: the
+    /// checksum completed, a TCP frame cut into segments (one buffer each). A frame that cannot
+    /// be delivered is dropped and counted (for a cut frame, from the segment that failed on);
+    /// a bad buffer goes back to the driver empty.
+    pub fn receive(&mut self, memory: &dyn QueueMemory, frame: &Frame) -> Result<(), RxDrop> {
+        let offload = frame.offload();
+        if offload == Offload::NONE || self.accepts(&offload) {
+            return self.receive_one(memory, frame.bytes(), &offload);
+        }
+        self.receivable(frame.bytes())
+            .inspect_err(|&drop| self.count_drops(drop, 1))?;
+        if offload.segmentation.is_some() && !self.accepts_segmentation(&offload) {
+            self.counters.rx_segmented += 1;
+            let mut outcome = Ok(());
+            let (delivered, count) = frame
+                .segments(|segment| {
+                    outcome = self.receive_one(memory, segment, &Offload::NONE);
+                    outcome.is_ok()
+                })
+                .unwrap_or((0, 0));
+            if let Err(drop) = outcome {
+                // The segment that failed is counted; so is every one after it.
+                self.count_drops(drop, (count - delivered - 1) as u64);
+            }
+            return outcome;
+        }
+        self.counters.rx_checksummed += 1;
+        self.receive_one(memory, &frame.with_checksum(), &Offload::NONE)
+    }
+
+    /// Delivers `frame` as it is, with `offload` in its header; counts the outcome.
+    fn receive_one(
+        &mut self,
+        memory: &dyn QueueMemory,
+        frame: &[u8],
+        offload: &Offload,
+    ) -> Result<(), RxDrop> {
+        let result = self.try_receive(memory, frame, offload);
         match result {
             Ok(()) => {
-                counters.rx_frames += 1;
-                counters.rx_bytes += frame.len() as u64;
+                self.counters.rx_frames += 1;
+                self.counters.rx_bytes += frame.len() as u64;
             }
-            Err(RxDrop::NotLive | RxDrop::LinkDown) => counters.rx_dropped_not_live += 1,
-            Err(RxDrop::BadFrame) => counters.rx_dropped_bad_frame += 1,
-            Err(RxDrop::NoBuffer) => counters.rx_dropped_no_buffer += 1,
-            Err(RxDrop::BufferTooSmall) => counters.rx_dropped_too_small += 1,
-            Err(RxDrop::BufferNotWritable | RxDrop::BufferOutsideRam | RxDrop::RingBroken(_)) => {
-                counters.rx_dropped_bad_buffer += 1
-            }
+            Err(drop) => self.count_drops(drop, 1),
         }
         result
+    }
+
+    fn count_drops(&mut self, drop: RxDrop, frames: u64) {
+        let counters = &mut self.counters;
+        let counter = match drop {
+            RxDrop::NotLive | RxDrop::LinkDown => &mut counters.rx_dropped_not_live,
+            RxDrop::BadFrame => &mut counters.rx_dropped_bad_frame,
+            RxDrop::NoBuffer => &mut counters.rx_dropped_no_buffer,
+            RxDrop::BufferTooSmall => &mut counters.rx_dropped_too_small,
+            RxDrop::BufferNotWritable | RxDrop::BufferOutsideRam | RxDrop::RingBroken(_) => {
+                &mut counters.rx_dropped_bad_buffer
+            }
+        };
+        *counter += frames;
+    }
+
+    /// Whether the driver accepted every offload `offload` leaves undone.
+    fn accepts(&self, offload: &Offload) -> bool {
+        let checksum = offload.checksum.is_none() || self.negotiated_features() & F_GUEST_CSUM != 0;
+        checksum && self.accepts_segmentation(offload)
+    }
+
+    /// Whether the driver accepted the segmentation `offload` asks for (or it asks for none).
+    fn accepts_segmentation(&self, offload: &Offload) -> bool {
+        let features = self.negotiated_features();
+        match offload.segmentation.map(|s| s.ip) {
+            None => true,
+            // A segmentation request carries a partial checksum.
+            Some(ip) => {
+                let tso = match ip {
+                    IpVersion::V4 => F_GUEST_TSO4,
+                    IpVersion::V6 => F_GUEST_TSO6,
+                };
+                features & (tso | F_GUEST_CSUM) == tso | F_GUEST_CSUM
+            }
+        }
     }
 
     /// The card's counters.
@@ -313,9 +407,10 @@ impl VirtioNet {
         &mut self,
         memory: &dyn QueueMemory,
         max_frames: usize,
-        frames: &mut Vec<Vec<u8>>,
+        frames: &mut Vec<Frame>,
     ) -> Result<bool, GuestError> {
         let link_up = self.link_up;
+        let features = self.transport.negotiated_features();
         let Some(ring) = self.transport.queue_mut(TRANSMIT_QUEUE) else {
             return Ok(false);
         };
@@ -330,7 +425,7 @@ impl VirtioNet {
             };
             taken += 1;
             ring.add_used(memory, chain.head, 0)?;
-            match read_frame(&chain, memory) {
+            match read_frame(&chain, memory, features) {
                 Ok(_) if !link_up => self.counters.tx_dropped_link_down += 1,
                 Ok(frame) => {
                     self.counters.tx_frames += 1;
@@ -351,7 +446,8 @@ impl VirtioNet {
         Ok(interrupt)
     }
 
-    fn try_receive(&mut self, memory: &dyn QueueMemory, frame: &[u8]) -> Result<(), RxDrop> {
+    /// Whether the card takes frames now, and `frame` is one a card can carry.
+    fn receivable(&self, frame: &[u8]) -> Result<(), RxDrop> {
         if !self.transport.is_live() {
             return Err(RxDrop::NotLive);
         }
@@ -361,12 +457,22 @@ impl VirtioNet {
         if frame.len() < ETHERNET_HEADER_LEN || frame.len() > MAX_FRAME_LEN {
             return Err(RxDrop::BadFrame);
         }
+        Ok(())
+    }
+
+    fn try_receive(
+        &mut self,
+        memory: &dyn QueueMemory,
+        frame: &[u8],
+        offload: &Offload,
+    ) -> Result<(), RxDrop> {
+        self.receivable(frame)?;
         let Some(ring) = self.transport.queue_mut(RECEIVE_QUEUE) else {
             return Err(RxDrop::NoBuffer);
         };
         let outcome = match ring.pop(memory, u64::MAX) {
             Ok(Some(chain)) => {
-                let written = write_frame(&chain, memory, frame);
+                let written = write_frame(&chain, memory, &receive_header(offload), frame);
                 let used_len = written.as_ref().map_or(0, |&len| len);
                 ring.add_used(memory, chain.head, used_len)
                     .and_then(|()| ring.needs_interrupt(memory))
@@ -398,8 +504,9 @@ impl VirtioNet {
     }
 }
 
-/// The frame a transmit chain carries, its header checked and stripped.
-fn read_frame(chain: &Chain, memory: &dyn QueueMemory) -> Result<Vec<u8>, TxDrop> {
+/// The frame a transmit chain carries, its header checked against the frame and the
+/// `features` the driver negotiated, and stripped.
+fn read_frame(chain: &Chain, memory: &dyn QueueMemory, features: u64) -> Result<Frame, TxDrop> {
     if chain.descriptors.iter().any(|d| d.writable) {
         return Err(TxDrop::Malformed);
     }
@@ -419,15 +526,57 @@ fn read_frame(chain: &Chain, memory: &dyn QueueMemory) -> Result<Vec<u8>, TxDrop
             return Err(TxDrop::OutsideRam);
         }
     }
-    let (flags, gso_type) = (bytes[0], bytes[1]);
-    if gso_type != 0 || flags & HDR_F_NEEDS_CSUM != 0 {
-        return Err(TxDrop::Malformed);
-    }
-    Ok(bytes.split_off(HEADER_LEN))
+    let field = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let (flags, gso_type, gso_size) = (bytes[0], bytes[1], field(4));
+    // DATA_VALID and RSC_INFO are the device's to set; a driver's are ignored.
+    let checksum = match flags & HDR_F_NEEDS_CSUM != 0 {
+        false => None,
+        true if features & F_CSUM != 0 => Some(PartialChecksum {
+            start: field(6),
+            offset: field(8),
+        }),
+        true => return Err(TxDrop::Malformed),
+    };
+    let segmentation = match gso_type {
+        GSO_NONE => None,
+        GSO_TCPV4 if features & F_HOST_TSO4 != 0 => Some((IpVersion::V4, gso_size)),
+        GSO_TCPV6 if features & F_HOST_TSO6 != 0 => Some((IpVersion::V6, gso_size)),
+        // UDP, ECN and anything else: not offered.
+        _ => return Err(TxDrop::Malformed),
+    };
+    Frame::checked(bytes.split_off(HEADER_LEN), checksum, segmentation)
+        .map_err(|_| TxDrop::Malformed)
 }
 
-/// Writes the header and `frame` into a receive chain; the bytes written.
-fn write_frame(chain: &Chain, memory: &dyn QueueMemory, frame: &[u8]) -> Result<u32, RxDrop> {
+/// The `virtio_net_hdr` in front of a received frame: the offloads left undone, one buffer.
+fn receive_header(offload: &Offload) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    if let Some(checksum) = offload.checksum {
+        header[0] = HDR_F_NEEDS_CSUM;
+        header[6..8].copy_from_slice(&checksum.start.to_le_bytes());
+        header[8..10].copy_from_slice(&checksum.offset.to_le_bytes());
+    }
+    if let Some(segmentation) = offload.segmentation {
+        header[1] = match segmentation.ip {
+            IpVersion::V4 => GSO_TCPV4,
+            IpVersion::V6 => GSO_TCPV6,
+        };
+        // Headers end well inside a 64 KiB frame.
+        header[2..4].copy_from_slice(&(segmentation.layout.payload as u16).to_le_bytes());
+        header[4..6].copy_from_slice(&segmentation.segment_size.to_le_bytes());
+    }
+    // num_buffers: without mergeable buffers, always 1.
+    header[10..].copy_from_slice(&1u16.to_le_bytes());
+    header
+}
+
+/// Writes `header` and `frame` into a receive chain; the bytes written.
+fn write_frame(
+    chain: &Chain,
+    memory: &dyn QueueMemory,
+    header: &[u8; HEADER_LEN],
+    frame: &[u8],
+) -> Result<u32, RxDrop> {
     if chain.descriptors.iter().any(|d| !d.writable) {
         return Err(RxDrop::BufferNotWritable);
     }
@@ -436,9 +585,6 @@ fn write_frame(chain: &Chain, memory: &dyn QueueMemory, frame: &[u8]) -> Result<
     if room < needed as u64 {
         return Err(RxDrop::BufferTooSmall);
     }
-    let mut header = [0u8; HEADER_LEN];
-    // num_buffers: without mergeable buffers, always 1.
-    header[10..].copy_from_slice(&1u16.to_le_bytes());
     let mut rest = [&header[..], frame];
     for &Descriptor { addr, len, .. } in &chain.descriptors {
         let mut at = addr;

@@ -6,8 +6,13 @@ use alloc::vec::Vec;
 
 use super::mmio::TransportEvent;
 use super::net::*;
+use super::net_offload::Frame;
+use super::net_offload::{IpVersion, Offload};
 use super::queue::{need_event, DESC_F_NEXT, DESC_F_WRITE};
-use super::testing::{ethernet, FakeMemory, NetGuest, NET_QUEUE, RX_BUFFER, SCRATCH};
+use super::testing::{
+    ethernet, parse_segment, tcp_frame, FakeMemory, NetGuest, ACK, NET_QUEUE, PSH, RX_BUFFER,
+    SCRATCH,
+};
 use super::{feature, interrupt, status, GuestError};
 use crate::devices::device::{Device, DeviceId, Effect, Register};
 
@@ -24,11 +29,14 @@ fn plain() -> u64 {
 }
 
 #[test]
-fn offers_mac_status_and_event_idx_only() {
+fn offers_mac_status_event_idx_and_offloads_only() {
     let mut g = NetGuest::new(MAC);
     assert_eq!(g.r(0x008), DEVICE_ID);
     g.w(0x014, 0);
-    assert_eq!(u64::from(g.r(0x010)), F_MAC | F_STATUS | feature::EVENT_IDX);
+    assert_eq!(
+        u64::from(g.r(0x010)),
+        F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS
+    );
     g.w(0x014, 1);
     assert_eq!(g.r(0x010), 1, "VERSION_1");
     for q in 0..2 {
@@ -103,14 +111,14 @@ fn transmit_and_receive_round_trip() {
     g.send(&sent);
     assert!(g.nic.has_pending_transmits());
     let frames = g.nic.take_transmits(&g.mem, 16);
-    assert_eq!(frames, core::slice::from_ref(&sent));
+    assert_eq!(frames, [Frame::plain(&sent)]);
     assert!(!g.nic.has_pending_transmits());
     assert_eq!(g.tx.take_used(&g.mem), [(0, 0)]);
     assert_eq!(g.r(0x060), interrupt::USED_BUFFER);
     g.w(0x064, interrupt::USED_BUFFER);
 
     let incoming = ethernet(MAC, PEER, b"hello, partition");
-    assert_eq!(g.nic.receive(&g.mem, &incoming), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&incoming)), Ok(()));
     assert!(g.nic.interrupt_asserted());
     assert_eq!(g.received(), core::slice::from_ref(&incoming));
     let c = g.nic.counters();
@@ -133,17 +141,14 @@ fn header_and_frame_may_be_split_across_descriptors() {
     g.tx.put_desc(&g.mem, 2, SCRATCH + 0x200, 40, 0, 0);
     g.tx.make_available(&g.mem, 5);
     g.w(0x050, 1);
-    assert_eq!(
-        g.nic.take_transmits(&g.mem, 1),
-        core::slice::from_ref(&sent)
-    );
+    assert_eq!(g.nic.take_transmits(&g.mem, 1), [Frame::plain(&sent)]);
     assert_eq!(g.tx.take_used(&g.mem), [(5, 0)]);
     // Receive: a 5-byte descriptor then a big one.
     let rx = SCRATCH + 0x1000;
     g.rx.put_desc(&g.mem, 0, rx, 5, DESC_F_WRITE | DESC_F_NEXT, 1);
     g.rx.put_desc(&g.mem, 1, rx + 0x100, 1000, DESC_F_WRITE, 0);
     g.rx.make_available(&g.mem, 0);
-    assert_eq!(g.nic.receive(&g.mem, &sent), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&sent)), Ok(()));
     let len = HEADER_LEN + sent.len();
     assert_eq!(g.rx.take_used(&g.mem), [(0, len as u32)]);
     let mut got = g.mem.bytes(rx, 5);
@@ -159,7 +164,7 @@ fn no_interrupt_flag_is_honoured_without_event_idx() {
     g.rx.set_avail_flags(&g.mem, 1);
     g.send(&frame(60));
     assert_eq!(g.nic.take_transmits(&g.mem, 8).len(), 1);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
     assert!(!g.nic.interrupt_asserted());
     // And avail_event stays untouched.
     assert_eq!(g.tx.avail_event(&g.mem), 0);
@@ -205,10 +210,10 @@ fn used_event_suppresses_interrupts_with_event_idx() {
     g.w(0x064, interrupt::USED_BUFFER);
     // Receive: used_event far ahead suppresses.
     g.rx.set_used_event(&g.mem, 100);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
     assert!(!g.nic.interrupt_asserted());
     g.rx.set_used_event(&g.mem, 1);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
     assert!(g.nic.interrupt_asserted());
 }
 
@@ -222,12 +227,18 @@ fn avail_event_is_written_with_event_idx() {
     assert_eq!(g.nic.take_transmits(&g.mem, 64).len(), 3);
     assert_eq!(g.tx.avail_event(&g.mem), 3, "notify me at the next entry");
     // The receive ring, empty, asks to hear of the next buffer.
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NoBuffer));
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::NoBuffer)
+    );
     assert_eq!(g.rx.avail_event(&g.mem), 0);
     g.post_rx(2);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Ok(()));
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NoBuffer));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::NoBuffer)
+    );
     assert_eq!(g.rx.avail_event(&g.mem), 2);
 }
 
@@ -286,10 +297,16 @@ fn notifications_map_to_effects() {
 #[test]
 fn link_down_and_not_live_drop_frames() {
     let mut g = NetGuest::new(MAC);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NotLive));
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::NotLive)
+    );
     let mut g = NetGuest::running(MAC, plain(), 4);
     g.nic.set_link(false);
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::LinkDown));
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::LinkDown)
+    );
     g.send(&frame(60));
     assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
     assert_eq!(
@@ -299,11 +316,18 @@ fn link_down_and_not_live_drop_frames() {
     );
     let c = g.nic.counters();
     assert_eq!((c.rx_dropped_not_live, c.tx_dropped_link_down), (1, 1));
-    assert_eq!(g.nic.receive(&g.mem, &[0; 13]), Err(RxDrop::LinkDown));
-    g.nic.set_link(true);
-    assert_eq!(g.nic.receive(&g.mem, &[0; 13]), Err(RxDrop::BadFrame));
     assert_eq!(
-        g.nic.receive(&g.mem, &vec![0; MAX_FRAME_LEN + 1]),
+        g.nic.receive(&g.mem, &Frame::plain(&[0; 13])),
+        Err(RxDrop::LinkDown)
+    );
+    g.nic.set_link(true);
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&[0; 13])),
+        Err(RxDrop::BadFrame)
+    );
+    assert_eq!(
+        g.nic
+            .receive(&g.mem, &Frame::plain(&vec![0; MAX_FRAME_LEN + 1])),
         Err(RxDrop::BadFrame)
     );
     assert_eq!(g.nic.counters().rx_dropped_bad_frame, 2);
@@ -311,7 +335,7 @@ fn link_down_and_not_live_drop_frames() {
 }
 
 /// A running card whose transmit descriptor 0 `set_up` builds; offered and taken.
-fn transmit_hostile(set_up: impl FnOnce(&NetGuest)) -> (NetGuest, Vec<Vec<u8>>) {
+fn transmit_hostile(set_up: impl FnOnce(&NetGuest)) -> (NetGuest, Vec<Frame>) {
     let mut g = NetGuest::running(MAC, plain(), 0);
     set_up(&g);
     g.tx.make_available(&g.mem, 0);
@@ -321,7 +345,7 @@ fn transmit_hostile(set_up: impl FnOnce(&NetGuest)) -> (NetGuest, Vec<Vec<u8>>) 
 }
 
 /// The frame was dropped and counted, the chain returned empty, the device still fine.
-fn assert_tx_dropped((mut g, frames): (NetGuest, Vec<Vec<u8>>), counter: fn(&NicCounters) -> u64) {
+fn assert_tx_dropped((mut g, frames): (NetGuest, Vec<Frame>), counter: fn(&NicCounters) -> u64) {
     assert!(frames.is_empty());
     assert_eq!(counter(&g.nic.counters()), 1);
     assert_eq!(g.nic.counters().tx_dropped(), 1);
@@ -414,7 +438,7 @@ fn receive_hostile(set_up: impl FnOnce(&NetGuest), frame: &[u8]) -> (NetGuest, R
     let mut g = NetGuest::running(MAC, plain(), 0);
     set_up(&g);
     g.rx.make_available(&g.mem, 0);
-    let result = g.nic.receive(&g.mem, frame);
+    let result = g.nic.receive(&g.mem, &Frame::plain(frame));
     (g, result)
 }
 
@@ -459,7 +483,7 @@ fn bad_receive_buffers_are_returned_empty() {
         assert_eq!(g.rx.take_used(&g.mem), [(0, 0)]);
         assert_eq!(g.nic.guest_error(), None);
         g.post_rx(1);
-        assert_eq!(g.nic.receive(&g.mem, &f), Ok(()));
+        assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&f)), Ok(()));
         assert_eq!(g.received(), core::slice::from_ref(&f));
     }
     // Exactly big enough is enough.
@@ -475,7 +499,10 @@ fn assert_needs_reset(g: &mut NetGuest, error: GuestError) {
     assert_ne!(g.r(0x070) & status::DEVICE_NEEDS_RESET, 0);
     assert_ne!(g.r(0x060) & interrupt::CONFIG_CHANGE, 0);
     // No more work until the driver resets: frames are dropped, kicks ignored.
-    assert_eq!(g.nic.receive(&g.mem, &frame(60)), Err(RxDrop::NotLive));
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::NotLive)
+    );
     g.send(&frame(60));
     assert!(g.nic.take_transmits(&g.mem, 8).is_empty());
     g.w(0x070, 0);
@@ -500,7 +527,7 @@ fn broken_rings_need_a_reset() {
     let mut g = NetGuest::running(MAC, plain(), 0);
     g.rx.make_available(&g.mem, 999);
     assert_eq!(
-        g.nic.receive(&g.mem, &frame(60)),
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
         Err(RxDrop::RingBroken(GuestError::DescriptorIndex {
             index: 999
         }))
@@ -545,7 +572,7 @@ fn rings_outside_ram_need_a_reset() {
     g.nic.set_link(true);
     g.post_rx(1);
     assert!(matches!(
-        g.nic.receive(&g.mem, &frame(60)),
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
         Err(RxDrop::RingBroken(GuestError::BadAddress { .. }))
     ));
 }
@@ -588,4 +615,186 @@ fn counters_list_every_field_once() {
     names.dedup();
     assert_eq!(names.len(), fields.len());
     assert!(fields.iter().all(|(_, value)| *value == 0));
+}
+
+/// A TCP/IPv4 frame with `payload` bytes as Linux sends one with TSO, its `virtio_net_hdr`
+/// (NEEDS_CSUM on the TCP checksum, GSO_TCPV4 with a 1,448-byte MSS) and its IP header's
+/// offset.
+fn tso_frame(payload: usize, gso_type: u8) -> (Vec<u8>, [u8; HEADER_LEN], usize) {
+    let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+    let (frame, network) = tcp_frame(false, false, 12, PSH | ACK, &data);
+    let transport = (network + 20) as u16;
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = 1;
+    header[1] = gso_type;
+    header[2..4].copy_from_slice(&(transport + 32).to_le_bytes());
+    header[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    header[6..8].copy_from_slice(&transport.to_le_bytes());
+    header[8..10].copy_from_slice(&16u16.to_le_bytes());
+    (frame, header, network)
+}
+
+/// A card that accepted `accept` sends `frame` behind `header` (one descriptor at SCRATCH).
+fn send_with_header(accept: u64, header: [u8; HEADER_LEN], frame: &[u8]) -> (NetGuest, Vec<Frame>) {
+    let mut g = NetGuest::running(MAC, accept, 0);
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(frame);
+    g.mem.put(SCRATCH, &bytes);
+    g.tx.put_desc(&g.mem, 0, SCRATCH, bytes.len() as u32, 0, 0);
+    g.tx.make_available(&g.mem, 0);
+    g.w(0x050, 1);
+    let frames = g.nic.take_transmits(&g.mem, 8);
+    (g, frames)
+}
+
+/// A receiver that accepted `accept`, with one 64 KiB receive buffer at SCRATCH.
+fn big_buffer_receiver(accept: u64) -> NetGuest {
+    let mut g = NetGuest::running(PEER, accept, 0);
+    g.rx.put_desc(
+        &g.mem,
+        0,
+        SCRATCH,
+        (HEADER_LEN + MAX_FRAME_LEN) as u32,
+        DESC_F_WRITE,
+        0,
+    );
+    g.rx.make_available(&g.mem, 0);
+    g
+}
+
+#[test]
+fn tso_frames_cross_whole_between_drivers_that_accept_them() {
+    let (frame, header, _) = tso_frame(20_000, 1);
+    let (sender, frames) = send_with_header(NetGuest::linux_features(), header, &frame);
+    assert_eq!(sender.nic.counters().tx_dropped(), 0);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].bytes(), &frame[..]);
+    let segmentation = frames[0].offload().segmentation.expect("a TSO frame");
+    assert_eq!(
+        (segmentation.ip, segmentation.segment_size),
+        (IpVersion::V4, 1448)
+    );
+
+    let mut receiver = big_buffer_receiver(NetGuest::linux_features());
+    assert_eq!(receiver.nic.receive(&receiver.mem, &frames[0]), Ok(()));
+    let len = HEADER_LEN + frame.len();
+    assert_eq!(receiver.rx.take_used(&receiver.mem), [(0, len as u32)]);
+    let got = receiver.mem.bytes(SCRATCH, len);
+    // The sender's header, as it was, with num_buffers 1.
+    let mut expected = header;
+    expected[10] = 1;
+    assert_eq!(got[..HEADER_LEN], expected);
+    assert_eq!(got[HEADER_LEN..], frame[..]);
+    let c = receiver.nic.counters();
+    assert_eq!((c.rx_frames, c.rx_segmented, c.rx_checksummed), (1, 0, 0));
+}
+
+#[test]
+fn a_receiver_without_offloads_gets_finished_segments() {
+    let (frame, header, network) = tso_frame(5_000, 1);
+    let (_, frames) = send_with_header(NetGuest::linux_features(), header, &frame);
+    // No offloads at all, or the checksum but no TSO: cut in software, one buffer each.
+    for accept in [plain(), plain() | F_GUEST_CSUM, plain() | F_GUEST_TSO4] {
+        let mut receiver = NetGuest::running(PEER, accept, NET_QUEUE);
+        assert_eq!(receiver.nic.receive(&receiver.mem, &frames[0]), Ok(()));
+        let segments = receiver.received();
+        assert_eq!(segments.len(), 4, "5,000 bytes at 1,448 a segment");
+        let payload: Vec<u8> = segments
+            .iter()
+            .flat_map(|s| parse_segment(s, network, false).payload)
+            .collect();
+        assert_eq!(payload[..], frame[network + 20 + 32..]);
+        let c = receiver.nic.counters();
+        assert_eq!((c.rx_frames, c.rx_segmented, c.rx_dropped()), (4, 1, 0));
+    }
+}
+
+#[test]
+fn a_partial_checksum_goes_through_or_is_completed() {
+    let (frame, mut header, network) = tso_frame(600, 1);
+    header[1] = 0;
+    let (_, frames) = send_with_header(plain() | F_CSUM, header, &frame);
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].offload().checksum.is_some());
+    // A driver that accepts partial checksums gets the frame as it was sent.
+    let mut receiver = big_buffer_receiver(plain() | F_GUEST_CSUM);
+    assert_eq!(receiver.nic.receive(&receiver.mem, &frames[0]), Ok(()));
+    let got = receiver.mem.bytes(SCRATCH, HEADER_LEN + frame.len());
+    assert_eq!(got[0], 1, "NEEDS_CSUM");
+    assert_eq!(got[6..10], header[6..10], "csum_start, csum_offset");
+    assert_eq!(got[HEADER_LEN..], frame[..]);
+    // One that does not gets it complete.
+    let mut receiver = NetGuest::running(PEER, plain(), 2);
+    assert_eq!(receiver.nic.receive(&receiver.mem, &frames[0]), Ok(()));
+    let received = receiver.received();
+    assert_eq!(
+        parse_segment(&received[0], network, false).payload.len(),
+        600
+    );
+    assert_eq!(receiver.nic.counters().rx_checksummed, 1);
+}
+
+#[test]
+fn a_cut_frame_that_runs_out_of_buffers_counts_every_lost_segment() {
+    let (frame, header, _) = tso_frame(5 * 1448, 1);
+    let (_, frames) = send_with_header(NetGuest::linux_features(), header, &frame);
+    let mut receiver = NetGuest::running(PEER, plain(), 2);
+    assert_eq!(
+        receiver.nic.receive(&receiver.mem, &frames[0]),
+        Err(RxDrop::NoBuffer)
+    );
+    assert_eq!(receiver.received().len(), 2);
+    let c = receiver.nic.counters();
+    assert_eq!((c.rx_frames, c.rx_dropped_no_buffer), (2, 3));
+    // A receiver that is not running loses the frame once, before any cutting.
+    let mut stopped = NetGuest::running(PEER, plain(), 2);
+    stopped.nic.set_link(false);
+    assert_eq!(
+        stopped.nic.receive(&stopped.mem, &frames[0]),
+        Err(RxDrop::LinkDown)
+    );
+    let c = stopped.nic.counters();
+    assert_eq!((c.rx_dropped_not_live, c.rx_segmented), (1, 0));
+}
+
+#[test]
+fn offload_requests_the_driver_did_not_negotiate_or_that_lie_are_dropped() {
+    let (frame, header, _) = tso_frame(3_000, 1);
+    let malformed = |accept: u64, header: [u8; HEADER_LEN], frame: &[u8]| {
+        let (g, frames) = send_with_header(accept, header, frame);
+        assert!(frames.is_empty());
+        assert_eq!(g.nic.counters().tx_dropped_malformed, 1);
+        assert_eq!(g.nic.guest_error(), None);
+    };
+    // TSO without HOST_TSO4, a checksum without CSUM.
+    malformed(plain() | F_CSUM | F_HOST_TSO6, header, &frame);
+    let mut checksum_only = header;
+    checksum_only[1] = 0;
+    malformed(plain() | F_HOST_TSO4, checksum_only, &frame);
+    // UDP, UDP_L4, ECN and unknown segmentation types are never offered.
+    for gso_type in [3, 5, 0x81, 0x7F] {
+        let mut forged = header;
+        forged[1] = gso_type;
+        malformed(NetGuest::linux_features(), forged, &frame);
+    }
+    // IPv6 segmentation of an IPv4 frame; a checksum field past the end; no checksum.
+    let mut wrong_ip = header;
+    wrong_ip[1] = 4;
+    malformed(NetGuest::linux_features(), wrong_ip, &frame);
+    let mut outside = header;
+    outside[8..10].copy_from_slice(&u16::MAX.to_le_bytes());
+    malformed(NetGuest::linux_features(), outside, &frame);
+    let mut no_checksum = header;
+    no_checksum[0] = 0;
+    malformed(NetGuest::linux_features(), no_checksum, &frame);
+    // A driver's DATA_VALID is ignored: the frame goes.
+    let mut data_valid = header;
+    data_valid[0] |= 2;
+    let (_, frames) = send_with_header(NetGuest::linux_features(), data_valid, &frame);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(
+        frames[0].offload().segmentation.map(|s| s.segment_size),
+        Some(1448)
+    );
+    assert_ne!(frames[0].offload(), Offload::NONE);
 }
