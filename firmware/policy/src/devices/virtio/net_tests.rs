@@ -39,9 +39,9 @@ fn offers_mac_status_event_idx_and_offloads_only() {
     );
     g.w(0x014, 1);
     assert_eq!(g.r(0x010), 1, "VERSION_1");
-    for q in 0..2 {
+    for (q, size) in [(0, RX_QUEUE_SIZE), (1, TX_QUEUE_SIZE)] {
         g.w(0x030, q);
-        assert_eq!(g.r(0x034), u32::from(QUEUE_SIZE));
+        assert_eq!(g.r(0x034), u32::from(size));
     }
     g.w(0x030, 2);
     assert_eq!(g.r(0x034), 0, "no control queue");
