@@ -638,6 +638,14 @@ fn io_round_trips(looper: &std::path::Path) -> Result<()> {
             "io-loop per exit by stage ({backend}, profiled): {}",
             stages.join(", ")
         );
+        // Every heap allocation during the passes, on any CPU (the others wait): must be 0.
+        let allocations = profile["allocations"]
+            .as_u64()
+            .with_context(|| format!("{backend}: exit_profile has no allocations"))?;
+        println!(
+            "io-loop heap allocations per exit ({backend}, profiled): {} ({allocations} in {passes} passes; target 0)",
+            allocations as f64 / passes as f64
+        );
     }
     println!();
     Ok(())

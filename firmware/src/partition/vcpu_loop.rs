@@ -22,6 +22,7 @@ use numavisor_policy::partition::memory_sync::MemoryView;
 use super::memory_sync;
 use super::{build, poll_console_input, stop_or_restart, Hypervisor, Partition};
 use crate::platform::cpu::{apic, tsc};
+use crate::platform::heap;
 use crate::virt::{Active, ActiveVcpu};
 
 /// The backend's vCPU.
@@ -211,6 +212,11 @@ fn run_epoch(
     let mut resume_at_once = false;
     loop {
         profile.start(tsc::now);
+        let allocations = if profile.enabled() {
+            heap::allocations()
+        } else {
+            0
+        };
         if !resume_at_once {
             if partition.control.stop_requested() {
                 record_exits(partition, &mut exits);
@@ -307,6 +313,9 @@ fn run_epoch(
         machine.take_touched();
         let next = exit::handle(cpu, &mut context, &machine, exit, guest_now());
         profile.mark(Stage::Handle, tsc::now);
+        if profile.enabled() {
+            profile.count_allocations(allocations, heap::allocations());
+        }
         resume_at_once = next == Next::Resume
             && quiet_exit(&exit)
             && !machine.take_touched()

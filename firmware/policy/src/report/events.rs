@@ -468,11 +468,13 @@ pub fn all_stopped(health: HostHealth) -> String {
 pub fn exit_profile(profile: &crate::vmm::exit_profile::ExitProfile) -> String {
     use crate::vmm::exit_profile::Stage;
     event("exit_profile", |o| {
-        o.u64("passes", profile.passes).object("ticks", |o| {
-            for stage in Stage::ALL {
-                o.u64(stage.name(), profile.ticks[stage as usize]);
-            }
-        });
+        o.u64("passes", profile.passes)
+            .u64("allocations", profile.allocations)
+            .object("ticks", |o| {
+                for stage in Stage::ALL {
+                    o.u64(stage.name(), profile.ticks[stage as usize]);
+                }
+            });
     })
 }
 

@@ -58,6 +58,9 @@ pub struct ExitProfile {
     pub ticks: [u64; Stage::ALL.len()],
     /// Passes through the loop that reached the guest.
     pub passes: u64,
+    /// Heap allocations made while those passes ran, from the start of a pass to the end of
+    /// its handler ([`ExitProfile::count_allocations`]). The exit path should make none.
+    pub allocations: u64,
 }
 
 impl ExitProfile {
@@ -68,6 +71,7 @@ impl ExitProfile {
             last: 0,
             ticks: [0; Stage::ALL.len()],
             passes: 0,
+            allocations: 0,
         }
     }
 
@@ -95,12 +99,21 @@ impl ExitProfile {
         }
     }
 
+    /// Adds the heap's allocations between two readings of its counter (`before` at a pass's
+    /// start, `after` at its handler's end) when recording.
+    pub fn count_allocations(&mut self, before: u64, after: u64) {
+        if self.enabled {
+            self.allocations += after.wrapping_sub(before);
+        }
+    }
+
     /// Adds `other`'s sums to this one.
     pub fn add(&mut self, other: &ExitProfile) {
         for (sum, ticks) in self.ticks.iter_mut().zip(other.ticks) {
             *sum += ticks;
         }
         self.passes += other.passes;
+        self.allocations += other.allocations;
     }
 }
 
@@ -122,6 +135,8 @@ mod tests {
         }
         assert_eq!(on.ticks, [5, 1, 3, 4, 50, 2, 20]);
         assert_eq!(on.passes, 1);
+        on.count_allocations(7, 9);
+        assert_eq!(on.allocations, 2);
         let mut off = ExitProfile::new(false);
         off.start(|| panic!("the TSC is not read when off"));
         off.mark(Stage::Run, || panic!("the TSC is not read when off"));
@@ -131,6 +146,9 @@ mod tests {
         sum.add(&on);
         assert_eq!(sum.ticks[Stage::Run as usize], 100);
         assert_eq!(sum.passes, 2);
+        assert_eq!(sum.allocations, 4);
+        off.count_allocations(0, 5);
+        assert_eq!(off.allocations, 0);
         assert_eq!(Stage::Handle.name(), "handle");
     }
 }
