@@ -265,4 +265,9 @@ impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory {
     fn read_u64(&self, gpa: u64) -> Option<u64> {
         GuestMemory::read_u64(self, gpa)
     }
+
+    // One lookup per piece of an instruction rather than one per byte.
+    fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        GuestMemory::read(self, gpa, buf)
+    }
 }

@@ -30,6 +30,21 @@ pub trait GuestPhysical {
         Some(value)
     }
 
+    /// Fills `buf` from `gpa` if every byte is guest RAM (byte by byte unless overridden);
+    /// false, with `buf` in an unspecified state, otherwise.
+    fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        for (index, slot) in buf.iter_mut().enumerate() {
+            match gpa
+                .checked_add(index as u64)
+                .and_then(|at| self.read_u8(at))
+            {
+                Some(byte) => *slot = byte,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// The little-endian 64-bit value at `gpa` (byte by byte unless overridden).
     fn read_u64(&self, gpa: u64) -> Option<u64> {
         let mut value = 0u64;
@@ -210,32 +225,38 @@ pub fn fetch_instruction(
     rip_linear: u64,
     buffer: &mut [u8; 15],
 ) -> Result<usize, WalkError> {
-    let mut page_gpa = None;
     let mut count = 0;
     let mut failure = None;
-    for (offset, slot) in buffer.iter_mut().enumerate() {
-        let Some(linear) = rip_linear.checked_add(offset as u64) else {
+    // Page by page (an instruction spans at most two): one translation each, and the bytes
+    // read in one go where the whole piece is RAM, byte by byte (to the first that is not)
+    // otherwise.
+    while count < buffer.len() {
+        let Some(linear) = rip_linear.checked_add(count as u64) else {
             break;
         };
-        if offset == 0 || linear & 0xFFF == 0 {
-            match translate(memory, paging, linear) {
-                Ok(gpa) => page_gpa = Some(gpa & !0xFFF),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-        }
-        let Some(page) = page_gpa else { break };
-        let gpa = page | (linear & 0xFFF);
-        match memory.read_u8(gpa) {
-            Some(byte) => *slot = byte,
-            None => {
-                failure = Some(WalkError::NotGuestRam { gpa });
+        let gpa = match translate(memory, paging, linear) {
+            Ok(gpa) => gpa,
+            Err(error) => {
+                failure = Some(error);
                 break;
             }
+        };
+        let in_page = (0x1000 - (linear & 0xFFF)) as usize;
+        // The linear space may end before the page does.
+        let in_space = usize::try_from(u64::MAX - linear).map_or(usize::MAX, |n| n + 1);
+        let piece = &mut buffer[count..][..in_page.min(in_space).min(15 - count)];
+        if memory.read_bytes(gpa, piece) {
+            count += piece.len();
+            continue;
         }
-        count += 1;
+        let readable = (0..piece.len())
+            .map_while(|i| memory.read_u8(gpa + i as u64).map(|byte| piece[i] = byte))
+            .count();
+        count += readable;
+        failure = Some(WalkError::NotGuestRam {
+            gpa: gpa + readable as u64,
+        });
+        break;
     }
     match (count, failure) {
         (0, Some(error)) => Err(error),

@@ -84,6 +84,17 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
             report!("{{\"event\":\"io_loop\",\"exits\":{count}}}");
             exit(SUCCESS)
         }
+        "eoi-loop" => {
+            // Benchmark: `count=` xAPIC EOI writes (MMIO, as Linux's xAPIC driver makes them),
+            // each one a nested page fault the hypervisor decodes; none in service, so each
+            // changes nothing.
+            let count = option("count").and_then(parse_number).unwrap_or(100_000);
+            for _ in 0..count {
+                crate::hw::mmio_write(crate::hw::XAPIC + 0xB0, 0);
+            }
+            report!("{{\"event\":\"eoi_loop\",\"exits\":{count}}}");
+            exit(SUCCESS)
+        }
         "cpuid-loop" => {
             // Benchmark: `count=` CPUIDs (leaf 0), each one a VM exit.
             let count = option("count").and_then(parse_number).unwrap_or(100_000);
@@ -132,7 +143,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         }
         other => {
             let message = alloc::format!(
-                "unknown mode {other:?} (report, probe, io-loop, cpuid-loop, timer-loop, hostile, hypercalls, fill, watch, spin, exception)"
+                "unknown mode {other:?} (report, probe, io-loop, eoi-loop, cpuid-loop, timer-loop, hostile, hypercalls, fill, watch, spin, exception)"
             );
             report!("{{\"event\":\"start\",\"error\":{}}}", Json(message));
             exit(FAILURE)
