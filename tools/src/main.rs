@@ -560,6 +560,7 @@ fn bench(names: &[String]) -> Result<()> {
     println!();
     io_round_trips(&looper)?;
     cpuid_round_trips()?;
+    eoi_round_trips()?;
     bench_balloon::run()?;
     bench_linux::run()?;
     bench_network::run()
@@ -656,6 +657,15 @@ fn io_round_trips(looper: &std::path::Path) -> Result<()> {
 fn cpuid_round_trips() -> Result<()> {
     let looper = image::build_with_layout(&paths::layouts_dir().join("cpuid-loop.toml"))?;
     round_trips("CPUID", &looper)?;
+    println!();
+    Ok(())
+}
+
+/// Instructions per xAPIC EOI write (`layouts/eoi-loop.toml`), an MMIO exit whose instruction
+/// is fetched and decoded, on SVM under `-icount shift=0` and on VMX under Bochs.
+fn eoi_round_trips() -> Result<()> {
+    let looper = image::build_with_layout(&paths::layouts_dir().join("eoi-loop.toml"))?;
+    round_trips("xAPIC EOI (MMIO)", &looper)?;
     println!();
     Ok(())
 }

@@ -326,7 +326,7 @@ fn s_nmis_wait_for_the_handlers_iret_and_merge() {
 #[test]
 fn t_the_common_exits_stay_within_their_instruction_budget() {
     let icount = || vec!["-icount".to_string(), "shift=0".to_string()];
-    for (layout, budget) in [("io-loop", 650), ("cpuid-loop", 890)] {
+    for (layout, budget) in [("io-loop", 650), ("cpuid-loop", 890), ("eoi-loop", 3_000)] {
         let boot = Boot::run_with_qemu_args(layout, "two-nodes", 120, icount(), "", |_| {
             tools::qemu::Reply::Continue
         });

@@ -152,6 +152,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A real TCP frame with a few bytes changed (lengths, header lengths, versions, flags)
+    /// and a request near the right one: refused, or cut without a panic, every segment no
+    /// longer than the frame.
+    #[test]
+    fn damaged_tcp_frames_never_panic(
+        v6 in any::<bool>(),
+        vlan in any::<bool>(),
+        len in 0usize..3_000,
+        damage in proptest::collection::vec((0usize..120, any::<u8>()), 0..6),
+        start_shift in -4i32..=4,
+        size in 0u16..=2_000,
+        cut_to in any::<proptest::sample::Index>(),
+    ) {
+        let (mut bytes, network) = tcp_frame(v6, vlan, 0, ACK, &vec![0x42; len]);
+        for (at, value) in damage {
+            if let Some(byte) = bytes.get_mut(at) {
+                *byte = value;
+            }
+        }
+        let keep = cut_to.index(bytes.len() + 1);
+        bytes.truncate(keep.max(bytes.len() / 2));
+        let transport = network + if v6 { 40 } else { 20 };
+        let start = (transport as i32 + start_shift).max(0) as usize;
+        let ip = if v6 { IpVersion::V6 } else { IpVersion::V4 };
+        if let Ok(frame) = Frame::checked(bytes, partial(start), Some((ip, size))) {
+            let mut longest = 0;
+            let (accepted, count) = frame.segments(|s| {
+                longest = longest.max(s.len());
+                true
+            }).unwrap();
+            prop_assert_eq!(accepted, count);
+            prop_assert!(longest <= frame.len());
+        }
+    }
+}
+
 #[test]
 fn the_receiver_can_stop_the_cut() {
     let (bytes, network) = tcp_frame(false, false, 0, ACK, &[0x55; 5000]);
