@@ -6,9 +6,9 @@
 //! TCP segmentation offloads both ways (CSUM, HOST_TSO4/6 for what the guest sends;
 //! GUEST_CSUM, GUEST_TSO4/6 for what it receives): a TCP stream crosses the switch in frames
 //! of up to 64 KiB, and a receiver whose driver did not accept an offload gets the frame
-//! finished in software ([`net_offload`](super::net_offload)). No mergeable receive buffers:
-//! every frame is one Ethernet frame behind a 12-byte `virtio_net_hdr` (§5.1.6) in one
-//! descriptor chain (Linux then posts 64 KiB "big packet" buffers). The configuration space
+//! finished in software ([`net_offload`](super::net_offload)); and MRG_RXBUF: a received
+//! frame, behind its 12-byte `virtio_net_hdr` (§5.1.6), fills as many receive buffers as it
+//! needs (all or none of them), so the driver posts small ones. The configuration space
 //! (§5.1.4) is `mac[6]` then `status` (le16); reads of 1, 2 or 4 bytes, naturally aligned and
 //! inside it, answer, others read 0; writes are ignored.
 //!
@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 
 use super::mmio::{read_config, MmioTransport, TransportEvent, CONFIG_OFFSET};
 use super::net_offload::{Frame, IpVersion, Offload, PartialChecksum};
-use super::queue::{Chain, Descriptor};
+use super::queue::{Chain, Descriptor, SplitQueue};
 use super::{feature, interrupt, GuestError, QueueMemory};
 use crate::devices::device::{Device, DeviceId, Effect, Register};
 
@@ -43,6 +43,9 @@ pub const F_GUEST_TSO6: u64 = 1 << 8;
 pub const F_HOST_TSO4: u64 = 1 << 11;
 /// VIRTIO_NET_F_HOST_TSO6: the device segments TCP/IPv6 frames the driver sends.
 pub const F_HOST_TSO6: u64 = 1 << 12;
+/// VIRTIO_NET_F_MRG_RXBUF: a received frame may fill several receive buffers, their number in
+/// the first one's `num_buffers`.
+pub const F_MRG_RXBUF: u64 = 1 << 15;
 /// Every offload feature offered.
 pub const F_OFFLOADS: u64 =
     F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_HOST_TSO4 | F_HOST_TSO6;
@@ -52,10 +55,10 @@ pub const F_MAC: u64 = 1 << 5;
 pub const F_STATUS: u64 = 1 << 16;
 /// VIRTIO_NET_S_LINK_UP in the `status` field.
 pub const S_LINK_UP: u16 = 1;
-/// QueueNumMax of the receive queue. With the TSO offloads Linux posts 64 KiB receive buffers
-/// of 19 descriptors each (no mergeable buffers, no indirect descriptors): 1,024 entries make
-/// 53 of them, enough for a TCP window in flight; 256 made 13, and a burst beyond them was
-/// dropped and retransmitted.
+/// QueueNumMax of the receive queue: room for a TCP window in flight. With mergeable buffers
+/// Linux posts one small buffer per entry; a driver that accepts TSO without them posts 64 KiB
+/// buffers of 19 descriptors each (no indirect descriptors), 53 in 1,024 entries (13 in 256,
+/// where bursts were dropped and retransmitted).
 pub const RX_QUEUE_SIZE: u16 = 1024;
 /// QueueNumMax of the transmit queue.
 pub const TX_QUEUE_SIZE: u16 = 256;
@@ -215,7 +218,7 @@ impl VirtioNet {
         VirtioNet {
             transport: MmioTransport::new(
                 DEVICE_ID,
-                F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS,
+                F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS | F_MRG_RXBUF,
                 &[RX_QUEUE_SIZE, TX_QUEUE_SIZE],
             ),
             mac: config.mac,
@@ -472,20 +475,30 @@ impl VirtioNet {
         offload: &Offload,
     ) -> Result<(), RxDrop> {
         self.receivable(frame)?;
+        let mergeable = self.negotiated_features() & F_MRG_RXBUF != 0;
         let Some(ring) = self.transport.queue_mut(RECEIVE_QUEUE) else {
             return Err(RxDrop::NoBuffer);
         };
-        let outcome = match ring.pop(memory, u64::MAX) {
-            Ok(Some(chain)) => {
-                let written = write_frame(&chain, memory, &receive_header(offload), frame);
-                let used_len = written.as_ref().map_or(0, |&len| len);
-                ring.add_used(memory, chain.head, used_len)
-                    .and_then(|()| ring.needs_interrupt(memory))
-                    .map(|interrupt| (interrupt, written.map(|_| ())))
+        let needed = (HEADER_LEN + frame.len()) as u64;
+        let outcome = take_buffers(ring, memory, needed, mergeable).and_then(|chains| {
+            if chains.is_empty() {
+                return Ok((false, Err(RxDrop::NoBuffer)));
             }
-            Ok(None) => return Err(RxDrop::NoBuffer),
-            Err(error) => Err(error),
-        };
+            // Bounded by the queue size (1,024).
+            let header = receive_header(offload, chains.len() as u16);
+            let written = write_frame(&chains, memory, &header, frame);
+            let used: Vec<(u16, u32)> = match &written {
+                Ok(lengths) => chains
+                    .iter()
+                    .map(|c| c.head)
+                    .zip(lengths.iter().copied())
+                    .collect(),
+                Err(_) => chains.iter().map(|c| (c.head, 0)).collect(),
+            };
+            ring.add_used_together(memory, &used)?;
+            let interrupt = ring.needs_interrupt(memory)?;
+            Ok((interrupt, written.map(|_| ())))
+        });
         match outcome {
             Ok((interrupt, delivered)) => {
                 if interrupt {
@@ -553,8 +566,46 @@ fn read_frame(chain: &Chain, memory: &dyn QueueMemory, features: u64) -> Result<
         .map_err(|_| TxDrop::Malformed)
 }
 
-/// The `virtio_net_hdr` in front of a received frame: the offloads left undone, one buffer.
-fn receive_header(offload: &Offload) -> [u8; HEADER_LEN] {
+/// The receive buffers for a frame of `needed` bytes (with its header): the next chain, or with
+/// mergeable buffers as many as it takes. None (and every chain left with the driver) when
+/// fewer are posted.
+///
+/// The work is bounded by the queue size twice: `pop` finds the ring empty after that many
+/// chains, and the chains' descriptors together may not outnumber the table (a driver's
+/// outstanding chains share none; a hostile one's could, to make each frame walk the table
+/// again and again on the sender's vCPU). Past that the chains taken are returned as they are,
+/// too small for the frame, which is then dropped.
+fn take_buffers(
+    ring: &mut SplitQueue,
+    memory: &dyn QueueMemory,
+    needed: u64,
+    mergeable: bool,
+) -> Result<Vec<Chain>, GuestError> {
+    let mut chains = Vec::new();
+    let (mut room, mut descriptors) = (0u64, 0usize);
+    while chains.is_empty() || (mergeable && room < needed) {
+        if descriptors >= usize::from(ring.size()) {
+            break;
+        }
+        let Some(chain) = ring.pop(memory, u64::MAX)? else {
+            // Fewer than the queue size, a u16.
+            ring.unpop(chains.len() as u16);
+            return Ok(Vec::new());
+        };
+        room += chain
+            .descriptors
+            .iter()
+            .map(|d| u64::from(d.len))
+            .sum::<u64>();
+        descriptors += chain.descriptors.len();
+        chains.push(chain);
+    }
+    Ok(chains)
+}
+
+/// The `virtio_net_hdr` in front of a received frame: the offloads left undone, and the
+/// `buffers` it fills.
+fn receive_header(offload: &Offload, buffers: u16) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     if let Some(checksum) = offload.checksum {
         header[0] = HDR_F_NEEDS_CSUM;
@@ -570,48 +621,51 @@ fn receive_header(offload: &Offload) -> [u8; HEADER_LEN] {
         header[2..4].copy_from_slice(&(segmentation.layout.payload as u16).to_le_bytes());
         header[4..6].copy_from_slice(&segmentation.segment_size.to_le_bytes());
     }
-    // num_buffers: without mergeable buffers, always 1.
-    header[10..].copy_from_slice(&1u16.to_le_bytes());
+    header[10..].copy_from_slice(&buffers.to_le_bytes());
     header
 }
 
-/// Writes `header` and `frame` into a receive chain; the bytes written.
+/// Writes `header` and `frame` into receive chains, filling each in turn; the bytes written
+/// into each.
 fn write_frame(
-    chain: &Chain,
+    chains: &[Chain],
     memory: &dyn QueueMemory,
     header: &[u8; HEADER_LEN],
     frame: &[u8],
-) -> Result<u32, RxDrop> {
-    if chain.descriptors.iter().any(|d| !d.writable) {
+) -> Result<Vec<u32>, RxDrop> {
+    let descriptors = || chains.iter().flat_map(|c| &c.descriptors);
+    if descriptors().any(|d| !d.writable) {
         return Err(RxDrop::BufferNotWritable);
     }
-    let room: u64 = chain.descriptors.iter().map(|d| u64::from(d.len)).sum();
-    let needed = HEADER_LEN + frame.len();
-    if room < needed as u64 {
+    let room: u64 = descriptors().map(|d| u64::from(d.len)).sum();
+    if room < (HEADER_LEN + frame.len()) as u64 {
         return Err(RxDrop::BufferTooSmall);
     }
     let mut rest = [&header[..], frame];
-    for &Descriptor { addr, len, .. } in &chain.descriptors {
-        let mut at = addr;
-        let mut left = len as usize;
-        for part in &mut rest {
-            let n = part.len().min(left);
-            if n == 0 {
-                continue;
+    let mut lengths = Vec::with_capacity(chains.len());
+    for chain in chains {
+        // At most HEADER_LEN + MAX_FRAME_LEN, checked by the caller.
+        let mut written = 0u32;
+        for &Descriptor { addr, len, .. } in &chain.descriptors {
+            let mut at = addr;
+            let mut left = len as usize;
+            for part in &mut rest {
+                let n = part.len().min(left);
+                if n == 0 {
+                    continue;
+                }
+                if !memory.write(at, &part[..n]) {
+                    return Err(RxDrop::BufferOutsideRam);
+                }
+                *part = &part[n..];
+                at = at.wrapping_add(n as u64);
+                left -= n;
+                written += n as u32;
             }
-            if !memory.write(at, &part[..n]) {
-                return Err(RxDrop::BufferOutsideRam);
-            }
-            *part = &part[n..];
-            at = at.wrapping_add(n as u64);
-            left -= n;
         }
-        if rest.iter().all(|part| part.is_empty()) {
-            break;
-        }
+        lengths.push(written);
     }
-    // At most HEADER_LEN + MAX_FRAME_LEN, checked by the caller.
-    Ok(needed as u32)
+    Ok(lengths)
 }
 
 impl Device for VirtioNet {

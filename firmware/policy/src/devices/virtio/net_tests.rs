@@ -29,13 +29,13 @@ fn plain() -> u64 {
 }
 
 #[test]
-fn offers_mac_status_event_idx_and_offloads_only() {
+fn offers_mac_status_event_idx_offloads_and_mergeable_buffers_only() {
     let mut g = NetGuest::new(MAC);
     assert_eq!(g.r(0x008), DEVICE_ID);
     g.w(0x014, 0);
     assert_eq!(
         u64::from(g.r(0x010)),
-        F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS
+        F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS | F_MRG_RXBUF
     );
     g.w(0x014, 1);
     assert_eq!(g.r(0x010), 1, "VERSION_1");
@@ -45,13 +45,13 @@ fn offers_mac_status_event_idx_and_offloads_only() {
     }
     g.w(0x030, 2);
     assert_eq!(g.r(0x034), 0, "no control queue");
-    // An offload the device never offered (MRG_RXBUF, bit 15) is refused.
+    // A feature the device never offered (CTRL_VQ, bit 17) is refused.
     let mut g = NetGuest::new(MAC);
     g.w(0x070, status::ACKNOWLEDGE | status::DRIVER);
     g.w(0x024, 1);
     g.w(0x020, 1);
     g.w(0x024, 0);
-    g.w(0x020, 1 << 15);
+    g.w(0x020, 1 << 17);
     g.w(
         0x070,
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
@@ -797,4 +797,97 @@ fn offload_requests_the_driver_did_not_negotiate_or_that_lie_are_dropped() {
         Some(1448)
     );
     assert_ne!(frames[0].offload(), Offload::NONE);
+}
+
+/// A receiver with mergeable buffers and `count` posted buffers of `size` bytes at SCRATCH.
+fn mergeable_receiver(count: u16, size: u32) -> NetGuest {
+    let mut g = NetGuest::running(PEER, plain() | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4, 0);
+    for i in 0..count {
+        let addr = SCRATCH + u64::from(i) * u64::from(size);
+        g.rx.put_desc(&g.mem, i, addr, size, DESC_F_WRITE, 0);
+        g.rx.make_available(&g.mem, i);
+    }
+    g
+}
+
+#[test]
+fn mergeable_buffers_take_a_frame_across_as_many_as_it_needs() {
+    let (tcp, header, _) = tso_frame(5_000, 1);
+    let (_, frames) = send_with_header(NetGuest::linux_features(), header, &tcp);
+    let mut g = mergeable_receiver(8, 1500);
+    let used_before = g.rx.used_idx(&g.mem);
+    assert_eq!(g.nic.receive(&g.mem, &frames[0]), Ok(()));
+    // 12 + 5,098 bytes: four buffers of 1,500, the last one part full.
+    let total = HEADER_LEN + tcp.len();
+    assert_eq!(
+        g.rx.take_used(&g.mem),
+        [(0, 1500), (1, 1500), (2, 1500), (3, (total - 4500) as u32)]
+    );
+    assert_eq!(g.rx.used_idx(&g.mem), used_before.wrapping_add(4));
+    let mut got = g.mem.bytes(SCRATCH, total);
+    assert_eq!(got[10..12], [4, 0], "num_buffers");
+    got[10] = 0;
+    let mut expected = header;
+    expected[10] = 0;
+    assert_eq!(got[..HEADER_LEN], expected, "the offloads go through");
+    assert_eq!(got[HEADER_LEN..], tcp[..]);
+    // A small frame takes one.
+    assert_eq!(g.nic.receive(&g.mem, &Frame::plain(&frame(60))), Ok(()));
+    assert_eq!(g.rx.take_used(&g.mem), [(4, (HEADER_LEN + 60) as u32)]);
+    assert_eq!(g.nic.counters().rx_frames, 2);
+}
+
+#[test]
+fn a_frame_that_needs_more_buffers_than_posted_takes_none() {
+    let (frame, header, _) = tso_frame(5_000, 1);
+    let (_, frames) = send_with_header(NetGuest::linux_features(), header, &frame);
+    let mut g = mergeable_receiver(3, 1500);
+    assert_eq!(g.nic.receive(&g.mem, &frames[0]), Err(RxDrop::NoBuffer));
+    assert!(
+        g.rx.take_used(&g.mem).is_empty(),
+        "the three stay with the driver"
+    );
+    assert_eq!(g.nic.counters().rx_dropped_no_buffer, 1);
+    // The driver posts a fourth: the frame's successor uses all four, from the first.
+    g.rx.put_desc(&g.mem, 3, SCRATCH + 3 * 1500, 1500, DESC_F_WRITE, 0);
+    g.rx.make_available(&g.mem, 3);
+    assert_eq!(g.nic.receive(&g.mem, &frames[0]), Ok(()));
+    let used: Vec<u32> = g.rx.take_used(&g.mem).iter().map(|&(id, _)| id).collect();
+    assert_eq!(used, [0, 1, 2, 3]);
+    assert_eq!(g.nic.guest_error(), None);
+}
+
+#[test]
+fn chains_that_share_descriptors_cannot_make_a_frame_walk_the_table_again_and_again() {
+    // Every available entry names the same 64-descriptor chain of empty buffers: each pop walks
+    // 64 descriptors, and a mergeable frame would pop all 64 entries.
+    let mut g = NetGuest::running(PEER, plain() | F_MRG_RXBUF, 0);
+    for i in 0..NET_QUEUE {
+        let next = (i + 1) % NET_QUEUE;
+        let flags = DESC_F_WRITE | if i + 1 < NET_QUEUE { DESC_F_NEXT } else { 0 };
+        g.rx.put_desc(&g.mem, i, SCRATCH, 0, flags, next);
+    }
+    for _ in 0..NET_QUEUE {
+        g.rx.make_available(&g.mem, 0);
+    }
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(100))),
+        Err(RxDrop::BufferTooSmall)
+    );
+    // One chain's worth of descriptors (the table's size) was walked, and that chain returned
+    // empty; the device is fine.
+    assert_eq!(g.rx.take_used(&g.mem), [(0, 0)]);
+    assert_eq!(g.nic.guest_error(), None);
+}
+
+#[test]
+fn a_bad_buffer_among_several_drops_the_frame_and_returns_them_all_empty() {
+    let mut g = mergeable_receiver(2, 40);
+    g.rx.put_desc(&g.mem, 1, SCRATCH + 40, 40, 0, 0);
+    assert_eq!(
+        g.nic.receive(&g.mem, &Frame::plain(&frame(60))),
+        Err(RxDrop::BufferNotWritable)
+    );
+    assert_eq!(g.rx.take_used(&g.mem), [(0, 0), (1, 0)]);
+    assert_eq!(g.nic.counters().rx_dropped_bad_buffer, 1);
 }

@@ -270,20 +270,42 @@ impl SplitQueue {
         head: u16,
         written: u32,
     ) -> Result<(), GuestError> {
-        let slot = u64::from(self.next_used % self.size);
-        let at = self
-            .device
-            .wrapping_add(RING_HEADER + USED_ELEM_SIZE * slot);
-        let mut element = [0u8; USED_ELEM_SIZE as usize];
-        element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        element[4..].copy_from_slice(&written.to_le_bytes());
-        write_bytes(memory, at, &element)?;
-        self.next_used = self.next_used.wrapping_add(1);
+        self.add_used_together(memory, &[(head, written)])
+    }
+
+    /// Returns several chains `(head, written)` at once: every used element first, then the
+    /// used index once, so the driver sees all of them or none (the buffers of one mergeable
+    /// frame, which a driver reads as a unit). Decides nothing about interrupts.
+    pub fn add_used_together(
+        &mut self,
+        memory: &dyn QueueMemory,
+        used: &[(u16, u32)],
+    ) -> Result<(), GuestError> {
+        let mut next = self.next_used;
+        for &(head, written) in used {
+            let slot = u64::from(next % self.size);
+            let at = self
+                .device
+                .wrapping_add(RING_HEADER + USED_ELEM_SIZE * slot);
+            let mut element = [0u8; USED_ELEM_SIZE as usize];
+            element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            element[4..].copy_from_slice(&written.to_le_bytes());
+            write_bytes(memory, at, &element)?;
+            next = next.wrapping_add(1);
+        }
+        self.next_used = next;
         write_bytes(
             memory,
             self.device.wrapping_add(2),
             &self.next_used.to_le_bytes(),
         )
+    }
+
+    /// Gives back the last `count` chains [`pop`](Self::pop) took, untouched: the driver still
+    /// owns them and the next `pop` takes them again (a frame that needs more buffers than
+    /// are posted takes none of them).
+    pub fn unpop(&mut self, count: u16) {
+        self.next_avail = self.next_avail.wrapping_sub(count);
     }
 
     /// Whether the driver wants a used-buffer interrupt for the completions added since the

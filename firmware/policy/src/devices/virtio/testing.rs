@@ -6,7 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use super::net::{NetConfig, VirtioNet, F_MAC, F_OFFLOADS, F_STATUS, HEADER_LEN};
+use super::net::{NetConfig, VirtioNet, F_MAC, F_MRG_RXBUF, F_OFFLOADS, F_STATUS, HEADER_LEN};
 use super::net_offload::PartialChecksum;
 use super::queue::DESC_F_WRITE;
 use super::{feature, status, QueueMemory};
@@ -223,7 +223,7 @@ impl NetGuest {
     }
     /// Everything Linux accepts of what this device offers.
     pub(crate) fn linux_features() -> u64 {
-        feature::VERSION_1 | F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS
+        feature::VERSION_1 | F_MAC | F_STATUS | feature::EVENT_IDX | F_OFFLOADS | F_MRG_RXBUF
     }
     pub(crate) fn r(&mut self, offset: u64) -> u32 {
         self.nic.mmio_read(offset, 4) as u32
