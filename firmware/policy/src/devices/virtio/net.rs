@@ -281,10 +281,10 @@ impl VirtioNet {
         self.transport.is_notified(TRANSMIT_QUEUE)
     }
 
-    /// Takes up to `max_frames` (and at most [`TX_QUEUE_SIZE`]) frames the guest sent, without their virtio header, and
-    /// returns every chain taken to the driver (nothing written), with a used-buffer
-    /// interrupt if the driver wants one. A chain that is not a good frame is dropped and
-    /// counted. If more chains wait, the queue stays notified
+    /// Takes up to `max_frames` (and at most [`TX_QUEUE_SIZE`]) frames the guest sent, each
+    /// with the offloads its virtio header asked for (checked against the frame), and returns
+    /// every chain taken to the driver (nothing written), with a used-buffer interrupt if the
+    /// driver wants one. A chain that is not a good frame is dropped and counted. If more chains wait, the queue stays notified
     /// ([`has_pending_transmits`](Self::has_pending_transmits)). A guest error puts the
     /// device into DEVICE_NEEDS_RESET; the frames taken before it are returned.
     pub fn take_transmits(&mut self, memory: &dyn QueueMemory, max_frames: usize) -> Vec<Frame> {
