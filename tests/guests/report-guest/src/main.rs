@@ -7,7 +7,8 @@
 //! ACPI problems or a bad boot structure. `mode=probe [probe=0xADDR]`: `probe`, then a read of
 //! an address outside the memory map (default: 1 GiB above the top of RAM); if the read returns,
 //! `probe_returned` and status 2. `mode=io-loop [count=N]` makes N port reads (VM exits, for
-//! the exit-rate benchmark) and exits 0; `mode=cpuid-loop [count=N]` makes N CPUIDs. `mode=hostile probe=NAME` probes one intercept
+//! the exit-rate benchmark) and exits 0; `mode=cpuid-loop [count=N]` makes N CPUIDs and
+//! `mode=eoi-loop [count=N]` N xAPIC EOI writes (MMIO exits). `mode=hostile probe=NAME` probes one intercept
 //! (`prefixed-cpuid`, `rdpmc`, `efer-svme`, `unknown-msr`, `host-state`, `icebp`, `invlpga`,
 //! `cpuid`, `single-step`, `alignment-check` (ring 3; QEMU's TCG does not raise #AC), `wbinvd`,
 //! `xcr0`), or `balloon-scrub` (through its own virtio balloon it looks for pages handed to it
