@@ -86,9 +86,8 @@ pub fn build_guests() -> Result<PathBuf> {
     let dir = guest_dir();
     std::fs::create_dir_all(&dir)?;
     let copy = |from: &str, to: &str| -> Result<PathBuf> {
-        let (from, to) = (built.join(from), dir.join(to));
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        let to = dir.join(to);
+        replace_with_copy(&built.join(from), &to)?;
         Ok(to)
     };
     for program in crate::linux::GUEST_PROGRAMS {
@@ -122,9 +121,24 @@ pub fn build_efi(elf: &Path) -> Result<PathBuf> {
         .join("release")
         .join("numavisor.efi");
     let copy = elf.with_extension("efi");
-    std::fs::copy(&built, &copy)
-        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    replace_with_copy(&built, &copy)?;
     Ok(copy)
+}
+
+/// Puts a copy of `from` at `to` in one step: written beside it under a name of its own, then
+/// renamed over it. A test's QEMU may be reading `to` (its `-kernel`) while another test of the
+/// same binary rebuilds it; copying in place would truncate the file under that reader
+/// (QEMU: "fread() failed"), while a reader of the old file keeps it whole across a rename.
+fn replace_with_copy(from: &Path, to: &Path) -> Result<()> {
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(format!(".partial-{}-{n}", std::process::id()));
+    let partial = PathBuf::from(partial);
+    std::fs::copy(from, &partial)
+        .with_context(|| format!("copying {} to {}", from.display(), partial.display()))?;
+    std::fs::rename(&partial, to)
+        .with_context(|| format!("renaming {} to {}", partial.display(), to.display()))
 }
 
 /// Builds the coreboot test loader (`tests/guests/coreboot-loader`, a PVH kernel that boots
@@ -280,7 +294,10 @@ fn build_firmware(layout: &Path, target: &Path) -> Result<PathBuf> {
         .unwrap_or("layout");
     let copy = images_dir().join(format!("numavisor-{name}.elf"));
     std::fs::create_dir_all(copy.parent().expect("images dir"))?;
-    std::fs::copy(target.join(TARGET).join("release").join("numavisor"), &copy)?;
+    replace_with_copy(
+        &target.join(TARGET).join("release").join("numavisor"),
+        &copy,
+    )?;
     Ok(copy)
 }
 
