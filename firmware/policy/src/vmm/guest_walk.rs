@@ -242,8 +242,9 @@ pub fn fetch_instruction(
             }
         };
         let in_page = (0x1000 - (linear & 0xFFF)) as usize;
-        // The linear space may end before the page does.
-        let in_space = usize::try_from(u64::MAX - linear).map_or(usize::MAX, |n| n + 1);
+        // The linear space may end before the page does (at linear 0 it holds every byte).
+        let in_space =
+            usize::try_from(u64::MAX - linear).map_or(usize::MAX, |n| n.saturating_add(1));
         let piece = &mut buffer[count..][..in_page.min(in_space).min(15 - count)];
         if memory.read_bytes(gpa, piece) {
             count += piece.len();

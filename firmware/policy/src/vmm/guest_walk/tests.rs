@@ -293,6 +293,10 @@ fn fetch_across_a_page_boundary() {
         fetch_instruction(&memory, &flat, u64::MAX - 1, &mut buffer),
         Ok(2)
     );
+    // And at linear 0, the bottom, it reads the whole instruction (the fuzzer found an
+    // overflow there: with wrapping arithmetic an empty piece, and a loop for ever).
+    memory.write_bytes(0, &[0x90; 15]);
+    assert_eq!(fetch_instruction(&memory, &flat, 0, &mut buffer), Ok(15));
 }
 
 #[test]
