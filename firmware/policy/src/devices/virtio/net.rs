@@ -62,6 +62,10 @@ pub const S_LINK_UP: u16 = 1;
 pub const RX_QUEUE_SIZE: u16 = 1024;
 /// QueueNumMax of the transmit queue.
 pub const TX_QUEUE_SIZE: u16 = 256;
+/// Frame bytes one [`VirtioNet::take_transmits`] takes at most, besides the frame that crosses
+/// the mark: what a sending vCPU holds on the hypervisor's heap between taking its frames and
+/// switching them.
+pub const PASS_BYTES: usize = 128 * 1024;
 /// Bytes of `virtio_net_hdr` with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,
 /// csum_offset (one byte each for the first two, le16 for the rest) and num_buffers (le16).
 pub const HEADER_LEN: usize = 12;
@@ -424,8 +428,11 @@ impl VirtioNet {
         };
         // At most a ring's worth a call, however fast the driver refills it.
         let limit = max_frames.min(usize::from(TX_QUEUE_SIZE));
-        let mut taken = 0;
-        while taken < limit {
+        let (mut taken, mut held) = (0, 0);
+        // And at most PASS_BYTES held (plus the frame that crosses it): the frames wait on the
+        // hypervisor's heap until they are switched, and a ring of 64 KiB frames would
+        // otherwise ask it for 16 MiB in one pass.
+        while taken < limit && held < PASS_BYTES {
             // No byte cap here: a chain's length is judged (and counted) below, before any of
             // its bytes are read.
             let Some(chain) = ring.pop(memory, u64::MAX)? else {
@@ -438,6 +445,7 @@ impl VirtioNet {
                 Ok(frame) => {
                     self.counters.tx_frames += 1;
                     self.counters.tx_bytes += frame.len() as u64;
+                    held += frame.len();
                     frames.push(frame);
                 }
                 Err(TxDrop::Malformed) => self.counters.tx_dropped_malformed += 1,

@@ -891,3 +891,28 @@ fn a_bad_buffer_among_several_drops_the_frame_and_returns_them_all_empty() {
     assert_eq!(g.rx.take_used(&g.mem), [(0, 0), (1, 0)]);
     assert_eq!(g.nic.counters().rx_dropped_bad_buffer, 1);
 }
+
+#[test]
+fn a_pass_holds_a_bounded_number_of_bytes() {
+    // 8 frames of 60 KiB: a pass stops once it holds PASS_BYTES, the rest waits for the next.
+    let mut g = NetGuest::running(MAC, plain(), 0);
+    let big = frame(60 * 1024);
+    let mut bytes = vec![0u8; HEADER_LEN];
+    bytes.extend_from_slice(&big);
+    g.mem.put(SCRATCH, &bytes);
+    for i in 0..8u16 {
+        g.tx.put_desc(&g.mem, i, SCRATCH, bytes.len() as u32, 0, 0);
+        g.tx.make_available(&g.mem, i);
+    }
+    g.w(0x050, 1);
+    let first = g.nic.take_transmits(&g.mem, 64);
+    let per_pass = PASS_BYTES.div_ceil(big.len());
+    assert_eq!(first.len(), per_pass);
+    assert!(first.iter().map(Frame::len).sum::<usize>() < PASS_BYTES + MAX_FRAME_LEN);
+    assert!(g.nic.has_pending_transmits(), "the rest is still to take");
+    let mut total = first.len();
+    while g.nic.has_pending_transmits() {
+        total += g.nic.take_transmits(&g.mem, 64).len();
+    }
+    assert_eq!(total, 8);
+}
