@@ -5,6 +5,11 @@
 //! Only changed pages are recorded, so a partition that never moves memory costs nothing,
 //! and one that moves a few hundred MiB in 4 KiB pages costs one map entry per page: the
 //! blocks themselves are never split here (the SLAT and the frame allocator split theirs).
+//!
+//! Blocks plugged by virtio-mem (Dynamic Memory's hot-add, above the RAM built) join the
+//! blocks while they are plugged. They move whole, never page by page: a balloon or a deposit
+//! cannot take a page of them ([`GuestRam::backing`] does not name them), so unplugging a block
+//! always finds it as it was plugged.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -27,8 +32,10 @@ pub struct PageBacking {
 /// The guest RAM of one partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GuestRam {
-    /// As built, sorted by GPA.
+    /// As built, sorted by GPA, then the plugged blocks, sorted by GPA above them.
     blocks: Vec<GuestBlock>,
+    /// How many of `blocks` were built (the rest are plugged).
+    built: usize,
     /// Pages that changed since: `None` given up (a hole), `Some(spa)` backed by another
     /// host page than its block's (on the block's node).
     changed: BTreeMap<u64, Option<u64>>,
@@ -38,14 +45,67 @@ impl GuestRam {
     /// RAM of these blocks (sorted by GPA, not overlapping), nothing changed.
     pub fn new(blocks: Vec<GuestBlock>) -> Self {
         GuestRam {
+            built: blocks.len(),
             blocks,
             changed: BTreeMap::new(),
         }
     }
 
-    /// The blocks it was built with (holes and refills are not shown here).
+    /// The blocks it was built with, then those plugged since (holes and refills are not
+    /// shown here).
     pub fn blocks(&self) -> &[GuestBlock] {
         &self.blocks
+    }
+
+    /// The blocks plugged since it was built, by GPA.
+    pub fn plugged_blocks(&self) -> &[GuestBlock] {
+        &self.blocks[self.built..]
+    }
+
+    /// Adds `block` (plugged by virtio-mem): false, with nothing changed, if it is not above
+    /// every block built or overlaps a block plugged earlier.
+    pub fn plug(&mut self, block: GuestBlock) -> bool {
+        let end = block.gpa.checked_add(block.size.bytes());
+        let above_built = self.blocks[..self.built]
+            .last()
+            .is_none_or(|last| last.gpa + last.size.bytes() <= block.gpa);
+        let plugged = &self.blocks[self.built..];
+        let at = self.built + plugged.partition_point(|b| b.gpa < block.gpa);
+        let before_ok = self.blocks[self.built..at]
+            .last()
+            .is_none_or(|b| b.gpa + b.size.bytes() <= block.gpa);
+        let after_ok = self
+            .blocks
+            .get(at)
+            .is_none_or(|b| end.is_some_and(|end| end <= b.gpa));
+        if end.is_none() || !above_built || !before_ok || !after_ok {
+            return false;
+        }
+        self.blocks.insert(at, block);
+        true
+    }
+
+    /// Removes the plugged block that starts at `gpa` and returns it; `None` (nothing
+    /// changed) if no plugged block starts there.
+    pub fn unplug(&mut self, gpa: u64) -> Option<GuestBlock> {
+        let at = self.built + self.plugged_blocks().iter().position(|b| b.gpa == gpa)?;
+        Some(self.blocks.remove(at))
+    }
+
+    /// Bytes plugged into `vnode`.
+    pub fn plugged_bytes(&self, vnode: usize) -> u64 {
+        self.plugged_blocks()
+            .iter()
+            .filter(|b| b.vnode == vnode)
+            .map(|b| b.size.bytes())
+            .sum()
+    }
+
+    /// Whether `gpa` lies in a plugged block.
+    pub fn is_plugged(&self, gpa: u64) -> bool {
+        let plugged = self.plugged_blocks();
+        let index = plugged.partition_point(|b| b.gpa + b.size.bytes() <= gpa);
+        plugged.get(index).is_some_and(|b| b.gpa <= gpa)
     }
 
     /// The block (as built) that `gpa` lies in, hole or not.
@@ -83,9 +143,13 @@ impl GuestRam {
         }
     }
 
-    /// What backs the page at `gpa` (4 KiB aligned): `None` outside RAM or in a hole.
+    /// What backs the page at `gpa` (4 KiB aligned) of the RAM built: `None` outside it, in
+    /// a hole, or in a plugged block (those move whole, by virtio-mem alone).
     pub fn backing(&self, gpa: u64) -> Option<PageBacking> {
         let block = self.block_of(gpa)?;
+        if self.is_plugged(gpa) {
+            return None;
+        }
         let (spa, _) = self.translate(gpa)?;
         Some(PageBacking {
             spa: spa & !(PAGE_SIZE - 1),
@@ -134,7 +198,8 @@ impl GuestRam {
             .map(|(&gpa, _)| gpa)
     }
 
-    /// Bytes of RAM mapped (holes left out) in `vnode` on host `node` (any node: `None`).
+    /// Bytes of RAM mapped (holes left out, plugged blocks in) in `vnode` on host `node` (any
+    /// node: `None`).
     pub fn mapped_bytes(&self, vnode: usize, node: Option<usize>) -> u64 {
         let mut bytes = 0;
         for block in &self.blocks {
@@ -253,6 +318,45 @@ mod tests {
         // Refilled with its own page: as built again.
         ram.unmap_page(0x3000);
         assert!(ram.map_page(0x3000, 0x1000_3000));
+        assert_eq!(ram, self::ram());
+    }
+
+    fn plugged(gpa: u64, spa: u64) -> GuestBlock {
+        GuestBlock {
+            gpa,
+            spa,
+            size: BlockSize::Size2M,
+            vnode: 1,
+            node: 1,
+        }
+    }
+
+    #[test]
+    fn plugged_blocks_are_ram_until_unplugged_and_never_lend_pages() {
+        let mut ram = ram();
+        let region = 4096 * MIB;
+        assert!(ram.plug(plugged(region + 2 * MIB, 0x9000_0000)));
+        assert!(ram.plug(plugged(region, 0x9040_0000)), "below the first, in order");
+        assert!(!ram.plug(plugged(region + MIB, 0x9080_0000)), "overlaps");
+        assert!(!ram.plug(plugged(0, 0x9080_0000)), "inside the RAM built");
+        assert!(!ram.plug(plugged(u64::MAX - MIB, 0x9080_0000)), "wraps");
+        assert_eq!(
+            ram.plugged_blocks().iter().map(|b| b.gpa).collect::<Vec<_>>(),
+            vec![region, region + 2 * MIB]
+        );
+        assert_eq!(ram.translate(region + 0x10), Some((0x9040_0010, 2 * MIB - 0x10)));
+        assert_eq!(ram.mapped_bytes(1, None), 6 * MIB);
+        assert_eq!(ram.plugged_bytes(1), 4 * MIB);
+        assert_eq!(ram.plugged_bytes(0), 0);
+        assert!(ram.is_plugged(region + 4 * MIB - 1) && !ram.is_plugged(region + 4 * MIB));
+        // A balloon or a deposit cannot take a page of them.
+        assert_eq!(ram.backing(region), None);
+        assert_eq!(ram.unmap_page(region), None);
+        assert!(ram.host_ranges().any(|r| r == (0x9000_0000, 0x9020_0000)));
+        assert_eq!(ram.unplug(region + MIB), None, "no block starts there");
+        assert_eq!(ram.unplug(region), Some(plugged(region, 0x9040_0000)));
+        assert_eq!(ram.translate(region), None);
+        assert!(ram.unplug(region + 2 * MIB).is_some());
         assert_eq!(ram, self::ram());
     }
 

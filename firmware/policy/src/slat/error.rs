@@ -24,6 +24,9 @@ pub enum SlatError {
     AlreadyMapped { gpa: u64, size: BlockSize },
     /// The 4 KiB page at `gpa` is not mapped (or was listed twice), so it cannot be unmapped.
     NotMapped { gpa: u64 },
+    /// A range to unmap whole cuts through the leaf of `size` at `gpa` (unmapping it whole
+    /// would take more than the range; splitting it is not what a whole unmap does).
+    LeafStraddles { gpa: u64, size: BlockSize },
     /// The format cannot grant exactly these permissions (NPT needs read; EPT refuses write
     /// without read, and "no access" is no mapping at all).
     Permissions {
@@ -65,6 +68,11 @@ impl fmt::Display for SlatError {
             SlatError::NotMapped { gpa } => write!(
                 f,
                 "cannot unmap the page at guest-physical {gpa:#x}: it is not mapped"
+            ),
+            SlatError::LeafStraddles { gpa, size } => write!(
+                f,
+                "cannot unmap a range whole: the {size} leaf at guest-physical {gpa:#x} reaches \
+                 past its edge"
             ),
             SlatError::Permissions { format, perms } => write!(
                 f,

@@ -276,6 +276,80 @@ fn unmapping_a_page_splits_the_leaves_above_it_and_only_it_stops_mapping() {
 }
 
 #[test]
+fn a_range_unmapped_whole_clears_its_leaves_and_maps_again_without_tables() {
+    for max in [Size1G, Size2M, Size4K] {
+        let (_frames, mut pool, mut memory) = setup(64);
+        let mut slat = SlatBuilder::<Npt>::new(&mut memory, &mut pool, max).unwrap();
+        // Two blocks of 2 MiB above 4 GiB, like plugged memory.
+        let region = 4 * GIB;
+        for (i, spa) in [(0, 0x4000_0000), (1, 0x5000_0000)] {
+            slat.map(&mut memory, &mut pool, region + i * 2 * MIB, spa, 2 * MIB, RWX)
+                .unwrap();
+        }
+        let mapped = slat.stats();
+        let tables = memory.page_count();
+        slat.unmap_range(&mut memory, region, 2 * MIB).unwrap();
+        assert_eq!(slat.translate(&memory, region + 8), None, "{max}");
+        assert_eq!(
+            slat.translate(&memory, region + 2 * MIB).unwrap().spa,
+            0x5000_0000
+        );
+        assert_eq!(
+            slat.stats().mapped_bytes(),
+            mapped.mapped_bytes() - 2 * MIB
+        );
+        // Mapped again elsewhere: the tables left in place serve it.
+        let balance = pool.balance_pages();
+        slat.map(&mut memory, &mut pool, region, 0x6000_0000, 2 * MIB, RWX)
+            .unwrap();
+        assert_eq!(pool.balance_pages(), balance, "{max}");
+        assert_eq!(memory.page_count(), tables);
+        assert_eq!(slat.stats(), mapped);
+    }
+}
+
+#[test]
+fn a_refused_whole_unmap_changes_nothing() {
+    let (_frames, mut pool, mut memory) = setup(8);
+    let mut slat = SlatBuilder::<Ept>::new(&mut memory, &mut pool, Size2M).unwrap();
+    slat.map(&mut memory, &mut pool, 0, GIB, 4 * MIB, RWX)
+        .unwrap();
+    let stats = slat.stats();
+    for (gpa, len, error) in [
+        (
+            0x1000,
+            0x1800,
+            SlatError::Unaligned {
+                gpa: 0x1000,
+                spa: 0,
+                len: 0x1800,
+            },
+        ),
+        (
+            MIB,
+            2 * MIB,
+            SlatError::LeafStraddles {
+                gpa: 0,
+                size: Size2M,
+            },
+        ),
+        (2 * MIB, 4 * MIB, SlatError::NotMapped { gpa: 4 * MIB }),
+        (
+            u64::MAX & !0xFFF,
+            PAGE_SIZE,
+            SlatError::AddressTooLarge {
+                gpa: u64::MAX & !0xFFF,
+                len: PAGE_SIZE,
+            },
+        ),
+    ] {
+        assert_eq!(slat.unmap_range(&mut memory, gpa, len), Err(error));
+    }
+    assert_eq!(slat.stats(), stats);
+    assert_eq!(slat.translate(&memory, 3 * MIB).unwrap().spa, GIB + 3 * MIB);
+}
+
+#[test]
 fn a_refused_unmap_changes_nothing() {
     let (_frames, mut pool, mut memory) = setup(3);
     let mut slat = SlatBuilder::<Npt>::new(&mut memory, &mut pool, Size1G).unwrap();

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 
 use crate::memory::{BlockSize, PAGE_SIZE};
 use crate::slat::format::SlatFormat;
-use crate::slat::sizing::GPA_LIMIT;
+use crate::slat::sizing::{leaf_level, GPA_LIMIT};
 use crate::slat::table_memory::{TableMemory, ENTRIES_PER_TABLE};
 use crate::slat::table_pages::{ensure_pages, TablePages};
 use crate::slat::{SlatError, SlatStats};
@@ -73,6 +73,67 @@ impl<F: SlatFormat> SlatBuilder<F> {
             spas.push(self.unmap_one(memory, pool, gpa));
         }
         Ok(spas)
+    }
+
+    /// Unmaps `[gpa, gpa + len)` whole (memory that leaves the partition in one piece, like a
+    /// block virtio-mem unplugs): every leaf inside it is cleared, none is split, and no table
+    /// page is taken or given back (an emptied table is reused by the next map there).
+    ///
+    /// Refused, with nothing changed: a range not 4 KiB aligned ([`SlatError::Unaligned`]),
+    /// a page in it not mapped ([`SlatError::NotMapped`]), or a leaf that reaches past its
+    /// edges ([`SlatError::LeafStraddles`]).
+    pub fn unmap_range(
+        &mut self,
+        memory: &mut impl TableMemory,
+        gpa: u64,
+        len: u64,
+    ) -> Result<(), SlatError> {
+        if !gpa.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(SlatError::Unaligned { gpa, spa: 0, len });
+        }
+        let end = gpa
+            .checked_add(len)
+            .filter(|&end| end <= GPA_LIMIT)
+            .ok_or(SlatError::AddressTooLarge { gpa, len })?;
+        let mut leaves = Vec::new();
+        let mut at = gpa;
+        while at < end {
+            let translation = self
+                .translate(memory, at)
+                .ok_or(SlatError::NotMapped { gpa: at })?;
+            let size = translation.size.bytes();
+            if !at.is_multiple_of(size) || at + size > end {
+                return Err(SlatError::LeafStraddles {
+                    gpa: at & !(size - 1),
+                    size: translation.size,
+                });
+            }
+            leaves.push((at, translation.size));
+            at += size;
+        }
+        for (at, size) in leaves {
+            self.clear_leaf(memory, at, size);
+        }
+        Ok(())
+    }
+
+    /// Clears the leaf of `size` at `gpa`, which a walk just found there.
+    fn clear_leaf(&mut self, memory: &mut impl TableMemory, gpa: u64, size: BlockSize) {
+        let leaf = leaf_level(size);
+        let mut table = self.root;
+        for level in (leaf + 1..=4).rev() {
+            match Self::decode(memory.read(table, index(gpa, level)), level) {
+                Entry::Table(next) => table = next,
+                // The walk just found the leaf under these tables.
+                _ => return,
+            }
+        }
+        memory.write(table, index(gpa, leaf), 0);
+        match size {
+            BlockSize::Size4K => self.stats.pages_4k -= 1,
+            BlockSize::Size2M => self.stats.pages_2m -= 1,
+            BlockSize::Size1G => self.stats.pages_1g -= 1,
+        }
     }
 
     /// Walks to `gpa`'s 4 KiB leaf, splitting the large leaves on the way with pages from
