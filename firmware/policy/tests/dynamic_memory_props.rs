@@ -5,7 +5,9 @@
 //! its guest wants (its use plus the buffer, or a fixed target), never away from it, and does
 //! move when it can (a policy that kept every size as it is fails here).
 
-use numavisor_policy::partition::dynamic_memory::{targets, Demand, Member, Policy};
+use numavisor_policy::partition::dynamic_memory::{
+    split, targets, Demand, Member, Policy, VnodeRoom,
+};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -132,5 +134,46 @@ fn wanted(m: &Member, policy: &Policy) -> u64 {
             bounded(used.saturating_add(used / 100 * policy.buffer_percent))
         }
         (None, None) => m.current,
+    }
+}
+
+fn vnode_rooms() -> impl Strategy<Value = Vec<VnodeRoom>> {
+    proptest::collection::vec((0u64..1024, 0u64..1024), 0..5).prop_map(|v| {
+        v.into_iter()
+            .map(|(size, growth)| VnodeRoom {
+                size: size * MIB,
+                max: (size + growth) * MIB,
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// The balloon covers what is below the RAM built and virtio-mem what is above: together
+    /// they hold the target (up to what the vnodes' room and whole blocks allow), each vnode
+    /// plugs whole blocks within its room, and nothing is plugged while the target is within
+    /// the RAM built.
+    #[test]
+    fn a_target_splits_into_built_ram_and_whole_plugged_blocks(
+        vnodes in vnode_rooms(),
+        target in 0u64..(8 << 30),
+        block_shift in 12u32..28,
+    ) {
+        let block = 1u64 << block_shift;
+        let s = split(target, &vnodes, block);
+        let built: u64 = vnodes.iter().map(|v| v.size).sum();
+        prop_assert_eq!(s.plugged.len(), vnodes.len());
+        prop_assert_eq!(s.built, target.min(built));
+        let rooms: Vec<u64> = vnodes
+            .iter()
+            .map(|v| (v.max - v.size) - (v.max - v.size) % block)
+            .collect();
+        for (&plugged, &room) in s.plugged.iter().zip(&rooms) {
+            prop_assert_eq!(plugged % block, 0);
+            prop_assert!(plugged <= room);
+        }
+        let plugged: u64 = s.plugged.iter().sum();
+        let want = target.saturating_sub(built).min(rooms.iter().sum());
+        prop_assert_eq!(plugged, want - want % block, "{:?}", s);
     }
 }

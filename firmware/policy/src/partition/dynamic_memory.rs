@@ -154,10 +154,116 @@ fn balance_node(
     }
 }
 
+/// One vnode's sizes, for [`split`]: what it boots with and the most it may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VnodeRoom {
+    /// Its `size` in bytes: RAM built at boot, which the balloon takes from and gives back.
+    pub size: u64,
+    /// Its `memory_max` in bytes; above `size`, memory comes only by virtio-mem.
+    pub max: u64,
+}
+
+/// How a partition's target is carried out: the balloon below the RAM it boots with,
+/// virtio-mem above it, never both moving against each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// What the partition should hold of the RAM it booted with (the balloon holds the rest).
+    pub built: u64,
+    /// Per vnode, the bytes virtio-mem should have plugged (its `requested_size`).
+    pub plugged: Vec<u64>,
+}
+
+/// Splits a whole-partition `target` (bytes) between the balloon and each vnode's virtio-mem:
+/// up to the RAM built (the sum of `size`s) it is all built RAM and nothing is plugged; the
+/// rest is plugged, shared among the vnodes in proportion to their room above `size`, in whole
+/// blocks of `block` bytes (a power of two) and never past a vnode's `max`.
+pub fn split(target: u64, vnodes: &[VnodeRoom], block: u64) -> Split {
+    let built_total: u64 = vnodes.iter().map(|v| v.size).sum();
+    let rooms: Vec<u64> = vnodes
+        .iter()
+        .map(|v| {
+            let room = v.max.saturating_sub(v.size);
+            room - room % block
+        })
+        .collect();
+    let room_total: u64 = rooms.iter().sum();
+    let excess = target.saturating_sub(built_total).min(room_total);
+    let excess = excess - excess % block;
+    let mut plugged: Vec<u64> = rooms
+        .iter()
+        .map(|&room| {
+            let share =
+                (u128::from(excess) * u128::from(room) / u128::from(room_total.max(1))) as u64;
+            share - share % block
+        })
+        .collect();
+    // What rounding left over goes, a block at a time, to the first vnodes with room.
+    let mut left = excess - plugged.iter().sum::<u64>();
+    for (given, &room) in plugged.iter_mut().zip(&rooms) {
+        let more = (room - *given).min(left);
+        *given += more;
+        left -= more;
+    }
+    Split {
+        built: target.min(built_total),
+        plugged,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn below_the_ram_built_the_balloon_alone_moves_above_it_virtio_mem() {
+        let vnodes = [
+            VnodeRoom {
+                size: 192 * MIB,
+                max: 192 * MIB,
+            },
+            VnodeRoom {
+                size: 192 * MIB,
+                max: 704 * MIB,
+            },
+        ];
+        let block = 2 * MIB;
+        assert_eq!(
+            split(300 * MIB, &vnodes, block),
+            Split {
+                built: 300 * MIB,
+                plugged: vec![0, 0]
+            }
+        );
+        assert_eq!(
+            split(384 * MIB + 3 * MIB, &vnodes, block),
+            Split {
+                built: 384 * MIB,
+                plugged: vec![0, 2 * MIB]
+            }
+        );
+        // Never past memory_max.
+        assert_eq!(split(u64::MAX, &vnodes, block).plugged, vec![0, 512 * MIB]);
+        // Two vnodes with room share in proportion to it.
+        let both = [
+            VnodeRoom {
+                size: 128 * MIB,
+                max: 256 * MIB,
+            },
+            VnodeRoom {
+                size: 128 * MIB,
+                max: 512 * MIB,
+            },
+        ];
+        assert_eq!(
+            split(256 * MIB + 200 * MIB, &both, block).plugged,
+            vec![50 * MIB, 150 * MIB]
+        );
+        assert_eq!(
+            split(256 * MIB + 6 * MIB, &both, block).plugged,
+            vec![2 * MIB, 4 * MIB]
+        );
+    }
 
     const MIB: u64 = 1 << 20;
 

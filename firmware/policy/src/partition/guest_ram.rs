@@ -336,15 +336,24 @@ mod tests {
         let mut ram = ram();
         let region = 4096 * MIB;
         assert!(ram.plug(plugged(region + 2 * MIB, 0x9000_0000)));
-        assert!(ram.plug(plugged(region, 0x9040_0000)), "below the first, in order");
+        assert!(
+            ram.plug(plugged(region, 0x9040_0000)),
+            "below the first, in order"
+        );
         assert!(!ram.plug(plugged(region + MIB, 0x9080_0000)), "overlaps");
         assert!(!ram.plug(plugged(0, 0x9080_0000)), "inside the RAM built");
         assert!(!ram.plug(plugged(u64::MAX - MIB, 0x9080_0000)), "wraps");
         assert_eq!(
-            ram.plugged_blocks().iter().map(|b| b.gpa).collect::<Vec<_>>(),
+            ram.plugged_blocks()
+                .iter()
+                .map(|b| b.gpa)
+                .collect::<Vec<_>>(),
             vec![region, region + 2 * MIB]
         );
-        assert_eq!(ram.translate(region + 0x10), Some((0x9040_0010, 2 * MIB - 0x10)));
+        assert_eq!(
+            ram.translate(region + 0x10),
+            Some((0x9040_0010, 2 * MIB - 0x10))
+        );
         assert_eq!(ram.mapped_bytes(1, None), 6 * MIB);
         assert_eq!(ram.plugged_bytes(1), 4 * MIB);
         assert_eq!(ram.plugged_bytes(0), 0);

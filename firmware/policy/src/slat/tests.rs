@@ -283,8 +283,15 @@ fn a_range_unmapped_whole_clears_its_leaves_and_maps_again_without_tables() {
         // Two blocks of 2 MiB above 4 GiB, like plugged memory.
         let region = 4 * GIB;
         for (i, spa) in [(0, 0x4000_0000), (1, 0x5000_0000)] {
-            slat.map(&mut memory, &mut pool, region + i * 2 * MIB, spa, 2 * MIB, RWX)
-                .unwrap();
+            slat.map(
+                &mut memory,
+                &mut pool,
+                region + i * 2 * MIB,
+                spa,
+                2 * MIB,
+                RWX,
+            )
+            .unwrap();
         }
         let mapped = slat.stats();
         let tables = memory.page_count();
@@ -294,10 +301,7 @@ fn a_range_unmapped_whole_clears_its_leaves_and_maps_again_without_tables() {
             slat.translate(&memory, region + 2 * MIB).unwrap().spa,
             0x5000_0000
         );
-        assert_eq!(
-            slat.stats().mapped_bytes(),
-            mapped.mapped_bytes() - 2 * MIB
-        );
+        assert_eq!(slat.stats().mapped_bytes(), mapped.mapped_bytes() - 2 * MIB);
         // Mapped again elsewhere: the tables left in place serve it.
         let balance = pool.balance_pages();
         slat.map(&mut memory, &mut pool, region, 0x6000_0000, 2 * MIB, RWX)
