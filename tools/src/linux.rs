@@ -27,11 +27,11 @@ pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
 /// The kernel modules the guest loads at start, by name: Debian's cloud kernel (6.1) builds
-/// virtio, the virtio-mmio transport, the balloon and the network driver as modules
+/// virtio, the virtio-mmio transport, the balloon, the network driver and virtio-mem as modules
 /// (`CONFIG_VIRTIO=m`, `CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BALLOON=m`,
-/// `CONFIG_VIRTIO_NET=m`, which needs `net_failover` and `failover`). Their dependencies are
-/// added and the whole set ordered by [`module_load_order`].
-pub const GUEST_MODULES: [&str; 3] = ["virtio_mmio", "virtio_balloon", "virtio_net"];
+/// `CONFIG_VIRTIO_NET=m`, which needs `net_failover` and `failover`, `CONFIG_VIRTIO_MEM=m`).
+/// Their dependencies are added and the whole set ordered by [`module_load_order`].
+pub const GUEST_MODULES: [&str; 4] = ["virtio_mmio", "virtio_balloon", "virtio_net", "virtio_mem"];
 
 /// The file in the initramfs (and in `<target>/linux/modules/`) naming the modules to load,
 /// one a line, dependencies first; `/init` loads `/lib/modules/NAME.ko` for each.
@@ -670,7 +670,7 @@ mod tests {
             Ok(match name {
                 "virtio" => vec!["virtio_ring".to_string()],
                 "virtio_ring" => vec![],
-                "virtio_mmio" | "virtio_balloon" => {
+                "virtio_mmio" | "virtio_balloon" | "virtio_mem" => {
                     vec!["virtio".to_string(), "virtio_ring".to_string()]
                 }
                 "virtio_net" => ["net_failover", "virtio", "virtio_ring"]
@@ -690,7 +690,8 @@ mod tests {
                 "virtio_balloon",
                 "failover",
                 "net_failover",
-                "virtio_net"
+                "virtio_net",
+                "virtio_mem"
             ]
         );
         assert!(module_load_order(&["nonesuch"], &mut depends).is_err());
@@ -715,6 +716,7 @@ mod tests {
             "failover",
             "net_failover",
             "virtio_net",
+            "virtio_mem",
         ];
         let list: String = names.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(dir.join(MODULE_ORDER_FILE), &list).unwrap();
@@ -724,7 +726,7 @@ mod tests {
             std::fs::write(dir.join(format!("{name}.ko")), b"ko").unwrap();
         }
         let cached = cached_modules(&dir).unwrap();
-        assert_eq!(cached.len(), 7);
+        assert_eq!(cached.len(), 8);
         assert!(cached[3].ends_with("virtio_balloon.ko"));
         assert!(cached[6].ends_with("virtio_net.ko"));
         // A list that lacks a guest module is stale.

@@ -26,12 +26,15 @@ use numavisor_policy::slat::{
 };
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
-use numavisor_policy::vmm::platform::{NicWindow, PlatformConfig, PlatformDevices, MAX_NICS};
+use numavisor_policy::vmm::platform::{
+    MemWindow, NicWindow, PlatformConfig, PlatformDevices, MAX_NICS, MAX_VIRTIO_MEM,
+};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
 use super::control::{halt_a_while, Control, VcpuSlot};
 use super::guest_memory::{GuestMemory, IdentityTables};
+use super::hot_add;
 use super::{Hypervisor, Partition, PartitionState};
 use crate::platform::cpu::tsc;
 use crate::virt::{Active, Arch, NoTlbTag};
@@ -417,7 +420,7 @@ fn load_linux(
         .filter(|e| e.2 == start_info::E820_RAM)
         .map(|e| (e.0, e.1))
         .collect();
-    let command_line = linux_command_line(spec.command_line);
+    let command_line = linux_command_line(spec);
     let plan = bzimage::plan(
         &image,
         &ram,
@@ -463,12 +466,26 @@ fn load_linux(
 /// those ticks, the watchdog marks the TSC unstable, and the guest then reads the time from
 /// the ACPI PM timer, one port exit a read: about 2,000 exits per MiB in the network
 /// benchmark. Saying the TSC is reliable turns the watchdog off for it.
-pub fn linux_added_options() -> alloc::string::String {
-    alloc::format!("tsc_early_khz={} tsc=reliable", tsc::hz() / 1000)
+///
+/// With virtio-mem (a vnode whose `memory_max` exceeds its `size`):
+/// `memhp_default_state=online`, because Debian's kernel leaves hot-added memory offline
+/// until something onlines it (`CONFIG_MEMORY_HOTPLUG_DEFAULT_ONLINE` is not set) and a
+/// partition has no udev; `memory_hotplug.online_policy=auto-movable`, so that plugged memory
+/// goes to ZONE_MOVABLE (which Linux can empty again to unplug it) while a node's movable
+/// memory stays within Linux's default ratio to its other memory (301 %), and to the kernel's
+/// zones beyond that, so a guest that grew far never runs short of kernel memory.
+pub fn linux_added_options(spec: &PartitionSpec) -> alloc::string::String {
+    let hot_add = if hot_add::growing_vnodes(spec).is_empty() {
+        ""
+    } else {
+        " memhp_default_state=online memory_hotplug.online_policy=auto-movable"
+    };
+    alloc::format!("tsc_early_khz={} tsc=reliable{hot_add}", tsc::hz() / 1000)
 }
 
-fn linux_command_line(user: &str) -> alloc::string::String {
-    let added = linux_added_options();
+fn linux_command_line(spec: &PartitionSpec) -> alloc::string::String {
+    let user = spec.command_line;
+    let added = linux_added_options(spec);
     if user.is_empty() {
         added
     } else {
@@ -489,8 +506,13 @@ fn guest_devices(spec: &PartitionSpec) -> guest_acpi::Devices {
     if spec.dynamic {
         devices.virtio_mmio[BALLOON_SLOT] = Some(guest_acpi::VirtioMmio::at_slot(BALLOON_SLOT));
     }
-    // The layout allows at most MAX_NICS_PER_PARTITION (4) cards: slots 1..=4 of 8.
+    // The layout allows at most MAX_NICS_PER_PARTITION (4) cards: slots 1..=4 of 9.
     for slot in (NIC_SLOT..).take(spec.nics.len()) {
+        devices.virtio_mmio[slot] = Some(guest_acpi::VirtioMmio::at_slot(slot));
+    }
+    // And at most MAX_GROWING_VNODES (4) virtio-mem devices: slots 5..=8.
+    let growing = hot_add::growing_vnodes(spec).len();
+    for slot in (guest_acpi::VIRTIO_MEM_FIRST_SLOT..).take(growing) {
         devices.virtio_mmio[slot] = Some(guest_acpi::VirtioMmio::at_slot(slot));
     }
     devices
@@ -507,6 +529,15 @@ fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
             pin,
             mac: nic.mac,
         });
+    }
+    let mut virtio_mem = [None; MAX_VIRTIO_MEM];
+    for (index, config) in hot_add::device_configs(spec)
+        .into_iter()
+        .enumerate()
+        .take(MAX_VIRTIO_MEM)
+    {
+        virtio_mem[index] = window(guest_acpi::VIRTIO_MEM_FIRST_SLOT + index)
+            .map(|(base, pin)| MemWindow { base, pin, config });
     }
     let uart = devices.uart.unwrap_or(guest_acpi::Uart16550 {
         port: 0x3F8,
@@ -525,6 +556,7 @@ fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
         rtc_epoch_seconds: RTC_EPOCH_SECONDS,
         virtio_balloon: window(BALLOON_SLOT),
         nics,
+        virtio_mem,
     }
 }
 
@@ -692,7 +724,7 @@ pub fn report_event(partition: &Partition, state_name: &str) -> String {
             table_bytes: state.slat.table_bytes,
         },
         added_options: if bzimage::is_bzimage(partition.spec.image) {
-            linux_added_options()
+            linux_added_options(partition.spec)
         } else {
             alloc::string::String::new()
         },

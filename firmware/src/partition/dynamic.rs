@@ -15,11 +15,12 @@ use alloc::vec::Vec;
 use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::virtio::balloon::{BalloonEvent, BalloonRequest};
 use numavisor_policy::hypercall::bank::PageMove;
-use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy};
+use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy, VnodeRoom};
 use numavisor_policy::report::events::{self, BalloonMove, TargetSetter};
 use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 
 use super::guest_memory::GuestMemory;
+use super::hot_add;
 use super::interrupts::deliver_ioapic;
 use super::page_moves;
 use super::{Hypervisor, Partition};
@@ -133,15 +134,20 @@ fn held_bytes(partition: &Partition) -> u64 {
 }
 
 /// A fresh start of `partition` (build or restart): the balloon starts at the layout's
-/// `memory_max`, and the policy decides again.
+/// `memory_max` where that is below `size`, nothing is plugged, and the policy decides again.
 pub fn start(partition: &Partition) {
     if !partition.spec.dynamic {
         return;
     }
     *partition.dynamic.lock() = DynamicState::default();
-    let max: u64 = partition.spec.memory.iter().map(|v| v.max).sum();
-    if max < startup_bytes(partition) {
-        set_target(partition, max, TargetSetter::Policy);
+    let start: u64 = partition
+        .spec
+        .memory
+        .iter()
+        .map(|v| v.max.min(v.size))
+        .sum();
+    if start < startup_bytes(partition) {
+        set_target(partition, start, TargetSetter::Policy);
     }
 }
 
@@ -308,25 +314,19 @@ fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove], ticks:
     groups.sort_unstable();
     groups.dedup();
     for (vnode, node) in groups {
-        let mut spas: Vec<u64> = moves
+        let spas: Vec<u64> = moves
             .iter()
             .filter(|m| (m.vnode, m.node) == (vnode, node))
             .map(|m| m.spa)
             .collect();
-        spas.sort_unstable();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for spa in &spas {
-            match runs.last_mut() {
-                Some(run) if run.0 + run.1 == *spa => run.1 += 4096,
-                _ => runs.push((*spa, 4096)),
-            }
-        }
+        let pages = spas.len() as u64;
+        let runs = events::merged_ranges(spas, 4096);
         report::emit(&events::balloon(&BalloonMove {
             partition: partition.name(),
             inflate,
             vnode,
             node,
-            pages: spas.len() as u64,
+            pages,
             spa: runs,
             size,
             ticks,
@@ -336,9 +336,32 @@ fn report_moves(partition: &Partition, inflate: bool, moves: &[PageMove], ticks:
     partition.hv.emit_ledger();
 }
 
-/// Tells `partition`'s balloon to hold its RAM to `bytes` from now on.
+/// What each vnode may hold, for the policy's split between balloon and virtio-mem.
+fn rooms(partition: &Partition) -> Vec<VnodeRoom> {
+    partition
+        .spec
+        .memory
+        .iter()
+        .map(|v| VnodeRoom {
+            size: v.size,
+            max: v.max,
+        })
+        .collect()
+}
+
+/// Tells `partition` to hold `bytes` from now on: its balloon below the RAM it booted with,
+/// its virtio-mem devices above it ([`dynamic_memory::split`]).
 fn set_target(partition: &Partition, bytes: u64, by: TargetSetter) {
-    let pages = (startup_bytes(partition).saturating_sub(bytes) / 4096).min(u64::from(u32::MAX));
+    let split = dynamic_memory::split(bytes, &rooms(partition), hot_add::BLOCK_BYTES);
+    apply(partition, split.built, &split.plugged);
+    partition.dynamic.lock().target = Some(bytes);
+    report::emit(&events::memory_target(partition.name(), 0, bytes, by));
+}
+
+/// Sets the balloon to leave `built` bytes of the RAM booted with, and each growing vnode's
+/// virtio-mem device to have `plugged[vnode]` plugged.
+fn apply(partition: &Partition, built: u64, plugged: &[u64]) {
+    let pages = (startup_bytes(partition).saturating_sub(built) / 4096).min(u64::from(u32::MAX));
     let delivery = {
         let mut devices = partition.devices.lock();
         if let Some(balloon) = devices.balloon.as_mut() {
@@ -349,14 +372,19 @@ fn set_target(partition: &Partition, bytes: u64, by: TargetSetter) {
     if let Some(delivery) = delivery {
         deliver_ioapic(partition, delivery);
     }
-    partition.dynamic.lock().target = Some(bytes);
-    report::emit(&events::memory_target(partition.name(), 0, bytes, by));
+    for (device, vnode) in hot_add::growing_vnodes(partition.spec)
+        .into_iter()
+        .enumerate()
+    {
+        hot_add::set_requested(partition, device, plugged.get(vnode).copied().unwrap_or(0));
+    }
 }
 
 /// Fixes (or with `None` frees) the memory `vnode` of `partition` should hold: the target
-/// set, within the vnode's bounds (0 when handed back to the policy). With one balloon per
-/// partition, the guest chooses which of its pages it gives; the partition's whole target
-/// becomes this vnode's plus what its other vnodes hold now.
+/// set, within the vnode's bounds (0 when handed back to the policy). Above the vnode's
+/// `size` its virtio-mem device plugs the rest; below it, with one balloon per partition, the
+/// guest chooses which of its pages it gives, and the partition's whole target becomes this
+/// vnode's plus what its other vnodes hold now.
 pub fn set_fixed(
     partition: &Partition,
     vnode: usize,
@@ -378,16 +406,41 @@ pub fn set_fixed(
         return Ok(0);
     };
     let wanted = (bytes.clamp(bounds.min, bounds.max) / 4096) * 4096;
-    let others: u64 = {
+    // Growth comes in whole device blocks.
+    let wanted = if wanted > bounds.size {
+        wanted - (wanted - bounds.size) % hot_add::BLOCK_BYTES
+    } else {
+        wanted
+    };
+    let held: Vec<u64> = {
         let state = partition.state.lock();
         (0..spec.memory.len())
-            .filter(|&v| v != vnode)
             .map(|v| state.ram.mapped_bytes(v, None))
-            .sum()
+            .collect()
     };
-    let total = wanted + others;
-    partition.dynamic.lock().fixed = Some(total);
-    set_target(partition, total, by);
+    let targets: Vec<u64> = held
+        .iter()
+        .enumerate()
+        .map(|(v, &h)| if v == vnode { wanted } else { h })
+        .collect();
+    let built: u64 = targets
+        .iter()
+        .zip(&spec.memory)
+        .map(|(&t, v)| t.min(v.size))
+        .sum();
+    let plugged: Vec<u64> = targets
+        .iter()
+        .zip(&spec.memory)
+        .map(|(&t, v)| t.saturating_sub(v.size))
+        .collect();
+    let total = targets.iter().sum();
+    apply(partition, built, &plugged);
+    {
+        let mut state = partition.dynamic.lock();
+        state.fixed = Some(total);
+        state.target = Some(total);
+    }
+    report::emit(&events::memory_target(partition.name(), vnode, wanted, by));
     Ok(wanted)
 }
 

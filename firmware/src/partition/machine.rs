@@ -101,6 +101,11 @@ impl<'a> Machine for PartitionMachine<'a> {
                 super::dynamic::serve_balloon(self.partition, vcpu, reset);
                 self.memory.attach(self.partition.state.lock().ram.clone());
             }
+            DeviceId::VirtioMem(index) => {
+                self.memory.detach();
+                super::hot_add::serve(self.partition, vcpu, index, reset);
+                self.memory.attach(self.partition.state.lock().ram.clone());
+            }
             // A driver reset leaves nothing with the hypervisor: frames are copied at once.
             DeviceId::VirtioNet(nic) => {
                 if !reset {

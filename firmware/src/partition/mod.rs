@@ -6,6 +6,7 @@ mod build;
 mod control;
 mod dynamic;
 mod guest_memory;
+mod hot_add;
 mod hypercalls;
 mod hypervisor;
 mod input;
@@ -245,6 +246,10 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
     // A restarted guest gets its whole RAM: the pages it deposited come back first. (The
     // bank after the state lock is safe here: only this partition's own vCPUs, all parked,
     // take the bank and then this state.)
+    if restart {
+        // Its new virtio-mem devices start with nothing plugged.
+        hot_add::unplug_all_parked(partition, &mut state);
+    }
     let refilled = !restart
         || (page_moves::reclaim(partition, &mut state)
             && page_moves::refill_ballooned(partition, &mut state));

@@ -74,8 +74,13 @@ fn run(hv: &Hypervisor, command: &Command) -> Result<Vec<PartitionSummary<'stati
                     .memory
                     .iter()
                     .enumerate()
-                    .map(|(vnode, (node, size))| {
-                        alloc::format!("vnode {vnode}: {} MiB on node {node}", size >> 20)
+                    .map(|(vnode, (node, size, plugged))| {
+                        let plugged = if *plugged > 0 {
+                            alloc::format!(" ({} MiB plugged)", plugged >> 20)
+                        } else {
+                            String::new()
+                        };
+                        alloc::format!("vnode {vnode}: {} MiB on node {node}{plugged}", size >> 20)
                     })
                     .collect();
                 serial::write_fmt(format_args!(
@@ -212,7 +217,13 @@ fn summary(partition: &'static Partition) -> PartitionSummary<'static> {
             .memory
             .iter()
             .enumerate()
-            .map(|(vnode, v)| (v.node as usize, state.ram.mapped_bytes(vnode, None)))
+            .map(|(vnode, v)| {
+                (
+                    v.node as usize,
+                    state.ram.mapped_bytes(vnode, None),
+                    state.ram.plugged_bytes(vnode),
+                )
+            })
             .collect(),
         pool_balance: state.pool.as_ref().map_or(0, |p| p.balance_bytes()),
     }

@@ -15,6 +15,7 @@ use numavisor_policy::hypercall::bank::{Backing, Bank, GuestSpace, PageMove};
 use numavisor_policy::memory::Usage;
 use numavisor_policy::partition::cpu_ops::CpuOps;
 use numavisor_policy::partition::guest_ram::GuestRam;
+use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
 use spin::MutexGuard;
@@ -253,6 +254,40 @@ enum SlatEdit<'a> {
     /// Map each move's host page at its GPA read-write-execute (a hole keeps its split
     /// tables, so this takes no page).
     Map(&'a [ZeroedMove]),
+    /// Map each plugged block whole, read-write-execute (tables from the pool).
+    MapBlocks(&'a [GuestBlock]),
+    /// Unmap each plugged block whole (no table taken or given back).
+    UnmapBlocks(&'a [GuestBlock]),
+}
+
+/// Maps blocks virtio-mem plugged (zeroed already, above the RAM built) in the SLAT and adds
+/// them to the RAM. All or nothing.
+pub fn plug_blocks(
+    partition: &Partition,
+    state: &mut PartitionState,
+    blocks: &[GuestBlock],
+) -> Result<(), SlatError> {
+    edit_slat(partition, state, SlatEdit::MapBlocks(blocks))?;
+    let ram = Arc::make_mut(&mut state.ram);
+    for block in blocks {
+        ram.plug(*block);
+    }
+    Ok(())
+}
+
+/// Takes plugged blocks out of the SLAT and the RAM. All or nothing. The caller bumps the
+/// memory generation and waits for every vCPU before the host blocks are reused.
+pub fn unplug_blocks(
+    partition: &Partition,
+    state: &mut PartitionState,
+    blocks: &[GuestBlock],
+) -> Result<(), SlatError> {
+    edit_slat(partition, state, SlatEdit::UnmapBlocks(blocks))?;
+    let ram = Arc::make_mut(&mut state.ram);
+    for block in blocks {
+        ram.unplug(block.gpa);
+    }
+    Ok(())
 }
 
 /// Unmaps 4 KiB pages from the partition's SLAT.
@@ -297,6 +332,9 @@ fn edit_slat_in<F: SlatFormat>(
     let first = match &edit {
         SlatEdit::Unmap(gpas) => gpas.first().copied(),
         SlatEdit::Map(moves) => moves.first().map(|m| m.page_move().gpa),
+        SlatEdit::MapBlocks(blocks) | SlatEdit::UnmapBlocks(blocks) => {
+            blocks.first().map(|b| b.gpa)
+        }
     };
     // A partition that has released its pool has no SLAT to change.
     let Some(pool) = state.pool.as_mut() else {
@@ -323,6 +361,31 @@ fn edit_slat_in<F: SlatFormat>(
                     }
                     return Err(e);
                 }
+            }
+        }
+        SlatEdit::MapBlocks(blocks) => {
+            let rwx = Permissions::READ_WRITE_EXECUTE;
+            for (done, b) in blocks.iter().enumerate() {
+                let bytes = b.size.bytes();
+                if let Err(e) = slat.map(&mut tables, pool, b.gpa, b.spa, bytes, rwx) {
+                    // Undo what was done (a whole unmap takes no page).
+                    for b in &blocks[..done] {
+                        let _ = slat.unmap_range(&mut tables, b.gpa, b.size.bytes());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        SlatEdit::UnmapBlocks(blocks) => {
+            // Checked first, so that a refusal changes nothing.
+            for b in blocks {
+                let mapped = slat.translate(&tables, b.gpa);
+                if mapped.is_none_or(|t| t.spa != b.spa) {
+                    return Err(SlatError::NotMapped { gpa: b.gpa });
+                }
+            }
+            for b in blocks {
+                slat.unmap_range(&mut tables, b.gpa, b.size.bytes())?;
             }
         }
     }

@@ -26,6 +26,10 @@
 #   wait-link-down  wait (at most PING_WAIT_S) until eth0 has no carrier: every other member
 #             of its network has stopped               -> {"event":"link-down",...}
 #   net-stats  eth0's own counts from /sys             -> {"event":"net-stats",...}
+#   grow-node  Dynamic Memory above size (virtio-mem) on node nv.node (default 1): wait until
+#             the node grew by nv.mib MiB (default 128), fill a tmpfs bound to the node with
+#             more than it booted with, free it, wait until the node is back to its size
+#                                                      -> {"event":"node_memory",...}, see test_grow_node
 #   getcpu    on each online CPU: the getcpu system call, RDTSCP's and RDPID's TSC_AUX and
 #             /proc/self/stat's CPU (/bin/nv-getcpu)      -> {"event":"getcpu",...}
 #   poweroff  power off (poweroff -f)
@@ -99,6 +103,7 @@ for word in $(cat /proc/cmdline); do
         nv.barrier=*) barrier="${word#nv.barrier=}" ;;
         nv.responders=*) responders="${word#nv.responders=}" ;;
         nv.count=*) count="${word#nv.count=}" ;;
+        nv.node=*) node="${word#nv.node=}" ;;
     esac
 done
 
@@ -422,12 +427,82 @@ test_memory() {
     say "{\"event\":\"memory_done\",\"mode\":\"$mode\",\"seq\":$seq,\"uptime\":$uptime,\"filled_mib\":$filled,\"wanted_mib\":$wanted,\"dd_failures\":$failures,\"memtotal_kb_first\":$total_first,\"memtotal_kb_min\":$total_min,\"memtotal_kb_max\":$total_max}"
 }
 
+# --- Dynamic Memory above size (grow-node). ---
+# Every ~0.5 s while it waits:
+#   {"event":"node_memory","node":N,"seq":S,"phase":"grow"|"shrink","total_kb":T,"free_kb":F,
+#    "memory_blocks":B}
+# (node N's MemTotal and MemFree from /sys/devices/system/node/nodeN/meminfo, and how many
+# memory blocks of the node are online), then for the fill
+#   {"event":"node_fill","node":N,"mib":M,"ok":true|false,"total_kb":T}
+# and last {"event":"node_done","node":N,"grew":true|false,"shrank":true|false,
+#   "total_kb_first":T,"total_kb_max":T,"total_kb_last":T}.
+# The fill writes the node's boot size plus half the growth into a tmpfs with mpol=bind:N:
+# more than the node booted with, so it fits only in the memory plugged there.
+GROW_WAIT_S=180
+
+node_sample() {
+    eval "$(awk '$3 == "MemTotal:" { printf "node_total_kb=%d ", $4 }
+        $3 == "MemFree:" { printf "node_free_kb=%d\n", $4 }' "/sys/devices/system/node/node$1/meminfo")"
+    blocks=0
+    for b in /sys/devices/system/node/node$1/memory*; do
+        [ -e "$b/online" ] && [ "$(cat "$b/online")" = 1 ] && blocks=$((blocks + 1))
+    done
+}
+
+# node_wait NODE PHASE TEST: report until the sampled node_total_kb makes TEST true (a shell
+# expression), at most GROW_WAIT_S; sets waited_ok.
+node_wait() {
+    waited_ok=false
+    tries=0
+    while [ "$tries" -lt $((GROW_WAIT_S * 2)) ]; do
+        node_sample "$1"
+        [ "$node_total_kb" -gt "$total_max" ] && total_max=$node_total_kb
+        seq=$((seq + 1))
+        say "{\"event\":\"node_memory\",\"node\":$1,\"seq\":$seq,\"phase\":\"$2\",\"total_kb\":$node_total_kb,\"free_kb\":$node_free_kb,\"memory_blocks\":$blocks}"
+        if eval "$3"; then
+            waited_ok=true
+            return
+        fi
+        tries=$((tries + 1))
+        sleep 0.5
+    done
+}
+
+test_grow_node() {
+    n=${node:-1}
+    grow_mib=${mib:-128}
+    report_balloon_driver
+    seq=0
+    node_sample "$n"
+    first=$node_total_kb
+    total_max=$first
+    node_wait "$n" grow "[ \$node_total_kb -ge $((first + grow_mib * 1024)) ]"
+    grew=$waited_ok
+    fill_mib=$((first / 1024 + grow_mib / 2))
+    ok=false
+    if [ "$grew" = true ]; then
+        mkdir -p /tmp/node
+        mount -t tmpfs -o "size=$((fill_mib + 1))m,mpol=bind:$n" tmpfs /tmp/node
+        if dd if=/dev/zero of=/tmp/node/data bs=1M count=$fill_mib 2>/dev/null &&
+            [ "$(stat -c %s /tmp/node/data)" -eq $((fill_mib * 1048576)) ]; then
+            ok=true
+        fi
+        node_sample "$n"
+        rm -f /tmp/node/data
+        umount /tmp/node
+    fi
+    say "{\"event\":\"node_fill\",\"node\":$n,\"mib\":$fill_mib,\"ok\":$ok,\"total_kb\":$node_total_kb}"
+    node_wait "$n" shrink "[ \$node_total_kb -le $((first + 4096)) ]"
+    say "{\"event\":\"node_done\",\"node\":$n,\"grew\":$grew,\"shrank\":$waited_ok,\"total_kb_first\":$first,\"total_kb_max\":$total_max,\"total_kb_last\":$node_total_kb}"
+}
+
 for t in $tests; do
     case "$t" in
         fill) test_fill ;;
         sleep) test_sleep ;;
         memory-idle) test_memory idle ;;
         memory-load) test_memory load ;;
+        grow-node) test_grow_node ;;
         ping) test_ping "$PING_COUNT" ;;
         ping-for) test_ping "${count:-$PING_COUNT}" ;;
         send) send_transfer keep ;;

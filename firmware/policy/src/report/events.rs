@@ -528,8 +528,8 @@ pub struct PartitionSummary<'a> {
     pub state: &'a str,
     /// Each vCPU's host node.
     pub vcpu_nodes: Vec<usize>,
-    /// Each vnode: (host node, bytes).
-    pub memory: Vec<(usize, u64)>,
+    /// Each vnode: (host node, bytes held, of which plugged by virtio-mem).
+    pub memory: Vec<(usize, u64, u64)>,
     pub pool_balance: u64,
 }
 
@@ -552,11 +552,12 @@ pub fn monitor(line: &str, error: Option<&str>, partitions: &[PartitionSummary])
                             }
                         });
                         r.array("memory", |m| {
-                            for (vnode, &(node, size)) in p.memory.iter().enumerate() {
+                            for (vnode, &(node, size, plugged)) in p.memory.iter().enumerate() {
                                 m.object(|v| {
                                     v.u64("vnode", vnode as u64)
                                         .u64("node", node as u64)
-                                        .u64("size", size);
+                                        .u64("size", size)
+                                        .u64("plugged", plugged);
                                 });
                             }
                         });
@@ -674,6 +675,64 @@ pub fn balloon(m: &BalloonMove) -> String {
             .u64("ticks", m.ticks)
             .u64("us", m.micros);
     })
+}
+
+/// Blocks virtio-mem plugged into or unplugged from one vnode of a dynamic partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotAddMove<'a> {
+    pub partition: &'a str,
+    /// `true`: plugged (memory of the node entered the guest); `false`: unplugged.
+    pub plug: bool,
+    pub vnode: usize,
+    pub node: usize,
+    /// The host ranges `(start, length)` moved, merged where adjacent.
+    pub spa: Vec<(u64, u64)>,
+    /// The bytes the vnode has plugged after the move.
+    pub plugged: u64,
+    /// The bytes of RAM the partition holds after the move.
+    pub size: u64,
+    /// Host TSC ticks the hypervisor spent on the request.
+    pub ticks: u64,
+    /// Microseconds since the hypervisor's entry, when the move was done.
+    pub micros: u64,
+}
+
+/// `hot_add`: blocks a dynamic partition's virtio-mem device plugged or unplugged, all of
+/// one vnode and host node.
+pub fn hot_add(m: &HotAddMove) -> String {
+    event("hot_add", |o| {
+        o.str("partition", m.partition)
+            .str("kind", if m.plug { "plug" } else { "unplug" })
+            .u64("vnode", m.vnode as u64)
+            .u64("node", m.node as u64)
+            .u64("bytes", m.spa.iter().map(|&(_, length)| length).sum())
+            .array("spa", |a| {
+                for &(start, length) in &m.spa {
+                    a.array(|r| {
+                        r.u64(start).u64(length);
+                    });
+                }
+            })
+            .u64("plugged", m.plugged)
+            .u64("size", m.size)
+            .u64("ticks", m.ticks)
+            .u64("us", m.micros);
+    })
+}
+
+/// Host ranges `(start, length)` of `spas` (each `length` bytes long), sorted and merged
+/// where adjacent: how the `balloon` and `hot_add` events list what moved.
+pub fn merged_ranges(spas: impl IntoIterator<Item = u64>, length: u64) -> Vec<(u64, u64)> {
+    let mut spas: Vec<u64> = spas.into_iter().collect();
+    spas.sort_unstable();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for spa in spas {
+        match runs.last_mut() {
+            Some(run) if run.0 + run.1 == spa => run.1 += length,
+            _ => runs.push((spa, length)),
+        }
+    }
+    runs
 }
 
 /// A MAC address as the report, the layout and the test guest write it:
