@@ -90,7 +90,10 @@ fn print_partition(p: &CheckedPartition, networks: &[CheckedNetwork]) {
             None => println!("  {what}, vnode by host node"),
         }
     }
-    let layout = p.guest_physical_ranges().into_iter().zip(p.hot_add_regions());
+    let layout = p
+        .guest_physical_ranges()
+        .into_iter()
+        .zip(p.hot_add_regions());
     for (index, (vnode, (ranges, hot_add))) in p.memory.iter().zip(layout).enumerate() {
         let ranges: Vec<String> = ranges
             .iter()
