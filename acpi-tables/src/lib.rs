@@ -52,8 +52,8 @@ pub use error::AcpiError;
 pub use layout::{AcpiTables, PlacedTable, RSDP_SIGNATURE};
 pub use platform::{
     Devices, GuestPlatform, HmatFigures, IoApic, MemoryRange, PmBlock, TablePlacement, Uart16550,
-    Vcpu, VirtioMmio, VnumaNode, MAX_VIRTIO_MMIO, VIRTIO_MMIO_BASE, VIRTIO_MMIO_GSI,
-    VIRTIO_MMIO_SIZE,
+    Vcpu, VirtioMmio, VnumaNode, MAX_VIRTIO_MMIO, VIRTIO_MEM_FIRST_SLOT, VIRTIO_MMIO_BASE,
+    VIRTIO_MMIO_GSI, VIRTIO_MMIO_PCI_GSI, VIRTIO_MMIO_SIZE,
 };
 pub use validate::{MAX_NODES, MAX_RANGES, MAX_VCPUS};
 

@@ -88,8 +88,17 @@ pub struct Devices {
     pub virtio_mmio: [Option<VirtioMmio>; MAX_VIRTIO_MMIO],
 }
 
-/// How many virtio-mmio devices [`Devices`] can describe.
-pub const MAX_VIRTIO_MMIO: usize = 8;
+/// How many virtio-mmio devices [`Devices`] can describe: slot 0 (the balloon), 1..=4 (the
+/// NICs), [`VIRTIO_MEM_FIRST_SLOT`]..=8 (virtio-mem). Slot 8 takes GSI 23
+/// ([`VIRTIO_MMIO_PCI_GSI`] + 8 − 1), the I/O APIC's last input, so there is no room for more.
+pub const MAX_VIRTIO_MMIO: usize = 9;
+
+/// The slot of the first virtio-mem device (hot-add memory, one device per vnode that grows
+/// above its size): the `k`-th growing vnode, counted from 0 in vnode order, is
+/// `VirtioMmio::at_slot(VIRTIO_MEM_FIRST_SLOT + k)`, after the balloon's slot 0 and the four
+/// NICs' slots 1..=4. Up to 4 devices (the layout's `MAX_GROWING_VNODES`), slots 5..=8,
+/// GSIs 20..=23.
+pub const VIRTIO_MEM_FIRST_SLOT: usize = 5;
 
 /// Where the first virtio-mmio window goes by default: 0xFEB0_0000, the address QEMU's
 /// microvm machine uses, in the hole below the I/O APIC (0xFEC0_0000), the HPET range

@@ -254,6 +254,60 @@ fn every_virtio_slot_at_its_default_placement_is_valid() {
 }
 
 #[test]
+fn the_last_virtio_slot_takes_the_io_apics_last_input() {
+    // Slot 8, the last virtio-mem device's, is GSI 23: IOAPIC pins 0..=23.
+    assert_eq!(MAX_VIRTIO_MMIO, 9);
+    assert_eq!(VirtioMmio::at_slot(MAX_VIRTIO_MMIO - 1).gsi, 23);
+    assert_eq!(
+        VirtioMmio::at_slot(8).gsi,
+        VIRTIO_MMIO_PCI_GSI + 8 - 1,
+        "slot n >= 1 takes VIRTIO_MMIO_PCI_GSI + n - 1"
+    );
+    // The virtio-mem slots: 5..=8, after the balloon (0) and the NICs (1..=4).
+    assert_eq!(VIRTIO_MEM_FIRST_SLOT, 5);
+    assert_eq!(VIRTIO_MEM_FIRST_SLOT + 4, MAX_VIRTIO_MMIO);
+    let gsis: alloc::vec::Vec<u32> = (VIRTIO_MEM_FIRST_SLOT..MAX_VIRTIO_MMIO)
+        .map(|slot| VirtioMmio::at_slot(slot).gsi)
+        .collect();
+    assert_eq!(gsis, [20, 21, 22, 23]);
+    // Every window below the I/O APIC's page.
+    let last = VirtioMmio::at_slot(MAX_VIRTIO_MMIO - 1);
+    assert!(u64::from(last.base) + u64::from(last.size) <= 0xFEC0_0000);
+    // A device past the last slot would need GSI 24, which no I/O APIC input is.
+    let mut platform = two_nodes_four_vcpus();
+    platform.devices.virtio_mmio[8] = Some(VirtioMmio {
+        gsi: 24,
+        ..VirtioMmio::at_slot(8)
+    });
+    assert!(matches!(
+        generate(&platform),
+        Err(AcpiError::BadVirtioMmio {
+            index: 8,
+            gsi: 24,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_full_platform_with_nine_virtio_devices_is_valid() {
+    // Balloon, four NICs and four virtio-mem devices; the MADT overrides only slot 0's ISA
+    // IRQ 5, the others are above the ISA range.
+    let mut platform = two_nodes_four_vcpus();
+    for slot in 0..MAX_VIRTIO_MMIO {
+        platform.devices.virtio_mmio[slot] = Some(VirtioMmio::at_slot(slot));
+    }
+    let tables = generate(&platform).unwrap();
+    assert!(tables
+        .tables()
+        .iter()
+        .filter(|t| t.signature != *b"FACS")
+        .all(|t| sums_to_zero(&t.bytes)));
+    let dsdt = &tables.table(b"DSDT").unwrap().bytes;
+    assert!(dsdt.windows(4).any(|w| w == b"VR08"));
+}
+
+#[test]
 fn virtio_mmio_devices_are_checked() {
     let with = |device: VirtioMmio| {
         move |p: &mut GuestPlatform| {

@@ -179,3 +179,47 @@ fn virtio_balloon_decodes_as_qemu_describes_virtio_mmio() {
         assert!(squeezed.contains(needle), "{needle:?} not in\n{device}");
     }
 }
+
+#[test]
+fn nine_virtio_devices_decode_up_to_gsi_23() {
+    // The balloon (slot 0), four NICs (1..=4) and four virtio-mem devices
+    // (VIRTIO_MEM_FIRST_SLOT..=8): slot 8 takes GSI 23, the I/O APIC's last input.
+    let mut platform = two_nodes_four_vcpus();
+    for slot in 0..numavisor_acpi_tables::MAX_VIRTIO_MMIO {
+        platform.devices.virtio_mmio[slot] = Some(numavisor_acpi_tables::VirtioMmio::at_slot(slot));
+    }
+    check_layout("virtio-nine", &platform);
+    let dsl = std::fs::read_to_string(scratch_path("virtio-nine", "dsdt.dsl")).unwrap();
+    for slot in 0..numavisor_acpi_tables::MAX_VIRTIO_MMIO {
+        let device = dsl
+            .split(&format!("Device (VR{slot:02})"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no Device (VR{slot:02}) in\n{dsl}"))
+            .split("Device (")
+            .next()
+            .unwrap();
+        let squeezed: String = device.split_whitespace().collect::<Vec<_>>().join(" ");
+        let gsi = if slot == 0 { 5 } else { 16 + slot - 1 };
+        let base = 0xFEB0_0000 + 0x200 * slot;
+        for needle in [
+            format!("Memory32Fixed (ReadWrite, {base:#010X}, // Address Base").replace("0X", "0x"),
+            format!("Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) {{ {gsi:#010X}, }}")
+                .replace("0X", "0x"),
+        ] {
+            assert!(squeezed.contains(&needle), "{needle:?} not in\n{device}");
+        }
+    }
+    assert!(dsl.contains("0x00000017"), "GSI 23 missing");
+    // And the disassembled DSDT compiles back without a complaint.
+    let output = std::process::Command::new(iasl())
+        .arg("dsdt.dsl")
+        .current_dir(scratch_path("virtio-nine", ""))
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && console.contains("0 Errors, 0 Warnings"),
+        "iasl dsdt.dsl:\n{console}"
+    );
+}

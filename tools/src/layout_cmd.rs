@@ -90,13 +90,25 @@ fn print_partition(p: &CheckedPartition, networks: &[CheckedNetwork]) {
             None => println!("  {what}, vnode by host node"),
         }
     }
-    for (index, (vnode, ranges)) in p.memory.iter().zip(p.guest_physical_ranges()).enumerate() {
+    let layout = p
+        .guest_physical_ranges()
+        .into_iter()
+        .zip(p.hot_add_regions());
+    for (index, (vnode, (ranges, hot_add))) in p.memory.iter().zip(layout).enumerate() {
         let ranges: Vec<String> = ranges
             .iter()
             .map(|(gpa, len)| format!("[{gpa:#x}, {:#x})", gpa + len))
             .collect();
+        let grows = match hot_add {
+            Some((gpa, len)) => format!(
+                ", grows by {} (hot-add) into [{gpa:#x}, {:#x})",
+                size(len),
+                gpa + len
+            ),
+            None => String::new(),
+        };
         println!(
-            "  vnode {index}: {} on host node {}, GPA {}",
+            "  vnode {index}: {} on host node {}, GPA {}{grows}",
             size(vnode.size),
             vnode.node,
             ranges.join(" ")
@@ -107,8 +119,12 @@ fn print_partition(p: &CheckedPartition, networks: &[CheckedNetwork]) {
         PoolCheck::Build => "",
         PoolCheck::Boot => ", checked at boot only",
     };
+    let hot_add = match p.hot_add_table_pages() {
+        0 => String::new(),
+        pages => format!(" + {pages} for hot-add, drawn when memory is plugged"),
+    };
     println!(
-        "  pool {} (minimum {}{checked}: {} SLAT table pages), SLAT pages up to {}",
+        "  pool {} (minimum {}{checked}: {} SLAT table pages{hot_add}), SLAT pages up to {}",
         size(p.pool_bytes),
         size(minimum),
         p.slat_table_pages(),

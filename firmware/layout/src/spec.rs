@@ -139,10 +139,15 @@ pub struct VnodeSpec {
     /// Host node index (the boot report's dense node index).
     pub node: u32,
     /// With Dynamic Memory, the least the vnode is ballooned down to (`memory_min`); else
-    /// `size`. A multiple of 4 KiB, at most `max`.
+    /// `size`. A multiple of 4 KiB, at most `max` and at most `size` (the balloon works below
+    /// what the guest boots with).
     pub min: u64,
-    /// With Dynamic Memory, the most the vnode holds (`memory_max`); else `size`. At most
-    /// `size`: the balloon gives back only what the guest was started with.
+    /// With Dynamic Memory, the most the vnode holds (`memory_max`); else `size`. A multiple
+    /// of 4 KiB. At most `size`, the balloon keeps the vnode at or below it; above `size`
+    /// (only with Dynamic Memory), the vnode grows by hot-add (virtio-mem) by
+    /// [`growth`](Self::growth), a multiple of
+    /// [`HOT_ADD_BLOCK`](numavisor_policy::partition::cost::HOT_ADD_BLOCK), into its region of
+    /// [`hot_add_regions`](numavisor_policy::partition::cost::hot_add_regions).
     pub max: u64,
 }
 
@@ -155,6 +160,12 @@ impl VnodeSpec {
             min: size,
             max: size,
         }
+    }
+
+    /// How far hot-add may grow the vnode above the `size` it boots with: `max − size`, or 0
+    /// when `max` is at most `size`.
+    pub const fn growth(&self) -> u64 {
+        self.max.saturating_sub(self.size)
     }
 }
 
@@ -247,6 +258,21 @@ mod tests {
         console: ConsoleMode::Escaped,
         nics: &[],
     };
+
+    #[test]
+    fn growth_is_what_max_adds_to_size() {
+        assert_eq!(VnodeSpec::fixed(64 << 20, 0).growth(), 0);
+        let grows = VnodeSpec {
+            max: 576 << 20,
+            ..VnodeSpec::fixed(64 << 20, 0)
+        };
+        assert_eq!(grows.growth(), 512 << 20);
+        let capped = VnodeSpec {
+            max: 32 << 20,
+            ..VnodeSpec::fixed(64 << 20, 0)
+        };
+        assert_eq!(capped.growth(), 0);
+    }
 
     #[test]
     fn totals() {

@@ -179,6 +179,82 @@ fn four_nodes_layout_mixes_page_sizes() {
 }
 
 #[test]
+fn hot_add_layout_grows_vnode_1_above_4_gib() {
+    let guests = Guests::new();
+    let layout = guests.load(&layouts_dir().join("hot-add.toml")).unwrap();
+    let [grower] = &layout.partitions[..] else {
+        panic!("one partition expected: {layout:?}")
+    };
+    const MIB: u64 = 1 << 20;
+    assert!(grower.dynamic);
+    let vnode = |node, max| VnodeSpec {
+        size: 192 * MIB,
+        node,
+        min: 128 * MIB,
+        max,
+    };
+    assert_eq!(grower.memory, [vnode(0, 192 * MIB), vnode(1, 704 * MIB)]);
+    assert_eq!(grower.memory[1].growth(), 512 * MIB);
+    assert_eq!(grower.hot_add_regions(), [None, Some((4 << 30, 512 * MIB))]);
+    // 3 SLAT pages for the RAM, 1 for the hot-add region, 2 VMCBs, 5 bitmap pages.
+    assert_eq!(grower.hot_add_table_pages(), 1);
+    assert_eq!(grower.minimum_pool_bytes(), 11 * 4096);
+    assert!(grower.pool_bytes >= grower.minimum_pool_bytes());
+    // What the firmware embeds keeps memory_max above size.
+    assert!(emit_rust(&layout).contains(&format!(
+        "VnodeSpec {{ size: {}, node: 1, min: {}, max: {} }}",
+        192 * MIB,
+        128 * MIB,
+        704 * MIB
+    )));
+}
+
+#[test]
+fn growing_vnodes_fit_the_virtio_mmio_slots_and_the_pool_check() {
+    use numavisor_layout::limits::MAX_GROWING_VNODES;
+    // One virtio-mem device per growing vnode, in the slots after the balloon and the NICs.
+    assert_eq!(
+        numavisor_acpi_tables::VIRTIO_MEM_FIRST_SLOT + MAX_GROWING_VNODES,
+        numavisor_acpi_tables::MAX_VIRTIO_MMIO
+    );
+    assert_eq!(
+        numavisor_acpi_tables::VIRTIO_MEM_FIRST_SLOT,
+        1 + numavisor_layout::limits::MAX_NICS_PER_PARTITION
+    );
+    // Four vnodes may grow, and the pool the error names is enough.
+    let guests = Guests::new();
+    let memory = "memory = [{ size = \"64M\", node = 0, memory_max = \"192M\" }, \
+                  { size = \"64M\", node = 0, memory_max = \"192M\" }, \
+                  { size = \"64M\", node = 0, memory_max = \"192M\" }, \
+                  { size = \"64M\", node = 0, memory_max = \"1088M\" }]";
+    let text = |pool: &str| {
+        format!(
+            "[[partition]]\nname = \"four\"\nimage = \"test-guest\"\n\
+             vcpus = [{{ node = 0, count = 1 }}]\n{memory}\ndynamic = true\npool = \"{pool}\"\n"
+        )
+    };
+    let errors = guests.load_text(&text("36K")).unwrap_err().to_string();
+    // 256 MiB of RAM: 3 pages; 1408 MiB of growth from 4 GiB crosses into 5 GiB: 2 PDs.
+    assert!(
+        errors.contains("2 SLAT table pages for 1408 MiB of hot-add with 2 MiB pages"),
+        "{errors}"
+    );
+    assert!(errors.ends_with("use pool = \"44K\" or more"), "{errors}");
+    let layout = guests.load_text(&text("44K")).unwrap();
+    let regions = layout.partitions[0].hot_add_regions();
+    const MIB: u64 = 1 << 20;
+    assert_eq!(
+        regions,
+        [
+            Some((4096 * MIB, 128 * MIB)),
+            Some((4224 * MIB, 128 * MIB)),
+            Some((4352 * MIB, 128 * MIB)),
+            Some((4480 * MIB, 1024 * MIB)),
+        ]
+    );
+}
+
+#[test]
 fn small_pool_layout_defers_its_pool_check_with_a_warning() {
     let guests = Guests::new();
     let layout = guests.load(&layouts_dir().join("small-pool.toml")).unwrap();
@@ -466,7 +542,14 @@ fn linux_images_by_path_and_their_limits() {
 #[test]
 fn emitted_rust_matches_the_snapshot() {
     let guests = Guests::new();
-    for name in ["default", "spanning", "four-nodes", "linux", "networks"] {
+    for name in [
+        "default",
+        "spanning",
+        "four-nodes",
+        "linux",
+        "networks",
+        "hot-add",
+    ] {
         let dir = if ["linux", "networks"].contains(&name) {
             tests_dir()
         } else {

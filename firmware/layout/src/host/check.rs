@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use numavisor_policy::memory::PAGE_SIZE;
-use numavisor_policy::partition::cost::{IO_BITMAP_PAGES, MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU};
+use numavisor_policy::partition::cost::{
+    hot_add_page, hot_add_regions, GUEST_PHYSICAL_LIMIT, HOT_ADD_BLOCK, IO_BITMAP_PAGES,
+    MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU,
+};
 
 use super::error::{PartitionLabel, Report};
 use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
@@ -19,8 +22,8 @@ use super::parse::{UNSET_MAX, UNSET_MIN};
 use super::size::{human_size, layout_size};
 use super::{CheckedNetwork, CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
-    MAX_COMMAND_LINE, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY, MAX_POOL_BYTES,
-    MAX_VCPUS_PER_PARTITION, MAX_VNODES,
+    MAX_COMMAND_LINE, MAX_GROWING_VNODES, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
+    MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
 };
 use crate::{NicSpec, VnodeSpec};
 
@@ -93,9 +96,15 @@ pub(crate) fn check(
                 None
             }
         };
+        // A vnode that hot-add may grow asks its node for its `memory_max`.
+        let dynamic = partition.dynamic == Some(true);
         for vnode in partition.memory.iter().flatten() {
+            let most = match dynamic && vnode.max != UNSET_MAX {
+                true => vnode.size.max(vnode.max),
+                false => vnode.size,
+            };
             let total = node_memory.entry(vnode.node).or_default();
-            *total = total.saturating_add(vnode.size);
+            *total = total.saturating_add(most);
         }
         if let Some(partition) = check_partition(partition, nics, layout_dir, options, report) {
             if partition.pool_check == PoolCheck::Boot {
@@ -306,26 +315,82 @@ fn check_memory(
         check_page_multiple(label, &format!("memory[{i}].size"), vnode.size, report);
         resolved.push(check_bounds(label, i, vnode, dynamic, report));
     }
-    let total = memory
+    // Each vnode counts with the most it may hold: its size, or its memory_max above it.
+    let total = resolved
         .iter()
-        .fold(0u64, |sum, v| sum.saturating_add(v.size));
+        .fold(0u64, |sum, v| sum.saturating_add(v.size.max(v.max)));
+    let grows = resolved.iter().any(|v| v.growth() > 0);
     if total > MAX_PARTITION_MEMORY {
         report.field(
             label,
             "memory",
             format!(
-                "{} in all; a partition has at most {} of guest memory",
+                "{} in all{}; a partition has at most {} of guest memory",
                 human_size(total),
+                if grows {
+                    " (memory_max where hot-add grows a vnode above its size)"
+                } else {
+                    ""
+                },
                 human_size(MAX_PARTITION_MEMORY)
             ),
         );
+    } else if grows {
+        check_hot_add(label, &resolved, report);
     }
     (report.len() == before).then_some(resolved)
 }
 
-/// A vnode's Dynamic Memory bounds: `memory_min` ≤ `memory_max` ≤ `size`, each a multiple of
-/// 4 KiB, only with `dynamic = true`. Unset, `memory_max` is the size and `memory_min` a
-/// quarter of it (rounded up to 4 KiB); without `dynamic` both are the size.
+/// The hot-add rules of a partition whose vnodes' bounds are resolved and whose memory is
+/// within [`MAX_PARTITION_MEMORY`]: at most [`MAX_GROWING_VNODES`] vnodes grow, and every
+/// hot-add region ([`hot_add_regions`]) ends inside the guest-physical space (which the
+/// limits imply; checked all the same, as the firmware maps them).
+fn check_hot_add(label: &PartitionLabel, memory: &[VnodeSpec], report: &mut Report) {
+    let growing: Vec<String> = memory
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.growth() > 0)
+        .map(|(k, _)| format!("memory[{k}]"))
+        .collect();
+    if growing.len() > MAX_GROWING_VNODES {
+        report.field(
+            label,
+            "memory",
+            format!(
+                "{} vnodes grow above their size by hot-add ({}); at most \
+                 {MAX_GROWING_VNODES} may, as each is a virtio-mem device with a virtio-mmio \
+                 window and an I/O APIC pin of its own: set memory_max = size on the others",
+                growing.len(),
+                growing.join(", ")
+            ),
+        );
+    }
+    let sizes: Vec<u64> = memory.iter().map(|v| v.size).collect();
+    let growths: Vec<u64> = memory.iter().map(VnodeSpec::growth).collect();
+    for (k, region) in hot_add_regions(&sizes, &growths).into_iter().enumerate() {
+        let Some((gpa, len)) = region else {
+            continue;
+        };
+        if gpa.saturating_add(len) > GUEST_PHYSICAL_LIMIT {
+            report.field(
+                label,
+                format!("memory[{k}].memory_max"),
+                format!(
+                    "its hot-add region of {} at {gpa:#x} ends beyond the {} of \
+                     guest-physical space a 4-level SLAT maps; lower memory_max",
+                    human_size(len),
+                    human_size(GUEST_PHYSICAL_LIMIT)
+                ),
+            );
+        }
+    }
+}
+
+/// A vnode's Dynamic Memory bounds, only with `dynamic = true`, each a multiple of 4 KiB:
+/// `memory_min` ≤ `memory_max` and `memory_min` ≤ `size` (the balloon works below what the
+/// guest boots with); `memory_max` may exceed `size` (hot-add), by a multiple of
+/// [`HOT_ADD_BLOCK`]. Unset, `memory_max` is the size and `memory_min` a quarter of it
+/// (rounded up to 4 KiB); without `dynamic` both are the size.
 fn check_bounds(
     label: &PartitionLabel,
     index: usize,
@@ -358,14 +423,35 @@ fn check_bounds(
             check_page_multiple(label, &format!("memory[{index}].{name}"), bytes, report);
         }
     }
-    if max > vnode.size {
+    // Growth by hot-add (a memory_max not in whole pages is reported above alone).
+    let growth = max.saturating_sub(vnode.size);
+    if max.is_multiple_of(PAGE_SIZE) && !growth.is_multiple_of(HOT_ADD_BLOCK) {
+        let up = vnode
+            .size
+            .saturating_add(growth.div_ceil(HOT_ADD_BLOCK).saturating_mul(HOT_ADD_BLOCK));
         report.field(
             label,
             format!("memory[{index}].memory_max"),
             format!(
-                "{} is more than the vnode's size ({}); the balloon only gives back what the \
-                 guest started with, so make `size` the most it may hold",
+                "{} grows the vnode by {} above its size ({}); hot-add grows it by whole \
+                 blocks of {} (Linux's x86-64 memory block), so make memory_max − size a \
+                 multiple of that, like memory_max = {}",
                 human_size(max),
+                human_size(growth),
+                human_size(vnode.size),
+                human_size(HOT_ADD_BLOCK),
+                layout_size(up)
+            ),
+        );
+    }
+    if min <= max && min > vnode.size {
+        report.field(
+            label,
+            format!("memory[{index}].memory_min"),
+            format!(
+                "{} is more than the vnode's size ({}); the guest boots with its size and the \
+                 balloon only works below it, so memory_min is at most the size",
+                human_size(min),
                 human_size(vnode.size)
             ),
         );
@@ -543,12 +629,22 @@ fn check_pool_covers_cost(partition: &CheckedPartition, report: &mut Report) {
     let needed = partition.minimum_pool_bytes();
     if partition.pool_bytes < needed {
         let label = PartitionLabel::Name(partition.name.clone());
+        let growth: u64 = partition.memory.iter().map(VnodeSpec::growth).sum();
+        let hot_add = match growth {
+            0 => String::new(),
+            _ => format!(
+                " + {} SLAT table pages for {} of hot-add with {} pages",
+                partition.hot_add_table_pages(),
+                human_size(growth),
+                hot_add_page(partition.max_page)
+            ),
+        };
         report.field(
             &label,
             "pool",
             format!(
                 "{} is too small: this partition needs at least {} ({} SLAT table pages for {} \
-                 with {} pages + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {} \
+                 with {} pages{hot_add} + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {} \
                  + {} I/O and MSR bitmap pages); use pool = {} or more",
                 human_size(partition.pool_bytes),
                 human_size(needed),

@@ -124,19 +124,43 @@ impl CheckedPartition {
         cost::guest_physical_ranges(&self.vnode_sizes())
     }
 
-    /// The smallest pool this partition can be built with (the policy cost model, best case).
-    pub fn minimum_pool_bytes(&self) -> u64 {
-        cost::minimum_pool_bytes_for_vnodes(&self.vnode_sizes(), self.max_page, self.vcpu_count())
+    /// Each vnode's hot-add region `(gpa, len)`, `None` where it does not grow (see
+    /// [`hot_add_regions`](numavisor_policy::partition::cost::hot_add_regions)).
+    pub fn hot_add_regions(&self) -> Vec<Option<(u64, u64)>> {
+        cost::hot_add_regions(&self.vnode_sizes(), &self.growths())
     }
 
-    /// Pages of SLAT tables in [`minimum_pool_bytes`](Self::minimum_pool_bytes).
+    /// The smallest pool this partition can be built with (the policy cost model, best case),
+    /// the tables its hot-add regions need included.
+    pub fn minimum_pool_bytes(&self) -> u64 {
+        cost::minimum_pool_bytes_for_vnodes(
+            &self.vnode_sizes(),
+            &self.growths(),
+            self.max_page,
+            self.vcpu_count(),
+        )
+    }
+
+    /// Pages of SLAT tables for its RAM in [`minimum_pool_bytes`](Self::minimum_pool_bytes)
+    /// (drawn at build).
     pub fn slat_table_pages(&self) -> u64 {
         let ranges = cost::all_guest_physical_ranges(&self.vnode_sizes());
         cost::slat_table_pages(&ranges, self.max_page)
     }
 
+    /// Pages of SLAT tables for its hot-add regions in
+    /// [`minimum_pool_bytes`](Self::minimum_pool_bytes) (drawn when memory is plugged).
+    pub fn hot_add_table_pages(&self) -> u64 {
+        let ranges = cost::all_guest_physical_ranges(&self.vnode_sizes());
+        cost::hot_add_table_pages(&ranges, &self.hot_add_regions(), self.max_page)
+    }
+
     fn vnode_sizes(&self) -> Vec<u64> {
         self.memory.iter().map(|vnode| vnode.size).collect()
+    }
+
+    fn growths(&self) -> Vec<u64> {
+        self.memory.iter().map(VnodeSpec::growth).collect()
     }
 }
 

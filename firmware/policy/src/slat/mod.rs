@@ -42,7 +42,7 @@ use crate::memory::BlockSize;
 pub use builder::SlatBuilder;
 pub use error::SlatError;
 pub use format::{Ept, Npt, SlatFormat, ADDRESS_MASK, LARGE_PAGE};
-pub use sizing::{table_pages_needed, GPA_LIMIT, SPA_LIMIT};
+pub use sizing::{table_pages_needed, table_pages_needed_per_range, GPA_LIMIT, SPA_LIMIT};
 pub use table_memory::{HeapTableMemory, TableMemory, ENTRIES_PER_TABLE};
 pub use table_pages::{OutOfTablePages, TablePages};
 

@@ -78,11 +78,21 @@ fn split(start: u64, end: u64, sizes: &[BlockSize], runs: &mut Vec<(u64, u64, Bl
 /// even with nothing mapped, so no ranges give 1 (`partition::cost::slat_table_pages` says 0
 /// there: it counts for a partition that has memory).
 pub fn table_pages_needed(ranges: &[(u64, u64)], page: BlockSize) -> u64 {
+    let ranges: Vec<(u64, u64, BlockSize)> =
+        ranges.iter().map(|&(gpa, len)| (gpa, len, page)).collect();
+    table_pages_needed_per_range(&ranges)
+}
+
+/// [`table_pages_needed`] with a largest leaf of its own for each range (`(gpa, len, page)`,
+/// not overlapping, any order), all mapped by one builder: a table page that two ranges both
+/// need (the root, a PDPT, a PD or PT at a seam) counts once. For a partition whose RAM is
+/// mapped with 1 GiB leaves and whose hot-add regions with 2 MiB leaves.
+pub fn table_pages_needed_per_range(ranges: &[(u64, u64, BlockSize)]) -> u64 {
     // Per level, the inclusive index intervals of the regions that need a table page.
     let mut pdpts = Vec::new();
     let mut pds = Vec::new();
     let mut pts = Vec::new();
-    for &(gpa, len) in ranges {
+    for &(gpa, len, page) in ranges {
         let start = (gpa - gpa % PAGE_SIZE).min(GPA_LIMIT);
         let end = gpa
             .saturating_add(len)
