@@ -26,7 +26,9 @@ use numavisor_policy::slat::{
 };
 use numavisor_policy::topology::Topology;
 use numavisor_policy::vmm::cpuid::{self, CpuidPolicy, Vendor};
-use numavisor_policy::vmm::platform::{NicWindow, PlatformConfig, PlatformDevices, MAX_NICS};
+use numavisor_policy::vmm::platform::{
+    NicWindow, PlatformConfig, PlatformDevices, MAX_NICS, MAX_VIRTIO_MEM,
+};
 use numavisor_policy::vmm::vcpu::EntryState;
 use spin::Mutex;
 
@@ -525,6 +527,8 @@ fn platform_config(spec: &PartitionSpec) -> PlatformConfig {
         rtc_epoch_seconds: RTC_EPOCH_SECONDS,
         virtio_balloon: window(BALLOON_SLOT),
         nics,
+        // No layout asks for virtio-mem yet.
+        virtio_mem: [None; MAX_VIRTIO_MEM],
     }
 }
 
