@@ -712,6 +712,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn virtio_mem_windows_reach_their_devices() {
+        let mut config = pc();
+        let region = MemConfig {
+            addr: 0x1_0000_0000,
+            region_size: 0x800_0000,
+            block_size: 0x20_0000,
+            node_id: 1,
+        };
+        for (index, base) in [0xFEB0_0000u64, 0xFEB0_0200].into_iter().enumerate() {
+            config.virtio_mem[index] = Some(MemWindow {
+                base,
+                pin: 10 + index as u8,
+                config: region,
+            });
+        }
+        let mut p = PlatformDevices::new(config).unwrap();
+        assert_eq!(p.mem.len(), 2);
+        let target = p.mmio_device(0xFEB0_0208).expect("device 1's window");
+        assert_eq!(target.device, DeviceId::VirtioMem(1));
+        assert_eq!((target.offset, target.end), (8, MMIO_WINDOW));
+        assert_eq!(p.mmio_read(target, 4, 0).0, 24, "DeviceID");
+        let target = p.mmio_device(0xFEB0_0070).unwrap();
+        assert_eq!(
+            p.mmio_write(target, 4, 0, 0).device,
+            Some(Effect::DriverReset(DeviceId::VirtioMem(0)))
+        );
+        // The managed region is RAM when plugged, never an MMIO window.
+        assert_eq!(p.mmio_device(region.addr), None);
+        // Windows may not overlap.
+        config.virtio_mem[1] = config.virtio_mem[1].map(|w| MemWindow {
+            base: 0xFEB0_0100,
+            ..w
+        });
+        assert!(matches!(
+            PlatformDevices::new(config),
+            Err(BusError::Overlap { .. })
+        ));
+    }
+
+    #[test]
     fn mmio_windows() {
         let p = PlatformDevices::new(pc()).unwrap();
         let at = |device, offset, end| {

@@ -339,7 +339,7 @@ fn plugging_past_the_requested_size_is_nacked_by_the_device() {
 fn bad_ranges_are_errors() {
     let mut g = Guest::probed(BLOCKS);
     g.plug(0, 1);
-    let top = u64::MAX & !(BLOCK - 1);
+    let top = !(BLOCK - 1); // the last block below 2^64
     for kind in [request::PLUG, request::UNPLUG, request::STATE] {
         for (addr, count, why) in [
             (block(1) + 4096, 1, "unaligned"),
