@@ -70,6 +70,8 @@ pub enum DeviceId {
     VirtioBalloon,
     /// The partition's virtio-mmio network card `n` (its `nics[n]` in the layout).
     VirtioNet(u8),
+    /// The partition's virtio-mmio memory device `n` (its `virtio_mem[n]` in the platform).
+    VirtioMem(u8),
 }
 
 /// What an access asks of the hypervisor beyond the device's own state. The exit handler

@@ -22,11 +22,24 @@ use crate::devices::pit8254::{self, Pit8254};
 use crate::devices::reset::{self, ResetControl};
 use crate::devices::uart16550::Uart16550;
 use crate::devices::virtio::balloon::{BalloonConfig, VirtioBalloon};
+use crate::devices::virtio::mem::{MemConfig, VirtioMem};
 use crate::devices::virtio::mmio::MMIO_WINDOW;
 use crate::devices::virtio::net::{NetConfig, VirtioNet};
 
 /// The most network cards one partition's platform has (the layout's limit).
 pub const MAX_NICS: usize = 4;
+
+/// The most virtio-mem devices one partition's platform has (one a vnode is the usual use).
+pub const MAX_VIRTIO_MEM: usize = 4;
+
+/// One virtio-mmio memory device: its window's base, its I/O APIC pin (level-triggered) and
+/// the region it manages (which is guest RAM when plugged, never part of the MMIO bus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemWindow {
+    pub base: u64,
+    pub pin: u8,
+    pub config: MemConfig,
+}
 
 /// One virtio-mmio network card: its window's base, its I/O APIC pin (level-triggered) and
 /// its MAC address.
@@ -62,6 +75,9 @@ pub struct PlatformConfig {
     /// The network cards, in the layout's order (`DeviceId::VirtioNet(n)` is entry `n`);
     /// the entries after the last card are `None`.
     pub nics: [Option<NicWindow>; MAX_NICS],
+    /// The memory devices (`DeviceId::VirtioMem(n)` is entry `n`); the entries after the
+    /// last device are `None`.
+    pub virtio_mem: [Option<MemWindow>; MAX_VIRTIO_MEM],
 }
 
 impl PlatformConfig {
@@ -83,6 +99,7 @@ impl PlatformConfig {
             rtc_epoch_seconds,
             virtio_balloon: None,
             nics: [None; MAX_NICS],
+            virtio_mem: [None; MAX_VIRTIO_MEM],
         }
     }
 }
@@ -162,6 +179,8 @@ pub struct PlatformDevices {
     pub balloon: Option<VirtioBalloon>,
     /// The network cards, in the layout's order.
     pub nics: Vec<VirtioNet>,
+    /// The memory devices, in the configuration's order.
+    pub mem: Vec<VirtioMem>,
     /// Every level-triggered device's line.
     lines: Vec<Line>,
 }
@@ -304,6 +323,19 @@ impl PlatformDevices {
                 index: index as u8,
             }));
         }
+        let mut mem = Vec::new();
+        for (index, window) in config.virtio_mem.iter().enumerate() {
+            let Some(window) = window else { break };
+            // MAX_VIRTIO_MEM is far below 256.
+            let id = DeviceId::VirtioMem(index as u8);
+            claim(&mut mmio, window.base, MMIO_WINDOW, id, 0, window.base)?;
+            lines.push(Line {
+                device: id,
+                pin: window.pin,
+                level: false,
+            });
+            mem.push(VirtioMem::new(window.config).with_index(index as u8));
+        }
         Ok(PlatformDevices {
             config,
             ports,
@@ -326,6 +358,7 @@ impl PlatformDevices {
                 })
             }),
             nics,
+            mem,
             lines,
         })
     }
@@ -350,6 +383,7 @@ impl PlatformDevices {
             DeviceId::IoApic => &mut self.ioapic,
             DeviceId::VirtioBalloon => self.balloon.as_mut()?,
             DeviceId::VirtioNet(index) => self.nics.get_mut(usize::from(index))?,
+            DeviceId::VirtioMem(index) => self.mem.get_mut(usize::from(index))?,
             DeviceId::LocalApic => return None,
         })
     }
@@ -671,6 +705,46 @@ pub(crate) mod tests {
     fn overlapping_devices_are_refused() {
         let mut config = pc();
         config.debug_exit_port = 0x3F9;
+        assert!(matches!(
+            PlatformDevices::new(config),
+            Err(BusError::Overlap { .. })
+        ));
+    }
+
+    #[test]
+    fn virtio_mem_windows_reach_their_devices() {
+        let mut config = pc();
+        let region = MemConfig {
+            addr: 0x1_0000_0000,
+            region_size: 0x800_0000,
+            block_size: 0x20_0000,
+            node_id: 1,
+        };
+        for (index, base) in [0xFEB0_0000u64, 0xFEB0_0200].into_iter().enumerate() {
+            config.virtio_mem[index] = Some(MemWindow {
+                base,
+                pin: 10 + index as u8,
+                config: region,
+            });
+        }
+        let mut p = PlatformDevices::new(config).unwrap();
+        assert_eq!(p.mem.len(), 2);
+        let target = p.mmio_device(0xFEB0_0208).expect("device 1's window");
+        assert_eq!(target.device, DeviceId::VirtioMem(1));
+        assert_eq!((target.offset, target.end), (8, MMIO_WINDOW));
+        assert_eq!(p.mmio_read(target, 4, 0).0, 24, "DeviceID");
+        let target = p.mmio_device(0xFEB0_0070).unwrap();
+        assert_eq!(
+            p.mmio_write(target, 4, 0, 0).device,
+            Some(Effect::DriverReset(DeviceId::VirtioMem(0)))
+        );
+        // The managed region is RAM when plugged, never an MMIO window.
+        assert_eq!(p.mmio_device(region.addr), None);
+        // Windows may not overlap.
+        config.virtio_mem[1] = config.virtio_mem[1].map(|w| MemWindow {
+            base: 0xFEB0_0100,
+            ..w
+        });
         assert!(matches!(
             PlatformDevices::new(config),
             Err(BusError::Overlap { .. })

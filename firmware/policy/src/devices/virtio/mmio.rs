@@ -9,7 +9,8 @@
 //! it as undefined). Reserved offsets read 0.
 //!
 //! Status follows §2.1 and §3.1.1: writing 0 resets the device; FEATURES_OK sticks only when
-//! the driver accepted a subset of the offered features that includes VERSION_1; queues are
+//! the driver accepted a subset of the offered features that includes VERSION_1 (and any the
+//! device model requires, [`MmioTransport::require_features`]); queues are
 //! taken into use (and checked, see [`SplitQueue::new`]) when the driver writes QueueReady = 1;
 //! notifications are queued and serviced once the driver has set DRIVER_OK — Linux's balloon
 //! kicks its statistics queue before that. A guest that breaks a rule sets
@@ -93,6 +94,8 @@ struct QueueSlot {
 pub struct MmioTransport {
     device_id: u32,
     device_features: u64,
+    /// Offered features the driver must accept for FEATURES_OK to stick.
+    required_features: u64,
     device_features_sel: u32,
     driver_features: u64,
     driver_features_sel: u32,
@@ -126,6 +129,7 @@ impl MmioTransport {
         MmioTransport {
             device_id,
             device_features: device_features | feature::VERSION_1,
+            required_features: feature::VERSION_1,
             device_features_sel: 0,
             driver_features: 0,
             driver_features_sel: 0,
@@ -235,6 +239,20 @@ impl MmioTransport {
     /// Raises interrupt cause `bits` ([`interrupt::USED_BUFFER`], [`interrupt::CONFIG_CHANGE`]).
     pub fn raise(&mut self, bits: u32) {
         self.interrupt_status |= bits;
+    }
+
+    /// Makes FEATURES_OK stick only when the driver also accepted `features` (those of them
+    /// the device offers): for a device that cannot work with a driver lacking them, which
+    /// §3.1.1 lets it refuse at FEATURES_OK.
+    pub fn require_features(&mut self, features: u64) {
+        self.required_features |= features & self.device_features;
+    }
+
+    /// The device changed a configuration field it does not interrupt the driver about
+    /// (virtio-mem's `plugged_size`): a new ConfigGeneration only, so that a driver reading
+    /// the field in two halves sees that it moved (§2.5.1).
+    pub fn bump_config_generation(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
     }
 
     /// The device changed its configuration space: a new ConfigGeneration and, once the driver
@@ -387,8 +405,9 @@ impl MmioTransport {
             (value & !status::DEVICE_NEEDS_RESET) | (self.status & status::DEVICE_NEEDS_RESET);
         if new & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
             let accepted = self.driver_features;
+            let required = self.required_features;
             let acceptable =
-                accepted & !self.device_features == 0 && accepted & feature::VERSION_1 != 0;
+                accepted & !self.device_features == 0 && accepted & required == required;
             if !acceptable {
                 new &= !status::FEATURES_OK;
             }

@@ -1,7 +1,7 @@
 //! Virtio devices over the virtio-mmio transport (VIRTIO 1.2, OASIS, 2022): the register
 //! window ([`mmio`], §4.2.2), split virtqueues ([`queue`], §2.7), the traditional memory
-//! balloon ([`balloon`], §5.5) and the network card ([`net`], §5.1) with its offloads
-//! ([`net_offload`]).
+//! balloon ([`balloon`], §5.5), the network card ([`net`], §5.1) with its offloads
+//! ([`net_offload`]) and the memory device ([`mem`], §5.15).
 //!
 //! Everything here reads guest-controlled memory through [`QueueMemory`], which the firmware
 //! implements over the partition's RAM. A guest that breaks the queue rules (a descriptor loop,
@@ -10,11 +10,15 @@
 //! one call does is bounded by the queue sizes, not by anything the guest chooses.
 
 pub mod balloon;
+pub mod mem;
+mod mem_blocks;
 pub mod mmio;
 pub mod net;
 pub mod net_offload;
 pub mod queue;
 
+#[cfg(test)]
+mod mem_tests;
 #[cfg(test)]
 mod net_offload_tests;
 #[cfg(test)]
@@ -116,5 +120,13 @@ pub enum GuestError {
     BufferTooLarge {
         /// Its total length in bytes.
         len: u64,
+    },
+    /// A buffer is smaller than the message it must hold (a virtio-mem request shorter than
+    /// 24 bytes, or less than 10 device-writable bytes for its response).
+    BufferTooSmall {
+        /// Its length in bytes, in the direction that fell short.
+        len: u64,
+        /// The bytes the message needs.
+        needed: u64,
     },
 }
