@@ -425,12 +425,12 @@ pub fn set_fixed(
         .collect();
     let built: u64 = targets
         .iter()
-        .zip(&spec.memory)
+        .zip(spec.memory.iter())
         .map(|(&t, v)| t.min(v.size))
         .sum();
     let plugged: Vec<u64> = targets
         .iter()
-        .zip(&spec.memory)
+        .zip(spec.memory.iter())
         .map(|(&t, v)| t.saturating_sub(v.size))
         .collect();
     let total = targets.iter().sum();

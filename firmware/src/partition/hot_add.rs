@@ -68,13 +68,6 @@ pub fn device_configs(spec: &PartitionSpec) -> Vec<MemConfig> {
         .collect()
 }
 
-/// The bytes plugged into each vnode now.
-pub fn plugged_bytes(partition: &Partition, state: &PartitionState) -> Vec<u64> {
-    (0..partition.spec.memory.len())
-        .map(|vnode| state.ram.plugged_bytes(vnode))
-        .collect()
-}
-
 /// Sets what device `index` should have plugged (its `requested_size`), raising its
 /// configuration interrupt when that changes.
 pub fn set_requested(partition: &Partition, index: usize, bytes: u64) {

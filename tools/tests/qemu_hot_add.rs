@@ -1,0 +1,140 @@
+//! Dynamic Memory above `size` (virtio-mem hot-add) under QEMU's SVM, issue 20's tests.
+//!
+//! (a) `layouts/hot-add.toml` on `two-nodes-2g5`: a Debian Linux partition with a vnode on
+//! each host node, 192 MiB each, vnode 1 growing to 704 MiB. Its `/init` (`nv.test=grow-node`)
+//! reports node 1's own `/sys/devices/system/node/node1/meminfo`; the test types
+//! `balloon grower 1 704M` on the monitor, waits until the guest fills node 1 with more than
+//! it booted with (a tmpfs bound to it), then `balloon grower 1 192M`. Judged by the guest's
+//! per-node figures (node 1 grows by 512 MiB and back, node 0 stays), the `hot_add` events
+//! (every block on host node 1, inside its SRAT ranges; what was plugged is all unplugged) and
+//! the ledgers (exact throughout; node 1's guest memory back where it started).
+//!
+//! (b) `layouts/hot-add-probe.toml` on `two-nodes`: a test guest with a growing vnode reads
+//! the first byte of its hot-add region, which nothing has plugged: it is stopped with
+//! `outside-memory`, and its neighbour runs on.
+
+mod common;
+
+use common::{cases, Boot};
+use serde_json::Value;
+use tools::qemu::Reply;
+
+/// One Linux boot under TCG, 512 MiB plugged, zeroed, filled and unplugged: far above what
+/// it takes.
+const LINUX_TIMEOUT_S: u64 = 600;
+const MIB: u64 = 1 << 20;
+/// `layouts/hot-add.toml`: vnode 1's size and growth, and its host node.
+const SIZE: u64 = 192 * MIB;
+const GROWTH: u64 = 512 * MIB;
+const NODE: u64 = 1;
+
+/// What the test types, each once its trigger line has appeared.
+const STEPS: [(&str, &str); 2] = [
+    (
+        "\"event\":\"node_memory\",\"node\":1,\"seq\":1,",
+        "\x01mballoon grower 1 704M\r",
+    ),
+    ("\"event\":\"node_fill\"", "balloon grower 1 192M\r"),
+];
+
+#[test]
+fn a_linux_vnode_grows_past_its_size_on_its_own_node_and_shrinks_back() {
+    let mut step = 0;
+    let boot = Boot::run_with("hot-add", "two-nodes-2g5", LINUX_TIMEOUT_S, |line| {
+        let Some(&(trigger, typed)) = STEPS.get(step) else {
+            return Reply::Continue;
+        };
+        if !line.contains(trigger) {
+            return Reply::Continue;
+        }
+        step += 1;
+        Reply::Type(typed.as_bytes().to_vec())
+    });
+    let context = &boot.context;
+    // The guest's own view: node 1 grew by the whole growth, held more than it booted with,
+    // and went back to its size.
+    let fill = boot.linux("grower", "node_fill");
+    assert_eq!(fill["ok"], true, "the fill of node 1: {fill}\n{context}");
+    assert!(
+        fill["mib"].as_u64().unwrap() * MIB > SIZE,
+        "the fill must exceed what node 1 booted with: {fill}"
+    );
+    let done = boot.linux("grower", "node_done");
+    assert_eq!(
+        (&done["grew"], &done["shrank"]),
+        (&Value::Bool(true), &Value::Bool(true)),
+        "{done}\n{context}"
+    );
+    let first_kb = done["total_kb_first"].as_u64().unwrap();
+    let max_kb = done["total_kb_max"].as_u64().unwrap();
+    assert!(
+        max_kb >= first_kb + GROWTH / 1024,
+        "node 1's MemTotal: {first_kb} kB at first, {max_kb} kB at most\n{context}"
+    );
+    // Node 0 did not grow: every sample of it stays at its boot figure (the guest reports
+    // node 1 only, so node 0 is judged by the hypervisor's books below).
+    let plugs: Vec<&Value> = boot.events("hot_add");
+    assert!(!plugs.is_empty(), "no hot_add events\n{context}");
+    let topology = boot.report.event("topology").expect("topology event");
+    let node_ranges = topology["nodes"][NODE as usize]["memory"]
+        .as_array()
+        .expect("node memory")
+        .clone();
+    let mut plugged = 0u64;
+    let mut most = 0u64;
+    for event in &plugs {
+        assert_eq!(
+            (event["vnode"].as_u64(), event["node"].as_u64()),
+            (Some(1), Some(NODE)),
+            "only vnode 1 grows, on node 1: {event}"
+        );
+        for range in event["spa"].as_array().unwrap() {
+            let (base, size) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+            let inside = node_ranges.iter().any(|r| {
+                let (b, s) = (r["base"].as_u64().unwrap(), r["size"].as_u64().unwrap());
+                b <= base && base + size <= b + s
+            });
+            assert!(
+                inside,
+                "plugged block [{base:#x}, +{size:#x}) is not on node 1\n{context}"
+            );
+        }
+        let bytes = event["bytes"].as_u64().unwrap();
+        if event["kind"] == "plug" {
+            plugged += bytes;
+        } else {
+            plugged = plugged.checked_sub(bytes).expect("unplugged more than plugged");
+        }
+        assert_eq!(event["plugged"].as_u64(), Some(plugged), "{event}");
+        most = most.max(plugged);
+    }
+    assert_eq!(most, GROWTH, "vnode 1 reached memory_max\n{context}");
+    assert_eq!(plugged, 0, "everything plugged was unplugged\n{context}");
+    // The ledgers add up throughout, node 0's guest memory never moved, and node 1's guest
+    // memory while the partition ran came back to where it started.
+    boot.check_ledgers();
+    let ledgers = boot.events("ledger");
+    let guest = |ledger: &Value, node: usize| ledger["nodes"][node]["guest"].as_u64().unwrap();
+    let running: Vec<&&Value> = ledgers.iter().filter(|l| guest(l, 1) > 0).collect();
+    let (first, last) = (running[0], running[running.len() - 1]);
+    assert_eq!(guest(last, 1), guest(first, 1), "node 1 after the unplug");
+    assert!(
+        running.iter().any(|l| guest(l, 1) >= guest(first, 1) + GROWTH),
+        "node 1 held the growth as guest memory\n{context}"
+    );
+    assert!(
+        running.iter().all(|l| guest(l, 0) == guest(first, 0)),
+        "node 0's guest memory never moved\n{context}"
+    );
+    let stopped = boot.stopped("grower");
+    assert_eq!(stopped["reason"], "power-off", "{stopped}\n{context}");
+}
+
+#[test]
+fn a_guest_touching_its_unplugged_region_is_stopped_outside_memory() {
+    let boot = Boot::run("hot-add-probe", "two-nodes");
+    // The address it probed is its hot-add region's first byte (4 GiB, above its RAM).
+    let probe = boot.guest("prober", "probe");
+    assert_eq!(probe["address"].as_u64(), Some(4 << 30), "{probe}");
+    cases::outside_memory_stops_only_its_partition(&boot);
+}
