@@ -103,7 +103,9 @@ fn a_linux_vnode_grows_past_its_size_on_its_own_node_and_shrinks_back() {
         if event["kind"] == "plug" {
             plugged += bytes;
         } else {
-            plugged = plugged.checked_sub(bytes).expect("unplugged more than plugged");
+            plugged = plugged
+                .checked_sub(bytes)
+                .expect("unplugged more than plugged");
         }
         assert_eq!(event["plugged"].as_u64(), Some(plugged), "{event}");
         most = most.max(plugged);
@@ -119,7 +121,9 @@ fn a_linux_vnode_grows_past_its_size_on_its_own_node_and_shrinks_back() {
     let (first, last) = (running[0], running[running.len() - 1]);
     assert_eq!(guest(last, 1), guest(first, 1), "node 1 after the unplug");
     assert!(
-        running.iter().any(|l| guest(l, 1) >= guest(first, 1) + GROWTH),
+        running
+            .iter()
+            .any(|l| guest(l, 1) >= guest(first, 1) + GROWTH),
         "node 1 held the growth as guest memory\n{context}"
     );
     assert!(

@@ -62,7 +62,7 @@ fn monitor_commands_typed_on_the_console_change_what_the_report_shows() {
         assert_eq!(row["vcpu_nodes"], serde_json::json!([node]), "{row}");
         assert_eq!(
             row["memory"],
-            serde_json::json!([{"vnode": 0, "node": node, "size": 16u64 << 20}]),
+            serde_json::json!([{"vnode": 0, "node": node, "size": 16u64 << 20, "plugged": 0}]),
             "{row}"
         );
     }
