@@ -339,10 +339,10 @@ fn a_refused_whole_unmap_changes_nothing() {
         ),
         (2 * MIB, 4 * MIB, SlatError::NotMapped { gpa: 4 * MIB }),
         (
-            u64::MAX & !0xFFF,
+            !0xFFF_u64,
             PAGE_SIZE,
             SlatError::AddressTooLarge {
-                gpa: u64::MAX & !0xFFF,
+                gpa: !0xFFF_u64,
                 len: PAGE_SIZE,
             },
         ),
