@@ -228,3 +228,11 @@ fn u_guest_msr_writes_do_not_reach_the_host() {
 fn v_nmis_wait_for_the_handlers_iret_and_merge() {
     cases::nmis_wait_for_the_handlers_iret_and_merge(&vmx("hostile-nmi", "two-nodes"));
 }
+
+/// Issue 20's hot-add on VMX: a parent sets its child's target above size, the child's own
+/// virtio-mem driver plugs and unplugs (EPT leaves mapped and removed, every vCPU flushed),
+/// and a read of the unplugged memory stops it.
+#[test]
+fn w_virtio_mem_plugs_and_unplugs_on_ept() {
+    cases::virtio_mem_probe_is_answered_then_stopped(&vmx("hot-add-probe", "two-nodes"));
+}

@@ -9,9 +9,20 @@
 //! (every block on host node 1, inside its SRAT ranges; what was plugged is all unplugged) and
 //! the ledgers (exact throughout; node 1's guest memory back where it started).
 //!
-//! (b) `layouts/hot-add-probe.toml` on `two-nodes`: a test guest with a growing vnode reads
-//! the first byte of its hot-add region, which nothing has plugged: it is stopped with
-//! `outside-memory`, and its neighbour runs on.
+//! (c) `layouts/hot-add-shared.toml` on `two-nodes`: two dynamic Linux partitions on host
+//! node 1; "busy" fills more than it booted with, "idle" holds memory it does not use. The
+//! policy grows busy by hot-add beyond what node 1 had free at boot, which idle's balloon pays
+//! for; every plugged block is node 1's, and busy's fill succeeds.
+//!
+//! (d) `layouts/hot-add-parent.toml` on `two-nodes`: a test-guest parent sets its Linux
+//! child's one vnode (192 MiB on host node 0) to 320 MiB with hypercall 7 and waits until the
+//! child holds it; the child sees its node 0 grow by 128 MiB and fills it; the operator then
+//! sets it back to 192 MiB and the child sees it shrink.
+//!
+//! (b) `layouts/hot-add-probe.toml` on `two-nodes`: a test guest whose parent set its growing
+//! vnode 4 MiB above its size drives its virtio-mem device with every request, well-formed or
+//! not (`cases::virtio_mem_probe_is_answered_then_stopped`, shared with Bochs), then reads the
+//! memory it unplugged: it is stopped with `outside-memory`, and its neighbour runs on.
 
 mod common;
 
@@ -135,10 +146,109 @@ fn a_linux_vnode_grows_past_its_size_on_its_own_node_and_shrinks_back() {
 }
 
 #[test]
-fn a_guest_touching_its_unplugged_region_is_stopped_outside_memory() {
-    let boot = Boot::run("hot-add-probe", "two-nodes");
-    // The address it probed is its hot-add region's first byte (4 GiB, above its RAM).
-    let probe = boot.guest("prober", "probe");
-    assert_eq!(probe["address"].as_u64(), Some(4 << 30), "{probe}");
-    cases::outside_memory_stops_only_its_partition(&boot);
+fn the_policy_grows_a_busy_partition_past_its_size_with_memory_its_neighbour_gave_back() {
+    let boot = Boot::run_with("hot-add-shared", "two-nodes", LINUX_TIMEOUT_S, |_| {
+        Reply::Continue
+    });
+    let context = &boot.context;
+    let done = boot.linux("busy", "memory_done");
+    assert_eq!(
+        done["filled_mib"], done["wanted_mib"],
+        "busy filled what it wanted: {done}\n{context}"
+    );
+    assert!(
+        done["filled_mib"].as_u64().unwrap() * MIB > 128 * MIB,
+        "more than it booted with: {done}"
+    );
+    let plugs: Vec<&Value> = boot
+        .events("hot_add")
+        .into_iter()
+        .filter(|e| e["partition"] == "busy")
+        .collect();
+    assert!(
+        plugs.iter().all(|e| e["node"] == NODE),
+        "every block on node 1\n{context}"
+    );
+    let most = plugs
+        .iter()
+        .filter_map(|e| e["plugged"].as_u64())
+        .max()
+        .unwrap_or(0);
+    // What node 1 had free once both were built: busy grew past it, so idle's balloon paid.
+    let ledgers = boot.events("ledger");
+    let free_at_boot = ledgers[0]["nodes"][NODE as usize]["free"].as_u64().unwrap();
+    assert!(
+        most > free_at_boot,
+        "busy plugged {} MiB at most; node 1 had {} MiB free at boot\n{context}",
+        most >> 20,
+        free_at_boot >> 20
+    );
+    let given_back: u64 = boot
+        .events("balloon")
+        .into_iter()
+        .filter(|e| e["partition"] == "idle" && e["kind"] == "inflate")
+        .map(|e| {
+            assert_eq!(e["node"], NODE, "{e}");
+            e["bytes"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(
+        given_back + free_at_boot >= most,
+        "idle gave back {} MiB\n{context}",
+        given_back >> 20
+    );
+    boot.check_ledgers();
+}
+
+#[test]
+fn a_parent_grows_its_child_past_its_size_with_hypercall_7() {
+    let mut typed = false;
+    let boot = Boot::run_with("hot-add-parent", "two-nodes", LINUX_TIMEOUT_S, |line| {
+        if typed || !line.contains("\"event\":\"node_fill\"") {
+            return Reply::Continue;
+        }
+        typed = true;
+        Reply::Type(b"\x01mballoon child 0 192M\r".to_vec())
+    });
+    let context = &boot.context;
+    let set = boot.guest("boss", "set_target");
+    assert_eq!(set["status"], "success", "{set}\n{context}");
+    assert_eq!(set["set"].as_u64(), Some(320 * MIB), "{set}");
+    assert!(set["held"].as_u64() >= Some(320 * MIB), "{set}");
+    let targets = boot.events("memory_target");
+    assert!(
+        targets.iter().any(|t| t["partition"] == "child"
+            && t["by"] == "parent"
+            && t["bytes"].as_u64() == Some(320 * MIB)),
+        "the parent's target is reported\n{context}"
+    );
+    let fill = boot.linux("child", "node_fill");
+    assert_eq!(fill["ok"], true, "{fill}\n{context}");
+    let done = boot.linux("child", "node_done");
+    assert_eq!(
+        (&done["grew"], &done["shrank"]),
+        (&Value::Bool(true), &Value::Bool(true)),
+        "{done}\n{context}"
+    );
+    let plugged: Vec<&Value> = boot
+        .events("hot_add")
+        .into_iter()
+        .filter(|e| e["partition"] == "child")
+        .collect();
+    assert!(
+        plugged.iter().all(|e| e["node"] == 0 && e["vnode"] == 0),
+        "every block on node 0\n{context}"
+    );
+    assert_eq!(
+        plugged.iter().map(|e| e["plugged"].as_u64().unwrap()).max(),
+        Some(128 * MIB),
+        "{context}"
+    );
+    assert_eq!(plugged.last().unwrap()["plugged"], 0, "{context}");
+    boot.check_ledgers();
+}
+
+#[test]
+fn a_guest_driving_virtio_mem_gets_the_specifications_answers_and_cannot_touch_unplugged_memory() {
+    cases::virtio_mem_probe_is_answered_then_stopped(&Boot::run("hot-add-probe", "two-nodes"));
 }

@@ -8,7 +8,8 @@
 #   sleep     sleep 5 s, with guest clocks before/after    -> {"event":"sleep",...}
 #   memory-idle  Dynamic Memory, the idle side: 56 s of meminfo reports (see test_memory)
 #   memory-load  Dynamic Memory, the busy side: idle 12 s, then fill a tmpfs towards 80 % of
-#             MemTotal as free memory allows, keep it until 56 s; meminfo reports throughout
+#             MemTotal (or nv.mib MiB) as free memory allows, keep it until 56 s; meminfo
+#             reports throughout
 #   ping      ping nv.peer until it answers (at most PING_WAIT_S), then PING_COUNT times
 #                                                      -> {"event":"ping",...}
 #   ping-for  the same, nv.count times (default PING_COUNT): a pair that keeps pinging while
@@ -390,6 +391,8 @@ test_memory() {
         [ "$inflate" != null ] && ballooned_kb=$(((inflate - deflate) * 4))
         unballooned_kb=$((total_kb + ballooned_kb))
         wanted=$(((unballooned_kb * 4 / 5 - (total_kb - available_kb)) / 1024))
+        # nv.mib: that many MiB instead (more than the guest booted with: it must grow).
+        [ -n "$mib" ] && wanted=$mib
         [ "$wanted" -gt 0 ] || wanted=0
         mkdir -p /tmp/load
         mount -t tmpfs -o size=$((wanted + MEMORY_CHUNK_MIB))m tmpfs /tmp/load

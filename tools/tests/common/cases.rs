@@ -78,6 +78,72 @@ pub fn outside_memory_stops_only_its_partition(boot: &Boot) {
     boot.check_ledgers();
 }
 
+/// `hot-add-probe`: the prober's virtio-mem requests got the specification's answers (ACK 0,
+/// NACK 1, ERROR 3; states PLUGGED 0, UNPLUGGED 1, MIXED 2), the memory it plugged was zeroed
+/// and kept what it wrote, and its read of the memory it unplugged stopped it; alpha ran on.
+pub fn virtio_mem_probe_is_answered_then_stopped(boot: &Boot) {
+    let context = &boot.context;
+    let set = boot.guest("boss", "set_target");
+    assert_eq!(
+        set["status"], "success",
+        "the parent's target: {set}\n{context}"
+    );
+    let probe = boot.guest("prober", "virtio_mem");
+    assert!(probe.get("error").is_none(), "{probe}\n{context}");
+    let figures = [
+        ("block_size", 2u64 << 20),
+        ("node_id", 0),
+        ("addr", 4 << 30),
+        ("region_size", 128 << 20),
+        ("requested", 4 << 20),
+        ("plugged", 4 << 20),
+        ("plugged_after", 0),
+        ("nonzero_words", 0),
+    ];
+    for (name, value) in figures {
+        assert_eq!(probe[name].as_u64(), Some(value), "{name}: {probe}");
+    }
+    assert_eq!(probe["pattern_kept"], true, "{probe}");
+    // [response type, state]; the state only counts for STATE.
+    let answers = [
+        ("state_before", 0, Some(1)),
+        ("plug_unaligned", 3, None),
+        ("plug_no_blocks", 3, None),
+        ("plug_past_end", 3, None),
+        ("plug_too_many", 1, None),
+        ("plug", 0, None),
+        ("plug_again", 3, None),
+        ("state_plugged", 0, Some(0)),
+        ("unplug_second", 0, None),
+        ("state_mixed", 0, Some(2)),
+        ("unplug_all", 0, None),
+    ];
+    for (name, kind, state) in answers {
+        let answer = &probe[name];
+        assert_eq!(answer[0].as_u64(), Some(kind), "{name}: {probe}");
+        if let Some(state) = state {
+            assert_eq!(answer[1].as_u64(), Some(state), "{name}: {probe}");
+        }
+    }
+    let stopped = boot.stopped("prober");
+    assert_eq!(stopped["reason"], "outside-memory", "{stopped}\n{context}");
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("0x100000000")),
+        "the stop names the unplugged address: {stopped}"
+    );
+    assert!(
+        !boot
+            .console_lines("prober")
+            .iter()
+            .any(|l| l.contains("virtio_mem_returned")),
+        "the read of unplugged memory must never return\n{context}"
+    );
+    boot.check_guest_finished("alpha");
+    boot.check_ledgers();
+}
+
 /// `small-pool` on `two-nodes`: a pool too small is refused, the other partition runs.
 pub fn small_pool_is_refused(boot: &Boot) {
     let refused = boot.refused("starved");

@@ -32,7 +32,11 @@
 //! `mode=spin` prints `spinning`, disables interrupts and
 //! loops for ever (a hostile guest only the hypervisor's timer can stop). `mode=timer-loop
 //! [count=N]` makes N local APIC timer round trips and prints `timer_loop`. `mode=exception`
-//! executes `ud2`. `mode=hypercalls [target=ID]` calls the hypervisor (`hypercalls` event). A CPU exception prints `exception` and exits with status 3,
+//! executes `ud2`. `mode=hypercalls [target=ID]` calls the hypervisor (`hypercalls` event).
+//! `mode=set-target target=ID vnode=V bytes=N` sets a child's memory target and waits until
+//! the child holds it (`set_target` event; `set_target.rs`). `probe=virtio-mem` drives its
+//! virtio-mem device with every request, then touches the memory it unplugged
+//! (`virtio_mem` event; `virtio_mem_probe.rs`). A CPU exception prints `exception` and exits with status 3,
 //! a panic `panic` with status 4.
 //!
 //! Built for the host this is an empty program, so `cargo test`/`clippy` on the workspace work.
@@ -72,6 +76,8 @@ mod platform_probe;
 #[cfg(target_os = "none")]
 mod ram_test;
 #[cfg(target_os = "none")]
+mod set_target;
+#[cfg(target_os = "none")]
 mod smp;
 #[cfg(target_os = "none")]
 mod start;
@@ -81,6 +87,8 @@ mod start_info;
 mod user_mode;
 #[cfg(target_os = "none")]
 mod virtio_balloon;
+#[cfg(target_os = "none")]
+mod virtio_mem_probe;
 #[cfg(target_os = "none")]
 mod virtio_mmio;
 #[cfg(target_os = "none")]

@@ -121,9 +121,15 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "hostile" if option("probe") == Some("virtio-net") => {
             crate::virtio_net_probe::run(option("ip"), option("peer"))
         }
+        "hostile" if option("probe") == Some("virtio-mem") => crate::virtio_mem_probe::run(),
         "hostile" => hostile(option("probe").unwrap_or("")),
         "watch" => crate::watch::run(option("target"), option("until").and_then(parse_number)),
         "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
+        "set-target" => crate::set_target::run(
+            option("target").and_then(parse_number),
+            option("vnode").and_then(parse_number),
+            option("bytes").and_then(parse_number),
+        ),
         "hypercalls" => crate::hypercalls::run(
             option("target").and_then(parse_number).unwrap_or(2),
             option("touch") == Some("1"),
