@@ -93,7 +93,27 @@ fn a_linux_vnode_grows_past_its_size_on_its_own_node_and_shrinks_back() {
         .clone();
     let mut plugged = 0u64;
     let mut most = 0u64;
+    // The SLAT maps plugged memory with 2 MiB leaves, one each, and its tables grow by the
+    // region's page directory at most (plus a PDPT entry's table, shared).
+    let leaves = |e: &Value| e["slat_leaves_2m"].as_u64().unwrap();
+    let tables = |e: &Value| e["slat_table_bytes"].as_u64().unwrap();
+    let mut expected_leaves = leaves(plugs[0]) - plugs[0]["bytes"].as_u64().unwrap() / (2 * MIB);
+    let table_base = boot.partition("grower")["slat"]["table_bytes"]
+        .as_u64()
+        .expect("the partition's SLAT figures");
     for event in &plugs {
+        let blocks = event["bytes"].as_u64().unwrap() / (2 * MIB);
+        if event["kind"] == "plug" {
+            expected_leaves += blocks;
+        } else {
+            expected_leaves -= blocks;
+        }
+        assert_eq!(
+            leaves(event),
+            expected_leaves,
+            "one 2 MiB leaf a block: {event}"
+        );
+        assert!(tables(event) <= table_base + 8192, "{event}");
         assert_eq!(
             (event["vnode"].as_u64(), event["node"].as_u64()),
             (Some(1), Some(NODE)),

@@ -275,12 +275,12 @@ fn free_blocks(frames: &mut numavisor_policy::memory::FrameAllocator, blocks: &[
 
 /// The `hot_add` event of one move, then the ledger.
 fn report_move(partition: &Partition, plug: bool, vnode: usize, blocks: &[GuestBlock], ticks: u64) {
-    let (plugged, size) = {
+    let (plugged, size, slat) = {
         let state = partition.state.lock();
         let size = (0..partition.spec.memory.len())
             .map(|v| state.ram.mapped_bytes(v, None))
             .sum();
-        (state.ram.plugged_bytes(vnode), size)
+        (state.ram.plugged_bytes(vnode), size, state.slat)
     };
     report::emit(&events::hot_add(&HotAddMove {
         partition: partition.name(),
@@ -290,6 +290,8 @@ fn report_move(partition: &Partition, plug: bool, vnode: usize, blocks: &[GuestB
         spa: events::merged_ranges(blocks.iter().map(|b| b.spa), BLOCK.bytes()),
         plugged,
         size,
+        slat_table_bytes: slat.table_bytes,
+        slat_leaves_2m: slat.pages_2m,
         ticks,
         micros: tsc::micros_since_entry(),
     }));

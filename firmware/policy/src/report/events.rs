@@ -691,6 +691,9 @@ pub struct HotAddMove<'a> {
     pub plugged: u64,
     /// The bytes of RAM the partition holds after the move.
     pub size: u64,
+    /// The partition's SLAT after the move: bytes of table pages, and 2 MiB leaves.
+    pub slat_table_bytes: u64,
+    pub slat_leaves_2m: u64,
     /// Host TSC ticks the hypervisor spent on the request.
     pub ticks: u64,
     /// Microseconds since the hypervisor's entry, when the move was done.
@@ -715,6 +718,8 @@ pub fn hot_add(m: &HotAddMove) -> String {
             })
             .u64("plugged", m.plugged)
             .u64("size", m.size)
+            .u64("slat_table_bytes", m.slat_table_bytes)
+            .u64("slat_leaves_2m", m.slat_leaves_2m)
             .u64("ticks", m.ticks)
             .u64("us", m.micros);
     })
