@@ -273,14 +273,26 @@ fn d_hostile_card_probes_get_defined_answers() {
             boot.context
         );
     }
-    // Beside it, the Linux pair lost no echo, and alpha (whose ARP replies the probe's round
-    // trips used) stayed up until the prober had stopped.
+    // Beside it, the Linux pair kept pinging, and alpha (whose ARP replies the probe's round
+    // trips used) stayed up until the prober had stopped. The probe's flood of 4,096
+    // broadcasts reaches both Linux cards too, and under TCG a guest drains its receive ring
+    // slower than the flood fills it: the switch then drops frames for want of buffers, as
+    // any switch does, and an echo caught in that moment is lost. So an echo may be lost only
+    // when the receiving cards counted such drops, and only a few (the flood lasts about two
+    // seconds of the pings' thirty).
+    let no_buffer: u64 = ["alpha", "beta"]
+        .iter()
+        .map(|name| cases::number(&cases::nic_counters(&boot, name), "rx_dropped_no_buffer"))
+        .sum();
     for (name, peer) in [("alpha", "10.0.0.2"), ("beta", "10.0.0.1")] {
-        let ping = cases::pinged(&boot, name, peer);
-        assert_eq!(
-            cases::number(&ping, "transmitted"),
-            150,
-            "{ping}\n{}",
+        let ping = boot.linux(name, "ping");
+        assert_eq!(ping["peer"], peer, "{name}: {ping}\n{}", boot.context);
+        let sent = cases::number(&ping, "transmitted");
+        assert_eq!(sent, 150, "{ping}\n{}", boot.context);
+        let lost = sent - cases::number(&ping, "received");
+        assert!(
+            lost == 0 || (lost <= 5 && no_buffer > 0),
+            "{name}: {lost} echoes lost, {no_buffer} frames dropped for want of receive buffers: {ping}\n{}",
             boot.context
         );
         cases::powered_off_on_its_nodes(&boot, name);
