@@ -22,13 +22,17 @@ fn member() -> impl Strategy<Value = Member> {
         any::<Option<(u64, u64)>>(),
         any::<Option<u64>>(),
         any::<bool>(),
+        0u64..2048,
     )
-        .prop_map(|(node, current, min, extra, demand, fixed, rising)| {
+        .prop_map(|(node, current, min, extra, demand, fixed, rising, size)| {
             let min = min * MIB;
             let max = min + extra * MIB;
             Member {
                 node,
                 current: (current * MIB).clamp(min, max),
+                // What it booted with: anywhere from its minimum (all of its room is hot-add)
+                // to past its maximum (none is).
+                size: min + size * MIB,
                 min,
                 max,
                 demand: demand.map(|(total, available)| Demand {
@@ -47,15 +51,29 @@ proptest! {
         members in proptest::collection::vec(member(), 0..8),
         free in proptest::collection::vec(0u64..(2 << 30), 3),
         step in 1u64..256,
+        whole_blocks in any::<bool>(),
+        headroom in any::<bool>(),
     ) {
-        let policy = policy(step);
+        let policy = Policy {
+            hot_add_quantum: if whole_blocks { 128 * MIB } else { 0 },
+            hot_add_headroom: if headroom { 64 * MIB } else { 0 },
+            ..policy(step)
+        };
         let t = targets(&members, &free, &policy);
         prop_assert_eq!(t.len(), members.len());
         let mut growth = [0u64; 3];
         for (m, &target) in members.iter().zip(&t) {
             prop_assert!(target >= m.min - m.min % PAGE && target <= m.max, "{m:?} -> {target}");
             prop_assert_eq!(target % PAGE, 0);
-            prop_assert!(target.abs_diff(m.current) <= policy.step + PAGE, "{m:?} -> {target}");
+            // One step at most, unless it grew to a whole hot-add block above its size (or to
+            // its maximum on the way there).
+            let whole_block = policy.hot_add_quantum > 0
+                && target > m.size
+                && ((target - m.size) % policy.hot_add_quantum == 0 || target == m.max);
+            prop_assert!(
+                target.abs_diff(m.current) <= policy.step + PAGE || whole_block,
+                "{m:?} -> {target}"
+            );
             if target < m.current {
                 prop_assert!(m.current - target <= policy.shrink_step + PAGE, "{m:?} -> {target}");
                 prop_assert!(!m.rising || m.fixed.is_some(), "{m:?} shrunk while rising");
@@ -108,12 +126,15 @@ proptest! {
     }
 }
 
-/// The policy with a growth step of `step` MiB and a quarter of it to shrink.
+/// The policy with a growth step of `step` MiB and a quarter of it to shrink, growing by
+/// hot-add as finely as by the balloon.
 fn policy(step: u64) -> Policy {
     Policy {
         buffer_percent: 20,
         step: step * MIB,
         shrink_step: step * MIB / 4,
+        hot_add_quantum: 0,
+        hot_add_headroom: 0,
     }
 }
 

@@ -460,6 +460,7 @@ pub fn rebalance(hv: &Hypervisor) {
             let member = Member {
                 node: p.spec.memory[0].node as usize,
                 current: 0,
+                size: startup_bytes(p),
                 min: p.spec.memory.iter().map(|v| v.min).sum(),
                 max: p.spec.memory.iter().map(|v| v.max).sum(),
                 demand: state.demand,
