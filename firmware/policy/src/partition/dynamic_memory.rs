@@ -10,6 +10,10 @@
 //! memory back. Every round grows a member by at most one step and shrinks it by at most a
 //! smaller one, and never shrinks one whose use is rising, so a spike is followed, not chased,
 //! and memory is not taken from a guest while it fills it.
+//!
+//! Above the RAM a member booted with (its `size`), memory comes by hot-add (virtio-mem): there
+//! it grows in whole Linux memory blocks and keeps a fixed headroom beyond its use (see
+//! [`Policy`]), and [`split`] divides a target between the balloon and the hot-add devices.
 
 use alloc::vec::Vec;
 
