@@ -561,9 +561,54 @@ fn bench(names: &[String]) -> Result<()> {
     io_round_trips(&looper)?;
     cpuid_round_trips()?;
     eoi_round_trips()?;
+    hot_add_moves()?;
     bench_balloon::run()?;
     bench_linux::run()?;
     bench_network::run()
+}
+
+/// The hypervisor's instructions per 2 MiB block virtio-mem plugs (zeroing it included) and
+/// unplugs (`layouts/hot-add-probe.toml`: the prober's own driver plugs two blocks and unplugs
+/// them one by one), from the `hot_add` events' ticks under `-icount shift=0`, and the SLAT
+/// leaves the plugged blocks took.
+fn hot_add_moves() -> Result<()> {
+    let image = image::build_with_layout(&paths::layouts_dir().join("hot-add-probe.toml"))?;
+    let options = qemu::RunOptions {
+        exit: Some("partitions"),
+        extra_qemu_args: vec!["-icount".into(), "shift=0".into()],
+        extra_append: String::new(),
+    };
+    let report = report_with(&image, "two-nodes", &options)?;
+    let moves: Vec<&serde_json::Value> = report
+        .events
+        .iter()
+        .filter(|e| e["event"] == "hot_add")
+        .collect();
+    for kind in ["plug", "unplug"] {
+        let (ticks, bytes) = moves
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| {
+                (
+                    e["ticks"].as_u64().unwrap_or(0),
+                    e["bytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .fold((0, 0), |(t, b), (ticks, bytes)| (t + ticks, b + bytes));
+        let blocks = (bytes >> 21).max(1);
+        println!(
+            "hot-add {kind}: {} instructions per 2 MiB block ({blocks} blocks; SVM, -icount)",
+            ticks / blocks
+        );
+    }
+    if let Some(last_plug) = moves.iter().rfind(|e| e["kind"] == "plug") {
+        println!(
+            "hot-add: the prober's whole SLAT after the plug: {} 2 MiB leaves, {} KiB of tables\n",
+            last_plug["slat_leaves_2m"],
+            last_plug["slat_table_bytes"].as_u64().unwrap_or(0) / 1024
+        );
+    }
+    Ok(())
 }
 
 /// Wall-clock time from `ready` to the last partition's first instruction: four 1 GiB
