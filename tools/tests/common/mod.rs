@@ -313,13 +313,21 @@ impl Boot {
             .collect()
     }
 
-    /// The first JSON object after `prefix` on partition `name`'s console with `event`.
+    /// The first JSON object after `prefix` on partition `name`'s console with `event`. Text
+    /// after the object is left alone: a Linux guest's kernel may print a message between an
+    /// `/init` line and its newline on the same serial console (seen in CI: a network line
+    /// followed by `[   46.48] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready`).
     pub fn guest_line(&self, name: &str, prefix: &str, event: &str) -> Value {
         self.events("console")
             .into_iter()
             .filter(|c| c["partition"] == name)
             .filter_map(|c| c["line"].as_str()?.strip_prefix(prefix).map(String::from))
-            .filter_map(|json| serde_json::from_str::<Value>(&json).ok())
+            .filter_map(|json| {
+                serde_json::Deserializer::from_str(&json)
+                    .into_iter::<Value>()
+                    .next()?
+                    .ok()
+            })
             .find(|v| v["event"] == event)
             .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
     }
