@@ -116,7 +116,7 @@ impl core::fmt::Display for TargetError {
 
 /// Guest RAM as the balloon's queues see it: the partition's RAM as it is now (not a vCPU's
 /// copy, which may predate the pages this very exit moved).
-fn current_ram(partition: &Partition) -> GuestMemory {
+pub(super) fn current_ram(partition: &Partition) -> GuestMemory {
     GuestMemory::new(partition.state.lock().ram.clone())
 }
 

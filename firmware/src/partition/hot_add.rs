@@ -19,7 +19,6 @@ use numavisor_policy::partition::cost;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::report::events::{self, HotAddMove};
 
-use super::guest_memory::GuestMemory;
 use super::interrupts::deliver_ioapic;
 use super::{memory_sync, page_moves, Partition, PartitionState};
 use crate::platform::console::report;
@@ -95,7 +94,7 @@ pub fn serve(partition: &Partition, vcpu: usize, index: u8, reset: bool) {
     let id = DeviceId::VirtioMem(index);
     for _ in 0..REQUESTS_PER_NOTIFY {
         let request = {
-            let ram = GuestMemory::new(partition.state.lock().ram.clone());
+            let ram = super::dynamic::current_ram(partition);
             let mut devices = partition.devices.lock();
             let request = devices
                 .mem
@@ -130,7 +129,7 @@ pub fn serve(partition: &Partition, vcpu: usize, index: u8, reset: bool) {
                 (completion, unplug(partition, vcpu, vnode, &ranges))
             }
         };
-        let ram = GuestMemory::new(partition.state.lock().ram.clone());
+        let ram = super::dynamic::current_ram(partition);
         let mut devices = partition.devices.lock();
         let event = devices
             .mem
