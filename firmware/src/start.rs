@@ -13,12 +13,14 @@ use numavisor_policy::topology::Topology;
 use crate::partition;
 use crate::platform::boot::{self, pvh_entry};
 use crate::platform::console::{log as console_log, report, serial};
-use crate::platform::cpu::{apic, idt, paging, smp, tsc};
+use crate::platform::cpu::{apic, gdt, idt, paging, smp, stacks, tsc};
 use crate::platform::debug_exit;
 use crate::platform::phys_memory::IdentityMapped;
 
-/// Bytes of stack each application processor gets, from its own domain.
-const AP_STACK_BYTES: u64 = 16 * 1024;
+/// Bytes of stack each application processor gets, from its own domain: as much as the boot
+/// CPU's, since vCPUs (and their exits' error and restart paths) run on both; `all_stopped`
+/// reports the deepest any has been (`stacks`).
+const AP_STACK_BYTES: u64 = pvh_entry::BSP_STACK_BYTES as u64;
 /// Port of QEMU's isa-debug-exit device unless `debug-exit-port=` says otherwise.
 const DEFAULT_DEBUG_EXIT_PORT: u16 = 0xF4;
 
@@ -42,7 +44,8 @@ fn image_range() -> (u64, u64) {
 pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> ! {
     serial::init();
     idt::load();
-    crate::platform::cpu::gdt::install_tss();
+    // SAFETY: the boot CPU's own static task area, loaded once.
+    unsafe { gdt::load_task(gdt::bsp_task_area()) };
     apic::mask_legacy_pic();
     let mut boot = match boot::read_boot_info(boot_info, entry, magic) {
         Ok(boot) => boot,
@@ -203,10 +206,23 @@ fn run_self_test(boot: &BootInfo) {
                 core::arch::asm!("xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
             };
         }
+        Some("bad-stack") => {
+            // SAFETY: a deliberate push through a non-canonical stack pointer: the #SS it
+            // raises cannot be delivered on that stack, so it becomes a double fault, taken on
+            // this CPU's IST1 stack (`gdt::load_task`); the handler never returns.
+            unsafe {
+                core::arch::asm!(
+                    "mov rsp, {}",
+                    "push rax",
+                    in(reg) 0x8000_0000_0000_0000u64,
+                    options(noreturn)
+                )
+            };
+        }
         // Checked after every VM exit (see `virt::host_state`).
         Some("host-state") => crate::virt::host_state::enable_check(),
         Some(other) => {
-            warn!("selftest={other}: unknown (panic, page-fault, divide-error, host-state)")
+            warn!("selftest={other}: unknown (panic, page-fault, divide-error, bad-stack, host-state)")
         }
     }
 }
@@ -398,13 +414,17 @@ fn start_cpus(
     for &apic_id in &candidates {
         let node = topology.domain_of_apic_id(apic_id);
         match allocate_stack(topology, frames, node) {
-            Ok((stack_base, stack_node)) => launches.push((
-                smp::ApLaunch {
-                    apic_id,
-                    stack_top: stack_base + AP_STACK_BYTES,
-                },
-                stack_node,
-            )),
+            Ok((stack_base, stack_node)) => {
+                stacks::paint(stack_base, AP_STACK_BYTES);
+                launches.push((
+                    smp::ApLaunch {
+                        apic_id,
+                        stack_top: stack_base + AP_STACK_BYTES,
+                        task_area: stack_base + AP_STACK_BYTES,
+                    },
+                    stack_node,
+                ))
+            }
             Err(problem) => {
                 error!("SMP: no stack for APIC ID {apic_id}: {problem}");
                 cpus.push(CpuReport::failed(apic_id, node, "no memory for its stack"));
@@ -447,14 +467,16 @@ fn start_cpus(
     cpus
 }
 
-/// A contiguous stack for an AP on its own domain, or the nearest one that has memory.
+/// A contiguous stack for an AP, with its task area (`gdt::load_task`) above it, on its own
+/// domain or the nearest one that has memory.
 fn allocate_stack(
     topology: &Topology,
     frames: &mut FrameAllocator,
     node: Option<usize>,
 ) -> Result<(u64, usize), numavisor_policy::memory::AllocError> {
     let order = topology.nearest_first(node.unwrap_or(0));
-    frames.reserve_run_near(&order, AP_STACK_BYTES / PAGE_SIZE, Usage::Hypervisor)
+    let bytes = AP_STACK_BYTES + gdt::TASK_AREA_BYTES;
+    frames.reserve_run_near(&order, bytes / PAGE_SIZE, Usage::Hypervisor)
 }
 
 /// Reserves a free 4 KiB page below 1 MiB (not page 0) for the AP start-up code.

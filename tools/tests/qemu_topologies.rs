@@ -100,6 +100,13 @@ fn divide_error_is_reported_and_exits_with_failure() {
     fatal_is_reported("divide-error", "exception", Some(0));
 }
 
+/// A stack pointer gone bad makes the fault's own delivery fail: the double fault runs on a
+/// stack of its own and is reported, where it used to be a silent triple-fault reset.
+#[test]
+fn double_fault_on_a_broken_stack_is_reported_and_exits_with_failure() {
+    fatal_is_reported("bad-stack", "exception", Some(8));
+}
+
 fn boot_and_check(name: &str) {
     let topology = topology::load(name).expect("topology file");
     let options = qemu::RunOptions {

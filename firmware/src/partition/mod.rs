@@ -342,6 +342,7 @@ fn all_stopped(hv: &Hypervisor) {
     report::emit(&events::all_stopped(events::HostHealth {
         nmis: crate::platform::cpu::idt::host_nmis(),
         host_state: crate::virt::host_state::counts(),
+        ap_stack: crate::platform::cpu::stacks::peak(),
     }));
     info!("every partition has stopped");
     if hv.exit_when_all_stopped() {

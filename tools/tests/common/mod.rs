@@ -97,6 +97,25 @@ pub struct Boot {
     pub context: String,
 }
 
+/// Every boot's deepest AP stack (`all_stopped`'s `ap_stack`: its stacks have no guard page)
+/// stays below half of the stack, so that paths the tests do not take have room too.
+fn stacks_have_room(report: &Report, context: &str) {
+    let Some(stack) = report.event("all_stopped").map(|e| &e["ap_stack"]) else {
+        return;
+    };
+    if stack.is_null() {
+        return;
+    }
+    let (peak, bytes) = (
+        cases::number(stack, "peak_bytes"),
+        cases::number(stack, "bytes"),
+    );
+    assert!(
+        peak * 2 <= bytes,
+        "an AP's stack reached {peak} of its {bytes} bytes\n{context}"
+    );
+}
+
 impl Boot {
     pub fn run(layout: &str, topology_name: &str) -> Boot {
         Boot::run_with(layout, topology_name, 120, |_| qemu::Reply::Continue)
@@ -172,6 +191,7 @@ impl Boot {
         }
         let report = Report::from_lines(&result.lines)
             .unwrap_or_else(|e| panic!("bad report: {e}\n{context}"));
+        stacks_have_room(&report, &context);
         Boot { report, context }
     }
 

@@ -448,6 +448,8 @@ pub struct HostHealth {
     pub nmis: u64,
     /// With `selftest=host-state`: world-switch checks made, and host MSRs found changed.
     pub host_state: Option<(u64, u64)>,
+    /// The deepest any application processor's stack has been, and the stacks' size (bytes).
+    pub ap_stack: Option<(u64, u64)>,
 }
 
 /// `all_stopped`: every partition has ended (printed before `exit=partitions` ends the run),
@@ -458,6 +460,11 @@ pub fn all_stopped(health: HostHealth) -> String {
         if let Some((checks, changes)) = health.host_state {
             o.object("host_state", |o| {
                 o.u64("checks", checks).u64("changes", changes);
+            });
+        }
+        if let Some((peak, bytes)) = health.ap_stack {
+            o.object("ap_stack", |o| {
+                o.u64("peak_bytes", peak).u64("bytes", bytes);
             });
         }
     })

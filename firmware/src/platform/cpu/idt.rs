@@ -3,12 +3,14 @@
 //! Intel SDM vol. 3A §6.14 (64-bit IDT gates), §6.15 (which vectors push an error code).
 //! A fault in the hypervisor is a bug: the handler prints the vector, its name, the error code,
 //! CR2 and every general register, emits a `fatal` report line, and ends the run with the
-//! failure status ([`crate::platform::debug_exit`]) — never a silent triple-fault reboot.
+//! failure status ([`crate::platform::debug_exit`]) — never a silent triple-fault reboot. The
+//! double fault has a stack of its own (IST1, [`super::gdt::load_task`]): it is what a fault
+//! with a broken stack pointer becomes.
 
 use core::arch::{asm, global_asm};
 
 use super::apic;
-use super::gdt::KERNEL_CODE64;
+use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CODE64};
 
 global_asm!(
     r#"
@@ -118,6 +120,8 @@ unsafe extern "C" {
 
 /// The NMI vector.
 const NMI_VECTOR: usize = 2;
+/// The double-fault vector.
+const DOUBLE_FAULT_VECTOR: usize = 8;
 
 /// NMIs the host has taken (any CPU). An NMI is the platform's (a watchdog, an operator's
 /// button): it must not end the hypervisor, and there is no guest to hand it to.
@@ -185,6 +189,8 @@ pub fn load() {
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
+        // A double fault runs on its own stack: the one that faulted may be the cause.
+        gates[DOUBLE_FAULT_VECTOR].ist = DOUBLE_FAULT_IST;
         gates[NMI_VECTOR] = Gate::interrupt(nmi_stub as *const () as u64);
         gates[apic::WAKE_VECTOR as usize] =
             Gate::interrupt(wake_interrupt_stub as *const () as u64);

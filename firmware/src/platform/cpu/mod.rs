@@ -6,5 +6,6 @@ pub mod gdt;
 pub mod idt;
 pub mod paging;
 pub mod smp;
+pub mod stacks;
 pub mod trampoline;
 pub mod tsc;

@@ -23,6 +23,9 @@ static ARRIVED_APIC_ID: AtomicU32 = AtomicU32::new(0);
 static X2APIC_MODE: AtomicU32 = AtomicU32::new(0);
 /// The boot CPU's APIC ID: a CPU that reported in wakes it.
 static BSP_APIC_ID: AtomicU32 = AtomicU32::new(0);
+/// The task area of the AP being started (one at a time: the next starts only once this one
+/// reported in, or was sent back to INIT).
+static STARTING_TASK_AREA: AtomicU64 = AtomicU64::new(0);
 
 /// Waits until `condition` or `deadline` (host TSC) with the CPU halted between checks: its
 /// APIC timer (armed for the deadline) or a reporting AP's wake-up IPI ends each halt. An
@@ -47,6 +50,8 @@ fn wait_halted(deadline: u64, mut condition: impl FnMut() -> bool) -> bool {
 pub struct ApLaunch {
     pub apic_id: u32,
     pub stack_top: u64,
+    /// Its task area ([`super::gdt::load_task`]): `TASK_AREA_BYTES` reserved for it.
+    pub task_area: u64,
 }
 
 /// What happened to one AP.
@@ -121,6 +126,7 @@ pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApO
     BSP_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
     for (index, ap) in aps.iter().enumerate() {
         ARRIVED_INDEX.store(NOBODY, Ordering::SeqCst);
+        STARTING_TASK_AREA.store(ap.task_area, Ordering::SeqCst);
         // SAFETY: the trampoline page is ours (see install_trampoline); no AP runs it now
         // because the previous one has reported in or was sent back to INIT.
         unsafe {
@@ -152,6 +158,9 @@ pub fn start_all(page: u64, aps: &[ApLaunch], mut outcome: impl FnMut(usize, ApO
 /// Where every AP lands in long mode, on its own stack.
 extern "C" fn ap_main(index: u64) -> ! {
     idt::load();
+    // SAFETY: the task area `start_all` reserved for this AP alone, read before it reports in
+    // (the next AP's is stored only after that).
+    unsafe { gdt::load_task(STARTING_TASK_AREA.load(Ordering::SeqCst)) };
     apic::enable(X2APIC_MODE.load(Ordering::SeqCst) != 0);
     ARRIVED_APIC_ID.store(apic::current_apic_id(), Ordering::SeqCst);
     ARRIVED_INDEX.store(index, Ordering::SeqCst);
