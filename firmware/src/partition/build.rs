@@ -564,11 +564,18 @@ fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
     LocalApic::new(apic_id, vcpu == 0, tsc::hz(), APIC_TIMER_HZ.min(tsc::hz()))
 }
 
-/// Fresh devices and local APICs for a restarted guest.
-pub fn reset_devices(partition: &Partition) {
+/// Fresh platform devices for a guest about to restart, put in before its RAM is cleared and
+/// reloaded (the caller holds its state lock): a frame a switch delivers from then on meets a
+/// card with no buffers posted, never the old driver's buffers inside the new guest's image.
+pub fn replace_devices(partition: &Partition) {
     if let Ok(devices) = PlatformDevices::new(platform_config(partition.spec)) {
         *partition.devices.lock() = devices;
     }
+}
+
+/// Fresh local APICs for a restarted guest, its Dynamic Memory started again and its new
+/// cards' links set (its devices were replaced by [`replace_devices`]).
+pub fn reset_devices(partition: &Partition) {
     super::dynamic::start(partition);
     let plans = partition.state.lock().vcpus.clone();
     for (index, slot) in partition.vcpus.iter().enumerate() {

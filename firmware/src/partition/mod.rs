@@ -273,6 +273,7 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
             state.restarts,
             reason,
         ));
+        build::replace_devices(partition);
         build::reset_guest(partition, &mut state);
         drop(state);
         // What the switches learned of it is stale (its new cards get their links with the
