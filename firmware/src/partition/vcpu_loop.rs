@@ -296,12 +296,12 @@ fn run_epoch(
         if index == 0 {
             stats.tick(partition);
         }
-        if exit == VmExit::PhysicalInterrupt {
+        if matches!(exit, VmExit::PhysicalInterrupt) {
             take_host_interrupt();
             timer.fired();
             poll_console_input(partition.hv);
         }
-        if exit == VmExit::PhysicalNmi {
+        if matches!(exit, VmExit::PhysicalNmi) {
             // Taken by the host's NMI handler at STGI; the platform's, not the guest's.
             log::warn!(
                 "partition \"{}\" vCPU {index}: a host NMI ended its run ({} NMI(s) so far); resumed",
@@ -316,7 +316,7 @@ fn run_epoch(
         if profile.enabled() {
             profile.count_allocations(allocations, heap::allocations());
         }
-        resume_at_once = next == Next::Resume
+        resume_at_once = matches!(next, Next::Resume)
             && quiet_exit(&exit)
             && !machine.take_touched()
             && !context.nmi.pending()

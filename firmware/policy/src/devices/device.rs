@@ -163,6 +163,12 @@ impl Effects {
         interrupt: None,
     };
 
+    /// Whether there is nothing to apply (most accesses).
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.device.is_none() && self.interrupt.is_none()
+    }
+
     /// The device's effect alone.
     pub fn of(effect: Effect) -> Effects {
         Effects {

@@ -485,7 +485,7 @@ fn handle_io(
         };
         Next::Resume
     };
-    if next == Next::Resume {
+    if matches!(next, Next::Resume) {
         cpu.set_rip(access.next_rip);
     }
     next
@@ -579,7 +579,15 @@ fn handle_msr(
 /// The interrupt the access raised or lowered goes first (the line's level is the device's
 /// state after the access), then the device's own effect. Most accesses have neither: that
 /// path is two tests.
+#[inline(always)]
 fn apply(machine: &impl Machine, vcpu: usize, effects: Effects) -> Option<Effect> {
+    if effects.is_empty() {
+        return None;
+    }
+    apply_effects(machine, vcpu, effects)
+}
+
+fn apply_effects(machine: &impl Machine, vcpu: usize, effects: Effects) -> Option<Effect> {
     if let Some(delivery) = effects.interrupt {
         machine.deliver_ioapic(delivery);
     }

@@ -11,7 +11,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::bus::{Bus, BusError};
+use super::bus::{Bus, BusError, PortIndex};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::device::{DebugExitPort, Device, DeviceId, Effect, Effects, Register};
@@ -165,6 +165,8 @@ struct Line {
 pub struct PlatformDevices {
     config: PlatformConfig,
     ports: Bus<Slot>,
+    /// `ports`, indexed: the lookup of every port exit.
+    port_index: PortIndex,
     mmio: Bus<Slot>,
     pub uart: Uart16550,
     pub pit: Pit8254,
@@ -338,6 +340,7 @@ impl PlatformDevices {
         }
         Ok(PlatformDevices {
             config,
+            port_index: PortIndex::new(&ports),
             ports,
             mmio,
             uart: Uart16550::new(),
@@ -423,7 +426,7 @@ impl PlatformDevices {
     /// ones, as an empty ISA bus floats high.
     pub fn port_read(&mut self, port: u16, size: u8, now: u64) -> (u32, Effects) {
         let size = normalise(size);
-        let slot = self.port_slot(u64::from(port));
+        let slot = self.port_slot(port);
         if slot.is_none() && size == 1 {
             // The common probe (port 0x80, an absent COM port): nobody answers.
             return (0xFF, Effects::NONE);
@@ -439,7 +442,7 @@ impl PlatformDevices {
                 let mut value = 0u32;
                 for i in 0..size {
                     let byte = port.wrapping_add(u16::from(i));
-                    let read = match self.port_slot(u64::from(byte)) {
+                    let read = match self.port_slot(byte) {
                         Some(slot) => {
                             let at = slot.register(u64::from(byte), 1);
                             self.device(slot.device).map_or(0xFF, |d| d.read(at, now)) as u8
@@ -462,7 +465,7 @@ impl PlatformDevices {
     pub fn port_write(&mut self, port: u16, size: u8, value: u32, now: u64) -> Effects {
         let size = normalise(size);
         let value = value & mask(size);
-        let slot = self.port_slot(u64::from(port));
+        let slot = self.port_slot(port);
         let effect = match slot {
             Some(slot) if !self.byte_wide(slot.device) => {
                 let at = slot.register(u64::from(port), size);
@@ -473,7 +476,7 @@ impl PlatformDevices {
                 let mut effect = Effect::None;
                 for i in 0..size {
                     let byte = port.wrapping_add(u16::from(i));
-                    let Some(slot) = self.port_slot(u64::from(byte)) else {
+                    let Some(slot) = self.port_slot(byte) else {
                         continue;
                     };
                     let at = slot.register(u64::from(byte), 1);
@@ -494,8 +497,9 @@ impl PlatformDevices {
         }
     }
 
-    fn port_slot(&self, port: u64) -> Option<Slot> {
-        self.ports.find(port).map(|(slot, _)| slot)
+    fn port_slot(&self, port: u16) -> Option<Slot> {
+        let position = self.port_index.lookup(port)?;
+        self.ports.claims().get(position).map(|claim| claim.device)
     }
 
     fn byte_wide(&mut self, id: DeviceId) -> bool {
