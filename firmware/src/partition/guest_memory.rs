@@ -6,7 +6,7 @@
 //! (`Arc`), replaced when the partition's memory changes (`Partition::memory`).
 
 use alloc::sync::Arc;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use numavisor_policy::devices::virtio::QueueMemory;
 use numavisor_policy::hypercall::bank::PageMove;
@@ -33,6 +33,8 @@ pub struct GuestMemory {
     ram: RefCell<Arc<GuestRam>>,
     /// Writes only check that their bytes fall in guest RAM (a build-time dry run).
     checking: bool,
+    /// The block the last translation found (`GuestRam::translate_near`).
+    hint: Cell<usize>,
 }
 
 impl GuestMemory {
@@ -41,6 +43,7 @@ impl GuestMemory {
         GuestMemory {
             ram: RefCell::new(ram),
             checking: false,
+            hint: Cell::new(0),
         }
     }
 
@@ -50,6 +53,7 @@ impl GuestMemory {
         GuestMemory {
             ram: RefCell::new(ram),
             checking: true,
+            hint: Cell::new(0),
         }
     }
 
@@ -68,7 +72,10 @@ impl GuestMemory {
 
     /// The host address of `gpa` and how many bytes follow it at contiguous host addresses.
     fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
-        self.ram.borrow().translate(gpa)
+        let mut hint = self.hint.get();
+        let found = self.ram.borrow().translate_near(gpa, &mut hint);
+        self.hint.set(hint);
+        found
     }
 
     /// Copies `bytes` to guest-physical `gpa`; false if any byte falls outside guest RAM.

@@ -32,7 +32,8 @@ impl CodePage {
     fn find(&self, paging: PagingState, page: u64) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.is_some_and(|(p, l, _)| (p, l) == (paging, page)))
+            // The page first: it differs far more often, and is one word.
+            .position(|e| e.is_some_and(|(p, l, _)| l == page && p == paging))
     }
 
     fn keep(&mut self, entry: (PagingState, u64, u64)) {
