@@ -180,7 +180,8 @@ impl Boot {
         assert_eq!(
             result.status,
             Some(qemu::EXIT_READY),
-            "QEMU exit status (33 = all partitions ended)\n{context}"
+            "QEMU exit status (33 = all partitions ended, 35 = a hypervisor fault, 0 = the \
+             machine reset or powered off: with -no-reboot a triple fault ends QEMU so)\n{context}"
         );
         if let Some(protocol) = booted_by {
             let line = format!("booted by {protocol};");
