@@ -51,9 +51,8 @@ impl GuestMemory {
     /// checked when the partition is built and written when its CPUs start it.
     pub fn checking(ram: Arc<GuestRam>) -> Self {
         GuestMemory {
-            ram: RefCell::new(ram),
             checking: true,
-            hint: Cell::new(0),
+            ..GuestMemory::new(ram)
         }
     }
 
