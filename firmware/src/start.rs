@@ -7,6 +7,7 @@ use log::{error, info, warn};
 use numavisor_policy::acpi::{self, AcpiFindings};
 use numavisor_policy::bootinfo::{BootInfo, Module, RsdpSource};
 use numavisor_policy::memory::{FrameAllocator, Usage, PAGE_SIZE};
+use numavisor_policy::pci;
 use numavisor_policy::report::events::{self, CpuReport, Timing};
 use numavisor_policy::topology::Topology;
 
@@ -15,6 +16,7 @@ use crate::platform::boot::{self, pvh_entry};
 use crate::platform::console::{log as console_log, report, serial};
 use crate::platform::cpu::{apic, gdt, idt, paging, smp, stacks, tsc};
 use crate::platform::debug_exit;
+use crate::platform::pci_config::Ecam;
 use crate::platform::phys_memory::IdentityMapped;
 
 /// Bytes of stack each application processor gets, from its own domain: as much as the boot
@@ -89,6 +91,7 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
     let findings = discover_acpi(&boot, &memory);
     let usable_ram = boot.usable_ram();
     let topology = build_topology(findings.as_ref(), &usable_ram);
+    let pci = pci_inventory(findings.as_ref(), &topology);
     let t_pmm = tsc::now();
     let mut frames = build_frame_allocator(&topology, &boot.modules);
     let t_smp = tsc::now();
@@ -104,6 +107,7 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
     let t_done = tsc::now();
 
     report::emit(&events::cpus(&cpus));
+    report::emit(&events::pci(&pci));
     report::emit(&events::memory(&frames.ledger()));
     if let Some(hmat) = findings.as_ref().and_then(|f| f.hmat.as_ref()) {
         report::emit(&events::hmat(hmat));
@@ -316,6 +320,27 @@ fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFinding
         }
     }
     Some(findings)
+}
+
+/// Every PCI function the MCFG's windows reach, placed under its host bridge, node and
+/// remapping unit.
+fn pci_inventory(findings: Option<&AcpiFindings>, topology: &Topology) -> pci::PciInventory {
+    let _ = topology;
+    let windows = findings
+        .and_then(|f| f.mcfg.as_ref())
+        .map(|m| m.windows.clone())
+        .unwrap_or_default();
+    // SAFETY: the windows are the firmware's MCFG allocations; nothing else touches
+    // configuration space while the boot CPU enumerates it.
+    let mut ecam = unsafe { Ecam::new(&windows) };
+    let reachable = ecam.windows().to_vec();
+    let functions = pci::enumerate(&reachable, &mut ecam);
+    info!(
+        "PCI: {} function(s) on {} segment window(s)",
+        functions.len(),
+        reachable.len()
+    );
+    pci::inventory::build(&reachable, functions, Vec::new(), None)
 }
 
 fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) -> Topology {

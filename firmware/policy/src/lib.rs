@@ -16,6 +16,7 @@ pub mod hypercall;
 pub mod memory;
 pub mod network;
 pub mod partition;
+pub mod pci;
 pub mod report;
 pub mod slat;
 pub mod topology;

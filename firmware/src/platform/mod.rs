@@ -6,4 +6,5 @@ pub mod cpu;
 pub mod debug_exit;
 pub mod fatal;
 pub mod heap;
+pub mod pci_config;
 pub mod phys_memory;

@@ -12,7 +12,7 @@ use super::bytes::{u32_at, u64_at};
 use super::overrides::{self, OverrideCandidate};
 use super::problem::{AcpiProblem, RootFallback};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
-use super::{hmat, madt, rsdp, slit, srat};
+use super::{fadt, hmat, madt, mcfg, rsdp, slit, srat};
 use super::{AcpiFindings, PhysicalMemory, RootTableKind, TableRef};
 
 /// Find and decode everything ACPI tells us about CPUs and NUMA, starting from the RSDP at
@@ -67,7 +67,10 @@ pub fn discover_with_overrides(
             .iter()
             .find(|t| t.valid && t.signature == signature)
             .map(|t| t.address);
-        let decoded = matches!(&signature, b"APIC" | b"SRAT" | b"SLIT" | b"HMAT");
+        let decoded = matches!(
+            &signature,
+            b"APIC" | b"SRAT" | b"SLIT" | b"HMAT" | b"MCFG" | b"FACP"
+        );
         if let (Some(kept), true) = (kept, decoded) {
             findings.problems.push(AcpiProblem::DuplicateTable {
                 signature,
@@ -81,6 +84,17 @@ pub fn discover_with_overrides(
             b"APIC" => findings.madt = Some(madt::parse(table, problems)),
             b"SRAT" => findings.srat = Some(srat::parse(table, problems)),
             b"HMAT" => findings.hmat = Some(hmat::parse(table, problems)),
+            b"MCFG" => findings.mcfg = Some(mcfg::parse(table, problems)),
+            b"SSDT" => findings.definition_blocks.push(address),
+            b"FACP" => {
+                // The DSDT is not in the root: the FADT points at it, and it comes first.
+                if let Some(dsdt) = fadt::dsdt_address(table) {
+                    match load_table(mem, dsdt, Some(*b"DSDT"), 0) {
+                        Ok(_) => findings.definition_blocks.insert(0, dsdt),
+                        Err(problem) => problems.push(problem),
+                    }
+                }
+            }
             b"SLIT" => match slit::parse(table) {
                 Ok(slit) => findings.slit = Some(slit),
                 Err(problem) => problems.push(problem),

@@ -13,11 +13,13 @@
 
 mod bytes;
 mod discovery;
+pub mod fadt;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod hmat;
 mod image;
 pub mod madt;
+pub mod mcfg;
 #[cfg(test)]
 mod override_tests;
 pub mod overrides;
@@ -40,9 +42,11 @@ pub use discovery::{discover, discover_with_overrides};
 pub use hmat::{Hmat, HmatDataType, HmatLocality, MemoryProximity, MemorySideCache};
 pub use image::{MemoryImage, Overlay};
 pub use madt::{InterruptOverride, Madt, MadtIoApic, MadtProcessor};
+pub use mcfg::{EcamWindow, Mcfg};
 pub use overrides::{OverrideCandidate, TableOverride, OVERRIDABLE};
 pub use problem::{
-    AcpiProblem, EntryFault, OverrideFault, RootFallback, RsdpFault, SlitFault, TableFault,
+    AcpiProblem, EntryFault, McfgFault, OverrideFault, RootFallback, RsdpFault, SlitFault,
+    TableFault,
 };
 pub use rsdp::find_rsdp_in_bios_areas;
 pub use sdt::SdtHeader;
@@ -104,6 +108,11 @@ pub struct AcpiFindings {
     /// Present only if it passed validation.
     pub slit: Option<Slit>,
     pub hmat: Option<Hmat>,
+    /// The PCI segments' ECAM windows.
+    pub mcfg: Option<Mcfg>,
+    /// Addresses of the usable definition blocks: the FADT's DSDT first, then every SSDT in
+    /// root order.
+    pub definition_blocks: Vec<u64>,
     pub problems: Vec<AcpiProblem>,
 }
 
@@ -120,6 +129,8 @@ impl AcpiFindings {
             srat: None,
             slit: None,
             hmat: None,
+            mcfg: None,
+            definition_blocks: Vec::new(),
             problems: Vec::new(),
         }
     }

@@ -68,6 +68,28 @@ pub enum AcpiProblem {
         signature: [u8; 4],
         fault: OverrideFault,
     },
+    /// An MCFG allocation that cannot be used: its segment's buses in that range are not
+    /// enumerated.
+    Mcfg {
+        index: usize,
+        segment: u16,
+        base: u64,
+        buses: (u8, u8),
+        fault: McfgFault,
+    },
+}
+
+/// Why an MCFG allocation was left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McfgFault {
+    /// Its end bus is below its start bus.
+    BusesBackwards,
+    /// Its base is not 1 MiB aligned (each bus has 1 MiB of configuration space).
+    Unaligned,
+    /// Its configuration space runs past 2^64.
+    Wraps,
+    /// An earlier allocation of its segment decodes some of its buses.
+    Overlaps { start_bus: u8, end_bus: u8 },
 }
 
 /// Why a boot module was not used as a table override.
@@ -238,6 +260,16 @@ impl fmt::Display for AcpiProblem {
                 "boot module at {module:#x} ({}): {fault}; not used as an override",
                 Ascii(&signature)
             ),
+            AcpiProblem::Mcfg {
+                index,
+                segment,
+                base,
+                buses: (start, end),
+                fault,
+            } => write!(
+                f,
+                "MCFG allocation {index} (segment {segment}, buses {start:#04x}-{end:#04x}, base {base:#x}): {fault}; those buses are not enumerated"
+            ),
         }
     }
 }
@@ -357,6 +389,20 @@ impl fmt::Display for SlitFault {
             SlitFault::BadDistance { from, to, value } => {
                 write!(f, "distance {from}->{to} is {value}, not above 10")
             }
+        }
+    }
+}
+
+impl fmt::Display for McfgFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            McfgFault::BusesBackwards => f.write_str("its end bus is below its start bus"),
+            McfgFault::Unaligned => f.write_str("its base is not 1 MiB aligned"),
+            McfgFault::Wraps => f.write_str("its range runs past 2^64"),
+            McfgFault::Overlaps { start_bus, end_bus } => write!(
+                f,
+                "an earlier allocation already decodes buses {start_bus:#04x}-{end_bus:#04x}"
+            ),
         }
     }
 }

@@ -132,3 +132,32 @@ fn hmat_from_qemu() {
     );
     assert!(f.slit.is_none());
 }
+
+#[test]
+fn pci_segments_and_the_dsdt_are_found() {
+    for name in ["q35-nonuma", "ovmf-q35-2node", "q35-vtd-pxb", "q35-amdvi"] {
+        let f = captured(name);
+        let mcfg = f.mcfg.as_ref().expect("MCFG");
+        assert_eq!(
+            mcfg.windows,
+            [EcamWindow {
+                base: 0xB000_0000,
+                segment: 0,
+                start_bus: 0,
+                end_bus: 0xFF
+            }],
+            "{name}"
+        );
+        // QEMU has no SSDTs here: the DSDT alone, at the address its FADT gives.
+        let (_, chunks) = super::testkit::qemu_chunks(name);
+        let dsdt = chunks
+            .iter()
+            .find(|(_, bytes)| bytes.starts_with(b"DSDT"))
+            .map(|(address, _)| *address);
+        assert_eq!(
+            f.definition_blocks,
+            dsdt.into_iter().collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}

@@ -836,3 +836,98 @@ pub fn nic_counts(partition: &str, micros: u64, nics: &[NicReport]) -> String {
         });
     })
 }
+
+/// `pci`: the host's PCI segments, host bridges (with their nodes), DMA remapping units and
+/// every function, with its BARs, its node and the unit that remaps its DMA.
+pub fn pci(inventory: &crate::pci::PciInventory) -> String {
+    use crate::pci::HeaderKind;
+    event("pci", |o| {
+        o.array("segments", |a| {
+            for w in &inventory.windows {
+                a.object(|s| {
+                    s.u64("segment", u64::from(w.segment))
+                        .u64("ecam", w.base)
+                        .u64("start_bus", u64::from(w.start_bus))
+                        .u64("end_bus", u64::from(w.end_bus));
+                });
+            }
+        })
+        .array("host_bridges", |a| {
+            for b in &inventory.host_bridges {
+                a.object(|h| {
+                    h.str("path", &b.path)
+                        .u64("segment", u64::from(b.root.segment))
+                        .u64("bus", u64::from(b.root.bus))
+                        .opt_u64("pxm", b.pxm.map(u64::from))
+                        .opt_u64("node", b.node.map(|n| n as u64));
+                });
+            }
+        })
+        .array("remapping_units", |a| {
+            for u in &inventory.units {
+                a.object(|r| {
+                    r.str("kind", u.kind.name())
+                        .u64("base", u.base)
+                        .u64("segment", u64::from(u.segment))
+                        .opt_u64("pxm", u.pxm.map(u64::from))
+                        .opt_u64("node", u.node.map(|n| n as u64));
+                });
+            }
+        })
+        .array("devices", |a| {
+            for d in &inventory.devices {
+                let f = &d.function;
+                a.object(|o| {
+                    let kind = match f.header {
+                        HeaderKind::Endpoint if f.is_endpoint() => "endpoint",
+                        HeaderKind::Endpoint if f.class >> 8 == 0x0600 => "host-bridge",
+                        HeaderKind::Endpoint => "platform-bridge",
+                        HeaderKind::Bridge { .. } => "bridge",
+                        HeaderKind::CardBus => "cardbus",
+                        HeaderKind::Other(_) => "other",
+                    };
+                    o.str("address", &alloc::format!("{}", f.address))
+                        .str("id", &alloc::format!("{:04x}:{:04x}", f.vendor, f.device))
+                        .str("class", &alloc::format!("{:06x}", f.class))
+                        .str("kind", kind);
+                    if let HeaderKind::Bridge {
+                        secondary,
+                        subordinate,
+                        ..
+                    } = f.header
+                    {
+                        o.u64("secondary", u64::from(secondary))
+                            .u64("subordinate", u64::from(subordinate));
+                    }
+                    o.array("bars", |bars| {
+                        for bar in &f.bars {
+                            bars.object(|b| {
+                                b.u64("bar", u64::from(bar.index))
+                                    .str("type", bar.kind.name())
+                                    .bool("prefetchable", bar.prefetchable)
+                                    .u64("base", bar.base)
+                                    .u64("size", bar.size);
+                            });
+                        }
+                    })
+                    .bool("msi", f.capabilities.msi.is_some())
+                    .opt_u64(
+                        "msix_vectors",
+                        f.capabilities.msix.map(|(_, n)| u64::from(n)),
+                    )
+                    .opt_u64("express_type", f.capabilities.express_type.map(u64::from))
+                    .opt_u64("host_bridge", d.host_bridge.map(|i| i as u64))
+                    .opt_u64("node", d.node.map(|n| n as u64))
+                    .opt_u64("remapping_unit", d.unit.map(|u| u as u64))
+                    .array("reserved_memory", |r| {
+                        for &(base, end) in &d.reserved_memory {
+                            r.array(|pair| {
+                                pair.u64(base).u64(end);
+                            });
+                        }
+                    });
+                });
+            }
+        });
+    })
+}

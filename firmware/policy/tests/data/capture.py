@@ -4,7 +4,7 @@
 Boots QEMU (SeaBIOS, no boot device, TCG) for each topology below, waits until SeaBIOS has
 installed the ACPI tables, then reads guest memory over QMP (`pmemsave`): the RSDP from the
 BIOS area 0xE0000..0xFFFFF (OVMF: anywhere in RAM), the RSDT/XSDT it points at, and every
-table the root lists (the FACS/DSDT hang off the FADT and are left out: we never parse them).
+table the root lists, and the DSDT the FADT points at (X_DSDT, else DSDT; the FACS is left out).
 Files written, per topology NAME:
 
     qemu72-NAME-RSDP.bin, qemu72-NAME-RSDT.bin, qemu72-NAME-<SIG>.bin, qemu72-NAME.addr
@@ -74,6 +74,17 @@ TOPOLOGIES = {
         "-numa", "node,nodeid=0,cpus=0,memdev=m0",
         "-numa", "node,nodeid=1,cpus=1,memdev=m1",
         "-numa", "dist,src=0,dst=1,val=21"],
+    # PCI for passthrough: VT-d (DMAR) and a PCIe expander bridge on node 1 (_PXM 1 in the
+    # DSDT) with a root port and an NVMe controller behind it.
+    "q35-vtd-pxb": ["-m", "512M", "-smp", "2"] + memdevs("256M", "256M") + [
+        "-numa", "node,nodeid=0,cpus=0,memdev=m0",
+        "-numa", "node,nodeid=1,cpus=1,memdev=m1",
+        "-device", "intel-iommu,intremap=on,aw-bits=48,caching-mode=on",
+        "-device", "pxb-pcie,bus_nr=0x40,numa_node=1,id=pxb1",
+        "-device", "pcie-root-port,bus=pxb1,id=rp1,chassis=1",
+        "-device", "nvme,bus=rp1,serial=nv0"],
+    # AMD-Vi (IVRS) instead.
+    "q35-amdvi": ["-m", "512M", "-smp", "2", "-device", "amd-iommu"],
 }
 
 class Qmp:
@@ -163,6 +174,13 @@ def capture(name, extra):
                 hdr = read(qmp, tmp, addr, 36)
                 sig = hdr[:4].decode("ascii", "replace")
                 files[sig] = (addr, read(qmp, tmp, addr, struct.unpack_from("<I", hdr, 4)[0]))
+            if "FACP" in files:
+                fadt = files["FACP"][1]
+                dsdt = struct.unpack_from("<Q", fadt, 140)[0] if len(fadt) >= 148 else 0
+                dsdt = dsdt or struct.unpack_from("<I", fadt, 40)[0]
+                if dsdt:
+                    hdr = read(qmp, tmp, dsdt, 36)
+                    files["DSDT"] = (dsdt, read(qmp, tmp, dsdt, struct.unpack_from("<I", hdr, 4)[0]))
             qmp.cmd("quit")
         finally:
             proc.wait(timeout=70)

@@ -1,0 +1,117 @@
+//! The host's PCI inventory: every function with its host bridge, NUMA node and remapping
+//! unit, as the `pci` report event lists it and passthrough checks it.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{attribute_roots, HostBridgeRoot, PciFunction};
+use crate::acpi::EcamWindow;
+
+/// A PCI host bridge from the ACPI namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostBridgeInfo {
+    /// Its namespace path, e.g. `\_SB_.PC40`.
+    pub path: String,
+    pub root: HostBridgeRoot,
+    /// Its proximity domain (`_PXM`, its own or an ancestor's), where the reader could tell.
+    pub pxm: Option<u32>,
+    /// The node of that domain, if the domain is one of the machine's nodes.
+    pub node: Option<usize>,
+}
+
+/// Which kind of DMA remapping hardware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemappingKind {
+    /// Intel VT-d (DMAR DRHD).
+    VtD,
+    /// AMD-Vi (IVRS IVHD).
+    AmdVi,
+}
+
+impl RemappingKind {
+    /// The name the report uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemappingKind::VtD => "vt-d",
+            RemappingKind::AmdVi => "amd-vi",
+        }
+    }
+}
+
+/// One DMA remapping unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemappingUnit {
+    pub kind: RemappingKind,
+    /// Its register base.
+    pub base: u64,
+    pub segment: u16,
+    /// Its proximity domain (DMAR RHSA), where the firmware gives one.
+    pub pxm: Option<u32>,
+    pub node: Option<usize>,
+}
+
+/// One function and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciDevice {
+    pub function: PciFunction,
+    /// Index in [`PciInventory::host_bridges`].
+    pub host_bridge: Option<usize>,
+    /// Its host bridge's node.
+    pub node: Option<usize>,
+    /// Index in [`PciInventory::units`] of the unit that remaps its DMA.
+    pub unit: Option<usize>,
+    /// Memory the firmware keeps using for its DMA (VT-d RMRR, AMD-Vi IVMD), `[base, end)`:
+    /// a device with any cannot be given to a partition.
+    pub reserved_memory: Vec<(u64, u64)>,
+}
+
+/// What the hypervisor knows of the host's PCI.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PciInventory {
+    pub windows: Vec<EcamWindow>,
+    pub host_bridges: Vec<HostBridgeInfo>,
+    pub units: Vec<RemappingUnit>,
+    pub devices: Vec<PciDevice>,
+}
+
+/// Where a function's DMA goes: its remapping unit and the memory the firmware reserved for
+/// it. Implemented over DMAR and IVRS.
+pub trait RemappingMap {
+    /// The units, in the order `unit_for` indexes them.
+    fn units(&self) -> Vec<RemappingUnit>;
+    /// The unit remapping `function` (whose bridges `functions` describes).
+    fn unit_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Option<usize>;
+    /// The reserved regions `[base, end)` that apply to `function`.
+    fn reserved_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Vec<(u64, u64)>;
+}
+
+/// Places every function of `functions` under `host_bridges` and `remapping`.
+pub fn build(
+    windows: &[EcamWindow],
+    functions: Vec<PciFunction>,
+    host_bridges: Vec<HostBridgeInfo>,
+    remapping: Option<&dyn RemappingMap>,
+) -> PciInventory {
+    let roots: Vec<HostBridgeRoot> = host_bridges.iter().map(|b| b.root).collect();
+    let owners = attribute_roots(&functions, &roots);
+    let units = remapping.map(|r| r.units()).unwrap_or_default();
+    let devices = functions
+        .iter()
+        .zip(owners)
+        .map(|(function, owner)| PciDevice {
+            function: function.clone(),
+            host_bridge: owner,
+            node: owner.and_then(|i| host_bridges[i].node),
+            unit: remapping.and_then(|r| r.unit_for(function, &functions)),
+            reserved_memory: remapping
+                .map(|r| r.reserved_for(function, &functions))
+                .unwrap_or_default(),
+        })
+        .collect();
+    PciInventory {
+        windows: windows.to_vec(),
+        host_bridges,
+        units,
+        devices,
+    }
+}
