@@ -11,6 +11,7 @@
 //! anything wrong becomes an [`AcpiProblem`] with a stated fallback. The host tests use the
 //! `acpi` crate as a differential oracle on well-formed tables captured from QEMU.
 
+pub mod aml;
 mod bytes;
 mod discovery;
 pub mod fadt;
