@@ -325,7 +325,6 @@ fn discover_acpi(boot: &BootInfo, memory: &IdentityMapped) -> Option<AcpiFinding
 /// Every PCI function the MCFG's windows reach, placed under its host bridge, node and
 /// remapping unit.
 fn pci_inventory(findings: Option<&AcpiFindings>, topology: &Topology) -> pci::PciInventory {
-    let _ = topology;
     let windows = findings
         .and_then(|f| f.mcfg.as_ref())
         .map(|m| m.windows.clone())
@@ -340,7 +339,17 @@ fn pci_inventory(findings: Option<&AcpiFindings>, topology: &Topology) -> pci::P
         functions.len(),
         reachable.len()
     );
-    pci::inventory::build(&reachable, functions, Vec::new(), None)
+    let node_of_pxm = |pxm: u32| {
+        topology
+            .domains
+            .iter()
+            .find(|d| d.pxm == pxm)
+            .map(|d| d.node)
+    };
+    let bridges = findings.map_or(Vec::new(), |f| {
+        pci::HostBridgeInfo::from_namespace(&f.host_bridges, node_of_pxm)
+    });
+    pci::inventory::build(&reachable, functions, bridges, None)
 }
 
 fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) -> Topology {

@@ -196,6 +196,8 @@ impl BochsMachine {
                 .map(|localities| crate::topology::ExpectedHmat { localities }),
             total_ram: Some(self.megs << 20),
             acpi_problems: vec![],
+            pci: vec![],
+            remapping_units: vec![],
         }
     }
 

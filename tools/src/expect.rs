@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::report::Report;
-use crate::topology::Expectation;
+use crate::topology::{Expectation, ExpectedPci};
 
 fn u64s(value: &Value) -> Vec<u64> {
     value
@@ -118,6 +118,7 @@ pub fn check(report: &Report, expect: &Expectation) -> Vec<String> {
     problems.extend(check_cpus(report, expect, &nodes));
     problems.extend(check_memory(report, &nodes));
     problems.extend(check_hmat_and_acpi(report, expect));
+    problems.extend(check_pci(report, expect));
     if report.event("ready").is_none() {
         problems.push("no ready event".into());
     }
@@ -244,6 +245,98 @@ fn check_hmat_and_acpi(report: &Report, expect: &Expectation) -> Vec<String> {
     }
     if expect.acpi_problems.is_empty() && !reported.is_empty() {
         problems.push(format!("unexpected ACPI problems: {reported:?}"));
+    }
+    problems
+}
+
+/// The `pci` event against the file's PCI expectations, and against its own arithmetic: a
+/// device's node is its host bridge's, indices point inside their lists, and every BAR is a
+/// power of two aligned to its size.
+fn check_pci(report: &Report, expect: &Expectation) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(pci) = report.event("pci") else {
+        return vec!["no pci event".into()];
+    };
+    let list = |key: &str| pci[key].as_array().cloned().unwrap_or_default();
+    let (bridges, units, devices) = (
+        list("host_bridges"),
+        list("remapping_units"),
+        list("devices"),
+    );
+    let kinds: Vec<&str> = units.iter().filter_map(|u| u["kind"].as_str()).collect();
+    if kinds != expect.remapping_units {
+        problems.push(format!(
+            "remapping units {kinds:?} != expected {:?}",
+            expect.remapping_units
+        ));
+    }
+    for device in &devices {
+        let at = &device["address"];
+        match device["host_bridge"].as_u64() {
+            Some(i) => match bridges.get(i as usize) {
+                Some(bridge) if bridge["node"] != device["node"] => problems.push(format!(
+                    "{at}: node {} but its host bridge's is {}",
+                    device["node"], bridge["node"]
+                )),
+                Some(_) => {}
+                None => problems.push(format!("{at}: host bridge {i} is not listed")),
+            },
+            None if !device["node"].is_null() => {
+                problems.push(format!("{at}: a node without a host bridge"))
+            }
+            None => {}
+        }
+        if let Some(u) = device["remapping_unit"].as_u64() {
+            if u as usize >= units.len() {
+                problems.push(format!("{at}: remapping unit {u} is not listed"));
+            }
+        }
+        for bar in device["bars"].as_array().into_iter().flatten() {
+            let (base, size) = (bar["base"].as_u64(), bar["size"].as_u64());
+            match (base, size) {
+                (Some(base), Some(size)) if size.is_power_of_two() && base % size == 0 => {}
+                _ => problems.push(format!(
+                    "{at}: BAR {bar} is not a power of two aligned to its size"
+                )),
+            }
+        }
+    }
+    for want in &expect.pci {
+        problems.extend(check_pci_device(&devices, &units, want));
+    }
+    problems
+}
+
+fn check_pci_device(devices: &[Value], units: &[Value], want: &ExpectedPci) -> Vec<String> {
+    let Some(device) = devices
+        .iter()
+        .find(|d| d["address"] == want.address.as_str())
+    else {
+        return vec![format!("PCI function {} not listed", want.address)];
+    };
+    let mut problems = Vec::new();
+    let at = &want.address;
+    if device["class"] != want.class.as_str() {
+        problems.push(format!(
+            "{at}: class {} != expected {}",
+            device["class"], want.class
+        ));
+    }
+    if device["node"].as_u64() != want.node {
+        problems.push(format!(
+            "{at}: node {} != expected {:?}",
+            device["node"], want.node
+        ));
+    }
+    let unit_kind = device["remapping_unit"]
+        .as_u64()
+        .and_then(|u| units.get(u as usize))
+        .and_then(|u| u["kind"].as_str());
+    if unit_kind != want.remapping.as_deref() {
+        problems.push(format!(
+            "{at}: remapped by {unit_kind:?} != expected {:?}",
+            want.remapping
+        ));
     }
     problems
 }

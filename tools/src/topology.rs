@@ -60,6 +60,28 @@ pub struct Expectation {
     /// ACPI problems the log must report (substrings of the `acpi` event's `problems`).
     #[serde(default)]
     pub acpi_problems: Vec<String>,
+    /// PCI functions the `pci` event must list as stated (it may list others).
+    #[serde(default)]
+    pub pci: Vec<ExpectedPci>,
+    /// The DMA remapping units' kinds (`"vt-d"`, `"amd-vi"`), in the `pci` event's order.
+    #[serde(default)]
+    pub remapping_units: Vec<String>,
+}
+
+/// One PCI function the report must show.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedPci {
+    /// `segment:bus:device.function`, e.g. `"0000:41:00.0"`.
+    pub address: String,
+    /// Class code, six hex digits (`"010802"`: NVMe).
+    pub class: String,
+    /// Its node; absent: the report must give none.
+    #[serde(default)]
+    pub node: Option<u64>,
+    /// The kind of the unit remapping its DMA; absent: none may.
+    #[serde(default)]
+    pub remapping: Option<String>,
 }
 
 /// One expected proximity domain.

@@ -12,7 +12,7 @@ use super::bytes::{u32_at, u64_at};
 use super::overrides::{self, OverrideCandidate};
 use super::problem::{AcpiProblem, RootFallback};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
-use super::{fadt, hmat, madt, mcfg, rsdp, slit, srat};
+use super::{aml, fadt, hmat, madt, mcfg, rsdp, slit, srat};
 use super::{AcpiFindings, PhysicalMemory, RootTableKind, TableRef};
 
 /// Find and decode everything ACPI tells us about CPUs and NUMA, starting from the RSDP at
@@ -102,7 +102,36 @@ pub fn discover_with_overrides(
             _ => {}
         }
     }
+    read_host_bridges(mem, &mut findings);
     findings
+}
+
+/// The PCI host bridges of the definition blocks (DSDT first, then the SSDTs, whose
+/// `Scope`s may extend the DSDT's devices).
+fn read_host_bridges(mem: &dyn PhysicalMemory, findings: &mut AcpiFindings) {
+    let mut blocks = Vec::new();
+    for &address in &findings.definition_blocks {
+        // Each was loaded and checked once already; a second read of the same bytes holds.
+        if let Ok(table) = load_table(mem, address, None, 0) {
+            blocks.push((address, signature_of(table), &table[SDT_HEADER_LENGTH..]));
+        }
+    }
+    let bodies: Vec<&[u8]> = blocks.iter().map(|(_, _, body)| *body).collect();
+    let mut problems = Vec::new();
+    findings.host_bridges = aml::host_bridges(&bodies, &mut problems);
+    for problem in problems {
+        if let Some(&(address, signature, _)) = blocks.get(problem.table) {
+            findings.problems.push(AcpiProblem::Aml {
+                signature,
+                address,
+                problem,
+            });
+        }
+    }
+}
+
+fn signature_of(table: &[u8]) -> [u8; 4] {
+    SdtHeader::parse(table).map_or(*b"????", |h| h.signature)
 }
 
 /// The table addresses the firmware's root lists (none if the RSDP or root is unusable),

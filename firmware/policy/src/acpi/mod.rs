@@ -114,6 +114,8 @@ pub struct AcpiFindings {
     /// Addresses of the usable definition blocks: the FADT's DSDT first, then every SSDT in
     /// root order.
     pub definition_blocks: Vec<u64>,
+    /// The PCI host bridges the definition blocks declare.
+    pub host_bridges: Vec<aml::HostBridge>,
     pub problems: Vec<AcpiProblem>,
 }
 
@@ -132,6 +134,7 @@ impl AcpiFindings {
             hmat: None,
             mcfg: None,
             definition_blocks: Vec::new(),
+            host_bridges: Vec::new(),
             problems: Vec::new(),
         }
     }

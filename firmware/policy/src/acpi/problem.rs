@@ -77,6 +77,13 @@ pub enum AcpiProblem {
         buses: (u8, u8),
         fault: McfgFault,
     },
+    /// Part of a definition block's AML could not be read (what was skipped is named); host
+    /// bridges declared there are not seen.
+    Aml {
+        signature: [u8; 4],
+        address: u64,
+        problem: super::aml::AmlProblem,
+    },
 }
 
 /// Why an MCFG allocation was left out.
@@ -270,6 +277,11 @@ impl fmt::Display for AcpiProblem {
                 f,
                 "MCFG allocation {index} (segment {segment}, buses {start:#04x}-{end:#04x}, base {base:#x}): {fault}; those buses are not enumerated"
             ),
+            AcpiProblem::Aml {
+                signature,
+                address,
+                ref problem,
+            } => write!(f, "{} at {address:#x}: {problem}", Ascii(&signature)),
         }
     }
 }

@@ -5,6 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{attribute_roots, HostBridgeRoot, PciFunction};
+use crate::acpi::aml::{HostBridge, Proximity};
 use crate::acpi::EcamWindow;
 
 /// A PCI host bridge from the ACPI namespace.
@@ -17,6 +18,42 @@ pub struct HostBridgeInfo {
     pub pxm: Option<u32>,
     /// The node of that domain, if the domain is one of the machine's nodes.
     pub node: Option<usize>,
+}
+
+impl HostBridgeInfo {
+    /// The host bridges of the ACPI namespace, with the node of each one's proximity domain
+    /// (`node_of_pxm`). A bridge whose `_SEG` or `_BBN` does not fit a segment or bus number
+    /// is left out: it can decode nothing real.
+    pub fn from_namespace(
+        bridges: &[HostBridge],
+        node_of_pxm: impl Fn(u32) -> Option<usize>,
+    ) -> Vec<HostBridgeInfo> {
+        bridges
+            .iter()
+            .filter_map(|b| {
+                let segment = u16::try_from(b.segment.unwrap_or(0)).ok()?;
+                // No _BBN: the bus range's start, else bus 0 (as Linux assumes).
+                let bus = match b.base_bus {
+                    Some(bus) => u8::try_from(bus).ok()?,
+                    None => b.bus_range.map_or(0, |(low, _)| low),
+                };
+                let pxm = match b.proximity {
+                    Proximity::Declared(pxm) | Proximity::Inherited { pxm, .. } => Some(pxm),
+                    Proximity::Computed | Proximity::None => None,
+                };
+                Some(HostBridgeInfo {
+                    path: b.path.clone(),
+                    root: HostBridgeRoot {
+                        segment,
+                        bus,
+                        bus_range: b.bus_range,
+                    },
+                    pxm,
+                    node: pxm.and_then(&node_of_pxm),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Which kind of DMA remapping hardware.

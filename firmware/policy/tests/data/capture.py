@@ -84,7 +84,13 @@ TOPOLOGIES = {
         "-device", "pcie-root-port,bus=pxb1,id=rp1,chassis=1",
         "-device", "nvme,bus=rp1,serial=nv0"],
     # AMD-Vi (IVRS) instead.
-    "q35-amdvi": ["-m", "512M", "-smp", "2", "-device", "amd-iommu"],
+    "q35-amdvi": ["-m", "512M", "-smp", "2"] + memdevs("256M", "256M") + [
+        "-numa", "node,nodeid=0,cpus=0,memdev=m0",
+        "-numa", "node,nodeid=1,cpus=1,memdev=m1",
+        "-device", "amd-iommu",
+        "-device", "pxb-pcie,bus_nr=0x20,numa_node=1,id=pxb1",
+        "-device", "pcie-root-port,bus=pxb1,id=rp1,chassis=1",
+        "-device", "nvme,bus=rp1,serial=nv0"],
 }
 
 class Qmp:

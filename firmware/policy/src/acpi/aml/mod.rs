@@ -129,7 +129,8 @@ pub enum Unreadable {
 
 impl fmt::Display for AmlProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AML table {} at offset {:#x}: ", self.table, self.offset)?;
+        // The table is named by whoever holds the problem (`AcpiProblem::Aml`).
+        write!(f, "AML offset {:#x}: ", self.offset)?;
         match &self.what {
             AmlFault::Unreadable { why, resume } => {
                 write!(f, "{why}; skipped up to offset {resume:#x}")

@@ -572,7 +572,7 @@ fn an_unknown_opcode_ends_only_its_own_body() {
     let line = alloc::format!("{}", p[0]);
     assert!(
         line.starts_with(&alloc::format!(
-            "AML table 0 at offset {:#x}: opcode 0x70",
+            "AML offset {:#x}: opcode 0x70",
             p[0].offset
         )),
         "{line}"
