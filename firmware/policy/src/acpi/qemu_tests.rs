@@ -161,3 +161,23 @@ fn pci_segments_and_the_dsdt_are_found() {
         );
     }
 }
+
+#[test]
+fn an_expander_bridge_carries_its_numa_node() {
+    let f = captured("q35-vtd-pxb");
+    let bridges: Vec<(&str, Option<u64>, aml::Proximity)> = f
+        .host_bridges
+        .iter()
+        .map(|b| (b.path.as_str(), b.base_bus, b.proximity.clone()))
+        .collect();
+    assert_eq!(
+        bridges,
+        [
+            ("\\_SB_.PCI0", None, aml::Proximity::None),
+            ("\\_SB_.PC40", Some(0x40), aml::Proximity::Declared(1)),
+        ]
+    );
+    let pc40 = &f.host_bridges[1];
+    assert!(pc40.pci_express);
+    assert_eq!(pc40.bus_range, Some((0x40, 0x41)));
+}
