@@ -7,10 +7,12 @@
 //! (32 bytes). Other block types are skipped by their length and listed in [`Ivrs::skipped`].
 //!
 //! Firmware describes one IOMMU with several IVHDs of different types, so that an OS takes the
-//! newest it understands; Linux uses the highest type it supports. So do we: per IOMMU
-//! (segment and base address) [`Ivrs::units`] keeps only the block of the highest type (0x40
-//! over 0x11 over 0x10), at the place where that IOMMU's first block was; the others are
-//! listed as skipped. Two blocks of one type for one IOMMU are a problem: the first is kept.
+//! newest it understands; Linux uses the highest type it supports (one type for the whole
+//! table, chosen from the blocks sharing the first block's device ID). We choose per IOMMU,
+//! which also holds where IOMMUs are listed with different types: for each segment and base
+//! address [`Ivrs::units`] keeps only the block of the highest type (0x40 over 0x11 over
+//! 0x10), at the place where that IOMMU's first block was; the others are listed as skipped.
+//! Two blocks of one type for one IOMMU are a problem: the first is kept.
 //!
 //! An IVHD's device entries (§5.2.2.2) are normalised into device ID ranges: select entries
 //! become one-ID ranges, "all" 0..=0xFFFF, and a start-of-range entry (3, 0x43 alias, 0x47
@@ -18,9 +20,9 @@
 //! with no start and an end below its start are problems, and the range is dropped (a device
 //! then counts as covered by no IOMMU, rather than by a guessed one). An entry type of 128 or
 //! more other than 0xF0 (ACPI HID device) has a size we cannot know, so it ends its block's
-//! entry walk, as an entry running past its block does. Entry types below 128 we do not decode are
-//! skipped by the size their type encodes (bits 7:6, §5.2.2.2). ACPI HID entries are accepted
-//! in any IVHD type, as Linux does, though the spec lists them for type 0x40 only.
+//! entry walk, as an entry running past its block does. Entry types below 128 we do not
+//! decode are skipped by the size their type encodes (bits 7:6, §5.2.2.2). ACPI HID entries
+//! are accepted in any IVHD type, as Linux does, though the spec lists them for 0x40 only.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -207,7 +209,8 @@ impl Ivrs {
     /// The IOMMU that translates DMA with `requester_id` on `segment`, as an index in
     /// [`Ivrs::units`], with the alias the device's DMA arrives with if an alias entry names
     /// it. The last range in table order that holds the ID decides, as Linux fills its
-    /// lookup tables entry by entry. `None`: covered by no IOMMU.
+    /// lookup tables entry by entry. `None`: covered by no IOMMU. Special devices and ACPI
+    /// HID devices are not consulted: see [`Ivhd::specials`] and [`Ivhd::acpi_devices`].
     pub fn unit_for(&self, segment: u16, requester_id: u16) -> Option<(usize, Option<u16>)> {
         let mut found = None;
         for (i, unit) in self.units.iter().enumerate() {

@@ -441,6 +441,18 @@ fn memory_problems() {
     );
 }
 
+/// Device entry types: the 4-byte ones, and every 8-byte one decoded.
+fn entry_type() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        0u8..5,
+        Just(0x42),
+        Just(0x43),
+        Just(0x46),
+        Just(0x47),
+        Just(0x48)
+    ]
+}
+
 /// What the parser promises whatever the bytes.
 fn check(v: &Ivrs) {
     let mut iommus: Vec<(u16, u64)> = v.units.iter().map(|u| (u.segment, u.base)).collect();
@@ -500,7 +512,7 @@ proptest! {
                 0u16..2,
                 0u64..3,
                 prop::collection::vec(
-                    (prop_oneof![0u8..5, Just(0x42), Just(0x43), Just(0x46), Just(0x47), Just(0x48)], any::<u16>(), any::<u16>()),
+                    (entry_type(), any::<u16>(), any::<u16>()),
                     0..12,
                 ),
             ),
@@ -513,7 +525,10 @@ proptest! {
             .map(|(kind, segment, base, entries)| {
                 let entries: Vec<Vec<u8>> = entries
                     .iter()
-                    .map(|&(t, id, other)| if t < 5 { ivhd4(t, id, 0) } else { ivhd_alias(t, id, 0, other) })
+                    .map(|&(t, id, other)| match t {
+                        0..5 => ivhd4(t, id, 0),
+                        _ => ivhd_alias(t, id, 0, other),
+                    })
                     .collect();
                 ivhd(*kind, 0, 2, 0x1000 * (base + 1), *segment, &entries)
             })
@@ -521,6 +536,11 @@ proptest! {
         let (v, problems) = parsed(&ivrs(0, &built));
         messages(&problems);
         check(&v);
+        // Random IDs, and the edges of every range.
+        let mut probes = probes;
+        for r in v.units.iter().flat_map(|u| &u.ranges) {
+            probes.extend([r.first, r.last, r.first.wrapping_sub(1), r.last.wrapping_add(1)]);
+        }
         for segment in 0..2 {
             let paint = painted(&v, segment);
             for &id in &probes {
