@@ -1,5 +1,6 @@
 //! ACPI discovery over untrusted table bytes (ACPI 6.5 §5.2): RSDP, RSDT/XSDT, and the tables
-//! that describe CPUs and NUMA — MADT, SRAT, SLIT, HMAT.
+//! that describe CPUs and NUMA — MADT, SRAT, SLIT, HMAT — and IOMMUs — DMAR (Intel VT-d) and
+//! IVRS (AMD).
 //!
 //! Why our own parser rather than the `acpi` crate (7.0.0-pre1, checked): its SRAT and MADT
 //! entry iterators never advance past a zero-length entry (a hang), it dereferences entries
@@ -14,11 +15,13 @@
 pub mod aml;
 mod bytes;
 mod discovery;
+pub mod dmar;
 pub mod fadt;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod hmat;
 mod image;
+pub mod ivrs;
 pub mod madt;
 pub mod mcfg;
 #[cfg(test)]
@@ -46,8 +49,8 @@ pub use madt::{InterruptOverride, Madt, MadtIoApic, MadtProcessor};
 pub use mcfg::{EcamWindow, Mcfg};
 pub use overrides::{OverrideCandidate, TableOverride, OVERRIDABLE};
 pub use problem::{
-    AcpiProblem, EntryFault, McfgFault, OverrideFault, RootFallback, RsdpFault, SlitFault,
-    TableFault,
+    AcpiProblem, DmarFault, EntryFault, IvrsFault, McfgFault, OverrideFault, RootFallback,
+    RsdpFault, ScopeDamage, ScopeFallback, SlitFault, TableFault,
 };
 pub use rsdp::find_rsdp_in_bios_areas;
 pub use sdt::SdtHeader;

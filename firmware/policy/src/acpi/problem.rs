@@ -38,7 +38,7 @@ pub enum AcpiProblem {
         address: u64,
         kept: u64,
     },
-    /// A structure inside MADT, SRAT or HMAT is malformed.
+    /// A structure inside MADT, SRAT, HMAT, DMAR or IVRS is malformed.
     Entry {
         table: [u8; 4],
         index: usize,
@@ -84,6 +84,107 @@ pub enum AcpiProblem {
         address: u64,
         problem: super::aml::AmlProblem,
     },
+    /// A table shorter than the fixed part before its structures (DMAR, IVRS): nothing in it
+    /// is used.
+    FixedPartShort {
+        table: [u8; 4],
+        length: usize,
+        minimum: usize,
+    },
+    /// The DMAR's host address width (field + 1) is above 64 bits: taken as 64.
+    DmarAddressWidth { width: u16 },
+    /// A DMAR remapping structure, framed correctly, is wrong inside (Intel VT-d 4.1 §8).
+    Dmar {
+        index: usize,
+        entry_type: u16,
+        offset: usize,
+        fault: DmarFault,
+    },
+    /// An IVRS block, framed correctly, is wrong inside (AMD IOMMU 48882 3.x §5.2).
+    Ivrs {
+        index: usize,
+        block_type: u8,
+        offset: usize,
+        fault: IvrsFault,
+    },
+}
+
+/// What was wrong with a device scope (Intel VT-d 4.1 §8.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeDamage {
+    /// Fewer than two bytes left in the structure: no room for a type and length.
+    Truncated { room: usize },
+    /// Length below the 6-byte scope header.
+    TooShort { length: u8 },
+    /// Length beyond the bytes left in its structure.
+    PastStructure { length: u8, room: usize },
+    /// The path is not a whole number of (device, function) pairs.
+    OddPath { length: u8 },
+}
+
+/// What was done with a DMAR structure whose device scopes are damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeFallback {
+    /// DRHD: dropped, so the devices it would cover count as covered by no unit.
+    UnitDropped,
+    /// RMRR: kept with the scopes before the damage, marked damaged.
+    RegionKept,
+    /// ATSR: dropped, so no root port it lists is taken to support ATS.
+    AtsDropped,
+}
+
+/// Why a DMAR remapping structure was dropped or changed (Intel VT-d 4.1 §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmarFault {
+    /// The device scope at table offset `at` is malformed; the scopes after it are dropped.
+    Scope {
+        at: usize,
+        damage: ScopeDamage,
+        fallback: ScopeFallback,
+    },
+    /// A DRHD register base not 4 KiB aligned: the unit is dropped.
+    RegisterBaseUnaligned { base: u64 },
+    /// An RMRR whose base or limit + 1 is not 4 KiB aligned: widened to whole pages.
+    RegionUnaligned { base: u64, limit: u64 },
+    /// An RMRR whose base is above its limit: kept, marked damaged.
+    RegionInverted { base: u64, limit: u64 },
+    /// A second INCLUDE_PCI_ALL DRHD for `segment` (the first is structure `first`): neither
+    /// keeps the flag.
+    DuplicateIncludeAll { segment: u16, first: usize },
+    /// An ANDD object name without its NUL: taken to the end of the structure.
+    NameUnterminated,
+}
+
+/// Why an IVRS block, device entry or memory definition was dropped or changed (AMD IOMMU
+/// 48882 3.x §5.2). `at` is a table offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IvrsFault {
+    /// A start-of-range entry that no end-of-range entry closes: the range is dropped.
+    RangeWithoutEnd { at: usize },
+    /// An end-of-range entry with no start before it: ignored.
+    EndWithoutStart { at: usize },
+    /// A range whose end device ID is below its start: dropped.
+    RangeInverted { at: usize, first: u16, last: u16 },
+    /// A variable-length entry type we cannot size: the block's remaining entries are dropped.
+    UnknownEntry { at: usize, entry_type: u8 },
+    /// An entry running past its block: the block's remaining entries are dropped.
+    EntryPastEnd {
+        at: usize,
+        entry_type: u8,
+        length: usize,
+        room: usize,
+    },
+    /// A second IVHD of the same type for one IOMMU (segment and base): ignored, block `first`
+    /// is used.
+    DuplicateBlock { first: usize },
+    /// An IVMD whose start or length is not 4 KiB aligned: widened to whole pages.
+    MemoryUnaligned { start: u64, length: u64 },
+    /// An IVMD whose block wraps past 2^64: taken to end there.
+    MemoryWraps { start: u64, length: u64 },
+    /// An IVMD of length 0: ignored.
+    MemoryEmpty { start: u64 },
+    /// An IVMD device range whose end is below its start: the two are swapped.
+    DeviceRangeInverted { first: u16, last: u16 },
 }
 
 /// Why an MCFG allocation was left out.
@@ -282,6 +383,37 @@ impl fmt::Display for AcpiProblem {
                 address,
                 ref problem,
             } => write!(f, "{} at {address:#x}: {problem}", Ascii(&signature)),
+            AcpiProblem::FixedPartShort {
+                table,
+                length,
+                minimum,
+            } => write!(
+                f,
+                "{}: {length} bytes, shorter than its {minimum}-byte fixed part; table not used",
+                Ascii(&table)
+            ),
+            AcpiProblem::DmarAddressWidth { width } => write!(
+                f,
+                "DMAR: host address width of {width} bits is above 64; taken as 64"
+            ),
+            AcpiProblem::Dmar {
+                index,
+                entry_type,
+                offset,
+                fault,
+            } => write!(
+                f,
+                "DMAR: structure {index} (type {entry_type}) at offset {offset:#x}: {fault}"
+            ),
+            AcpiProblem::Ivrs {
+                index,
+                block_type,
+                offset,
+                fault,
+            } => write!(
+                f,
+                "IVRS: block {index} (type {block_type:#x}) at offset {offset:#x}: {fault}"
+            ),
         }
     }
 }
@@ -401,6 +533,136 @@ impl fmt::Display for SlitFault {
             SlitFault::BadDistance { from, to, value } => {
                 write!(f, "distance {from}->{to} is {value}, not above 10")
             }
+        }
+    }
+}
+
+impl fmt::Display for ScopeDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ScopeDamage::Truncated { room } => {
+                write!(f, "is cut off by its structure's end ({room} byte left)")
+            }
+            ScopeDamage::TooShort { length } => {
+                write!(f, "has length {length}, below the 6-byte scope header")
+            }
+            ScopeDamage::PastStructure { length, room } => write!(
+                f,
+                "of length {length} runs past its structure ({room} bytes left)"
+            ),
+            ScopeDamage::OddPath { length } => {
+                write!(
+                    f,
+                    "has length {length}: its path is not whole (device, function) pairs"
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for ScopeFallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeFallback::UnitDropped => {
+                "unit ignored: the devices it would cover count as covered by no unit"
+            }
+            ScopeFallback::RegionKept => {
+                "later scopes dropped; region kept with the scopes before, marked damaged"
+            }
+            ScopeFallback::AtsDropped => {
+                "ATS report ignored: no port it lists is taken to support ATS"
+            }
+        })
+    }
+}
+
+impl fmt::Display for DmarFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            DmarFault::Scope {
+                at,
+                damage,
+                fallback,
+            } => write!(f, "device scope at offset {at:#x} {damage}; {fallback}"),
+            DmarFault::RegisterBaseUnaligned { base } => write!(
+                f,
+                "register base {base:#x} is not 4 KiB aligned; unit ignored: \
+                 the devices it would cover count as covered by no unit"
+            ),
+            DmarFault::RegionUnaligned { base, limit } => write!(
+                f,
+                "reserved region {base:#x}..={limit:#x} is not whole 4 KiB pages; \
+                 widened to whole pages"
+            ),
+            DmarFault::RegionInverted { base, limit } => write!(
+                f,
+                "reserved region base {base:#x} is above its limit {limit:#x}; \
+                 kept, marked damaged"
+            ),
+            DmarFault::DuplicateIncludeAll { segment, first } => write!(
+                f,
+                "another INCLUDE_PCI_ALL unit for segment {segment} (structure {first} is one); \
+                 neither covers the segment's unlisted devices"
+            ),
+            DmarFault::NameUnterminated => f.write_str(
+                "ACPI object name has no NUL terminator; name taken to the structure end",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for IvrsFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IvrsFault::RangeWithoutEnd { at } => write!(
+                f,
+                "device entry at offset {at:#x} starts a range no end entry closes; range dropped"
+            ),
+            IvrsFault::EndWithoutStart { at } => write!(
+                f,
+                "device entry at offset {at:#x} ends a range never started; entry ignored"
+            ),
+            IvrsFault::RangeInverted { at, first, last } => write!(
+                f,
+                "range ended at offset {at:#x} runs backwards ({first:#06x} to {last:#06x}); \
+                 range dropped"
+            ),
+            IvrsFault::UnknownEntry { at, entry_type } => write!(
+                f,
+                "device entry at offset {at:#x} has unknown variable-length type {entry_type}; \
+                 rest of the block's entries ignored"
+            ),
+            IvrsFault::EntryPastEnd {
+                at,
+                entry_type,
+                length,
+                room,
+            } => write!(
+                f,
+                "device entry at offset {at:#x} (type {entry_type}) of length {length} runs \
+                 past its block ({room} bytes left); rest of the block's entries ignored"
+            ),
+            IvrsFault::DuplicateBlock { first } => write!(
+                f,
+                "same IOMMU and type as block {first}; ignored, block {first} used"
+            ),
+            IvrsFault::MemoryUnaligned { start, length } => write!(
+                f,
+                "memory block {start:#x} + {length:#x} is not whole 4 KiB pages; \
+                 widened to whole pages"
+            ),
+            IvrsFault::MemoryWraps { start, length } => write!(
+                f,
+                "memory block {start:#x} + {length:#x} wraps past 2^64; taken to end there"
+            ),
+            IvrsFault::MemoryEmpty { start } => {
+                write!(f, "memory block at {start:#x} has length 0; ignored")
+            }
+            IvrsFault::DeviceRangeInverted { first, last } => write!(
+                f,
+                "device range {first:#06x} to {last:#06x} runs backwards; \
+                 taken as {last:#06x} to {first:#06x}"
+            ),
         }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! [`load_table`] accepts a table only if its 36-byte header and all `length` bytes are
 //! readable, the length is sane and the checksum adds up. [`Structures`] walks the
-//! type/length-prefixed structures that MADT, SRAT and HMAT hold; every step advances by at
-//! least a structure header or stops, so a walk always terminates.
+//! type/length-prefixed structures that MADT, SRAT, HMAT, DMAR and IVRS hold; every step
+//! advances by at least a structure header or stops, so a walk always terminates.
 
 use alloc::vec::Vec;
 
@@ -107,6 +107,10 @@ pub(crate) enum StructureHeader {
     Byte,
     /// HMAT: type u16 at 0, reserved u16, length u32 at 4.
     Word,
+    /// DMAR (Intel VT-d 4.1 §8.2): type u16 at 0, length u16 at 2.
+    Dmar,
+    /// IVRS (AMD IOMMU 48882 3.x §5.2.2): type u8 at 0, flags u8, length u16 at 2.
+    Ivrs,
 }
 
 impl StructureHeader {
@@ -114,6 +118,7 @@ impl StructureHeader {
         match self {
             StructureHeader::Byte => 2,
             StructureHeader::Word => 8,
+            StructureHeader::Dmar | StructureHeader::Ivrs => 4,
         }
     }
 }
@@ -202,6 +207,12 @@ impl<'a> Iterator for Structures<'a, '_> {
             StructureHeader::Word => u16_at(self.table, offset)
                 .zip(u32_at(self.table, offset + 4))
                 .map(|(t, l)| (t, u64::from(l))),
+            StructureHeader::Dmar => u16_at(self.table, offset)
+                .zip(u16_at(self.table, offset + 2))
+                .map(|(t, l)| (t, u64::from(l))),
+            StructureHeader::Ivrs => u8_at(self.table, offset)
+                .zip(u16_at(self.table, offset + 2))
+                .map(|(t, l)| (u16::from(t), u64::from(l))),
         };
         let Some((kind, length)) = header else {
             self.done = true;

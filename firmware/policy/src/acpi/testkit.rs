@@ -177,6 +177,162 @@ pub fn hmat(structures: &[Vec<u8>]) -> Vec<u8> {
     table(b"HMAT", 2, &body)
 }
 
+/// A DMAR (revision 1): host address width field `width - 1`, `flags`, then `structures`.
+pub fn dmar(width: u8, flags: u8, structures: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = vec![width - 1, flags];
+    body.extend_from_slice(&[0; 10]);
+    structures.iter().for_each(|s| body.extend_from_slice(s));
+    table(b"DMAR", 1, &body)
+}
+
+/// A DMAR structure: u16 type, u16 length, then `fixed` and `scopes`.
+pub fn dmar_structure(kind: u16, fixed: &[u8], scopes: &[Vec<u8>]) -> Vec<u8> {
+    let length = 4 + fixed.len() + scopes.iter().map(Vec::len).sum::<usize>();
+    let mut s = kind.to_le_bytes().to_vec();
+    s.extend_from_slice(&(length as u16).to_le_bytes());
+    s.extend_from_slice(fixed);
+    scopes.iter().for_each(|e| s.extend_from_slice(e));
+    s
+}
+
+/// A DMAR device scope (VT-d §8.3.1).
+pub fn scope(kind: u8, enumeration_id: u8, start_bus: u8, path: &[(u8, u8)]) -> Vec<u8> {
+    let mut e = vec![
+        kind,
+        (6 + 2 * path.len()) as u8,
+        0,
+        0,
+        enumeration_id,
+        start_bus,
+    ];
+    path.iter().for_each(|&(d, f)| e.extend_from_slice(&[d, f]));
+    e
+}
+
+/// DMAR type 0 (DRHD) with a size field of 0 (one page).
+pub fn drhd(flags: u8, segment: u16, base: u64, scopes: &[Vec<u8>]) -> Vec<u8> {
+    let mut fixed = vec![flags, 0];
+    fixed.extend_from_slice(&segment.to_le_bytes());
+    fixed.extend_from_slice(&base.to_le_bytes());
+    dmar_structure(0, &fixed, scopes)
+}
+
+/// DMAR type 1 (RMRR).
+pub fn rmrr(segment: u16, base: u64, limit: u64, scopes: &[Vec<u8>]) -> Vec<u8> {
+    let mut fixed = vec![0, 0];
+    fixed.extend_from_slice(&segment.to_le_bytes());
+    fixed.extend_from_slice(&base.to_le_bytes());
+    fixed.extend_from_slice(&limit.to_le_bytes());
+    dmar_structure(1, &fixed, scopes)
+}
+
+/// DMAR type 2 (ATSR).
+pub fn atsr(flags: u8, segment: u16, scopes: &[Vec<u8>]) -> Vec<u8> {
+    let mut fixed = vec![flags, 0];
+    fixed.extend_from_slice(&segment.to_le_bytes());
+    dmar_structure(2, &fixed, scopes)
+}
+
+/// DMAR type 3 (RHSA).
+pub fn rhsa(base: u64, pxm: u32) -> Vec<u8> {
+    let mut fixed = vec![0; 4];
+    fixed.extend_from_slice(&base.to_le_bytes());
+    fixed.extend_from_slice(&pxm.to_le_bytes());
+    dmar_structure(3, &fixed, &[])
+}
+
+/// DMAR type 4 (ANDD), the name NUL-terminated.
+pub fn andd(number: u8, name: &[u8]) -> Vec<u8> {
+    let mut fixed = vec![0, 0, 0, number];
+    fixed.extend_from_slice(name);
+    fixed.push(0);
+    dmar_structure(4, &fixed, &[])
+}
+
+/// An IVRS (revision 2) with `info`, then `blocks`.
+pub fn ivrs(info: u32, blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = info.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0; 8]);
+    blocks.iter().for_each(|b| body.extend_from_slice(b));
+    table(b"IVRS", 2, &body)
+}
+
+/// An IVHD of `kind` (0x10: 24-byte header; 0x11, 0x40: 40 bytes with EFR `0x5a`) for the
+/// IOMMU at `base`, device ID `device_id`, capability offset 0x40, then `entries`.
+pub fn ivhd(
+    kind: u8,
+    flags: u8,
+    device_id: u16,
+    base: u64,
+    segment: u16,
+    entries: &[Vec<u8>],
+) -> Vec<u8> {
+    let header = if kind == 0x10 { 24 } else { 40 };
+    let length = header + entries.iter().map(Vec::len).sum::<usize>();
+    let mut b = vec![kind, flags];
+    b.extend_from_slice(&(length as u16).to_le_bytes());
+    b.extend_from_slice(&device_id.to_le_bytes());
+    b.extend_from_slice(&0x40u16.to_le_bytes());
+    b.extend_from_slice(&base.to_le_bytes());
+    b.extend_from_slice(&segment.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&0x8000_0000u32.to_le_bytes());
+    if header == 40 {
+        b.extend_from_slice(&0x5au64.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+    }
+    entries.iter().for_each(|e| b.extend_from_slice(e));
+    b
+}
+
+/// A 4-byte IVHD device entry.
+pub fn ivhd4(kind: u8, id: u16, settings: u8) -> Vec<u8> {
+    let mut e = vec![kind];
+    e.extend_from_slice(&id.to_le_bytes());
+    e.push(settings);
+    e
+}
+
+/// An 8-byte IVHD device entry whose last four bytes are `tail`.
+pub fn ivhd8(kind: u8, id: u16, settings: u8, tail: [u8; 4]) -> Vec<u8> {
+    let mut e = ivhd4(kind, id, settings);
+    e.extend_from_slice(&tail);
+    e
+}
+
+/// IVHD entry 0x42 or 0x43: `id` aliased to `alias`.
+pub fn ivhd_alias(kind: u8, id: u16, settings: u8, alias: u16) -> Vec<u8> {
+    let a = alias.to_le_bytes();
+    ivhd8(kind, id, settings, [0, a[0], a[1], 0])
+}
+
+/// IVHD entry 0x48: a special device (`variety` 1 I/O APIC, 2 HPET).
+pub fn ivhd_special(handle: u8, device_id: u16, variety: u8, settings: u8) -> Vec<u8> {
+    let d = device_id.to_le_bytes();
+    ivhd8(0x48, 0, settings, [handle, d[0], d[1], variety])
+}
+
+/// IVHD entry 0xF0: an ACPI HID device with a string UID.
+pub fn ivhd_acpi(id: u16, hid: &[u8; 8], cid: &[u8; 8], uid: &[u8]) -> Vec<u8> {
+    let mut e = ivhd4(0xF0, id, 0);
+    e.extend_from_slice(hid);
+    e.extend_from_slice(cid);
+    e.extend_from_slice(&[2, uid.len() as u8]);
+    e.extend_from_slice(uid);
+    e
+}
+
+/// An IVMD block (32 bytes).
+pub fn ivmd(kind: u8, flags: u8, id: u16, aux: u16, start: u64, length: u64) -> Vec<u8> {
+    let mut b = vec![kind, flags, 32, 0];
+    b.extend_from_slice(&id.to_le_bytes());
+    b.extend_from_slice(&aux.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&start.to_le_bytes());
+    b.extend_from_slice(&length.to_le_bytes());
+    b
+}
+
 /// A machine's tables, laid out in a [`MemoryImage`] behind an RSDP at [`RSDP_ADDRESS`].
 pub struct Machine {
     pub tables: Vec<Vec<u8>>,
