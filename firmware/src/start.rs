@@ -349,7 +349,19 @@ fn pci_inventory(findings: Option<&AcpiFindings>, topology: &Topology) -> pci::P
     let bridges = findings.map_or(Vec::new(), |f| {
         pci::HostBridgeInfo::from_namespace(&f.host_bridges, node_of_pxm)
     });
-    pci::inventory::build(&reachable, functions, bridges, None)
+    // A machine describes its IOMMUs by DMAR (VT-d) or IVRS (AMD-Vi); QEMU lets an AMD CPU
+    // have an Intel IOMMU, so the table decides, not the CPU.
+    let remapping = findings.and_then(|f| match (&f.dmar, &f.ivrs) {
+        (Some(dmar), _) => Some(pci::Remapping::VtD { dmar, node_of_pxm }),
+        (None, Some(ivrs)) => Some(pci::Remapping::AmdVi(ivrs)),
+        (None, None) => None,
+    });
+    pci::inventory::build(
+        &reachable,
+        functions,
+        bridges,
+        remapping.as_ref().map(|r| r as &dyn pci::RemappingMap),
+    )
 }
 
 fn build_topology(findings: Option<&AcpiFindings>, usable_ram: &[(u64, u64)]) -> Topology {

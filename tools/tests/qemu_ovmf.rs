@@ -48,6 +48,8 @@ topology_matrix! {
     hmat_present_under_ovmf => "hmat",
     hot_pluggable_memory_and_cpus_under_ovmf => "hotplug",
     four_domains_of_2g_under_ovmf => "four-nodes-8g",
+    intel_iommu_and_an_nvme_on_node_1_under_ovmf => "vt-d-nvme-on-node-1",
+    amd_iommu_and_an_nvme_on_node_1_under_ovmf => "amd-vi",
 }
 
 #[test]

@@ -131,4 +131,6 @@ topology_matrix! {
     hmat_present => "hmat",
     hot_pluggable_memory_and_cpus => "hotplug",
     four_domains_of_2g => "four-nodes-8g",
+    intel_iommu_and_an_nvme_on_node_1 => "vt-d-nvme-on-node-1",
+    amd_iommu_and_an_nvme_on_node_1 => "amd-vi",
 }

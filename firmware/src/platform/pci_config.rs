@@ -46,7 +46,7 @@ impl Ecam {
     }
 
     fn address(&self, function: PciAddress, offset: u16) -> Option<u64> {
-        if offset % 4 != 0 || offset >= 4096 {
+        if !offset.is_multiple_of(4) || offset >= 4096 {
             return None;
         }
         let window = self

@@ -12,7 +12,7 @@ use super::bytes::{u32_at, u64_at};
 use super::overrides::{self, OverrideCandidate};
 use super::problem::{AcpiProblem, RootFallback};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
-use super::{aml, fadt, hmat, madt, mcfg, rsdp, slit, srat};
+use super::{aml, dmar, fadt, hmat, ivrs, madt, mcfg, rsdp, slit, srat};
 use super::{AcpiFindings, PhysicalMemory, RootTableKind, TableRef};
 
 /// Find and decode everything ACPI tells us about CPUs and NUMA, starting from the RSDP at
@@ -69,7 +69,7 @@ pub fn discover_with_overrides(
             .map(|t| t.address);
         let decoded = matches!(
             &signature,
-            b"APIC" | b"SRAT" | b"SLIT" | b"HMAT" | b"MCFG" | b"FACP"
+            b"APIC" | b"SRAT" | b"SLIT" | b"HMAT" | b"MCFG" | b"FACP" | b"DMAR" | b"IVRS"
         );
         if let (Some(kept), true) = (kept, decoded) {
             findings.problems.push(AcpiProblem::DuplicateTable {
@@ -85,6 +85,8 @@ pub fn discover_with_overrides(
             b"SRAT" => findings.srat = Some(srat::parse(table, problems)),
             b"HMAT" => findings.hmat = Some(hmat::parse(table, problems)),
             b"MCFG" => findings.mcfg = Some(mcfg::parse(table, problems)),
+            b"DMAR" => findings.dmar = Some(dmar::parse(table, problems)),
+            b"IVRS" => findings.ivrs = Some(ivrs::parse(table, problems)),
             b"SSDT" => findings.definition_blocks.push(address),
             b"FACP" => {
                 // The DSDT is not in the root: the FADT points at it, and it comes first.

@@ -114,6 +114,10 @@ pub struct AcpiFindings {
     pub hmat: Option<Hmat>,
     /// The PCI segments' ECAM windows.
     pub mcfg: Option<Mcfg>,
+    /// Intel VT-d remapping units.
+    pub dmar: Option<dmar::Dmar>,
+    /// AMD-Vi remapping units.
+    pub ivrs: Option<ivrs::Ivrs>,
     /// Addresses of the usable definition blocks: the FADT's DSDT first, then every SSDT in
     /// root order.
     pub definition_blocks: Vec<u64>,
@@ -136,6 +140,8 @@ impl AcpiFindings {
             slit: None,
             hmat: None,
             mcfg: None,
+            dmar: None,
+            ivrs: None,
             definition_blocks: Vec::new(),
             host_bridges: Vec::new(),
             problems: Vec::new(),

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use super::problem::{AcpiProblem, OverrideFault};
 use super::sdt::{load_table, SdtHeader, SDT_HEADER_LENGTH};
-use super::{hmat, madt, srat, PhysicalMemory};
+use super::{dmar, hmat, ivrs, madt, mcfg, srat, PhysicalMemory};
 
 /// The signatures a boot module may override (`APIC` is the MADT).
 pub const OVERRIDABLE: [[u8; 4]; 4] = [*b"SRAT", *b"SLIT", *b"HMAT", *b"APIC"];
@@ -46,6 +46,9 @@ pub(crate) fn minimum_length(signature: &[u8; 4]) -> usize {
         b"SRAT" => srat::SRAT_FIXED_LENGTH,
         b"SLIT" => SDT_HEADER_LENGTH + 8,
         b"HMAT" => hmat::HMAT_FIXED_LENGTH,
+        b"MCFG" => mcfg::MCFG_FIXED_LENGTH,
+        b"DMAR" => dmar::DMAR_FIXED_LENGTH,
+        b"IVRS" => ivrs::IVRS_FIXED_LENGTH,
         _ => SDT_HEADER_LENGTH,
     }
 }

@@ -10,6 +10,7 @@ mod address;
 mod enumerate;
 pub mod inventory;
 mod placement;
+mod remapping;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ pub use inventory::{
     HostBridgeInfo, PciDevice, PciInventory, RemappingKind, RemappingMap, RemappingUnit,
 };
 pub use placement::{attribute_roots, HostBridgeRoot};
+pub use remapping::Remapping;
 
 /// 32-bit access to the configuration space of functions.
 pub trait ConfigSpace {
