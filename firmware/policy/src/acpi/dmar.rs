@@ -313,18 +313,20 @@ pub fn parse(table: &[u8], problems: &mut Vec<AcpiProblem>) -> Dmar {
     while let Some(s) = walk.next() {
         let b = s.bytes;
         let fault = |fault| problem(&s, fault);
+        let scope_problem = |at, damage, fallback| {
+            fault(DmarFault::Scope {
+                at,
+                damage,
+                fallback,
+            })
+        };
         match s.kind {
             0 if walk.fits(&s, 16) => {
                 let flags = u8_at(b, 4).unwrap_or(0);
                 let register_base = u64_at(b, 8).unwrap_or(0);
                 let (scopes, damage) = scopes(&s, 16);
                 if let Some((at, damage)) = damage {
-                    let fallback = ScopeFallback::UnitDropped;
-                    walk.table_problem(fault(DmarFault::Scope {
-                        at,
-                        damage,
-                        fallback,
-                    }));
+                    walk.table_problem(scope_problem(at, damage, ScopeFallback::UnitDropped));
                     continue;
                 }
                 if register_base & PAGE_MASK != 0 {
@@ -347,12 +349,7 @@ pub fn parse(table: &[u8], problems: &mut Vec<AcpiProblem>) -> Dmar {
                 let (scopes, damage) = scopes(&s, 24);
                 let mut damaged = false;
                 if let Some((at, damage)) = damage {
-                    let fallback = ScopeFallback::RegionKept;
-                    walk.table_problem(fault(DmarFault::Scope {
-                        at,
-                        damage,
-                        fallback,
-                    }));
+                    walk.table_problem(scope_problem(at, damage, ScopeFallback::RegionKept));
                     damaged = true;
                 }
                 if base > limit {
@@ -375,12 +372,7 @@ pub fn parse(table: &[u8], problems: &mut Vec<AcpiProblem>) -> Dmar {
             2 if walk.fits(&s, 8) => {
                 let (scopes, damage) = scopes(&s, 8);
                 if let Some((at, damage)) = damage {
-                    let fallback = ScopeFallback::AtsDropped;
-                    walk.table_problem(fault(DmarFault::Scope {
-                        at,
-                        damage,
-                        fallback,
-                    }));
+                    walk.table_problem(scope_problem(at, damage, ScopeFallback::AtsDropped));
                     continue;
                 }
                 dmar.ats.push(Atsr {

@@ -37,6 +37,23 @@ fn bridge_buses(
         })
 }
 
+/// The bridges of one segment, as a DMAR scope walk asks about them.
+struct SegmentBridges<'a> {
+    functions: &'a [PciFunction],
+    segment: u16,
+}
+
+impl SegmentBridges<'_> {
+    fn secondary(&self, bus: u8, device: u8, function: u8) -> Option<u8> {
+        self.range(bus, device, function)
+            .map(|(secondary, _)| secondary)
+    }
+
+    fn range(&self, bus: u8, device: u8, function: u8) -> Option<(u8, u8)> {
+        bridge_buses(self.functions, self.segment, (bus, device, function))
+    }
+}
+
 impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
     fn units(&self) -> Vec<RemappingUnit> {
         match self {
@@ -73,14 +90,20 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
     fn unit_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Option<usize> {
         let a = function.address;
         match self {
-            Remapping::VtD { dmar, .. } => dmar.unit_for(
-                a.segment,
-                a.bus,
-                a.device,
-                a.function,
-                |b, d, f| bridge_buses(functions, a.segment, (b, d, f)).map(|(s, _)| s),
-                |b, d, f| bridge_buses(functions, a.segment, (b, d, f)),
-            ),
+            Remapping::VtD { dmar, .. } => {
+                let bridges = SegmentBridges {
+                    functions,
+                    segment: a.segment,
+                };
+                dmar.unit_for(
+                    a.segment,
+                    a.bus,
+                    a.device,
+                    a.function,
+                    |b, d, f| bridges.secondary(b, d, f),
+                    |b, d, f| bridges.range(b, d, f),
+                )
+            }
             Remapping::AmdVi(ivrs) => ivrs
                 .unit_for(a.segment, a.requester_id())
                 .map(|(unit, _)| unit),
@@ -90,18 +113,23 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
     fn reserved_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Vec<(u64, u64)> {
         let a = function.address;
         match self {
-            Remapping::VtD { dmar, .. } => dmar
-                .reserved_for(
+            Remapping::VtD { dmar, .. } => {
+                let bridges = SegmentBridges {
+                    functions,
+                    segment: a.segment,
+                };
+                dmar.reserved_for(
                     a.segment,
                     a.bus,
                     a.device,
                     a.function,
-                    |b, d, f| bridge_buses(functions, a.segment, (b, d, f)).map(|(s, _)| s),
-                    |b, d, f| bridge_buses(functions, a.segment, (b, d, f)),
+                    |b, d, f| bridges.secondary(b, d, f),
+                    |b, d, f| bridges.range(b, d, f),
                 )
                 .into_iter()
                 .map(|r| (r.base, r.limit.saturating_add(1)))
-                .collect(),
+                .collect()
+            }
             Remapping::AmdVi(ivrs) => ivrs
                 .memory_for(a.segment, a.requester_id())
                 .into_iter()

@@ -262,18 +262,24 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Counts one step of work at `at` and refuses nesting beyond [`MAX_DEPTH`].
+    fn step(&mut self, at: usize, depth: usize) -> Read<()> {
+        self.steps += 1;
+        if depth > MAX_DEPTH {
+            return Err(Stop {
+                at,
+                why: StopKind::TooDeep,
+            });
+        }
+        Ok(())
+    }
+
     /// Step over one TermArg (§20.2.5) of the kinds declarations use as operands: integer
     /// constants, Revision, String, Buffer, Package, VarPackage, a name (taken as an object or
     /// a method with no arguments), ArgN/LocalN, and Add, Subtract, Multiply, ShiftLeft,
     /// ShiftRight, And, Or with their Target. Anything else stops the read.
     pub fn skip_term_arg(&mut self, at: &mut usize, end: usize, depth: usize) -> Read<()> {
-        self.steps += 1;
-        if depth > MAX_DEPTH {
-            return Err(Stop {
-                at: *at,
-                why: StopKind::TooDeep,
-            });
-        }
+        self.step(*at, depth)?;
         let start = *at;
         let lead = self.peek(start, end)?;
         if is_name_start(lead) {
@@ -313,13 +319,7 @@ impl<'a> Reader<'a> {
     /// VarPackage are read; Revision and object references are [`Data::Other`]. Anything else
     /// stops the read.
     pub fn data(&mut self, at: &mut usize, end: usize, depth: usize) -> Read<Data<'a>> {
-        self.steps += 1;
-        if depth > MAX_DEPTH {
-            return Err(Stop {
-                at: *at,
-                why: StopKind::TooDeep,
-            });
-        }
+        self.step(*at, depth)?;
         let start = *at;
         if is_name_start(self.peek(start, end)?) {
             self.name_string(at, end)?;
