@@ -26,6 +26,11 @@ pub struct CodePage {
     entries: [Option<(PagingState, u64, u64)>; 4],
     /// The entry the next miss replaces.
     next: usize,
+    /// The last instruction skipped that had no prefix: (paging state, linear address,
+    /// guest-physical address, opcode byte). The same instruction exiting again (a guest's
+    /// loop) costs one byte read: if that byte is still its opcode, it still has no prefix,
+    /// whatever the CPU mode.
+    last: Option<(PagingState, u64, u64, u8)>,
 }
 
 impl CodePage {
@@ -76,14 +81,21 @@ fn prefix_bytes(
     memory: &impl GuestPhysical,
     first: u8,
 ) -> u64 {
-    let long = cpu.cpu_mode() == CpuMode::Long64;
     let linear = cpu.code_base().wrapping_add(cpu.rip());
     let paging = cpu.paging();
+    if let Some((p, l, gpa, opcode)) = code.last {
+        if l == linear && opcode == first && p == paging && memory.read_u8(gpa) == Some(first) {
+            return 0;
+        }
+    }
+    let long = cpu.cpu_mode() == CpuMode::Long64;
     let page = linear & !0xFFF;
     let cached = code.find(paging, page);
     if let Some(index) = cached {
         let gpa_page = code.entries[index].map_or(0, |(_, _, gpa)| gpa);
-        if let Some(count) = prefixes_before(memory, gpa_page | (linear & 0xFFF), long, first) {
+        let gpa = gpa_page | (linear & 0xFFF);
+        if let Some(count) = prefixes_before(memory, gpa, long, first) {
+            code.last = (count == 0).then_some((paging, linear, gpa, first));
             return count;
         }
         code.entries[index] = None;
@@ -94,8 +106,9 @@ fn prefix_bytes(
     code.keep((paging, page, gpa & !0xFFF));
     // Within the instruction's first page, through the one translation; prefixes up to the
     // page's end continue on the next page.
-    let (count, _) = prefixes_in_page(memory, gpa, long);
+    let (count, next) = prefixes_in_page(memory, gpa, long);
     if count < 0x1000 - (gpa & 0xFFF) {
+        code.last = (count == 0 && next == Some(first)).then_some((paging, linear, gpa, first));
         return count;
     }
     // Prefixes run into the next page: read the whole instruction through the walk.

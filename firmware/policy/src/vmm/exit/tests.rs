@@ -1128,4 +1128,14 @@ fn the_code_page_translation_is_kept_and_checked() {
     let machine = machine.code(0x20123, &[0x90, 0x90]);
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
+    // The last unprefixed instruction is recognised by its opcode byte alone; rewritten in
+    // place with a prefix, it is read again and its new length found.
+    let machine = machine
+        .code(0x11000, &le(0x20000 | 1))
+        .code(0x20123, &[0x0F, 0xA2]);
+    let mut ctx = context();
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
+    let machine = machine.code(0x20123, &[0x66, 0x0F, 0xA2]);
+    assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
 }
