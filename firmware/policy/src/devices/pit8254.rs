@@ -297,6 +297,11 @@ impl Pit8254 {
     }
 
     fn tick(&self, now: u64) -> u64 {
+        // In 64 bits while the product fits (the guest's first hours at GHz rates): a 128-bit
+        // division costs every pass of vCPU 0's loop dozens of instructions.
+        if let Some(product) = now.checked_mul(PIT_HZ) {
+            return product / self.tsc_hz;
+        }
         let t = u128::from(now) * u128::from(PIT_HZ) / u128::from(self.tsc_hz);
         u64::try_from(t).unwrap_or(u64::MAX)
     }
@@ -372,6 +377,11 @@ impl Pit8254 {
 
     /// Rising edges of channel 0's OUT (IRQ 0) since the previous call (saturating).
     pub fn irq0_edges_since_last(&mut self, now: u64) -> u32 {
+        if !self.channels[0].has_count {
+            // Never programmed (or stopped): no time to read, only edges carried over.
+            let carried = core::mem::take(&mut self.channels[0].edges_carried);
+            return u32::try_from(carried).unwrap_or(u32::MAX);
+        }
         let t = self.tick(now);
         let channel = &mut self.channels[0];
         let mut edges = core::mem::take(&mut channel.edges_carried);
@@ -390,11 +400,11 @@ impl Pit8254 {
     /// The guest TSC of channel 0's next OUT rising edge after `now`, or None when it will
     /// not fire (unprogrammed, a finished one-shot, or beyond the TSC's range).
     pub fn next_irq0(&self, now: u64) -> Option<u64> {
-        let t = self.tick(now);
         let channel = &self.channels[0];
         if !channel.running() {
             return None;
         }
+        let t = self.tick(now);
         let e = channel.elapsed(t)?;
         let next = channel.next_edge_after(e)?;
         // While running, elapsed advances one per tick.

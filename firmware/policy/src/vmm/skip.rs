@@ -26,11 +26,13 @@ pub struct CodePage {
     entries: [Option<(PagingState, u64, u64)>; 4],
     /// The entry the next miss replaces.
     next: usize,
-    /// The last instruction skipped that had no prefix: (paging state, linear address,
+    /// The last few instructions skipped that had no prefix: (paging state, linear address,
     /// guest-physical address, opcode byte). The same instruction exiting again (a guest's
-    /// loop) costs one byte read: if that byte is still its opcode, it still has no prefix,
-    /// whatever the CPU mode.
-    last: Option<(PagingState, u64, u64, u8)>,
+    /// loop: its timer write, its HLT, its handler's EOI) costs one byte read: if that byte is
+    /// still its opcode, it still has no prefix, whatever the CPU mode.
+    recent: [Option<(PagingState, u64, u64, u8)>; 4],
+    /// The entry of `recent` the next unprefixed instruction replaces.
+    next_recent: usize,
 }
 
 impl CodePage {
@@ -44,6 +46,23 @@ impl CodePage {
     fn keep(&mut self, entry: (PagingState, u64, u64)) {
         self.entries[self.next] = Some(entry);
         self.next = (self.next + 1) % self.entries.len();
+    }
+
+    /// The guest-physical address of the unprefixed instruction `first` at `linear`, if it
+    /// is one of the recent ones.
+    fn recent(&self, paging: PagingState, linear: u64, first: u8) -> Option<u64> {
+        self.recent
+            .iter()
+            .flatten()
+            .find_map(|&(p, l, gpa, opcode)| {
+                (l == linear && opcode == first && p == paging).then_some(gpa)
+            })
+    }
+
+    /// Notes that the instruction at `linear` (`gpa`) has no prefix before `first`.
+    fn keep_unprefixed(&mut self, paging: PagingState, linear: u64, gpa: u64, first: u8) {
+        self.recent[self.next_recent] = Some((paging, linear, gpa, first));
+        self.next_recent = (self.next_recent + 1) % self.recent.len();
     }
 }
 
@@ -83,8 +102,8 @@ fn prefix_bytes(
 ) -> u64 {
     let linear = cpu.code_base().wrapping_add(cpu.rip());
     let paging = cpu.paging();
-    if let Some((p, l, gpa, opcode)) = code.last {
-        if l == linear && opcode == first && p == paging && memory.read_u8(gpa) == Some(first) {
+    if let Some(gpa) = code.recent(paging, linear, first) {
+        if memory.read_u8(gpa) == Some(first) {
             return 0;
         }
     }
@@ -95,7 +114,9 @@ fn prefix_bytes(
         let gpa_page = code.entries[index].map_or(0, |(_, _, gpa)| gpa);
         let gpa = gpa_page | (linear & 0xFFF);
         if let Some(count) = prefixes_before(memory, gpa, long, first) {
-            code.last = (count == 0).then_some((paging, linear, gpa, first));
+            if count == 0 {
+                code.keep_unprefixed(paging, linear, gpa, first);
+            }
             return count;
         }
         code.entries[index] = None;
@@ -108,7 +129,9 @@ fn prefix_bytes(
     // page's end continue on the next page.
     let (count, next) = prefixes_in_page(memory, gpa, long);
     if count < 0x1000 - (gpa & 0xFFF) {
-        code.last = (count == 0 && next == Some(first)).then_some((paging, linear, gpa, first));
+        if count == 0 && next == Some(first) {
+            code.keep_unprefixed(paging, linear, gpa, first);
+        }
         return count;
     }
     // Prefixes run into the next page: read the whole instruction through the walk.
