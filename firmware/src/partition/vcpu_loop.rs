@@ -210,6 +210,15 @@ fn run_epoch(
     // Set after an exit that changed nothing but the guest's registers and the device it
     // read: the next entry needs none of the checks, injection and deadlines before it.
     let mut resume_at_once = false;
+    // Whether time-driven work is due before the next entry (the time limit, the platform
+    // timers, Dynamic Memory's policy, the host timer's deadline): after an interrupt of the
+    // host (its timer, or a kick), an idle wait, or an exit that may have reprogrammed a
+    // platform timer. Other exits leave them as they were, and the host timer armed before
+    // still ends the run when the next of them falls due.
+    let mut timers_due = true;
+    // The local APIC timer's deadline the host timer was last armed for: a guest that
+    // reprograms its timer (or a periodic one that fired) moves it.
+    let mut armed_lapic_deadline = None;
     loop {
         profile.start(tsc::now);
         let allocations = if profile.enabled() {
@@ -226,7 +235,7 @@ fn run_epoch(
                 record_exits(partition, &mut exits);
                 return EpochEnd::Stop(request);
             }
-            if let Some(limit) = limit.filter(|&l| guest_now() >= l) {
+            if let Some(limit) = limit.filter(|&l| timers_due && guest_now() >= l) {
                 record_exits(partition, &mut exits);
                 let request = StopRequest {
                     kind: StopKind::Fault,
@@ -258,23 +267,28 @@ fn run_epoch(
                     }
                     None => {
                         idle(partition, index, &machine, None, offset, &mut timer);
+                        timers_due = true;
                         continue;
                     }
                 }
             }
             profile.mark(Stage::Checks, tsc::now);
             let now = guest_now();
-            if index == 0 {
+            if index == 0 && timers_due {
                 poll_platform_timers(&machine, now);
                 super::dynamic::poll(partition);
             }
             profile.mark(Stage::Platform, tsc::now);
-            inject_pending(cpu, &machine, &mut context.nmi, now);
+            let lapic_deadline = inject_pending(cpu, &machine, &mut context.nmi, now);
             profile.mark(Stage::Inject, tsc::now);
-            let guest_deadline = next_deadline(&machine, index, now);
-            let wake = host_wake(offset, [guest_deadline, limit]);
-            timer.arm(wake);
-            cpu.set_run_deadline(wake);
+            if timers_due || lapic_deadline != armed_lapic_deadline {
+                armed_lapic_deadline = lapic_deadline;
+                let guest_deadline = earliest(lapic_deadline, platform_deadline(&machine, now));
+                let wake = host_wake(offset, [guest_deadline, limit]);
+                timer.arm(wake);
+                cpu.set_run_deadline(wake);
+                timers_due = false;
+            }
             profile.mark(Stage::Arm, tsc::now);
         }
         let exit = cpu.run();
@@ -321,12 +335,17 @@ fn run_epoch(
             && !machine.take_touched()
             && !context.nmi.pending()
             && !partition.control.stop_requested();
+        // (A quiet exit moves no timer.)
+        if !resume_at_once {
+            timers_due |= moves_timers(&exit);
+        }
         match next {
             Next::Resume => {}
             // HLT ends at once on an NMI the guest may take.
             Next::Halt if context.nmi.deliverable(&*cpu) => {}
             Next::Halt => {
                 idle(partition, index, &machine, Some(&*cpu), offset, &mut timer);
+                timers_due = true;
                 if index == 0 {
                     stats.tick(partition);
                 }
@@ -354,6 +373,26 @@ fn quiet_exit(exit: &VmExit) -> bool {
     }
 }
 
+/// Exits after which the time-driven work of the next pass is due: an interrupt of the host
+/// (its timer fired, or another CPU kicked this one) and a port write (the PIT and the RTC
+/// are programmed through ports). Local APIC timer writes (MSR or MMIO) are seen by their
+/// deadline moving; the rest (CPUID, MSRs, MMIO, windows, hypercalls) set no timer.
+fn moves_timers(exit: &VmExit) -> bool {
+    match exit {
+        VmExit::Io(access) => access.write,
+        VmExit::Cpuid
+        | VmExit::Msr { .. }
+        | VmExit::NestedPageFault { .. }
+        | VmExit::InterruptWindow
+        | VmExit::NmiWindow
+        | VmExit::Iret
+        | VmExit::Vmmcall
+        | VmExit::Cr8 { .. }
+        | VmExit::MovToCr8 => false,
+        _ => true,
+    }
+}
+
 /// A checkpoint of `memory_sync`: if the partition's RAM changed, takes the new copy and
 /// drops this CPU's cached SLAT translations before the next entry.
 fn renew_memory(
@@ -371,26 +410,41 @@ fn renew_memory(
 /// Moves a pending NMI (first: it outranks interrupts) and the highest pending interrupt of
 /// the vCPU's local APIC into the guest, or asks for the exit after which the guest can take
 /// them. NMIs sent since the last entry merge into the one `nmi` holds (`vmm::nmi`).
-fn inject_pending(cpu: &mut impl Vcpu, machine: &PartitionMachine, nmi: &mut NmiState, now: u64) {
+///
+/// Returns the local APIC timer's next deadline, read under the same lock.
+fn inject_pending(
+    cpu: &mut impl Vcpu,
+    machine: &PartitionMachine,
+    nmi: &mut NmiState,
+    now: u64,
+) -> Option<u64> {
     let index = machine.vcpu;
     let arrived = machine.partition.vcpus[index].take_nmis();
     if arrived != 0 {
         nmi.signal(arrived, cpu);
     }
     nmi.inject(cpu);
-    inject_interrupt(cpu, machine, index, now);
+    let deadline = inject_interrupt(cpu, machine, index, now);
     nmi.arm_exit(cpu);
+    deadline
 }
 
 /// Moves the highest pending interrupt of the vCPU's local APIC into the guest, or asks for
-/// an interrupt window when the guest cannot take it yet.
-fn inject_interrupt(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usize, now: u64) {
-    let (pending, tpr, held) = machine.with_lapic(index, |l| {
+/// an interrupt window when the guest cannot take it yet. Returns the APIC timer's next
+/// deadline.
+fn inject_interrupt(
+    cpu: &mut impl Vcpu,
+    machine: &PartitionMachine,
+    index: usize,
+    now: u64,
+) -> Option<u64> {
+    let (pending, tpr, held, deadline) = machine.with_lapic(index, |l| {
         l.advance(now);
         (
             l.pending_vector(),
             l.task_priority(),
             l.held_by_task_priority(),
+            l.next_deadline(),
         )
     });
     // The guest's CR8 reads the TPR's class, however the TPR was last written; and where CR8
@@ -399,7 +453,7 @@ fn inject_interrupt(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usiz
     cpu.exit_on_task_priority_write(held);
     let Some(vector) = pending else {
         cpu.set_interrupt_window(false);
-        return;
+        return deadline;
     };
     if !cpu.event_queued() && cpu.interruptible() {
         machine.with_lapic(index, |l| l.acknowledge(vector));
@@ -408,6 +462,7 @@ fn inject_interrupt(cpu: &mut impl Vcpu, machine: &PartitionMachine, index: usiz
     } else {
         cpu.set_interrupt_window(true);
     }
+    deadline
 }
 
 /// Idles the CPU until the vCPU has something to do: an interrupt it can take (after HLT;
@@ -535,12 +590,20 @@ fn poll_platform_timers(machine: &PartitionMachine, now: u64) {
 /// vCPU 0 the platform timers' too.
 fn next_deadline(machine: &PartitionMachine, index: usize, now: u64) -> Option<u64> {
     let lapic = machine.with_lapic(index, |l| l.next_deadline());
-    let platform = if index == 0 {
+    earliest(lapic, platform_deadline(machine, now))
+}
+
+/// The platform timers' next deadline, for vCPU 0 (which drives them); none for the others.
+fn platform_deadline(machine: &PartitionMachine, now: u64) -> Option<u64> {
+    if machine.vcpu == 0 {
         machine.with_devices(|d| d.next_timer_deadline(now))
     } else {
         None
-    };
-    match (lapic, platform) {
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
