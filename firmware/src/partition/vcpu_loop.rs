@@ -189,6 +189,7 @@ fn run_epoch(
         cpuid: build::cpuid_policy(partition, index),
         cpuid_cache: Default::default(),
         code_page: Default::default(),
+        decoded_mmio: Default::default(),
         msrs: MsrState::new(build::guest_vendor()),
         vendor: build::guest_vendor(),
         nmi: NmiState::default(),

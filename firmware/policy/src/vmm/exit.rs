@@ -9,8 +9,9 @@ use alloc::format;
 use alloc::string::String;
 
 use super::cpuid::{self, CpuidCache, CpuidPolicy, HostCpuid, Vendor};
-use super::guest_walk::{self, GuestPhysical};
-use super::mmio_decode::{self, MmioKind};
+use super::guest_walk::{self, GuestPhysical, PagingState};
+use super::mmio_cache::DecodedMmio;
+use super::mmio_decode::{self, CpuMode, MmioInstruction, MmioKind};
 use super::msr::{efer_update, MsrAction, MsrRead, MsrState};
 use super::nmi::NmiState;
 use super::platform::{MmioTarget, PlatformDevices};
@@ -105,6 +106,8 @@ pub struct VcpuContext {
     pub cpuid_cache: CpuidCache,
     /// Where its code was at the last instruction exit ([`skip`]).
     pub code_page: CodePage,
+    /// The MMIO instructions it decoded lately.
+    pub decoded_mmio: DecodedMmio,
     /// Its emulated MSRs.
     pub msrs: MsrState,
     /// The CPU vendor the guest sees (EFER rules differ).
@@ -644,11 +647,19 @@ fn handle_mmio(
     let (device, offset) = (target.device, target.offset);
     let rip = cpu.rip();
     let linear = cpu.code_base().wrapping_add(rip);
-    let mut bytes = [0u8; 15];
-    let fetched =
-        match guest_walk::fetch_instruction(machine.memory(), &cpu.paging(), linear, &mut bytes) {
-            Ok(n) => n,
-            Err(e) => {
+    let (paging, mode) = (cpu.paging(), cpu.cpu_mode());
+    let memory = machine.memory();
+    let instruction = match context.decoded_mmio.lookup(memory, paging, mode, linear) {
+        Some(instruction) => instruction,
+        None => match fetch_and_decode(memory, paging, mode, linear) {
+            Ok((instruction, gpa, bytes)) => {
+                if let Some(gpa) = gpa {
+                    let decoded = &mut context.decoded_mmio;
+                    decoded.keep(paging, mode, linear, gpa, &bytes, instruction);
+                }
+                instruction
+            }
+            Err(Undecoded::Fetch(e)) => {
                 return Next::stop(
                     StopKind::Fault,
                     "mmio-fetch",
@@ -657,19 +668,15 @@ fn handle_mmio(
                 ),
                 )
             }
-        };
-    let instruction = match mmio_decode::decode(&bytes[..fetched], cpu.cpu_mode()) {
-        Ok(instruction) => instruction,
-        Err(e) => {
-            return Next::stop(
+            Err(Undecoded::Decode(e, bytes, fetched)) => return Next::stop(
                 StopKind::Fault,
                 "mmio-decode",
                 format!(
                     "instruction {:02x?} at RIP {rip:#x} touching {device:?}+{offset:#x}: {e:?}",
                     &bytes[..fetched]
                 ),
-            )
-        }
+            ),
+        },
     };
     let size = instruction.size;
     // An access running past the window's end also touches whatever follows it, which this
@@ -708,6 +715,30 @@ fn handle_mmio(
     }
     cpu.set_rip(rip.wrapping_add(instruction.length as u64));
     Next::Resume
+}
+
+/// Why the instruction of an MMIO exit could not be had.
+enum Undecoded {
+    Fetch(guest_walk::WalkError),
+    /// The error, the bytes and how many were fetched.
+    Decode(mmio_decode::DecodeError, [u8; 15], usize),
+}
+
+/// The instruction at `linear`, fetched through the guest's page tables and decoded, with the
+/// guest-physical address of its first byte (for [`DecodedMmio::keep`]) and its bytes.
+fn fetch_and_decode(
+    memory: &impl GuestPhysical,
+    paging: PagingState,
+    mode: CpuMode,
+    linear: u64,
+) -> Result<(MmioInstruction, Option<u64>, [u8; 15]), Undecoded> {
+    let mut bytes = [0u8; 15];
+    let fetched = guest_walk::fetch_instruction(memory, &paging, linear, &mut bytes)
+        .map_err(Undecoded::Fetch)?;
+    let instruction = mmio_decode::decode(&bytes[..fetched], mode)
+        .map_err(|e| Undecoded::Decode(e, bytes, fetched))?;
+    let gpa = guest_walk::translate(memory, &paging, linear).ok();
+    Ok((instruction, gpa, bytes))
 }
 
 /// A read of an MMIO device: the vCPU's own local APIC, or a device of the platform.

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod exit_profile;
 pub mod guest_regs;
 pub mod guest_walk;
+pub mod mmio_cache;
 pub mod mmio_decode;
 pub mod monitor;
 pub mod msr;

@@ -253,6 +253,7 @@ fn context() -> VcpuContext {
         },
         cpuid_cache: CpuidCache::default(),
         code_page: Default::default(),
+        decoded_mmio: Default::default(),
         msrs: MsrState::new(Vendor::Amd),
         vendor: Vendor::Amd,
         nmi: Default::default(),
