@@ -6,8 +6,11 @@
 //! expectation gets the span of its QEMU ranges (QEMU's 640 KiB..1 MiB hole closed up), RAM
 //! is the end of the highest span, and numavisor learns the layout from an SRAT, SLIT (and
 //! HMAT, when the file expects one) handed over as boot modules (ACPI table override), built
-//! by the repository's `acpi-tables` crate. The expectation is derived from these tables, not
-//! copied from the QEMU one: the memory ranges differ.
+//! by the repository's `acpi-tables` crate. The report is held to the topology file's own
+//! expectation — its domains' proximity numbers and CPUs, its distances, the CPUs that come
+//! online, its HMAT — not to what the generator wrote, so a generator bug cannot hide itself;
+//! only the memory ranges (each node's QEMU ranges with the hole closed) and the RAM total are
+//! Bochs's own.
 
 use anyhow::{bail, Context, Result};
 use numavisor_acpi_tables::{
@@ -15,7 +18,7 @@ use numavisor_acpi_tables::{
     Vcpu, VnumaNode,
 };
 
-use crate::topology::{Expectation, ExpectedNode, TopologyFile};
+use crate::topology::{Expectation, TopologyFile};
 
 /// One override table: the file name it gets on the ISO and its bytes.
 pub struct OverrideTable {
@@ -36,6 +39,8 @@ pub struct BochsMachine {
     /// The tables handed to numavisor as modules, in module order.
     pub tables: Vec<OverrideTable>,
     hmat_localities: Option<usize>,
+    /// The topology file's expectation, as written.
+    file_expectation: Expectation,
 }
 
 impl BochsMachine {
@@ -78,6 +83,7 @@ impl BochsMachine {
             distances: expect.distances.clone(),
             tables: Vec::new(),
             hmat_localities: expect.hmat.as_ref().map(|h| h.localities),
+            file_expectation: expect.clone(),
         };
         machine.tables = machine.build_tables()?;
         Ok(machine)
@@ -168,37 +174,21 @@ impl BochsMachine {
         Ok(tables)
     }
 
-    /// What the boot report must show on this machine with the override tables.
+    /// What the boot report must show on this machine with the override tables: the
+    /// topology file's expectation, with each node's memory the one span Bochs gives it and
+    /// the machine's RAM. PCI and ACPI problems are QEMU's (Bochs's BIOS has no MCFG), so none
+    /// are expected here.
     pub fn expectation(&self) -> Expectation {
-        let mut cpus_online: Vec<u64> = self
-            .nodes
-            .iter()
-            .flat_map(|(ids, _)| ids.iter().copied())
-            .collect();
-        cpus_online.sort_unstable();
-        Expectation {
-            source: "srat".into(),
-            nodes: self
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(pxm, (ids, span))| ExpectedNode {
-                    pxm: pxm as u64,
-                    apic_ids: ids.clone(),
-                    memory: span.iter().copied().collect(),
-                    hot_pluggable: vec![],
-                })
-                .collect(),
-            distances: self.distances.clone(),
-            cpus_online,
-            hmat: self
-                .hmat_localities
-                .map(|localities| crate::topology::ExpectedHmat { localities }),
-            total_ram: Some(self.megs << 20),
-            acpi_problems: vec![],
-            pci: vec![],
-            remapping_units: vec![],
+        let mut expect = self.file_expectation.clone();
+        for (node, (_, span)) in expect.nodes.iter_mut().zip(&self.nodes) {
+            node.memory = span.iter().copied().collect();
+            node.hot_pluggable = vec![];
         }
+        expect.total_ram = Some(self.megs << 20);
+        expect.acpi_problems = vec![];
+        expect.pci = vec![];
+        expect.remapping_units = vec![];
+        expect
     }
 
     /// The signatures of the override tables, in module order.

@@ -41,7 +41,7 @@ pub struct TopologyFile {
 }
 
 /// What the `@nv` report of a boot must show.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
     /// `"srat"` or `"none"`.
@@ -69,7 +69,7 @@ pub struct Expectation {
 }
 
 /// One PCI function the report must show.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedPci {
     /// `segment:bus:device.function`, e.g. `"0000:41:00.0"`.
@@ -85,7 +85,7 @@ pub struct ExpectedPci {
 }
 
 /// One expected proximity domain.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedNode {
     pub pxm: u64,
@@ -98,7 +98,7 @@ pub struct ExpectedNode {
 }
 
 /// The HMAT the report must show.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedHmat {
     /// Number of System Locality Latency and Bandwidth structures.

@@ -668,14 +668,16 @@ fn handle_mmio(
                 ),
                 )
             }
-            Err(Undecoded::Decode(e, bytes, fetched)) => return Next::stop(
-                StopKind::Fault,
-                "mmio-decode",
-                format!(
+            Err(Undecoded::Decode(e, bytes, fetched)) => {
+                return Next::stop(
+                    StopKind::Fault,
+                    "mmio-decode",
+                    format!(
                     "instruction {:02x?} at RIP {rip:#x} touching {device:?}+{offset:#x}: {e:?}",
                     &bytes[..fetched]
                 ),
-            ),
+                )
+            }
         },
     };
     let size = instruction.size;
