@@ -19,7 +19,6 @@ use numavisor_policy::partition::dynamic_memory::{self, Demand, Member, Policy, 
 use numavisor_policy::report::events::{self, BalloonMove, TargetSetter};
 use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 
-use super::guest_memory::GuestMemory;
 use super::hot_add;
 use super::interrupts::deliver_ioapic;
 use super::page_moves;
@@ -114,12 +113,6 @@ impl core::fmt::Display for TargetError {
     }
 }
 
-/// Guest RAM as the balloon's queues see it: the partition's RAM as it is now (not a vCPU's
-/// copy, which may predate the pages this very exit moved).
-pub(super) fn current_ram(partition: &Partition) -> GuestMemory {
-    GuestMemory::new(partition.state.lock().ram.clone())
-}
-
 /// The bytes of RAM the partition was started with (the balloon's zero point).
 fn startup_bytes(partition: &Partition) -> u64 {
     partition.spec.memory_bytes()
@@ -165,7 +158,7 @@ pub fn poll(partition: &Partition) {
         }
         state.next_stats = tsc::deadline_after_micros(STATS_PERIOD_MICROS);
     }
-    let ram = current_ram(partition);
+    let ram = partition.current_ram();
     let delivery = partition.devices.lock().balloon_request_stats(&ram);
     if let Some(delivery) = delivery {
         deliver_ioapic(partition, delivery);
@@ -201,7 +194,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
     // Bounded: every pass takes at most the rings' worth of buffers.
     for _ in 0..16 {
         let requests = {
-            let ram = current_ram(partition);
+            let ram = partition.current_ram();
             let mut devices = partition.devices.lock();
             let requests = devices
                 .balloon
@@ -242,7 +235,7 @@ fn serve_queues(partition: &Partition, vcpu: usize) {
                     continue;
                 }
             };
-            let ram = current_ram(partition);
+            let ram = partition.current_ram();
             let mut devices = partition.devices.lock();
             let event = devices
                 .balloon

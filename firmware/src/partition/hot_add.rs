@@ -94,7 +94,7 @@ pub fn serve(partition: &Partition, vcpu: usize, index: u8, reset: bool) {
     let id = DeviceId::VirtioMem(index);
     for _ in 0..REQUESTS_PER_NOTIFY {
         let request = {
-            let ram = super::dynamic::current_ram(partition);
+            let ram = partition.current_ram();
             let mut devices = partition.devices.lock();
             let request = devices
                 .mem
@@ -129,7 +129,7 @@ pub fn serve(partition: &Partition, vcpu: usize, index: u8, reset: bool) {
                 (completion, unplug(partition, vcpu, vnode, &ranges))
             }
         };
-        let ram = super::dynamic::current_ram(partition);
+        let ram = partition.current_ram();
         let mut devices = partition.devices.lock();
         let event = devices
             .mem

@@ -149,6 +149,12 @@ impl Partition {
     pub fn name(&self) -> &'static str {
         self.spec.name
     }
+
+    /// Guest RAM as a device's queues see it (the balloon's, virtio-mem's): the partition's
+    /// RAM as it is now, not a vCPU's copy, which may predate the pages this very exit moved.
+    pub(super) fn current_ram(&self) -> guest_memory::GuestMemory {
+        guest_memory::GuestMemory::new(self.state.lock().ram.clone())
+    }
 }
 
 /// Builds every partition of `layout` that fits this machine; refuses (and reports) the rest.
