@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use super::{HeaderKind, PciFunction, RemappingKind, RemappingMap, RemappingUnit};
+use super::{HeaderKind, PciAddress, PciFunction, RemappingKind, RemappingMap, RemappingUnit};
 use crate::acpi::dmar::Dmar;
 use crate::acpi::ivrs::Ivrs;
 
@@ -37,21 +37,21 @@ fn bridge_buses(
         })
 }
 
-/// The bridges of one segment, as a DMAR scope walk asks about them.
-struct SegmentBridges<'a> {
-    functions: &'a [PciFunction],
-    segment: u16,
-}
+/// A bridge's secondary bus, as a DMAR scope walk asks for it.
+type SecondaryBus<'a> = &'a dyn Fn(u8, u8, u8) -> Option<u8>;
+/// A bridge's secondary..=subordinate buses.
+type BusRange<'a> = &'a dyn Fn(u8, u8, u8) -> Option<(u8, u8)>;
 
-impl SegmentBridges<'_> {
-    fn secondary(&self, bus: u8, device: u8, function: u8) -> Option<u8> {
-        self.range(bus, device, function)
-            .map(|(secondary, _)| secondary)
-    }
-
-    fn range(&self, bus: u8, device: u8, function: u8) -> Option<(u8, u8)> {
-        bridge_buses(self.functions, self.segment, (bus, device, function))
-    }
+/// Runs a DMAR query (`Dmar::unit_for`, `Dmar::reserved_for`) for the function at `a`, with
+/// the bridges of its segment as `functions` describes them.
+fn dmar_query<R>(
+    functions: &[PciFunction],
+    a: PciAddress,
+    query: impl FnOnce(u16, u8, u8, u8, SecondaryBus, BusRange) -> R,
+) -> R {
+    let range = |b, d, f| bridge_buses(functions, a.segment, (b, d, f));
+    let secondary = |b, d, f| range(b, d, f).map(|(s, _)| s);
+    query(a.segment, a.bus, a.device, a.function, &secondary, &range)
 }
 
 impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
@@ -90,20 +90,9 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
     fn unit_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Option<usize> {
         let a = function.address;
         match self {
-            Remapping::VtD { dmar, .. } => {
-                let bridges = SegmentBridges {
-                    functions,
-                    segment: a.segment,
-                };
-                dmar.unit_for(
-                    a.segment,
-                    a.bus,
-                    a.device,
-                    a.function,
-                    |b, d, f| bridges.secondary(b, d, f),
-                    |b, d, f| bridges.range(b, d, f),
-                )
-            }
+            Remapping::VtD { dmar, .. } => dmar_query(functions, a, |s, b, d, f, sec, range| {
+                dmar.unit_for(s, b, d, f, sec, range)
+            }),
             Remapping::AmdVi(ivrs) => ivrs
                 .unit_for(a.segment, a.requester_id())
                 .map(|(unit, _)| unit),
@@ -113,23 +102,12 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
     fn reserved_for(&self, function: &PciFunction, functions: &[PciFunction]) -> Vec<(u64, u64)> {
         let a = function.address;
         match self {
-            Remapping::VtD { dmar, .. } => {
-                let bridges = SegmentBridges {
-                    functions,
-                    segment: a.segment,
-                };
-                dmar.reserved_for(
-                    a.segment,
-                    a.bus,
-                    a.device,
-                    a.function,
-                    |b, d, f| bridges.secondary(b, d, f),
-                    |b, d, f| bridges.range(b, d, f),
-                )
-                .into_iter()
-                .map(|r| (r.base, r.limit.saturating_add(1)))
-                .collect()
-            }
+            Remapping::VtD { dmar, .. } => dmar_query(functions, a, |s, b, d, f, sec, range| {
+                dmar.reserved_for(s, b, d, f, sec, range)
+                    .into_iter()
+                    .map(|r| (r.base, r.limit.saturating_add(1)))
+                    .collect()
+            }),
             Remapping::AmdVi(ivrs) => ivrs
                 .memory_for(a.segment, a.requester_id())
                 .into_iter()
