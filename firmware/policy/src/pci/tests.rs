@@ -342,3 +342,37 @@ fn a_bridge_pointing_back_up_does_not_loop() {
     );
     assert_eq!(owners, [Some(0), Some(0)]);
 }
+
+proptest::proptest! {
+    /// Whatever a function's registers hold (a broken or hostile device), the walk ends, sizes
+    /// only power-of-two BARs, and leaves every register as it found it.
+    #[test]
+    fn any_configuration_space_is_walked_safely(
+        functions in proptest::collection::vec(
+            (0u8..4, 0u8..32, 0u8..8, proptest::collection::vec(proptest::num::u32::ANY, 64), proptest::collection::vec(proptest::num::u32::ANY, 6)),
+            1..12,
+        ),
+    ) {
+        let mut machine = FakeMachine::default();
+        for (bus, device, function, dwords, writable) in functions {
+            let mut f = FakeFunction::new(0x1234, 0x5678, 0, 0);
+            f.dwords[..64].copy_from_slice(&dwords);
+            // A present vendor, so the function is read at all.
+            f.dwords[0] = f.dwords[0] & 0xFFFF_0000 | 0x1af4;
+            f.bar_writable.copy_from_slice(&writable);
+            machine.functions.insert(PciAddress::new(0, bus, device, function).unwrap(), f);
+        }
+        let before: Vec<[u32; 1024]> = machine.functions.values().map(|f| f.dwords).collect();
+        let found = enumerate(&windows(), &mut machine);
+        let after: Vec<[u32; 1024]> = machine.functions.values().map(|f| f.dwords).collect();
+        proptest::prop_assert!(before == after, "registers changed");
+        for f in &found {
+            for bar in &f.bars {
+                proptest::prop_assert!(bar.size.is_power_of_two(), "{bar:?}");
+                proptest::prop_assert!(bar.index < 6);
+            }
+        }
+        let roots = [HostBridgeRoot { segment: 0, bus: 0, bus_range: Some((0, 3)) }];
+        proptest::prop_assert_eq!(attribute_roots(&found, &roots).len(), found.len());
+    }
+}
