@@ -653,10 +653,8 @@ fn handle_mmio(
         Some(instruction) => instruction,
         None => match fetch_and_decode(memory, paging, mode, linear) {
             Ok((instruction, gpa, bytes)) => {
-                if let Some(gpa) = gpa {
-                    let decoded = &mut context.decoded_mmio;
-                    decoded.keep(paging, mode, linear, gpa, &bytes, instruction);
-                }
+                let decoded = &mut context.decoded_mmio;
+                decoded.keep(paging, mode, linear, gpa, &bytes, instruction);
                 instruction
             }
             Err(Undecoded::Fetch(e)) => {
@@ -733,13 +731,12 @@ fn fetch_and_decode(
     paging: PagingState,
     mode: CpuMode,
     linear: u64,
-) -> Result<(MmioInstruction, Option<u64>, [u8; 15]), Undecoded> {
+) -> Result<(MmioInstruction, u64, [u8; 15]), Undecoded> {
     let mut bytes = [0u8; 15];
-    let fetched = guest_walk::fetch_instruction(memory, &paging, linear, &mut bytes)
+    let (fetched, gpa) = guest_walk::fetch_instruction_located(memory, &paging, linear, &mut bytes)
         .map_err(Undecoded::Fetch)?;
     let instruction = mmio_decode::decode(&bytes[..fetched], mode)
         .map_err(|e| Undecoded::Decode(e, bytes, fetched))?;
-    let gpa = guest_walk::translate(memory, &paging, linear).ok();
     Ok((instruction, gpa, bytes))
 }
 

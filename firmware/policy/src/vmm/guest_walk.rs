@@ -225,7 +225,18 @@ pub fn fetch_instruction(
     rip_linear: u64,
     buffer: &mut [u8; 15],
 ) -> Result<usize, WalkError> {
+    fetch_instruction_located(memory, paging, rip_linear, buffer).map(|(count, _)| count)
+}
+
+/// [`fetch_instruction`], with the guest-physical address its walk found for the first byte.
+pub fn fetch_instruction_located(
+    memory: &impl GuestPhysical,
+    paging: &PagingState,
+    rip_linear: u64,
+    buffer: &mut [u8; 15],
+) -> Result<(usize, u64), WalkError> {
     let mut count = 0;
+    let mut first_gpa = 0;
     let mut failure = None;
     // Page by page (an instruction spans at most two): one translation each, and the bytes
     // read in one go where the whole piece is RAM, byte by byte (to the first that is not)
@@ -241,6 +252,9 @@ pub fn fetch_instruction(
                 break;
             }
         };
+        if count == 0 {
+            first_gpa = gpa;
+        }
         let in_page = (0x1000 - (linear & 0xFFF)) as usize;
         // The linear space may end before the page does (at linear 0 it holds every byte).
         let in_space =
@@ -262,7 +276,7 @@ pub fn fetch_instruction(
     match (count, failure) {
         (0, Some(error)) => Err(error),
         (0, None) => Err(WalkError::BeyondLinearSpace),
-        _ => Ok(count),
+        _ => Ok((count, first_gpa)),
     }
 }
 
