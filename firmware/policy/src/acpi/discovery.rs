@@ -32,6 +32,9 @@ pub fn discover_with_overrides(
     let entries = firmware_entries(mem, rsdp_address, &mut findings);
     let accepted = overrides::vet(mem, candidates, &mut findings.problems);
     let entries = overrides::apply(mem, entries, &accepted, &mut findings.overrides);
+    // The definition blocks as loaded (address, signature, bytes), DSDT first, for the AML
+    // reader after the walk.
+    let mut blocks: Vec<(u64, [u8; 4], &[u8])> = Vec::new();
 
     for address in entries {
         let Some(header) = mem
@@ -87,12 +90,12 @@ pub fn discover_with_overrides(
             b"MCFG" => findings.mcfg = Some(mcfg::parse(table, problems)),
             b"DMAR" => findings.dmar = Some(dmar::parse(table, problems)),
             b"IVRS" => findings.ivrs = Some(ivrs::parse(table, problems)),
-            b"SSDT" => findings.definition_blocks.push(address),
+            b"SSDT" => blocks.push((address, signature, table)),
             b"FACP" => {
                 // The DSDT is not in the root: the FADT points at it, and it comes first.
                 if let Some(dsdt) = fadt::dsdt_address(table) {
                     match load_table(mem, dsdt, Some(*b"DSDT"), 0) {
-                        Ok(_) => findings.definition_blocks.insert(0, dsdt),
+                        Ok(bytes) => blocks.insert(0, (dsdt, *b"DSDT", bytes)),
                         Err(problem) => problems.push(problem),
                     }
                 }
@@ -104,21 +107,18 @@ pub fn discover_with_overrides(
             _ => {}
         }
     }
-    read_host_bridges(mem, &mut findings);
+    read_host_bridges(&blocks, &mut findings);
     findings
 }
 
-/// The PCI host bridges of the definition blocks (DSDT first, then the SSDTs, whose
-/// `Scope`s may extend the DSDT's devices).
-fn read_host_bridges(mem: &dyn PhysicalMemory, findings: &mut AcpiFindings) {
-    let mut blocks = Vec::new();
-    for &address in &findings.definition_blocks {
-        // Each was loaded and checked once already; a second read of the same bytes holds.
-        if let Ok(table) = load_table(mem, address, None, 0) {
-            blocks.push((address, signature_of(table), &table[SDT_HEADER_LENGTH..]));
-        }
-    }
-    let bodies: Vec<&[u8]> = blocks.iter().map(|(_, _, body)| *body).collect();
+/// The PCI host bridges of the definition blocks `blocks` (DSDT first, then the SSDTs, whose
+/// `Scope`s may extend the DSDT's devices), and the blocks' addresses.
+fn read_host_bridges(blocks: &[(u64, [u8; 4], &[u8])], findings: &mut AcpiFindings) {
+    findings.definition_blocks = blocks.iter().map(|&(address, _, _)| address).collect();
+    let bodies: Vec<&[u8]> = blocks
+        .iter()
+        .map(|(_, _, table)| table.get(SDT_HEADER_LENGTH..).unwrap_or(&[]))
+        .collect();
     let mut problems = Vec::new();
     findings.host_bridges = aml::host_bridges(&bodies, &mut problems);
     for problem in problems {
@@ -130,10 +130,6 @@ fn read_host_bridges(mem: &dyn PhysicalMemory, findings: &mut AcpiFindings) {
             });
         }
     }
-}
-
-fn signature_of(table: &[u8]) -> [u8; 4] {
-    SdtHeader::parse(table).map_or(*b"????", |h| h.signature)
 }
 
 /// The table addresses the firmware's root lists (none if the RSDP or root is unusable),
