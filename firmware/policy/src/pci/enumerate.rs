@@ -115,17 +115,19 @@ pub fn enumerate(windows: &[EcamWindow], config: &mut impl ConfigSpace) -> Vec<P
                 let Some(first) = PciAddress::new(window.segment, bus, device, 0) else {
                     continue;
                 };
-                if !present(config, first) {
+                let Some(id) = id_of(config, first) else {
                     continue;
-                }
+                };
                 let multifunction = config.read32(first, HEADER_TYPE_DWORD) >> 16 & 0x80 != 0;
+                found.push(read_function(config, first, id));
                 let functions = if multifunction { 8 } else { 1 };
-                for function in 0..functions {
-                    match PciAddress::new(window.segment, bus, device, function) {
-                        Some(address) if present(config, address) => {
-                            found.push(read_function(config, address));
-                        }
-                        _ => {}
+                for function in 1..functions {
+                    let Some(address) = PciAddress::new(window.segment, bus, device, function)
+                    else {
+                        continue;
+                    };
+                    if let Some(id) = id_of(config, address) {
+                        found.push(read_function(config, address, id));
                     }
                 }
             }
@@ -136,13 +138,15 @@ pub fn enumerate(windows: &[EcamWindow], config: &mut impl ConfigSpace) -> Vec<P
     found
 }
 
-fn present(config: &mut impl ConfigSpace, address: PciAddress) -> bool {
-    let vendor = config.read32(address, ID) & 0xFFFF;
-    vendor != 0xFFFF && vendor != 0
+/// The vendor and device ID dword of the function at `address`, if one answers there.
+fn id_of(config: &mut impl ConfigSpace, address: PciAddress) -> Option<u32> {
+    let id = config.read32(address, ID);
+    let vendor = id & 0xFFFF;
+    (vendor != 0xFFFF && vendor != 0).then_some(id)
 }
 
-fn read_function(config: &mut impl ConfigSpace, address: PciAddress) -> PciFunction {
-    let id = config.read32(address, ID);
+/// The function at `address`, whose ID dword is `id`.
+fn read_function(config: &mut impl ConfigSpace, address: PciAddress, id: u32) -> PciFunction {
     let class_revision = config.read32(address, CLASS_REVISION);
     let header_type = (config.read32(address, HEADER_TYPE_DWORD) >> 16) as u8 & 0x7F;
     let header = match header_type {
