@@ -21,7 +21,7 @@ mod host;
 pub use numavisor_policy::memory::BlockSize;
 pub use spec::{
     default_mac, ConsoleMode, ExitAction, ImageKind, Layout, NetworkSpec, NicSpec, PartitionSpec,
-    VcpuGroup, VnodeSpec,
+    PciDeviceSpec, VcpuGroup, VnodeSpec,
 };
 
 #[cfg(feature = "host")]

@@ -17,6 +17,10 @@ pub const MAX_VCPUS_PER_PARTITION: u32 = 255;
 /// The most network cards one partition has (each is a virtio-mmio window and an I/O APIC
 /// pin of its own).
 pub const MAX_NICS_PER_PARTITION: usize = numavisor_policy::vmm::platform::MAX_NICS;
+/// The most host PCI functions one partition owns: each is a device of its own on the
+/// guest's virtual bus 0 (devices 1..=31; device 0 is the host bridge), and a BAR window of
+/// the guest's PCI hole holds them all.
+pub const MAX_PCI_PER_PARTITION: usize = 8;
 /// The most networks one layout holds.
 pub const MAX_NETWORKS: usize = 64;
 /// The most vNUMA nodes one partition has.

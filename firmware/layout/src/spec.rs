@@ -66,6 +66,10 @@ pub struct PartitionSpec {
     /// The partition's network cards (`nics`), in file order: virtio-net device `n` is
     /// `nics[n]`.
     pub nics: &'static [NicSpec],
+    /// The host PCI functions the partition owns (`pci`), in file order: guest device `n + 1`
+    /// on the partition's virtual bus 0 is `pci[n]` (`docs/pci.md`). Each is named by one
+    /// partition at most; whether it exists and may be passed through is checked at boot.
+    pub pci: &'static [PciDeviceSpec],
 }
 
 impl PartitionSpec {
@@ -187,6 +191,13 @@ pub struct NicSpec {
     pub mac: [u8; 6],
 }
 
+/// One host PCI function a partition owns (`pci = [{ host = "0000:03:00.0" }]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciDeviceSpec {
+    /// The function's host address (segment 0 where the layout gives none).
+    pub host: numavisor_policy::pci::PciAddress,
+}
+
 /// The MAC address of NIC `nic` of the layout's partition `partition` (both from 0, in file
 /// order) when the layout gives none: `02:6e:76:00:PP:NN` — locally administered and
 /// unicast (first octet 0x02), "nv" in the second and third octets, then the two indices.
@@ -257,6 +268,7 @@ mod tests {
         dynamic: false,
         console: ConsoleMode::Escaped,
         nics: &[],
+        pci: &[],
     };
 
     #[test]

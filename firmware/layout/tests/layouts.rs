@@ -108,6 +108,7 @@ fn simple(name: &str, node: u32, image: PathBuf) -> CheckedPartition {
         dynamic: false,
         console: ConsoleMode::Escaped,
         nics: vec![],
+        pci: vec![],
     }
 }
 
@@ -325,6 +326,7 @@ fn layouts_in_the_other_forms_check_too() {
             dynamic: false,
             console: ConsoleMode::Escaped,
             nics: vec![],
+            pci: vec![],
         }]
     );
 }

@@ -12,6 +12,7 @@ use numavisor_policy::partition::cost::{
     hot_add_page, hot_add_regions, GUEST_PHYSICAL_LIMIT, HOT_ADD_BLOCK, IO_BITMAP_PAGES,
     MSR_BITMAP_PAGES, VMCB_PAGES_PER_VCPU,
 };
+use numavisor_policy::pci::PciAddress;
 
 use super::error::{PartitionLabel, Report};
 use super::files::{check_linux_fields, image_kind, resolve_image, resolve_initrd};
@@ -23,7 +24,7 @@ use super::size::{human_size, layout_size};
 use super::{CheckedNetwork, CheckedPartition, CheckedVcpuGroup, LoadOptions, PoolCheck};
 use crate::limits::{
     MAX_COMMAND_LINE, MAX_GROWING_VNODES, MAX_NODE_MEMORY, MAX_PARTITIONS, MAX_PARTITION_MEMORY,
-    MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
+    MAX_PCI_PER_PARTITION, MAX_POOL_BYTES, MAX_VCPUS_PER_PARTITION, MAX_VNODES,
 };
 use crate::{NicSpec, VnodeSpec};
 
@@ -66,6 +67,7 @@ pub(crate) fn check(
     let mut cpus: HashMap<u32, (PartitionLabel, String)> = HashMap::new();
     let mut node_memory: BTreeMap<u32, u64> = BTreeMap::new();
     let mut parents: Vec<(PartitionLabel, String, String)> = Vec::new();
+    let mut pci_owners: HashMap<PciAddress, (PartitionLabel, usize)> = HashMap::new();
     for (index, table) in tables {
         let partition = parse_partition(index, table, report);
         let label = partition.label.clone();
@@ -96,6 +98,10 @@ pub(crate) fn check(
                 None
             }
         };
+        let pci = partition
+            .pci
+            .as_deref()
+            .and_then(|pci| check_pci_unshared(&label, pci, &mut pci_owners, report));
         // A vnode that hot-add may grow asks its node for its `memory_max`.
         let dynamic = partition.dynamic == Some(true);
         for vnode in partition.memory.iter().flatten() {
@@ -106,7 +112,8 @@ pub(crate) fn check(
             let total = node_memory.entry(vnode.node).or_default();
             *total = total.saturating_add(most);
         }
-        if let Some(partition) = check_partition(partition, nics, layout_dir, options, report) {
+        if let Some(partition) = check_partition(partition, nics, pci, layout_dir, options, report)
+        {
             if partition.pool_check == PoolCheck::Boot {
                 checked.warnings.push(format!(
                     "partition {:?}: pool_check = \"boot\": its pool ({}) is not checked at \
@@ -190,6 +197,7 @@ fn check_parents(
 fn check_partition(
     raw: RawPartition,
     nics: Option<Vec<NicSpec>>,
+    pci: Option<Vec<PciAddress>>,
     layout_dir: &Path,
     options: &LoadOptions,
     report: &mut Report,
@@ -256,6 +264,7 @@ fn check_partition(
         dynamic: raw.dynamic?,
         console: raw.console?,
         nics: nics?,
+        pci: pci?,
     };
     if partition.pool_check == PoolCheck::Build {
         check_pool_covers_cost(&partition, report);
@@ -602,6 +611,50 @@ fn check_cpus_unshared(
             }
         }
     }
+}
+
+/// Checks a partition's `pci` list: at most [`MAX_PCI_PER_PARTITION`] functions, none named
+/// twice in the layout (a function is owned by one partition, once). Whether each exists and
+/// may be passed through depends on the machine and is checked at boot (`docs/pci.md`).
+fn check_pci_unshared(
+    label: &PartitionLabel,
+    pci: &[PciAddress],
+    owners: &mut HashMap<PciAddress, (PartitionLabel, usize)>,
+    report: &mut Report,
+) -> Option<Vec<PciAddress>> {
+    let before = report.len();
+    if pci.len() > MAX_PCI_PER_PARTITION {
+        report.field(
+            label,
+            "pci",
+            format!(
+                "{} PCI functions; a partition owns at most {MAX_PCI_PER_PARTITION}",
+                pci.len()
+            ),
+        );
+    }
+    for (i, &address) in pci.iter().enumerate() {
+        let field = format!("pci[{i}].host");
+        match owners.get(&address) {
+            Some((owner, j)) if owner == label => report.field(
+                label,
+                &field,
+                format!("{address} is listed twice (also pci[{j}]); remove one"),
+            ),
+            Some((owner, j)) => report.field(
+                label,
+                &field,
+                format!(
+                    "{address} is already given to {owner} (pci[{j}]); a PCI function belongs \
+                     to one partition only"
+                ),
+            ),
+            None => {
+                owners.insert(address, (label.clone(), i));
+            }
+        }
+    }
+    (report.len() == before).then(|| pci.to_vec())
 }
 
 /// Reports the pool unless it is a non-zero multiple of 4 KiB within the limit.

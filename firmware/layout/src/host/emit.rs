@@ -154,6 +154,19 @@ fn emit_partition(out: &mut String, p: &CheckedPartition, networks: &[CheckedNet
         }
         let _ = writeln!(out, "            ],");
     }
+    if p.pci.is_empty() {
+        let _ = writeln!(out, "            pci: &[],");
+    } else {
+        let _ = writeln!(out, "            pci: &[");
+        for a in &p.pci {
+            let _ = writeln!(
+                out,
+                "                numavisor_layout::PciDeviceSpec {{ host: numavisor_policy::pci::PciAddress {{ segment: {}, bus: {}, device: {}, function: {} }} }}, // {a}",
+                a.segment, a.bus, a.device, a.function
+            );
+        }
+        let _ = writeln!(out, "            ],");
+    }
     let _ = writeln!(out, "        }},");
 }
 

@@ -98,6 +98,9 @@ pub struct CheckedPartition {
     /// [`CheckedLayout::networks`]) that it joins once, each MAC unicast and unique in the
     /// layout, the defaults ([`default_mac`](crate::default_mac)) filled in.
     pub nics: Vec<NicSpec>,
+    /// The host PCI functions it owns, in file order, none owned by another partition
+    /// (whether they exist is checked at boot).
+    pub pci: Vec<numavisor_policy::pci::PciAddress>,
 }
 
 /// One checked network; see [`NetworkSpec`](crate::NetworkSpec).

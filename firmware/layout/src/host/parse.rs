@@ -9,6 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use numavisor_policy::pci::PciAddress;
+
 use super::error::{PartitionLabel, Report};
 use super::size::parse_size;
 use super::toml_value::a_type;
@@ -16,7 +18,7 @@ use super::PoolCheck;
 use crate::{BlockSize, ConsoleMode, ExitAction, VnodeSpec};
 
 /// The keys a `[[partition]]` table may hold.
-pub(crate) const PARTITION_KEYS: [&str; 17] = [
+pub(crate) const PARTITION_KEYS: [&str; 18] = [
     "name",
     "image",
     "initrd",
@@ -34,6 +36,7 @@ pub(crate) const PARTITION_KEYS: [&str; 17] = [
     "dynamic",
     "console",
     "nics",
+    "pci",
 ];
 
 /// One partition as written, each field `None` if missing or unreadable (and then reported),
@@ -64,6 +67,9 @@ pub(crate) struct RawPartition {
     /// Empty if there is no `nics` key. Networks, MACs and limits are checked once the
     /// networks are known.
     pub(crate) nics: Option<Vec<RawNic>>,
+    /// Empty if there is no `pci` key. Each address is well formed; that no function is
+    /// named twice is checked once every partition is read.
+    pub(crate) pci: Option<Vec<PciAddress>>,
 }
 
 /// One entry of `vcpus`, shape checked (by node, or by APIC IDs), meaning not yet.
@@ -266,6 +272,7 @@ pub(crate) fn parse_partition(
     let dynamic = fields.optional("dynamic", typed, false);
     let console = fields.optional("console", console_mode, ConsoleMode::Escaped);
     let nics = fields.optional("nics", nic_list, Vec::new());
+    let pci = fields.optional("pci", pci_list, Vec::new());
     RawPartition {
         label,
         name,
@@ -285,6 +292,7 @@ pub(crate) fn parse_partition(
         dynamic,
         console,
         nics,
+        pci,
     }
 }
 
@@ -699,4 +707,24 @@ pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
         Some(_) => Err(malformed()),
         None => Ok(mac),
     }
+}
+
+/// An entry of `pci` as serde reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PciEntry {
+    host: String,
+}
+
+/// The partition key `pci = [{ host = "0000:03:00.0" }, { host = "04:00.0" }]`: host
+/// functions by address, the segment optional (0).
+pub(crate) fn pci_list(key: &str, value: &toml::Value) -> Result<Vec<PciAddress>, FieldError> {
+    let example = "[{ host = \"0000:03:00.0\" }]";
+    each_entry(key, value, example, |entry| {
+        let entry: PciEntry = typed("", entry)?;
+        entry
+            .host
+            .parse::<PciAddress>()
+            .map_err(|e| EntryError::at("host", format!("{:?}: {e}", entry.host)))
+    })
 }

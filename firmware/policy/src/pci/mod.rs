@@ -9,6 +9,9 @@
 mod address;
 mod enumerate;
 pub mod inventory;
+pub mod passthrough;
+#[cfg(test)]
+mod passthrough_tests;
 mod placement;
 mod remapping;
 #[cfg(test)]
