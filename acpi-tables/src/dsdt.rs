@@ -16,7 +16,8 @@
 //! PC use the short form, written here as [`IrqNoFlags`].
 
 use acpi_tables::aml::{
-    Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package,
+    Path, ResourceTemplate, Scope, IO,
 };
 use acpi_tables::{Aml, AmlSink};
 use alloc::boxed::Box;
@@ -92,6 +93,10 @@ pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
         devices.push(Box::new(OwnedDevice(format!("VR{slot:02}"), children)));
     }
 
+    if let Some(bridge) = platform.devices.pci_host {
+        devices.extend(pci_host(&bridge));
+    }
+
     let device_refs: Vec<&dyn Aml> = devices.iter().map(|d| d.as_ref()).collect();
     let system_bus = Scope::new("\\_SB_".into(), device_refs);
     let (slp_typ, zero) = (S5_SLP_TYP, 0u8);
@@ -106,6 +111,48 @@ pub(crate) fn build(platform: &GuestPlatform) -> Vec<u8> {
     s5.to_aml_bytes(&mut aml);
     table.append_slice(&aml);
     table.as_slice().to_vec()
+}
+
+/// The PCI host bridge `PCI0` and the motherboard resource `PCIR` that reserves its ECAM
+/// window: Linux uses ECAM only where the window is reserved in E820 or by a PNP0C02
+/// device's `_CRS` (`pci_mmcfg_reserved`), and otherwise falls back to ports 0xCF8/0xCFC.
+fn pci_host(bridge: &crate::PciHostBridge) -> Vec<Box<dyn Aml>> {
+    let buses = AddressSpace::new_bus_number(0u16, u16::from(bridge.last_bus));
+    let window_end = bridge.window_base + (bridge.window_length - 1);
+    let window = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        bridge.window_base,
+        window_end,
+        None,
+    );
+    let mut host: Vec<Box<dyn Aml>> = alloc::vec![
+        Box::new(Name::new("_HID".into(), &EISAName::new("PNP0A08"))),
+        Box::new(Name::new("_CID".into(), &EISAName::new("PNP0A03"))),
+        Box::new(Name::new("_UID".into(), &0u8)),
+        Box::new(Name::new("_SEG".into(), &0u8)),
+        Box::new(Name::new("_BBN".into(), &0u8)),
+        Box::new(Name::new(
+            "_CRS".into(),
+            &ResourceTemplate::new(alloc::vec![&buses as &dyn Aml, &window]),
+        )),
+    ];
+    if let Some(node) = bridge.node {
+        host.push(Box::new(Name::new("_PXM".into(), &node)));
+    }
+    let ecam = Memory32Fixed::new(false, bridge.ecam_base, bridge.ecam_length());
+    let reserved: Vec<Box<dyn Aml>> = alloc::vec![
+        Box::new(Name::new("_HID".into(), &EISAName::new("PNP0C02"))),
+        Box::new(Name::new("_UID".into(), &1u8)),
+        Box::new(Name::new(
+            "_CRS".into(),
+            &ResourceTemplate::new(alloc::vec![&ecam as &dyn Aml]),
+        )),
+    ];
+    alloc::vec![
+        Box::new(OwnedDevice("PCI0".into(), host)),
+        Box::new(OwnedDevice("PCIR".into(), reserved)),
+    ]
 }
 
 /// `Name(_CRS, ResourceTemplate() { IO(...), IRQNoFlags() { irq } })` for an ISA device.
@@ -183,6 +230,43 @@ mod tests {
         assert!(contains(
             &dsdt,
             &[0x86, 9, 0, 1, 0, 0, 0xB0, 0xFE, 0, 2, 0, 0, 0x89, 6, 0, 1, 1, 5, 0, 0, 0, 0x79]
+        ));
+    }
+
+    #[test]
+    fn pci_host_bridge_and_its_ecam_reservation() {
+        let mut platform = two_nodes_four_vcpus();
+        assert!(!contains(&build(&platform), b"PCI0"));
+        platform.devices.pci_host = Some(crate::PciHostBridge {
+            ecam_base: 0xE000_0000,
+            last_bus: 0,
+            window_base: 0xC000_0000,
+            window_length: 0x2000_0000,
+            node: Some(1),
+        });
+        let dsdt = build(&platform);
+        assert!(sums_to_zero(&dsdt));
+        // PNP0A08, PNP0A03 and PNP0C02 as EISA IDs.
+        assert!(contains(&dsdt, b"_HID\x0c\x41\xd0\x0a\x08"));
+        assert!(contains(&dsdt, b"_CID\x0c\x41\xd0\x0a\x03"));
+        assert!(contains(&dsdt, b"_HID\x0c\x41\xd0\x0c\x02"));
+        // _PXM 1.
+        assert!(contains(&dsdt, b"_PXM\x01"));
+        // WordBusNumber 0..=0: descriptor 0x88, length 13, type 2, flags, 0, granularity 0,
+        // min 0, max 0, translation 0, length 1.
+        assert!(contains(
+            &dsdt,
+            &[0x88, 13, 0, 2, 0x0C, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        ));
+        // DWordMemory 0xC0000000..=0xDFFFFFFF.
+        assert!(contains(
+            &dsdt,
+            &[0, 0, 0, 0xC0, 0xFF, 0xFF, 0xFF, 0xDF, 0, 0, 0, 0, 0, 0, 0, 0x20]
+        ));
+        // Memory32Fixed(ReadOnly, 0xE0000000, 1 MiB).
+        assert!(contains(
+            &dsdt,
+            &[0x86, 9, 0, 0, 0, 0, 0, 0xE0, 0, 0, 0x10, 0]
         ));
     }
 

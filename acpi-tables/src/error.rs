@@ -96,6 +96,9 @@ pub enum AcpiError {
         gsi: u32,
         reason: &'static str,
     },
+    /// The PCI host bridge's ECAM or BAR window cannot be described (not aligned, empty,
+    /// past 4 GiB, or overlapping the other).
+    BadPciHost { reason: &'static str },
     /// The tables' base address is not 16-byte aligned (the RSDP must be).
     MisalignedBase { base: u64 },
     /// The tables need more room than the placement gives.
@@ -109,6 +112,7 @@ impl fmt::Display for AcpiError {
         use AcpiError::*;
         match *self {
             NoVcpus => write!(f, "the partition has no vCPU"),
+            BadPciHost { reason } => write!(f, "the PCI host bridge: {reason}"),
             TooMany { what, count, max } => write!(f, "{count} {what}: at most {max} supported"),
             VcpuOnMissingNode { vcpu, node, nodes } => {
                 write!(

@@ -37,6 +37,7 @@ pub mod fadt;
 mod hmat;
 mod layout;
 mod madt;
+mod mcfg;
 mod platform;
 mod root;
 pub mod sdt;
@@ -51,9 +52,10 @@ pub use dsdt::S5_SLP_TYP;
 pub use error::AcpiError;
 pub use layout::{AcpiTables, PlacedTable, RSDP_SIGNATURE};
 pub use platform::{
-    Devices, GuestPlatform, HmatFigures, IoApic, MemoryRange, PmBlock, TablePlacement, Uart16550,
-    Vcpu, VirtioMmio, VnumaNode, MAX_VIRTIO_MMIO, VIRTIO_MEM_FIRST_SLOT, VIRTIO_MMIO_BASE,
-    VIRTIO_MMIO_GSI, VIRTIO_MMIO_PCI_GSI, VIRTIO_MMIO_SIZE,
+    Devices, GuestPlatform, HmatFigures, IoApic, MemoryRange, PciHostBridge, PmBlock,
+    TablePlacement, Uart16550, Vcpu, VirtioMmio, VnumaNode, ECAM_BUS_SIZE, MAX_VIRTIO_MMIO,
+    VIRTIO_MEM_FIRST_SLOT, VIRTIO_MMIO_BASE, VIRTIO_MMIO_GSI, VIRTIO_MMIO_PCI_GSI,
+    VIRTIO_MMIO_SIZE,
 };
 pub use validate::{MAX_NODES, MAX_RANGES, MAX_VCPUS};
 
@@ -71,6 +73,9 @@ pub fn generate(platform: &GuestPlatform) -> Result<AcpiTables, AcpiError> {
     }
     if let Some(figures) = &platform.hmat {
         listed.push((*b"HMAT", hmat::build(platform, figures)));
+    }
+    if let Some(bridge) = &platform.devices.pci_host {
+        listed.push((*b"MCFG", mcfg::build(bridge)));
     }
     layout::place(platform, dsdt, listed)
 }

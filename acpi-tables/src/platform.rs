@@ -86,6 +86,35 @@ pub struct Devices {
     /// virtio-mmio devices, described in the DSDT as `VR00`.. (empty slots are skipped).
     /// A fixed array keeps `Devices` plain `Copy` data.
     pub virtio_mmio: [Option<VirtioMmio>; MAX_VIRTIO_MMIO],
+    /// A PCI host bridge with the partition's passed-through functions: MCFG, and
+    /// `\_SB.PCI0` (PNP0A08) in the DSDT. `None`: no PCI (the guest's probe of mechanism #1
+    /// finds an empty bus).
+    pub pci_host: Option<PciHostBridge>,
+}
+
+/// The guest's PCI host bridge (PCI Firmware 3.3 §4.1.2 MCFG; ACPI 6.5 §6.1, §6.2.14): one
+/// segment, buses 0..=`last_bus`, its ECAM window and one 32-bit memory window for BARs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHostBridge {
+    /// Guest-physical base of the ECAM window of bus 0 (1 MiB per bus, 1 MiB aligned).
+    pub ecam_base: u32,
+    /// The last bus the bridge decodes (its `_CRS` bus range is 0..=`last_bus`).
+    pub last_bus: u8,
+    /// The memory window BARs are placed in: base and length (not zero).
+    pub window_base: u32,
+    pub window_length: u32,
+    /// The bridge's `_PXM`: the vNUMA node its devices hang on, where known.
+    pub node: Option<u32>,
+}
+
+/// ECAM bytes per bus: 32 devices × 8 functions × 4 KiB (PCIe Base 6.0 §7.2.2).
+pub const ECAM_BUS_SIZE: u32 = 1 << 20;
+
+impl PciHostBridge {
+    /// Bytes of its ECAM window.
+    pub const fn ecam_length(&self) -> u32 {
+        (self.last_bus as u32 + 1) * ECAM_BUS_SIZE
+    }
 }
 
 /// How many virtio-mmio devices [`Devices`] can describe: slot 0 (the balloon), 1..=4 (the
@@ -221,6 +250,7 @@ impl Devices {
             legacy_pic: true,
             cmos_rtc: true,
             virtio_mmio: [None; MAX_VIRTIO_MMIO],
+            pci_host: None,
         }
     }
 

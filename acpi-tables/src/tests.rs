@@ -390,3 +390,60 @@ fn virtio_mmio_devices_are_checked() {
         );
     }
 }
+
+#[test]
+fn pci_host_bridges_are_checked() {
+    let ok = crate::PciHostBridge {
+        ecam_base: 0xE000_0000,
+        last_bus: 0,
+        window_base: 0xC000_0000,
+        window_length: 0x2000_0000,
+        node: Some(1),
+    };
+    let mut platform = two_nodes_four_vcpus();
+    platform.devices.pci_host = Some(ok);
+    let tables = generate(&platform).unwrap();
+    assert!(tables.table(b"MCFG").is_some());
+    for (bridge, reason) in [
+        (
+            crate::PciHostBridge {
+                ecam_base: 0xE008_0000,
+                ..ok
+            },
+            "the ECAM window is not 1 MiB aligned",
+        ),
+        (
+            crate::PciHostBridge {
+                window_length: 0,
+                ..ok
+            },
+            "the BAR window is empty",
+        ),
+        (
+            crate::PciHostBridge {
+                window_base: 0xF000_0000,
+                window_length: 0x2000_0000,
+                ..ok
+            },
+            "a window runs past 4 GiB",
+        ),
+        (
+            crate::PciHostBridge {
+                ecam_base: 0xC010_0000,
+                ..ok
+            },
+            "the ECAM and BAR windows overlap",
+        ),
+    ] {
+        platform.devices.pci_host = Some(bridge);
+        assert_eq!(generate(&platform), Err(AcpiError::BadPciHost { reason }));
+    }
+    platform.devices.pci_host = Some(crate::PciHostBridge {
+        node: Some(2),
+        ..ok
+    });
+    assert!(matches!(
+        generate(&platform),
+        Err(AcpiError::DeviceOnMissingNode { node: 2, .. })
+    ));
+}

@@ -171,7 +171,46 @@ fn check_devices(platform: &GuestPlatform) -> Result<(), AcpiError> {
             sci_irq: pm.sci_irq,
         });
     }
+    if let Some(bridge) = devices.pci_host {
+        check_pci_host(&bridge, nodes)?;
+    }
     check_virtio_mmio(devices)
+}
+
+/// The ECAM window 1 MiB aligned, both windows non-empty, below 4 GiB and apart, the node
+/// one of the description's.
+fn check_pci_host(bridge: &crate::PciHostBridge, nodes: usize) -> Result<(), AcpiError> {
+    let bad = |reason| Err(AcpiError::BadPciHost { reason });
+    let ecam = (
+        u64::from(bridge.ecam_base),
+        u64::from(bridge.ecam_base) + u64::from(bridge.ecam_length()),
+    );
+    let window = (
+        u64::from(bridge.window_base),
+        u64::from(bridge.window_base) + u64::from(bridge.window_length),
+    );
+    if !bridge.ecam_base.is_multiple_of(crate::ECAM_BUS_SIZE) {
+        return bad("the ECAM window is not 1 MiB aligned");
+    }
+    if bridge.window_length == 0 {
+        return bad("the BAR window is empty");
+    }
+    if ecam.1 > 1 << 32 || window.1 > 1 << 32 {
+        return bad("a window runs past 4 GiB");
+    }
+    if ecam.0 < window.1 && window.0 < ecam.1 {
+        return bad("the ECAM and BAR windows overlap");
+    }
+    if let Some(node) = bridge.node {
+        if usize::try_from(node).map_or(true, |n| n >= nodes) {
+            return Err(AcpiError::DeviceOnMissingNode {
+                device: "PCI host bridge",
+                node,
+                nodes,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The I/O APIC's inputs: GSIs 0..23.

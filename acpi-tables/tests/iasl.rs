@@ -223,3 +223,39 @@ fn nine_virtio_devices_decode_up_to_gsi_23() {
         "iasl dsdt.dsl:\n{console}"
     );
 }
+
+#[test]
+fn pci_host_bridge_decodes_with_its_mcfg() {
+    let mut platform = two_nodes_four_vcpus();
+    platform.devices.pci_host = Some(numavisor_acpi_tables::PciHostBridge {
+        ecam_base: 0xE000_0000,
+        last_bus: 0,
+        window_base: 0xC000_0000,
+        window_length: 0x2000_0000,
+        node: Some(1),
+    });
+    check_layout("pci-host", &platform);
+    let dsl = std::fs::read_to_string(scratch_path("pci-host", "dsdt.dsl")).unwrap();
+    let squeezed: String = dsl.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        r#"Name (_HID, EisaId ("PNP0A08")"#,
+        r#"Name (_CID, EisaId ("PNP0A03")"#,
+        r#"Name (_HID, EisaId ("PNP0C02")"#,
+        "Name (_PXM, One)",
+        "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, // Granularity 0x0000, // Range Minimum 0x0000, // Range Maximum",
+        "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000, // Granularity 0xC0000000, // Range Minimum 0xDFFFFFFF, // Range Maximum",
+        "Memory32Fixed (ReadOnly, 0xE0000000, // Address Base 0x00100000, // Address Length",
+    ] {
+        assert!(squeezed.contains(needle), "{needle:?} not in\n{dsl}");
+    }
+    let mcfg = std::fs::read_to_string(scratch_path("pci-host", "mcfg.dsl")).unwrap();
+    let squeezed: String = mcfg.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "Base Address : 00000000E0000000",
+        "Segment Group Number : 0000",
+        "Start Bus Number : 00",
+        "End Bus Number : 00",
+    ] {
+        assert!(squeezed.contains(needle), "{needle:?} not in\n{mcfg}");
+    }
+}

@@ -222,6 +222,7 @@ impl RawDescription {
             legacy_pic: raw.legacy_pic.unwrap_or(pc.legacy_pic),
             cmos_rtc: raw.cmos_rtc.unwrap_or(pc.cmos_rtc),
             virtio_mmio: pc.virtio_mmio,
+            pci_host: None,
         };
         Ok(GuestPlatform {
             vcpus: self

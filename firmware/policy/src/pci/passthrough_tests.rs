@@ -4,8 +4,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::passthrough::{
-    check_requests, far_device, vnode_for_device, FarDevice, PassthroughRefusal,
-    PassthroughRequest,
+    check_requests, far_device, vnode_for_device, FarDevice, PassthroughRefusal, PassthroughRequest,
 };
 use super::{Bar, BarKind, Capabilities, HeaderKind, PciAddress, PciDevice, PciFunction};
 use super::{PciInventory, RemappingKind, RemappingUnit};
@@ -52,7 +51,10 @@ fn device(function: PciFunction, unit: Option<usize>) -> PciDevice {
 
 fn nvme(address: &str, bar_base: u64) -> PciDevice {
     let bars = vec![memory_bar(0, bar_base, 0x4000)];
-    device(function(address, 0x010802, HeaderKind::Endpoint, bars), Some(0))
+    device(
+        function(address, 0x010802, HeaderKind::Endpoint, bars),
+        Some(0),
+    )
 }
 
 fn machine(devices: Vec<PciDevice>) -> PciInventory {
@@ -79,7 +81,10 @@ fn request(partition: usize, host: &str) -> PassthroughRequest {
 
 #[test]
 fn an_isolated_endpoint_is_given() {
-    let inventory = machine(vec![nvme("00:03.0", 0xfe00_0000), nvme("00:04.0", 0xfe00_4000)]);
+    let inventory = machine(vec![
+        nvme("00:03.0", 0xfe00_0000),
+        nvme("00:04.0", 0xfe00_4000),
+    ]);
     let results = check_requests(
         &inventory,
         &[request(0, "00:03.0"), request(1, "0000:00:04.0")],
