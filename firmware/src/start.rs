@@ -127,7 +127,7 @@ pub extern "C" fn numavisor_bsp_main(boot_info: u32, entry: u32, magic: u32) -> 
         debug_exit::exit(debug_exit::READY);
         error!("exit=ready given but no isa-debug-exit device answered at the port");
     }
-    run_partitions(&boot, &topology, frames, &cpus, ready_tsc);
+    run_partitions(&boot, &topology, frames, pci, &cpus, ready_tsc);
 }
 
 /// Builds the embedded layout's partitions, starts them on their CPUs, and serves this CPU's
@@ -136,6 +136,7 @@ fn run_partitions(
     boot: &BootInfo,
     topology: &Topology,
     frames: FrameAllocator,
+    pci: pci::PciInventory,
     cpus: &[CpuReport],
     ready_tsc: u64,
 ) -> ! {
@@ -151,6 +152,7 @@ fn run_partitions(
         exit_when_all_stopped: boot.option("exit") == Some("partitions"),
         ready_tsc,
         exit_stats_period,
+        pci,
     });
     match crate::virt::select() {
         Ok(selection) => {

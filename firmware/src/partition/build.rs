@@ -20,6 +20,7 @@ use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
 use numavisor_policy::partition::{cost, zeroing};
+use numavisor_policy::pci::passthrough::PassthroughRefusal;
 use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
 use numavisor_policy::slat::{
     Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat, SlatStats,
@@ -62,6 +63,7 @@ pub enum BuildError {
     TooLittleRam { size: u64 },
     NoTlbTag(NoTlbTag),
     ImageOutsideRam { gpa: u64 },
+    Passthrough(super::passthrough::Refused),
 }
 
 impl fmt::Display for BuildError {
@@ -83,6 +85,7 @@ impl fmt::Display for BuildError {
                 f,
                 "the CPU offers {available} TLB tags (ASIDs/VPIDs; 0 is the host's); this partition would need tag {wanted}"
             ),
+            BuildError::Passthrough(refused) => write!(f, "{refused}"),
             BuildError::ImageOutsideRam { gpa } => {
                 write!(f, "image: a segment at guest-physical {gpa:#x} lies outside the partition's RAM")
             }
@@ -129,6 +132,7 @@ pub fn build(
     hv: &'static Hypervisor,
     index: usize,
     spec: &'static PartitionSpec,
+    passthrough: &[Result<usize, PassthroughRefusal>],
     topology: &Topology,
     frames: &mut FrameAllocator,
     available: &mut BTreeSet<u32>,
@@ -146,6 +150,9 @@ pub fn build(
         .map(|v| (v.size, v.node as usize))
         .collect();
     let vnode_nodes: Vec<usize> = vnodes.iter().map(|&(_, node)| node).collect();
+    let devices =
+        super::passthrough::accept(&hv.pci, spec, passthrough).map_err(BuildError::Passthrough)?;
+    super::passthrough::report_far(&hv.pci, spec, &devices, &vnode_nodes, &hv.distances);
     placement::check_memory(&vnodes, frames)?;
     if vnodes
         .first()

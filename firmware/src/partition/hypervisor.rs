@@ -50,6 +50,8 @@ pub struct Boot {
     pub ready_tsc: u64,
     /// Host TSC ticks between `exit_counts` events (`exit-stats=MS`); 0: only at stops.
     pub exit_stats_period: u64,
+    /// The host's PCI functions, their nodes and remapping units.
+    pub pci: numavisor_policy::pci::PciInventory,
 }
 
 /// The partition manager's shared state.
@@ -81,6 +83,8 @@ pub struct Hypervisor {
     pub ready_tsc: u64,
     /// Host TSC ticks between `exit_counts` events; 0: only at stops.
     pub exit_stats_period: u64,
+    /// The host's PCI functions, as found at boot (passthrough checks read it).
+    pub pci: numavisor_policy::pci::PciInventory,
 }
 
 impl Hypervisor {
@@ -100,6 +104,7 @@ impl Hypervisor {
             exit_when_all_stopped: boot.exit_when_all_stopped,
             ready_tsc: boot.ready_tsc,
             exit_stats_period: boot.exit_stats_period,
+            pci: boot.pci,
         }))
     }
 

@@ -16,6 +16,7 @@ mod memory_sync;
 mod monitor;
 mod network;
 mod page_moves;
+mod passthrough;
 mod vcpu_loop;
 
 use alloc::vec::Vec;
@@ -167,12 +168,15 @@ pub fn build_all(
 ) -> usize {
     let mut available: alloc::collections::BTreeSet<u32> = online.iter().copied().collect();
     let mut built: Vec<&'static Partition> = Vec::new();
+    let mut passthrough = passthrough::check_layout(&hv.pci, layout).into_iter();
     for spec in layout.partitions {
         let index = built.len();
+        let devices: Vec<_> = passthrough.by_ref().take(spec.pci.len()).collect();
         let result = build::build(
             hv,
             index,
             spec,
+            &devices,
             topology,
             &mut hv.frames.lock(),
             &mut available,

@@ -413,6 +413,24 @@ pub fn partition_refused(name: &str, reason: &str) -> String {
     })
 }
 
+/// `pci_far`: a partition owns a PCI function on a node that holds none of its memory;
+/// `nearest` is the partition's node nearest to it and `distance` their SLIT distance.
+pub fn pci_far(
+    partition: &str,
+    host: &crate::pci::PciAddress,
+    node: usize,
+    nearest: usize,
+    distance: u8,
+) -> String {
+    event("pci_far", |o| {
+        o.str("partition", partition)
+            .str("host", &alloc::format!("{host}"))
+            .u64("node", node as u64)
+            .u64("nearest", nearest as u64)
+            .u64("distance", u64::from(distance));
+    })
+}
+
 /// `partition_stopped`: a partition ended; `reason` is a word, `detail` the specifics.
 pub fn partition_stopped(name: &str, reason: &str, detail: &str) -> String {
     event("partition_stopped", |o| {
