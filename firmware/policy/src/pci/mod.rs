@@ -8,6 +8,7 @@
 
 mod address;
 mod enumerate;
+pub mod guest_bus;
 pub mod inventory;
 pub mod passthrough;
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! `cpuid`, `single-step`, `alignment-check` (ring 3; QEMU's TCG does not raise #AC), `wbinvd`,
 //! `xcr0`), or `balloon-scrub` (through its own virtio balloon it looks for pages handed to it
 //! without being zeroed: `scrub` event; `balloon_scrub.rs`). `mode=fill` writes a pattern over
-//! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`).
+//! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`). `mode=nvme
+//! [outside=0xADDR]` drives a passed-through NVMe controller (`nvme_probe.rs`).
 //! `probe=concurrent-moves child=ID` starts the partition's second vCPU (INIT/SIPI, `smp.rs`)
 //! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
 //! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `probe=init-idt` starts the
@@ -69,6 +70,7 @@ mod init_idt;
 mod mmio_probe;
 #[cfg(target_os = "none")]
 mod nmi;
+mod nvme_probe;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
