@@ -30,7 +30,7 @@ impl SlatFormat for VtdSecondLevel {
         perms.read
     }
 
-    fn table_entry(table: u64) -> u64 {
+    fn table_entry(table: u64, _level: u32) -> u64 {
         (table & ADDRESS_MASK) | READ | WRITE
     }
 
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn entries() {
-        assert_eq!(VtdSecondLevel::table_entry(0x1234_5000), 0x1234_5003);
+        assert_eq!(VtdSecondLevel::table_entry(0x1234_5000, 2), 0x1234_5003);
         assert_eq!(
             VtdSecondLevel::leaf_entry(0x4000_0000, Size1G, RWX),
             0x4000_0083
