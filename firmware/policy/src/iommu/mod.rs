@@ -7,6 +7,7 @@
 //! implements over the unit's MMIO window (its one `unsafe` edge); host tests implement it
 //! with fake units that behave like the hardware (and like QEMU 7.2's `intel-iommu`).
 
+pub mod amd_vi;
 pub mod vtd;
 
 use core::fmt;
