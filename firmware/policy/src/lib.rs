@@ -13,6 +13,7 @@ pub mod bootinfo;
 pub mod devices;
 pub mod guest;
 pub mod hypercall;
+pub mod iommu;
 pub mod memory;
 pub mod network;
 pub mod partition;

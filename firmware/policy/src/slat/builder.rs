@@ -13,7 +13,7 @@ use core::marker::PhantomData;
 
 use crate::memory::{BlockSize, PAGE_SIZE};
 
-use super::format::{SlatFormat, ADDRESS_MASK, LARGE_PAGE};
+use super::format::{SlatFormat, ADDRESS_MASK};
 use super::sizing::{entry_shift, leaf_level, leaf_runs, GPA_LIMIT, SPA_LIMIT};
 use super::table_memory::{TableMemory, ENTRIES_PER_TABLE};
 use super::table_pages::{ensure_pages, withdraw_table_page, TablePages};
@@ -211,7 +211,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
                 Entry::Empty => {
                     let page = withdraw_table_page(pool)?;
                     memory.zero(page);
-                    memory.write(table, slot, F::table_entry(page));
+                    memory.write(table, slot, F::table_entry(page, level - 1));
                     self.stats.table_bytes += PAGE_SIZE;
                     page
                 }
@@ -234,8 +234,8 @@ impl<F: SlatFormat> SlatBuilder<F> {
         }
         let size = match level {
             1 => BlockSize::Size4K,
-            2 if entry & LARGE_PAGE != 0 => BlockSize::Size2M,
-            3 if entry & LARGE_PAGE != 0 => BlockSize::Size1G,
+            2 if F::is_leaf(entry, 2) => BlockSize::Size2M,
+            3 if F::is_leaf(entry, 3) => BlockSize::Size1G,
             _ => return Entry::Table(entry & ADDRESS_MASK),
         };
         // A large leaf's address is aligned to its size; the bits below are flags (PAT).

@@ -23,8 +23,16 @@ pub trait SlatFormat {
     fn supports(perms: Permissions) -> bool;
 
     /// A non-leaf entry pointing at the table page `table`, granting everything (a leaf below
-    /// restricts).
-    fn table_entry(table: u64) -> u64;
+    /// restricts). `level` is the level of the table pointed at (1 = a PT of 4 KiB leaves ...
+    /// 3 = a PDPT): AMD-Vi writes it into the entry; the CPU formats ignore it.
+    fn table_entry(table: u64, level: u32) -> u64;
+
+    /// Whether the present `entry`, found in a table at `level` (1 = PT ... 4 = PML4), maps a
+    /// page rather than pointing at a table. Every entry of a PT is a leaf; above, the CPU
+    /// formats and VT-d mark a 2 MiB or 1 GiB leaf with [`LARGE_PAGE`].
+    fn is_leaf(entry: u64, level: u32) -> bool {
+        level == 1 || (level <= 3 && entry & LARGE_PAGE != 0)
+    }
 
     /// A leaf entry mapping `spa` (aligned to `size`) as a page of `size` with `perms`.
     fn leaf_entry(spa: u64, size: BlockSize, perms: Permissions) -> u64;
@@ -62,7 +70,7 @@ impl SlatFormat for Npt {
         perms.read
     }
 
-    fn table_entry(table: u64) -> u64 {
+    fn table_entry(table: u64, _level: u32) -> u64 {
         (table & ADDRESS_MASK) | NPT_PRESENT | NPT_WRITABLE | NPT_USER
     }
 
@@ -125,7 +133,7 @@ impl SlatFormat for Ept {
         perms.read || (perms.execute && !perms.write)
     }
 
-    fn table_entry(table: u64) -> u64 {
+    fn table_entry(table: u64, _level: u32) -> u64 {
         (table & ADDRESS_MASK) | EPT_READ | EPT_WRITE | EPT_EXECUTE
     }
 
@@ -175,7 +183,7 @@ mod tests {
 
     #[test]
     fn npt_entries() {
-        assert_eq!(Npt::table_entry(0x1234_5000), 0x1234_5007);
+        assert_eq!(Npt::table_entry(0x1234_5000, 3), 0x1234_5007);
         assert_eq!(
             Npt::leaf_entry(0x4000_0000, BlockSize::Size1G, RWX),
             0x4000_0087
@@ -204,7 +212,7 @@ mod tests {
 
     #[test]
     fn ept_entries() {
-        assert_eq!(Ept::table_entry(0x1234_5000), 0x1234_5007);
+        assert_eq!(Ept::table_entry(0x1234_5000, 1), 0x1234_5007);
         assert_eq!(
             Ept::leaf_entry(0x4000_0000, BlockSize::Size1G, RWX),
             0x4000_00b7

@@ -156,7 +156,7 @@ impl<F: SlatFormat> SlatBuilder<F> {
                         return 0;
                     };
                     self.split(memory, page, base, size, entry);
-                    memory.write(table, slot, F::table_entry(page));
+                    memory.write(table, slot, F::table_entry(page, level - 1));
                     page
                 }
                 // The plan found a leaf here.
