@@ -102,6 +102,14 @@ pub(crate) fn check(
             .pci
             .as_deref()
             .and_then(|pci| check_pci_unshared(&label, pci, &mut pci_owners, report));
+        if partition.dynamic == Some(true) && pci.as_ref().is_some_and(|p| !p.is_empty()) {
+            report.field(
+                &label,
+                "pci",
+                "a partition with pci functions cannot have Dynamic Memory (dynamic = true) yet: \
+                 the balloon moves its pages, and their DMA mappings would not follow",
+            );
+        }
         // A vnode that hot-add may grow asks its node for its `memory_max`.
         let dynamic = partition.dynamic == Some(true);
         for vnode in partition.memory.iter().flatten() {
@@ -683,6 +691,10 @@ fn check_pool_covers_cost(partition: &CheckedPartition, report: &mut Report) {
     if partition.pool_bytes < needed {
         let label = PartitionLabel::Name(partition.name.clone());
         let growth: u64 = partition.memory.iter().map(VnodeSpec::growth).sum();
+        let dma = match partition.dma_table_pages() {
+            0 => String::new(),
+            pages => format!(" + {pages} DMA remapping table pages for its pci functions"),
+        };
         let hot_add = match growth {
             0 => String::new(),
             _ => format!(
@@ -697,7 +709,7 @@ fn check_pool_covers_cost(partition: &CheckedPartition, report: &mut Report) {
             "pool",
             format!(
                 "{} is too small: this partition needs at least {} ({} SLAT table pages for {} \
-                 with {} pages{hot_add} + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {} \
+                 with {} pages{hot_add}{dma} + {VMCB_PAGES_PER_VCPU} VMCB/VMCS page per vCPU × {} \
                  + {} I/O and MSR bitmap pages); use pool = {} or more",
                 human_size(partition.pool_bytes),
                 human_size(needed),

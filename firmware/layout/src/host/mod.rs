@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use emit::{emit_rust, generate_for_build};
 pub use error::{LayoutError, LayoutErrors, NetworkLabel, PartitionLabel};
 
+use numavisor_policy::memory::PAGE_SIZE;
 use numavisor_policy::partition::cost;
 
 use crate::{BlockSize, ConsoleMode, ExitAction, ImageKind, NicSpec, VnodeSpec};
@@ -142,6 +143,17 @@ impl CheckedPartition {
             self.max_page,
             self.vcpu_count(),
         )
+        .saturating_add(self.dma_table_pages().saturating_mul(PAGE_SIZE))
+    }
+
+    /// Pages of DMA remapping tables in [`minimum_pool_bytes`](Self::minimum_pool_bytes): a
+    /// partition with `pci` functions has a second set of tables, mapping its RAM for their
+    /// DMA, as large as its SLAT's (`docs/pci.md`).
+    pub fn dma_table_pages(&self) -> u64 {
+        match self.pci.is_empty() {
+            true => 0,
+            false => self.slat_table_pages(),
+        }
     }
 
     /// Pages of SLAT tables for its RAM in [`minimum_pool_bytes`](Self::minimum_pool_bytes)
