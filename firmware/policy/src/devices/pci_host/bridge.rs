@@ -231,7 +231,7 @@ impl Device for VirtualHostBridge {
     fn read(&mut self, at: Register, _now: u64) -> u64 {
         match (at.window, at.offset, at.size) {
             (ECAM, offset, 8) => match Self::ecam(offset) {
-                Some((device, function, register)) if offset % 8 == 0 => {
+                Some((device, function, register)) if offset.is_multiple_of(8) => {
                     let low = self.read_config(device, function, register, 4);
                     let high = self.read_config(device, function, register + 4, 4);
                     low | high << 32

@@ -97,13 +97,19 @@ impl PassthroughFunction {
         value: u64,
     ) -> Option<Vec<MessageRoute>> {
         let offset = self.trapped_offset(guest_physical)?;
-        let changed = self.table.as_mut()?.write(offset, size, value);
-        Some(match changed {
-            Some(entry) => {
-                let route = self.msix_route(entry);
-                Vec::from([route])
-            }
-            None => Vec::new(),
+        let table = self.table.as_mut()?;
+        // Routes are compared, not entries: filling in a masked entry changes no route.
+        let Some(entry) = table.entry_at(offset, size) else {
+            table.write(offset, size, value);
+            return Some(Vec::new());
+        };
+        let before = self.msix_route(entry);
+        self.table.as_mut()?.write(offset, size, value);
+        let after = self.msix_route(entry);
+        Some(if after != before {
+            Vec::from([after])
+        } else {
+            Vec::new()
         })
     }
 }

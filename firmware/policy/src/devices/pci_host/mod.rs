@@ -27,6 +27,8 @@ mod msi;
 mod msix_capability;
 mod msix_table;
 pub mod physical;
+#[cfg(test)]
+mod tests;
 
 pub use bars::PAGE;
 pub use bridge::{PciMappings, VirtualHostBridge, CONFIG_ADDRESS, CONFIG_DATA, ECAM, ECAM_SIZE};

@@ -145,7 +145,7 @@ impl MsixTable {
         }
         let overlaps = |range: &Range<u64>| offset < range.end && range.start < end;
         if overlaps(&self.table) {
-            let aligned = matches!(size, 4 | 8) && offset % u64::from(size) == 0;
+            let aligned = matches!(size, 4 | 8) && offset.is_multiple_of(u64::from(size));
             return if aligned && self.table.start <= offset && end <= self.table.end {
                 let relative = offset - self.table.start;
                 Target::Entry {
@@ -165,6 +165,15 @@ impl MsixTable {
                 }
             }
             _ => Target::Device,
+        }
+    }
+
+    /// The entry an access of `size` bytes at `offset` (from the BAR's base) reads or
+    /// writes, if it is a well-formed table access.
+    pub fn entry_at(&self, offset: u64, size: u8) -> Option<u16> {
+        match self.classify(offset, size) {
+            Target::Entry { index, .. } => u16::try_from(index).ok(),
+            _ => None,
         }
     }
 
@@ -192,22 +201,16 @@ impl MsixTable {
         }
     }
 
-    /// The guest's write of `size` bytes of `value` at `offset` from the BAR's base: the
-    /// entry whose message or mask changed, if one did.
-    pub fn write(&mut self, offset: u64, size: u8, value: u64) -> Option<u16> {
+    /// The guest's write of `size` bytes of `value` at `offset` from the BAR's base.
+    pub fn write(&mut self, offset: u64, size: u8, value: u64) {
         match self.classify(offset, size) {
-            Target::Refused | Target::Pending => None,
-            Target::Device => {
-                self.memory.write(self.host_base + offset, size, value);
-                None
-            }
+            Target::Refused | Target::Pending => {}
+            Target::Device => self.memory.write(self.host_base + offset, size, value),
             Target::Entry { index, register } => {
-                let before = self.entries[index];
                 self.write_entry_dword(index, register, value as u32);
                 if size == 8 {
                     self.write_entry_dword(index, register + 4, (value >> 32) as u32);
                 }
-                (self.entries[index] != before).then_some(index as u16)
             }
         }
     }
