@@ -5,6 +5,11 @@
 //! §6.2.2) and has placed the BAR ([`MemoryBar::placed`]: not 0, not a size probe, inside
 //! 52 bits). The BAR holding the MSI-X table is split into up to three pieces: the page(s)
 //! of the table are trapped, the rest mapped directly.
+//!
+//! Every step is reported: a 64-bit BAR moved with decoding on passes through an address
+//! with the new low and the old high dword (Linux turns decoding off while it moves a BAR).
+//! The model does not know the guest's memory map: a guest may place a BAR over its own RAM
+//! or another device, and the firmware must refuse such a mapping (leave it unmapped).
 
 use alloc::vec::Vec;
 
