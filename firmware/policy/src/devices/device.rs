@@ -14,6 +14,7 @@ use alloc::string::String;
 
 use super::ioapic::delivery::IoApicDelivery;
 use super::lapic::icr::Ipi;
+use super::pci_host::{InterruptRoute, PciMappings};
 
 /// Where an access lands inside a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,17 @@ pub enum Effect {
     /// The driver reset the device: what it held must be given back first
     /// (`Machine::serve_device`).
     DriverReset(DeviceId),
+    /// A passed-through function's BAR mappings changed (the guest moved a BAR or turned
+    /// memory decoding on or off): the SLAT maps each `Direct` piece onto its host address,
+    /// leaves each `Trapped` piece unmapped (its MMIO exits go to
+    /// `VirtualHostBridge::trapped_read`/`trapped_write`), and unmaps whatever it mapped for
+    /// that function before and is not listed; then flushes the guest's TLBs.
+    PciMappings(PciMappings),
+    /// Passed-through functions' MSI or MSI-X routes changed: for each, the hypervisor
+    /// programs the physical message to reach the guest interrupt
+    /// (`PassthroughFunction::program_msi`/`program_msix` with a host message of its own), or
+    /// masks it when the route has no target.
+    PciInterrupts(alloc::vec::Vec<InterruptRoute>),
 }
 
 /// One device model, as the buses reach it.

@@ -17,7 +17,7 @@ pub const CONFIG_ADDRESS: u8 = 0;
 /// The CONFIG_DATA window.
 pub const CONFIG_DATA: u8 = 1;
 /// Bits of CONFIG_ADDRESS a guest can set: enable, bus, device, function, register.
-const ADDRESS_WRITABLE: u32 = 0x80FF_FFFC;
+pub(crate) const ADDRESS_WRITABLE: u32 = 0x80FF_FFFC;
 
 /// CONFIG_ADDRESS and an empty configuration space.
 #[derive(Clone, Debug, Default)]

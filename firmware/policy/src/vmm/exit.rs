@@ -606,6 +606,9 @@ fn apply_effects(machine: &impl Machine, vcpu: usize, effects: Effects) -> Optio
         }
         Effect::QueueWork(device) => machine.serve_device(vcpu, device, false),
         Effect::DriverReset(device) => machine.serve_device(vcpu, device, true),
+        // issue 18: applied by the firmware's passthrough edge (no partition owns a PCI
+        // function yet, so no platform device returns these).
+        Effect::PciMappings(_) | Effect::PciInterrupts(_) => {}
         stop @ (Effect::PowerOff | Effect::Reset | Effect::DebugExit(_)) => return Some(stop),
     }
     None
