@@ -4,6 +4,7 @@
 mod common;
 
 use common::Boot;
+use serde_json::Value;
 
 /// Asserts that `partition` was refused with a reason containing `needle`.
 fn refused_for(boot: &Boot, partition: &str, needle: &str) {
@@ -47,4 +48,74 @@ fn a_missing_function_a_bridge_and_an_unisolated_device_are_refused() {
     );
     refused_for(&boot, "bridge", "no PCI function answers");
     boot.check_guest_finished("runner");
+}
+
+/// An NVMe controller behind VT-d, on the node of the partition that owns it: the test
+/// guest finds it on its virtual bus, its Identify data comes back into its RAM through the
+/// remapping domain, and its DMA to an address outside its RAM is refused and reported
+/// (issue 18, tests a and c, with our own guest); the other partition runs to its end.
+#[test]
+fn b_a_partition_drives_its_nvme_and_dma_outside_its_ram_faults() {
+    let boot = Boot::run("pci-nvme", "vt-d-nvme-on-node-1");
+    let functions: Vec<Value> = boot
+        .console_lines("disk")
+        .iter()
+        .filter(|l| l.contains("\"pci_function\""))
+        .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
+        .collect();
+    let classes: Vec<&str> = functions
+        .iter()
+        .map(|f| f["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        ["060000", "010802"],
+        "the guest's bus holds its host bridge and its NVMe only\n{}",
+        boot.context
+    );
+    let bar = boot.guest("disk", "nvme_bar");
+    assert_eq!(bar["address"], 0xC000_0000u64, "{}", boot.context);
+    assert_eq!(bar["size"], 16384, "{}", boot.context);
+    let identify = boot.guest("disk", "nvme");
+    assert_eq!(identify["serial"], "nv0", "{identify}\n{}", boot.context);
+    assert_eq!(identify["model"], "QEMU NVMe Ctrl", "{}", boot.context);
+    assert_eq!(identify["status"], 0, "{}", boot.context);
+    let faults = boot.events("dma_fault");
+    assert!(
+        faults.iter().any(|f| f["partition"] == "disk"
+            && f["device"] == "41:00.0"
+            && f["address"] == 0x3000_0000u64
+            && f["write"] == true),
+        "no dma_fault for the write outside disk's RAM: {faults:?}\n{}",
+        boot.context
+    );
+    let stopped = boot.stopped("disk");
+    assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", boot.context);
+    assert!(
+        stopped["detail"].as_str().unwrap().contains("wrote 0"),
+        "{stopped}\n{}",
+        boot.context
+    );
+    boot.check_guest_finished("bystander");
+    boot.check_ledgers();
+}
+
+/// A partition on node 0 owning a device on node 1 is warned of the distance, and its
+/// device works (issue 18, test d).
+#[test]
+fn c_a_device_far_from_its_partition_is_reported() {
+    let boot = Boot::run("pci-far", "vt-d-nvme-on-node-1");
+    let far = boot.events("pci_far");
+    assert_eq!(far.len(), 1, "{far:?}\n{}", boot.context);
+    assert_eq!(far[0]["partition"], "far");
+    assert_eq!(far[0]["host"], "0000:41:00.0");
+    assert_eq!(far[0]["node"], 1);
+    assert_eq!(far[0]["nearest"], 0);
+    assert_eq!(far[0]["distance"], 20);
+    assert_eq!(
+        boot.guest("far", "nvme")["serial"],
+        "nv0",
+        "{}",
+        boot.context
+    );
 }

@@ -12,6 +12,7 @@ use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
 use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
+use numavisor_policy::iommu::vtd::VtdSecondLevel;
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
 use numavisor_policy::partition::guest_ram::GuestRam;
@@ -64,6 +65,7 @@ pub enum BuildError {
     NoTlbTag(NoTlbTag),
     ImageOutsideRam { gpa: u64 },
     Passthrough(super::passthrough::Refused),
+    Dma(alloc::string::String),
 }
 
 impl fmt::Display for BuildError {
@@ -86,6 +88,7 @@ impl fmt::Display for BuildError {
                 "the CPU offers {available} TLB tags (ASIDs/VPIDs; 0 is the host's); this partition would need tag {wanted}"
             ),
             BuildError::Passthrough(refused) => write!(f, "{refused}"),
+            BuildError::Dma(e) => write!(f, "DMA remapping: {e}"),
             BuildError::ImageOutsideRam { gpa } => {
                 write!(f, "image: a segment at guest-physical {gpa:#x} lies outside the partition's RAM")
             }
@@ -150,9 +153,9 @@ pub fn build(
         .map(|v| (v.size, v.node as usize))
         .collect();
     let vnode_nodes: Vec<usize> = vnodes.iter().map(|&(_, node)| node).collect();
-    let devices =
+    let pci_devices =
         super::passthrough::accept(&hv.pci, spec, passthrough).map_err(BuildError::Passthrough)?;
-    super::passthrough::report_far(&hv.pci, spec, &devices, &vnode_nodes, &hv.distances);
+    super::passthrough::report_far(&hv.pci, spec, &pci_devices, &vnode_nodes, &hv.distances);
     placement::check_memory(&vnodes, frames)?;
     if vnodes
         .first()
@@ -196,16 +199,18 @@ pub fn build(
         first_entry_tsc: None,
         exits: 0,
         stop_tsc: 0,
+        dma_root: None,
+        pci_mapped: Default::default(),
     };
     if let Err(e) = fund(spec, frames, &mut state) {
         release(&mut state, frames);
         return Err(e);
     }
-    let devices = match PlatformDevices::new(platform_config(spec)) {
+    let devices = match new_platform(hv, spec, &pci_devices) {
         Ok(devices) => devices,
         Err(e) => {
             release(&mut state, frames);
-            return Err(BuildError::Platform(alloc::format!("{e}")));
+            return Err(BuildError::Platform(e));
         }
     };
     let vcpus: alloc::vec::Vec<VcpuSlot> = state
@@ -230,6 +235,7 @@ pub fn build(
         memory,
         dynamic: Mutex::new(Default::default()),
         nic_backlog: core::sync::atomic::AtomicU8::new(0),
+        pci_devices,
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -238,6 +244,16 @@ pub fn build(
     if let Err(e) = loaded {
         release(&mut partition.state.lock(), frames);
         return Err(e);
+    }
+    let dma_root = partition.state.lock().dma_root;
+    if let Some(root) = dma_root {
+        // The frame allocator is this build's: the remapping lock takes it by itself.
+        let attached = super::passthrough::attach_all_with(&partition, root, frames);
+        if let Err(e) = attached {
+            super::passthrough::detach_all(&partition);
+            release(&mut partition.state.lock(), frames);
+            return Err(BuildError::Dma(e));
+        }
     }
     *available = cpus_left;
     Ok(partition)
@@ -272,6 +288,16 @@ fn fund(
     };
     state.slat_root = root;
     state.slat = stats;
+    if !spec.pci.is_empty() {
+        // The DMA remapping domain maps exactly the guest RAM, from the same pool; 2 MiB
+        // leaves at most, which every VT-d unit since the first with super-pages takes.
+        let page = match max_page {
+            BlockSize::Size1G => BlockSize::Size2M,
+            other => other,
+        };
+        let (dma_root, _) = map_guest_memory::<VtdSecondLevel>(state.ram.blocks(), pool, page)?;
+        state.dma_root = Some(dma_root);
+    }
     state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);
     Ok(())
 }
@@ -575,9 +601,32 @@ fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
 /// reloaded (the caller holds its state lock): a frame a switch delivers from then on meets a
 /// card with no buffers posted, never the old driver's buffers inside the new guest's image.
 pub fn replace_devices(partition: &Partition) {
-    if let Ok(devices) = PlatformDevices::new(platform_config(partition.spec)) {
-        *partition.devices.lock() = devices;
+    match new_platform(partition.hv, partition.spec, &partition.pci_devices) {
+        Ok(devices) => *partition.devices.lock() = devices,
+        Err(e) => log::error!(
+            "partition \"{}\": its devices cannot be built again: {e}",
+            partition.name()
+        ),
     }
+}
+
+/// The partition's virtual platform, with the virtual host bridge of its PCI functions
+/// (each reset on the way) when it owns any.
+fn new_platform(
+    hv: &Hypervisor,
+    spec: &PartitionSpec,
+    pci_devices: &[usize],
+) -> Result<PlatformDevices, alloc::string::String> {
+    let mut devices =
+        PlatformDevices::new(platform_config(spec)).map_err(|e| alloc::format!("{e}"))?;
+    if !pci_devices.is_empty() {
+        let bridge = super::passthrough::new_bridge(&hv.pci, pci_devices)?;
+        let ecam = u64::from(numavisor_policy::pci::guest_bus::GUEST_ECAM_BASE);
+        devices
+            .attach_bridge(bridge, ecam)
+            .map_err(|e| alloc::format!("{e}"))?;
+    }
+    Ok(devices)
 }
 
 /// Fresh local APICs for a restarted guest, its Dynamic Memory started again and its new
@@ -657,7 +706,15 @@ fn guest_platform(partition: &Partition, state: &PartitionState) -> guest_acpi::
         nodes,
         distances,
         hmat: None,
-        devices: guest_devices(spec),
+        devices: guest_acpi::Devices {
+            pci_host: super::passthrough::guest_host_bridge(
+                &partition.hv.pci,
+                &partition.pci_devices,
+                &backing.iter().map(|&n| n as usize).collect::<Vec<_>>(),
+                &partition.hv.distances,
+            ),
+            ..guest_devices(spec)
+        },
         placement: guest_acpi::TablePlacement {
             base: start_info::ACPI_GPA,
             size: start_info::ACPI_BYTES,

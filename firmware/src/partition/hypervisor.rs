@@ -13,7 +13,8 @@
 //!    (interrupts are collected first, then delivered: `interrupts`); a network's switch is
 //!    taken alone, and a frame is copied into a receiver under that receiver's `state` and
 //!    `devices` only, never with another partition's lock held (`network`);
-//! 5. [`Hypervisor::frames`] (free memory), taken last and briefly.
+//! 5. [`Hypervisor::dma`] (the DMA remapping units), which takes `frames` for context tables;
+//! 6. [`Hypervisor::frames`] (free memory), taken last and briefly.
 //!
 //! The input switch ([`Hypervisor::input`]) is taken with `try_lock` from any CPU's idle or
 //! exit path, and takes a partition's `devices` under it. The CPU assignments and the
@@ -85,6 +86,8 @@ pub struct Hypervisor {
     pub exit_stats_period: u64,
     /// The host's PCI functions, as found at boot (passthrough checks read it).
     pub pci: numavisor_policy::pci::PciInventory,
+    /// The DMA remapping units started for passed-through functions.
+    pub dma: Mutex<super::dma_remapping::DmaRemapping>,
 }
 
 impl Hypervisor {
@@ -105,6 +108,7 @@ impl Hypervisor {
             ready_tsc: boot.ready_tsc,
             exit_stats_period: boot.exit_stats_period,
             pci: boot.pci,
+            dma: Mutex::new(Default::default()),
         }))
     }
 

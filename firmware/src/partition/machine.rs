@@ -7,6 +7,7 @@ use core::cell::Cell;
 use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::ioapic::IoApicDelivery;
 use numavisor_policy::devices::lapic::{Ipi, LocalApic};
+use numavisor_policy::devices::pci_host::{InterruptRoute, PciMappings};
 use numavisor_policy::vmm::cpuid::HostCpuid;
 use numavisor_policy::vmm::exit::Machine;
 use numavisor_policy::vmm::platform::PlatformDevices;
@@ -116,6 +117,24 @@ impl<'a> Machine for PartitionMachine<'a> {
                 "partition \"{}\": {other:?} asked for device work it does not have",
                 self.partition.name()
             ),
+        }
+    }
+
+    fn pci_mappings(&self, vcpu: usize, mappings: PciMappings) {
+        self.touched.set(true);
+        super::passthrough::apply_mappings(self.partition, vcpu, mappings);
+    }
+
+    fn pci_interrupts(&self, _vcpu: usize, routes: alloc::vec::Vec<InterruptRoute>) {
+        // issue 18 item 5: the physical messages stay masked (as the bridge left them) until
+        // interrupt routing is built; a guest driver must poll.
+        for route in routes {
+            log::debug!(
+                "partition \"{}\": device {} {:?}: interrupt routing not built; stays masked",
+                self.partition.name(),
+                route.device,
+                route.route.source
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod build;
 mod control;
+mod dma_remapping;
 mod dynamic;
 mod guest_memory;
 mod hot_add;
@@ -86,6 +87,9 @@ pub struct Partition {
     pub memory: MemoryGenerations,
     /// Dynamic Memory's state (targets, the guest's last statistics).
     pub dynamic: Mutex<dynamic::DynamicState>,
+    /// The host PCI functions it owns, as indices in [`Hypervisor::pci`]'s devices, in
+    /// `pci` order (guest device `n + 1` is entry `n`).
+    pub pci_devices: Vec<usize>,
     /// The network cards with frames a transmit exit left behind, one bit a card
     /// (`network::send_backlog`).
     pub nic_backlog: core::sync::atomic::AtomicU8,
@@ -143,6 +147,12 @@ pub struct PartitionState {
     /// VM exits handled and the TSC at the last stop (exit-rate figure).
     pub exits: u64,
     pub stop_tsc: u64,
+    /// Its DMA remapping domain's second-level tables (from the pool), when it owns PCI
+    /// functions.
+    pub dma_root: Option<u64>,
+    /// What the SLAT maps of each passed-through function's BARs, by guest device number:
+    /// `(gpa, spa, bytes)` pieces.
+    pub pci_mapped: alloc::collections::BTreeMap<u8, Vec<(u64, u64, u64)>>,
 }
 
 impl Partition {
@@ -318,6 +328,8 @@ pub fn stop_or_restart(partition: &Partition, kind: StopKind, reason: &str, deta
         &detail,
     ));
     partition.control.end();
+    // Its functions' DMA ends before its memory goes back.
+    passthrough::detach_all(partition);
     build::release(&mut state, &mut partition.hv.frames.lock());
     drop(state);
     network::leave(partition);

@@ -258,6 +258,33 @@ enum SlatEdit<'a> {
     MapBlocks(&'a [GuestBlock]),
     /// Unmap each plugged block whole (no table taken or given back).
     UnmapBlocks(&'a [GuestBlock]),
+    /// Map a passed-through function's BAR piece `(gpa, spa, bytes)` (tables from the pool).
+    MapDevice((u64, u64, u64)),
+    /// Unmap BAR pieces `(gpa, bytes)` mapped by `MapDevice`.
+    UnmapDevice(&'a [(u64, u64)]),
+}
+
+/// Maps a passed-through function's BAR piece `(gpa, spa, bytes)` in the SLAT (it is device
+/// memory: not in the RAM). All or nothing.
+pub fn map_device(
+    partition: &Partition,
+    state: &mut PartitionState,
+    piece: (u64, u64, u64),
+) -> Result<(), SlatError> {
+    edit_slat(partition, state, SlatEdit::MapDevice(piece))
+}
+
+/// Unmaps BAR pieces `(gpa, bytes)` from the SLAT. The caller bumps the memory generation and
+/// waits for every vCPU before the guest can be said to have lost them.
+pub fn unmap_device(
+    partition: &Partition,
+    state: &mut PartitionState,
+    pieces: &[(u64, u64)],
+) -> Result<(), SlatError> {
+    if pieces.is_empty() {
+        return Ok(());
+    }
+    edit_slat(partition, state, SlatEdit::UnmapDevice(pieces))
 }
 
 /// Maps blocks virtio-mem plugged (zeroed already, above the RAM built) in the SLAT and adds
@@ -335,6 +362,8 @@ fn edit_slat_in<F: SlatFormat>(
         SlatEdit::MapBlocks(blocks) | SlatEdit::UnmapBlocks(blocks) => {
             blocks.first().map(|b| b.gpa)
         }
+        SlatEdit::MapDevice((gpa, _, _)) => Some(*gpa),
+        SlatEdit::UnmapDevice(pieces) => pieces.first().map(|p| p.0),
     };
     // A partition that has released its pool has no SLAT to change.
     let Some(pool) = state.pool.as_mut() else {
@@ -386,6 +415,17 @@ fn edit_slat_in<F: SlatFormat>(
             }
             for b in blocks {
                 slat.unmap_range(&mut tables, b.gpa, b.size.bytes())?;
+            }
+        }
+        SlatEdit::MapDevice((gpa, spa, bytes)) => {
+            // Executable as RAM is: NPT can deny execution only where the host runs with
+            // EFER.NXE, and the guest's own page tables decide what it runs from a BAR.
+            let rwx = Permissions::READ_WRITE_EXECUTE;
+            slat.map(&mut tables, pool, gpa, spa, bytes, rwx)?;
+        }
+        SlatEdit::UnmapDevice(pieces) => {
+            for &(gpa, bytes) in pieces {
+                slat.unmap_range(&mut tables, gpa, bytes)?;
             }
         }
     }

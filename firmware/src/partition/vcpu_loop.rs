@@ -278,6 +278,7 @@ fn run_epoch(
             if index == 0 && timers_due {
                 poll_platform_timers(&machine, now);
                 super::dynamic::poll(partition);
+                super::passthrough::poll_faults(partition);
             }
             profile.mark(Stage::Platform, tsc::now);
             let lapic_deadline = inject_pending(cpu, &machine, &mut context.nmi, now);
@@ -493,6 +494,7 @@ fn idle(
         if index == 0 {
             poll_platform_timers(machine, now);
             super::dynamic::poll(partition);
+            super::passthrough::poll_faults(partition);
         }
         let pending = machine.with_lapic(index, |l| {
             l.advance(now);

@@ -8,3 +8,4 @@ pub mod fatal;
 pub mod heap;
 pub mod pci_config;
 pub mod phys_memory;
+pub mod vtd;

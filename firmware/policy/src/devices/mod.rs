@@ -8,6 +8,7 @@ pub mod device;
 pub mod ioapic;
 pub mod lapic;
 pub mod pci_absent;
+pub mod pci_config;
 pub mod pci_host;
 pub mod pic8259;
 pub mod pit8254;

@@ -431,6 +431,20 @@ pub fn pci_far(
     })
 }
 
+/// `dma_fault`: a remapping unit refused a device's DMA (or interrupt message): the
+/// partition owning the device (`null`: none), the device's requester ID, the address, the
+/// direction and the unit's reason.
+pub fn dma_fault(partition: Option<&str>, unit: u64, fault: &crate::iommu::DmaFault) -> String {
+    event("dma_fault", |o| {
+        o.opt_str("partition", partition)
+            .u64("unit", unit)
+            .str("device", &alloc::format!("{}", fault.source))
+            .u64("address", fault.address)
+            .bool("write", fault.write)
+            .str("reason", fault.reason.describe());
+    })
+}
+
 /// `partition_stopped`: a partition ended; `reason` is a word, `detail` the specifics.
 pub fn partition_stopped(name: &str, reason: &str, detail: &str) -> String {
     event("partition_stopped", |o| {

@@ -88,6 +88,17 @@ impl ObjectWriter<'_> {
         }
     }
 
+    /// `"key":"value"`, or `"key":null` for `None`.
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(value) => self.str(key, value),
+            None => {
+                self.key(key).push_str("null");
+                self
+            }
+        }
+    }
+
     /// `"key":true|false`.
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         let out = self.key(key);

@@ -7,6 +7,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::cpuid::{self, CpuidCache, CpuidPolicy, HostCpuid, Vendor};
 use super::guest_walk::{self, GuestPhysical, PagingState};
@@ -20,6 +21,7 @@ use super::vcpu::{exception, Event, Vcpu};
 use crate::devices::device::{Device, DeviceId, Effect, Effects};
 use crate::devices::ioapic::IoApicDelivery;
 use crate::devices::lapic::{Ipi, LapicEffect, LocalApic};
+use crate::devices::pci_host::{InterruptRoute, PciMappings};
 use crate::hypercall::{Call, Reply};
 use crate::vmexit::{GuestInstruction, IoAccess, VmExit};
 
@@ -92,6 +94,18 @@ pub trait Machine: HostCpuid {
     /// the old driver held). The default does nothing: a machine whose devices need no edge.
     fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {
         let _ = (vcpu, device, reset);
+    }
+
+    /// Maps a passed-through function's BARs as `mappings` says, for vCPU `vcpu`
+    /// ([`Effect::PciMappings`]). The default does nothing: a machine without passthrough.
+    fn pci_mappings(&self, vcpu: usize, mappings: PciMappings) {
+        let _ = (vcpu, mappings);
+    }
+
+    /// Programs the physical messages of passed-through functions whose guest routes changed
+    /// ([`Effect::PciInterrupts`]). The default does nothing: a machine without passthrough.
+    fn pci_interrupts(&self, vcpu: usize, routes: Vec<InterruptRoute>) {
+        let _ = (vcpu, routes);
     }
 }
 
@@ -606,9 +620,8 @@ fn apply_effects(machine: &impl Machine, vcpu: usize, effects: Effects) -> Optio
         }
         Effect::QueueWork(device) => machine.serve_device(vcpu, device, false),
         Effect::DriverReset(device) => machine.serve_device(vcpu, device, true),
-        // issue 18: applied by the firmware's passthrough edge (no partition owns a PCI
-        // function yet, so no platform device returns these).
-        Effect::PciMappings(_) | Effect::PciInterrupts(_) => {}
+        Effect::PciMappings(mappings) => machine.pci_mappings(vcpu, mappings),
+        Effect::PciInterrupts(routes) => machine.pci_interrupts(vcpu, routes),
         stop @ (Effect::PowerOff | Effect::Reset | Effect::DebugExit(_)) => return Some(stop),
     }
     None

@@ -16,7 +16,9 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::device::{DebugExitPort, Device, DeviceId, Effect, Effects, Register};
 use crate::devices::ioapic::{IoApic, IoApicDelivery};
-use crate::devices::pci_absent::{self, PciAbsent};
+use crate::devices::pci_absent::PciAbsent;
+use crate::devices::pci_config::{self, PciConfig};
+use crate::devices::pci_host::{MappingAccess, VirtualHostBridge, ECAM_SIZE};
 use crate::devices::pic8259::{self, Pic8259Pair};
 use crate::devices::pit8254::{self, Pit8254};
 use crate::devices::reset::{self, ResetControl};
@@ -174,7 +176,9 @@ pub struct PlatformDevices {
     pub pic: Pic8259Pair,
     pub pm: AcpiPm,
     pub reset: ResetControl,
-    pub pci: PciAbsent,
+    /// PCI configuration: an empty bus, or the virtual host bridge of the partition's
+    /// passed-through functions ([`PlatformDevices::attach_bridge`]).
+    pub pci: PciConfig,
     pub ioapic: IoApic,
     debug_exit: DebugExitPort,
     /// The memory balloon, with Dynamic Memory.
@@ -249,7 +253,7 @@ impl PlatformDevices {
                 0xCF8,
                 1,
                 DeviceId::PciConfig,
-                pci_absent::CONFIG_ADDRESS,
+                pci_config::CONFIG_ADDRESS,
                 0xCF8,
             ),
             (
@@ -263,14 +267,14 @@ impl PlatformDevices {
                 0xCFA,
                 2,
                 DeviceId::PciConfig,
-                pci_absent::CONFIG_ADDRESS,
+                pci_config::CONFIG_ADDRESS,
                 0xCF8,
             ),
             (
                 0xCFC,
                 4,
                 DeviceId::PciConfig,
-                pci_absent::CONFIG_DATA,
+                pci_config::CONFIG_DATA,
                 0xCFC,
             ),
             (uart, 8, DeviceId::Uart, 0, uart),
@@ -349,7 +353,7 @@ impl PlatformDevices {
             pic: Pic8259Pair::new(),
             pm: AcpiPm::new(config.tsc_hz),
             reset: ResetControl::new(),
-            pci: PciAbsent::new(),
+            pci: PciConfig::Absent(PciAbsent::new()),
             ioapic: IoApic::new(config.ioapic_id),
             debug_exit: DebugExitPort,
             // DEFLATE_ON_OOM: a guest about to run out of memory takes pages back from its
@@ -364,6 +368,33 @@ impl PlatformDevices {
             mem,
             lines,
         })
+    }
+
+    /// Puts the partition's passed-through functions behind `bridge`, its ECAM window at
+    /// guest-physical `ecam_base`, and claims the BAR pages the bridge keeps trapped (MSI-X
+    /// tables) at their guest addresses; refuses a window that overlaps another device's.
+    pub fn attach_bridge(
+        &mut self,
+        bridge: VirtualHostBridge,
+        ecam_base: u64,
+    ) -> Result<(), BusError<DeviceId>> {
+        let id = DeviceId::PciConfig;
+        claim(
+            &mut self.mmio,
+            ecam_base,
+            ECAM_SIZE,
+            id,
+            pci_config::ECAM,
+            ecam_base,
+        )?;
+        for piece in bridge.mappings().iter().flat_map(|m| m.mappings.iter()) {
+            if piece.access == MappingAccess::Trapped {
+                let (start, length) = (piece.guest_physical, piece.size);
+                claim(&mut self.mmio, start, length, id, pci_config::TRAPPED, 0)?;
+            }
+        }
+        self.pci = PciConfig::Bridge(alloc::boxed::Box::new(bridge));
+        Ok(())
     }
 
     /// The configuration the platform was built from.
@@ -593,6 +624,23 @@ fn mask(size: u8) -> u32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_attached_bridge_answers_its_ecam_window_and_mechanism_one() {
+        let mut p = PlatformDevices::new(PlatformConfig::pc(1_000_000_000, 0)).unwrap();
+        let bridge = VirtualHostBridge::new(alloc::vec::Vec::new()).unwrap();
+        p.attach_bridge(bridge, 0xE000_0000).unwrap();
+        let target = p.mmio_device(0xE000_0000).expect("the ECAM window");
+        assert_eq!(target.device, DeviceId::PciConfig);
+        // Device 0 of bus 0: the host bridge function, 1b36:0008.
+        assert_eq!(p.mmio_read(target, 4, 0).0, 0x0008_1b36);
+        let absent = p.mmio_device(0xE000_8000).expect("device 1's space");
+        assert_eq!(p.mmio_read(absent, 4, 0).0, 0xFFFF_FFFF);
+        assert!(p.mmio_device(0xE010_0000).is_none());
+        // Mechanism #1 reaches the same function.
+        p.port_write(0xCF8, 4, 0x8000_0000, 0);
+        assert_eq!(p.port_read(0xCFC, 4, 0).0, 0x0008_1b36);
+    }
 
     /// A guest write to the I/O APIC's window.
     pub(crate) fn ioapic_write(p: &mut PlatformDevices, offset: u64, size: u8, value: u64) {

@@ -8,7 +8,7 @@
 use crate::pci::{ConfigSpace, PciAddress};
 
 /// The 4 KiB configuration space of one physical function, a dword at a time.
-pub trait FunctionConfig {
+pub trait FunctionConfig: Send {
     /// The dword at `offset` (a multiple of 4, below 4096).
     fn read32(&mut self, offset: u16) -> u32;
     /// Writes the dword at `offset` (a multiple of 4, below 4096).
@@ -24,7 +24,7 @@ pub struct OneFunction<C> {
     pub address: PciAddress,
 }
 
-impl<C: ConfigSpace> FunctionConfig for OneFunction<C> {
+impl<C: ConfigSpace + Send> FunctionConfig for OneFunction<C> {
     fn read32(&mut self, offset: u16) -> u32 {
         self.config.read32(self.address, offset)
     }
@@ -38,7 +38,7 @@ impl<C: ConfigSpace> FunctionConfig for OneFunction<C> {
 ///
 /// The model passes only addresses inside one of the function's memory BARs (an access of
 /// `size` bytes, 1, 2, 4 or 8, wholly inside it); an implementation may check that again.
-pub trait BarMemory {
+pub trait BarMemory: Send {
     /// Reads `size` bytes at `host_physical`.
     fn read(&mut self, host_physical: u64, size: u8) -> u64;
     /// Writes the low `size` bytes of `value` at `host_physical`.

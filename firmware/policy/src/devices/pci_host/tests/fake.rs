@@ -2,10 +2,9 @@
 //! an array, and its BAR 0 memory, both logging every write.
 
 use alloc::boxed::Box;
-use alloc::rc::Rc;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use super::super::physical::{BarMemory, FunctionConfig};
 use super::super::PassthroughFunction;
@@ -44,7 +43,22 @@ pub struct FakeDevice {
 }
 
 /// The shared device: the model holds two handles, the test a third.
-pub type Shared = Rc<RefCell<FakeDevice>>;
+pub type Shared = Arc<Locked>;
+
+/// The fake device behind a lock: the models' handles must be `Send`, as the firmware's are.
+pub struct Locked(std::sync::Mutex<FakeDevice>);
+
+impl Locked {
+    /// The device, to read.
+    pub fn borrow(&self) -> std::sync::MutexGuard<'_, FakeDevice> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The device, to change.
+    pub fn borrow_mut(&self) -> std::sync::MutexGuard<'_, FakeDevice> {
+        self.borrow()
+    }
+}
 
 impl FakeDevice {
     /// An NVMe controller with its MSI-X PBA at `pba` in BAR 0.
@@ -187,7 +201,7 @@ impl BarMemory for Memory {
 /// The model of `device`, and the handle the test keeps; the logs start empty after
 /// creation.
 pub fn passthrough(device: FakeDevice) -> (PassthroughFunction, Shared) {
-    let shared = Rc::new(RefCell::new(device));
+    let shared = Arc::new(Locked(std::sync::Mutex::new(device)));
     let function = PassthroughFunction::new(
         Box::new(Config(shared.clone())),
         &bars(),
@@ -206,7 +220,7 @@ pub fn nvme() -> (PassthroughFunction, Shared) {
 
 /// A new fake behind a plain handle, for creation tests.
 pub fn shared(device: FakeDevice) -> Shared {
-    Rc::new(RefCell::new(device))
+    Arc::new(Locked(std::sync::Mutex::new(device)))
 }
 
 /// The model of `shared` with `bars`, or why not.
