@@ -53,7 +53,8 @@ fn a_missing_function_a_bridge_and_an_unisolated_device_are_refused() {
 /// An NVMe controller behind VT-d, on the node of the partition that owns it: the test
 /// guest finds it on its virtual bus, its Identify data comes back into its RAM through the
 /// remapping domain, and its DMA to an address outside its RAM is refused and reported
-/// (issue 18, tests a and c, with our own guest); the other partition runs to its end.
+/// (issue 18, tests a and c, with our own guest); the partition restarts once and its
+/// device works again (test e); the other partition runs to its end.
 #[test]
 fn b_a_partition_drives_its_nvme_and_dma_outside_its_ram_faults() {
     let boot = Boot::run("pci-nvme", "vt-d-nvme-on-node-1");
@@ -69,8 +70,8 @@ fn b_a_partition_drives_its_nvme_and_dma_outside_its_ram_faults() {
         .collect();
     assert_eq!(
         classes,
-        ["060000", "010802"],
-        "the guest's bus holds its host bridge and its NVMe only\n{}",
+        ["060000", "010802", "060000", "010802"],
+        "in each life, the guest's bus holds its host bridge and its NVMe only\n{}",
         boot.context
     );
     let bar = boot.guest("disk", "nvme_bar");
@@ -87,6 +88,27 @@ fn b_a_partition_drives_its_nvme_and_dma_outside_its_ram_faults() {
             && f["address"] == 0x3000_0000u64
             && f["write"] == true),
         "no dma_fault for the write outside disk's RAM: {faults:?}\n{}",
+        boot.context
+    );
+    let lives: Vec<&str> = boot
+        .console_lines("disk")
+        .into_iter()
+        .filter(|l| l.contains("\"event\":\"nvme\""))
+        .collect();
+    assert_eq!(
+        lives.len(),
+        2,
+        "Identify in each life: {lives:?}\n{}",
+        boot.context
+    );
+    assert!(
+        lives.iter().all(|l| l.contains("\"serial\":\"nv0\"")),
+        "{lives:?}"
+    );
+    assert_eq!(
+        boot.events("partition_restarted").len(),
+        1,
+        "{}",
         boot.context
     );
     let stopped = boot.stopped("disk");
