@@ -74,7 +74,12 @@ pub(crate) fn build(devices: &Devices, facs: u32, dsdt: u32) -> Vec<u8> {
     }
     fadt.p_lvl2_lat = NO_C2.into();
     fadt.p_lvl3_lat = NO_C3.into();
-    let mut boot_arch = LEGACY_DEVICES | VGA_NOT_PRESENT | MSI_NOT_SUPPORTED;
+    let mut boot_arch = LEGACY_DEVICES | VGA_NOT_PRESENT;
+    // Only passed-through PCI functions send messages; without them the guest has no use
+    // for MSI (and a probe of it finds nothing).
+    if devices.pci_host.is_none() {
+        boot_arch |= MSI_NOT_SUPPORTED;
+    }
     if devices.cmos_rtc {
         fadt.century = RTC_CENTURY;
     } else {
@@ -145,6 +150,20 @@ mod tests {
         assert_eq!(read_u32(&fadt, 76), Some(0));
         assert_eq!(fadt[108], 0); // century
         assert_ne!(read_u16(&fadt, 109).unwrap() & CMOS_RTC_NOT_PRESENT, 0);
+    }
+
+    #[test]
+    fn msi_is_offered_with_a_pci_host_bridge() {
+        let mut devices = Devices::pc();
+        devices.pci_host = Some(crate::PciHostBridge {
+            ecam_base: 0xE000_0000,
+            last_bus: 0,
+            window_base: 0xC000_0000,
+            window_length: 0x2000_0000,
+            node: None,
+        });
+        let fadt = build(&devices, 0, 0);
+        assert_eq!(read_u16(&fadt, 109).unwrap() & MSI_NOT_SUPPORTED, 0);
     }
 
     #[test]

@@ -236,6 +236,7 @@ pub fn build(
         dynamic: Mutex::new(Default::default()),
         nic_backlog: core::sync::atomic::AtomicU8::new(0),
         pci_devices,
+        pci_vectors: Default::default(),
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -601,6 +602,8 @@ fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
 /// reloaded (the caller holds its state lock): a frame a switch delivers from then on meets a
 /// card with no buffers posted, never the old driver's buffers inside the new guest's image.
 pub fn replace_devices(partition: &Partition) {
+    // The new functions start with every message masked.
+    super::msi_routes::release(partition);
     match new_platform(partition.hv, partition.spec, &partition.pci_devices) {
         Ok(devices) => *partition.devices.lock() = devices,
         Err(e) => log::error!(

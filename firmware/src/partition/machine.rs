@@ -126,16 +126,8 @@ impl<'a> Machine for PartitionMachine<'a> {
     }
 
     fn pci_interrupts(&self, _vcpu: usize, routes: alloc::vec::Vec<InterruptRoute>) {
-        // issue 18 item 5: the physical messages stay masked (as the bridge left them) until
-        // interrupt routing is built; a guest driver must poll.
-        for route in routes {
-            log::debug!(
-                "partition \"{}\": device {} {:?}: interrupt routing not built; stays masked",
-                self.partition.name(),
-                route.device,
-                route.route.source
-            );
-        }
+        self.touched.set(true);
+        super::msi_routes::route(self.partition, routes);
     }
 
     fn hypercall(&self, call: &Call) -> Reply {

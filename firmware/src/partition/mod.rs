@@ -15,6 +15,7 @@ mod interrupts;
 mod machine;
 mod memory_sync;
 mod monitor;
+mod msi_routes;
 mod network;
 mod page_moves;
 mod passthrough;
@@ -90,6 +91,9 @@ pub struct Partition {
     /// The host PCI functions it owns, as indices in [`Hypervisor::pci`]'s devices, in
     /// `pci` order (guest device `n + 1` is entry `n`).
     pub pci_devices: Vec<usize>,
+    /// The host device vectors its functions' messages hold, one bit per vector
+    /// (`msi_routes`).
+    pub pci_vectors: [AtomicU64; 4],
     /// The network cards with frames a transmit exit left behind, one bit a card
     /// (`network::send_backlog`).
     pub nic_backlog: core::sync::atomic::AtomicU8,

@@ -302,6 +302,7 @@ pub fn attach_all_with(
 /// Stops the partition's functions' DMA for good before its memory goes: bus mastering and
 /// decoding off, then out of its remapping domain, the unit's caches invalidated.
 pub fn detach_all(partition: &Partition) {
+    super::msi_routes::release(partition);
     if let Some(bridge) = partition.devices.lock().pci.bridge_mut() {
         for device in 1..=partition.pci_devices.len() {
             if let Some(function) = bridge.function_mut(device as u8) {

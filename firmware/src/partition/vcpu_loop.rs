@@ -314,6 +314,7 @@ fn run_epoch(
         }
         if matches!(exit, VmExit::PhysicalInterrupt) {
             take_host_interrupt();
+            super::msi_routes::deliver_pending(partition);
             timer.fired();
             poll_console_input(partition.hv);
         }
@@ -509,6 +510,7 @@ fn idle(
         timer.arm(host_wake(offset, [deadline, limit]));
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
+        super::msi_routes::deliver_pending(partition);
         timer.fired();
         poll_console_input(partition.hv);
     }

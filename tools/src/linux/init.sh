@@ -33,6 +33,10 @@
 #                                                      -> {"event":"node_memory",...}, see test_grow_node
 #   getcpu    on each online CPU: the getcpu system call, RDTSCP's and RDPID's TSC_AUX and
 #             /proc/self/stat's CPU (/bin/nv-getcpu)      -> {"event":"getcpu",...}
+#   nvme      the first NVMe namespace (/dev/nvme0n1, waited for): its PCI function, that
+#             function's numa_node, the sha256 of its first nv.mib MiB (default 64), then a
+#             marker line ("numavisor-nvme-marker") written at byte nv.mib MiB
+#                                                      -> {"event":"nvme",...}
 #   poweroff  power off (poweroff -f)
 #   reboot    reboot (reboot -f)
 # Without nv.test (or after tests that do not end the guest) it starts a shell on the console.
@@ -315,6 +319,30 @@ test_wait_link_down() {
 }
 
 # eth0's counts as the guest's kernel keeps them.
+# --- A passed-through NVMe disk (nvme). ---
+NVME_WAIT_S=60
+test_nvme() {
+    dev=/dev/nvme0n1
+    waited=0
+    while [ ! -b "$dev" ] && [ $waited -lt $NVME_WAIT_S ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    if [ ! -b "$dev" ]; then
+        say "{\"event\":\"nvme\",\"error\":\"no $dev after ${NVME_WAIT_S} s\"}"
+        return
+    fi
+    function=$(readlink -f /sys/block/nvme0n1/device/device)
+    numa=$(cat "$function/numa_node" 2>/dev/null || echo null)
+    sha=$(dd if=$dev bs=1M count=$mib 2>/dev/null | sha256sum | cut -d' ' -f1)
+    marker="numavisor-nvme-marker"
+    written=false
+    if echo "$marker" | dd of=$dev bs=512 seek=$((mib * 2048)) conv=fsync 2>/dev/null; then
+        written=true
+    fi
+    say "{\"event\":\"nvme\",\"function\":\"${function##*/}\",\"numa_node\":$numa,\"mib\":$mib,\"sha256\":\"$sha\",\"marker_written\":$written}"
+}
+
 test_net_stats() {
     stats=/sys/class/net/eth0/statistics
     say "{\"event\":\"net-stats\",\"rx_packets\":$(cat $stats/rx_packets),\"tx_packets\":$(cat $stats/tx_packets),\"rx_dropped\":$(cat $stats/rx_dropped),\"tx_dropped\":$(cat $stats/tx_dropped)}"
@@ -525,6 +553,7 @@ for t in $tests; do
         ping-broadcast) test_ping_broadcast ;;
         wait-link-down) test_wait_link_down ;;
         net-stats) test_net_stats ;;
+        nvme) test_nvme ;;
         getcpu) /bin/nv-getcpu || say "{\"event\":\"getcpu\",\"error\":$?}" ;;
         poweroff) say '{"event":"poweroff"}'; poweroff -f ;;
         reboot) say '{"event":"reboot"}'; reboot -f ;;

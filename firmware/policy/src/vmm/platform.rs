@@ -371,8 +371,9 @@ impl PlatformDevices {
     }
 
     /// Puts the partition's passed-through functions behind `bridge`, its ECAM window at
-    /// guest-physical `ecam_base`, and claims the BAR pages the bridge keeps trapped (MSI-X
-    /// tables) at their guest addresses; refuses a window that overlaps another device's.
+    /// guest-physical `ecam_base`; refuses a window that overlaps another device's. The BAR
+    /// pages the bridge keeps trapped (MSI-X tables) move with the guest's BARs, so they are
+    /// found at each access ([`PlatformDevices::mmio_device`]), not claimed.
     pub fn attach_bridge(
         &mut self,
         bridge: VirtualHostBridge,
@@ -387,14 +388,26 @@ impl PlatformDevices {
             pci_config::ECAM,
             ecam_base,
         )?;
-        for piece in bridge.mappings().iter().flat_map(|m| m.mappings.iter()) {
-            if piece.access == MappingAccess::Trapped {
-                let (start, length) = (piece.guest_physical, piece.size);
-                claim(&mut self.mmio, start, length, id, pci_config::TRAPPED, 0)?;
-            }
-        }
         self.pci = PciConfig::Bridge(alloc::boxed::Box::new(bridge));
         Ok(())
+    }
+
+    /// The trapped BAR piece of a passed-through function at `gpa`, where the guest has
+    /// decoding on: the SLAT leaves it unmapped, so its accesses exit.
+    fn trapped_target(&self, gpa: u64) -> Option<MmioTarget> {
+        let PciConfig::Bridge(bridge) = &self.pci else {
+            return None;
+        };
+        let mappings = bridge.mappings();
+        let piece = mappings.iter().flat_map(|m| m.mappings.iter()).find(|p| {
+            p.access == MappingAccess::Trapped && gpa.wrapping_sub(p.guest_physical) < p.size
+        })?;
+        Some(MmioTarget {
+            device: DeviceId::PciConfig,
+            window: pci_config::TRAPPED,
+            offset: gpa,
+            end: piece.guest_physical.saturating_add(piece.size),
+        })
     }
 
     /// The configuration the platform was built from.
@@ -424,7 +437,9 @@ impl PlatformDevices {
 
     /// The MMIO device window at guest-physical `gpa`, and the offset into it.
     pub fn mmio_device(&self, gpa: u64) -> Option<MmioTarget> {
-        let claim = self.mmio.claim_at(gpa)?;
+        let Some(claim) = self.mmio.claim_at(gpa) else {
+            return self.trapped_target(gpa);
+        };
         let slot = claim.device;
         Some(MmioTarget {
             device: slot.device,

@@ -91,8 +91,48 @@ wake_interrupt_stub:
     pop rax
     iretq
 
+    /* a passed-through device's message (vectors DEVICE_VECTORS): noted and acknowledged;
+       the vCPU loop delivers it to its guest (`partition::passthrough`) */
+    .macro device_stub vec
+    .p2align 4
+device_stub_\vec:
+    push rdi
+    mov edi, \vec
+    jmp device_common
+    .endm
+
+    .set i, {first_device}
+    .rept {device_count}
+    device_stub %i
+    .set i, i + 1
+    .endr
+
+device_common:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push r8
+    push r9
+    push r10
+    push r11
+    call {device}
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    pop rdi
+    iretq
+
     .macro stub_address vec
     .quad exception_stub_\vec
+    .endm
+    .macro device_address vec
+    .quad device_stub_\vec
     .endm
     .pushsection .rodata.exception_stubs, "a"
     .p2align 3
@@ -103,6 +143,13 @@ EXCEPTION_STUBS:
     stub_address %i
     .set i, i + 1
     .endr
+    .global DEVICE_STUBS
+DEVICE_STUBS:
+    .set i, {first_device}
+    .rept {device_count}
+    device_address %i
+    .set i, i + 1
+    .endr
     .popsection
     .noaltmacro
     .popsection
@@ -110,12 +157,44 @@ EXCEPTION_STUBS:
     handler = sym crate::platform::fatal::exception,
     eoi = sym apic::end_of_interrupt,
     nmis = sym HOST_NMIS,
+    device = sym device_interrupt,
+    first_device = const FIRST_DEVICE_VECTOR,
+    device_count = const DEVICE_VECTOR_COUNT,
 );
 
 unsafe extern "C" {
     static EXCEPTION_STUBS: [u64; 32];
+    static DEVICE_STUBS: [u64; DEVICE_VECTOR_COUNT];
     fn wake_interrupt_stub();
     fn nmi_stub();
+}
+
+/// The first of the vectors the hypervisor gives passed-through devices' messages.
+pub const FIRST_DEVICE_VECTOR: usize = 0x40;
+/// How many: 0x40..=0xDF, below the wake-up vector (0xF0) and above the exceptions.
+pub const DEVICE_VECTOR_COUNT: usize = 0xA0;
+
+/// Device vectors taken and not yet delivered, one bit per vector (any CPU).
+static DEVICE_PENDING: [core::sync::atomic::AtomicU64; 4] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; 4];
+
+/// A device message arrived: noted for the vCPU loop, acknowledged. Interrupt context: no
+/// lock, no allocation.
+extern "C" fn device_interrupt(vector: u64) {
+    let vector = (vector & 0xFF) as usize;
+    DEVICE_PENDING[vector / 64].fetch_or(1 << (vector % 64), core::sync::atomic::Ordering::AcqRel);
+    apic::end_of_interrupt();
+}
+
+/// Takes the device vectors that match `wanted` (a bit per vector) from the pending set.
+pub fn take_device_vectors(wanted: &[u64; 4]) -> [u64; 4] {
+    let mut taken = [0; 4];
+    for (word, (pending, &mask)) in taken.iter_mut().zip(DEVICE_PENDING.iter().zip(wanted)) {
+        if pending.load(core::sync::atomic::Ordering::Relaxed) & mask != 0 {
+            *word = pending.fetch_and(!mask, core::sync::atomic::Ordering::AcqRel) & mask;
+        }
+    }
+    taken
 }
 
 /// The NMI vector.
@@ -194,6 +273,11 @@ pub fn load() {
         gates[NMI_VECTOR] = Gate::interrupt(nmi_stub as *const () as u64);
         gates[apic::WAKE_VECTOR as usize] =
             Gate::interrupt(wake_interrupt_stub as *const () as u64);
+        // SAFETY: DEVICE_STUBS is a read-only table of DEVICE_VECTOR_COUNT addresses above.
+        let devices = unsafe { &*core::ptr::addr_of!(DEVICE_STUBS) };
+        for (gate, &stub) in gates[FIRST_DEVICE_VECTOR..].iter_mut().zip(devices.iter()) {
+            *gate = Gate::interrupt(stub);
+        }
         Idt(gates)
     });
     let pointer = IdtPointer {
