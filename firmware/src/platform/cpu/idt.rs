@@ -1,4 +1,6 @@
-//! Exception handling: an IDT whose 32 exception vectors all report and stop.
+//! The host's IDT: 32 exception vectors that all report and stop, the NMI (counted), the
+//! wake-up vector, and the vectors of passed-through devices' messages (noted for the vCPU
+//! loop, `partition::msi_routes`).
 //!
 //! Intel SDM vol. 3A §6.14 (64-bit IDT gates), §6.15 (which vectors push an error code).
 //! A fault in the hypervisor is a bug: the handler prints the vector, its name, the error code,
