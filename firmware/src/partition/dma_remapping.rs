@@ -7,14 +7,19 @@
 //! behind it that no partition owns has no context entry, so its DMA faults: the hypervisor
 //! uses no device that does DMA, and a function nobody owns must not reach memory.
 //!
-//! Invalidation is register-based (VT-d §6.5.1), which every unit implements; the queued
-//! interface is only needed for interrupt remapping, which is not used yet.
+//! Where the unit offers it, interrupt remapping is turned on as the unit starts (with the
+//! invalidation queue it needs): every message a passed-through function sends must then
+//! name an interrupt-remapping entry the hypervisor wrote for that very function (source-ID
+//! checked), or the unit refuses it. Invalidation goes through the queue where it is on, by
+//! registers otherwise (VT-d §6.5).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
-use numavisor_policy::iommu::vtd::{ContextError, ContextTables, VtdError, VtdUnit};
+use numavisor_policy::iommu::vtd::{
+    ApicMode, ContextError, ContextTables, InterruptRemapEntry, QueueConfig, VtdError, VtdUnit,
+};
 use numavisor_policy::iommu::{DmaFault, DomainId, SourceId};
 use numavisor_policy::memory::{FrameAllocator, Usage};
 use numavisor_policy::pci::RemappingUnit;
@@ -34,6 +39,8 @@ pub enum AttachError {
     Context(ContextError),
     /// No free page for the root or a context table.
     OutOfMemory,
+    /// An interrupt-remapping entry that cannot be written.
+    InterruptEntry(alloc::string::String),
 }
 
 impl fmt::Display for AttachError {
@@ -47,6 +54,7 @@ impl fmt::Display for AttachError {
             AttachError::Unit(e) => write!(f, "VT-d unit: {e}"),
             AttachError::Context(e) => write!(f, "VT-d context tables: {e}"),
             AttachError::OutOfMemory => f.write_str("no free page for a VT-d context table"),
+            AttachError::InterruptEntry(e) => write!(f, "interrupt remapping: {e}"),
         }
     }
 }
@@ -55,7 +63,13 @@ impl fmt::Display for AttachError {
 struct Unit {
     driver: VtdUnit<VtdRegisters>,
     tables: ContextTables,
+    /// Its interrupt-remapping table's page, where interrupt remapping is on.
+    interrupt_table: Option<u64>,
 }
+
+/// Interrupt-remapping entries per unit: one page of 16-byte entries, 2^8 (more than the
+/// hypervisor's device vectors).
+const INTERRUPT_ENTRIES_LOG2: u8 = 8;
 
 /// Every started unit, by register base.
 #[derive(Default)]
@@ -122,12 +136,63 @@ impl DmaRemapping {
             .tables
             .assign(&mut memory, &mut pages, source, domain, root)
             .map_err(AttachError::Context)?;
-        // SAFETY: the queue is not enabled, so no queue address is ever named.
+        // SAFETY: the driver names only the queue ring and status pages `start` gave it.
         let mut queue = unsafe { IdentityQueue::new() };
         started
             .driver
             .invalidate_all(&mut queue)
             .map_err(AttachError::Unit)
+    }
+
+    /// Writes (or, with `None`, clears) interrupt-remapping entry `index` of `unit` and
+    /// invalidates the unit's cached entries. `Ok(false)`: the unit remaps no interrupts (it
+    /// is not started, or has no interrupt remapping): the caller sends compatibility-format
+    /// messages.
+    pub fn program_interrupt(
+        &mut self,
+        unit: &RemappingUnit,
+        index: u16,
+        entry: Option<InterruptRemapEntry>,
+    ) -> Result<bool, AttachError> {
+        let Some(started) = self.units.get_mut(&unit.base) else {
+            return Ok(false);
+        };
+        let Some(table) = started.interrupt_table else {
+            return Ok(false);
+        };
+        if u32::from(index) >= 1 << INTERRUPT_ENTRIES_LOG2 {
+            return Err(AttachError::InterruptEntry(alloc::format!(
+                "entry {index} is past the table's {}",
+                1u32 << INTERRUPT_ENTRIES_LOG2
+            )));
+        }
+        let words = match entry {
+            Some(entry) => entry
+                .encode(ApicMode::XApic)
+                .map_err(|e| AttachError::InterruptEntry(alloc::format!("{e}")))?,
+            None => [0, 0],
+        };
+        let slot = table + u64::from(index) * 16;
+        // SAFETY: a 16-byte entry of the unit's interrupt-remapping table: a hypervisor page
+        // taken for it in `start`, identity mapped, written only under the remapping lock.
+        // The high qword goes first and the present bit (low qword) last, so the unit never
+        // sees a present entry half written; clearing writes the low qword first.
+        unsafe {
+            if entry.is_some() {
+                ((slot + 8) as *mut u64).write_volatile(words[1]);
+                (slot as *mut u64).write_volatile(words[0]);
+            } else {
+                (slot as *mut u64).write_volatile(0);
+                ((slot + 8) as *mut u64).write_volatile(0);
+            }
+        }
+        // SAFETY: as in `attach`.
+        let mut queue = unsafe { IdentityQueue::new() };
+        started
+            .driver
+            .invalidate_interrupt_entries(&mut queue)
+            .map_err(AttachError::Unit)?;
+        Ok(true)
     }
 
     /// Detaches `source` from whatever domain holds it and invalidates: from the return on,
@@ -177,19 +242,77 @@ fn start(
     let mut driver = VtdUnit::new(registers).map_err(AttachError::Unit)?;
     let tables = ContextTables::new(memory, pages, driver.capabilities().domain_count())
         .map_err(|_| AttachError::OutOfMemory)?;
+    let caps = driver.capabilities();
+    let remaps_interrupts = caps.queued_invalidation() && caps.interrupt_remapping();
+    if remaps_interrupts {
+        // The ring (one page: 256 descriptors) and, apart from it, the status dword the
+        // unit's wait descriptors write.
+        let ring = zeroed_page(memory, pages)?;
+        let status = zeroed_page(memory, pages)?;
+        driver
+            .enable_queued_invalidation(QueueConfig {
+                base: ring,
+                size_log2: 0,
+                status,
+            })
+            .map_err(AttachError::Unit)?;
+    }
     driver
         .set_root_table(tables.root_address())
         .map_err(AttachError::Unit)?;
-    // SAFETY: the queue is not enabled, so no queue address is ever named.
+    // SAFETY: the driver names only the queue ring and status pages given it above.
     let mut queue = unsafe { IdentityQueue::new() };
     driver
         .invalidate_all(&mut queue)
         .map_err(AttachError::Unit)?;
     driver.enable_translation().map_err(AttachError::Unit)?;
+    let interrupt_table = match remaps_interrupts {
+        true => {
+            // Every entry not present: a message naming none is refused.
+            let table = zeroed_page(memory, pages)?;
+            driver
+                .set_interrupt_remapping_table(table, INTERRUPT_ENTRIES_LOG2, ApicMode::XApic)
+                .map_err(AttachError::Unit)?;
+            driver
+                .invalidate_interrupt_entries(&mut queue)
+                .map_err(AttachError::Unit)?;
+            driver
+                .enable_interrupt_remapping()
+                .map_err(AttachError::Unit)?;
+            Some(table)
+        }
+        false => {
+            log::warn!(
+                "VT-d unit {:#x} has no interrupt remapping: passed-through functions send \
+                 compatibility-format messages, which it does not check",
+                unit.base
+            );
+            None
+        }
+    };
     log::info!(
-        "VT-d unit {:#x}: translation on (root table {:#x})",
+        "VT-d unit {:#x}: translation on (root table {:#x}), interrupt remapping {}",
         unit.base,
-        tables.root_address()
+        tables.root_address(),
+        if interrupt_table.is_some() {
+            "on"
+        } else {
+            "off"
+        }
     );
-    Ok(Unit { driver, tables })
+    Ok(Unit {
+        driver,
+        tables,
+        interrupt_table,
+    })
+}
+
+/// A hypervisor page for the unit's own use (queue, status, interrupt table), zeroed.
+fn zeroed_page(
+    memory: &mut IdentityTables,
+    pages: &mut HypervisorPages<'_>,
+) -> Result<u64, AttachError> {
+    let page = pages.withdraw_page().ok_or(AttachError::OutOfMemory)?;
+    numavisor_policy::slat::TableMemory::zero(memory, page);
+    Ok(page)
 }

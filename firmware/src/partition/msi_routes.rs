@@ -1,14 +1,13 @@
 //! Passed-through functions' interrupts (issue 18 item 5). Each guest MSI or MSI-X message a
 //! driver programs gets a host vector of its own, machine-wide (`idt::FIRST_DEVICE_VECTOR`
-//! onwards), and the physical message is written to reach the CPU running the partition's
-//! vCPU 0 with that vector; the guest's own address and data never reach the device. When
-//! the CPU takes the vector (its vCPU's run ends with a physical-interrupt exit, or its idle
-//! HLT wakes), the vCPU loop delivers the guest's vector to the guest's destination through
-//! the partition's interrupt routing, as an edge-triggered I/O APIC message would be.
-//!
-//! Not done: interrupt remapping. Without it a device's DMA write to 0xFEEx_xxxx is a
-//! message the remapping unit does not check, which a hostile guest's device could aim at
-//! any CPU; `docs/pci.md` says so.
+//! onwards), aimed at the CPU running the partition's vCPU 0; the guest's own address and
+//! data never reach the device. Where the function's remapping unit remaps interrupts, the
+//! vector and CPU are in an interrupt-remapping entry of that slot's index, valid for that
+//! function's requester ID only, and the device is given the remappable message naming it;
+//! elsewhere the device is given the compatibility-format message itself. When the CPU takes
+//! the vector (its vCPU's run ends with a physical-interrupt exit, or its idle HLT wakes),
+//! the vCPU loop delivers the guest's vector to the guest's destination through the
+//! partition's interrupt routing, as an edge-triggered I/O APIC message would be.
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -17,6 +16,10 @@ use numavisor_policy::devices::ioapic::{DeliveryMode, IoApicDelivery};
 use numavisor_policy::devices::pci_host::{
     DestinationMode, GuestMsi, HostMessage, InterruptRoute, InterruptSource, MsiDelivery,
 };
+use numavisor_policy::iommu::vtd::{
+    remappable_msi, DeliveryMode as RemapDelivery, InterruptRemapEntry,
+};
+use numavisor_policy::iommu::SourceId;
 use spin::Mutex;
 
 use super::interrupts::deliver_ioapic;
@@ -42,17 +45,16 @@ static ROUTES: Mutex<[Option<Route>; DEVICE_VECTOR_COUNT]> =
 pub fn route(partition: &Partition, routes: Vec<InterruptRoute>) {
     let host_apic = partition.state.lock().vcpus.first().map(|v| v.apic_id);
     for InterruptRoute { device, route } in routes {
-        let vector = update_table(partition, device, route.source, route.target);
-        let message = match (vector, host_apic) {
-            // xAPIC physical destination, fixed delivery, edge (SDM vol. 3A §11.11.1).
-            (Some(vector), Some(apic)) if apic <= 0xFF => Some(HostMessage {
-                address: 0xFEE0_0000 | u64::from(apic) << 12,
-                data: vector as u32,
-            }),
+        let (slot, freed) = update_table(partition, device, route.source, route.target);
+        if let Some(freed) = freed {
+            clear_entry(partition, device, freed);
+        }
+        let message = match (slot, host_apic) {
+            (Some(slot), Some(apic)) if apic <= 0xFF => message(partition, device, slot, apic),
             (Some(_), _) => {
                 log::warn!(
-                    "partition \"{}\": device {device}: its CPU's APIC ID needs x2APIC messages \
-                     (interrupt remapping); the message stays masked",
+                    "partition \"{}\": device {device}: its CPU's APIC ID needs x2APIC messages; \
+                     the message stays masked",
                     partition.name()
                 );
                 None
@@ -81,14 +83,77 @@ pub fn route(partition: &Partition, routes: Vec<InterruptRoute>) {
     }
 }
 
-/// Records `target` for the partition's `(device, source)`: its host vector (kept, or the
-/// first free one), or frees the vector when there is no target.
+/// The physical message for host vector slot `slot` aimed at the CPU with xAPIC ID `apic`:
+/// remappable through the function's unit where it remaps interrupts (fixed delivery,
+/// physical destination, edge: SDM vol. 3A §11.11.1), else the compatibility-format
+/// message itself; `None` (masked) where the entry cannot be written.
+fn message(partition: &Partition, device: u8, slot: usize, apic: u32) -> Option<HostMessage> {
+    let vector = (FIRST_DEVICE_VECTOR + slot) as u8;
+    let hv = partition.hv;
+    let function = &hv.pci.devices[*partition
+        .pci_devices
+        .get(usize::from(device).wrapping_sub(1))?];
+    let unit = function.unit.and_then(|u| hv.pci.units.get(u))?;
+    let entry = InterruptRemapEntry {
+        vector,
+        destination: apic,
+        logical: false,
+        redirection_hint: false,
+        level_triggered: false,
+        delivery: RemapDelivery::Fixed,
+        source: SourceId::from(function.function.address),
+    };
+    let programmed = hv
+        .dma
+        .lock()
+        .program_interrupt(unit, slot as u16, Some(entry));
+    match programmed {
+        Ok(true) => {
+            let (address, data) = remappable_msi(slot as u16, None);
+            Some(HostMessage {
+                address: u64::from(address),
+                data,
+            })
+        }
+        Ok(false) => Some(HostMessage {
+            address: 0xFEE0_0000 | u64::from(apic) << 12,
+            data: u32::from(vector),
+        }),
+        Err(e) => {
+            log::warn!(
+                "partition \"{}\": device {device}: {e}; its message stays masked",
+                partition.name()
+            );
+            None
+        }
+    }
+}
+
+/// Clears the interrupt-remapping entry of slot `slot`, which `device` no longer uses.
+fn clear_entry(partition: &Partition, device: u8, slot: usize) {
+    let hv = partition.hv;
+    let Some(&index) = partition
+        .pci_devices
+        .get(usize::from(device).wrapping_sub(1))
+    else {
+        return;
+    };
+    if let Some(unit) = hv.pci.devices[index].unit.and_then(|u| hv.pci.units.get(u)) {
+        if let Err(e) = hv.dma.lock().program_interrupt(unit, slot as u16, None) {
+            log::error!("partition \"{}\": device {device}: {e}", partition.name());
+        }
+    }
+}
+
+/// Records `target` for the partition's `(device, source)`: its host vector slot (kept, or
+/// the first free one), or frees the slot when there is no target. Returns the slot in use
+/// and the slot freed.
 fn update_table(
     partition: &Partition,
     device: u8,
     source: InterruptSource,
     target: Option<GuestMsi>,
-) -> Option<usize> {
+) -> (Option<usize>, Option<usize>) {
     let mut table = ROUTES.lock();
     let held = table.iter().position(|r| {
         r.is_some_and(|r| {
@@ -100,7 +165,7 @@ fn update_table(
             table[slot] = None;
             set_owned(partition, slot, false);
         }
-        return None;
+        return (None, held);
     };
     let Some(slot) = held.or_else(|| table.iter().position(Option::is_none)) else {
         log::warn!(
@@ -108,7 +173,7 @@ fn update_table(
              masked",
             partition.name()
         );
-        return None;
+        return (None, None);
     };
     table[slot] = Some(Route {
         partition: partition.index,
@@ -117,7 +182,7 @@ fn update_table(
         msi,
     });
     set_owned(partition, slot, true);
-    Some(FIRST_DEVICE_VECTOR + slot)
+    (Some(slot), None)
 }
 
 fn set_owned(partition: &Partition, slot: usize, owned: bool) {
@@ -169,14 +234,21 @@ fn delivery(msi: GuestMsi) -> IoApicDelivery {
     }
 }
 
-/// Frees every vector of the partition (a stop, or a restart whose new functions start
-/// masked).
+/// Frees every vector of the partition and clears its remapping entries (a stop, or a
+/// restart whose new functions start masked).
 pub fn release(partition: &Partition) {
-    let mut table = ROUTES.lock();
-    for (slot, route) in table.iter_mut().enumerate() {
-        if route.is_some_and(|r| r.partition == partition.index) {
-            *route = None;
-            set_owned(partition, slot, false);
+    let mut freed = Vec::new();
+    {
+        let mut table = ROUTES.lock();
+        for (slot, route) in table.iter_mut().enumerate() {
+            if let Some(r) = route.filter(|r| r.partition == partition.index) {
+                *route = None;
+                set_owned(partition, slot, false);
+                freed.push((r.device, slot));
+            }
         }
+    }
+    for (device, slot) in freed {
+        clear_entry(partition, device, slot);
     }
 }
