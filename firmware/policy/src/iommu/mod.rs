@@ -10,9 +10,38 @@
 pub mod amd_vi;
 pub mod vtd;
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::pci::PciAddress;
+
+/// Reads and writes of a remapping unit's registers, by offset in its 4 KiB-aligned MMIO
+/// window (16 KiB for AMD-Vi). The firmware implements it with volatile accesses over the
+/// unit's register base (the DRHD's or the IVHD's); tests implement it with fake units.
+/// 64-bit registers are accessed whole.
+pub trait RegisterAccess {
+    /// The 32-bit register at `offset`.
+    fn read32(&mut self, offset: u32) -> u32;
+    /// Writes the 32-bit register at `offset`.
+    fn write32(&mut self, offset: u32, value: u32);
+    /// The 64-bit register at `offset`.
+    fn read64(&mut self, offset: u32) -> u64;
+    /// Writes the 64-bit register at `offset`.
+    fn write64(&mut self, offset: u32, value: u64);
+}
+
+/// The faults taken from a unit's log (VT-d fault recording registers, AMD-Vi event log).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultLog {
+    /// The recorded faults, oldest first.
+    pub faults: Vec<DmaFault>,
+    /// Faults were lost because the log was full (VT-d FSTS.PFO, AMD-Vi Status
+    /// EventOverflow).
+    pub overflowed: bool,
+    /// Log entries that are not DMA faults and were skipped (AMD-Vi command errors, hardware
+    /// errors, event codes this driver does not know); always 0 on VT-d.
+    pub other_events: u32,
+}
 
 /// The requester ID a PCI function's DMA and MSIs carry: bus, and device and function packed
 /// as `device << 3 | function` (PCIe base spec §2.2.6.2). A remapping unit serves one PCI

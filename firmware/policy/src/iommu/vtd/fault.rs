@@ -6,25 +6,14 @@
 //! qword holds SID (79:64), the reason (103:96), T (126: 0 write, 1 read) and F (127: the
 //! record is valid). Software clears F by writing 1 to it, which frees the record.
 
-use alloc::vec::Vec;
-
 use super::registers::{fault_status, FSTS};
 use super::VtdUnit;
-use crate::iommu::{DmaFault, FaultReason, SourceId};
+use crate::iommu::{DmaFault, FaultLog, FaultReason, SourceId};
 
 /// High qword of a fault record: F (bit 127).
 const RECORD_FAULT: u64 = 1 << 63;
 /// High qword: T (bit 126), 1 = read.
 const RECORD_READ: u64 = 1 << 62;
-
-/// The faults taken from a unit's log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FaultLog {
-    /// The recorded faults, oldest first (from the record FSTS.FRI names).
-    pub faults: Vec<DmaFault>,
-    /// Faults were lost because every record was full (FSTS.PFO).
-    pub overflowed: bool,
-}
 
 /// The words for a VT-d fault reason.
 pub fn fault_reason_text(code: u8) -> &'static str {

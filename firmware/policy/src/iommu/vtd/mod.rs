@@ -35,9 +35,10 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
+pub use crate::iommu::FaultLog;
 pub use context::{ContextError, ContextTables};
 pub use error::VtdError;
-pub use fault::{fault_reason_text, FaultLog};
+pub use fault::fault_reason_text;
 pub use format::VtdSecondLevel;
 pub use interrupt::{remappable_msi, ApicMode, DeliveryMode, InterruptRemapEntry, IrteError};
 pub use invalidation::{

@@ -2,19 +2,8 @@
 //! the bits the driver uses, and the decode of the capability registers (§10.4.2 CAP,
 //! §10.4.3 ECAP).
 
-/// Reads and writes of a remapping unit's registers, by offset in its 4 KiB-aligned MMIO
-/// window. The firmware implements it with volatile accesses over the DRHD's register base;
-/// tests implement it with a fake unit. 64-bit registers are accessed whole.
-pub trait RegisterAccess {
-    /// The 32-bit register at `offset`.
-    fn read32(&mut self, offset: u32) -> u32;
-    /// Writes the 32-bit register at `offset`.
-    fn write32(&mut self, offset: u32, value: u32);
-    /// The 64-bit register at `offset`.
-    fn read64(&mut self, offset: u32) -> u64;
-    /// Writes the 64-bit register at `offset`.
-    fn write64(&mut self, offset: u32, value: u64);
-}
+/// Kept here under its old path: the trait is shared by both unit kinds.
+pub use crate::iommu::RegisterAccess;
 
 /// Version (32-bit): major in bits 7:4, minor in 3:0.
 pub const VER: u32 = 0x00;
