@@ -29,9 +29,17 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The kernel modules the guest loads at start, by name: Debian's cloud kernel (6.1) builds
 /// virtio, the virtio-mmio transport, the balloon, the network driver and virtio-mem as modules
 /// (`CONFIG_VIRTIO=m`, `CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BALLOON=m`,
-/// `CONFIG_VIRTIO_NET=m`, which needs `net_failover` and `failover`, `CONFIG_VIRTIO_MEM=m`).
-/// Their dependencies are added and the whole set ordered by [`module_load_order`].
-pub const GUEST_MODULES: [&str; 4] = ["virtio_mmio", "virtio_balloon", "virtio_net", "virtio_mem"];
+/// `CONFIG_VIRTIO_NET=m`, which needs `net_failover` and `failover`, `CONFIG_VIRTIO_MEM=m`),
+/// and the virtio PCI transport (`CONFIG_VIRTIO_PCI=m`) for passed-through virtio functions
+/// (`docs/pci.md`). Their dependencies are added and the whole set ordered by
+/// [`module_load_order`].
+pub const GUEST_MODULES: [&str; 5] = [
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_balloon",
+    "virtio_net",
+    "virtio_mem",
+];
 
 /// The file in the initramfs (and in `<target>/linux/modules/`) naming the modules to load,
 /// one a line, dependencies first; `/init` loads `/lib/modules/NAME.ko` for each.

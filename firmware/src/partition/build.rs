@@ -12,6 +12,7 @@ use numavisor_acpi_tables as guest_acpi;
 use numavisor_layout::{PartitionSpec, VcpuGroup};
 use numavisor_policy::devices::lapic::LocalApic;
 use numavisor_policy::guest::{bzimage, elf, start_info};
+use numavisor_policy::iommu::amd_vi::AmdViPageTable;
 use numavisor_policy::iommu::vtd::VtdSecondLevel;
 use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::FrameAllocator;
@@ -22,6 +23,7 @@ use numavisor_policy::partition::placement::{self, CpuRequest, PlacementError};
 use numavisor_policy::partition::pool::{PartitionPool, PoolError};
 use numavisor_policy::partition::{cost, zeroing};
 use numavisor_policy::pci::passthrough::PassthroughRefusal;
+use numavisor_policy::pci::RemappingKind;
 use numavisor_policy::report::events::{self, PartitionReport, SlatFigures, VnodeReport};
 use numavisor_policy::slat::{
     Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat, SlatStats,
@@ -202,7 +204,14 @@ pub fn build(
         dma_root: None,
         pci_mapped: Default::default(),
     };
-    if let Err(e) = fund(spec, frames, &mut state) {
+    // The DMA remapping tables take the format of the functions' unit (one kind per machine:
+    // a DMAR wins over an IVRS).
+    let dma_kind = pci_devices
+        .first()
+        .and_then(|&i| hv.pci.devices[i].unit)
+        .and_then(|u| hv.pci.units.get(u))
+        .map(|u| u.kind);
+    if let Err(e) = fund(spec, dma_kind, frames, &mut state) {
         release(&mut state, frames);
         return Err(e);
     }
@@ -263,6 +272,7 @@ pub fn build(
 /// Backs the guest RAM and draws the SLAT, bitmaps and VMCBs from the pool.
 fn fund(
     spec: &PartitionSpec,
+    dma_kind: Option<RemappingKind>,
     frames: &mut FrameAllocator,
     state: &mut PartitionState,
 ) -> Result<(), BuildError> {
@@ -289,14 +299,18 @@ fn fund(
     };
     state.slat_root = root;
     state.slat = stats;
-    if !spec.pci.is_empty() {
+    if let Some(kind) = dma_kind {
         // The DMA remapping domain maps exactly the guest RAM, from the same pool; 2 MiB
-        // leaves at most, which every VT-d unit since the first with super-pages takes.
+        // leaves at most, which every VT-d unit with super-pages and every AMD-Vi unit take.
         let page = match max_page {
             BlockSize::Size1G => BlockSize::Size2M,
             other => other,
         };
-        let (dma_root, _) = map_guest_memory::<VtdSecondLevel>(state.ram.blocks(), pool, page)?;
+        let blocks = state.ram.blocks();
+        let (dma_root, _) = match kind {
+            RemappingKind::VtD => map_guest_memory::<VtdSecondLevel>(blocks, pool, page)?,
+            RemappingKind::AmdVi => map_guest_memory::<AmdViPageTable>(blocks, pool, page)?,
+        };
         state.dma_root = Some(dma_root);
     }
     state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);

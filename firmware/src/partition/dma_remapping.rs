@@ -1,11 +1,16 @@
-//! DMA remapping at the hypervisor's edge (issue 18): the machine's VT-d units, each started
-//! the first time a partition gets a function behind it, and the attachment of each
-//! passed-through function to its partition's remapping domain (domain ID = partition index
-//! + 1: 0 is reserved where the unit caches not-present entries).
+//! DMA remapping at the hypervisor's edge (issue 18): the machine's VT-d and AMD-Vi units,
+//! each started the first time a partition gets a function behind it, and the attachment of
+//! each passed-through function to its partition's remapping domain (domain ID = partition
+//! index + 1: 0 is reserved where a VT-d unit caches not-present entries, and QEMU's AMD-Vi
+//! refuses IDs from 256, which the layout's 64 partitions stay below).
 //!
 //! Until a unit is started, DMA through it is not remapped at all; once it is, every function
-//! behind it that no partition owns has no context entry, so its DMA faults: the hypervisor
-//! uses no device that does DMA, and a function nobody owns must not reach memory.
+//! behind it that no partition owns has no context entry (VT-d) or a blocking device table
+//! entry (AMD-Vi), so its DMA faults: the hypervisor uses no device that does DMA, and a
+//! function nobody owns must not reach memory.
+//!
+//! AMD-Vi units forward a passed-through function's interrupt messages untranslated (their
+//! interrupt remapping is not used yet): the hypervisor writes those messages itself.
 //!
 //! Where the unit offers it, interrupt remapping is turned on as the unit starts (with the
 //! invalidation queue it needs): every message a passed-through function sends must then
@@ -17,16 +22,21 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
+use numavisor_policy::iommu::amd_vi::{
+    self, AmdViError, AmdViUnit, DeviceTableEntry, Interrupts, UnitLayout,
+};
 use numavisor_policy::iommu::vtd::{
     ApicMode, ContextError, ContextTables, InterruptRemapEntry, QueueConfig, VtdError, VtdUnit,
 };
 use numavisor_policy::iommu::{DmaFault, DomainId, SourceId};
-use numavisor_policy::memory::{FrameAllocator, Usage};
-use numavisor_policy::pci::RemappingUnit;
+use numavisor_policy::memory::{BlockSize, FrameAllocator, Usage};
+use numavisor_policy::pci::{RemappingKind, RemappingUnit};
 use numavisor_policy::slat::TablePages;
 
 use super::guest_memory::IdentityTables;
-use crate::platform::vtd::{IdentityQueue, VtdRegisters};
+use crate::platform::iommu::{
+    IdentityQueue, UnitRegisters, AMD_VI_REGISTER_BYTES, VTD_REGISTER_BYTES,
+};
 
 /// Why a function could not be attached.
 #[derive(Debug)]
@@ -36,6 +46,7 @@ pub enum AttachError {
         base: u64,
     },
     Unit(VtdError),
+    AmdVi(AmdViError),
     Context(ContextError),
     /// No free page for the root or a context table.
     OutOfMemory,
@@ -48,10 +59,11 @@ impl fmt::Display for AttachError {
         match self {
             AttachError::Unreachable { base } => write!(
                 f,
-                "the VT-d unit's registers at {base:#x} lie above 4 GiB, which the hypervisor \
-                 does not map uncached"
+                "the remapping unit's registers at {base:#x} lie above 4 GiB, which the \
+                 hypervisor does not map uncached"
             ),
             AttachError::Unit(e) => write!(f, "VT-d unit: {e}"),
+            AttachError::AmdVi(e) => write!(f, "AMD-Vi unit: {e}"),
             AttachError::Context(e) => write!(f, "VT-d context tables: {e}"),
             AttachError::OutOfMemory => f.write_str("no free page for a VT-d context table"),
             AttachError::InterruptEntry(e) => write!(f, "interrupt remapping: {e}"),
@@ -60,12 +72,29 @@ impl fmt::Display for AttachError {
 }
 
 /// One started unit.
-struct Unit {
-    driver: VtdUnit<VtdRegisters>,
+enum Unit {
+    VtD(VtdState),
+    AmdVi(AmdViState),
+}
+
+/// A started VT-d unit.
+struct VtdState {
+    driver: VtdUnit<UnitRegisters>,
     tables: ContextTables,
     /// Its interrupt-remapping table's page, where interrupt remapping is on.
     interrupt_table: Option<u64>,
 }
+
+/// A started AMD-Vi unit.
+struct AmdViState {
+    driver: AmdViUnit<UnitRegisters>,
+    /// Requester IDs its device table holds.
+    entries: u32,
+}
+
+/// Pages of an AMD-Vi device table: 2 MiB, an entry for every requester ID (QEMU reads any
+/// device's entry without checking the table's size).
+const AMD_VI_DEVICE_TABLE_PAGES: u16 = 512;
 
 /// Interrupt-remapping entries per unit: one page of 16-byte entries, 2^8 (more than the
 /// hypervisor's device vectors).
@@ -128,20 +157,40 @@ impl DmaRemapping {
         let mut memory = unsafe { IdentityTables::new() };
         let started = match self.units.entry(unit.base) {
             alloc::collections::btree_map::Entry::Occupied(started) => started.into_mut(),
-            alloc::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(start(unit, &mut memory, &mut pages)?)
-            }
+            alloc::collections::btree_map::Entry::Vacant(slot) => slot.insert(match unit.kind {
+                RemappingKind::VtD => Unit::VtD(start(unit, &mut memory, &mut pages)?),
+                RemappingKind::AmdVi => Unit::AmdVi(start_amd_vi(unit, &mut memory, &mut pages)?),
+            }),
         };
-        started
-            .tables
-            .assign(&mut memory, &mut pages, source, domain, root)
-            .map_err(AttachError::Context)?;
-        // SAFETY: the driver names only the queue ring and status pages `start` gave it.
+        // SAFETY: the driver names only the memory `start` or `start_amd_vi` gave it (queue
+        // ring and status; device table, command buffer and completion qword).
         let mut queue = unsafe { IdentityQueue::new() };
-        started
-            .driver
-            .invalidate_all(&mut queue)
-            .map_err(AttachError::Unit)
+        match started {
+            Unit::VtD(vtd) => {
+                vtd.tables
+                    .assign(&mut memory, &mut pages, source, domain, root)
+                    .map_err(AttachError::Context)?;
+                vtd.driver
+                    .invalidate_all(&mut queue)
+                    .map_err(AttachError::Unit)
+            }
+            Unit::AmdVi(amd) => {
+                if u32::from(source.requester_id()) >= amd.entries {
+                    return Err(AttachError::AmdVi(AmdViError::DeviceOutsideTable {
+                        device: source,
+                        entries: amd.entries,
+                    }));
+                }
+                let entry = DeviceTableEntry {
+                    domain,
+                    page_table_root: root,
+                    interrupts: Interrupts::Untranslated,
+                };
+                amd.driver
+                    .set_device(&mut queue, source, &entry)
+                    .map_err(AttachError::AmdVi)
+            }
+        }
     }
 
     /// Writes (or, with `None`, clears) interrupt-remapping entry `index` of `unit` and
@@ -154,7 +203,7 @@ impl DmaRemapping {
         index: u16,
         entry: Option<InterruptRemapEntry>,
     ) -> Result<bool, AttachError> {
-        let Some(started) = self.units.get_mut(&unit.base) else {
+        let Some(Unit::VtD(started)) = self.units.get_mut(&unit.base) else {
             return Ok(false);
         };
         let Some(table) = started.interrupt_table else {
@@ -202,15 +251,23 @@ impl DmaRemapping {
             return;
         };
         // SAFETY: as in `attach`.
-        let mut memory = unsafe { IdentityTables::new() };
-        started.tables.unassign(&mut memory, source);
-        // SAFETY: as in `attach`.
         let mut queue = unsafe { IdentityQueue::new() };
-        if let Err(e) = started.driver.invalidate_all(&mut queue) {
-            log::error!(
-                "VT-d unit {:#x}: invalidating after a detach: {e}",
-                unit.base
-            );
+        let done = match started {
+            Unit::VtD(vtd) => {
+                // SAFETY: as in `attach`.
+                let mut memory = unsafe { IdentityTables::new() };
+                vtd.tables.unassign(&mut memory, source);
+                vtd.driver
+                    .invalidate_all(&mut queue)
+                    .map_err(AttachError::Unit)
+            }
+            Unit::AmdVi(amd) => amd
+                .driver
+                .block_device(&mut queue, source)
+                .map_err(AttachError::AmdVi),
+        };
+        if let Err(e) = done {
+            log::error!("remapping unit {:#x}: detaching {source}: {e}", unit.base);
         }
     }
 
@@ -219,8 +276,19 @@ impl DmaRemapping {
     pub fn take_faults(&mut self) -> (Vec<(u64, DmaFault)>, bool) {
         let mut faults = Vec::new();
         let mut overflowed = false;
+        // SAFETY: as in `attach`.
+        let queue = unsafe { IdentityQueue::new() };
         for (&base, unit) in &mut self.units {
-            let log = unit.driver.take_faults();
+            let log = match unit {
+                Unit::VtD(vtd) => vtd.driver.take_faults(),
+                Unit::AmdVi(amd) => match amd.driver.take_faults(&queue) {
+                    Ok(log) => log,
+                    Err(e) => {
+                        log::error!("AMD-Vi unit {base:#x}: reading its event log: {e}");
+                        continue;
+                    }
+                },
+            };
             overflowed |= log.overflowed;
             faults.extend(log.faults.into_iter().map(|f| (base, f)));
         }
@@ -234,10 +302,10 @@ fn start(
     unit: &RemappingUnit,
     memory: &mut IdentityTables,
     pages: &mut HypervisorPages<'_>,
-) -> Result<Unit, AttachError> {
+) -> Result<VtdState, AttachError> {
     // SAFETY: `unit.base` is a DRHD register base from the firmware's DMAR, driven by this
     // value alone from now on (the remapping lock serializes every use).
-    let registers = unsafe { VtdRegisters::new(unit.base) }
+    let registers = unsafe { UnitRegisters::new(unit.base, VTD_REGISTER_BYTES) }
         .ok_or(AttachError::Unreachable { base: unit.base })?;
     let mut driver = VtdUnit::new(registers).map_err(AttachError::Unit)?;
     let tables = ContextTables::new(memory, pages, driver.capabilities().domain_count())
@@ -300,10 +368,55 @@ fn start(
             "off"
         }
     );
-    Ok(Unit {
+    Ok(VtdState {
         driver,
         tables,
         interrupt_table,
+    })
+}
+
+/// Starts AMD-Vi `unit`: a device table whose every entry blocks its device (a zero entry
+/// would let its DMA through untranslated), a command buffer, an event log and a completion
+/// qword, all hypervisor pages; then the unit on.
+fn start_amd_vi(
+    unit: &RemappingUnit,
+    memory: &mut IdentityTables,
+    pages: &mut HypervisorPages<'_>,
+) -> Result<AmdViState, AttachError> {
+    // SAFETY: `unit.base` is an IVHD register base from the firmware's IVRS, driven by this
+    // value alone from now on (the remapping lock serializes every use).
+    let registers = unsafe { UnitRegisters::new(unit.base, AMD_VI_REGISTER_BYTES) }
+        .ok_or(AttachError::Unreachable { base: unit.base })?;
+    let mut driver = AmdViUnit::new(registers).map_err(AttachError::AmdVi)?;
+    let (device_table, _) = pages
+        .frames
+        .allocate_near(&pages.near, BlockSize::Size2M, Usage::Hypervisor)
+        .map_err(|_| AttachError::OutOfMemory)?;
+    let command_buffer = zeroed_page(memory, pages)?;
+    let event_log = zeroed_page(memory, pages)?;
+    let completion = zeroed_page(memory, pages)?;
+    // SAFETY: the driver names only the four regions allocated here for this unit.
+    let mut queue = unsafe { IdentityQueue::new() };
+    amd_vi::block_all(&mut queue, device_table, AMD_VI_DEVICE_TABLE_PAGES)
+        .map_err(AttachError::AmdVi)?;
+    let layout = UnitLayout {
+        device_table,
+        device_table_pages: AMD_VI_DEVICE_TABLE_PAGES,
+        command_buffer,
+        event_log,
+        completion,
+    };
+    driver
+        .start(&mut queue, layout)
+        .map_err(AttachError::AmdVi)?;
+    log::info!(
+        "AMD-Vi unit {:#x}: translation on (device table {device_table:#x}, every device \
+         blocked but those given to partitions)",
+        unit.base
+    );
+    Ok(AmdViState {
+        driver,
+        entries: layout.device_entries(),
     })
 }
 

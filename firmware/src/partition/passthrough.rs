@@ -105,10 +105,9 @@ pub fn accept(
         .collect()
 }
 
-/// Whether the hypervisor drives this kind of remapping unit: VT-d (`dma_remapping`); the
-/// AMD-Vi driver is not written yet (its table formats are, `numavisor_policy::iommu::amd_vi`).
+/// Whether the hypervisor drives this kind of remapping unit (`dma_remapping`): both.
 fn driver_for(kind: RemappingKind) -> bool {
-    kind == RemappingKind::VtD
+    matches!(kind, RemappingKind::VtD | RemappingKind::AmdVi)
 }
 
 /// Reports (`pci_far`) each function of the partition whose node holds none of its memory.

@@ -6,6 +6,6 @@ pub mod cpu;
 pub mod debug_exit;
 pub mod fatal;
 pub mod heap;
+pub mod iommu;
 pub mod pci_config;
 pub mod phys_memory;
-pub mod vtd;

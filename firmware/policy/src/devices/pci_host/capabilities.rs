@@ -1,6 +1,8 @@
 //! The capability list a guest sees (PCI Local Bus 3.0 §6.7): the physical list walked once
 //! at creation, keeping only what the guest's driver needs and the model can present safely
-//! (MSI, MSI-X, PCI Express, Power Management), relinked so the others are skipped.
+//! (MSI, MSI-X, PCI Express, Power Management, and vendor-specific capabilities read-only:
+//! virtio's modern transport finds its register blocks through them), relinked so the
+//! others are skipped.
 //!
 //! The walk distrusts the device: at most 48 steps (as many as fit in the 192 bytes above
 //! the header), pointers below 0x40 end the list, the two low bits are masked (§6.7: they are
@@ -17,6 +19,7 @@ const POWER_MANAGEMENT: u8 = 0x01;
 const MSI: u8 = 0x05;
 const EXPRESS: u8 = 0x10;
 const MSIX: u8 = 0x11;
+const VENDOR_SPECIFIC: u8 = 0x09;
 /// Steps of the walk (see the module note).
 const MAX_STEPS: usize = 48;
 /// Where the list may start, and where it must end.
@@ -34,6 +37,10 @@ pub enum CapabilityKind {
     Express,
     /// MSI-X (PCI 3.0 §6.8.2): control virtual and forwarded, locations read-through.
     Msix,
+    /// Vendor-specific (PCI 3.0 §6.7, ID 09h; its length in byte 2): read-through, writes
+    /// dropped (so virtio's configuration-access window, `VIRTIO_PCI_CAP_PCI_CFG`, reads
+    /// but does not write; drivers use the BARs).
+    VendorSpecific,
 }
 
 /// One kept capability.
@@ -112,6 +119,8 @@ impl CapabilityList {
                 if control & 0xF >= 2 { 0x3C } else { 0x24 },
             ),
             MSIX => (CapabilityKind::Msix, 0x0C),
+            // At least the three header bytes.
+            VENDOR_SPECIFIC => (CapabilityKind::VendorSpecific, (head >> 16) as u8),
             _ => return None,
         };
         Some(Capability {
@@ -121,16 +130,19 @@ impl CapabilityList {
         })
     }
 
-    /// Whether `candidate` may join: the first of its kind, inside the header's 256 bytes and
-    /// clear of every capability kept.
+    /// Whether `candidate` may join: at least its 3-byte header long, the first of its kind
+    /// (vendor-specific ones excepted: a device may have several), inside the header's 256
+    /// bytes and clear of every capability kept.
     fn fits(&self, candidate: &Capability) -> bool {
         let start = u16::from(candidate.offset);
         let end = start + u16::from(candidate.length);
-        end <= END
+        let many = candidate.kind == CapabilityKind::VendorSpecific;
+        candidate.length >= 3
+            && end <= END
             && self.kept.iter().all(|kept| {
                 let kept_start = u16::from(kept.offset);
                 let kept_end = kept_start + u16::from(kept.length);
-                kept.kind != candidate.kind && (end <= kept_start || kept_end <= start)
+                (many || kept.kind != candidate.kind) && (end <= kept_start || kept_end <= start)
             })
     }
 

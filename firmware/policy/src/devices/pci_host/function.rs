@@ -191,7 +191,9 @@ impl PassthroughFunction {
         let value = match capability.kind {
             CapabilityKind::Msi => self.msi.map_or(0, |msi| msi.read(relative)),
             CapabilityKind::Msix => self.msix.map_or(0, |msix| msix.read(relative)),
-            CapabilityKind::Express | CapabilityKind::PowerManagement => self.config.read32(offset),
+            CapabilityKind::Express
+            | CapabilityKind::PowerManagement
+            | CapabilityKind::VendorSpecific => self.config.read32(offset),
         };
         if relative == 0 {
             // The header: the device's capability ID, the next pointer of the virtual list.
@@ -251,7 +253,9 @@ impl PassthroughFunction {
         match capability.kind {
             CapabilityKind::Msi => self.write_msi(relative, value),
             CapabilityKind::Msix => self.write_msix_control(relative, value),
-            CapabilityKind::Express | CapabilityKind::PowerManagement => Vec::new(),
+            CapabilityKind::Express
+            | CapabilityKind::PowerManagement
+            | CapabilityKind::VendorSpecific => Vec::new(),
         }
     }
 

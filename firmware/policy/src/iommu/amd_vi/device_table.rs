@@ -14,16 +14,27 @@ pub struct InterruptTable {
     pub entries_log2: u8,
 }
 
+/// What a device table entry does with the device's interrupt messages (§2.2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupts {
+    /// Target-aborted: IV = 1, IntCtl = 00b.
+    Blocked,
+    /// Forwarded as they are (IV = 0): for a unit whose interrupt remapping is not used;
+    /// the hypervisor then writes the device's messages itself.
+    Untranslated,
+    /// Remapped through this table (IV = 1, IntCtl = 10b).
+    Remapped(InterruptTable),
+}
+
 /// One device table entry: translation through a 4-level page table tagged with `domain`,
-/// and optionally remapped interrupts.
+/// and what happens to its interrupts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceTableEntry {
     pub domain: DomainId,
     /// The top (level-4) page table.
     pub page_table_root: u64,
-    /// Remapped interrupts through this table (IntCtl = 10b); without one, the device's
-    /// interrupts are blocked (IV = 1, IntTabLen 0, IntCtl = 00b: target abort).
-    pub interrupts: Option<InterruptTable>,
+    /// Its interrupts: blocked, forwarded untranslated, or remapped through a table.
+    pub interrupts: Interrupts,
 }
 
 /// Qword 0: V (bit 0), TV (bit 1), Mode (11:9) = 4 levels, IR (61), IW (62).
@@ -79,13 +90,14 @@ impl DeviceTableEntry {
             | READ
             | WRITE;
         let interrupts = match self.interrupts {
-            Some(table) => {
+            Interrupts::Remapped(table) => {
                 (table.address & INTERRUPT_TABLE_MASK)
                     | INTERRUPT_VALID
                     | u64::from(table.entries_log2 & 0xf) << INTERRUPT_TABLE_LENGTH_SHIFT
                     | INTERRUPT_REMAPPED
             }
-            None => INTERRUPT_VALID,
+            Interrupts::Blocked => INTERRUPT_VALID,
+            Interrupts::Untranslated => 0,
         };
         [translation, u64::from(self.domain.0), interrupts, 0]
     }
@@ -100,7 +112,7 @@ mod tests {
         let entry = DeviceTableEntry {
             domain: DomainId(0x42),
             page_table_root: 0x1234_5000,
-            interrupts: Some(InterruptTable {
+            interrupts: Interrupts::Remapped(InterruptTable {
                 address: 0x9_8000,
                 entries_log2: 8,
             }),
@@ -112,7 +124,7 @@ mod tests {
         assert_eq!(q2, 0x2000_0000_0009_8011);
         assert_eq!(q3, 0);
         let blocked = DeviceTableEntry {
-            interrupts: None,
+            interrupts: Interrupts::Blocked,
             ..entry
         };
         assert_eq!(blocked.encode()[2], 1);
@@ -133,7 +145,7 @@ mod tests {
         let entry = DeviceTableEntry {
             domain: DomainId(1),
             page_table_root: 0x1000,
-            interrupts: None,
+            interrupts: Interrupts::Blocked,
         };
         assert!(DeviceTableEntry::translates(entry.encode()[0]));
     }

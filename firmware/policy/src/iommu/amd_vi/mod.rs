@@ -58,7 +58,7 @@ pub use command::{
     completion_wait, decode_event, invalidate_all, invalidate_device_table_entry,
     invalidate_domain_pages, invalidate_interrupt_table,
 };
-pub use device_table::{DeviceTableEntry, InterruptTable, BLOCKED_ENTRY};
+pub use device_table::{DeviceTableEntry, InterruptTable, Interrupts, BLOCKED_ENTRY};
 pub use error::AmdViError;
 pub use format::AmdViPageTable;
 pub use unit::{

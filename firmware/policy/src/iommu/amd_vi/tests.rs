@@ -27,7 +27,7 @@ fn entry(domain: u16, root: u64) -> DeviceTableEntry {
     DeviceTableEntry {
         domain: DomainId(domain),
         page_table_root: root,
-        interrupts: None,
+        interrupts: Interrupts::Blocked,
     }
 }
 

@@ -16,13 +16,13 @@ fn chain(f: &mut PassthroughFunction) -> Vec<(u16, u8)> {
 }
 
 #[test]
-fn only_the_four_kinds_are_shown() {
+fn only_the_kinds_a_driver_needs_are_shown() {
     let (mut f, shared) = nvme();
     assert_eq!(
         chain(&mut f),
         [(PM, 0x01), (MSI, 0x05), (MSIX, 0x11), (EXPRESS, 0x10)]
     );
-    assert_eq!(f.read(VENDOR), 0, "the vendor capability is hidden");
+    assert_eq!(f.read(VENDOR), 0, "the VPD capability is hidden");
     assert_eq!(f.read(VENDOR + 4), 0);
     // PM and PCIe read through (past their headers, and the header's upper half).
     assert_eq!(f.read(PM + 4), 0x0000_0008);
@@ -33,6 +33,35 @@ fn only_the_four_kinds_are_shown() {
     f.write(PM + 4, 0x3, 0b1111);
     assert!(shared.borrow().config_log.is_empty());
     assert_eq!(f.read(PM + 4), 0x0000_0008);
+}
+
+#[test]
+fn vendor_specific_capabilities_read_through_and_ignore_writes() {
+    let mut device = FakeDevice::nvme(0x3000);
+    // Two vendor-specific capabilities (as virtio's modern transport has), 16 bytes each.
+    device.dwords[usize::from(VENDOR / 4)] = 0x0010_0009 | 0x90 << 8;
+    device.dwords[0x90 / 4] = 0x0010_0009 | u32::from(MSIX) << 8;
+    device.dwords[0x94 / 4] = 0x1234_5678;
+    let (mut f, shared) = passthrough(device);
+    assert_eq!(
+        chain(&mut f),
+        [
+            (PM, 0x01),
+            (MSI, 0x05),
+            (VENDOR, 0x09),
+            (0x90, 0x09),
+            (MSIX, 0x11),
+            (EXPRESS, 0x10)
+        ]
+    );
+    assert_eq!(f.read(0x94), 0x1234_5678);
+    f.write(0x94, 0, 0b1111);
+    assert!(shared.borrow().config_log.is_empty());
+    // A vendor capability shorter than its own header is hidden.
+    let mut device = FakeDevice::nvme(0x3000);
+    device.dwords[usize::from(VENDOR / 4)] = 0x0002_0009 | u32::from(MSIX) << 8;
+    let (mut f, _) = passthrough(device);
+    assert!(!chain(&mut f).contains(&(VENDOR, 0x09)));
 }
 
 #[test]

@@ -16,8 +16,9 @@ pub const BAR0_HOST: u64 = 0x40_0000_0000;
 pub const BAR0_SIZE: u64 = 0x4000;
 pub const BAR4_HOST: u64 = 0xFEB0_0000;
 pub const BAR4_SIZE: u64 = 0x2000;
-/// The capabilities: PM, MSI (64-bit, per-vector masking, 4 vectors capable), a vendor
-/// capability to hide, MSI-X (65 entries, table at BAR 0 + 0x2000), PCI Express v2.
+/// The capabilities: PM, MSI (64-bit, per-vector masking, 4 vectors capable), a VPD
+/// capability to hide (at `VENDOR`), MSI-X (65 entries, table at BAR 0 + 0x2000), PCI
+/// Express v2.
 pub const PM: u16 = 0x40;
 pub const MSI: u16 = 0x50;
 pub const VENDOR: u16 = 0x70;
@@ -79,7 +80,7 @@ impl FakeDevice {
         d[usize::from(PM / 4)] = cap(0x01, MSI, 0x0003);
         d[usize::from(PM / 4) + 1] = 0x0000_0008;
         d[usize::from(MSI / 4)] = cap(0x05, VENDOR, 0x0184);
-        d[usize::from(VENDOR / 4)] = cap(0x09, MSIX, 0x0010);
+        d[usize::from(VENDOR / 4)] = cap(0x03, MSIX, 0x0010);
         d[usize::from(VENDOR / 4) + 1] = 0xDEAD_BEEF;
         d[usize::from(MSIX / 4)] = cap(0x11, EXPRESS, u32::from(ENTRIES - 1));
         d[usize::from(MSIX / 4) + 1] = TABLE as u32;
