@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use super::bars::VirtualBars;
 use super::capabilities::{CapabilityKind, CapabilityList};
 use super::error::PassthroughError;
-use super::mapping::BarMapping;
+use super::mapping::{self, BarMapping};
 use super::message::MessageRoute;
 use super::msi::MsiCapability;
 use super::msix_capability::MsixCapability;
@@ -36,7 +36,7 @@ use crate::pci::register::{
 use crate::pci::Bar;
 
 /// Command register bits (PCI 3.0 §6.2.2) the guest may set.
-pub(super) const MEMORY_SPACE: u16 = DECODE_MEMORY as u16;
+const MEMORY_SPACE: u16 = DECODE_MEMORY as u16;
 pub(super) const BUS_MASTER: u16 = 1 << 2;
 pub(super) const INTX_DISABLE: u16 = 1 << 10;
 const GUEST_COMMAND: u16 = MEMORY_SPACE | BUS_MASTER | INTX_DISABLE;
@@ -292,4 +292,57 @@ pub(super) fn with_memory_decoding<R>(
         config.write32(COMMAND_STATUS, command);
     }
     result
+}
+
+/// The BARs as the guest reaches them, and the trapped MSI-X window (`mapping`).
+impl PassthroughFunction {
+    /// The pieces of BARs mapped into the guest now, by BAR and address.
+    pub fn mappings(&self) -> Vec<BarMapping> {
+        mapping::pieces(&self.bars, self.table.as_ref(), self.decoding())
+    }
+
+    fn decoding(&self) -> bool {
+        self.command & MEMORY_SPACE != 0
+    }
+
+    fn trapped_offset(&self, guest_physical: u64) -> Option<u64> {
+        mapping::trapped_offset(
+            &self.bars,
+            self.table.as_ref(),
+            self.decoding(),
+            guest_physical,
+        )
+    }
+
+    /// A guest read of `size` bytes at `guest_physical`, if that is in this function's
+    /// trapped MSI-X window (see `msix_table` for what each byte of it reads).
+    pub fn trapped_read(&mut self, guest_physical: u64, size: u8) -> Option<u64> {
+        let offset = self.trapped_offset(guest_physical)?;
+        Some(self.table.as_mut()?.read(offset, size))
+    }
+
+    /// A guest write of `size` bytes of `value` at `guest_physical`, if that is in this
+    /// function's trapped MSI-X window: the routes it changed (often none).
+    pub fn trapped_write(
+        &mut self,
+        guest_physical: u64,
+        size: u8,
+        value: u64,
+    ) -> Option<Vec<MessageRoute>> {
+        let offset = self.trapped_offset(guest_physical)?;
+        let table = self.table.as_mut()?;
+        // Routes are compared, not entries: filling in a masked entry changes no route.
+        let Some(entry) = table.entry_at(offset, size) else {
+            table.write(offset, size, value);
+            return Some(Vec::new());
+        };
+        let before = self.msix_route(entry);
+        self.table.as_mut()?.write(offset, size, value);
+        let after = self.msix_route(entry);
+        Some(if after != before {
+            Vec::from([after])
+        } else {
+            Vec::new()
+        })
+    }
 }

@@ -13,9 +13,8 @@
 
 use alloc::vec::Vec;
 
-use super::bars::MemoryBar;
-use super::function::{PassthroughFunction, MEMORY_SPACE};
-use super::message::MessageRoute;
+use super::bars::{MemoryBar, VirtualBars};
+use super::msix_table::MsixTable;
 
 /// How a piece of a BAR reaches the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +22,8 @@ pub enum MappingAccess {
     /// Mapped by the SLAT onto the host's BAR: the guest reaches the device directly.
     Direct,
     /// Not mapped: the guest's accesses exit and go to
-    /// [`PassthroughFunction::trapped_read`]/[`PassthroughFunction::trapped_write`] (the
-    /// MSI-X table's page(s)).
+    /// [`PassthroughFunction::trapped_read`](super::PassthroughFunction::trapped_read) and
+    /// `trapped_write` (the MSI-X table's page(s)).
     Trapped,
 }
 
@@ -42,79 +41,55 @@ pub struct BarMapping {
     pub access: MappingAccess,
 }
 
-impl PassthroughFunction {
-    /// The pieces of BARs mapped into the guest now, by BAR and address.
-    pub fn mappings(&self) -> Vec<BarMapping> {
-        let mut pieces = Vec::new();
-        if self.command & MEMORY_SPACE == 0 {
-            return pieces;
-        }
-        for bar in self.bars.bars().iter().filter(|bar| bar.placed()) {
-            let piece = |start: u64, end: u64, access| BarMapping {
-                bar: bar.index,
-                guest_physical: bar.guest + start,
-                host_physical: bar.host + start,
-                size: end - start,
-                access,
-            };
-            match self.table.as_ref().filter(|t| t.bar() == bar.index) {
-                Some(table) => {
-                    let window = table.window();
-                    if window.start > 0 {
-                        pieces.push(piece(0, window.start, MappingAccess::Direct));
-                    }
-                    pieces.push(piece(window.start, window.end, MappingAccess::Trapped));
-                    if window.end < bar.size {
-                        pieces.push(piece(window.end, bar.size, MappingAccess::Direct));
-                    }
-                }
-                None => pieces.push(piece(0, bar.size, MappingAccess::Direct)),
-            }
-        }
-        pieces
+/// The pieces of `bars` the guest reaches now: none while memory decoding is off
+/// (`decoding`), else every placed BAR, the MSI-X `table`'s window trapped.
+pub(super) fn pieces(
+    bars: &VirtualBars,
+    table: Option<&MsixTable>,
+    decoding: bool,
+) -> Vec<BarMapping> {
+    let mut pieces = Vec::new();
+    if !decoding {
+        return pieces;
     }
-
-    /// The BAR holding the MSI-X table and the trapped window's offset from its base, if the
-    /// guest's `guest_physical` falls in the window now.
-    fn trapped_offset(&self, guest_physical: u64) -> Option<u64> {
-        let table = self.table.as_ref()?;
-        let bar: &MemoryBar = self.bars.bar(table.bar())?;
-        if self.command & MEMORY_SPACE == 0 || !bar.placed() {
-            return None;
-        }
-        let offset = guest_physical.checked_sub(bar.guest)?;
-        table.window().contains(&offset).then_some(offset)
-    }
-
-    /// A guest read of `size` bytes at `guest_physical`, if that is in this function's
-    /// trapped MSI-X window (see `msix_table` for what each byte of it reads).
-    pub fn trapped_read(&mut self, guest_physical: u64, size: u8) -> Option<u64> {
-        let offset = self.trapped_offset(guest_physical)?;
-        Some(self.table.as_mut()?.read(offset, size))
-    }
-
-    /// A guest write of `size` bytes of `value` at `guest_physical`, if that is in this
-    /// function's trapped MSI-X window: the routes it changed (often none).
-    pub fn trapped_write(
-        &mut self,
-        guest_physical: u64,
-        size: u8,
-        value: u64,
-    ) -> Option<Vec<MessageRoute>> {
-        let offset = self.trapped_offset(guest_physical)?;
-        let table = self.table.as_mut()?;
-        // Routes are compared, not entries: filling in a masked entry changes no route.
-        let Some(entry) = table.entry_at(offset, size) else {
-            table.write(offset, size, value);
-            return Some(Vec::new());
+    for bar in bars.bars().iter().filter(|bar| bar.placed()) {
+        let piece = |start: u64, end: u64, access| BarMapping {
+            bar: bar.index,
+            guest_physical: bar.guest + start,
+            host_physical: bar.host + start,
+            size: end - start,
+            access,
         };
-        let before = self.msix_route(entry);
-        self.table.as_mut()?.write(offset, size, value);
-        let after = self.msix_route(entry);
-        Some(if after != before {
-            Vec::from([after])
-        } else {
-            Vec::new()
-        })
+        match table.filter(|t| t.bar() == bar.index) {
+            Some(table) => {
+                let window = table.window();
+                if window.start > 0 {
+                    pieces.push(piece(0, window.start, MappingAccess::Direct));
+                }
+                pieces.push(piece(window.start, window.end, MappingAccess::Trapped));
+                if window.end < bar.size {
+                    pieces.push(piece(window.end, bar.size, MappingAccess::Direct));
+                }
+            }
+            None => pieces.push(piece(0, bar.size, MappingAccess::Direct)),
+        }
     }
+    pieces
+}
+
+/// The offset of `guest_physical` in the MSI-X `table`'s BAR, if it falls in the trapped
+/// window now (decoding on, the BAR placed).
+pub(super) fn trapped_offset(
+    bars: &VirtualBars,
+    table: Option<&MsixTable>,
+    decoding: bool,
+    guest_physical: u64,
+) -> Option<u64> {
+    let table = table?;
+    let bar: &MemoryBar = bars.bar(table.bar())?;
+    if !decoding || !bar.placed() {
+        return None;
+    }
+    let offset = guest_physical.checked_sub(bar.guest)?;
+    table.window().contains(&offset).then_some(offset)
 }
