@@ -292,3 +292,25 @@ fn e_two_partitions_talk_over_passed_through_nics() {
     }
     assert!(boot.events("dma_fault").is_empty(), "{}", boot.context);
 }
+
+/// A partition whose device keeps sending DMA outside its RAM is stopped after
+/// `DMA_FAULT_LIMIT` refusals, as a faulting guest (its `on_fault`), and the other runs on
+/// (issue 18 item 4).
+#[test]
+fn g_a_partition_whose_device_keeps_faulting_is_stopped() {
+    let boot = Boot::run("pci-nvme-faults", "vt-d-nvme-on-node-1");
+    let stopped = boot.stopped("faulty");
+    assert_eq!(
+        stopped["reason"], "dma-faults",
+        "{stopped}\n{}",
+        boot.context
+    );
+    let faults = boot
+        .events("dma_fault")
+        .into_iter()
+        .filter(|f| f["partition"] == "faulty")
+        .count();
+    assert!(faults >= 8, "{faults} dma_fault events\n{}", boot.context);
+    boot.check_guest_finished("bystander");
+    boot.check_ledgers();
+}

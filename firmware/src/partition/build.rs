@@ -246,6 +246,7 @@ pub fn build(
         nic_backlog: core::sync::atomic::AtomicU8::new(0),
         pci_devices,
         pci_vectors: Default::default(),
+        dma_faults: Default::default(),
     };
     let loaded = {
         let mut state = partition.state.lock();
@@ -616,8 +617,11 @@ fn new_lapic(apic_id: u32, vcpu: usize) -> LocalApic {
 /// reloaded (the caller holds its state lock): a frame a switch delivers from then on meets a
 /// card with no buffers posted, never the old driver's buffers inside the new guest's image.
 pub fn replace_devices(partition: &Partition) {
-    // The new functions start with every message masked.
+    // The new functions start with every message masked, and no fault counted.
     super::msi_routes::release(partition);
+    partition
+        .dma_faults
+        .store(0, core::sync::atomic::Ordering::Relaxed);
     match new_platform(partition.hv, partition.spec, &partition.pci_devices) {
         Ok(devices) => *partition.devices.lock() = devices,
         Err(e) => log::error!(

@@ -94,6 +94,8 @@ pub struct Partition {
     /// The host device vectors its functions' messages hold, one bit per vector
     /// (`msi_routes`).
     pub pci_vectors: [AtomicU64; 4],
+    /// DMA faults of its functions in this life (`passthrough::poll_faults`).
+    pub dma_faults: core::sync::atomic::AtomicU32,
     /// The network cards with frames a transmit exit left behind, one bit a card
     /// (`network::send_backlog`).
     pub nic_backlog: core::sync::atomic::AtomicU8,

@@ -6,6 +6,7 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
 use numavisor_layout::{Layout, PartitionSpec};
 use numavisor_policy::devices::pci_host::{
@@ -18,6 +19,7 @@ use numavisor_policy::pci::passthrough::{
 };
 use numavisor_policy::pci::{PciAddress, PciInventory, RemappingKind};
 use numavisor_policy::report::events;
+use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 
 use super::Partition;
 use crate::platform::console::report;
@@ -394,9 +396,15 @@ pub fn apply_mappings(partition: &Partition, vcpu: usize, mappings: PciMappings)
     super::memory_sync::wait_caught_up(partition, vcpu, generation);
 }
 
+/// DMA faults of a partition's functions, in one life, after which it is stopped as a
+/// faulting guest (its `on_fault` applies): a driver gone wrong, or a guest probing the
+/// unit, should not keep a remapping unit busy recording faults for ever.
+pub const DMA_FAULT_LIMIT: u32 = 8;
+
 /// Reports the DMA faults the remapping units recorded (`dma_fault`), each with the
-/// partition owning the device. Called from a partition's vCPU 0 with its timers; another
-/// CPU polling meanwhile leaves this one nothing to do.
+/// partition owning the device, and stops a partition whose functions reached
+/// [`DMA_FAULT_LIMIT`]. Called from a partition's vCPU 0 with its timers; another CPU
+/// polling meanwhile leaves this one nothing to do.
 pub fn poll_faults(partition: &Partition) {
     if partition.pci_devices.is_empty() {
         return;
@@ -428,5 +436,20 @@ pub fn poll_faults(partition: &Partition) {
             name.unwrap_or("(none)")
         );
         report::emit(&events::dma_fault(name, unit, &fault));
+        if let Some(owner) = owner {
+            let count = owner.dma_faults.fetch_add(1, Ordering::Relaxed) + 1;
+            if count == DMA_FAULT_LIMIT {
+                owner.control.ask(StopRequest {
+                    kind: StopKind::Fault,
+                    reason: "dma-faults",
+                    detail: format!(
+                        "its PCI functions' DMA was refused {count} times (the last: {fault})"
+                    ),
+                });
+                for slot in &owner.vcpus {
+                    slot.kick();
+                }
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! `mode=nvme [outside=0xADDR]`: drives a passed-through NVMe controller (NVM Express Base
+//! `mode=nvme [outside=0xADDR [repeat=N]]`: drives a passed-through NVMe controller (NVM Express Base
 //! 2.0) the way a minimal driver does, with no interrupts: finds it on the virtual host
 //! bridge's bus 0 through ECAM (`GUEST_ECAM_BASE`, as the guest's MCFG says), sizes its BAR 0
 //! (the hypervisor shadows BARs), enables memory decoding and bus mastering, sets up the
@@ -8,8 +8,9 @@
 //! sends its data to that guest-physical address (outside the partition's RAM): the DMA
 //! remapping unit must stop it (the hypervisor reports a `dma_fault`); the controller's
 //! answer is printed as `{"event":"nvme_outside","address":A,"status":N}` (QEMU 7.2's
-//! controller completes it with status 0 all the same). Exit status 0 when Identify
-//! succeeded, 1 otherwise.
+//! controller completes it with status 0 all the same); with `repeat`, that many times (a
+//! guest whose device keeps faulting, which the hypervisor stops). Exit status 0 when
+//! Identify succeeded, 1 otherwise.
 
 use numavisor_policy::pci::guest_bus::GUEST_ECAM_BASE;
 
@@ -63,7 +64,7 @@ fn fail(step: &str) -> ! {
 }
 
 /// Runs the probe.
-pub fn run(outside: Option<u64>) -> ! {
+pub fn run(outside: Option<u64>, repeat: u64) -> ! {
     let mut found = None;
     for device in 0..32u64 {
         let id = config_read(device, 0);
@@ -100,8 +101,10 @@ pub fn run(outside: Option<u64>) -> ! {
         Json(text(24..64))
     );
     if let Some(address) = outside {
-        let status = identify(bar, address, 2);
-        report!("{{\"event\":\"nvme_outside\",\"address\":{address},\"status\":{status}}}");
+        for _ in 0..repeat.max(1) {
+            let status = identify(bar, address, 2);
+            report!("{{\"event\":\"nvme_outside\",\"address\":{address},\"status\":{status}}}");
+        }
     }
     exit(if status == 0 { 0 } else { 1 })
 }

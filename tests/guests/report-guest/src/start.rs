@@ -125,7 +125,10 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "hostile" => hostile(option("probe").unwrap_or("")),
         "watch" => crate::watch::run(option("target"), option("until").and_then(parse_number)),
         "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
-        "nvme" => crate::nvme_probe::run(option("outside").and_then(parse_number)),
+        "nvme" => crate::nvme_probe::run(
+            option("outside").and_then(parse_number),
+            option("repeat").and_then(parse_number).unwrap_or(1),
+        ),
         "set-target" => crate::set_target::run(
             option("target").and_then(parse_number),
             option("vnode").and_then(parse_number),
