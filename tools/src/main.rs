@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench_balloon;
 mod bench_linux;
 mod bench_network;
+mod bench_pci;
 mod guest_acpi;
 mod layout_cmd;
 
@@ -80,6 +81,9 @@ enum Commands {
         /// `$NUMAVISOR_BENCH_MIB` sets the transfer size (default 64).
         #[arg(long, conflicts_with = "balloon_only")]
         network_only: bool,
+        /// Only PCI passthrough's figures (docs/pci.md, "Figures"), not the whole bench.
+        #[arg(long, conflicts_with_all = ["balloon_only", "network_only"])]
+        pci_only: bool,
     },
 }
 
@@ -155,6 +159,10 @@ fn run_command() -> Result<()> {
         } => {
             packages::ensure(&[packages::QEMU])?;
             bench_network::run()
+        }
+        Commands::Bench { pci_only: true, .. } => {
+            packages::ensure(&[packages::QEMU])?;
+            bench_pci::run()
         }
         Commands::Bench { topologies, .. } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
@@ -564,7 +572,8 @@ fn bench(names: &[String]) -> Result<()> {
     hot_add_moves()?;
     bench_balloon::run()?;
     bench_linux::run()?;
-    bench_network::run()
+    bench_network::run()?;
+    bench_pci::run()
 }
 
 /// The hypervisor's instructions per 2 MiB block virtio-mem plugs (zeroing it included) and

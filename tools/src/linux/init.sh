@@ -37,6 +37,8 @@
 #             function's numa_node, the sha256 of its first nv.mib MiB (default 64), then a
 #             marker line ("numavisor-nvme-marker") written at byte nv.mib MiB
 #                                                      -> {"event":"nvme",...}
+#   nvme-read  read nv.mib MiB (default 64) of /dev/nvme0n1 with O_DIRECT in 1 MiB blocks,
+#             timed, with the NVMe interrupts taken meanwhile  -> {"event":"nvme_read",...}
 #   poweroff  power off (poweroff -f)
 #   reboot    reboot (reboot -f)
 # Without nv.test (or after tests that do not end the guest) it starts a shell on the console.
@@ -343,6 +345,25 @@ test_nvme() {
     say "{\"event\":\"nvme\",\"function\":\"${function##*/}\",\"numa_node\":$numa,\"mib\":$mib,\"sha256\":\"$sha\",\"marker_written\":$written}"
 }
 
+# The interrupts the nvme driver's queues took so far (every CPU, every queue).
+nvme_interrupts() {
+    awk '/nvme/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i } END { print n + 0 }' /proc/interrupts
+}
+
+test_nvme_read() {
+    dev=/dev/nvme0n1
+    waited=0
+    while [ ! -b "$dev" ] && [ $waited -lt $NVME_WAIT_S ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    before=$(nvme_interrupts)
+    start=$(uptime_ms)
+    if dd if=$dev of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null; then ok=true; else ok=false; fi
+    ms=$(($(uptime_ms) - start))
+    say "{\"event\":\"nvme_read\",\"ok\":$ok,\"mib\":$mib,\"ms\":$ms,\"interrupts\":$(($(nvme_interrupts) - before))}"
+}
+
 test_net_stats() {
     stats=/sys/class/net/eth0/statistics
     say "{\"event\":\"net-stats\",\"rx_packets\":$(cat $stats/rx_packets),\"tx_packets\":$(cat $stats/tx_packets),\"rx_dropped\":$(cat $stats/rx_dropped),\"tx_dropped\":$(cat $stats/tx_dropped)}"
@@ -554,6 +575,7 @@ for t in $tests; do
         wait-link-down) test_wait_link_down ;;
         net-stats) test_net_stats ;;
         nvme) test_nvme ;;
+        nvme-read) test_nvme_read ;;
         getcpu) /bin/nv-getcpu || say "{\"event\":\"getcpu\",\"error\":$?}" ;;
         poweroff) say '{"event":"poweroff"}'; poweroff -f ;;
         reboot) say '{"event":"reboot"}'; reboot -f ;;
