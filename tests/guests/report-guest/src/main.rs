@@ -70,6 +70,7 @@ mod init_idt;
 mod mmio_probe;
 #[cfg(target_os = "none")]
 mod nmi;
+#[cfg(target_os = "none")]
 mod nvme_probe;
 #[cfg(target_os = "none")]
 mod paging;
