@@ -156,7 +156,7 @@ pub fn build(
         .collect();
     let vnode_nodes: Vec<usize> = vnodes.iter().map(|&(_, node)| node).collect();
     let pci_devices =
-        super::passthrough::accept(&hv.pci, spec, passthrough).map_err(BuildError::Passthrough)?;
+        super::passthrough::accept(spec, passthrough).map_err(BuildError::Passthrough)?;
     super::passthrough::report_far(&hv.pci, spec, &pci_devices, &vnode_nodes, &hv.distances);
     placement::check_memory(&vnodes, frames)?;
     if vnodes

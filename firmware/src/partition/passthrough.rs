@@ -1,6 +1,8 @@
 //! PCI passthrough at the partition edge: which of the layout's host functions each partition
-//! may own on this machine (`numavisor_policy::pci::passthrough` decides), and the warning for
-//! a function far from its partition's memory.
+//! may own on this machine (`numavisor_policy::pci::passthrough` decides) and the warning for
+//! one far from its memory; the virtual host bridge of its functions; their attachment to
+//! its DMA remapping domain (`dma_remapping`) and detachment at stop; the SLAT mappings of
+//! their BARs as the guest places them; and the faults their DMA takes.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -17,7 +19,7 @@ use numavisor_policy::pci::guest_bus;
 use numavisor_policy::pci::passthrough::{
     check_requests, far_device, vnode_for_device, PassthroughRefusal, PassthroughRequest,
 };
-use numavisor_policy::pci::{PciAddress, PciInventory, RemappingKind};
+use numavisor_policy::pci::{PciAddress, PciInventory};
 use numavisor_policy::report::events;
 use numavisor_policy::vmm::exit::{StopKind, StopRequest};
 
@@ -49,35 +51,19 @@ pub fn check_layout(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     pub host: PciAddress,
-    pub reason: RefusalReason,
-}
-
-/// A refusal by the machine's checks, or for want of a driver for the function's unit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RefusalReason {
-    Machine(PassthroughRefusal),
-    NoDriver(RemappingKind),
+    pub reason: PassthroughRefusal,
 }
 
 impl core::fmt::Display for Refused {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match &self.reason {
-            RefusalReason::Machine(why) => write!(f, "pci {}: {why}", self.host),
-            RefusalReason::NoDriver(kind) => write!(
-                f,
-                "pci {}: numavisor has no {} driver yet, so it cannot isolate the function's \
-                 DMA",
-                self.host,
-                kind.name()
-            ),
-        }
+        write!(f, "pci {}: {}", self.host, self.reason)
     }
 }
 
 /// The inventory indices of `spec`'s functions, or why one is refused; `checked` is this
-/// partition's slice of [`check_layout`].
+/// partition's slice of [`check_layout`]. Both kinds of unit have a driver
+/// (`dma_remapping`), so a function the machine's checks accept is given.
 pub fn accept(
-    inventory: &PciInventory,
     spec: &PartitionSpec,
     checked: &[Result<usize, PassthroughRefusal>],
 ) -> Result<Vec<usize>, Refused> {
@@ -85,31 +71,12 @@ pub fn accept(
         .iter()
         .zip(checked)
         .map(|(device, result)| {
-            let refused = |reason| Refused {
+            result.clone().map_err(|reason| Refused {
                 host: device.host,
                 reason,
-            };
-            let index = result
-                .clone()
-                .map_err(|why| refused(RefusalReason::Machine(why)))?;
-            // check_requests gives only functions with a unit.
-            let unit = inventory.devices[index]
-                .unit
-                .and_then(|u| inventory.units.get(u));
-            match unit {
-                Some(unit) if driver_for(unit.kind) => Ok(index),
-                Some(unit) => Err(refused(RefusalReason::NoDriver(unit.kind))),
-                None => Err(refused(RefusalReason::Machine(
-                    PassthroughRefusal::NoRemappingUnit,
-                ))),
-            }
+            })
         })
         .collect()
-}
-
-/// Whether the hypervisor drives this kind of remapping unit (`dma_remapping`): both.
-fn driver_for(kind: RemappingKind) -> bool {
-    matches!(kind, RemappingKind::VtD | RemappingKind::AmdVi)
 }
 
 /// Reports (`pci_far`) each function of the partition whose node holds none of its memory.
