@@ -686,6 +686,15 @@ mod tests {
                     .to_vec(),
                 "net_failover" => vec!["failover".to_string()],
                 "failover" => vec![],
+                "virtio_pci" => [
+                    "virtio_pci_modern_dev",
+                    "virtio_pci_legacy_dev",
+                    "virtio",
+                    "virtio_ring",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                "virtio_pci_modern_dev" | "virtio_pci_legacy_dev" => vec![],
                 other => bail!("no module {other}"),
             })
         };
@@ -695,6 +704,9 @@ mod tests {
                 "virtio_ring",
                 "virtio",
                 "virtio_mmio",
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio_pci",
                 "virtio_balloon",
                 "failover",
                 "net_failover",
@@ -720,6 +732,9 @@ mod tests {
             "virtio_ring",
             "virtio",
             "virtio_mmio",
+            "virtio_pci_modern_dev",
+            "virtio_pci_legacy_dev",
+            "virtio_pci",
             "virtio_balloon",
             "failover",
             "net_failover",
@@ -734,9 +749,9 @@ mod tests {
             std::fs::write(dir.join(format!("{name}.ko")), b"ko").unwrap();
         }
         let cached = cached_modules(&dir).unwrap();
-        assert_eq!(cached.len(), 8);
-        assert!(cached[3].ends_with("virtio_balloon.ko"));
-        assert!(cached[6].ends_with("virtio_net.ko"));
+        assert_eq!(cached.len(), 11);
+        assert!(cached[6].ends_with("virtio_balloon.ko"));
+        assert!(cached[9].ends_with("virtio_net.ko"));
         // A list that lacks a guest module is stale.
         std::fs::write(dir.join(MODULE_ORDER_FILE), "virtio_ring\nvirtio\n").unwrap();
         assert_eq!(cached_modules(&dir), None);
