@@ -49,6 +49,7 @@ topology_matrix! {
     hot_pluggable_memory_and_cpus_under_ovmf => "hotplug",
     four_domains_of_2g_under_ovmf => "four-nodes-8g",
     intel_iommu_and_an_nvme_on_node_1_under_ovmf => "vt-d-nvme-on-node-1",
+    intel_iommu_and_an_empty_expander_on_node_1_under_ovmf => "vt-d-expander-on-node-1",
     amd_iommu_and_an_nvme_on_node_1_under_ovmf => "amd-vi",
 }
 

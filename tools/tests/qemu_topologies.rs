@@ -132,5 +132,6 @@ topology_matrix! {
     hot_pluggable_memory_and_cpus => "hotplug",
     four_domains_of_2g => "four-nodes-8g",
     intel_iommu_and_an_nvme_on_node_1 => "vt-d-nvme-on-node-1",
+    intel_iommu_and_an_empty_expander_on_node_1 => "vt-d-expander-on-node-1",
     amd_iommu_and_an_nvme_on_node_1 => "amd-vi",
 }
