@@ -208,8 +208,7 @@ pub fn build(
     // a DMAR wins over an IVRS).
     let dma_kind = pci_devices
         .first()
-        .and_then(|&i| hv.pci.devices[i].unit)
-        .and_then(|u| hv.pci.units.get(u))
+        .and_then(|&i| hv.pci.unit_of(i))
         .map(|u| u.kind);
     if let Err(e) = fund(spec, dma_kind, frames, &mut state) {
         release(&mut state, frames);

@@ -90,10 +90,11 @@ pub fn route(partition: &Partition, routes: Vec<InterruptRoute>) {
 fn message(partition: &Partition, device: u8, slot: usize, apic: u32) -> Option<HostMessage> {
     let vector = (FIRST_DEVICE_VECTOR + slot) as u8;
     let hv = partition.hv;
-    let function = &hv.pci.devices[*partition
+    let index = *partition
         .pci_devices
-        .get(usize::from(device).wrapping_sub(1))?];
-    let unit = function.unit.and_then(|u| hv.pci.units.get(u))?;
+        .get(usize::from(device).wrapping_sub(1))?;
+    let function = &hv.pci.devices[index];
+    let unit = hv.pci.unit_of(index)?;
     let entry = InterruptRemapEntry {
         vector,
         destination: apic,
@@ -138,7 +139,7 @@ fn clear_entry(partition: &Partition, device: u8, slot: usize) {
     else {
         return;
     };
-    if let Some(unit) = hv.pci.devices[index].unit.and_then(|u| hv.pci.units.get(u)) {
+    if let Some(unit) = hv.pci.unit_of(index) {
         if let Err(e) = hv.dma.lock().program_interrupt(unit, slot as u16, None) {
             log::error!("partition \"{}\": device {device}: {e}", partition.name());
         }

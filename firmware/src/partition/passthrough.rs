@@ -79,6 +79,17 @@ pub fn accept(
         .collect()
 }
 
+/// The SLIT distance between two dense nodes of `distances`; unknown is the farthest.
+fn slit(distances: &[Vec<u8>]) -> impl Fn(usize, usize) -> u8 + '_ {
+    |a, b| {
+        distances
+            .get(a)
+            .and_then(|row| row.get(b))
+            .copied()
+            .unwrap_or(u8::MAX)
+    }
+}
+
 /// Reports (`pci_far`) each function of the partition whose node holds none of its memory.
 pub fn report_far(
     inventory: &PciInventory,
@@ -87,16 +98,10 @@ pub fn report_far(
     vnode_nodes: &[usize],
     distances: &[Vec<u8>],
 ) {
-    let distance = |a: usize, b: usize| {
-        distances
-            .get(a)
-            .and_then(|row| row.get(b))
-            .copied()
-            .unwrap_or(u8::MAX)
-    };
+    let distance = slit(distances);
     for &index in devices {
         let device = &inventory.devices[index];
-        if let Some(far) = far_device(device.node, vnode_nodes, distance) {
+        if let Some(far) = far_device(device.node, vnode_nodes, &distance) {
             log::warn!(
                 "partition \"{}\": pci {} is on node {}, which holds none of its memory \
                  (nearest: node {}, distance {})",
@@ -220,13 +225,7 @@ pub fn guest_host_bridge(
     distances: &[Vec<u8>],
 ) -> Option<numavisor_acpi_tables::PciHostBridge> {
     let first = devices.first()?;
-    let distance = |a: usize, b: usize| {
-        distances
-            .get(a)
-            .and_then(|row| row.get(b))
-            .copied()
-            .unwrap_or(u8::MAX)
-    };
+    let distance = slit(distances);
     let vnode = vnode_for_device(inventory.devices[*first].node, vnode_nodes, distance);
     Some(numavisor_acpi_tables::PciHostBridge {
         ecam_base: guest_bus::GUEST_ECAM_BASE,
@@ -249,9 +248,9 @@ pub fn attach_all_with(
     let domain = DomainId(u16::try_from(partition.index + 1).unwrap_or(u16::MAX));
     for &index in &partition.pci_devices {
         let device = &hv.pci.devices[index];
-        let unit = device
-            .unit
-            .and_then(|u| hv.pci.units.get(u))
+        let unit = hv
+            .pci
+            .unit_of(index)
             .ok_or_else(|| format!("pci {}: no remapping unit", device.function.address))?;
         hv.dma
             .lock()
@@ -282,7 +281,7 @@ pub fn detach_all(partition: &Partition) {
     let hv = partition.hv;
     for &index in &partition.pci_devices {
         let device = &hv.pci.devices[index];
-        if let Some(unit) = device.unit.and_then(|u| hv.pci.units.get(u)) {
+        if let Some(unit) = hv.pci.unit_of(index) {
             hv.dma
                 .lock()
                 .detach(unit, SourceId::from(device.function.address));
@@ -390,11 +389,7 @@ pub fn poll_faults(partition: &Partition) {
             p.pci_devices.iter().any(|&i| {
                 let device = &hv.pci.devices[i];
                 SourceId::from(device.function.address) == fault.source
-                    && device
-                        .unit
-                        .and_then(|u| hv.pci.units.get(u))
-                        .map(|u| u.base)
-                        == Some(unit)
+                    && hv.pci.unit_of(i).map(|u| u.base) == Some(unit)
             })
         });
         let name = owner.map(|p| p.name());

@@ -111,6 +111,17 @@ pub struct PciInventory {
     pub devices: Vec<PciDevice>,
 }
 
+impl PciInventory {
+    /// The remapping unit of function `device` (an index in [`devices`](Self::devices)), if
+    /// one covers it.
+    pub fn unit_of(&self, device: usize) -> Option<&RemappingUnit> {
+        self.devices
+            .get(device)
+            .and_then(|d| d.unit)
+            .and_then(|u| self.units.get(u))
+    }
+}
+
 /// Where a function's DMA goes: its remapping unit and the memory the firmware reserved for
 /// it. Implemented over DMAR and IVRS.
 pub trait RemappingMap {

@@ -103,9 +103,10 @@ pub fn check_requests(
     inventory: &PciInventory,
     requests: &[PassthroughRequest],
 ) -> Vec<Result<usize, PassthroughRefusal>> {
+    let bridges = bridges_by_secondary_bus(inventory);
     let aliases: Vec<Option<u16>> = requests
         .iter()
-        .map(|r| requester_alias(inventory, r.host))
+        .map(|r| requester_alias(&bridges, r.host))
         .collect();
     requests
         .iter()
@@ -193,18 +194,10 @@ fn pages_of(base: u64, size: u64) -> (u64, u64) {
 /// conventional-PCI bridge nearest the root on its path (PCIe to PCI/PCI-X bridges take
 /// ownership of the transactions they forward, PCIe Base 6.0 §2.2.6.2 and the PCIe to
 /// PCI/PCI-X Bridge spec §2.3), as Linux's `pci_for_each_dma_alias` finds it.
-fn requester_alias(inventory: &PciInventory, host: PciAddress) -> Option<u16> {
-    // Bridges by the bus they lead to.
-    let bridges: BTreeMap<(u16, u8), &super::PciFunction> = inventory
-        .devices
-        .iter()
-        .filter_map(|d| match d.function.header {
-            HeaderKind::Bridge { secondary, .. } => {
-                Some(((d.function.address.segment, secondary), &d.function))
-            }
-            _ => None,
-        })
-        .collect();
+fn requester_alias(
+    bridges: &BTreeMap<(u16, u8), &super::PciFunction>,
+    host: PciAddress,
+) -> Option<u16> {
     let mut bus = host.bus;
     let mut alias = None;
     // At most 256 steps: each goes one bus nearer the root, and a loop of bridges in a broken
@@ -226,6 +219,20 @@ fn requester_alias(inventory: &PciInventory, host: PciAddress) -> Option<u16> {
         bus = bridge.address.bus;
     }
     alias
+}
+
+/// The machine's bridges by the (segment, bus) they lead to.
+fn bridges_by_secondary_bus(inventory: &PciInventory) -> BTreeMap<(u16, u8), &super::PciFunction> {
+    inventory
+        .devices
+        .iter()
+        .filter_map(|d| match d.function.header {
+            HeaderKind::Bridge { secondary, .. } => {
+                Some(((d.function.address.segment, secondary), &d.function))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The guest vnode a device on host node `device_node` belongs to: the vnode backed by that
