@@ -9,24 +9,26 @@
 //! entry (AMD-Vi), so its DMA faults: the hypervisor uses no device that does DMA, and a
 //! function nobody owns must not reach memory.
 //!
-//! AMD-Vi units forward a passed-through function's interrupt messages untranslated (their
-//! interrupt remapping is not used yet): the hypervisor writes those messages itself.
-//!
-//! Where the unit offers it, interrupt remapping is turned on as the unit starts (with the
-//! invalidation queue it needs): every message a passed-through function sends must then
-//! name an interrupt-remapping entry the hypervisor wrote for that very function (source-ID
-//! checked), or the unit refuses it. Invalidation goes through the queue where it is on, by
-//! registers otherwise (VT-d §6.5).
+//! Interrupts are always remapped (a unit that cannot is refused at the boot checks, or here
+//! as it starts): every message a passed-through function sends must name an entry the
+//! hypervisor wrote for that very function, or the unit refuses it, so a device's write into
+//! the interrupt address range cannot reach another partition's CPUs or the hypervisor's.
+//! - VT-d: one table per unit, turned on as the unit starts with the invalidation queue it
+//!   needs; each entry is source-ID checked.
+//! - AMD-Vi: one table per function, named by its device table entry, so only that function
+//!   can use its entries.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
 use numavisor_policy::iommu::amd_vi::{
-    self, AmdViError, AmdViUnit, DeviceTableEntry, Interrupts, UnitLayout,
+    self, AmdViError, AmdViUnit, DeviceTableEntry, InterruptEntry as AmdViInterruptEntry,
+    InterruptTable, Interrupts, UnitLayout,
 };
 use numavisor_policy::iommu::vtd::{
-    ApicMode, ContextError, ContextTables, InterruptRemapEntry, QueueConfig, VtdError, VtdUnit,
+    remappable_msi, ApicMode, ContextError, ContextTables, DeliveryMode as RemapDelivery,
+    InterruptRemapEntry, QueueConfig, VtdError, VtdUnit,
 };
 use numavisor_policy::iommu::{DmaFault, DomainId, SourceId};
 use numavisor_policy::memory::{BlockSize, FrameAllocator, Usage};
@@ -52,6 +54,11 @@ pub enum AttachError {
     OutOfMemory,
     /// An interrupt-remapping entry that cannot be written.
     InterruptEntry(alloc::string::String),
+    /// The VT-d unit at `base` offers no interrupt remapping (or not the queued invalidation
+    /// it needs), although the DMAR says the platform does.
+    NoInterruptRemapping {
+        base: u64,
+    },
 }
 
 impl fmt::Display for AttachError {
@@ -67,6 +74,11 @@ impl fmt::Display for AttachError {
             AttachError::Context(e) => write!(f, "VT-d context tables: {e}"),
             AttachError::OutOfMemory => f.write_str("no free page for a VT-d context table"),
             AttachError::InterruptEntry(e) => write!(f, "interrupt remapping: {e}"),
+            AttachError::NoInterruptRemapping { base } => write!(
+                f,
+                "the VT-d unit at {base:#x} offers no interrupt remapping with queued \
+                 invalidation, so a device's message could interrupt any CPU"
+            ),
         }
     }
 }
@@ -81,8 +93,8 @@ enum Unit {
 struct VtdState {
     driver: VtdUnit<UnitRegisters>,
     tables: ContextTables,
-    /// Its interrupt-remapping table's page, where interrupt remapping is on.
-    interrupt_table: Option<u64>,
+    /// Its interrupt-remapping table's page.
+    interrupt_table: u64,
 }
 
 /// A started AMD-Vi unit.
@@ -90,14 +102,26 @@ struct AmdViState {
     driver: AmdViUnit<UnitRegisters>,
     /// Requester IDs its device table holds.
     entries: u32,
+    /// Each attached function's interrupt remapping table (a hypervisor page, kept for the
+    /// machine's life like the device table), by requester ID.
+    interrupt_tables: BTreeMap<u16, u64>,
+}
+
+/// Where a passed-through function's message is to go: a host vector of the CPU with xAPIC
+/// ID `apic`, fixed delivery, physical destination, edge-triggered.
+#[derive(Clone, Copy, Debug)]
+pub struct InterruptTarget {
+    pub vector: u8,
+    pub apic: u32,
 }
 
 /// Pages of an AMD-Vi device table: 2 MiB, an entry for every requester ID (QEMU reads any
 /// device's entry without checking the table's size).
 const AMD_VI_DEVICE_TABLE_PAGES: u16 = 512;
 
-/// Interrupt-remapping entries per unit: one page of 16-byte entries, 2^8 (more than the
-/// hypervisor's device vectors).
+/// Interrupt-remapping entries per table: 2^8, more than the hypervisor's device vectors
+/// (an entry's index is its vector's slot). VT-d: 16-byte entries, one page per unit;
+/// AMD-Vi: 4-byte entries, a page per function (1 KiB of it used; 128-byte alignment).
 const INTERRUPT_ENTRIES_LOG2: u8 = 8;
 
 /// Every started unit, by register base.
@@ -181,10 +205,21 @@ impl DmaRemapping {
                         entries: amd.entries,
                     }));
                 }
+                let table = match amd.interrupt_tables.get(&source.requester_id()) {
+                    Some(&table) => table,
+                    None => pages.withdraw_page().ok_or(AttachError::OutOfMemory)?,
+                };
+                amd.interrupt_tables.insert(source.requester_id(), table);
+                // A new life starts with no entry: a message names none until the guest's
+                // driver programs one.
+                numavisor_policy::slat::TableMemory::zero(&mut memory, table);
                 let entry = DeviceTableEntry {
                     domain,
                     page_table_root: root,
-                    interrupts: Interrupts::Untranslated,
+                    interrupts: Interrupts::Remapped(InterruptTable {
+                        address: table,
+                        entries_log2: INTERRUPT_ENTRIES_LOG2,
+                    }),
                 };
                 amd.driver
                     .set_device(&mut queue, source, &entry)
@@ -193,55 +228,78 @@ impl DmaRemapping {
         }
     }
 
-    /// Writes (or, with `None`, clears) interrupt-remapping entry `index` of `unit` and
-    /// invalidates the unit's cached entries. `Ok(false)`: the unit remaps no interrupts (it
-    /// is not started, or has no interrupt remapping): the caller sends compatibility-format
-    /// messages.
+    /// Writes interrupt-remapping entry `index` for `source` (a function `unit` remaps,
+    /// attached before) to send `target`, invalidates the unit's cached entries, and returns
+    /// the (address, data) to program the function's MSI or MSI-X entry with.
     pub fn program_interrupt(
         &mut self,
         unit: &RemappingUnit,
+        source: SourceId,
         index: u16,
-        entry: Option<InterruptRemapEntry>,
-    ) -> Result<bool, AttachError> {
-        let Some(Unit::VtD(started)) = self.units.get_mut(&unit.base) else {
-            return Ok(false);
-        };
-        let Some(table) = started.interrupt_table else {
-            return Ok(false);
-        };
+        target: InterruptTarget,
+    ) -> Result<(u32, u32), AttachError> {
         if u32::from(index) >= 1 << INTERRUPT_ENTRIES_LOG2 {
             return Err(AttachError::InterruptEntry(alloc::format!(
                 "entry {index} is past the table's {}",
                 1u32 << INTERRUPT_ENTRIES_LOG2
             )));
         }
-        let words = match entry {
-            Some(entry) => entry
+        let entry_error = |e: &dyn fmt::Display| AttachError::InterruptEntry(alloc::format!("{e}"));
+        match self.units.get_mut(&unit.base) {
+            Some(Unit::VtD(started)) => {
+                let words = InterruptRemapEntry {
+                    vector: target.vector,
+                    destination: target.apic,
+                    logical: false,
+                    redirection_hint: false,
+                    level_triggered: false,
+                    delivery: RemapDelivery::Fixed,
+                    source,
+                }
                 .encode(ApicMode::XApic)
-                .map_err(|e| AttachError::InterruptEntry(alloc::format!("{e}")))?,
-            None => [0, 0],
-        };
-        let slot = table + u64::from(index) * 16;
-        // SAFETY: a 16-byte entry of the unit's interrupt-remapping table: a hypervisor page
-        // taken for it in `start`, identity mapped, written only under the remapping lock.
-        // The high qword goes first and the present bit (low qword) last, so the unit never
-        // sees a present entry half written; clearing writes the low qword first.
-        unsafe {
-            if entry.is_some() {
-                ((slot + 8) as *mut u64).write_volatile(words[1]);
-                (slot as *mut u64).write_volatile(words[0]);
-            } else {
-                (slot as *mut u64).write_volatile(0);
-                ((slot + 8) as *mut u64).write_volatile(0);
+                .map_err(|e| entry_error(&e))?;
+                started.write_vtd_entry(index, Some(words))?;
+                Ok(remappable_msi(index, None))
             }
+            Some(Unit::AmdVi(started)) => {
+                let word = AmdViInterruptEntry {
+                    vector: target.vector,
+                    destination: target.apic,
+                    logical: false,
+                    lowest_priority: false,
+                }
+                .encode()
+                .map_err(|e| entry_error(&e))?;
+                started.write_amd_vi_entry(source, index, word)?;
+                amd_vi::remapped_msi(index).ok_or_else(|| {
+                    AttachError::InterruptEntry(alloc::format!(
+                        "entry {index} cannot be named by a fixed message"
+                    ))
+                })
+            }
+            None => Err(AttachError::InterruptEntry(alloc::format!(
+                "the remapping unit at {:#x} was never started",
+                unit.base
+            ))),
         }
-        // SAFETY: as in `attach`.
-        let mut queue = unsafe { IdentityQueue::new() };
-        started
-            .driver
-            .invalidate_interrupt_entries(&mut queue)
-            .map_err(AttachError::Unit)?;
-        Ok(true)
+    }
+
+    /// Clears interrupt-remapping entry `index` of `source` (its function no longer uses
+    /// it; the function was reprogrammed or masked first) and invalidates.
+    pub fn clear_interrupt(
+        &mut self,
+        unit: &RemappingUnit,
+        source: SourceId,
+        index: u16,
+    ) -> Result<(), AttachError> {
+        if u32::from(index) >= 1 << INTERRUPT_ENTRIES_LOG2 {
+            return Ok(());
+        }
+        match self.units.get_mut(&unit.base) {
+            Some(Unit::VtD(started)) => started.write_vtd_entry(index, None),
+            Some(Unit::AmdVi(started)) => started.write_amd_vi_entry(source, index, 0),
+            None => Ok(()),
+        }
     }
 
     /// Detaches `source` from whatever domain holds it and invalidates: from the return on,
@@ -296,6 +354,62 @@ impl DmaRemapping {
     }
 }
 
+impl VtdState {
+    /// Writes (`Some`) or clears entry `index` of the unit's table, then invalidates.
+    fn write_vtd_entry(&mut self, index: u16, words: Option<[u64; 2]>) -> Result<(), AttachError> {
+        let slot = self.interrupt_table + u64::from(index) * 16;
+        // SAFETY: a 16-byte entry of the unit's interrupt-remapping table: a hypervisor page
+        // taken for it in `start`, identity mapped, written only under the remapping lock.
+        // The high qword goes first and the present bit (low qword) last, so the unit never
+        // sees a present entry half written; clearing writes the low qword first.
+        unsafe {
+            match words {
+                Some([low, high]) => {
+                    ((slot + 8) as *mut u64).write_volatile(high);
+                    (slot as *mut u64).write_volatile(low);
+                }
+                None => {
+                    (slot as *mut u64).write_volatile(0);
+                    ((slot + 8) as *mut u64).write_volatile(0);
+                }
+            }
+        }
+        // SAFETY: the driver names only the queue ring and status pages `start` gave it.
+        let mut queue = unsafe { IdentityQueue::new() };
+        self.driver
+            .invalidate_interrupt_entries(&mut queue)
+            .map_err(AttachError::Unit)
+    }
+}
+
+impl AmdViState {
+    /// Writes entry `index` of `source`'s table (0: RemapEn clear, the entry refuses), then
+    /// has the unit reread the table.
+    fn write_amd_vi_entry(
+        &mut self,
+        source: SourceId,
+        index: u16,
+        word: u32,
+    ) -> Result<(), AttachError> {
+        let Some(&table) = self.interrupt_tables.get(&source.requester_id()) else {
+            return Err(AttachError::InterruptEntry(alloc::format!(
+                "{source} has no interrupt remapping table (it was never attached)"
+            )));
+        };
+        // SAFETY: a 4-byte entry, inside the first KiB, of the function's interrupt
+        // remapping table: a hypervisor page taken for it in `attach`, identity mapped,
+        // written only under the remapping lock. One aligned 32-bit store: the unit never
+        // sees half an entry.
+        unsafe { ((table + u64::from(index) * 4) as *mut u32).write_volatile(word) };
+        // SAFETY: the driver names only the device table, command buffer and completion
+        // qword `start_amd_vi` gave it.
+        let mut queue = unsafe { IdentityQueue::new() };
+        self.driver
+            .invalidate_interrupt_table(&mut queue, source)
+            .map_err(AttachError::AmdVi)
+    }
+}
+
 /// Starts `unit`: empty context tables, its root table set, caches invalidated, translation
 /// on.
 fn start(
@@ -311,20 +425,20 @@ fn start(
     let tables = ContextTables::new(memory, pages, driver.capabilities().domain_count())
         .map_err(|_| AttachError::OutOfMemory)?;
     let caps = driver.capabilities();
-    let remaps_interrupts = caps.queued_invalidation() && caps.interrupt_remapping();
-    if remaps_interrupts {
-        // The ring (one page: 256 descriptors) and, apart from it, the status dword the
-        // unit's wait descriptors write.
-        let ring = zeroed_page(memory, pages)?;
-        let status = zeroed_page(memory, pages)?;
-        driver
-            .enable_queued_invalidation(QueueConfig {
-                base: ring,
-                size_log2: 0,
-                status,
-            })
-            .map_err(AttachError::Unit)?;
+    if !(caps.queued_invalidation() && caps.interrupt_remapping()) {
+        return Err(AttachError::NoInterruptRemapping { base: unit.base });
     }
+    // The ring (one page: 256 descriptors) and, apart from it, the status dword the unit's
+    // wait descriptors write.
+    let ring = zeroed_page(memory, pages)?;
+    let status = zeroed_page(memory, pages)?;
+    driver
+        .enable_queued_invalidation(QueueConfig {
+            base: ring,
+            size_log2: 0,
+            status,
+        })
+        .map_err(AttachError::Unit)?;
     driver
         .set_root_table(tables.root_address())
         .map_err(AttachError::Unit)?;
@@ -334,39 +448,21 @@ fn start(
         .invalidate_all(&mut queue)
         .map_err(AttachError::Unit)?;
     driver.enable_translation().map_err(AttachError::Unit)?;
-    let interrupt_table = match remaps_interrupts {
-        true => {
-            // Every entry not present: a message naming none is refused.
-            let table = zeroed_page(memory, pages)?;
-            driver
-                .set_interrupt_remapping_table(table, INTERRUPT_ENTRIES_LOG2, ApicMode::XApic)
-                .map_err(AttachError::Unit)?;
-            driver
-                .invalidate_interrupt_entries(&mut queue)
-                .map_err(AttachError::Unit)?;
-            driver
-                .enable_interrupt_remapping()
-                .map_err(AttachError::Unit)?;
-            Some(table)
-        }
-        false => {
-            log::warn!(
-                "VT-d unit {:#x} has no interrupt remapping: passed-through functions send \
-                 compatibility-format messages, which it does not check",
-                unit.base
-            );
-            None
-        }
-    };
+    // Every entry not present: a message naming none is refused.
+    let interrupt_table = zeroed_page(memory, pages)?;
+    driver
+        .set_interrupt_remapping_table(interrupt_table, INTERRUPT_ENTRIES_LOG2, ApicMode::XApic)
+        .map_err(AttachError::Unit)?;
+    driver
+        .invalidate_interrupt_entries(&mut queue)
+        .map_err(AttachError::Unit)?;
+    driver
+        .enable_interrupt_remapping()
+        .map_err(AttachError::Unit)?;
     log::info!(
-        "VT-d unit {:#x}: translation on (root table {:#x}), interrupt remapping {}",
+        "VT-d unit {:#x}: translation and interrupt remapping on (root table {:#x})",
         unit.base,
         tables.root_address(),
-        if interrupt_table.is_some() {
-            "on"
-        } else {
-            "off"
-        }
     );
     Ok(VtdState {
         driver,
@@ -410,13 +506,14 @@ fn start_amd_vi(
         .start(&mut queue, layout)
         .map_err(AttachError::AmdVi)?;
     log::info!(
-        "AMD-Vi unit {:#x}: translation on (device table {device_table:#x}, every device \
-         blocked but those given to partitions)",
+        "AMD-Vi unit {:#x}: translation and interrupt remapping on (device table \
+         {device_table:#x}, every device blocked but those given to partitions)",
         unit.base
     );
     Ok(AmdViState {
         driver,
         entries: layout.device_entries(),
+        interrupt_tables: BTreeMap::new(),
     })
 }
 

@@ -1,10 +1,10 @@
 //! Passed-through functions' interrupts (issue 18 item 5). Each guest MSI or MSI-X message a
 //! driver programs gets a host vector of its own, machine-wide (`idt::FIRST_DEVICE_VECTOR`
 //! onwards), aimed at the CPU running the partition's vCPU 0; the guest's own address and
-//! data never reach the device. Where the function's remapping unit remaps interrupts, the
-//! vector and CPU are in an interrupt-remapping entry of that slot's index, valid for that
-//! function's requester ID only, and the device is given the remappable message naming it;
-//! elsewhere the device is given the compatibility-format message itself. When the CPU takes
+//! data never reach the device. The vector and CPU are in an interrupt-remapping entry of
+//! that slot's index, usable by that function's requester ID only (VT-d: source-ID checked;
+//! AMD-Vi: in the function's own table), and the device is given the remappable message
+//! naming it: no message it can send reaches another CPU or vector. When the CPU takes
 //! the vector (its vCPU's run ends with a physical-interrupt exit, or its idle HLT wakes),
 //! the vCPU loop delivers the guest's vector to the guest's destination through the
 //! partition's interrupt routing, as an edge-triggered I/O APIC message would be.
@@ -16,12 +16,10 @@ use numavisor_policy::devices::ioapic::{DeliveryMode, IoApicDelivery};
 use numavisor_policy::devices::pci_host::{
     DestinationMode, GuestMsi, HostMessage, InterruptRoute, InterruptSource, MsiDelivery,
 };
-use numavisor_policy::iommu::vtd::{
-    remappable_msi, DeliveryMode as RemapDelivery, InterruptRemapEntry,
-};
 use numavisor_policy::iommu::SourceId;
 use spin::Mutex;
 
+use super::dma_remapping::InterruptTarget;
 use super::interrupts::deliver_ioapic;
 use super::Partition;
 use crate::platform::cpu::idt::{take_device_vectors, DEVICE_VECTOR_COUNT, FIRST_DEVICE_VECTOR};
@@ -84,41 +82,27 @@ pub fn route(partition: &Partition, routes: Vec<InterruptRoute>) {
 }
 
 /// The physical message for host vector slot `slot` aimed at the CPU with xAPIC ID `apic`:
-/// remappable through the function's unit where it remaps interrupts (fixed delivery,
-/// physical destination, edge: SDM vol. 3A §11.11.1), else the compatibility-format
-/// message itself; `None` (masked) where the entry cannot be written.
+/// the remappable message naming the function's interrupt-remapping entry of that slot,
+/// written first (fixed delivery, physical destination, edge: SDM vol. 3A §11.11.1); `None`
+/// (masked) where the entry cannot be written.
 fn message(partition: &Partition, device: u8, slot: usize, apic: u32) -> Option<HostMessage> {
     let vector = (FIRST_DEVICE_VECTOR + slot) as u8;
     let hv = partition.hv;
     let index = *partition
         .pci_devices
         .get(usize::from(device).wrapping_sub(1))?;
-    let function = &hv.pci.devices[index];
     let unit = hv.pci.unit_of(index)?;
-    let entry = InterruptRemapEntry {
-        vector,
-        destination: apic,
-        logical: false,
-        redirection_hint: false,
-        level_triggered: false,
-        delivery: RemapDelivery::Fixed,
-        source: SourceId::from(function.function.address),
-    };
-    let programmed = hv
-        .dma
-        .lock()
-        .program_interrupt(unit, slot as u16, Some(entry));
+    let source = SourceId::from(hv.pci.devices[index].function.address);
+    let programmed = hv.dma.lock().program_interrupt(
+        unit,
+        source,
+        slot as u16,
+        InterruptTarget { vector, apic },
+    );
     match programmed {
-        Ok(true) => {
-            let (address, data) = remappable_msi(slot as u16, None);
-            Some(HostMessage {
-                address: u64::from(address),
-                data,
-            })
-        }
-        Ok(false) => Some(HostMessage {
-            address: 0xFEE0_0000 | u64::from(apic) << 12,
-            data: u32::from(vector),
+        Ok((address, data)) => Some(HostMessage {
+            address: u64::from(address),
+            data,
         }),
         Err(e) => {
             log::warn!(
@@ -139,8 +123,9 @@ fn clear_entry(partition: &Partition, device: u8, slot: usize) {
     else {
         return;
     };
+    let source = SourceId::from(hv.pci.devices[index].function.address);
     if let Some(unit) = hv.pci.unit_of(index) {
-        if let Err(e) = hv.dma.lock().program_interrupt(unit, slot as u16, None) {
+        if let Err(e) = hv.dma.lock().clear_interrupt(unit, source, slot as u16) {
             log::error!("partition \"{}\": device {device}: {e}", partition.name());
         }
     }

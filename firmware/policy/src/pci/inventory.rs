@@ -85,6 +85,11 @@ pub struct RemappingUnit {
     /// Its proximity domain (DMAR RHSA), where the firmware gives one.
     pub pxm: Option<u32>,
     pub node: Option<usize>,
+    /// Whether the firmware says interrupt remapping is usable through it: the DMAR's
+    /// INTR_REMAP flag (VT-d), an I/O APIC among the IVHD's special devices (AMD-Vi, where
+    /// Linux asks the same before it remaps). Without it a passed-through function's
+    /// messages could reach any CPU, so none is given to a partition.
+    pub interrupt_remapping: bool,
 }
 
 /// One function and where it stands.

@@ -7,6 +7,10 @@
 //!   ISA/LPC bridge);
 //! - a DMA remapping unit covers it: without one its DMA reaches all memory, so there is no
 //!   passthrough at all (never DMA without isolation);
+//! - that unit remaps interrupts: a device's write into the interrupt address range is a
+//!   message to a CPU, and without remapping it could name any CPU, vector and delivery mode
+//!   (INIT, NMI, SMI) — another partition's or the hypervisor's (as VFIO refuses such a
+//!   device unless told `allow_unsafe_interrupts`);
 //! - the firmware reserved no memory for its DMA (VT-d RMRR, AMD-Vi IVMD): such a device keeps
 //!   doing DMA the firmware set up, into memory the partition does not own;
 //! - each memory BAR is page-aligned and page-sized at least, and no page of it holds any
@@ -41,6 +45,8 @@ pub enum PassthroughRefusal {
     /// The machine has no DMA remapping unit covering it (no DMAR/IVRS, or none of their
     /// units lists it).
     NoRemappingUnit,
+    /// Its remapping unit (register base) cannot remap interrupts.
+    NoInterruptRemapping { unit: u64 },
     /// The firmware reserved memory for its DMA, `[base, end)`.
     ReservedMemory(u64, u64),
     /// A memory BAR smaller than a page or not aligned to one.
@@ -71,6 +77,12 @@ impl fmt::Display for PassthroughRefusal {
             PassthroughRefusal::NoRemappingUnit => f.write_str(
                 "no DMA remapping unit (VT-d or AMD-Vi) covers it, so its DMA could reach any \
                  memory; passthrough needs an IOMMU",
+            ),
+            PassthroughRefusal::NoInterruptRemapping { unit } => write!(
+                f,
+                "its remapping unit at {unit:#x} cannot remap interrupts (the DMAR's \
+                 INTR_REMAP flag is clear, or the IVRS lists no I/O APIC behind it), so a \
+                 message the device sent could interrupt any CPU"
             ),
             PassthroughRefusal::ReservedMemory(base, end) => write!(
                 f,
@@ -146,8 +158,11 @@ fn check_one(inventory: &PciInventory, host: PciAddress) -> Result<usize, Passth
             HeaderKind::Other(_) => "a function with an undefined header type",
         }));
     }
-    if device.unit.is_none() {
-        return Err(PassthroughRefusal::NoRemappingUnit);
+    let unit = inventory
+        .unit_of(index)
+        .ok_or(PassthroughRefusal::NoRemappingUnit)?;
+    if !unit.interrupt_remapping {
+        return Err(PassthroughRefusal::NoInterruptRemapping { unit: unit.base });
     }
     if let Some(&(base, end)) = device.reserved_memory.first() {
         return Err(PassthroughRefusal::ReservedMemory(base, end));

@@ -67,6 +67,7 @@ fn machine(devices: Vec<PciDevice>) -> PciInventory {
             segment: 0,
             pxm: None,
             node: None,
+            interrupt_remapping: true,
         }],
         devices,
     }
@@ -254,4 +255,20 @@ fn a_device_belongs_to_the_vnode_on_its_node_else_the_nearest() {
             distance: 20
         })
     );
+}
+
+#[test]
+fn a_unit_that_cannot_remap_interrupts_refuses_its_functions() {
+    let mut inventory = machine(vec![nvme("00:03.0", 0xfe00_0000)]);
+    assert_eq!(
+        check_requests(&inventory, &[request(0, "00:03.0")]),
+        vec![Ok(0)]
+    );
+    inventory.units[0].interrupt_remapping = false;
+    let refusal = check_requests(&inventory, &[request(0, "00:03.0")]).remove(0);
+    assert_eq!(
+        refusal,
+        Err(PassthroughRefusal::NoInterruptRemapping { unit: 0xfed9_0000 })
+    );
+    assert!(alloc::format!("{}", refusal.unwrap_err()).contains("0xfed90000"));
 }

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::{HeaderKind, PciAddress, PciFunction, RemappingKind, RemappingMap, RemappingUnit};
 use crate::acpi::dmar::Dmar;
-use crate::acpi::ivrs::Ivrs;
+use crate::acpi::ivrs::{Ivrs, SpecialVariety};
 
 /// The firmware's description of the machine's IOMMUs.
 pub enum Remapping<'a, F: Fn(u32) -> Option<usize>> {
@@ -69,6 +69,7 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
                         segment: unit.segment,
                         pxm,
                         node: pxm.and_then(node_of_pxm),
+                        interrupt_remapping: dmar.interrupt_remapping,
                     }
                 })
                 .collect(),
@@ -82,6 +83,10 @@ impl<F: Fn(u32) -> Option<usize>> RemappingMap for Remapping<'_, F> {
                     // The IVRS gives no proximity.
                     pxm: None,
                     node: None,
+                    interrupt_remapping: unit
+                        .specials
+                        .iter()
+                        .any(|s| s.variety == SpecialVariety::IoApic),
                 })
                 .collect(),
         }

@@ -902,7 +902,8 @@ pub fn pci(inventory: &crate::pci::PciInventory) -> String {
                         .u64("base", u.base)
                         .u64("segment", u64::from(u.segment))
                         .opt_u64("pxm", u.pxm.map(u64::from))
-                        .opt_u64("node", u.node.map(|n| n as u64));
+                        .opt_u64("node", u.node.map(|n| n as u64))
+                        .bool("interrupt_remapping", u.interrupt_remapping);
                 });
             }
         })

@@ -14,14 +14,13 @@ pub struct InterruptTable {
     pub entries_log2: u8,
 }
 
-/// What a device table entry does with the device's interrupt messages (§2.2.5).
+/// What a device table entry does with the device's interrupt messages (§2.2.5). There is
+/// no "forwarded untranslated" (IV = 0): a device's messages would then reach any CPU with
+/// any vector and delivery mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interrupts {
     /// Target-aborted: IV = 1, IntCtl = 00b.
     Blocked,
-    /// Forwarded as they are (IV = 0): for a unit whose interrupt remapping is not used;
-    /// the hypervisor then writes the device's messages itself.
-    Untranslated,
     /// Remapped through this table (IV = 1, IntCtl = 10b).
     Remapped(InterruptTable),
 }
@@ -97,7 +96,6 @@ impl DeviceTableEntry {
                     | INTERRUPT_REMAPPED
             }
             Interrupts::Blocked => INTERRUPT_VALID,
-            Interrupts::Untranslated => 0,
         };
         [translation, u64::from(self.domain.0), interrupts, 0]
     }

@@ -14,9 +14,11 @@
 //!    DMA through untranslated.
 //! 3. [`AmdViUnit::new`] (reads the Extended Feature Register), then [`AmdViUnit::start`].
 //! 4. Per passed-through function: build its domain's tables
-//!    (`SlatBuilder::<AmdViPageTable>`), then [`AmdViUnit::set_device`]; on unassignment or
-//!    a partition stop, [`AmdViUnit::block_device`]. After changing a domain's tables,
-//!    [`AmdViUnit::invalidate_domain`].
+//!    (`SlatBuilder::<AmdViPageTable>`) and give it a zeroed interrupt remapping table, then
+//!    [`AmdViUnit::set_device`] with [`Interrupts::Remapped`]; on unassignment or a partition
+//!    stop, [`AmdViUnit::block_device`]. After changing a domain's tables,
+//!    [`AmdViUnit::invalidate_domain`]; after writing an [`InterruptEntry`],
+//!    [`AmdViUnit::invalidate_interrupt_table`].
 //! 5. Poll [`AmdViUnit::take_faults`].
 //!
 //! # QEMU 7.2's `amd-iommu`
@@ -47,6 +49,7 @@ mod device_table;
 mod error;
 mod event_log;
 mod format;
+mod interrupt;
 mod unit;
 
 #[cfg(test)]
@@ -61,6 +64,7 @@ pub use command::{
 pub use device_table::{DeviceTableEntry, InterruptTable, Interrupts, BLOCKED_ENTRY};
 pub use error::AmdViError;
 pub use format::AmdViPageTable;
+pub use interrupt::{remapped_msi, InterruptEntry, InterruptEntryError, MAX_FIXED_INDEX};
 pub use unit::{
     block_all, AmdViMemory, AmdViUnit, ExtendedFeatures, UnitLayout, DEFAULT_SPIN_LIMIT,
     RING_ENTRIES,

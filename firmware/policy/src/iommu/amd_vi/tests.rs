@@ -323,6 +323,29 @@ fn set_device_writes_qword_zero_last_and_invalidates_what_changed() {
 }
 
 #[test]
+fn a_remapped_device_names_its_own_table_and_its_entries_are_invalidated() {
+    let (mut unit, mut memory) = started(FakeUnit::qemu());
+    let remapped = DeviceTableEntry {
+        interrupts: Interrupts::Remapped(InterruptTable {
+            address: 0x7_0000,
+            entries_log2: 8,
+        }),
+        ..entry(1, 0x5000)
+    };
+    unit.set_device(&mut memory, NVME, &remapped).unwrap();
+    // IV, 2^8 entries, the table, IntCtl = 10b (remapped); the pass bits stay 0.
+    assert_eq!(dte(&memory, NVME)[2], 0x2000_0000_0007_0011);
+    let fake = unit.registers();
+    assert!(fake.rejected.is_empty() && fake.illegal_entries.is_empty());
+    fake.performed.clear();
+    unit.invalidate_interrupt_table(&mut memory, NVME).unwrap();
+    assert_eq!(
+        unit.registers().performed,
+        [invalidate_interrupt_table(NVME)]
+    );
+}
+
+#[test]
 fn qemu_refuses_domain_ids_with_bit_eight() {
     let (mut unit, mut memory) = started(FakeUnit::qemu());
     unit.set_device(&mut memory, NVME, &entry(0x100, 0x5000))

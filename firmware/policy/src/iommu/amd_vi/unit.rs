@@ -370,6 +370,16 @@ impl<R: RegisterAccess> AmdViUnit<R> {
         self.submit(memory, &[invalidate_domain_pages(domain)])
     }
 
+    /// Makes the unit reread `device`'s interrupt remapping table
+    /// (INVALIDATE_INTERRUPT_TABLE): after an entry of it changed.
+    pub fn invalidate_interrupt_table(
+        &mut self,
+        memory: &mut impl AmdViMemory,
+        device: SourceId,
+    ) -> Result<(), AmdViError> {
+        self.submit(memory, &[invalidate_interrupt_table(device)])
+    }
+
     /// Drops everything the unit caches (INVALIDATE_IOMMU_ALL; needs EFR.IASup).
     pub fn invalidate_all(&mut self, memory: &mut impl AmdViMemory) -> Result<(), AmdViError> {
         if !self.features.invalidate_all() {
