@@ -70,6 +70,7 @@ impl GuestMemory {
     }
 
     /// The host address of `gpa` and how many bytes follow it at contiguous host addresses.
+    #[inline(always)]
     fn translate(&self, gpa: u64) -> Option<(u64, u64)> {
         let mut hint = self.hint.get();
         let found = self.ram.borrow().translate_near(gpa, &mut hint);
@@ -260,6 +261,7 @@ impl TableMemory for IdentityTables {
 }
 
 impl numavisor_policy::vmm::guest_walk::GuestPhysical for GuestMemory {
+    #[inline]
     fn read_u8(&self, gpa: u64) -> Option<u8> {
         let (spa, _) = self.translate(gpa)?;
         // SAFETY: one byte of host memory backing this partition's RAM, identity mapped; a

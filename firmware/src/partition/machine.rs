@@ -62,6 +62,7 @@ impl<'a> Machine for PartitionMachine<'a> {
         &self.memory
     }
 
+    #[inline(always)]
     fn with_lapic<R>(&self, vcpu: usize, f: impl FnOnce(&mut LocalApic) -> R) -> R {
         self.touched.set(true);
         // `vcpu` is the caller's own index, always in range; fall back to vCPU 0 otherwise.
@@ -73,6 +74,7 @@ impl<'a> Machine for PartitionMachine<'a> {
         f(&mut slot.lapic.lock())
     }
 
+    #[inline(always)]
     fn with_devices<R>(&self, f: impl FnOnce(&mut PlatformDevices) -> R) -> R {
         f(&mut self.partition.devices.lock())
     }

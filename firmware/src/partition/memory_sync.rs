@@ -25,6 +25,7 @@ pub fn start(
 
 /// A checkpoint: the new RAM copy if the partition's memory changed (the caller flushes its
 /// CPU's SLAT translations before the next entry).
+#[inline(always)]
 pub fn renew(partition: &Partition, view: &mut MemoryView) -> Option<Arc<GuestRam>> {
     partition
         .memory

@@ -23,10 +23,29 @@ use super::memory_sync;
 use super::{build, poll_console_input, stop_or_restart, Hypervisor, Partition};
 use crate::platform::cpu::{apic, tsc};
 use crate::platform::heap;
+use crate::virt::svm::vcpu::SvmVcpu;
+use crate::virt::vmx::vcpu::VmxVcpu;
 use crate::virt::{Active, ActiveVcpu};
 
-/// The backend's vCPU.
-type BackendVcpu = ActiveVcpu;
+/// A backend's vCPU as the loop drives it. The loop is compiled once per backend (and per
+/// profiling choice), so that every `Vcpu` call on the exit path is a direct call the
+/// compiler can inline, not a match on which backend runs.
+trait LoopVcpu: Vcpu {
+    /// Drops this CPU's cached translations of the partition's SLAT before the next entry.
+    fn flush_guest_translations(&mut self);
+}
+
+impl LoopVcpu for SvmVcpu {
+    fn flush_guest_translations(&mut self) {
+        SvmVcpu::flush_guest_translations(self);
+    }
+}
+
+impl LoopVcpu for VmxVcpu {
+    fn flush_guest_translations(&mut self) {
+        VmxVcpu::flush_guest_translations(self);
+    }
+}
 
 /// The longest a guest runs before the hypervisor looks at its partition again.
 const SLICE_MICROS: u64 = 10_000;
@@ -117,7 +136,10 @@ fn run_vcpu(partition: &'static Partition, index: usize) {
         let end = match cpu {
             Some(mut cpu) => {
                 let mut profile = ExitProfile::new(PROFILE.load(Ordering::Relaxed));
-                let end = run_epoch(partition, index, &mut cpu, &mut profile);
+                let end = match &mut cpu {
+                    ActiveVcpu::Svm(cpu) => run_epoch_profiled(partition, index, cpu, &mut profile),
+                    ActiveVcpu::Vmx(cpu) => run_epoch_profiled(partition, index, cpu, &mut profile),
+                };
                 if profile.enabled() {
                     PROFILE_SUMS.lock().add(&profile);
                 }
@@ -171,12 +193,64 @@ pub fn profile() -> Option<ExitProfile> {
         .then(|| PROFILE_SUMS.lock().clone())
 }
 
-/// One life of the partition, from its entry state to its next stop.
-fn run_epoch(
+/// The stage marks of one vCPU loop: recorded into the profile when `ON`, compiled out
+/// otherwise (each would cost the exit path a test and a branch).
+struct Marks<'a, const ON: bool>(&'a mut ExitProfile);
+
+impl<const ON: bool> Marks<'_, ON> {
+    #[inline(always)]
+    fn start(&mut self) {
+        if ON {
+            self.0.start(tsc::now);
+        }
+    }
+
+    #[inline(always)]
+    fn mark(&mut self, stage: Stage) {
+        if ON {
+            self.0.mark(stage, tsc::now);
+        }
+    }
+
+    /// The heap's allocation count at a pass's start (0 when not profiling).
+    #[inline(always)]
+    fn allocations(&self) -> u64 {
+        if ON {
+            heap::allocations()
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn count_allocations(&mut self, before: u64) {
+        if ON {
+            self.0.count_allocations(before, heap::allocations());
+        }
+    }
+}
+
+/// [`run_epoch`], with its stages profiled if `profile` is on: two copies of the loop, so
+/// that the unprofiled one carries no marks.
+fn run_epoch_profiled(
     partition: &'static Partition,
     index: usize,
-    cpu: &mut BackendVcpu,
+    cpu: &mut impl LoopVcpu,
     profile: &mut ExitProfile,
+) -> EpochEnd {
+    if profile.enabled() {
+        run_epoch(partition, index, cpu, Marks::<true>(profile))
+    } else {
+        run_epoch(partition, index, cpu, Marks::<false>(profile))
+    }
+}
+
+/// One life of the partition, from its entry state to its next stop.
+fn run_epoch<const PROFILED: bool, C: LoopVcpu>(
+    partition: &'static Partition,
+    index: usize,
+    cpu: &mut C,
+    mut profile: Marks<'_, PROFILED>,
 ) -> EpochEnd {
     let (entry, offset, mut sync, ram) = {
         let state = partition.state.lock();
@@ -221,12 +295,8 @@ fn run_epoch(
     // reprograms its timer (or a periodic one that fired) moves it.
     let mut armed_lapic_deadline = None;
     loop {
-        profile.start(tsc::now);
-        let allocations = if profile.enabled() {
-            heap::allocations()
-        } else {
-            0
-        };
+        profile.start();
+        let allocations = profile.allocations();
         if !resume_at_once {
             if partition.control.stop_requested() {
                 record_exits(partition, &mut exits);
@@ -267,22 +337,23 @@ fn run_epoch(
                         running = true;
                     }
                     None => {
-                        idle(partition, index, &machine, None, offset, &mut timer);
+                        idle(partition, index, &machine, None::<&C>, offset, &mut timer);
                         timers_due = true;
                         continue;
                     }
                 }
             }
-            profile.mark(Stage::Checks, tsc::now);
+            profile.mark(Stage::Checks);
             let now = guest_now();
             if index == 0 && timers_due {
+                stats.tick(partition);
                 poll_platform_timers(&machine, now);
                 super::dynamic::poll(partition);
                 super::passthrough::poll_faults(partition);
             }
-            profile.mark(Stage::Platform, tsc::now);
+            profile.mark(Stage::Platform);
             let lapic_deadline = inject_pending(cpu, &machine, &mut context.nmi, now);
-            profile.mark(Stage::Inject, tsc::now);
+            profile.mark(Stage::Inject);
             if timers_due || lapic_deadline != armed_lapic_deadline {
                 armed_lapic_deadline = lapic_deadline;
                 let guest_deadline = earliest(lapic_deadline, platform_deadline(&machine, now));
@@ -291,10 +362,10 @@ fn run_epoch(
                 cpu.set_run_deadline(wake);
                 timers_due = false;
             }
-            profile.mark(Stage::Arm, tsc::now);
+            profile.mark(Stage::Arm);
         }
         let exit = cpu.run();
-        profile.mark(Stage::Run, tsc::now);
+        profile.mark(Stage::Run);
         exits += 1;
         if let Some(vector) = cpu.take_untaken_interrupt() {
             machine.with_lapic(index, |l| l.withdraw(vector));
@@ -309,9 +380,6 @@ fn run_epoch(
             );
         }
         partition.exit_counts.count(exit.kind());
-        if index == 0 {
-            stats.tick(partition);
-        }
         if matches!(exit, VmExit::PhysicalInterrupt) {
             take_host_interrupt();
             super::msi_routes::deliver_pending(partition);
@@ -326,13 +394,11 @@ fn run_epoch(
                 crate::platform::cpu::idt::host_nmis()
             );
         }
-        profile.mark(Stage::After, tsc::now);
+        profile.mark(Stage::After);
         machine.take_touched();
         let next = exit::handle(cpu, &mut context, &machine, exit, guest_now());
-        profile.mark(Stage::Handle, tsc::now);
-        if profile.enabled() {
-            profile.count_allocations(allocations, heap::allocations());
-        }
+        profile.mark(Stage::Handle);
+        profile.count_allocations(allocations);
         resume_at_once = matches!(next, Next::Resume)
             && quiet_exit(&exit)
             && !machine.take_touched()
@@ -349,9 +415,6 @@ fn run_epoch(
             Next::Halt => {
                 idle(partition, index, &machine, Some(&*cpu), offset, &mut timer);
                 timers_due = true;
-                if index == 0 {
-                    stats.tick(partition);
-                }
             }
             Next::Stop(request) => {
                 record_exits(partition, &mut exits);
@@ -398,11 +461,12 @@ fn moves_timers(exit: &VmExit) -> bool {
 
 /// A checkpoint of `memory_sync`: if the partition's RAM changed, takes the new copy and
 /// drops this CPU's cached SLAT translations before the next entry.
+#[inline(always)]
 fn renew_memory(
     partition: &Partition,
     sync: &mut MemoryView,
     machine: &mut PartitionMachine,
-    cpu: &mut BackendVcpu,
+    cpu: &mut impl LoopVcpu,
 ) {
     if let Some(ram) = memory_sync::renew(partition, sync) {
         machine.memory = GuestMemory::new(ram);
@@ -474,7 +538,7 @@ fn idle(
     partition: &Partition,
     index: usize,
     machine: &PartitionMachine,
-    halted: Option<&BackendVcpu>,
+    halted: Option<&impl Vcpu>,
     offset: u64,
     timer: &mut HostTimer,
 ) {
@@ -556,7 +620,8 @@ impl HostTimer {
     }
 }
 
-/// When vCPU 0 next prints its partition's `exit_counts` (`exit-stats=MS`).
+/// When vCPU 0 next prints its partition's `exit_counts` (`exit-stats=MS`), looked at on the passes
+/// where time-driven work is due (at least once a slice).
 struct StatsClock {
     next: u64,
 }

@@ -22,11 +22,6 @@ use numavisor_policy::vmm::vcpu::Vcpu;
 
 use pages::PoolPages;
 
-use numavisor_policy::vmexit::VmExit;
-use numavisor_policy::vmm::guest_regs::GuestRegisters;
-use numavisor_policy::vmm::guest_walk::PagingState;
-use numavisor_policy::vmm::mmio_decode::CpuMode;
-use numavisor_policy::vmm::vcpu::{EntryState, Event, NmiExit};
 use spin::Once;
 
 use svm::backend::SvmBackend;
@@ -193,77 +188,6 @@ impl Active {
 pub enum ActiveVcpu {
     Svm(svm::vcpu::SvmVcpu),
     Vmx(vmx::vcpu::VmxVcpu),
-}
-
-impl ActiveVcpu {
-    /// Drops this CPU's cached translations of the partition's SLAT (and the guest's through
-    /// it) before the vCPU next runs: pages left the SLAT.
-    pub fn flush_guest_translations(&mut self) {
-        match self {
-            ActiveVcpu::Svm(cpu) => cpu.flush_guest_translations(),
-            ActiveVcpu::Vmx(cpu) => cpu.flush_guest_translations(),
-        }
-    }
-}
-
-/// Forwards each `Vcpu` method to the backend's vCPU (`ref`: takes `&self`, `mut`:
-/// `&mut self`).
-macro_rules! forward {
-    ($($receiver:ident $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
-        $(forward!(@one $receiver $name($($arg: $ty),*) $(-> $ret)?);)*
-    };
-    (@one ref $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
-        fn $name(&self, $($arg: $ty),*) $(-> $ret)? {
-            match self {
-                ActiveVcpu::Svm(cpu) => cpu.$name($($arg),*),
-                ActiveVcpu::Vmx(cpu) => cpu.$name($($arg),*),
-            }
-        }
-    };
-    (@one mut $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
-        fn $name(&mut self, $($arg: $ty),*) $(-> $ret)? {
-            match self {
-                ActiveVcpu::Svm(cpu) => cpu.$name($($arg),*),
-                ActiveVcpu::Vmx(cpu) => cpu.$name($($arg),*),
-            }
-        }
-    };
-}
-
-impl Vcpu for ActiveVcpu {
-    forward! {
-        mut run() -> VmExit;
-        mut registers() -> &mut GuestRegisters;
-        ref rip() -> u64;
-        mut set_rip(rip: u64);
-        ref efer() -> u64;
-        mut set_efer(efer: u64);
-        ref pat() -> u64;
-        mut set_pat(pat: u64);
-        ref paging() -> PagingState;
-        ref cpu_mode() -> CpuMode;
-        ref code_base() -> u64;
-        ref cpl() -> u8;
-        ref interrupts_enabled() -> bool;
-        ref interruptible() -> bool;
-        ref interrupt_shadow() -> bool;
-        ref cpu_nmi_blocking() -> Option<bool>;
-        mut set_nmi_exit(exit: NmiExit);
-        ref next_rip() -> Option<u64>;
-        ref interrupted_event() -> Option<u8>;
-        ref event_queued() -> bool;
-        mut inject(event: Event);
-        mut set_interrupt_window(wanted: bool);
-        mut take_untaken_interrupt() -> Option<u8>;
-        mut set_tsc_offset(offset: u64);
-        mut set_run_deadline(deadline: u64);
-        mut set_tsc_aux(value: u32);
-        mut take_task_priority_write() -> Option<u8>;
-        mut load_task_priority(class: u8);
-        mut exit_on_task_priority_write(wanted: bool);
-        mut xsetbv(index: u32, value: u64) -> bool;
-        mut enter(state: EntryState);
-    }
 }
 
 /// The pages a partition's vCPUs run on: the partition-wide permission bitmaps and one

@@ -121,6 +121,7 @@ impl GuestRam {
     /// leaving there the position of the block `gpa` lies in: one vCPU's reads stay in a few
     /// blocks (its code, its page tables), and a search of the blocks costs every page-walk
     /// read of an exit without next-RIP saving or decode assists.
+    #[inline]
     pub fn translate_near(&self, gpa: u64, hint: &mut usize) -> Option<(u64, u64)> {
         let block = match self.blocks.get(*hint) {
             Some(b) if b.gpa <= gpa && gpa - b.gpa < b.size.bytes() => b,
@@ -139,6 +140,7 @@ impl GuestRam {
     }
 
     /// `translate` of `gpa`, which lies in `block`.
+    #[inline(always)]
     fn translate_in(&self, block: &GuestBlock, gpa: u64) -> Option<(u64, u64)> {
         // Untouched RAM (no page moved yet: the common case, and every page walk of an exit
         // asks): the block alone answers, without the two map lookups.

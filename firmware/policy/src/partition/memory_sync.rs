@@ -90,11 +90,24 @@ impl MemoryGenerations {
     /// A checkpoint: if the generation moved since `view`'s copy, the new copy (read by
     /// `take` under the RAM's lock), recorded as caught up. The caller then drops its CPU's
     /// cached SLAT translations before it next enters the guest.
+    #[inline(always)]
     pub fn renew<R>(&self, view: &mut MemoryView, take: impl FnOnce() -> R) -> Option<R> {
         let now = self.current();
         if now == view.seen {
             return None;
         }
+        self.renew_from(view, now, take)
+    }
+
+    /// The rare half of [`MemoryGenerations::renew`]: the generation moved to `now`.
+    #[cold]
+    #[inline(never)]
+    fn renew_from<R>(
+        &self,
+        view: &mut MemoryView,
+        now: u64,
+        take: impl FnOnce() -> R,
+    ) -> Option<R> {
         let ram = take();
         view.seen = now;
         self.record(view.vcpu, now);

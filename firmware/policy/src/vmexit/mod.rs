@@ -204,6 +204,7 @@ pub mod svm_code {
 }
 
 /// Decodes an SVM exit from the VMCB's EXITCODE, EXITINFO1 and EXITINFO2.
+#[inline(always)]
 pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
     use svm_code::*;
     match code {
@@ -215,13 +216,8 @@ pub fn decode_svm(code: u64, info1: u64, info2: u64) -> VmExit {
         IRET => VmExit::Iret,
         IOIO => VmExit::Io(IoAccess {
             port: (info1 >> 16) as u16,
-            size: if info1 & (1 << 4) != 0 {
-                1
-            } else if info1 & (1 << 5) != 0 {
-                2
-            } else {
-                4
-            },
+            // SZ8 (bit 4), SZ16 (5), SZ32 (6): the first set wins, none means 4, by table.
+            size: [4, 1, 2, 1, 4, 1, 2, 1][(info1 >> 4 & 7) as usize],
             write: info1 & 1 == 0,
             string: info1 & (1 << 2) != 0,
             rep: info1 & (1 << 3) != 0,

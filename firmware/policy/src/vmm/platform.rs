@@ -470,13 +470,33 @@ impl PlatformDevices {
 
     /// A guest `IN` of `size` bytes (1, 2 or 4) from `port`. Ports nobody claims read all
     /// ones, as an empty ISA bus floats high.
+    ///
+    /// Inlined so that the common probe of a port nobody claims (port 0x80, an absent COM
+    /// port) costs its caller an index lookup, with no effects to build or apply.
+    #[inline(always)]
     pub fn port_read(&mut self, port: u16, size: u8, now: u64) -> (u32, Effects) {
         let size = normalise(size);
         let slot = self.port_slot(port);
         if slot.is_none() && size == 1 {
-            // The common probe (port 0x80, an absent COM port): nobody answers.
-            return (0xFF, Effects::NONE);
+            // Field by field: copying the constant whole is a block copy.
+            let none = Effects {
+                device: None,
+                interrupt: None,
+            };
+            return (0xFF, none);
         }
+        self.claimed_port_read(slot, port, size, now)
+    }
+
+    /// [`PlatformDevices::port_read`] of a claimed port, or of several bytes.
+    #[inline(never)]
+    fn claimed_port_read(
+        &mut self,
+        slot: Option<Slot>,
+        port: u16,
+        size: u8,
+        now: u64,
+    ) -> (u32, Effects) {
         let value = match slot {
             Some(slot) if !self.byte_wide(slot.device) => {
                 let at = slot.register(u64::from(port), size);
@@ -543,6 +563,7 @@ impl PlatformDevices {
         }
     }
 
+    #[inline(always)]
     fn port_slot(&self, port: u16) -> Option<Slot> {
         let position = self.port_index.lookup(port)?;
         self.ports.claims().get(position).map(|claim| claim.device)

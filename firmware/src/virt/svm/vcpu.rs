@@ -69,6 +69,7 @@ impl SvmVcpu {
     }
 
     /// One VMRUN: the raw (EXITCODE, EXITINFO1, EXITINFO2) of the exit that ended it.
+    #[inline(always)]
     fn run_once(&mut self) -> (u64, u64, u64) {
         self.vmcb.set_rax(self.registers.rax);
         self.vmcb.set_rsp(self.registers.rsp);
@@ -127,6 +128,7 @@ impl SvmVcpu {
 }
 
 impl Vcpu for SvmVcpu {
+    #[inline(always)]
     fn run(&mut self) -> VmExit {
         let (code, info1, info2) = self.run_once();
         if let Some(step) = self.step.take() {

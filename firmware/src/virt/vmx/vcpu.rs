@@ -478,6 +478,7 @@ impl Drop for VmxVcpu {
 }
 
 impl Vcpu for VmxVcpu {
+    #[inline(always)]
     fn run(&mut self) -> VmExit {
         loop {
             self.arm_preemption_timer();
