@@ -276,6 +276,17 @@ mod tests {
     }
 
     #[test]
+    fn io_sizes_decode_from_the_first_size_bit_set() {
+        let size = |bits: u64| match decode_svm(svm_code::IOIO, 0x80 << 16 | bits << 4, 0) {
+            VmExit::Io(access) => access.size,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!([size(0b001), size(0b010), size(0b100)], [1, 2, 4]);
+        // What an emulator should never give: several bits (the lowest wins) or none (4).
+        assert_eq!([size(0b011), size(0b110), size(0b111), size(0)], [1, 2, 1, 4]);
+    }
+
+    #[test]
     fn decodes_cr8_writes_with_and_without_decode_assists() {
         assert_eq!(
             decode_svm(svm_code::WRITE_CR8, (1 << 63) | 9, 0),
