@@ -283,7 +283,10 @@ mod tests {
         };
         assert_eq!([size(0b001), size(0b010), size(0b100)], [1, 2, 4]);
         // What an emulator should never give: several bits (the lowest wins) or none (4).
-        assert_eq!([size(0b011), size(0b110), size(0b111), size(0)], [1, 2, 1, 4]);
+        assert_eq!(
+            [size(0b011), size(0b110), size(0b111), size(0)],
+            [1, 2, 1, 4]
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ struct Decoded {
     linear: u64,
     gpa: u64,
     bytes: [u8; 15],
+    /// The first 8 bytes as a little-endian word, and the mask of those the instruction
+    /// has: most MMIO instructions are 2 to 7 bytes, compared in one read.
+    head: u64,
+    head_mask: u64,
     instruction: MmioInstruction,
 }
 
@@ -45,6 +49,12 @@ impl DecodedMmio {
             .flatten()
             .find(|e| e.linear == linear && e.paging == paging && e.mode == mode)?;
         let length = usize::from(entry.instruction.length);
+        if length <= 8 {
+            // One word read (it may run past the instruction, not past its RAM block).
+            if let Some(word) = memory.read_u64(entry.gpa) {
+                return ((word ^ entry.head) & entry.head_mask == 0).then_some(entry.instruction);
+            }
+        }
         let mut bytes = [0u8; 15];
         let now = bytes.get_mut(..length)?;
         (memory.read_bytes(entry.gpa, now) && *now == entry.bytes[..length])
@@ -68,12 +78,19 @@ impl DecodedMmio {
         }
         let mut kept = [0u8; 15];
         kept[..length].copy_from_slice(&bytes[..length]);
+        let head = u64::from_le_bytes(kept[..8].try_into().unwrap_or([0; 8]));
+        let head_mask = match length {
+            8.. => u64::MAX,
+            n => (1u64 << (8 * n)) - 1,
+        };
         self.entries[self.next] = Some(Decoded {
             paging,
             mode,
             linear,
             gpa,
             bytes: kept,
+            head,
+            head_mask,
             instruction,
         });
         self.next = (self.next + 1) % self.entries.len();
@@ -171,5 +188,35 @@ mod tests {
             cache.lookup(&ram, PAGING, CpuMode::Protected32, 0xFFF),
             None
         );
+    }
+
+    #[test]
+    fn bytes_after_the_instruction_do_not_matter_and_ram_ending_after_it_is_read_bytewise() {
+        // mov dword [rip+0x100], eax (89 05 00 01 00 00): 6 bytes, then whatever follows.
+        let bytes = [0x89, 0x05, 0x00, 0x01, 0x00, 0x00];
+        let instruction = decode(&bytes, CpuMode::Long64).unwrap();
+        assert_eq!(instruction.length, 6);
+        // RAM ends 6 bytes after the instruction's start: no word read there.
+        for at in [0x1100usize, 0x3000 - 6] {
+            let ram = ram_with(at, &bytes);
+            let mut cache = DecodedMmio::default();
+            cache.keep(
+                PAGING,
+                CpuMode::Long64,
+                at as u64,
+                at as u64,
+                &bytes,
+                instruction,
+            );
+            let found = || cache.lookup(&ram, PAGING, CpuMode::Long64, at as u64);
+            assert_eq!(found(), Some(instruction), "at {at:#x}");
+            if at + 8 <= 0x3000 {
+                ram.0.borrow_mut()[at + 6] = 0xCC;
+                ram.0.borrow_mut()[at + 7] = 0xCC;
+                assert_eq!(found(), Some(instruction), "at {at:#x}");
+            }
+            ram.0.borrow_mut()[at + 5] = 0x01;
+            assert_eq!(found(), None, "the displacement changed, at {at:#x}");
+        }
     }
 }
