@@ -121,21 +121,23 @@ impl GuestRam {
     /// leaving there the position of the block `gpa` lies in: one vCPU's reads stay in a few
     /// blocks (its code, its page tables), and a search of the blocks costs every page-walk
     /// read of an exit without next-RIP saving or decode assists.
-    #[inline]
+    #[inline(always)]
     pub fn translate_near(&self, gpa: u64, hint: &mut usize) -> Option<(u64, u64)> {
-        let block = match self.blocks.get(*hint) {
-            Some(b) if b.gpa <= gpa && gpa - b.gpa < b.size.bytes() => b,
-            _ => {
-                // `find_block`'s search, written out to keep the position; a helper returning
-                // both cost every CPUID exit 7 instructions more (LLVM at opt-level "s").
-                let index = self
-                    .blocks
-                    .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
-                let block = self.blocks.get(index).filter(|b| b.gpa <= gpa)?;
-                *hint = index;
-                block
-            }
-        };
+        match self.blocks.get(*hint) {
+            Some(b) if b.gpa <= gpa && gpa - b.gpa < b.size.bytes() => self.translate_in(b, gpa),
+            _ => self.translate_searching(gpa, hint),
+        }
+    }
+
+    /// [`translate_near`](GuestRam::translate_near) when the hinted block does not hold
+    /// `gpa`: the blocks are searched (out of line, so the hit stays a few instructions).
+    #[inline(never)]
+    fn translate_searching(&self, gpa: u64, hint: &mut usize) -> Option<(u64, u64)> {
+        let index = self
+            .blocks
+            .partition_point(|b| b.gpa + b.size.bytes() <= gpa);
+        let block = self.blocks.get(index).filter(|b| b.gpa <= gpa)?;
+        *hint = index;
         self.translate_in(block, gpa)
     }
 
@@ -148,6 +150,12 @@ impl GuestRam {
             let end = block.gpa + block.size.bytes();
             return Some((block.spa + (gpa - block.gpa), end - gpa));
         }
+        self.translate_changed(block, gpa)
+    }
+
+    /// `translate_in` once pages have moved: the changed pages' map decides.
+    #[inline(never)]
+    fn translate_changed(&self, block: &GuestBlock, gpa: u64) -> Option<(u64, u64)> {
         let page = gpa & !(PAGE_SIZE - 1);
         let offset = gpa - page;
         match self.changed.get(&page) {
