@@ -50,7 +50,7 @@ pub enum AttachError {
     Unit(VtdError),
     AmdVi(AmdViError),
     Context(ContextError),
-    /// No free page for the root or a context table.
+    /// No free page for a root, context, device or interrupt remapping table.
     OutOfMemory,
     /// An interrupt-remapping entry that cannot be written.
     InterruptEntry(alloc::string::String),
@@ -72,7 +72,9 @@ impl fmt::Display for AttachError {
             AttachError::Unit(e) => write!(f, "VT-d unit: {e}"),
             AttachError::AmdVi(e) => write!(f, "AMD-Vi unit: {e}"),
             AttachError::Context(e) => write!(f, "VT-d context tables: {e}"),
-            AttachError::OutOfMemory => f.write_str("no free page for a VT-d context table"),
+            AttachError::OutOfMemory => {
+                f.write_str("no free page for a DMA or interrupt remapping table")
+            }
             AttachError::InterruptEntry(e) => write!(f, "interrupt remapping: {e}"),
             AttachError::NoInterruptRemapping { base } => write!(
                 f,
