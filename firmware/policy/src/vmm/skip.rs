@@ -26,14 +26,13 @@ pub struct CodePage {
     entries: [Option<(PagingState, u64, u64)>; 4],
     /// The entry the next miss replaces.
     next: usize,
-    /// The last few instructions skipped that had no prefix: (linear address, guest-physical
-    /// address, opcode byte). The same instruction exiting again (a guest's loop: its timer
-    /// write, its HLT, its handler's EOI) costs one byte read: if that byte is still its
-    /// opcode, it still has no prefix, whatever the CPU mode. The paging state is not
-    /// compared (reading it is four control-block reads): a guest that changes paging under
-    /// a running loop and lands on the same linear address and opcode byte can at worst
-    /// mislead its own RIP, as the module says of stale translations.
-    recent: [Option<(u64, u64, u8)>; 4],
+    /// The last few instructions skipped that had no prefix: (paging state, linear address,
+    /// guest-physical address, opcode byte). The same instruction exiting again (a guest's
+    /// loop: its timer write, its HLT, its handler's EOI) costs one byte read: if that byte is
+    /// still its opcode, it still has no prefix, whatever the CPU mode. The paging state
+    /// (CR3 above all) must match: two processes run different programs at the same linear
+    /// address, and a prefixed instruction of one must not be skipped as the other's.
+    recent: [Option<(PagingState, u64, u64, u8)>; 4],
     /// The entry of `recent` the next unprefixed instruction replaces.
     next_recent: usize,
 }
@@ -53,9 +52,9 @@ impl CodePage {
 
     /// The guest-physical address of the unprefixed instruction `first` at `linear`, if it
     /// is one of the recent ones.
-    fn recent(&self, linear: u64, first: u8) -> Option<u64> {
-        for &(l, gpa, opcode) in self.recent.iter().flatten() {
-            if l == linear && opcode == first {
+    fn recent(&self, paging: PagingState, linear: u64, first: u8) -> Option<u64> {
+        for &(p, l, gpa, opcode) in self.recent.iter().flatten() {
+            if l == linear && opcode == first && p == paging {
                 return Some(gpa);
             }
         }
@@ -63,8 +62,8 @@ impl CodePage {
     }
 
     /// Notes that the instruction at `linear` (`gpa`) has no prefix before `first`.
-    fn keep_unprefixed(&mut self, linear: u64, gpa: u64, first: u8) {
-        self.recent[self.next_recent] = Some((linear, gpa, first));
+    fn keep_unprefixed(&mut self, paging: PagingState, linear: u64, gpa: u64, first: u8) {
+        self.recent[self.next_recent] = Some((paging, linear, gpa, first));
         self.next_recent = (self.next_recent + 1) % self.recent.len();
     }
 }
@@ -104,12 +103,12 @@ fn prefix_bytes(
     first: u8,
 ) -> u64 {
     let linear = cpu.code_base().wrapping_add(cpu.rip());
-    if let Some(gpa) = code.recent(linear, first) {
+    let paging = cpu.paging();
+    if let Some(gpa) = code.recent(paging, linear, first) {
         if memory.read_u8(gpa) == Some(first) {
             return 0;
         }
     }
-    let paging = cpu.paging();
     let long = cpu.cpu_mode() == CpuMode::Long64;
     let page = linear & !0xFFF;
     let cached = code.find(paging, page);
@@ -118,7 +117,7 @@ fn prefix_bytes(
         let gpa = gpa_page | (linear & 0xFFF);
         if let Some(count) = prefixes_before(memory, gpa, long, first) {
             if count == 0 {
-                code.keep_unprefixed(linear, gpa, first);
+                code.keep_unprefixed(paging, linear, gpa, first);
             }
             return count;
         }
@@ -133,7 +132,7 @@ fn prefix_bytes(
     let (count, next) = prefixes_in_page(memory, gpa, long);
     if count < 0x1000 - (gpa & 0xFFF) {
         if count == 0 && next == Some(first) {
-            code.keep_unprefixed(linear, gpa, first);
+            code.keep_unprefixed(paging, linear, gpa, first);
         }
         return count;
     }
