@@ -240,8 +240,9 @@ pub fn handle<V: Vcpu, M: Machine>(
             StopKind::Fault,
             "triple-fault",
             format!(
-                "shutdown (triple fault) at RIP {rip:#x}{}",
-                during_event(cpu)
+                "shutdown (triple fault) at RIP {rip:#x}{}{}",
+                during_event(cpu),
+                fault_state(cpu)
             ),
         ),
         VmExit::NestedPageFault {
@@ -452,6 +453,23 @@ fn during_event(cpu: &impl Vcpu) -> String {
         Some(vector) => format!(" while delivering vector {vector}"),
         None => String::new(),
     }
+}
+
+/// What a guest's own fault handler would want to know of where it died: its privilege level,
+/// stack, address space and whether it could take interrupts.
+fn fault_state(cpu: &mut impl Vcpu) -> String {
+    let rsp = cpu.registers().rsp;
+    format!(
+        " (CPL {}, RSP {rsp:#x}, CR3 {:#x}, IF {}{})",
+        cpu.cpl(),
+        cpu.paging().cr3,
+        u8::from(cpu.interrupts_enabled()),
+        if cpu.interrupt_shadow() {
+            ", interrupt shadow"
+        } else {
+            ""
+        }
+    )
 }
 
 fn general_protection(cpu: &mut impl Vcpu) -> Next {
