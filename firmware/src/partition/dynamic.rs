@@ -50,6 +50,22 @@ pub struct DynamicState {
     rising: bool,
     /// Host TSC of the next statistics request.
     next_stats: u64,
+    /// Plug requests refused since the last one that succeeded: the guest's driver asks
+    /// again at once, so only the first of a run is logged.
+    plugs_refused: u64,
+}
+
+impl DynamicState {
+    /// Counts a refused plug; true if it is the first since the last plug that succeeded.
+    pub fn plug_refused(&mut self) -> bool {
+        self.plugs_refused += 1;
+        self.plugs_refused == 1
+    }
+
+    /// A plug succeeded: how many were refused before it.
+    pub fn plug_done(&mut self) -> u64 {
+        core::mem::take(&mut self.plugs_refused)
+    }
 }
 
 /// Heap bytes Dynamic Memory's books may take per 4 KiB page a balloon can hold: the page's
@@ -443,7 +459,8 @@ pub fn rebalance(hv: &Hypervisor) {
     let Some(_running) = hv.rebalancing.try_lock() else {
         return;
     };
-    let members: Vec<(&'static Partition, Member)> = hv
+    // Each member with what it was promised and does not hold yet.
+    let members: Vec<(&'static Partition, Member, u64)> = hv
         .partitions()
         .iter()
         .copied()
@@ -460,6 +477,7 @@ pub fn rebalance(hv: &Hypervisor) {
                 fixed: state.fixed,
                 rising: state.rising,
             };
+            let promised = state.target.unwrap_or(member.size);
             drop(state);
             let held = held_bytes(p);
             // The guest's own total leaves out what its kernel keeps for itself: what it
@@ -471,20 +489,31 @@ pub fn rebalance(hv: &Hypervisor) {
             (
                 p,
                 Member {
-                    current: held,
+                    // A target above what it holds is promised: its balloon may deflate, or
+                    // its virtio-mem plug, at any moment, and must find the memory free.
+                    current: held.max(promised),
                     demand,
                     ..member
                 },
+                promised.saturating_sub(held),
             )
         })
         .collect();
     if members.is_empty() {
         return;
     }
-    let free: Vec<u64> = hv.frames.lock().ledger().iter().map(|l| l.free).collect();
-    let plain: Vec<Member> = members.iter().map(|(_, m)| *m).collect();
+    let mut free: Vec<u64> = hv.frames.lock().ledger().iter().map(|l| l.free).collect();
+    // What is promised and not yet taken is not free: handing it out again would let one
+    // partition's growth take the pages another's deflation then cannot find, and that one
+    // would be stopped for want of memory.
+    for (_, member, outstanding) in &members {
+        if let Some(node_free) = free.get_mut(member.node) {
+            *node_free = node_free.saturating_sub(*outstanding);
+        }
+    }
+    let plain: Vec<Member> = members.iter().map(|(_, m, _)| *m).collect();
     let targets = dynamic_memory::targets(&plain, &free, &Policy::default());
-    for ((partition, member), target) in members.iter().zip(targets) {
+    for ((partition, member, _), target) in members.iter().zip(targets) {
         let last = partition
             .dynamic
             .lock()

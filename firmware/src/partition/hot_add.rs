@@ -168,12 +168,16 @@ fn plug(partition: &Partition, vcpu: usize, vnode: usize, gpa: u64, bytes: u64) 
                     node,
                 }),
                 Err(e) => {
-                    log::warn!(
-                        "partition \"{}\": vnode {vnode} cannot grow by {} KiB: {e}",
-                        partition.name(),
-                        bytes >> 10
-                    );
                     free_blocks(&mut frames, &blocks);
+                    drop(frames);
+                    if partition.dynamic.lock().plug_refused() {
+                        log::warn!(
+                            "partition \"{}\": vnode {vnode} cannot grow by {} KiB: {e} \
+                             (its driver's further tries are not logged until one succeeds)",
+                            partition.name(),
+                            bytes >> 10
+                        );
+                    }
                     return false;
                 }
             }
@@ -199,6 +203,13 @@ fn plug(partition: &Partition, vcpu: usize, vnode: usize, gpa: u64, bytes: u64) 
     drop(state);
     memory_sync::wait_caught_up(partition, vcpu, generation);
     report_move(partition, true, vnode, &blocks, tsc::now() - start);
+    let refused = partition.dynamic.lock().plug_done();
+    if refused > 0 {
+        log::info!(
+            "partition \"{}\": vnode {vnode} grew after {refused} refused tries",
+            partition.name()
+        );
+    }
     true
 }
 
