@@ -171,6 +171,13 @@ fn the_policy_grows_a_busy_partition_past_its_size_with_memory_its_neighbour_gav
         Reply::Continue
     });
     let context = &boot.context;
+    for name in ["busy", "idle"] {
+        let stopped = boot.stopped(name);
+        assert_eq!(
+            stopped["reason"], "power-off",
+            "{name} powered off, nothing stopped it: {stopped}\n{context}"
+        );
+    }
     let done = boot.linux("busy", "memory_done");
     assert_eq!(
         done["filled_mib"], done["wanted_mib"],
