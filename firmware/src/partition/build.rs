@@ -190,6 +190,7 @@ pub fn build(
         pool: Some(pool),
         ram: Default::default(),
         ballooned: BTreeSet::new(),
+        owed: BTreeSet::new(),
         vcpus,
         controls: None,
         slat_root: 0,

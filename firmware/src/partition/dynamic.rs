@@ -289,19 +289,28 @@ fn inflate(partition: &Partition, vcpu: usize, gpas: &[u64]) {
 fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> bool {
     let start = tsc::now();
     match page_moves::deflate(partition, vcpu, gpas) {
-        Ok(moves) => {
-            report_moves(partition, false, &moves, tsc::now() - start);
+        Ok(deflated) => {
+            report_moves(partition, false, &deflated.moves, tsc::now() - start);
+            if let Some(&(gpa, node)) = deflated.owed.first() {
+                // A guest that resets its balloon as it shuts down never touches them.
+                log::warn!(
+                    "partition \"{}\": its balloon gave back {} KiB (from guest-physical {gpa:#x}) while host node {node} had no free page: backed when the guest first touches them",
+                    partition.name(),
+                    deflated.owed.len() * 4
+                );
+            }
             true
         }
         Err(e) => {
-            // The guest would use pages that nothing backs: stop it rather than let it fault.
-            log::warn!(
+            // The books or the SLAT disagree with the balloon: stop it rather than let it run
+            // on memory the hypervisor cannot account for.
+            log::error!(
                 "partition \"{}\": its balloon cannot give pages back: {e}",
                 partition.name()
             );
             partition.control.ask(StopRequest {
                 kind: StopKind::Fault,
-                reason: "no-memory",
+                reason: "balloon-failed",
                 detail: alloc::format!("its balloon deflated, but {e}"),
             });
             for slot in &partition.vcpus {

@@ -9,7 +9,7 @@ use numavisor_policy::devices::ioapic::IoApicDelivery;
 use numavisor_policy::devices::lapic::{Ipi, LocalApic};
 use numavisor_policy::devices::pci_host::{InterruptRoute, PciMappings};
 use numavisor_policy::vmm::cpuid::HostCpuid;
-use numavisor_policy::vmm::exit::Machine;
+use numavisor_policy::vmm::exit::{Machine, OwedPage};
 use numavisor_policy::vmm::platform::PlatformDevices;
 
 use numavisor_policy::hypercall::{Call, Reply};
@@ -120,6 +120,15 @@ impl<'a> Machine for PartitionMachine<'a> {
                 self.partition.name()
             ),
         }
+    }
+
+    fn back_owed_page(&self, gpa: u64) -> OwedPage {
+        let found = super::page_moves::back_owed(self.partition, gpa);
+        if found == OwedPage::Backed {
+            // The generation moved: the loop renews this vCPU's RAM copy and translations.
+            self.touched.set(true);
+        }
+        found
     }
 
     fn pci_mappings(&self, vcpu: usize, mappings: PciMappings) {

@@ -136,6 +136,9 @@ pub struct PartitionState {
     pub ram: alloc::sync::Arc<GuestRam>,
     /// The GPAs of its RAM its balloon holds (their pages went back to free memory).
     pub ballooned: alloc::collections::BTreeSet<u64>,
+    /// The GPAs of RAM pages its balloon gave back while their node had no free page: not
+    /// mapped until the guest first touches them (`page_moves::back_owed`).
+    pub owed: alloc::collections::BTreeSet<u64>,
     pub vcpus: Vec<VcpuPlan>,
     /// The backend's control blocks and permission bitmaps, from the pool.
     pub controls: Option<ControlPages>,

@@ -18,6 +18,7 @@ use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::report::events::{self, PoolMove};
 use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
+use numavisor_policy::vmm::exit::OwedPage;
 use spin::MutexGuard;
 
 use super::guest_memory::{IdentityTables, IncomingPage, ZeroedMove};
@@ -497,6 +498,12 @@ pub fn inflate(
     gpas: &[u64],
 ) -> Result<Vec<PageMove>, BalloonError> {
     let mut state = partition.state.lock();
+    // Owed pages have no host page to give back: they simply return to the balloon.
+    for gpa in gpas {
+        if state.owed.remove(gpa) {
+            state.ballooned.insert(*gpa);
+        }
+    }
     let mut seen = alloc::collections::BTreeSet::new();
     let moves: Vec<PageMove> = gpas
         .iter()
@@ -535,14 +542,20 @@ pub fn inflate(
     Ok(moves)
 }
 
+/// What a deflation gave back.
+pub struct Deflated {
+    /// The pages backed and mapped again.
+    pub moves: Vec<PageMove>,
+    /// The pages whose node had no free page left, as (guest-physical, node): they left the
+    /// balloon all the same (the guest believes them its own, and has no way to hear
+    /// otherwise) and wait, unmapped, for the guest's first touch ([`back_owed`]).
+    pub owed: Vec<(u64, usize)>,
+}
+
 /// The balloon of vCPU `vcpu`'s partition gives back the pages at `gpas` (those it holds;
 /// others are left out): each is backed again by a free page of the host node backing its
-/// vnode and mapped. All or nothing; returns what moved.
-pub fn deflate(
-    partition: &Partition,
-    vcpu: usize,
-    gpas: &[u64],
-) -> Result<Vec<PageMove>, BalloonError> {
+/// vnode and mapped, while the node has free pages; the rest are owed.
+pub fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> Result<Deflated, BalloonError> {
     let mut state = partition.state.lock();
     let mut seen = alloc::collections::BTreeSet::new();
     let wanted: Vec<(u64, usize, usize)> = gpas
@@ -553,26 +566,91 @@ pub fn deflate(
             Some((gpa, block.node, block.vnode))
         })
         .collect();
-    let zeroed = take_pages(partition.hv, &wanted)?;
+    let (zeroed, owed) = take_available(partition.hv, &wanted);
     let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
-    if moves.is_empty() {
-        return Ok(moves);
-    }
-    if let Err(e) = map(partition, &mut state, &zeroed) {
-        free_host_pages(
-            partition.hv,
-            moves.iter().map(|m| m.spa),
-            "page taken for a failed move",
-        );
-        return Err(BalloonError::Slat(e));
+    if !moves.is_empty() {
+        if let Err(e) = map(partition, &mut state, &zeroed) {
+            free_host_pages(
+                partition.hv,
+                moves.iter().map(|m| m.spa),
+                "page taken for a failed move",
+            );
+            return Err(BalloonError::Slat(e));
+        }
     }
     for m in &moves {
         state.ballooned.remove(&m.gpa);
     }
+    for &(gpa, _) in &owed {
+        state.ballooned.remove(&gpa);
+        state.owed.insert(gpa);
+    }
+    if moves.is_empty() {
+        return Ok(Deflated { moves, owed });
+    }
     let generation = memory_sync::bump(partition, &mut state);
     drop(state);
     memory_sync::wait_caught_up(partition, vcpu, generation);
-    Ok(moves)
+    Ok(Deflated { moves, owed })
+}
+
+/// The guest touched `gpa`: if its page is owed (given back by the balloon while its node had
+/// no free page), it is backed now, zeroed, if the node has a free page. vCPUs that cached
+/// the page as absent need no flush: a SLAT caches no absent entry.
+pub fn back_owed(partition: &Partition, gpa: u64) -> OwedPage {
+    let page = gpa & !(numavisor_policy::memory::PAGE_SIZE - 1);
+    let mut state = partition.state.lock();
+    if !state.owed.contains(&page) {
+        return OwedPage::NotOwed;
+    }
+    let Some(block) = state.ram.block_of(page) else {
+        return OwedPage::NotOwed;
+    };
+    let node = block.node;
+    let (zeroed, _) = take_available(partition.hv, &[(page, node, block.vnode)]);
+    if zeroed.is_empty() {
+        return OwedPage::NoMemory { node };
+    }
+    if let Err(e) = map(partition, &mut state, &zeroed) {
+        free_host_pages(
+            partition.hv,
+            zeroed.iter().map(|z| z.page_move().spa),
+            "page taken for a failed move",
+        );
+        log::error!(
+            "partition \"{}\": backing its owed page {page:#x}: {e}",
+            partition.name()
+        );
+        return OwedPage::NoMemory { node };
+    }
+    state.owed.remove(&page);
+    memory_sync::bump(partition, &mut state);
+    OwedPage::Backed
+}
+
+/// A free page of each `(gpa, node, vnode)`'s node while its node has one, as guest memory,
+/// zeroed; and the `(gpa, node)` left without one.
+fn take_available(
+    hv: &Hypervisor,
+    wanted: &[(u64, usize, usize)],
+) -> (Vec<ZeroedMove>, Vec<(u64, usize)>) {
+    let mut pages = Vec::with_capacity(wanted.len());
+    let mut short = Vec::new();
+    {
+        let mut frames = hv.frames.lock();
+        for &(gpa, node, vnode) in wanted {
+            match frames.allocate_page_on(node, Usage::Guest) {
+                Ok(page) => pages.push((page, gpa, node, vnode)),
+                Err(_) => short.push((gpa, node)),
+            }
+        }
+    }
+    // Zeroed without the frame allocator's lock: other CPUs need it meanwhile.
+    let zeroed = pages
+        .into_iter()
+        .map(|(page, gpa, node, vnode)| IncomingPage::from_free(page).zeroed(gpa, node, vnode))
+        .collect();
+    (zeroed, short)
 }
 
 /// A free page of each `(gpa, node, vnode)`'s node, as guest memory, zeroed. All or nothing.
@@ -580,32 +658,24 @@ fn take_pages(
     hv: &Hypervisor,
     wanted: &[(u64, usize, usize)],
 ) -> Result<Vec<ZeroedMove>, BalloonError> {
-    let mut pages = Vec::with_capacity(wanted.len());
-    {
-        let mut frames = hv.frames.lock();
-        for &(gpa, node, _) in wanted {
-            match frames.allocate_page_on(node, Usage::Guest) {
-                Ok(page) => pages.push(page),
-                Err(_) => {
-                    for page in pages {
-                        let _ = frames.free_page(page);
-                    }
-                    return Err(BalloonError::NoMemory { gpa, node });
-                }
-            }
-        }
+    let (zeroed, short) = take_available(hv, wanted);
+    if let Some(&(gpa, node)) = short.first() {
+        free_host_pages(
+            hv,
+            zeroed.iter().map(|z| z.page_move().spa),
+            "page taken for a move that found too few",
+        );
+        return Err(BalloonError::NoMemory { gpa, node });
     }
-    // Zeroed without the frame allocator's lock: other CPUs need it meanwhile.
-    Ok(pages
-        .into_iter()
-        .zip(wanted)
-        .map(|(page, &(gpa, node, vnode))| IncomingPage::from_free(page).zeroed(gpa, node, vnode))
-        .collect())
+    Ok(zeroed)
 }
 
 /// Before a restart: the pages its balloon held are backed again (a restarted guest has its
 /// whole RAM). False if a node has no free page for one of them.
 pub fn refill_ballooned(partition: &Partition, state: &mut PartitionState) -> bool {
+    // Owed pages are refilled alike: the restarted guest touches all its RAM.
+    let owed = core::mem::take(&mut state.owed);
+    state.ballooned.extend(owed);
     while !state.ballooned.is_empty() {
         if !refill_some(partition, state) {
             return false;

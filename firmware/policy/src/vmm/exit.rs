@@ -96,6 +96,14 @@ pub trait Machine: HostCpuid {
         let _ = (vcpu, device, reset);
     }
 
+    /// The guest touched guest-physical `gpa`, which no device claims and no SLAT entry maps:
+    /// a RAM page its balloon gave back while the host had none to back it is backed now.
+    /// The default: no page is ever owed.
+    fn back_owed_page(&self, gpa: u64) -> OwedPage {
+        let _ = gpa;
+        OwedPage::NotOwed
+    }
+
     /// Maps a passed-through function's BARs as `mappings` says, for vCPU `vcpu`
     /// ([`Effect::PciMappings`]). The default does nothing: a machine without passthrough.
     fn pci_mappings(&self, vcpu: usize, mappings: PciMappings) {
@@ -107,6 +115,17 @@ pub trait Machine: HostCpuid {
     fn pci_interrupts(&self, vcpu: usize, routes: Vec<InterruptRoute>) {
         let _ = (vcpu, routes);
     }
+}
+
+/// What [`Machine::back_owed_page`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwedPage {
+    /// Not an owed page: the access is outside the guest's memory.
+    NotOwed,
+    /// It was owed and is mapped now: the guest runs the access again.
+    Backed,
+    /// It is owed and host node `node` still has no free page.
+    NoMemory { node: usize },
 }
 
 /// What one vCPU carries between exits besides its backend state.
@@ -262,14 +281,24 @@ pub fn handle<V: Vcpu, M: Machine>(
                     ),
                 ),
                 Some(target) => handle_mmio(cpu, context, machine, target, now),
-                None => Next::stop(
-                    StopKind::Fault,
-                    "outside-memory",
-                    format!(
-                        "access to guest-physical {gpa:#x} outside its memory at RIP {rip:#x} (error code {error_code:#x}){}",
-                        during_event(cpu)
+                None => match machine.back_owed_page(gpa) {
+                    OwedPage::Backed => Next::Resume,
+                    OwedPage::NoMemory { node } => Next::stop(
+                        StopKind::Fault,
+                        "no-memory",
+                        format!(
+                            "touched guest-physical {gpa:#x} at RIP {rip:#x}, a page its balloon gave back while host node {node} had no free page, and it still has none"
+                        ),
                     ),
-                ),
+                    OwedPage::NotOwed => Next::stop(
+                        StopKind::Fault,
+                        "outside-memory",
+                        format!(
+                            "access to guest-physical {gpa:#x} outside its memory at RIP {rip:#x} (error code {error_code:#x}){}",
+                            during_event(cpu)
+                        ),
+                    ),
+                },
             }
         }
         VmExit::InvalidState => Next::stop(

@@ -163,6 +163,8 @@ struct FakeMachine {
     console: RefCell<Vec<String>>,
     /// Device work asked of the edge: (vCPU, device, reset).
     served: RefCell<Vec<(usize, DeviceId, bool)>>,
+    /// Owed pages and whether the host has a page for each; backed ones leave.
+    owed: RefCell<BTreeMap<u64, bool>>,
 }
 
 impl FakeMachine {
@@ -180,6 +182,7 @@ impl FakeMachine {
             deliveries: RefCell::new(Vec::new()),
             console: RefCell::new(Vec::new()),
             served: RefCell::new(Vec::new()),
+            owed: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -240,6 +243,17 @@ impl Machine for FakeMachine {
     }
     fn serve_device(&self, vcpu: usize, device: DeviceId, reset: bool) {
         self.served.borrow_mut().push((vcpu, device, reset));
+    }
+    fn back_owed_page(&self, gpa: u64) -> OwedPage {
+        let mut owed = self.owed.borrow_mut();
+        match owed.get(&(gpa & !0xFFF)) {
+            None => OwedPage::NotOwed,
+            Some(false) => OwedPage::NoMemory { node: 1 },
+            Some(true) => {
+                owed.remove(&(gpa & !0xFFF));
+                OwedPage::Backed
+            }
+        }
     }
 }
 
@@ -561,6 +575,46 @@ fn faults_outside_ram_and_devices_stop_the_partition() {
     };
     assert_eq!(
         stop_reason(&handle(&mut cpu, &mut context(), &machine, fault, 0)),
+        "outside-memory"
+    );
+}
+
+#[test]
+fn a_touch_of_an_owed_page_backs_it_or_stops_for_want_of_memory() {
+    let machine = FakeMachine::new();
+    machine.owed.borrow_mut().insert(0x10_0000, true);
+    machine.owed.borrow_mut().insert(0x20_0000, false);
+    let mut cpu = FakeVcpu {
+        rip: 0x1000,
+        ..FakeVcpu::default()
+    };
+    let fault = |gpa| VmExit::NestedPageFault {
+        gpa,
+        error_code: 0x6,
+        walk: false,
+    };
+    // Backed: the access runs again, RIP unmoved.
+    assert_eq!(
+        handle(&mut cpu, &mut context(), &machine, fault(0x10_0018), 0),
+        Next::Resume
+    );
+    assert_eq!(cpu.rip, 0x1000);
+    assert!(machine.owed.borrow().get(&0x10_0000).is_none());
+    let Next::Stop(stop) = handle(&mut cpu, &mut context(), &machine, fault(0x20_0FF8), 0) else {
+        panic!("an owed page without memory stops the partition");
+    };
+    assert_eq!(stop.reason, "no-memory");
+    assert!(stop.detail.contains("0x200ff8"), "{}", stop.detail);
+    assert!(stop.detail.contains("host node 1"), "{}", stop.detail);
+    // Not owed: outside its memory, as before.
+    assert_eq!(
+        stop_reason(&handle(
+            &mut cpu,
+            &mut context(),
+            &machine,
+            fault(0x30_0000),
+            0
+        )),
         "outside-memory"
     );
 }
