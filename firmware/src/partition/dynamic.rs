@@ -291,10 +291,11 @@ fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> bool {
     match page_moves::deflate(partition, vcpu, gpas) {
         Ok(deflated) => {
             report_moves(partition, false, &deflated.moves, tsc::now() - start);
-            if let Some(&(gpa, node)) = deflated.owed.first() {
-                // A guest that resets its balloon as it shuts down never touches them.
+            // A guest that resets its balloon as it shuts down never touches them; one line
+            // for the first, as such a reset gives back hundreds of batches.
+            if let (Some(&(gpa, node)), 0) = (deflated.owed.first(), deflated.owed_before) {
                 log::warn!(
-                    "partition \"{}\": its balloon gave back {} KiB (from guest-physical {gpa:#x}) while host node {node} had no free page: backed when the guest first touches them",
+                    "partition \"{}\": its balloon gave back {} KiB from guest-physical {gpa:#x} while host node {node} had no free page: each page is backed when the guest first touches it (later such pages are not logged)",
                     partition.name(),
                     deflated.owed.len() * 4
                 );

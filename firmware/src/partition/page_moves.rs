@@ -550,6 +550,8 @@ pub struct Deflated {
     /// balloon all the same (the guest believes them its own, and has no way to hear
     /// otherwise) and wait, unmapped, for the guest's first touch ([`back_owed`]).
     pub owed: Vec<(u64, usize)>,
+    /// How many pages were owed before.
+    pub owed_before: usize,
 }
 
 /// The balloon of vCPU `vcpu`'s partition gives back the pages at `gpas` (those it holds;
@@ -566,6 +568,7 @@ pub fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> Result<Defla
             Some((gpa, block.node, block.vnode))
         })
         .collect();
+    let owed_before = state.owed.len();
     let (zeroed, owed) = take_available(partition.hv, &wanted);
     let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
     if !moves.is_empty() {
@@ -586,12 +589,20 @@ pub fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> Result<Defla
         state.owed.insert(gpa);
     }
     if moves.is_empty() {
-        return Ok(Deflated { moves, owed });
+        return Ok(Deflated {
+            moves,
+            owed,
+            owed_before,
+        });
     }
     let generation = memory_sync::bump(partition, &mut state);
     drop(state);
     memory_sync::wait_caught_up(partition, vcpu, generation);
-    Ok(Deflated { moves, owed })
+    Ok(Deflated {
+        moves,
+        owed,
+        owed_before,
+    })
 }
 
 /// The guest touched `gpa`: if its page is owed (given back by the balloon while its node had
