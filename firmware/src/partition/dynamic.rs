@@ -50,9 +50,11 @@ pub struct DynamicState {
     rising: bool,
     /// Host TSC of the next statistics request.
     next_stats: u64,
-    /// Plug requests refused since the last one that succeeded: the guest's driver asks
-    /// again at once, so only the first of a run is logged.
+    /// Plug requests refused since the last one that succeeded: only the first of a run is
+    /// logged, and while there are some the drivers are told to retry (`hot_add::poll`).
     plugs_refused: u64,
+    /// Host TSC of the next such retry.
+    next_plug_retry: u64,
 }
 
 impl DynamicState {
@@ -60,6 +62,16 @@ impl DynamicState {
     pub fn plug_refused(&mut self) -> bool {
         self.plugs_refused += 1;
         self.plugs_refused == 1
+    }
+
+    /// Whether the drivers refused a plug should be told to retry now (at host TSC `now`);
+    /// if so, the next retry is set to `next()`.
+    pub fn plug_retry_due(&mut self, now: u64, next: impl FnOnce() -> u64) -> bool {
+        if self.plugs_refused == 0 || now < self.next_plug_retry {
+            return false;
+        }
+        self.next_plug_retry = next();
+        true
     }
 
     /// A plug succeeded: how many were refused before it.

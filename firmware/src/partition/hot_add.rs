@@ -33,6 +33,9 @@ pub const BLOCK_BYTES: u64 = BLOCK.bytes();
 /// The most device requests one notify serves before the vCPU goes back to its guest (each is
 /// at most one queue's worth: the device takes one request at a time).
 const REQUESTS_PER_NOTIFY: usize = 16;
+/// How often a driver whose plug was refused is told to try again while refusals last: memory
+/// may have come free since (Linux's own retry timer starts at 50 s).
+const PLUG_RETRY_MICROS: u64 = 500_000;
 
 /// The vnodes that can grow (`memory_max` above `size`), in order: virtio-mem device `k`
 /// serves the `k`-th of them.
@@ -80,6 +83,35 @@ pub fn set_requested(partition: &Partition, index: usize, bytes: u64) {
         devices.sync_line(id)
     };
     if let Some(delivery) = delivery {
+        deliver_ioapic(partition, delivery);
+    }
+}
+
+/// vCPU 0's look at its partition, each pass of its loop: after a refused plug, its devices'
+/// drivers are told to try again every [`PLUG_RETRY_MICROS`] until a plug succeeds.
+pub fn poll(partition: &Partition) {
+    // No lock for a partition that cannot grow: this runs on every timer pass.
+    if partition.spec.memory.iter().all(|v| v.max <= v.size) {
+        return;
+    }
+    let due = partition
+        .dynamic
+        .lock()
+        .plug_retry_due(tsc::now(), || tsc::deadline_after_micros(PLUG_RETRY_MICROS));
+    if !due {
+        return;
+    }
+    let deliveries: Vec<_> = {
+        let mut devices = partition.devices.lock();
+        let count = devices.mem.len();
+        (0..count)
+            .filter_map(|index| {
+                devices.mem[index].retry_refused();
+                devices.sync_line(DeviceId::VirtioMem(index as u8))
+            })
+            .collect()
+    };
+    for delivery in deliveries {
         deliver_ioapic(partition, delivery);
     }
 }

@@ -349,6 +349,7 @@ fn run_epoch<const PROFILED: bool, C: LoopVcpu>(
                 stats.tick(partition);
                 poll_platform_timers(&machine, now);
                 super::dynamic::poll(partition);
+                super::hot_add::poll(partition);
                 super::passthrough::poll_faults(partition);
             }
             profile.mark(Stage::Platform);

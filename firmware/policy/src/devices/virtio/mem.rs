@@ -21,9 +21,12 @@
 //! specification leaves to the device:
 //! - `usable_region_size` is the whole region, always: it is then never below
 //!   `requested_size` and never has to shrink or grow (so no configuration notification for it).
-//! - A refusal by the hypervisor (`done = false`) is a NACK for PLUG (it could not find memory)
-//!   and BUSY for UNPLUG and UNPLUG_ALL, the only refusals §5.15.6 allows for those; Linux
-//!   retries both later.
+//! - A refusal by the hypervisor (`done = false`) is BUSY, "cannot be processed right now",
+//!   for every request (PLUG: no free memory to back it). Not NACK for PLUG: NACK says the
+//!   request goes against `requested_size`, and Linux asks again at once, so a host short of
+//!   memory would see the same request thousands of times a second. After BUSY Linux waits
+//!   for its retry timer (50 s at first) or a configuration-change interrupt, which the
+//!   hypervisor raises with [`VirtioMem::retry_refused`] when it may have memory again.
 //! - UNPLUG_ALL with nothing plugged is acknowledged by the device alone.
 //! - VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE is offered and required (FEATURES_OK does not stick
 //!   without it, as §5.15.4.2 allows): the hypervisor never maps unplugged blocks, so a
@@ -331,9 +334,9 @@ impl VirtioMem {
     }
 
     /// Ends the request in flight: `done` says the hypervisor did what it asked (the blocks
-    /// change state, the driver gets ACK), otherwise nothing changes and the driver gets NACK
-    /// (PLUG) or BUSY (UNPLUG, UNPLUG_ALL). After a reset the blocks still follow `done`, but
-    /// the answer is dropped. [`MemEvent::QueueWork`]: requests wait behind it.
+    /// change state, the driver gets ACK), otherwise nothing changes and the driver gets BUSY.
+    /// After a reset the blocks still follow `done`, but the answer is dropped.
+    /// [`MemEvent::QueueWork`]: requests wait behind it.
     pub fn complete(
         &mut self,
         completion: Completion,
@@ -349,8 +352,6 @@ impl VirtioMem {
         let answer = if done {
             self.apply(&in_flight.change);
             response::ACK
-        } else if matches!(in_flight.change, Change::Plug(_)) {
-            response::NACK
         } else {
             response::BUSY
         };
@@ -373,6 +374,12 @@ impl VirtioMem {
             self.requested_size = bytes;
             self.transport.config_changed();
         }
+    }
+
+    /// Tells the driver to try again what it was refused: a configuration-change interrupt
+    /// with nothing changed (Linux's driver then runs at once instead of at its retry timer).
+    pub fn retry_refused(&mut self) {
+        self.transport.config_changed();
     }
 
     /// The host's wish, in bytes.

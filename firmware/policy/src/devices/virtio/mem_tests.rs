@@ -314,12 +314,16 @@ fn plug_is_acknowledged_after_the_caller_completes_it() {
 }
 
 #[test]
-fn a_plug_the_hypervisor_refuses_is_nacked() {
+fn a_plug_the_hypervisor_refuses_is_busy_and_the_driver_can_be_told_to_retry() {
     let mut g = Guest::probed(4);
     let (head, request) = g.handed(request::PLUG, block(0), 4);
-    assert_eq!(g.complete(head, request, false), NACK);
+    assert_eq!(g.complete(head, request, false), BUSY);
     assert_eq!(g.dev.plugged_size(), 0);
     assert_eq!(g.dev.plugged_ranges().count(), 0);
+    let generation = g.r(0x0FC);
+    g.dev.retry_refused();
+    assert_ne!(g.r(0x0FC), generation, "a configuration change");
+    assert_eq!(g.r(0x060) & 2, 2, "its interrupt raised");
 }
 
 #[test]
@@ -820,8 +824,7 @@ proptest! {
                     let answered = g.queue.take_used(&g.mem);
                     if let Some(head) = head {
                         prop_assert_eq!(answered.len(), 1);
-                        let refusal = if plug { NACK } else { BUSY };
-                        prop_assert_eq!(g.response(head), if done { ACK } else { refusal });
+                        prop_assert_eq!(g.response(head), if done { ACK } else { BUSY });
                     } else {
                         prop_assert!(answered.is_empty());
                     }
