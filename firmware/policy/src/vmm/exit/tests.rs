@@ -1194,3 +1194,40 @@ fn the_code_page_translation_is_kept_and_checked() {
     let machine = machine.code(0x20123, &[0x66, 0x0F, 0xA2]);
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 3);
 }
+
+/// Two processes run different programs at one linear address: an unprefixed CPUID skipped in
+/// one must not make the other's prefixed CPUID there look unprefixed (its first byte, read
+/// through the first one's translation, is still CPUID's opcode).
+#[test]
+fn a_skip_in_one_address_space_does_not_decide_another_at_the_same_address() {
+    // 32-bit paging. Process A: CR3 0x10000 -> PT 0x11000 -> page 0x20000, CPUID (0F A2)
+    // at linear 0x40_0123. Process B: CR3 0x50000 -> PT 0x51000 -> page 0x60000, a CPUID
+    // behind an operand-size prefix (66 0F A2) at the same linear address.
+    let le = |v: u32| v.to_le_bytes();
+    let machine = FakeMachine::new()
+        .code(0x10004, &le(0x11000 | 1))
+        .code(0x11000, &le(0x20000 | 1))
+        .code(0x20123, &[0x0F, 0xA2])
+        .code(0x50004, &le(0x51000 | 1))
+        .code(0x51000, &le(0x60000 | 1))
+        .code(0x60123, &[0x66, 0x0F, 0xA2]);
+    let paging = |cr3| PagingState {
+        cr0: (1 << 31) | 1,
+        cr3,
+        cr4: 0,
+        efer: 0,
+    };
+    let mut cpu = FakeVcpu::default();
+    let mut ctx = context();
+    let mut cpuid_in = |cr3| {
+        cpu.paging = Some(paging(cr3));
+        cpu.rip = 0x40_0123;
+        cpu.registers.rax = 0;
+        handle(&mut cpu, &mut ctx, &machine, VmExit::Cpuid, 0);
+        cpu.rip - 0x40_0123
+    };
+    for _ in 0..3 {
+        assert_eq!(cpuid_in(0x10000), 2, "process A: 0F A2");
+        assert_eq!(cpuid_in(0x50000), 3, "process B: 66 0F A2");
+    }
+}
