@@ -499,8 +499,16 @@ pub fn rebalance(hv: &Hypervisor) {
                 fixed: state.fixed,
                 rising: state.rising,
             };
-            let promised = state.target.unwrap_or(member.size);
+            let target = state.target.unwrap_or(member.size);
             drop(state);
+            // Growth above the RAM booted with is plugged by virtio-mem's driver: without one
+            // it cannot happen, and holds no memory back.
+            let plugging = p.devices.lock().mem.iter().any(|m| m.driver_live());
+            let promised = if plugging {
+                target
+            } else {
+                target.min(member.size)
+            };
             let held = held_bytes(p);
             // The guest's own total leaves out what its kernel keeps for itself: what it
             // uses is what it holds less what it says is available.

@@ -387,6 +387,12 @@ impl VirtioMem {
         self.requested_size
     }
 
+    /// Whether a driver runs the device (DRIVER_OK, not failed): only then can a wish above
+    /// what is plugged be carried out.
+    pub fn driver_live(&self) -> bool {
+        self.transport.is_live()
+    }
+
     /// Bytes plugged (`plugged_size`).
     pub fn plugged_size(&self) -> u64 {
         // At most MAX_BLOCKS blocks of a region that fits below 2^64.
