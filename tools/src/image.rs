@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::paths::{guest_dir, images_dir, layouts_dir, target_dir};
+use crate::paths::{guest_dir, images_dir, layouts_dir, partial_beside, target_dir};
 use crate::{linux, workspace_root};
 
 /// The bare-metal target the image and guests are built for.
@@ -130,11 +130,7 @@ pub fn build_efi(elf: &Path) -> Result<PathBuf> {
 /// same binary rebuilds it; copying in place would truncate the file under that reader
 /// (QEMU: "fread() failed"), while a reader of the old file keeps it whole across a rename.
 fn replace_with_copy(from: &Path, to: &Path) -> Result<()> {
-    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut partial = to.as_os_str().to_owned();
-    partial.push(format!(".partial-{}-{n}", std::process::id()));
-    let partial = PathBuf::from(partial);
+    let partial = partial_beside(to);
     std::fs::copy(from, &partial)
         .with_context(|| format!("copying {} to {}", from.display(), partial.display()))?;
     std::fs::rename(&partial, to)

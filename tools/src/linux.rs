@@ -225,19 +225,21 @@ fn extract_modules(root: &Path, work: &Path, out: &Path) -> Result<Vec<PathBuf>>
     let mut paths = Vec::new();
     for name in &order {
         let path = out.join(format!("{name}.ko"));
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, &contents[name])
-            .with_context(|| format!("writing {}", partial.display()))?;
-        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+        write_replacing(&path, &contents[name])?;
         paths.push(path);
     }
     let list: String = order.iter().map(|n| format!("{n}\n")).collect();
-    let order_file = out.join(MODULE_ORDER_FILE);
-    let partial = order_file.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&partial, list).with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, &order_file)
-        .with_context(|| format!("writing {}", order_file.display()))?;
+    write_replacing(&out.join(MODULE_ORDER_FILE), list.as_bytes())?;
     Ok(paths)
+}
+
+/// Writes `bytes` to `path` through a name of its own beside it, then renamed over it: a
+/// half-written file is never taken for a whole one, and two runs writing it at once do not
+/// rename each other's.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let partial = crate::paths::partial_beside(path);
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every `NAME.ko` / `NAME.ko.xz` under `dir`, by module name.
@@ -404,11 +406,7 @@ pub fn build_initramfs(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    // Through a temporary name, so that a half-written archive is never taken for one.
-    let partial = out.with_extension("cpio.partial");
-    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
+    write_replacing(out, &bytes)
 }
 
 /// [`fetch_debian_guest`], then [`build_initramfs`] with [`GUEST_PROGRAMS`] and

@@ -2,7 +2,7 @@
 //! under it, and the workspace's layouts folder. Every module that builds or runs something
 //! takes its paths from here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::workspace_root;
 
@@ -26,4 +26,16 @@ pub fn images_dir() -> PathBuf {
 /// The layouts folder.
 pub fn layouts_dir() -> PathBuf {
     workspace_root().join("layouts")
+}
+
+/// A name beside `to` that no other writer uses (this process's id and a counter), for writing
+/// a file there and renaming it over `to`: concurrent runs in one tree (two tests, two
+/// `cargo xtask run`s) each rename a whole file of their own, and a reader never sees half
+/// of one.
+pub fn partial_beside(to: &Path) -> PathBuf {
+    static PARTIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PARTIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(format!(".partial-{}-{n}", std::process::id()));
+    PathBuf::from(partial)
 }
