@@ -534,8 +534,8 @@ pub fn rebalance(hv: &Hypervisor) {
     }
     let mut free: Vec<u64> = hv.frames.lock().ledger().iter().map(|l| l.free).collect();
     // What is promised and not yet taken is not free: handing it out again would let one
-    // partition's growth take the pages another's deflation then cannot find, and that one
-    // would be stopped for want of memory.
+    // partition's growth take the pages another's deflation then cannot find (they would be
+    // owed, and that guest stopped if it touched one before memory came free).
     for (_, member, outstanding) in &members {
         if let Some(node_free) = free.get_mut(member.node) {
             *node_free = node_free.saturating_sub(*outstanding);
