@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use numavisor_policy::hypercall::abi::{PartitionId, Status};
 use numavisor_policy::hypercall::bank::{Backing, Bank, GuestSpace, PageMove};
-use numavisor_policy::memory::Usage;
+use numavisor_policy::memory::{HostPage, Usage};
 use numavisor_policy::partition::cpu_ops::CpuOps;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::placement::GuestBlock;
@@ -569,17 +569,11 @@ pub fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> Result<Defla
         })
         .collect();
     let owed_before = state.owed.len();
-    let (zeroed, owed) = take_available(partition.hv, &wanted);
+    let (pages, owed) = allocate_available(partition.hv, &wanted);
+    let zeroed = zero(pages);
     let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
     if !moves.is_empty() {
-        if let Err(e) = map(partition, &mut state, &zeroed) {
-            free_host_pages(
-                partition.hv,
-                moves.iter().map(|m| m.spa),
-                "page taken for a failed move",
-            );
-            return Err(BalloonError::Slat(e));
-        }
+        map_or_free(partition, &mut state, &zeroed).map_err(BalloonError::Slat)?;
     }
     for m in &moves {
         state.ballooned.remove(&m.gpa);
@@ -588,21 +582,17 @@ pub fn deflate(partition: &Partition, vcpu: usize, gpas: &[u64]) -> Result<Defla
         state.ballooned.remove(&gpa);
         state.owed.insert(gpa);
     }
-    if moves.is_empty() {
-        return Ok(Deflated {
-            moves,
-            owed,
-            owed_before,
-        });
-    }
-    let generation = memory_sync::bump(partition, &mut state);
-    drop(state);
-    memory_sync::wait_caught_up(partition, vcpu, generation);
-    Ok(Deflated {
+    let deflated = Deflated {
         moves,
         owed,
         owed_before,
-    })
+    };
+    if !deflated.moves.is_empty() {
+        let generation = memory_sync::bump(partition, &mut state);
+        drop(state);
+        memory_sync::wait_caught_up(partition, vcpu, generation);
+    }
+    Ok(deflated)
 }
 
 /// The guest touched `gpa`: if its page is owed (given back by the balloon while its node had
@@ -618,16 +608,10 @@ pub fn back_owed(partition: &Partition, gpa: u64) -> OwedPage {
         return OwedPage::NotOwed;
     };
     let node = block.node;
-    let (zeroed, _) = take_available(partition.hv, &[(page, node, block.vnode)]);
-    if zeroed.is_empty() {
+    let Ok(zeroed) = take_pages(partition.hv, &[(page, node, block.vnode)]) else {
         return OwedPage::NoMemory { node };
-    }
-    if let Err(e) = map(partition, &mut state, &zeroed) {
-        free_host_pages(
-            partition.hv,
-            zeroed.iter().map(|z| z.page_move().spa),
-            "page taken for a failed move",
-        );
+    };
+    if let Err(e) = map_or_free(partition, &mut state, &zeroed) {
         log::error!(
             "partition \"{}\": backing its owed page {page:#x}: {e}",
             partition.name()
@@ -639,46 +623,66 @@ pub fn back_owed(partition: &Partition, gpa: u64) -> OwedPage {
     OwedPage::Backed
 }
 
-/// A free page of each `(gpa, node, vnode)`'s node while its node has one, as guest memory,
-/// zeroed; and the `(gpa, node)` left without one.
-fn take_available(
+/// A host page taken for a guest page: (page, gpa, node, vnode).
+type Taken = (HostPage, u64, usize, usize);
+
+/// A free page of each `(gpa, node, vnode)`'s node while its node has one, with where it
+/// goes; and the `(gpa, node)` left without one.
+fn allocate_available(
     hv: &Hypervisor,
     wanted: &[(u64, usize, usize)],
-) -> (Vec<ZeroedMove>, Vec<(u64, usize)>) {
+) -> (Vec<Taken>, Vec<(u64, usize)>) {
     let mut pages = Vec::with_capacity(wanted.len());
     let mut short = Vec::new();
-    {
-        let mut frames = hv.frames.lock();
-        for &(gpa, node, vnode) in wanted {
-            match frames.allocate_page_on(node, Usage::Guest) {
-                Ok(page) => pages.push((page, gpa, node, vnode)),
-                Err(_) => short.push((gpa, node)),
-            }
+    let mut frames = hv.frames.lock();
+    for &(gpa, node, vnode) in wanted {
+        match frames.allocate_page_on(node, Usage::Guest) {
+            Ok(page) => pages.push((page, gpa, node, vnode)),
+            Err(_) => short.push((gpa, node)),
         }
     }
-    // Zeroed without the frame allocator's lock: other CPUs need it meanwhile.
-    let zeroed = pages
-        .into_iter()
-        .map(|(page, gpa, node, vnode)| IncomingPage::from_free(page).zeroed(gpa, node, vnode))
-        .collect();
-    (zeroed, short)
+    (pages, short)
 }
 
-/// A free page of each `(gpa, node, vnode)`'s node, as guest memory, zeroed. All or nothing.
+/// The pages of [`allocate_available`] as guest memory, zeroed: without the frame
+/// allocator's lock, which other CPUs need meanwhile.
+fn zero(pages: Vec<Taken>) -> Vec<ZeroedMove> {
+    pages
+        .into_iter()
+        .map(|(page, gpa, node, vnode)| IncomingPage::from_free(page).zeroed(gpa, node, vnode))
+        .collect()
+}
+
+/// A free page of each `(gpa, node, vnode)`'s node, as guest memory, zeroed. All or nothing:
+/// if one is short, those taken go back before any is zeroed.
 fn take_pages(
     hv: &Hypervisor,
     wanted: &[(u64, usize, usize)],
 ) -> Result<Vec<ZeroedMove>, BalloonError> {
-    let (zeroed, short) = take_available(hv, wanted);
+    let (pages, short) = allocate_available(hv, wanted);
     if let Some(&(gpa, node)) = short.first() {
-        free_host_pages(
-            hv,
-            zeroed.iter().map(|z| z.page_move().spa),
-            "page taken for a move that found too few",
-        );
+        let mut frames = hv.frames.lock();
+        for (page, ..) in pages {
+            let _ = frames.free_page(page);
+        }
         return Err(BalloonError::NoMemory { gpa, node });
     }
-    Ok(zeroed)
+    Ok(zero(pages))
+}
+
+/// [`map`], giving the zeroed pages back to free memory if the SLAT refuses them.
+fn map_or_free(
+    partition: &Partition,
+    state: &mut PartitionState,
+    zeroed: &[ZeroedMove],
+) -> Result<(), SlatError> {
+    map(partition, state, zeroed).inspect_err(|_| {
+        free_host_pages(
+            partition.hv,
+            zeroed.iter().map(|z| z.page_move().spa),
+            "page taken for a failed move",
+        )
+    })
 }
 
 /// Before a restart: the pages its balloon held are backed again (a restarted guest has its
@@ -718,20 +722,14 @@ fn refill_some(partition: &Partition, state: &mut PartitionState) -> bool {
             return false;
         }
     };
-    let moves: Vec<PageMove> = zeroed.iter().map(ZeroedMove::page_move).collect();
-    if let Err(e) = map(partition, state, &zeroed) {
-        free_host_pages(
-            partition.hv,
-            moves.iter().map(|m| m.spa),
-            "page taken for a failed move",
-        );
+    if let Err(e) = map_or_free(partition, state, &zeroed) {
         log::error!(
             "partition \"{}\": refilling its balloon: {e}",
             partition.name()
         );
         return false;
     }
-    for m in &moves {
+    for m in zeroed.iter().map(ZeroedMove::page_move) {
         state.ballooned.remove(&m.gpa);
     }
     memory_sync::bump(partition, state);
