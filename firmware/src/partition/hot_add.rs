@@ -41,7 +41,7 @@ const PLUG_RETRY_MICROS: u64 = 500_000;
 /// serves the `k`-th of them.
 pub fn growing_vnodes(spec: &PartitionSpec) -> Vec<usize> {
     (0..spec.memory.len())
-        .filter(|&v| spec.memory[v].max > spec.memory[v].size)
+        .filter(|&v| spec.memory[v].growth() > 0)
         .collect()
 }
 
@@ -50,11 +50,7 @@ pub fn growing_vnodes(spec: &PartitionSpec) -> Vec<usize> {
 /// vnode's index, as the guest's SRAT numbers them).
 pub fn device_configs(spec: &PartitionSpec) -> Vec<MemConfig> {
     let sizes: Vec<u64> = spec.memory.iter().map(|v| v.size).collect();
-    let growths: Vec<u64> = spec
-        .memory
-        .iter()
-        .map(|v| v.max.saturating_sub(v.size))
-        .collect();
+    let growths: Vec<u64> = spec.memory.iter().map(|v| v.growth()).collect();
     cost::hot_add_regions(&sizes, &growths)
         .into_iter()
         .enumerate()
@@ -91,7 +87,7 @@ pub fn set_requested(partition: &Partition, index: usize, bytes: u64) {
 /// drivers are told to try again every [`PLUG_RETRY_MICROS`] until a plug succeeds.
 pub fn poll(partition: &Partition) {
     // No lock for a partition that cannot grow: this runs on every timer pass.
-    if partition.spec.memory.iter().all(|v| v.max <= v.size) {
+    if partition.spec.memory.iter().all(|v| v.growth() == 0) {
         return;
     }
     let due = partition
