@@ -194,6 +194,14 @@ impl FakeMachine {
         self
     }
 
+    /// 32-bit paging under the page directory at `directory`: linear 0x40_0000 (its entry 1)
+    /// through the page table at `table`, whose entry 0 maps the page at `page`.
+    fn map_linear_400000(self, directory: u64, table: u64, page: u64) -> FakeMachine {
+        let present = |at: u64| (at as u32 | 1).to_le_bytes();
+        self.code(directory + 4, &present(table))
+            .code(table, &present(page))
+    }
+
     /// Places instruction bytes at guest-physical `at`.
     fn code(mut self, at: u64, bytes: &[u8]) -> FakeMachine {
         for (i, &b) in bytes.iter().enumerate() {
@@ -254,6 +262,16 @@ impl Machine for FakeMachine {
                 OwedPage::Backed
             }
         }
+    }
+}
+
+/// 32-bit paging (CR0.PG and PE) with the page directory at `cr3`.
+fn paging32(cr3: u64) -> PagingState {
+    PagingState {
+        cr0: (1 << 31) | 1,
+        cr3,
+        cr4: 0,
+        efer: 0,
     }
 }
 
@@ -1151,20 +1169,13 @@ fn an_access_across_the_end_of_a_device_window_stops_the_partition() {
 fn the_code_page_translation_is_kept_and_checked() {
     // 32-bit paging: CR3 = PD at 0x10000; linear 0x40_0000 (PDE 1) -> PT at 0x11000, whose
     // entry 0 maps page A (0x20000). CPUID at linear 0x40_0123.
-    let le = |v: u32| v.to_le_bytes();
     let machine = FakeMachine::new()
-        .code(0x10004, &le(0x11000 | 1))
-        .code(0x11000, &le(0x20000 | 1))
+        .map_linear_400000(0x10000, 0x11000, 0x20000)
         .code(0x20123, &[0x0F, 0xA2])
         .code(0x30123, &[0x2E, 0x0F, 0xA2]);
     let mut cpu = FakeVcpu {
         rip: 0x40_0123,
-        paging: Some(PagingState {
-            cr0: (1 << 31) | 1,
-            cr3: 0x10000,
-            cr4: 0,
-            efer: 0,
-        }),
+        paging: Some(paging32(0x10000)),
         ..FakeVcpu::default()
     };
     let mut ctx = context();
@@ -1177,7 +1188,7 @@ fn the_code_page_translation_is_kept_and_checked() {
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
     // The guest maps page B (a prefixed CPUID) there without invalidating: the kept
     // translation still finds CPUID in page A.
-    let machine = machine.code(0x11000, &le(0x30000 | 1));
+    let machine = machine.map_linear_400000(0x10000, 0x11000, 0x30000);
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
     // Page A no longer holds it: walked again, page B's three bytes.
     let machine = machine.code(0x20123, &[0x90, 0x90]);
@@ -1186,7 +1197,7 @@ fn the_code_page_translation_is_kept_and_checked() {
     // The last unprefixed instruction is recognised by its opcode byte alone; rewritten in
     // place with a prefix, it is read again and its new length found.
     let machine = machine
-        .code(0x11000, &le(0x20000 | 1))
+        .map_linear_400000(0x10000, 0x11000, 0x20000)
         .code(0x20123, &[0x0F, 0xA2]);
     let mut ctx = context();
     assert_eq!(cpuid_at(&mut cpu, &mut ctx, &machine), 2);
@@ -1203,24 +1214,15 @@ fn a_skip_in_one_address_space_does_not_decide_another_at_the_same_address() {
     // 32-bit paging. Process A: CR3 0x10000 -> PT 0x11000 -> page 0x20000, CPUID (0F A2)
     // at linear 0x40_0123. Process B: CR3 0x50000 -> PT 0x51000 -> page 0x60000, a CPUID
     // behind an operand-size prefix (66 0F A2) at the same linear address.
-    let le = |v: u32| v.to_le_bytes();
     let machine = FakeMachine::new()
-        .code(0x10004, &le(0x11000 | 1))
-        .code(0x11000, &le(0x20000 | 1))
+        .map_linear_400000(0x10000, 0x11000, 0x20000)
         .code(0x20123, &[0x0F, 0xA2])
-        .code(0x50004, &le(0x51000 | 1))
-        .code(0x51000, &le(0x60000 | 1))
+        .map_linear_400000(0x50000, 0x51000, 0x60000)
         .code(0x60123, &[0x66, 0x0F, 0xA2]);
-    let paging = |cr3| PagingState {
-        cr0: (1 << 31) | 1,
-        cr3,
-        cr4: 0,
-        efer: 0,
-    };
     let mut cpu = FakeVcpu::default();
     let mut ctx = context();
     let mut cpuid_in = |cr3| {
-        cpu.paging = Some(paging(cr3));
+        cpu.paging = Some(paging32(cr3));
         cpu.rip = 0x40_0123;
         cpu.registers.rax = 0;
         handle(&mut cpu, &mut ctx, &machine, VmExit::Cpuid, 0);
