@@ -196,8 +196,19 @@ fn the_policy_grows_a_busy_partition_past_its_size_with_memory_its_neighbour_gav
         plugs.iter().all(|e| e["node"] == NODE),
         "every block on node 1\n{context}"
     );
+    // Only what busy plugged while idle still ran: once idle powers off, all its memory is
+    // free, and busy's later plugs are paid by that, not by its balloon. Idle's last
+    // `exit_counts` comes as it stops.
+    let idle_stopped_us = boot
+        .events("exit_counts")
+        .into_iter()
+        .filter(|e| e["partition"] == "idle")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap_or(u64::MAX);
     let most = plugs
         .iter()
+        .filter(|e| e["us"].as_u64().is_some_and(|us| us < idle_stopped_us))
         .filter_map(|e| e["plugged"].as_u64())
         .max()
         .unwrap_or(0);
