@@ -84,6 +84,15 @@ enum Commands {
         /// Only PCI passthrough's figures (docs/pci.md, "Figures"), not the whole bench.
         #[arg(long, conflicts_with_all = ["balloon_only", "network_only"])]
         pci_only: bool,
+        /// Only the exit path's figures: instructions per io-loop, CPUID and xAPIC EOI exit
+        /// (SVM under `-icount`, VMX under Bochs), the io-loop's stages, and the local APIC
+        /// timer round trip.
+        #[arg(long, conflicts_with_all = ["balloon_only", "network_only", "pci_only"])]
+        exits_only: bool,
+        /// Only Linux's figures: boot to `/init` against plain QEMU, and VM exits per second
+        /// while booting and idle.
+        #[arg(long, conflicts_with_all = ["balloon_only", "network_only", "pci_only", "exits_only"])]
+        linux_only: bool,
     },
 }
 
@@ -163,6 +172,18 @@ fn run_command() -> Result<()> {
         Commands::Bench { pci_only: true, .. } => {
             packages::ensure(&[packages::QEMU])?;
             bench_pci::run()
+        }
+        Commands::Bench {
+            exits_only: true, ..
+        } => {
+            packages::ensure(&[packages::QEMU])?;
+            exit_path()
+        }
+        Commands::Bench {
+            linux_only: true, ..
+        } => {
+            packages::ensure(&[packages::QEMU])?;
+            bench_linux::run()
         }
         Commands::Bench { topologies, .. } => bench(&topologies),
         Commands::GuestAcpi(args) => guest_acpi::run(args),
@@ -566,14 +587,22 @@ fn bench(names: &[String]) -> Result<()> {
         );
     }
     println!();
-    io_round_trips(&looper)?;
-    cpuid_round_trips()?;
-    eoi_round_trips()?;
+    exit_path()?;
     hot_add_moves()?;
     bench_balloon::run()?;
     bench_linux::run()?;
     bench_network::run()?;
     bench_pci::run()
+}
+
+/// The exit path's figures (issue #19's targets): the io-loop, CPUID and xAPIC EOI round
+/// trips on both backends, the io-loop's stages, and the local APIC timer round trip.
+fn exit_path() -> Result<()> {
+    let looper = image::build_with_layout(&paths::layouts_dir().join("io-loop.toml"))?;
+    io_round_trips(&looper)?;
+    cpuid_round_trips()?;
+    eoi_round_trips()?;
+    bench_linux::timer_round_trip()
 }
 
 /// The hypervisor's instructions per 2 MiB block virtio-mem plugs (zeroing it included) and

@@ -142,6 +142,60 @@ fn c_a_device_far_from_its_partition_is_reported() {
     );
 }
 
+/// A page a parent deposits into its child's pool leaves its DMA remapping domain with its
+/// RAM: its device's DMA there is refused, never written into the child's pool; withdrawn
+/// again, the page is the device's to reach once more, at the host page the guest's CPU
+/// sees (issue 18: "balloon moves and deposit/withdraw unmap from both").
+#[test]
+fn i_a_deposited_page_leaves_the_dma_domain_and_a_withdrawn_one_comes_back() {
+    let boot = Boot::run("pci-nvme-parent", "vt-d-nvme-on-node-1");
+    assert_eq!(
+        boot.guest("owner", "nvme")["serial"],
+        "nv0",
+        "{}",
+        boot.context
+    );
+    let deposited = boot.guest("owner", "nvme_deposited");
+    assert_eq!(
+        deposited["deposit"], "success",
+        "{deposited}\n{}",
+        boot.context
+    );
+    let page = deposited["address"]
+        .as_u64()
+        .expect("the deposited page's address");
+    let faults = boot.events("dma_fault");
+    assert!(
+        faults.iter().any(|f| f["partition"] == "owner"
+            && f["device"] == "41:00.0"
+            && f["address"].as_u64().is_some_and(|a| a & !0xFFF == page)
+            && f["write"] == true),
+        "no dma_fault for the Identify into the page deposited at {page:#x}: {faults:?}\n{}",
+        boot.context
+    );
+    let withdrawn = boot.guest("owner", "nvme_withdrawn");
+    assert_eq!(
+        withdrawn["withdraw"], "success",
+        "{withdrawn}\n{}",
+        boot.context
+    );
+    assert_eq!(withdrawn["status"], 0, "{withdrawn}\n{}", boot.context);
+    assert_eq!(
+        withdrawn["serial"], "nv0",
+        "the Identify into the withdrawn page did not reach what the guest reads there: \
+         {withdrawn}\n{}",
+        boot.context
+    );
+    assert!(
+        faults.iter().all(|f| f["partition"] == "owner"),
+        "{faults:?}\n{}",
+        boot.context
+    );
+    let stopped = boot.stopped("owner");
+    assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", boot.context);
+    boot.check_ledgers();
+}
+
 /// A disk image of `total` bytes whose first `MIB` MiB hold a pattern (every MiB different)
 /// and the rest zeros, at `path`; the sha256 of the pattern, as `sha256sum` prints it.
 fn disk_image(path: &std::path::Path, total: usize) -> String {

@@ -175,11 +175,13 @@ pub fn build(
     let mut pool = PartitionPool::new(spec.name, home);
     pool.deposit(frames, spec.pool_bytes)?;
     if spec.dynamic {
-        // The tables its balloon may split, so that inflating never fails for want of them.
+        // The tables its balloon may split, so that inflating never fails for want of them:
+        // in its SLAT, and in its DMA remapping tables too when it owns PCI functions.
+        let table_sets = if spec.pci.is_empty() { 1 } else { 2 };
         let split_pages: u64 = spec
             .memory
             .iter()
-            .map(|v| cost::balloon_split_pages(v.size, v.min))
+            .map(|v| cost::balloon_split_pages(v.size, v.min) * table_sets)
             .sum();
         if let Err(e) = pool.deposit(frames, split_pages * numavisor_policy::memory::PAGE_SIZE) {
             let _ = pool.release(frames);
@@ -202,7 +204,7 @@ pub fn build(
         first_entry_tsc: None,
         exits: 0,
         stop_tsc: 0,
-        dma_root: None,
+        dma: None,
         pci_mapped: Default::default(),
     };
     // The DMA remapping tables take the format of the functions' unit (one kind per machine:
@@ -256,7 +258,7 @@ pub fn build(
         release(&mut partition.state.lock(), frames);
         return Err(e);
     }
-    let dma_root = partition.state.lock().dma_root;
+    let dma_root = partition.state.lock().dma.map(|dma| dma.root);
     if let Some(root) = dma_root {
         // The frame allocator is this build's: the remapping lock takes it by itself.
         let attached = super::passthrough::attach_all_with(&partition, root, frames);
@@ -308,11 +310,16 @@ fn fund(
             other => other,
         };
         let blocks = state.ram.blocks();
-        let (dma_root, _) = match kind {
+        let (root, stats) = match kind {
             RemappingKind::VtD => map_guest_memory::<VtdSecondLevel>(blocks, pool, page)?,
             RemappingKind::AmdVi => map_guest_memory::<AmdViPageTable>(blocks, pool, page)?,
         };
-        state.dma_root = Some(dma_root);
+        state.dma = Some(super::DmaTables {
+            root,
+            kind,
+            max_page: page,
+            stats,
+        });
     }
     state.controls = Some(Active::control_pages(pool, state.vcpus.len())?);
     Ok(())

@@ -331,6 +331,32 @@ impl DmaRemapping {
         }
     }
 
+    /// Makes every started unit drop what it caches of `domain`'s translations: after its
+    /// tables changed, before a page that left them is reused. A unit that does not answer
+    /// is logged (its caches may still hold the old translations: a hardware fault).
+    pub fn invalidate_domain(&mut self, domain: DomainId) {
+        // SAFETY: as in `attach`.
+        let mut queue = unsafe { IdentityQueue::new() };
+        for (base, started) in &mut self.units {
+            let done = match started {
+                Unit::VtD(vtd) => vtd
+                    .driver
+                    .invalidate_domain(&mut queue, domain)
+                    .map_err(AttachError::Unit),
+                Unit::AmdVi(amd) => amd
+                    .driver
+                    .invalidate_domain(&mut queue, domain)
+                    .map_err(AttachError::AmdVi),
+            };
+            if let Err(e) = done {
+                log::error!(
+                    "remapping unit {base:#x}: invalidating domain {}: {e}",
+                    domain.0
+                );
+            }
+        }
+    }
+
     /// The DMA faults every started unit recorded since the last call, with each unit's
     /// register base; whether one lost faults for want of records.
     pub fn take_faults(&mut self) -> (Vec<(u64, DmaFault)>, bool) {

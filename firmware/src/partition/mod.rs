@@ -156,12 +156,26 @@ pub struct PartitionState {
     /// VM exits handled and the TSC at the last stop (exit-rate figure).
     pub exits: u64,
     pub stop_tsc: u64,
-    /// Its DMA remapping domain's second-level tables (from the pool), when it owns PCI
-    /// functions.
-    pub dma_root: Option<u64>,
+    /// Its DMA remapping domain's tables (from the pool), when it owns PCI functions.
+    pub dma: Option<DmaTables>,
     /// What the SLAT maps of each passed-through function's BARs, by guest device number:
     /// `(gpa, spa, bytes)` pieces.
     pub pci_mapped: alloc::collections::BTreeMap<u8, Vec<(u64, u64, u64)>>,
+}
+
+/// A partition's DMA remapping domain: tables in its remapping unit's format, from its pool,
+/// mapping exactly its guest RAM (never its BARs). Every change to the RAM changes them too
+/// (`page_moves`), so a device reaches what the partition's CPUs reach.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaTables {
+    /// The tables' root (what the context or device table entries point at).
+    pub root: u64,
+    /// The unit's format.
+    pub kind: numavisor_policy::pci::RemappingKind,
+    /// The largest leaf they use (2 MiB at most: every unit takes it).
+    pub max_page: numavisor_policy::memory::BlockSize,
+    /// Their figures, for reopening the builder.
+    pub stats: numavisor_policy::slat::SlatStats,
 }
 
 impl Partition {

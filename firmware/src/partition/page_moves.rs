@@ -12,12 +12,19 @@ use alloc::vec::Vec;
 
 use numavisor_policy::hypercall::abi::{PartitionId, Status};
 use numavisor_policy::hypercall::bank::{Backing, Bank, GuestSpace, PageMove};
+use numavisor_policy::iommu::amd_vi::AmdViPageTable;
+use numavisor_policy::iommu::vtd::VtdSecondLevel;
+use numavisor_policy::memory::BlockSize;
 use numavisor_policy::memory::{HostPage, Usage};
 use numavisor_policy::partition::cpu_ops::CpuOps;
 use numavisor_policy::partition::guest_ram::GuestRam;
 use numavisor_policy::partition::placement::GuestBlock;
+use numavisor_policy::partition::pool::PartitionPool;
+use numavisor_policy::pci::RemappingKind;
 use numavisor_policy::report::events::{self, PoolMove};
-use numavisor_policy::slat::{Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat};
+use numavisor_policy::slat::{
+    Ept, Npt, Permissions, SlatBuilder, SlatError, SlatFormat, SlatStats,
+};
 use numavisor_policy::vmm::exit::OwedPage;
 use spin::MutexGuard;
 
@@ -338,100 +345,239 @@ fn map(
     Ok(())
 }
 
-/// Carries out `edit` on the SLAT of the backend's format. All or nothing.
+/// Carries out `edit` on the SLAT of the backend's format and, where it changes the RAM, on
+/// the partition's DMA remapping tables too, whose units then drop what they cached of the
+/// domain (before the caller's memory catch-up, so before any page that left is reused). All
+/// or nothing: the DMA tables are edited first and put back if the SLAT's edit is refused.
 fn edit_slat(
     partition: &Partition,
     state: &mut PartitionState,
     edit: SlatEdit,
 ) -> Result<(), SlatError> {
-    match Active::arch() {
-        Arch::Svm => edit_slat_in::<Npt>(partition, state, edit),
-        Arch::Vmx => edit_slat_in::<Ept>(partition, state, edit),
-    }
-}
-
-fn edit_slat_in<F: SlatFormat>(
-    partition: &Partition,
-    state: &mut PartitionState,
-    edit: SlatEdit,
-) -> Result<(), SlatError> {
-    let max_page = Active::clamp_page(partition.spec.max_page);
-    let mut slat = SlatBuilder::<F>::open(state.slat_root, max_page, state.slat);
-    let first = match &edit {
-        SlatEdit::Unmap(gpas) => gpas.first().copied(),
-        SlatEdit::Map(moves) => moves.first().map(|m| m.page_move().gpa),
-        SlatEdit::MapBlocks(blocks) | SlatEdit::UnmapBlocks(blocks) => {
-            blocks.first().map(|b| b.gpa)
-        }
-        SlatEdit::MapDevice((gpa, _, _)) => Some(*gpa),
-        SlatEdit::UnmapDevice(pieces) => pieces.first().map(|p| p.0),
+    let slat = OpenTables {
+        format: match Active::arch() {
+            Arch::Svm => TableFormat::Npt,
+            Arch::Vmx => TableFormat::Ept,
+        },
+        root: state.slat_root,
+        max_page: Active::clamp_page(partition.spec.max_page),
+        stats: state.slat,
     };
+    let dma = state
+        .dma
+        .filter(|_| edit.changes_ram())
+        .map(|dma| OpenTables {
+            format: match dma.kind {
+                RemappingKind::VtD => TableFormat::Vtd,
+                RemappingKind::AmdVi => TableFormat::AmdVi,
+            },
+            root: dma.root,
+            max_page: dma.max_page,
+            stats: dma.stats,
+        });
     // A partition that has released its pool has no SLAT to change.
     let Some(pool) = state.pool.as_mut() else {
         return Err(SlatError::NotMapped {
-            gpa: first.unwrap_or(0),
+            gpa: edit.first_gpa().unwrap_or(0),
         });
     };
-    // SAFETY: the builder was opened on this partition's own SLAT root and draws new tables
-    // from its pool; the caller holds the partition's state lock.
+    // SAFETY: the builders are opened on this partition's own SLAT and DMA roots and draw new
+    // tables from its pool; the caller holds the partition's state lock.
     let mut tables = unsafe { IdentityTables::new() };
-    match edit {
-        SlatEdit::Unmap(gpas) => {
-            slat.unmap_pages(&mut tables, pool, gpas)?;
-        }
-        SlatEdit::Map(moves) => {
-            let rwx = Permissions::READ_WRITE_EXECUTE;
-            for (done, m) in moves.iter().map(ZeroedMove::page_move).enumerate() {
-                if let Err(e) = slat.map(&mut tables, pool, m.gpa, m.spa, 4096, rwx) {
-                    // Undo what was done (unmapping a 4 KiB leaf takes no page).
-                    let mapped: Vec<u64> =
-                        moves[..done].iter().map(|m| m.page_move().gpa).collect();
-                    if !mapped.is_empty() {
-                        let _ = slat.unmap_pages(&mut tables, pool, &mapped);
-                    }
-                    return Err(e);
-                }
+    let dma_done = match dma {
+        Some(dma) => Some(dma.apply(&mut tables, pool, &edit)?),
+        None => None,
+    };
+    let slat_stats = match slat.apply(&mut tables, pool, &edit) {
+        Ok((stats, _)) => stats,
+        Err(e) => {
+            if let (Some(dma), Some((_, unmapped))) = (dma, &dma_done) {
+                dma.undo(&mut tables, pool, &edit, unmapped);
             }
+            return Err(e);
         }
-        SlatEdit::MapBlocks(blocks) => {
-            let rwx = Permissions::READ_WRITE_EXECUTE;
-            for (done, b) in blocks.iter().enumerate() {
-                let bytes = b.size.bytes();
-                if let Err(e) = slat.map(&mut tables, pool, b.gpa, b.spa, bytes, rwx) {
-                    // Undo what was done (a whole unmap takes no page).
-                    for b in &blocks[..done] {
-                        let _ = slat.unmap_range(&mut tables, b.gpa, b.size.bytes());
-                    }
-                    return Err(e);
-                }
+    };
+    state.slat = slat_stats;
+    if let (Some(tables), Some((stats, _))) = (state.dma.as_mut(), dma_done) {
+        tables.stats = stats;
+        partition
+            .hv
+            .dma
+            .lock()
+            .invalidate_domain(super::passthrough::domain_of(partition));
+    }
+    Ok(())
+}
+
+impl SlatEdit<'_> {
+    /// Whether the edit changes the guest RAM (which the DMA tables map too), rather than a
+    /// device's BARs (which they never map).
+    fn changes_ram(&self) -> bool {
+        !matches!(self, SlatEdit::MapDevice(_) | SlatEdit::UnmapDevice(_))
+    }
+
+    /// The first guest-physical address the edit names, for an error.
+    fn first_gpa(&self) -> Option<u64> {
+        match self {
+            SlatEdit::Unmap(gpas) => gpas.first().copied(),
+            SlatEdit::Map(moves) => moves.first().map(|m| m.page_move().gpa),
+            SlatEdit::MapBlocks(blocks) | SlatEdit::UnmapBlocks(blocks) => {
+                blocks.first().map(|b| b.gpa)
             }
-        }
-        SlatEdit::UnmapBlocks(blocks) => {
-            // Checked first, so that a refusal changes nothing.
-            for b in blocks {
-                let mapped = slat.translate(&tables, b.gpa);
-                if mapped.is_none_or(|t| t.spa != b.spa) {
-                    return Err(SlatError::NotMapped { gpa: b.gpa });
-                }
-            }
-            for b in blocks {
-                slat.unmap_range(&mut tables, b.gpa, b.size.bytes())?;
-            }
-        }
-        SlatEdit::MapDevice((gpa, spa, bytes)) => {
-            // Executable as RAM is: NPT can deny execution only where the host runs with
-            // EFER.NXE, and the guest's own page tables decide what it runs from a BAR.
-            let rwx = Permissions::READ_WRITE_EXECUTE;
-            slat.map(&mut tables, pool, gpa, spa, bytes, rwx)?;
-        }
-        SlatEdit::UnmapDevice(pieces) => {
-            for &(gpa, bytes) in pieces {
-                slat.unmap_range(&mut tables, gpa, bytes)?;
-            }
+            SlatEdit::MapDevice((gpa, _, _)) => Some(*gpa),
+            SlatEdit::UnmapDevice(pieces) => pieces.first().map(|p| p.0),
         }
     }
-    state.slat = slat.stats();
-    Ok(())
+}
+
+/// The formats a partition's tables come in: its SLAT's (the backend's) and its DMA remapping
+/// domain's (the unit's).
+#[derive(Clone, Copy, Debug)]
+enum TableFormat {
+    Npt,
+    Ept,
+    Vtd,
+    AmdVi,
+}
+
+/// One set of a partition's tables, about to be edited.
+#[derive(Clone, Copy, Debug)]
+struct OpenTables {
+    format: TableFormat,
+    root: u64,
+    max_page: BlockSize,
+    stats: SlatStats,
+}
+
+impl OpenTables {
+    /// Carries out `edit` (all or nothing): the tables' figures afterwards, and the
+    /// (GPA, host page) of each page an `Unmap` took out, for [`undo`](Self::undo).
+    fn apply(
+        self,
+        tables: &mut IdentityTables,
+        pool: &mut PartitionPool,
+        edit: &SlatEdit,
+    ) -> Result<(SlatStats, Vec<(u64, u64)>), SlatError> {
+        match self.format {
+            TableFormat::Npt => self.apply_in::<Npt>(tables, pool, edit),
+            TableFormat::Ept => self.apply_in::<Ept>(tables, pool, edit),
+            TableFormat::Vtd => self.apply_in::<VtdSecondLevel>(tables, pool, edit),
+            TableFormat::AmdVi => self.apply_in::<AmdViPageTable>(tables, pool, edit),
+        }
+    }
+
+    /// Takes back an `edit` that [`apply`](Self::apply) carried out (`unmapped`: what it
+    /// returned). It needs no table page: an unmapped page's table is still there, and
+    /// unmapping what was just mapped splits nothing.
+    fn undo(
+        self,
+        tables: &mut IdentityTables,
+        pool: &mut PartitionPool,
+        edit: &SlatEdit,
+        unmapped: &[(u64, u64)],
+    ) {
+        match self.format {
+            TableFormat::Npt => self.undo_in::<Npt>(tables, pool, edit, unmapped),
+            TableFormat::Ept => self.undo_in::<Ept>(tables, pool, edit, unmapped),
+            TableFormat::Vtd => self.undo_in::<VtdSecondLevel>(tables, pool, edit, unmapped),
+            TableFormat::AmdVi => self.undo_in::<AmdViPageTable>(tables, pool, edit, unmapped),
+        }
+    }
+
+    fn apply_in<F: SlatFormat>(
+        self,
+        tables: &mut IdentityTables,
+        pool: &mut PartitionPool,
+        edit: &SlatEdit,
+    ) -> Result<(SlatStats, Vec<(u64, u64)>), SlatError> {
+        let mut slat = SlatBuilder::<F>::open(self.root, self.max_page, self.stats);
+        let rwx = Permissions::READ_WRITE_EXECUTE;
+        let mut unmapped = Vec::new();
+        match *edit {
+            SlatEdit::Unmap(gpas) => {
+                let spas = slat.unmap_pages(tables, pool, gpas)?;
+                unmapped = gpas.iter().copied().zip(spas).collect();
+            }
+            SlatEdit::Map(moves) => {
+                for (done, m) in moves.iter().map(ZeroedMove::page_move).enumerate() {
+                    if let Err(e) = slat.map(tables, pool, m.gpa, m.spa, 4096, rwx) {
+                        // Undo what was done (unmapping a 4 KiB leaf takes no page).
+                        let mapped: Vec<u64> =
+                            moves[..done].iter().map(|m| m.page_move().gpa).collect();
+                        if !mapped.is_empty() {
+                            let _ = slat.unmap_pages(tables, pool, &mapped);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            SlatEdit::MapBlocks(blocks) => {
+                for (done, b) in blocks.iter().enumerate() {
+                    if let Err(e) = slat.map(tables, pool, b.gpa, b.spa, b.size.bytes(), rwx) {
+                        // Undo what was done (a whole unmap takes no page).
+                        for b in &blocks[..done] {
+                            let _ = slat.unmap_range(tables, b.gpa, b.size.bytes());
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            SlatEdit::UnmapBlocks(blocks) => {
+                // Checked first, so that a refusal changes nothing.
+                for b in blocks {
+                    let mapped = slat.translate(tables, b.gpa);
+                    if mapped.is_none_or(|t| t.spa != b.spa) {
+                        return Err(SlatError::NotMapped { gpa: b.gpa });
+                    }
+                }
+                for b in blocks {
+                    slat.unmap_range(tables, b.gpa, b.size.bytes())?;
+                }
+            }
+            SlatEdit::MapDevice((gpa, spa, bytes)) => {
+                // Executable as RAM is: NPT can deny execution only where the host runs with
+                // EFER.NXE, and the guest's own page tables decide what it runs from a BAR.
+                slat.map(tables, pool, gpa, spa, bytes, rwx)?;
+            }
+            SlatEdit::UnmapDevice(pieces) => {
+                for &(gpa, bytes) in pieces {
+                    slat.unmap_range(tables, gpa, bytes)?;
+                }
+            }
+        }
+        Ok((slat.stats(), unmapped))
+    }
+
+    fn undo_in<F: SlatFormat>(
+        self,
+        tables: &mut IdentityTables,
+        pool: &mut PartitionPool,
+        edit: &SlatEdit,
+        unmapped: &[(u64, u64)],
+    ) {
+        let mut slat = SlatBuilder::<F>::open(self.root, self.max_page, self.stats);
+        let rwx = Permissions::READ_WRITE_EXECUTE;
+        let undone = match *edit {
+            SlatEdit::Unmap(_) => unmapped
+                .iter()
+                .try_for_each(|&(gpa, spa)| slat.map(tables, pool, gpa, spa, 4096, rwx)),
+            SlatEdit::Map(moves) => {
+                let gpas: Vec<u64> = moves.iter().map(|m| m.page_move().gpa).collect();
+                slat.unmap_pages(tables, pool, &gpas).map(|_| ())
+            }
+            SlatEdit::MapBlocks(blocks) => blocks
+                .iter()
+                .try_for_each(|b| slat.unmap_range(tables, b.gpa, b.size.bytes())),
+            SlatEdit::UnmapBlocks(blocks) => blocks
+                .iter()
+                .try_for_each(|b| slat.map(tables, pool, b.gpa, b.spa, b.size.bytes(), rwx)),
+            SlatEdit::MapDevice((gpa, _, bytes)) => slat.unmap_range(tables, gpa, bytes),
+            SlatEdit::UnmapDevice(_) => Ok(()),
+        };
+        if let Err(e) = undone {
+            log::error!("taking back a table edit the SLAT refused: {e}");
+        }
+    }
 }
 
 /// The status for a SLAT change that was refused (nothing changed).

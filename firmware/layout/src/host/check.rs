@@ -102,14 +102,6 @@ pub(crate) fn check(
             .pci
             .as_deref()
             .and_then(|pci| check_pci_unshared(&label, pci, &mut pci_owners, report));
-        if partition.dynamic == Some(true) && pci.as_ref().is_some_and(|p| !p.is_empty()) {
-            report.field(
-                &label,
-                "pci",
-                "a partition with pci functions cannot have Dynamic Memory (dynamic = true) yet: \
-                 the balloon moves its pages, and their DMA mappings would not follow",
-            );
-        }
         // A vnode that hot-add may grow asks its node for its `memory_max`.
         let dynamic = partition.dynamic == Some(true);
         for vnode in partition.memory.iter().flatten() {

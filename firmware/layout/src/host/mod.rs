@@ -147,12 +147,14 @@ impl CheckedPartition {
     }
 
     /// Pages of DMA remapping tables in [`minimum_pool_bytes`](Self::minimum_pool_bytes): a
-    /// partition with `pci` functions has a second set of tables, mapping its RAM for their
-    /// DMA, as large as its SLAT's (`docs/pci.md`).
+    /// partition with `pci` functions has a second set of tables, mapping its RAM (and what
+    /// hot-add plugs) for their DMA, as large as its SLAT's (`docs/pci.md`).
     pub fn dma_table_pages(&self) -> u64 {
         match self.pci.is_empty() {
             true => 0,
-            false => self.slat_table_pages(),
+            false => self
+                .slat_table_pages()
+                .saturating_add(self.hot_add_table_pages()),
         }
     }
 

@@ -9,8 +9,13 @@
 //! remapping unit must stop it (the hypervisor reports a `dma_fault`); the controller's
 //! answer is printed as `{"event":"nvme_outside","address":A,"status":N}` (QEMU 7.2's
 //! controller completes it with status 0 all the same); with `repeat`, that many times (a
-//! guest whose device keeps faulting, which the hypervisor stops). Exit status 0 when
-//! Identify succeeded, 1 otherwise.
+//! guest whose device keeps faulting, which the hypervisor stops). With `deposit=ID` (a
+//! parent's probe), it deposits one page of its RAM into partition ID's pool (hypercall 3)
+//! and sends Identify into that page, which its remapping domain must no longer map (a
+//! `dma_fault`; `{"event":"nvme_deposited",...}`), then withdraws it (hypercall 4) and sends
+//! Identify there again, printing what its own CPU then reads in the page
+//! (`{"event":"nvme_withdrawn","status":N,"serial":S}`: the DMA reached the page the guest
+//! sees). Exit status 0 when Identify succeeded, 1 otherwise.
 
 use numavisor_policy::pci::guest_bus::GUEST_ECAM_BASE;
 
@@ -42,6 +47,9 @@ struct Page([u8; 4096]);
 static mut SUBMISSIONS: Page = Page([0; 4096]);
 static mut COMPLETIONS: Page = Page([0; 4096]);
 static mut IDENTIFY_DATA: Page = Page([0; 4096]);
+/// The page a parent's probe deposits and withdraws, and the hypercalls' list page.
+static mut GIVEN: Page = Page([0; 4096]);
+static mut LIST: Page = Page([0; 4096]);
 
 fn config_address(device: u64, offset: u64) -> u64 {
     u64::from(GUEST_ECAM_BASE) + (device << 15) + offset
@@ -64,7 +72,7 @@ fn fail(step: &str) -> ! {
 }
 
 /// Runs the probe.
-pub fn run(outside: Option<u64>, repeat: u64) -> ! {
+pub fn run(outside: Option<u64>, repeat: u64, deposit: Option<u64>) -> ! {
     let mut found = None;
     for device in 0..32u64 {
         let id = config_read(device, 0);
@@ -90,16 +98,14 @@ pub fn run(outside: Option<u64>, repeat: u64) -> ! {
     let status = identify(bar, addr_of_page(&raw const IDENTIFY_DATA), 1);
     // SAFETY: the controller wrote the buffer before posting the completion just read.
     let data = unsafe { (&raw const IDENTIFY_DATA).read_volatile() }.0;
-    let text = |range: core::ops::Range<usize>| {
-        core::str::from_utf8(&data[range])
-            .unwrap_or("?")
-            .trim_end_matches([' ', '\0'])
-    };
     report!(
         "{{\"event\":\"nvme\",\"serial\":{},\"model\":{},\"status\":{status}}}",
-        Json(text(4..24)),
-        Json(text(24..64))
+        Json(text(&data, 4..24)),
+        Json(text(&data, 24..64))
     );
+    if let Some(child) = deposit {
+        deposit_and_withdraw(bar, child);
+    }
     if let Some(address) = outside {
         for _ in 0..repeat.max(1) {
             let status = identify(bar, address, 2);
@@ -107,6 +113,49 @@ pub fn run(outside: Option<u64>, repeat: u64) -> ! {
         }
     }
     exit(if status == 0 { 0 } else { 1 })
+}
+
+/// The ASCII field `range` of Identify data, without its padding.
+fn text(data: &[u8; 4096], range: core::ops::Range<usize>) -> &str {
+    core::str::from_utf8(&data[range])
+        .unwrap_or("?")
+        .trim_end_matches([' ', '\0'])
+}
+
+/// Deposits [`GIVEN`] into `child`'s pool and sends Identify into it (the domain must refuse
+/// the DMA), then withdraws it and sends Identify there again (the DMA must land in what the
+/// CPU reads there now).
+fn deposit_and_withdraw(bar: u64, child: u64) {
+    let page = addr_of_page(&raw const GIVEN);
+    let list = addr_of_page(&raw const LIST);
+    // SAFETY: the list page is this guest's own; one entry, the page to move.
+    unsafe { (&raw mut LIST).cast::<u64>().write_volatile(page) };
+    let (code, moved, _) = crate::hypercalls::call(3, child, list, 1);
+    let deposited = if code == 0 && moved == 1 {
+        identify(bar, page, 3)
+    } else {
+        u32::MAX
+    };
+    report!(
+        "{{\"event\":\"nvme_deposited\",\"address\":{page},\"deposit\":{},\"moved\":{moved},\"status\":{deposited}}}",
+        Json(crate::hypercalls::status(code))
+    );
+    let (code, moved, _) = crate::hypercalls::call(4, child, list, 1);
+    if code != 0 || moved != 1 {
+        report!(
+            "{{\"event\":\"nvme_withdrawn\",\"withdraw\":{},\"moved\":{moved}}}",
+            Json(crate::hypercalls::status(code))
+        );
+        return;
+    }
+    let status = identify(bar, page, 4);
+    // SAFETY: the page is this guest's again (withdrawn); the controller wrote it by DMA
+    // before posting the completion just read.
+    let data = unsafe { (&raw const GIVEN).read_volatile() }.0;
+    report!(
+        "{{\"event\":\"nvme_withdrawn\",\"withdraw\":\"success\",\"moved\":1,\"status\":{status},\"serial\":{}}}",
+        Json(text(&data, 4..24))
+    );
 }
 
 /// BAR 0's guest address, after a size probe that must show at least the 16 KiB registers

@@ -128,6 +128,7 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "nvme" => crate::nvme_probe::run(
             option("outside").and_then(parse_number),
             option("repeat").and_then(parse_number).unwrap_or(1),
+            option("deposit").and_then(parse_number),
         ),
         "set-target" => crate::set_target::run(
             option("target").and_then(parse_number),
