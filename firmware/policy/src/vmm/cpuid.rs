@@ -66,7 +66,9 @@ pub struct CpuidCache {
 }
 
 impl CpuidCache {
-    /// The cached answer for (`leaf`, `subleaf`), else `compute`'s, kept.
+    /// The cached answer for (`leaf`, `subleaf`), else `compute`'s, kept. Inline: a hit is a
+    /// few instructions of every CPUID exit.
+    #[inline(always)]
     pub fn answer(
         &mut self,
         leaf: u32,
