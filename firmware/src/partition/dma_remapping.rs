@@ -85,6 +85,12 @@ impl fmt::Display for AttachError {
     }
 }
 
+/// The remapping domain of the functions of the partition with index `partition`: the index
+/// + 1 (domain 0 is reserved on units that cache not-present entries).
+pub fn domain_of(partition: usize) -> DomainId {
+    DomainId(u16::try_from(partition + 1).unwrap_or(u16::MAX))
+}
+
 /// One started unit.
 enum Unit {
     VtD(VtdState),

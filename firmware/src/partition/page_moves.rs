@@ -404,7 +404,7 @@ fn edit_slat(
             .hv
             .dma
             .lock()
-            .invalidate_domain(super::passthrough::domain_of(partition));
+            .invalidate_domain(super::dma_remapping::domain_of(partition.index));
     }
     Ok(())
 }

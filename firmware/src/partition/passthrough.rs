@@ -14,7 +14,7 @@ use numavisor_layout::{Layout, PartitionSpec};
 use numavisor_policy::devices::pci_host::{
     BarMemory, MappingAccess, OneFunction, PassthroughFunction, PciMappings, VirtualHostBridge,
 };
-use numavisor_policy::iommu::{DomainId, SourceId};
+use numavisor_policy::iommu::SourceId;
 use numavisor_policy::pci::guest_bus;
 use numavisor_policy::pci::passthrough::{
     check_requests, far_device, vnode_for_device, PassthroughRefusal, PassthroughRequest,
@@ -236,12 +236,6 @@ pub fn guest_host_bridge(
     })
 }
 
-/// The remapping domain of `partition`'s functions: its index + 1 (domain 0 is reserved on
-/// units that cache not-present entries).
-pub fn domain_of(partition: &Partition) -> DomainId {
-    DomainId(u16::try_from(partition.index + 1).unwrap_or(u16::MAX))
-}
-
 /// Attaches every function of `partition` to its remapping domain (its DMA then reaches
 /// exactly its guest RAM). Called by the builder, which holds the free memory (`frames`)
 /// before any vCPU runs: the one place the remapping lock is taken inside it.
@@ -251,7 +245,7 @@ pub fn attach_all_with(
     frames: &mut numavisor_policy::memory::FrameAllocator,
 ) -> Result<(), String> {
     let hv = partition.hv;
-    let domain = domain_of(partition);
+    let domain = super::dma_remapping::domain_of(partition.index);
     for &index in &partition.pci_devices {
         let device = &hv.pci.devices[index];
         let unit = hv
