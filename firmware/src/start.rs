@@ -227,8 +227,10 @@ fn run_self_test(boot: &BootInfo) {
         }
         // Checked after every VM exit (see `virt::host_state`).
         Some("host-state") => crate::virt::host_state::enable_check(),
+        // virtio-mem plugs every other block in 4 KiB pieces (`partition::hot_add`).
+        Some("hot-add-pieces") => crate::partition::force_hot_add_pieces(),
         Some(other) => {
-            warn!("selftest={other}: unknown (panic, page-fault, divide-error, bad-stack, host-state)")
+            warn!("selftest={other}: unknown (panic, page-fault, divide-error, bad-stack, host-state, hot-add-pieces)")
         }
     }
 }

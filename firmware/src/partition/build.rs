@@ -175,13 +175,19 @@ pub fn build(
     let mut pool = PartitionPool::new(spec.name, home);
     pool.deposit(frames, spec.pool_bytes)?;
     if spec.dynamic {
-        // The tables its balloon may split, so that inflating never fails for want of them:
-        // in its SLAT, and in its DMA remapping tables too when it owns PCI functions.
+        // The tables its balloon may split, so that inflating never fails for want of them,
+        // and those of growth plugged in 4 KiB pieces, so that a plug on a node without a free
+        // 2 MiB block does not: in its SLAT, and in its DMA remapping tables too when it owns
+        // PCI functions.
         let table_sets = if spec.pci.is_empty() { 1 } else { 2 };
         let split_pages: u64 = spec
             .memory
             .iter()
-            .map(|v| cost::balloon_split_pages(v.size, v.min) * table_sets)
+            .map(|v| {
+                let pages = cost::balloon_split_pages(v.size, v.min)
+                    + cost::hot_add_piece_pages(v.growth());
+                pages * table_sets
+            })
             .sum();
         if let Err(e) = pool.deposit(frames, split_pages * numavisor_policy::memory::PAGE_SIZE) {
             let _ = pool.release(frames);

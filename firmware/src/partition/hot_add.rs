@@ -10,11 +10,12 @@
 //! allocator's, and no lock is held across the memory catch-up wait.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use numavisor_layout::PartitionSpec;
 use numavisor_policy::devices::device::DeviceId;
 use numavisor_policy::devices::virtio::mem::{MemConfig, MemEvent, MemRequest};
-use numavisor_policy::memory::{BlockSize, Usage};
+use numavisor_policy::memory::{BlockSize, Usage, PAGE_SIZE};
 use numavisor_policy::partition::cost;
 use numavisor_policy::partition::placement::GuestBlock;
 use numavisor_policy::report::events::{self, HotAddMove};
@@ -176,9 +177,13 @@ pub fn serve(partition: &Partition, vcpu: usize, index: u8, reset: bool) {
     }
 }
 
-/// Backs `[gpa, gpa + bytes)` of `vnode`'s region with zeroed 2 MiB blocks of its host node
-/// and maps them; false (nothing changed: the driver is answered NACK and may ask again) if
-/// the node has too few free 2 MiB blocks or the pool too few table pages.
+/// Backs `[gpa, gpa + bytes)` of `vnode`'s region with zeroed memory of its host node and
+/// maps it: each 2 MiB block with a 2 MiB host block (one SLAT leaf), or, where the node has
+/// no free 2 MiB block left (its free memory in pieces, as a neighbour's balloon leaves it),
+/// with 512 host pages of 4 KiB (a page table of leaves: the table pages for it were
+/// deposited at build, `cost::hot_add_piece_pages`). False (nothing changed: the driver is
+/// answered BUSY and asked again later) if the node has too little free memory or the pool
+/// too few table pages.
 fn plug(partition: &Partition, vcpu: usize, vnode: usize, gpa: u64, bytes: u64) -> bool {
     let start = tsc::now();
     let node = partition.spec.memory[vnode].node as usize;
@@ -187,27 +192,31 @@ fn plug(partition: &Partition, vcpu: usize, vnode: usize, gpa: u64, bytes: u64) 
     {
         let mut frames = partition.hv.frames.lock();
         for i in 0..count {
-            match frames.allocate_on(node, BLOCK, Usage::Guest) {
-                Ok(spa) => blocks.push(GuestBlock {
-                    gpa: gpa + i * BLOCK.bytes(),
-                    spa,
-                    size: BLOCK,
-                    vnode,
-                    node,
-                }),
-                Err(e) => {
-                    free_blocks(&mut frames, &blocks);
-                    drop(frames);
-                    if partition.dynamic.lock().plug_refused() {
-                        log::warn!(
-                            "partition \"{}\": vnode {vnode} cannot grow by {} KiB: {e} \
-                             (its driver's further tries are not logged until one succeeds)",
-                            partition.name(),
-                            bytes >> 10
-                        );
-                    }
-                    return false;
+            let at = gpa + i * BLOCK.bytes();
+            // `selftest=hot-add-pieces`: every other block as if none were free whole.
+            let whole = match PIECES.load(Ordering::Relaxed) && i % 2 == 1 {
+                true => None,
+                false => frames.allocate_on(node, BLOCK, Usage::Guest).ok(),
+            };
+            let backed = match whole {
+                Some(spa) => {
+                    blocks.push(guest_block(at, spa, BLOCK, vnode, node));
+                    Ok(())
                 }
+                None => back_in_pieces(&mut frames, at, vnode, node, &mut blocks),
+            };
+            if let Err(e) = backed {
+                free_blocks(&mut frames, &blocks);
+                drop(frames);
+                if partition.dynamic.lock().plug_refused() {
+                    log::warn!(
+                        "partition \"{}\": vnode {vnode} cannot grow by {} KiB: {e} \
+                         (its driver's further tries are not logged until one succeeds)",
+                        partition.name(),
+                        bytes >> 10
+                    );
+                }
+                return false;
             }
         }
     }
@@ -215,7 +224,7 @@ fn plug(partition: &Partition, vcpu: usize, vnode: usize, gpa: u64, bytes: u64) 
     for block in &blocks {
         // SAFETY: a block just taken from free memory for this move alone: identity mapped,
         // in no guest's address space yet, and nothing else writes it.
-        unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, BLOCK.bytes() as usize) };
+        unsafe { core::ptr::write_bytes(block.spa as *mut u8, 0, block.size.bytes() as usize) };
     }
     let mut state = partition.state.lock();
     if let Err(e) = page_moves::plug_blocks(partition, &mut state, &blocks) {
@@ -303,6 +312,55 @@ pub fn unplug_all_parked(partition: &Partition, state: &mut PartitionState) {
     free_blocks(&mut partition.hv.frames.lock(), &blocks);
 }
 
+/// Whether plugs back every other block in 4 KiB pieces (`selftest=hot-add-pieces`), as
+/// they do when the node has no free 2 MiB block: the tests' way to that path.
+static PIECES: AtomicBool = AtomicBool::new(false);
+
+/// Backs every other plugged block in 4 KiB pieces from now on (`selftest=hot-add-pieces`).
+pub fn force_pieces() {
+    PIECES.store(true, Ordering::Relaxed);
+}
+
+/// One plugged piece of `vnode`'s region.
+fn guest_block(gpa: u64, spa: u64, size: BlockSize, vnode: usize, node: usize) -> GuestBlock {
+    GuestBlock {
+        gpa,
+        spa,
+        size,
+        vnode,
+        node,
+    }
+}
+
+/// Backs the 2 MiB block at `gpa` with 512 free 4 KiB pages of `node`, added to `blocks`;
+/// on failure the pages taken so far go back and the error says why.
+fn back_in_pieces(
+    frames: &mut numavisor_policy::memory::FrameAllocator,
+    gpa: u64,
+    vnode: usize,
+    node: usize,
+    blocks: &mut Vec<GuestBlock>,
+) -> Result<(), numavisor_policy::memory::AllocError> {
+    let first = blocks.len();
+    for page in 0..BLOCK.bytes() / PAGE_SIZE {
+        match frames.allocate_on(node, BlockSize::Size4K, Usage::Guest) {
+            Ok(spa) => blocks.push(guest_block(
+                gpa + page * PAGE_SIZE,
+                spa,
+                BlockSize::Size4K,
+                vnode,
+                node,
+            )),
+            Err(e) => {
+                free_blocks(frames, &blocks[first..]);
+                blocks.truncate(first);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn free_blocks(frames: &mut numavisor_policy::memory::FrameAllocator, blocks: &[GuestBlock]) {
     for block in blocks {
         if let Err(e) = frames.free(block.spa, block.size) {
@@ -325,11 +383,17 @@ fn report_move(partition: &Partition, plug: bool, vnode: usize, blocks: &[GuestB
         plug,
         vnode,
         node: partition.spec.memory[vnode].node as usize,
-        spa: events::merged_ranges(blocks.iter().map(|b| b.spa), BLOCK.bytes()),
+        spa: events::merged_spans(blocks.iter().map(|b| (b.spa, b.size.bytes()))),
         plugged,
         size,
         slat_table_bytes: slat.table_bytes,
         slat_leaves_2m: slat.pages_2m,
+        // 512 pieces of 4 KiB each per block backed in pieces.
+        in_pieces: blocks
+            .iter()
+            .filter(|b| b.size == BlockSize::Size4K)
+            .count() as u64
+            / (BLOCK.bytes() / PAGE_SIZE),
         ticks,
         micros: tsc::micros_since_entry(),
     }));

@@ -44,6 +44,7 @@ use crate::platform::debug_exit;
 use crate::virt::ControlPages;
 
 pub use control::VcpuSlot;
+pub use hot_add::force_pieces as force_hot_add_pieces;
 pub use hypervisor::{Boot, Hypervisor};
 pub use input::poll_console_input;
 pub use vcpu_loop::{enable_profile, run_assigned_vcpu};

@@ -733,6 +733,9 @@ pub struct HotAddMove<'a> {
     /// The partition's SLAT after the move: bytes of table pages, and 2 MiB leaves.
     pub slat_table_bytes: u64,
     pub slat_leaves_2m: u64,
+    /// Of the 2 MiB blocks moved, those backed by 4 KiB pieces (their node had no free 2 MiB
+    /// block when they were plugged).
+    pub in_pieces: u64,
     /// Host TSC ticks the hypervisor spent on the request.
     pub ticks: u64,
     /// Microseconds since the hypervisor's entry, when the move was done.
@@ -759,6 +762,7 @@ pub fn hot_add(m: &HotAddMove) -> String {
             .u64("size", m.size)
             .u64("slat_table_bytes", m.slat_table_bytes)
             .u64("slat_leaves_2m", m.slat_leaves_2m)
+            .u64("in_pieces", m.in_pieces)
             .u64("ticks", m.ticks)
             .u64("us", m.micros);
     })
@@ -767,13 +771,18 @@ pub fn hot_add(m: &HotAddMove) -> String {
 /// Host ranges `(start, length)` of `spas` (each `length` bytes long), sorted and merged
 /// where adjacent: how the `balloon` and `hot_add` events list what moved.
 pub fn merged_ranges(spas: impl IntoIterator<Item = u64>, length: u64) -> Vec<(u64, u64)> {
-    let mut spas: Vec<u64> = spas.into_iter().collect();
-    spas.sort_unstable();
+    merged_spans(spas.into_iter().map(|spa| (spa, length)))
+}
+
+/// [`merged_ranges`] of spans of any length, `(start, length)`.
+pub fn merged_spans(spans: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = spans.into_iter().collect();
+    spans.sort_unstable();
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    for spa in spas {
+    for (start, length) in spans {
         match runs.last_mut() {
-            Some(run) if run.0 + run.1 == spa => run.1 += length,
-            _ => runs.push((spa, length)),
+            Some(run) if run.0 + run.1 == start => run.1 += length,
+            _ => runs.push((start, length)),
         }
     }
     runs

@@ -61,7 +61,8 @@ impl<F: SlatFormat> SlatBuilder<F> {
 
     /// Maps `[gpa, gpa + len)` to `[spa, spa + len)` with `perms`, using at each address the
     /// largest leaf ≤ `max_page` to which both the GPA and the SPA are aligned and that fits
-    /// in what is left of the range. Missing tables are withdrawn from `pool`.
+    /// in what is left of the range (the next size down where an empty table, left by an
+    /// unmap, sits in that leaf's place). Missing tables are withdrawn from `pool`.
     ///
     /// Refused, with nothing changed (tables, pool, stats): unaligned or too-large addresses,
     /// permissions the format cannot express, any overlap with an earlier mapping, or a pool
@@ -109,14 +110,52 @@ impl<F: SlatFormat> SlatBuilder<F> {
 
         let mut missing = BTreeSet::new();
         for (at, size) in leaves() {
-            self.plan(memory, at, size, &mut missing)?;
+            let (piece, count) = self.fitted(memory, at, size);
+            for i in 0..count {
+                self.plan(memory, at + i * piece.bytes(), piece, &mut missing)?;
+            }
         }
         ensure_pages(pool, missing.len())?;
         for (at, size) in leaves() {
-            let entry = F::leaf_entry(at - gpa + spa, size, perms);
-            self.install(memory, pool, at, size, entry)?;
+            let (piece, count) = self.fitted(memory, at, size);
+            for i in 0..count {
+                let at = at + i * piece.bytes();
+                let entry = F::leaf_entry(at - gpa + spa, piece, perms);
+                self.install(memory, pool, at, piece, entry)?;
+            }
         }
         Ok(())
+    }
+
+    /// How the leaf of `size` at `gpa` is mapped: as itself (`(size, 1)`), or, where an
+    /// empty table already sits in its place, as the 512 leaves of the next size down inside
+    /// that table (`(smaller, 512)`). An unmap of smaller leaves leaves their table behind
+    /// (no table page goes back to the pool while the partition runs), and a large leaf
+    /// there would need that page given back; the smaller leaves need no new page at all.
+    /// A table that still maps anything is an overlap, which `plan` refuses.
+    fn fitted(&self, memory: &impl TableMemory, gpa: u64, size: BlockSize) -> (BlockSize, u64) {
+        let smaller = match size {
+            BlockSize::Size4K => return (size, 1),
+            BlockSize::Size2M => BlockSize::Size4K,
+            BlockSize::Size1G => BlockSize::Size2M,
+        };
+        let leaf = leaf_level(size);
+        let mut table = self.root;
+        for level in (leaf..=4).rev() {
+            match Self::decode(memory.read(table, index(gpa, level)), level) {
+                Entry::Table(next) if level > leaf => table = next,
+                Entry::Table(next) if Self::is_empty(memory, next) => {
+                    return (smaller, ENTRIES_PER_TABLE as u64);
+                }
+                _ => break,
+            }
+        }
+        (size, 1)
+    }
+
+    /// Whether the table at `table` maps nothing (every entry not present).
+    fn is_empty(memory: &impl TableMemory, table: u64) -> bool {
+        (0..ENTRIES_PER_TABLE).all(|slot| !F::is_present(memory.read(table, slot)))
     }
 
     /// The root (PML4) page's address.

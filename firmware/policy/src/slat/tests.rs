@@ -312,6 +312,87 @@ fn a_range_unmapped_whole_clears_its_leaves_and_maps_again_without_tables() {
     }
 }
 
+/// A 2 MiB block mapped where an unmap of 4 KiB leaves left an empty page table (memory
+/// plugged in 4 KiB pieces, then unplugged) takes 512 leaves of 4 KiB in that table rather
+/// than being refused, and needs no table page; a table that still maps a page is an
+/// overlap as before; the same for a 1 GiB map over an emptied page directory.
+#[test]
+fn a_large_leaf_over_an_emptied_table_is_mapped_in_the_next_size_down() {
+    let (_frames, mut pool, mut memory) = setup(64);
+    let mut slat = SlatBuilder::<Npt>::new(&mut memory, &mut pool, Size1G).unwrap();
+    let region = 4 * GIB;
+    // Two 4 KiB pieces, then both unmapped whole: their page table stays, empty.
+    for (i, spa) in [(0, 0x4000_0000), (1, 0x4000_3000)] {
+        slat.map(
+            &mut memory,
+            &mut pool,
+            region + i * PAGE_SIZE,
+            spa,
+            PAGE_SIZE,
+            RWX,
+        )
+        .unwrap();
+    }
+    slat.unmap_range(&mut memory, region, 2 * PAGE_SIZE)
+        .unwrap();
+    let (balance, tables) = (pool.balance_pages(), memory.page_count());
+    slat.map(&mut memory, &mut pool, region, 0x6000_0000, 2 * MIB, RWX)
+        .unwrap();
+    assert_eq!(
+        (pool.balance_pages(), memory.page_count()),
+        (balance, tables)
+    );
+    assert_eq!(slat.stats().pages_4k, 512);
+    assert_eq!(slat.stats().pages_2m, 0);
+    for offset in [0, PAGE_SIZE, 2 * MIB - 8] {
+        let t = slat.translate(&memory, region + offset).unwrap();
+        assert_eq!((t.spa, t.size), (0x6000_0000 + offset, Size4K));
+    }
+    // Unmapped whole and mapped again: the same.
+    slat.unmap_range(&mut memory, region, 2 * MIB).unwrap();
+    slat.map(&mut memory, &mut pool, region, 0x7000_0000, 2 * MIB, RWX)
+        .unwrap();
+    assert_eq!(
+        slat.translate(&memory, region + 8).unwrap().spa,
+        0x7000_0000 + 8
+    );
+    // A table that still maps a page: the 2 MiB map over it overlaps.
+    slat.unmap_range(&mut memory, region + PAGE_SIZE, 2 * MIB - PAGE_SIZE)
+        .unwrap();
+    assert_eq!(
+        slat.map(&mut memory, &mut pool, region, 0x6000_0000, 2 * MIB, RWX),
+        Err(SlatError::AlreadyMapped {
+            gpa: region,
+            size: Size2M
+        })
+    );
+    // The next 2 MiB region never held a table: a 2 MiB leaf.
+    slat.map(
+        &mut memory,
+        &mut pool,
+        region + 2 * MIB,
+        0x6000_0000,
+        2 * MIB,
+        RWX,
+    )
+    .unwrap();
+    assert_eq!(
+        slat.translate(&memory, region + 2 * MIB).unwrap().size,
+        Size2M
+    );
+    // 1 GiB over a page directory whose 2 MiB leaves were all unmapped: 512 leaves of 2 MiB.
+    let gib = 8 * GIB;
+    slat.map(&mut memory, &mut pool, gib, 2 * GIB, 2 * MIB, RWX)
+        .unwrap();
+    slat.unmap_range(&mut memory, gib, 2 * MIB).unwrap();
+    let balance = pool.balance_pages();
+    slat.map(&mut memory, &mut pool, gib, 3 * GIB, GIB, RWX)
+        .unwrap();
+    assert_eq!(pool.balance_pages(), balance);
+    let t = slat.translate(&memory, gib + GIB - 8).unwrap();
+    assert_eq!((t.spa, t.size), (4 * GIB - 8, Size2M));
+}
+
 #[test]
 fn a_refused_whole_unmap_changes_nothing() {
     let (_frames, mut pool, mut memory) = setup(8);

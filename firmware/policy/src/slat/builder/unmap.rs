@@ -77,7 +77,8 @@ impl<F: SlatFormat> SlatBuilder<F> {
 
     /// Unmaps `[gpa, gpa + len)` whole (memory that leaves the partition in one piece, like a
     /// block virtio-mem unplugs): every leaf inside it is cleared, none is split, and no table
-    /// page is taken or given back (an emptied table is reused by the next map there).
+    /// page is taken or given back (an emptied table is reused by the next map there, with
+    /// leaves of its own size even where a larger one would fit: `map`).
     ///
     /// Refused, with nothing changed: a range not 4 KiB aligned ([`SlatError::Unaligned`]),
     /// a page in it not mapped ([`SlatError::NotMapped`]), or a leaf that reaches past its
