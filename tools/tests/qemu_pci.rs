@@ -142,12 +142,13 @@ fn c_a_device_far_from_its_partition_is_reported() {
     );
 }
 
-/// A page a parent deposits into its child's pool leaves its DMA remapping domain with its
-/// RAM: its device's DMA there is refused, never written into the child's pool; withdrawn
-/// again, the page is the device's to reach once more, at the host page the guest's CPU
-/// sees (issue 18: "balloon moves and deposit/withdraw unmap from both").
+/// A page a partition gives away leaves its DMA remapping domain with its RAM, whether it
+/// goes into a child's pool (a deposit) or to its balloon (an inflation): its device's DMA
+/// there is refused, never written into memory that is no longer the partition's; taken back
+/// (a withdrawal, a deflation), the page is the device's to reach once more, at the host page
+/// the guest's CPU sees (issue 18: "balloon moves and deposit/withdraw unmap from both").
 #[test]
-fn i_a_deposited_page_leaves_the_dma_domain_and_a_withdrawn_one_comes_back() {
+fn i_a_page_given_away_leaves_the_dma_domain_and_comes_back_with_the_ram() {
     let boot = Boot::run("pci-nvme-parent", "vt-d-nvme-on-node-1");
     assert_eq!(
         boot.guest("owner", "nvme")["serial"],
@@ -155,49 +156,40 @@ fn i_a_deposited_page_leaves_the_dma_domain_and_a_withdrawn_one_comes_back() {
         "{}",
         boot.context
     );
-    let deposited = boot.guest("owner", "nvme_deposited");
-    assert_eq!(
-        deposited["deposit"], "success",
-        "{deposited}\n{}",
-        boot.context
-    );
-    let page = deposited["address"]
-        .as_u64()
-        .expect("the deposited page's address");
+    let rounds: Vec<Value> = boot
+        .console_lines("owner")
+        .iter()
+        .filter(|l| l.contains("\"nvme_round\""))
+        .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
+        .collect();
+    let hows: Vec<&str> = rounds.iter().map(|r| r["how"].as_str().unwrap()).collect();
+    assert_eq!(hows, ["deposit", "balloon"], "{rounds:?}\n{}", boot.context);
     let faults = boot.events("dma_fault");
-    assert!(
-        faults.iter().any(|f| f["partition"] == "owner"
-            && f["device"] == "41:00.0"
-            && f["address"].as_u64().is_some_and(|a| a & !0xFFF == page)
-            && f["write"] == true),
-        "no dma_fault for the Identify into the page deposited at {page:#x}: {faults:?}\n{}",
-        boot.context
-    );
-    let withdrawn = boot.guest("owner", "nvme_withdrawn");
-    assert_eq!(
-        withdrawn["withdraw"], "success",
-        "{withdrawn}\n{}",
-        boot.context
-    );
-    assert_eq!(withdrawn["status"], 0, "{withdrawn}\n{}", boot.context);
-    assert_eq!(
-        withdrawn["serial"], "nv0",
-        "the Identify into the withdrawn page did not reach what the guest reads there: \
-         {withdrawn}\n{}",
-        boot.context
-    );
-    assert!(
-        faults.iter().all(|f| f["partition"] == "owner"),
-        "{faults:?}\n{}",
-        boot.context
-    );
+    for round in &rounds {
+        assert_eq!(round["given"], "success", "{round}\n{}", boot.context);
+        let page = round["address"].as_u64().expect("the page's address");
+        assert!(
+            faults.iter().any(|f| f["partition"] == "owner"
+                && f["device"] == "41:00.0"
+                && f["address"].as_u64().is_some_and(|a| a & !0xFFF == page)
+                && f["write"] == true),
+            "no dma_fault for the Identify into the page given away ({round}): {faults:?}\n{}",
+            boot.context
+        );
+        assert_eq!(round["back"], "success", "{round}\n{}", boot.context);
+        assert_eq!(round["status"], 0, "{round}\n{}", boot.context);
+        assert_eq!(
+            round["serial"], "nv0",
+            "the Identify into the page taken back did not reach what the guest reads there: \
+             {round}\n{}",
+            boot.context
+        );
+    }
     let stopped = boot.stopped("owner");
     assert_eq!(stopped["reason"], "exit", "{stopped}\n{}", boot.context);
     boot.check_ledgers();
 }
 
-/// A disk image of `total` bytes whose first `MIB` MiB hold a pattern (every MiB different)
-/// and the rest zeros, at `path`; the sha256 of the pattern, as `sha256sum` prints it.
 fn disk_image(path: &std::path::Path, total: usize) -> String {
     const MIB: usize = 64;
     let mut data = vec![0u8; total];

@@ -14,7 +14,7 @@
 //! `xcr0`), or `balloon-scrub` (through its own virtio balloon it looks for pages handed to it
 //! without being zeroed: `scrub` event; `balloon_scrub.rs`). `mode=fill` writes a pattern over
 //! all its free RAM, prints `fill` and exits 0 (the victim of `balloon-scrub`). `mode=nvme
-//! [outside=0xADDR] [deposit=ID]` drives a passed-through NVMe controller (`nvme_probe.rs`).
+//! [outside=0xADDR] [deposit=ID] [balloon=1]` drives a passed-through NVMe controller (`nvme_probe.rs`).
 //! `probe=concurrent-moves child=ID` starts the partition's second vCPU (INIT/SIPI, `smp.rs`)
 //! and moves pages on both at once: balloon inflate/deflate on vCPU 0, deposit/withdraw
 //! hypercalls into `child` on vCPU 1 (`concurrent_moves.rs`). `probe=init-idt` starts the

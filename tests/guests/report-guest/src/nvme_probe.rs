@@ -10,12 +10,14 @@
 //! answer is printed as `{"event":"nvme_outside","address":A,"status":N}` (QEMU 7.2's
 //! controller completes it with status 0 all the same); with `repeat`, that many times (a
 //! guest whose device keeps faulting, which the hypervisor stops). With `deposit=ID` (a
-//! parent's probe), it deposits one page of its RAM into partition ID's pool (hypercall 3)
-//! and sends Identify into that page, which its remapping domain must no longer map (a
-//! `dma_fault`; `{"event":"nvme_deposited",...}`), then withdraws it (hypercall 4) and sends
-//! Identify there again, printing what its own CPU then reads in the page
-//! (`{"event":"nvme_withdrawn","status":N,"serial":S}`: the DMA reached the page the guest
-//! sees). Exit status 0 when Identify succeeded, 1 otherwise.
+//! parent's probe) and `balloon=1` (a dynamic partition's), it gives one page of its RAM away,
+//! into partition ID's pool (hypercall 3) or to its balloon (its own polling driver,
+//! [`crate::virtio_balloon`]), and sends Identify into that page, which its remapping domain
+//! must no longer map (a `dma_fault`); then takes the page back (hypercall 4, or a
+//! deflation) and sends Identify there again, and prints what its own CPU then reads in the
+//! page: `{"event":"nvme_round","how":"deposit"|"balloon","address":A,"given":S,
+//! "given_status":N,"back":S,"status":N,"serial":S}` (the serial number when the DMA reached
+//! the page the guest sees). Exit status 0 when Identify succeeded, 1 otherwise.
 
 use numavisor_policy::pci::guest_bus::GUEST_ECAM_BASE;
 
@@ -71,8 +73,17 @@ fn fail(step: &str) -> ! {
     exit(1)
 }
 
+/// How the probe gives one page of its RAM away and takes it back.
+#[derive(Clone, Copy)]
+pub enum GiveAway {
+    /// Into this partition's pool (a child's ID), by hypercalls 3 and 4.
+    Deposit(u64),
+    /// To its own balloon: inflate, then deflate.
+    Balloon,
+}
+
 /// Runs the probe.
-pub fn run(outside: Option<u64>, repeat: u64, deposit: Option<u64>) -> ! {
+pub fn run(outside: Option<u64>, repeat: u64, rounds: &[GiveAway]) -> ! {
     let mut found = None;
     for device in 0..32u64 {
         let id = config_read(device, 0);
@@ -103,8 +114,8 @@ pub fn run(outside: Option<u64>, repeat: u64, deposit: Option<u64>) -> ! {
         Json(text(&data, 4..24)),
         Json(text(&data, 24..64))
     );
-    if let Some(child) = deposit {
-        deposit_and_withdraw(bar, child);
+    for &how in rounds {
+        give_away_and_back(bar, how);
     }
     if let Some(address) = outside {
         for _ in 0..repeat.max(1) {
@@ -122,39 +133,66 @@ fn text(data: &[u8; 4096], range: core::ops::Range<usize>) -> &str {
         .trim_end_matches([' ', '\0'])
 }
 
-/// Deposits [`GIVEN`] into `child`'s pool and sends Identify into it (the domain must refuse
-/// the DMA), then withdraws it and sends Identify there again (the DMA must land in what the
-/// CPU reads there now).
-fn deposit_and_withdraw(bar: u64, child: u64) {
+/// Gives [`GIVEN`] away (`how`) and sends Identify into it (the domain must refuse the DMA),
+/// then takes it back and sends Identify there again (the DMA must land in what the CPU
+/// reads there now).
+fn give_away_and_back(bar: u64, how: GiveAway) {
     let page = addr_of_page(&raw const GIVEN);
     let list = addr_of_page(&raw const LIST);
     // SAFETY: the list page is this guest's own; one entry, the page to move.
     unsafe { (&raw mut LIST).cast::<u64>().write_volatile(page) };
-    let (code, moved, _) = crate::hypercalls::call(3, child, list, 1);
-    let deposited = if code == 0 && moved == 1 {
+    let mut balloon = None;
+    let (name, given) = match how {
+        GiveAway::Deposit(child) => {
+            let (code, moved, _) = crate::hypercalls::call(3, child, list, 1);
+            let status = crate::hypercalls::status(code);
+            ("deposit", if moved == 1 { status } else { "not-moved" })
+        }
+        GiveAway::Balloon => (
+            "balloon",
+            match crate::virtio_balloon::Balloon::init() {
+                Ok(driver) => balloon
+                    .insert(driver)
+                    .send(crate::virtio_balloon::INFLATE, &[page])
+                    .map_or_else(|e| e, |()| "success"),
+                Err(e) => e,
+            },
+        ),
+    };
+    let given_status = if given == "success" {
         identify(bar, page, 3)
     } else {
         u32::MAX
     };
+    let back = match (how, balloon.as_mut()) {
+        (GiveAway::Deposit(child), _) => {
+            let (code, moved, _) = crate::hypercalls::call(4, child, list, 1);
+            let status = crate::hypercalls::status(code);
+            if moved == 1 {
+                status
+            } else {
+                "not-moved"
+            }
+        }
+        (GiveAway::Balloon, Some(driver)) => driver
+            .send(crate::virtio_balloon::DEFLATE, &[page])
+            .map_or_else(|e| e, |()| "success"),
+        (GiveAway::Balloon, None) => "no-balloon",
+    };
+    let (status, serial) = if back == "success" {
+        let status = identify(bar, page, 4);
+        // SAFETY: the page is this guest's again; the controller wrote it by DMA before
+        // posting the completion just read.
+        let data = unsafe { (&raw const GIVEN).read_volatile() }.0;
+        (status, text(&data, 4..24).into())
+    } else {
+        (u32::MAX, alloc::string::String::new())
+    };
     report!(
-        "{{\"event\":\"nvme_deposited\",\"address\":{page},\"deposit\":{},\"moved\":{moved},\"status\":{deposited}}}",
-        Json(crate::hypercalls::status(code))
-    );
-    let (code, moved, _) = crate::hypercalls::call(4, child, list, 1);
-    if code != 0 || moved != 1 {
-        report!(
-            "{{\"event\":\"nvme_withdrawn\",\"withdraw\":{},\"moved\":{moved}}}",
-            Json(crate::hypercalls::status(code))
-        );
-        return;
-    }
-    let status = identify(bar, page, 4);
-    // SAFETY: the page is this guest's again (withdrawn); the controller wrote it by DMA
-    // before posting the completion just read.
-    let data = unsafe { (&raw const GIVEN).read_volatile() }.0;
-    report!(
-        "{{\"event\":\"nvme_withdrawn\",\"withdraw\":\"success\",\"moved\":1,\"status\":{status},\"serial\":{}}}",
-        Json(text(&data, 4..24))
+        "{{\"event\":\"nvme_round\",\"how\":\"{name}\",\"address\":{page},\"given\":{},\"given_status\":{given_status},\"back\":{},\"status\":{status},\"serial\":{}}}",
+        Json(given),
+        Json(back),
+        Json(&serial)
     );
 }
 

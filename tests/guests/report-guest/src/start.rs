@@ -125,11 +125,19 @@ pub extern "C" fn guest_main(start_info: u32) -> ! {
         "hostile" => hostile(option("probe").unwrap_or("")),
         "watch" => crate::watch::run(option("target"), option("until").and_then(parse_number)),
         "fill" => crate::balloon_scrub::fill(&info.memmap, &excluded),
-        "nvme" => crate::nvme_probe::run(
-            option("outside").and_then(parse_number),
-            option("repeat").and_then(parse_number).unwrap_or(1),
-            option("deposit").and_then(parse_number),
-        ),
+        "nvme" => {
+            use crate::nvme_probe::GiveAway;
+            let deposit = option("deposit")
+                .and_then(parse_number)
+                .map(GiveAway::Deposit);
+            let balloon = (option("balloon") == Some("1")).then_some(GiveAway::Balloon);
+            let rounds: alloc::vec::Vec<GiveAway> = deposit.into_iter().chain(balloon).collect();
+            crate::nvme_probe::run(
+                option("outside").and_then(parse_number),
+                option("repeat").and_then(parse_number).unwrap_or(1),
+                &rounds,
+            )
+        }
         "set-target" => crate::set_target::run(
             option("target").and_then(parse_number),
             option("vnode").and_then(parse_number),
