@@ -58,12 +58,7 @@ fn a_missing_function_a_bridge_and_an_unisolated_device_are_refused() {
 #[test]
 fn b_a_partition_drives_its_nvme_and_dma_outside_its_ram_faults() {
     let boot = Boot::run("pci-nvme", "vt-d-nvme-on-node-1");
-    let functions: Vec<Value> = boot
-        .console_lines("disk")
-        .iter()
-        .filter(|l| l.contains("\"pci_function\""))
-        .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
-        .collect();
+    let functions = boot.guest_events("disk", "pci_function");
     let classes: Vec<&str> = functions
         .iter()
         .map(|f| f["class"].as_str().unwrap())
@@ -156,12 +151,7 @@ fn i_a_page_given_away_leaves_the_dma_domain_and_comes_back_with_the_ram() {
         "{}",
         boot.context
     );
-    let rounds: Vec<Value> = boot
-        .console_lines("owner")
-        .iter()
-        .filter(|l| l.contains("\"nvme_round\""))
-        .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
-        .collect();
+    let rounds = boot.guest_events("owner", "nvme_round");
     let hows: Vec<&str> = rounds.iter().map(|r| r["how"].as_str().unwrap()).collect();
     assert_eq!(hows, ["deposit", "balloon"], "{rounds:?}\n{}", boot.context);
     let faults = boot.events("dma_fault");

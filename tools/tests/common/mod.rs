@@ -339,6 +339,20 @@ impl Boot {
     /// `/init` line and its newline on the same serial console (seen in CI: a network line
     /// followed by `[   46.48] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready`).
     pub fn guest_line(&self, name: &str, prefix: &str, event: &str) -> Value {
+        self.guest_lines(name, prefix, event)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
+    }
+
+    /// Every JSON object partition `name`'s test guest printed with `event`, in order.
+    pub fn guest_events(&self, name: &str, event: &str) -> Vec<Value> {
+        self.guest_lines(name, "guest: ", event)
+    }
+
+    /// Every JSON object partition `name` printed after `prefix` with `event`, in order (read
+    /// as [`guest_line`](Self::guest_line) reads one).
+    fn guest_lines(&self, name: &str, prefix: &str, event: &str) -> Vec<Value> {
         self.events("console")
             .into_iter()
             .filter(|c| c["partition"] == name)
@@ -349,8 +363,8 @@ impl Boot {
                     .next()?
                     .ok()
             })
-            .find(|v| v["event"] == event)
-            .unwrap_or_else(|| panic!("guest {name} printed no {event} line\n{}", self.context))
+            .filter(|v| v["event"] == event)
+            .collect()
     }
 
     /// Partition `name`'s VM exits of `kind` in its last `exit_counts` event.
