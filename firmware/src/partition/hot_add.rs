@@ -2,8 +2,9 @@
 //! whose `memory_max` exceeds its `size` has a virtio-mem device (VIRTIO 1.2 §5.15,
 //! `devices::virtio::mem`) over a region of guest-physical space above the partition's RAM.
 //! The guest's driver plugs blocks of it, which this module backs with 2 MiB blocks of the
-//! host node backing the vnode (zeroed first), and unplugs them, which leave the SLAT, wait
-//! for every vCPU's flush and go back to that node's free memory.
+//! host node backing the vnode (zeroed first; 512 pages of 4 KiB each where the node has no
+//! free 2 MiB block), and unplugs them, which leave the SLAT, wait for every vCPU's flush and
+//! go back to that node's free memory.
 //!
 //! Locks: like the balloon's (`dynamic`), the devices lock is held only to drive the device's
 //! registers and queue, never while blocks move; moving takes the state lock, then the frame
