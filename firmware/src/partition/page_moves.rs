@@ -391,8 +391,9 @@ fn edit_slat(
     let slat_stats = match slat.apply(&mut tables, pool, &edit) {
         Ok((stats, _)) => stats,
         Err(e) => {
-            if let (Some(dma), Some((_, unmapped))) = (dma, &dma_done) {
-                dma.undo(&mut tables, pool, &edit, unmapped);
+            if let (Some(dma), Some((stats, unmapped))) = (dma, &dma_done) {
+                dma.with_stats(*stats)
+                    .undo(&mut tables, pool, &edit, unmapped);
             }
             return Err(e);
         }
@@ -466,9 +467,14 @@ impl OpenTables {
         }
     }
 
+    /// These tables with the figures `stats` (after an edit, before it is taken back).
+    fn with_stats(self, stats: SlatStats) -> Self {
+        OpenTables { stats, ..self }
+    }
+
     /// Takes back an `edit` that [`apply`](Self::apply) carried out (`unmapped`: what it
-    /// returned). It needs no table page: an unmapped page's table is still there, and
-    /// unmapping what was just mapped splits nothing.
+    /// returned; `self` with the figures it returned). It needs no table page: an unmapped
+    /// page's table is still there, and unmapping what was just mapped splits nothing.
     fn undo(
         self,
         tables: &mut IdentityTables,
@@ -501,12 +507,10 @@ impl OpenTables {
             SlatEdit::Map(moves) => {
                 for (done, m) in moves.iter().map(ZeroedMove::page_move).enumerate() {
                     if let Err(e) = slat.map(tables, pool, m.gpa, m.spa, 4096, rwx) {
-                        // Undo what was done (unmapping a 4 KiB leaf takes no page).
-                        let mapped: Vec<u64> =
-                            moves[..done].iter().map(|m| m.page_move().gpa).collect();
-                        if !mapped.is_empty() {
-                            let _ = slat.unmap_pages(tables, pool, &mapped);
-                        }
+                        // What was done goes back as a whole edit does.
+                        let done = SlatEdit::Map(&moves[..done]);
+                        self.with_stats(slat.stats())
+                            .undo_in::<F>(tables, pool, &done, &[]);
                         return Err(e);
                     }
                 }
@@ -514,10 +518,9 @@ impl OpenTables {
             SlatEdit::MapBlocks(blocks) => {
                 for (done, b) in blocks.iter().enumerate() {
                     if let Err(e) = slat.map(tables, pool, b.gpa, b.spa, b.size.bytes(), rwx) {
-                        // Undo what was done (a whole unmap takes no page).
-                        for b in &blocks[..done] {
-                            let _ = slat.unmap_range(tables, b.gpa, b.size.bytes());
-                        }
+                        let done = SlatEdit::MapBlocks(&blocks[..done]);
+                        self.with_stats(slat.stats())
+                            .undo_in::<F>(tables, pool, &done, &[]);
                         return Err(e);
                     }
                 }
@@ -563,7 +566,10 @@ impl OpenTables {
                 .try_for_each(|&(gpa, spa)| slat.map(tables, pool, gpa, spa, 4096, rwx)),
             SlatEdit::Map(moves) => {
                 let gpas: Vec<u64> = moves.iter().map(|m| m.page_move().gpa).collect();
-                slat.unmap_pages(tables, pool, &gpas).map(|_| ())
+                match gpas.is_empty() {
+                    true => Ok(()),
+                    false => slat.unmap_pages(tables, pool, &gpas).map(|_| ()),
+                }
             }
             SlatEdit::MapBlocks(blocks) => blocks
                 .iter()
